@@ -1,0 +1,141 @@
+//! The command line: clap derive, where the doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::units::{Rate, Span};
+
+/// Batch runner for the kie.ai Veo 3.1 video API.
+///
+/// A YAML or CSV manifest of prompt/image jobs is validated, submitted with bounded
+/// concurrency, a rate limit and retries, polled to completion, downloaded, and
+/// checkpointed to a results CSV, so that an interrupted run resumes where it stopped
+/// without paying twice for a video.
+#[derive(Debug, Parser)]
+#[command(name = "veo-batch", version, after_help = crate::exit::TABLE)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More log output (-v: debug, -vv: trace). VEO_BATCH_LOG or RUST_LOG set the filter exactly.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only warnings and errors; no progress.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// When to use colour (NO_COLOR is honoured).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a manifest and print what it would send and cost; sends nothing.
+    Validate(ValidateArgs),
+    /// Take every job of a manifest to the end: submit, poll, download, record.
+    #[command(after_help = crate::exit::TABLE)]
+    Run(Box<RunArgs>),
+    /// Serve the kie.ai simulator until stopped.
+    Simulate(crate::sim::args::SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The manifest (.yaml, .yml or .csv).
+    pub manifest: PathBuf,
+
+    /// Print the JSON body of every request, one per line, on stdout.
+    #[arg(long, value_enum)]
+    pub emit: Option<Emit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The manifest (.yaml, .yml or .csv).
+    pub manifest: PathBuf,
+
+    /// Run against the embedded simulator (time-scaled), not the real service. Needs no key.
+    #[arg(long)]
+    pub simulate: bool,
+
+    /// The service's base URL.
+    #[arg(long, env = "KIE_API_BASE", default_value = "https://api.kie.ai")]
+    pub api_base: String,
+
+    /// Read the API key from this file instead of KIE_API_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// The results CSV (default: results/<manifest name>.csv).
+    #[arg(long, value_name = "PATH")]
+    pub results: Option<PathBuf>,
+
+    /// Where videos go (default: videos/<manifest name>/).
+    #[arg(long, value_name = "DIR")]
+    pub videos_dir: Option<PathBuf>,
+
+    /// Requests in flight at most [default: 8].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Generate calls at most, as N/DURATION [default: 20/10s, the account limit].
+    #[arg(long, value_name = "N/DURATION")]
+    pub rate: Option<Rate>,
+
+    /// Tries per request before giving up [default: 8].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+
+    /// Time between status checks of a task [default: 15s].
+    #[arg(long, value_name = "DURATION")]
+    pub poll_interval: Option<Span>,
+
+    /// Stop waiting for a task after this long; it is polled again on the next run [default: 30m].
+    #[arg(long, value_name = "DURATION")]
+    pub task_timeout: Option<Span>,
+
+    /// Give up on one HTTP request after this long [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub request_timeout: Option<Span>,
+
+    /// Submit every job and exit (code 4); a later run polls and downloads.
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// Record result URLs, download nothing.
+    #[arg(long)]
+    pub no_download: bool,
+
+    /// Submit again the jobs whose last run failed.
+    #[arg(long)]
+    pub retry_failed: bool,
+
+    /// Submit again the jobs recorded in doubt (their first task may exist and be billed).
+    #[arg(long)]
+    pub resubmit_in_doubt: bool,
+}

@@ -1,0 +1,14 @@
+//! veo-batch: a batch pipeline runner for the kie.ai Veo 3.1 video API.
+//!
+//! `main.rs` parses the command line and calls [`app::main`]; everything else lives
+//! here so that tests and benches drive the whole program in process.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod cost;
+pub mod exit;
+pub mod manifest;
+pub mod request;
+pub mod sim;
+pub mod units;
