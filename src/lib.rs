@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod app;
+pub mod checkpoint;
 pub mod cli;
 pub mod cost;
 pub mod exit;

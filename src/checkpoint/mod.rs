@@ -1,0 +1,518 @@
+//! The results CSV: the checkpoint that makes a run resumable.
+//!
+//! While a run goes, a row is appended at every state change of a job and synced to
+//! disk before the step it records is acted on, so the file may hold several rows per
+//! job (the last one counts). A run that ends any way but a kill rewrites it, through
+//! a temporary file and a rename, to one row per job in manifest order.
+//!
+//! This module reads the file ([`load`]), writes it ([`writer`]), and decides from it
+//! what is left to do for each job ([`plan`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+pub mod plan;
+pub mod writer;
+
+/// The columns, in order. The header row must be exactly this.
+pub const HEADER: [&str; 16] = [
+    "job_id",
+    "state",
+    "task_id",
+    "attempts",
+    "model",
+    "generation_type",
+    "aspect_ratio",
+    "prompt",
+    "fingerprint",
+    "video_urls",
+    "video_paths",
+    "error_code",
+    "error_message",
+    "submitted_at",
+    "finished_at",
+    "updated_at",
+];
+
+/// Separates several URLs or paths inside one cell.
+pub const LIST_SEPARATOR: char = '|';
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not sent yet, or every send so far was refused without creating a task
+    /// (429, 455, 500...): safe to send.
+    Pending,
+    /// About to send the generate request. Found on resume, it means the request may
+    /// have been sent without its answer being recorded: the job is in doubt.
+    Submitting,
+    /// The service created the task; it is polled, never sent again.
+    Submitted,
+    Succeeded,
+    Failed,
+    /// The request was sent and no answer came: a task may exist and be billed.
+    InDoubt,
+}
+
+impl State {
+    pub const ALLOWED: &'static str = "pending, submitting, submitted, succeeded, failed, in_doubt";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Submitting => "submitting",
+            State::Submitted => "submitted",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::InDoubt => "in_doubt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "pending" => State::Pending,
+            "submitting" => State::Submitting,
+            "submitted" => State::Submitted,
+            "succeeded" => State::Succeeded,
+            "failed" => State::Failed,
+            "in_doubt" => State::InDoubt,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of the results file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Record {
+    pub job_id: String,
+    pub state: Option<State>,
+    pub task_id: Option<String>,
+    /// Generate requests sent for this job, over all runs.
+    pub attempts: u32,
+    pub model: String,
+    pub generation_type: String,
+    pub aspect_ratio: String,
+    pub prompt: String,
+    pub fingerprint: String,
+    pub video_urls: Vec<String>,
+    pub video_paths: Vec<String>,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+    pub submitted_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+}
+
+impl Record {
+    /// The state, which every loaded or written record has.
+    pub fn state(&self) -> State {
+        self.state.unwrap_or(State::Pending)
+    }
+
+    /// The cells of this row, in [`HEADER`] order.
+    pub fn cells(&self) -> [String; 16] {
+        let join = |v: &[String]| v.join(&LIST_SEPARATOR.to_string());
+        [
+            self.job_id.clone(),
+            self.state().as_str().to_owned(),
+            self.task_id.clone().unwrap_or_default(),
+            self.attempts.to_string(),
+            self.model.clone(),
+            self.generation_type.clone(),
+            self.aspect_ratio.clone(),
+            self.prompt.clone(),
+            self.fingerprint.clone(),
+            join(&self.video_urls),
+            join(&self.video_paths),
+            self.error_code.map(|c| c.to_string()).unwrap_or_default(),
+            self.error_message.clone().unwrap_or_default(),
+            self.submitted_at.clone().unwrap_or_default(),
+            self.finished_at.clone().unwrap_or_default(),
+            self.updated_at.clone(),
+        ]
+    }
+
+    fn from_cells(cells: &csv::StringRecord) -> Result<Record, (Option<String>, String)> {
+        let get = |i: usize| cells.get(i).unwrap_or_default();
+        let opt = |i: usize| Some(get(i).to_owned()).filter(|s| !s.is_empty());
+        let list = |i: usize| -> Vec<String> {
+            let s = get(i);
+            if s.is_empty() {
+                Vec::new()
+            } else {
+                s.split(LIST_SEPARATOR).map(str::to_owned).collect()
+            }
+        };
+        let job_id = get(0).to_owned();
+        if job_id.is_empty() {
+            return Err((Some("job_id".into()), "is empty".into()));
+        }
+        let state = State::parse(get(1)).ok_or_else(|| {
+            (
+                Some("state".into()),
+                format!("{:?} is not a state ({})", get(1), State::ALLOWED),
+            )
+        })?;
+        let attempts = get(3).parse::<u32>().map_err(|_| {
+            (
+                Some("attempts".into()),
+                format!("{:?} is not a whole number", get(3)),
+            )
+        })?;
+        let error_code = match get(11) {
+            "" => None,
+            s => Some(s.parse::<i64>().map_err(|_| {
+                (
+                    Some("error_code".into()),
+                    format!("{s:?} is not an integer"),
+                )
+            })?),
+        };
+        Ok(Record {
+            job_id,
+            state: Some(state),
+            task_id: opt(2),
+            attempts,
+            model: get(4).to_owned(),
+            generation_type: get(5).to_owned(),
+            aspect_ratio: get(6).to_owned(),
+            prompt: get(7).to_owned(),
+            fingerprint: get(8).to_owned(),
+            video_urls: list(9),
+            video_paths: list(10),
+            error_code,
+            error_message: opt(12),
+            submitted_at: opt(13),
+            finished_at: opt(14),
+            updated_at: get(15).to_owned(),
+        })
+    }
+}
+
+/// A results file as read: the last row of every job.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The last record of each job, by job id.
+    pub records: HashMap<String, Record>,
+    /// Job ids in the order they first appear.
+    pub order: Vec<String>,
+    /// Data rows read (without the header), torn row excluded.
+    pub rows: usize,
+    /// A torn last row was dropped (the process was killed while writing it).
+    pub torn: bool,
+    pub warnings: Vec<String>,
+}
+
+impl Loaded {
+    /// True when the file holds more rows than jobs, or a torn row: the shape a kill
+    /// leaves, which the run rewrites before appending to it.
+    pub fn needs_compaction(&self) -> bool {
+        self.torn || self.rows != self.records.len()
+    }
+}
+
+/// A results file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("failed to read results file `{}`: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}:{line}: {}{message}", path.display(), field_prefix(field))]
+    Malformed {
+        path: PathBuf,
+        line: u64,
+        field: Option<String>,
+        message: String,
+    },
+}
+
+fn field_prefix(field: &Option<String>) -> String {
+    field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default()
+}
+
+/// Reads the results file at `path`; `None` when it does not exist yet.
+pub fn load(path: &Path) -> Result<Option<Loaded>, CheckpointError> {
+    let io_err = |source| CheckpointError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    let len = file.metadata().map_err(io_err)?.len();
+    // Every row the writer completes ends with a newline: a file that does not end
+    // with one was cut while its last row was being written.
+    let torn = if len == 0 {
+        false
+    } else {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1)).map_err(io_err)?;
+        file.read_exact(&mut last).map_err(io_err)?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        last[0] != b'\n'
+    };
+    parse_reader(io::BufReader::new(file), path, torn).map(Some)
+}
+
+/// Parses a results file from `reader`; `path` names it in messages. When `torn`,
+/// the last row is incomplete and is dropped with a warning.
+pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded, CheckpointError> {
+    let malformed =
+        |line: u64, field: Option<String>, message: String| CheckpointError::Malformed {
+            path: path.to_owned(),
+            line,
+            field,
+            message,
+        };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
+    let mut loaded = Loaded::default();
+    let mut rows = rdr.records();
+
+    let Some(header) = rows.next() else {
+        return Ok(loaded);
+    };
+    let header = match header {
+        Ok(h) => h,
+        Err(_) if torn => {
+            loaded.torn = true;
+            return Ok(loaded);
+        }
+        Err(e) => return Err(csv_error(path, &e)),
+    };
+    let header_ok = header.iter().eq(HEADER.iter().copied());
+    if !header_ok {
+        let whole_header_torn = torn && HEADER.join(",").starts_with(&header_cells(&header));
+        if whole_header_torn {
+            loaded.torn = true;
+            loaded
+                .warnings
+                .push("dropped a torn header row (a run was killed while writing it)".into());
+            return Ok(loaded);
+        }
+        return Err(malformed(
+            1,
+            None,
+            format!(
+                "not a veo-batch results file: the header is `{}`, expected `{}`",
+                truncate(&header_cells(&header), 200),
+                HEADER.join(",")
+            ),
+        ));
+    }
+
+    let mut pending = rows.next();
+    while let Some(current) = pending {
+        pending = rows.next();
+        let is_last = pending.is_none();
+        let short = current.as_ref().is_ok_and(|row| row.len() < HEADER.len());
+        let parsed = current.map_err(|e| csv_error(path, &e)).and_then(|row| {
+            let line = row.position().map_or(0, |p| p.line());
+            if row.len() != HEADER.len() {
+                return Err(malformed(
+                    line,
+                    None,
+                    format!("has {} cells, expected {}", row.len(), HEADER.len()),
+                ));
+            }
+            Record::from_cells(&row).map_err(|(field, message)| {
+                let field = match (field, row.get(0)) {
+                    (Some(f), Some(id)) if !id.is_empty() => Some(format!("job {id:?}: {f}")),
+                    (f, _) => f,
+                };
+                malformed(line, field, message)
+            })
+        });
+        // A kill can cut the last row anywhere, even just after a newline inside a
+        // quoted prompt (which leaves it short of cells), so such a row is taken for
+        // a torn one. Nothing was acted on for it: a row is synced before its step.
+        match parsed {
+            Ok(_) | Err(_) if is_last && torn => {
+                loaded.torn = true;
+                loaded.warnings.push(format!(
+                    "{}: dropped a torn last row (a run was killed while writing it)",
+                    path.display()
+                ));
+            }
+            Err(e) if is_last && short => {
+                loaded.torn = true;
+                loaded.warnings.push(format!(
+                    "dropped an incomplete last row (a run was killed while writing it): {e}"
+                ));
+            }
+            Err(e) => return Err(e),
+            Ok(record) => {
+                loaded.rows += 1;
+                if !loaded.records.contains_key(&record.job_id) {
+                    loaded.order.push(record.job_id.clone());
+                }
+                loaded.records.insert(record.job_id.clone(), record);
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+fn header_cells(header: &csv::StringRecord) -> String {
+    header.iter().collect::<Vec<_>>().join(",")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+fn csv_error(path: &Path, e: &csv::Error) -> CheckpointError {
+    let line = e.position().map_or(0, |p| p.line());
+    let message = match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => {
+            format!("is not valid UTF-8 (field {})", err.field() + 1)
+        }
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("has {len} cells, expected {expected_len}"),
+        _ => e.to_string(),
+    };
+    CheckpointError::Malformed {
+        path: path.to_owned(),
+        line,
+        field: None,
+        message,
+    }
+}
+
+/// The current time, as written in the results file (RFC 3339, UTC, seconds).
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, state: State) -> Record {
+        Record {
+            job_id: id.into(),
+            state: Some(state),
+            attempts: 1,
+            model: "veo3_fast".into(),
+            prompt: "a \"dog\", running\nin a park".into(),
+            fingerprint: "00ff".into(),
+            video_urls: vec!["http://x/1.mp4".into(), "http://x/2.mp4".into()],
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            ..Record::default()
+        }
+    }
+
+    fn to_csv(records: &[Record]) -> Vec<u8> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(HEADER).unwrap();
+        for r in records {
+            w.write_record(r.cells()).unwrap();
+        }
+        w.into_inner().unwrap()
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Loaded, CheckpointError> {
+        let torn = !bytes.is_empty() && bytes.last() != Some(&b'\n');
+        parse_reader(bytes, Path::new("r.csv"), torn)
+    }
+
+    #[test]
+    fn round_trip_and_last_row_wins() {
+        let a1 = record("a", State::Submitting);
+        let mut a2 = record("a", State::Submitted);
+        a2.task_id = Some("t1".into());
+        let b = record("b", State::Failed);
+        let loaded = parse(&to_csv(&[a1, a2.clone(), b.clone()])).unwrap();
+        assert_eq!(loaded.rows, 3);
+        assert_eq!(loaded.order, ["a", "b"]);
+        assert_eq!(loaded.records["a"], a2);
+        assert_eq!(loaded.records["b"], b);
+        assert!(loaded.needs_compaction());
+        assert!(!loaded.torn);
+    }
+
+    #[test]
+    fn torn_last_row_is_dropped_with_a_warning() {
+        let mut bytes = to_csv(&[
+            record("a", State::Submitted),
+            record("b", State::Submitting),
+        ]);
+        let last_row_len = bytes.len() - to_csv(&[record("a", State::Submitted)]).len();
+        for cut in 1..last_row_len {
+            let torn = &bytes[..bytes.len() - cut];
+            let loaded = parse(torn).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert!(loaded.torn);
+            assert_eq!(loaded.order, ["a"], "cut {cut}");
+            assert_eq!(loaded.warnings.len(), 1);
+        }
+        bytes.truncate(5);
+        let loaded = parse(&bytes).unwrap();
+        assert!(loaded.records.is_empty());
+    }
+
+    #[test]
+    fn bad_header_is_located() {
+        let err = parse(b"id,prompt\nx,y\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("r.csv:1: not a veo-batch results file: the header is `id,prompt`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_cells_are_located() {
+        let mut bytes = to_csv(&[record("a", State::Submitted)]);
+        let text = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace(",submitted,", ",flying,");
+        let err = parse(text.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("r.csv:2: job \"a\": state: \"flying\" is not a state"),
+            "{err}"
+        );
+        let good = to_csv(&[record("c", State::Failed)]);
+        let good_row = &good[good.iter().position(|b| *b == b'\n').unwrap() + 1..];
+        bytes.extend_from_slice(b"b,submitted\n");
+        let mut last_bad = bytes.clone();
+        bytes.extend_from_slice(good_row);
+        let err = parse(&bytes).unwrap_err().to_string();
+        assert_eq!(err, "r.csv:4: has 2 cells, expected 16");
+        // The same row last is what a kill leaves: dropped with a warning.
+        let loaded = parse(&last_bad).unwrap();
+        assert!(loaded.torn);
+        assert_eq!(loaded.order, ["a"]);
+        last_bad.clear();
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let mut bytes = to_csv(&[record("a", State::Submitted)]);
+        bytes.extend_from_slice(b"b\xff,submitted,,1,,,,,,,,,,,,x\n");
+        bytes.extend_from_slice(b"c,failed,,1,,,,,,,,,,,,x\n");
+        let err = parse(&bytes).unwrap_err().to_string();
+        assert!(err.starts_with("r.csv:4: is not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_has_no_records() {
+        let loaded = parse(b"").unwrap();
+        assert!(loaded.records.is_empty());
+        assert!(!loaded.needs_compaction());
+    }
+}

@@ -1,0 +1,206 @@
+//! What is left to do for a job, decided from its last recorded row alone.
+//!
+//! This is the rule that keeps a resumed run from paying twice: a job whose task
+//! exists is polled, never submitted again; a job whose request may have created a
+//! task (in doubt) is only sent again when the user says so.
+
+use super::{Record, State};
+
+/// Choices the user makes about jobs that ended badly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResumeOptions {
+    /// Submit again the jobs whose last run failed (`--retry-failed`).
+    pub retry_failed: bool,
+    /// Submit again the jobs recorded in doubt (`--resubmit-in-doubt`).
+    pub resubmit_in_doubt: bool,
+    /// Download results (not `--no-download`).
+    pub download: bool,
+}
+
+/// Why a job is submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitReason {
+    /// Never sent, or every send was refused before a task was created.
+    New,
+    /// The manifest changed the request since it was recorded.
+    Changed,
+    RetryFailed,
+    ResubmitInDoubt,
+}
+
+/// Why a job needs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Succeeded,
+    Failed,
+    InDoubt,
+}
+
+/// The next step for a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Submit(SubmitReason),
+    Poll { task_id: String },
+    Download,
+    Nothing(Settled),
+}
+
+/// Decides the next step for a job with request fingerprint `fingerprint`, whose last
+/// recorded row (if any) is `last`.
+pub fn next_action(fingerprint: &str, last: Option<&Record>, opts: ResumeOptions) -> Action {
+    let Some(last) = last else {
+        return Action::Submit(SubmitReason::New);
+    };
+    if last.fingerprint != fingerprint {
+        return Action::Submit(SubmitReason::Changed);
+    }
+    match (last.state(), &last.task_id) {
+        (State::Pending, _) => Action::Submit(SubmitReason::New),
+        (State::Submitting | State::Submitted, Some(task_id)) => Action::Poll {
+            task_id: task_id.clone(),
+        },
+        (State::Submitted, None) | (State::Submitting, None) | (State::InDoubt, _) => {
+            if opts.resubmit_in_doubt {
+                Action::Submit(SubmitReason::ResubmitInDoubt)
+            } else {
+                Action::Nothing(Settled::InDoubt)
+            }
+        }
+        (State::Succeeded, _) => {
+            let downloaded = last.video_paths.len() >= last.video_urls.len();
+            if opts.download && !downloaded {
+                Action::Download
+            } else {
+                Action::Nothing(Settled::Succeeded)
+            }
+        }
+        (State::Failed, _) if opts.retry_failed => Action::Submit(SubmitReason::RetryFailed),
+        (State::Failed, _) => Action::Nothing(Settled::Failed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn state() -> impl Strategy<Value = State> {
+        prop_oneof![
+            Just(State::Pending),
+            Just(State::Submitting),
+            Just(State::Submitted),
+            Just(State::Succeeded),
+            Just(State::Failed),
+            Just(State::InDoubt),
+        ]
+    }
+
+    prop_compose! {
+        fn record()(
+            state in state(),
+            task in proptest::option::of("[a-z0-9]{1,8}"),
+            fp in prop_oneof![Just("fp".to_owned()), Just("other".to_owned())],
+            urls in 0usize..3,
+            paths in 0usize..3,
+        ) -> Record {
+            Record {
+                job_id: "j".into(),
+                state: Some(state),
+                task_id: task,
+                fingerprint: fp,
+                video_urls: vec!["u".into(); urls],
+                video_paths: vec!["p".into(); paths],
+                ..Record::default()
+            }
+        }
+    }
+
+    fn opts() -> impl Strategy<Value = ResumeOptions> {
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(r, i, d)| ResumeOptions {
+            retry_failed: r,
+            resubmit_in_doubt: i,
+            download: d,
+        })
+    }
+
+    proptest! {
+        /// A task that exists for the current request is never paid for again.
+        #[test]
+        fn a_created_task_is_never_resubmitted(last in record(), opts in opts()) {
+            let action = next_action("fp", Some(&last), opts);
+            if last.fingerprint == "fp" && last.task_id.is_some()
+                && matches!(last.state(), State::Submitting | State::Submitted)
+            {
+                prop_assert_eq!(action, Action::Poll { task_id: last.task_id.clone().unwrap() });
+            }
+        }
+
+        /// A job that may have a task is sent again only when the user asks.
+        #[test]
+        fn in_doubt_needs_the_flag(last in record(), opts in opts()) {
+            let action = next_action("fp", Some(&last), opts);
+            let in_doubt = last.state() == State::InDoubt
+                || (matches!(last.state(), State::Submitting | State::Submitted)
+                    && last.task_id.is_none());
+            if last.fingerprint == "fp" && in_doubt {
+                prop_assert_eq!(
+                    matches!(action, Action::Submit(_)),
+                    opts.resubmit_in_doubt
+                );
+            }
+        }
+
+        /// A submission happens only for a reason the user can see in the summary.
+        #[test]
+        fn every_submit_has_its_reason(last in record(), opts in opts()) {
+            if let Action::Submit(reason) = next_action("fp", Some(&last), opts) {
+                let expected = if last.fingerprint != "fp" {
+                    SubmitReason::Changed
+                } else {
+                    match last.state() {
+                        State::Pending => SubmitReason::New,
+                        State::Failed => SubmitReason::RetryFailed,
+                        _ => SubmitReason::ResubmitInDoubt,
+                    }
+                };
+                prop_assert_eq!(reason, expected);
+                if reason == SubmitReason::RetryFailed {
+                    prop_assert!(opts.retry_failed);
+                }
+            }
+        }
+
+        /// Succeeded jobs are done once their files are, and are never submitted again.
+        #[test]
+        fn succeeded_is_final(last in record(), opts in opts()) {
+            if last.fingerprint == "fp" && last.state() == State::Succeeded {
+                let action = next_action("fp", Some(&last), opts);
+                let missing = last.video_paths.len() < last.video_urls.len();
+                let expected = if opts.download && missing {
+                    Action::Download
+                } else {
+                    Action::Nothing(Settled::Succeeded)
+                };
+                prop_assert_eq!(action, expected);
+            }
+        }
+
+        /// Planning is a function of the row: the same row, the same answer.
+        #[test]
+        fn deterministic(last in record(), opts in opts()) {
+            prop_assert_eq!(
+                next_action("fp", Some(&last), opts),
+                next_action("fp", Some(&last.clone()), opts)
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_job_is_submitted() {
+        assert_eq!(
+            next_action("fp", None, ResumeOptions::default()),
+            Action::Submit(SubmitReason::New)
+        );
+    }
+}
