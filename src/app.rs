@@ -1,16 +1,324 @@
-//! Dispatch of the subcommands, logging set-up, and the mapping of every outcome to
-//! an exit code.
+//! Dispatch of the subcommands, logging set-up, signals, and the mapping of every
+//! outcome to an exit code. Nothing below this module ends the process.
 
+use std::io::IsTerminal;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use anyhow::Context as _;
+use tracing_subscriber::EnvFilter;
+
+use crate::api::{ApiKey, Client, ClientConfig};
+use crate::checkpoint::CheckpointError;
+use crate::checkpoint::writer::LockError;
+use crate::cli::{Cli, ColorChoice, Command, LogFormat, RunArgs};
+use crate::exit;
+use crate::manifest::{self, ManifestError};
+use crate::runner::{self, ForeignResults, RunReport, Signals};
+use crate::sim::{self, SimConfig};
 
 /// Runs the parsed command line to an exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    let _ = cli.command;
-    match cli.command {
-        Command::Validate(_) | Command::Run(_) | Command::Simulate(_) => {
-            crate::exit::code(crate::exit::USAGE)
+    init_logging(&cli);
+    let code = match cli.command {
+        Command::Validate(args) => crate::validate::run(&args),
+        Command::Run(args) => with_runtime(|| run_command(*args)),
+        Command::Simulate(args) => with_runtime(|| async move {
+            match sim::serve(args).await {
+                Ok(()) => exit::OK,
+                Err(e) => report_error(&e),
+            }
+        }),
+    };
+    exit::code(code)
+}
+
+fn with_runtime<F, Fut>(f: F) -> u8
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = u8>,
+{
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f()),
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            exit::USAGE
         }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = std::env::var("VEO_BATCH_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let ansi = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stderr().is_terminal()
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // A second init (tests driving `main` twice in one process) is harmless.
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).without_time().try_init(),
+    };
+}
+
+/// Prints an error the cargo way (`error:` then `Caused by:` lines) and picks the
+/// exit code its kind calls for.
+fn report_error(e: &anyhow::Error) -> u8 {
+    eprintln!("error: {e}");
+    let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+    if !causes.is_empty() {
+        eprintln!("\nCaused by:");
+        for c in causes {
+            eprintln!("    {c}");
+        }
+    }
+    if e.downcast_ref::<LockError>()
+        .is_some_and(|l| matches!(l, LockError::Held { .. }))
+    {
+        exit::LOCKED
+    } else {
+        exit::USAGE
+    }
+}
+
+/// Prints every located problem of a manifest, then the count.
+pub fn report_manifest_error(e: &ManifestError) -> u8 {
+    for d in &e.diagnostics {
+        eprintln!("{d}");
+    }
+    eprintln!("error: {e}; nothing was sent");
+    exit::USAGE
+}
+
+async fn run_command(args: RunArgs) -> u8 {
+    let manifest = match manifest::load(&args.manifest) {
+        Ok(m) => m,
+        Err(e) => return report_manifest_error(&e),
+    };
+    for w in &manifest.warnings {
+        tracing::warn!("{w}");
+    }
+    let time_scale = if args.simulate {
+        SimConfig::demo().time_scale
+    } else {
+        1.0
+    };
+    let resolved = match crate::config::resolve(&args, &manifest, time_scale) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+
+    let mut simulator = None;
+    let (base_url, key) = if args.simulate {
+        let config = SimConfig::demo();
+        let key = ApiKey::new(config.api_key.clone());
+        match sim::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await {
+            Ok(handle) => {
+                tracing::info!(
+                    "simulating the kie.ai service at {} (time-scaled; nothing is billed)",
+                    handle.base_url()
+                );
+                let url = handle.base_url();
+                simulator = Some(handle);
+                (url, key)
+            }
+            Err(e) => return report_error(&e.context("failed to start the simulator")),
+        }
+    } else {
+        match ApiKey::load(args.api_key_file.as_deref()) {
+            Ok(key) => (args.api_base.clone(), key),
+            Err(e) => return report_error(&e),
+        }
+    };
+    let client = match Client::new(ClientConfig {
+        base_url,
+        key,
+        connect_timeout: crate::config::CONNECT_TIMEOUT,
+        request_timeout: resolved.request_timeout,
+        ..ClientConfig::default()
+    }) {
+        Ok(c) => c,
+        Err(e) => return report_error(&e),
+    };
+
+    let jobs = resolved.run.jobs.len();
+    tracing::info!(
+        "{}: {jobs} jobs; results in {}, videos in {}",
+        manifest.name,
+        resolved.run.results.display(),
+        resolved.run.videos_dir.display()
+    );
+    let signals = Signals::default();
+    let watcher = tokio::spawn(watch_signals(signals.clone()));
+    let outcome = runner::run(resolved.run, client, signals).await;
+    watcher.abort();
+    if let Some(sim) = simulator {
+        sim.shutdown().await;
+    }
+    match outcome {
+        Ok(report) => {
+            print_summary(&manifest.name, &report);
+            report.exit_code()
+        }
+        Err(e) => {
+            let code = report_error(&e);
+            if e.downcast_ref::<CheckpointError>().is_some()
+                || e.downcast_ref::<ForeignResults>().is_some()
+            {
+                exit::USAGE
+            } else {
+                code
+            }
+        }
+    }
+}
+
+/// First Ctrl-C or SIGTERM: drain. Second: abort.
+async fn watch_signals(signals: Signals) {
+    let next = || async {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    };
+    next().await;
+    tracing::warn!(
+        "stopping: no new submissions; waiting for requests in flight (press Ctrl-C again to stop at once)"
+    );
+    signals.drain.cancel();
+    next().await;
+    tracing::warn!("stopping at once; the results file stays loadable, run again to resume");
+    signals.abort.cancel();
+}
+
+fn print_summary(name: &str, r: &RunReport) {
+    use std::fmt::Write as _;
+    let t = &r.tally;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{name}: {} jobs, {:.1}s{}",
+        t.total(),
+        r.elapsed.as_secs_f64(),
+        if r.interrupted { " (interrupted)" } else { "" }
+    );
+    for (label, n) in [
+        ("succeeded", t.succeeded),
+        ("failed", t.failed),
+        ("not downloaded", t.download_missing),
+        ("in doubt", t.in_doubt),
+        ("running", t.running),
+        ("not started", t.not_started),
+    ] {
+        if n > 0 || label == "succeeded" {
+            let _ = writeln!(out, "  {label:<15}{n:>7}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  retries {} (rate-limited {}); submitted this run {}{}",
+        r.counters.retries,
+        r.counters.rate_limited,
+        r.counters.submitted,
+        if r.changed > 0 {
+            format!("; {} resubmitted because the manifest changed", r.changed)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(out, "  results: {}", r.results.display());
+    let _ = writeln!(out, "  videos:  {}", r.videos_dir.display());
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    if let Some(f) = &r.fatal {
+        let _ = writeln!(out, "stopped: {}", describe_fatal(f));
+    }
+    for (id, why) in &r.failed {
+        let _ = writeln!(
+            out,
+            "failed: {id}: {why} (fix the cause, then run again with --retry-failed)"
+        );
+    }
+    for (id, why) in &r.in_doubt {
+        let _ = writeln!(
+            out,
+            "in doubt: {id}: {why} (a task may exist and be billed: check the kie.ai logs; --resubmit-in-doubt sends it again)"
+        );
+    }
+    if t.running > 0 {
+        let _ = writeln!(
+            out,
+            "{} jobs are still running on the service: run the same command again to collect them",
+            t.running
+        );
+    }
+    eprint!("{out}");
+}
+
+fn describe_fatal(f: &runner::job::Fatal) -> String {
+    match f {
+        runner::job::Fatal::Auth(m) => {
+            format!("the service refused the API key ({m}); check KIE_API_KEY (or --api-key-file)")
+        }
+        runner::job::Fatal::Credits(m) => {
+            format!("the service has no credits left for this key ({m}); top up, then run again")
+        }
+        runner::job::Fatal::Checkpoint(m) => {
+            format!("{m}; nothing more was sent, fix the disk problem and run again")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_errors_map_to_exit_5() {
+        let e = anyhow::Error::from(LockError::Held {
+            results: "r.csv".into(),
+            lock: "r.csv.lock".into(),
+        });
+        assert_eq!(report_error(&e), exit::LOCKED);
+        let other = anyhow::anyhow!("x").context("y");
+        assert_eq!(report_error(&other), exit::USAGE);
     }
 }

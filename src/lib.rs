@@ -11,5 +11,6 @@ pub mod cost;
 pub mod exit;
 pub mod manifest;
 pub mod request;
+pub mod runner;
 pub mod sim;
 pub mod units;

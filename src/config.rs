@@ -1,0 +1,134 @@
+//! Flags, the manifest's `run:`/`output:` settings and the defaults, resolved into
+//! one validated [`RunConfig`] before any work starts. A flag beats the manifest,
+//! the manifest beats the default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::checkpoint::plan::ResumeOptions;
+use crate::cli::RunArgs;
+use crate::manifest::Manifest;
+use crate::runner::RunConfig;
+use crate::runner::paths::file_stem;
+use crate::runner::retry::RetryPolicy;
+use crate::units::Rate;
+
+pub const DEFAULT_CONCURRENCY: usize = 8;
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// record-info answers "record is null" for a task this young without it being lost.
+pub const RECORD_NULL_GRACE: Duration = Duration::from_secs(5 * 60);
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+/// Jobs worked on at once; bounds memory, far above what the rate limit keeps busy.
+pub const MAX_ACTIVE: usize = 4096;
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+/// Settings for the HTTP client, resolved with the rest.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub run: RunConfig,
+    pub request_timeout: Duration,
+}
+
+/// Resolves `args` and `manifest` into the run's settings. With `time_scale` below
+/// 1 (`--simulate`), the manifest's and the default durations and rate window are
+/// scaled as the simulator scales the service; flags are taken as given.
+pub fn resolve(args: &RunArgs, manifest: &Manifest, time_scale: f64) -> Result<Resolved, ConfigError> {
+    let m = &manifest.run;
+    let scale = |d: Duration| d.mul_f64(time_scale);
+    let err = |setting, message: &str| ConfigError {
+        setting,
+        message: message.to_owned(),
+    };
+
+    let concurrency = args
+        .concurrency
+        .or(m.concurrency)
+        .unwrap_or(DEFAULT_CONCURRENCY);
+    if concurrency == 0 {
+        return Err(err("--concurrency", "must be at least 1"));
+    }
+    let rate = match (args.rate, m.rate) {
+        (Some(r), _) => r,
+        (None, r) => {
+            let r = r.unwrap_or(Rate::KIE_DEFAULT);
+            Rate {
+                per: scale(r.per),
+                ..r
+            }
+        }
+    };
+    let max_attempts = args
+        .max_attempts
+        .or(m.max_attempts)
+        .unwrap_or(RetryPolicy::DEFAULT.max_attempts);
+    if max_attempts == 0 {
+        return Err(err("--max-attempts", "must be at least 1"));
+    }
+    let pick = |flag: Option<crate::units::Span>, manifest: Option<crate::units::Span>, default| {
+        flag.map(|s| s.0)
+            .unwrap_or_else(|| scale(manifest.map_or(default, |s| s.0)))
+    };
+    let poll_interval = pick(args.poll_interval, m.poll_interval, DEFAULT_POLL_INTERVAL);
+    let task_timeout = pick(args.task_timeout, m.task_timeout, DEFAULT_TASK_TIMEOUT);
+    let request_timeout = args
+        .request_timeout
+        .or(m.request_timeout)
+        .map_or(DEFAULT_REQUEST_TIMEOUT, |s| s.0);
+    if poll_interval.is_zero() {
+        return Err(err("--poll-interval", "must be above 0"));
+    }
+    if request_timeout.is_zero() {
+        return Err(err("--request-timeout", "must be above 0"));
+    }
+
+    let stem = file_stem(&manifest.name);
+    let manifest_dir = manifest.path.parent().unwrap_or(Path::new(""));
+    let results = args
+        .results
+        .clone()
+        .or_else(|| manifest.output.results.as_ref().map(|p| manifest_dir.join(p)))
+        .unwrap_or_else(|| PathBuf::from("results").join(format!("{stem}.csv")));
+    let videos_dir = args
+        .videos_dir
+        .clone()
+        .or_else(|| manifest.output.videos_dir.as_ref().map(|p| manifest_dir.join(p)))
+        .unwrap_or_else(|| PathBuf::from("videos").join(&stem));
+
+    Ok(Resolved {
+        run: RunConfig {
+            jobs: manifest.jobs.clone(),
+            results,
+            videos_dir,
+            concurrency,
+            rate,
+            retry: RetryPolicy {
+                max_attempts,
+                ..RetryPolicy::DEFAULT.scaled(time_scale)
+            },
+            poll_interval,
+            task_timeout,
+            record_null_grace: scale(RECORD_NULL_GRACE),
+            no_wait: args.no_wait,
+            resume: ResumeOptions {
+                retry_failed: args.retry_failed,
+                resubmit_in_doubt: args.resubmit_in_doubt,
+                download: !args.no_download,
+            },
+            progress_every: PROGRESS_EVERY.mul_f64(time_scale.max(0.1)),
+            sync: true,
+            max_active: MAX_ACTIVE,
+            seed: fastrand::u64(..),
+        },
+        request_timeout,
+    })
+}

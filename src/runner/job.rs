@@ -1,0 +1,415 @@
+//! One job's way through the service: submit, poll, download. Every step is
+//! recorded (and synced) before the next one is taken, so that a kill at any point
+//! leaves a row that says exactly what may have happened.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use governor::DefaultDirectRateLimiter;
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::collector::Event;
+use super::paths::video_path;
+use super::retry::RetryPolicy;
+use crate::api::{ApiError, Client, ErrorClass, TaskState};
+use crate::checkpoint::{Record, State, now};
+use crate::manifest::Job;
+
+/// Settings every job reads.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub retry: RetryPolicy,
+    pub poll_interval: Duration,
+    pub task_timeout: Duration,
+    /// How long after submission a "record is null" answer still means "not yet".
+    pub record_null_grace: Duration,
+    pub videos_dir: PathBuf,
+    pub download: bool,
+    pub no_wait: bool,
+}
+
+/// Why the run stops early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fatal {
+    /// The key was refused: nothing else can work.
+    Auth(String),
+    /// Credits ran out: nothing more can be submitted.
+    Credits(String),
+    /// The results file cannot be written: nothing may be sent without a checkpoint.
+    Checkpoint(String),
+}
+
+/// What all jobs share: the client, the limits, and the stop signals.
+pub struct Shared {
+    pub client: Client,
+    pub settings: JobSettings,
+    pub limiter: DefaultDirectRateLimiter,
+    pub permits: Semaphore,
+    /// After a 429, no job submits before this instant.
+    pub pause_until: Mutex<Option<Instant>>,
+    pub events: mpsc::Sender<Event>,
+    /// No new generate request (first Ctrl-C, credits exhausted, a fatal error).
+    pub stop_submitting: CancellationToken,
+    /// No new poll or download either (first Ctrl-C, a fatal error).
+    pub stop_waiting: CancellationToken,
+    pub fatal: Mutex<Option<Fatal>>,
+}
+
+impl Shared {
+    fn set_fatal(&self, fatal: Fatal) {
+        let stop_all = !matches!(fatal, Fatal::Credits(_));
+        if let Ok(mut slot) = self.fatal.lock() {
+            slot.get_or_insert(fatal);
+        }
+        self.stop_submitting.cancel();
+        if stop_all {
+            self.stop_waiting.cancel();
+        }
+    }
+
+    fn pause_submissions(&self, delay: Duration) {
+        if let Ok(mut until) = self.pause_until.lock() {
+            let candidate = Instant::now() + delay;
+            if until.is_none_or(|u| u < candidate) {
+                *until = Some(candidate);
+            }
+        }
+    }
+
+    fn paused_until(&self) -> Option<Instant> {
+        self.pause_until.lock().ok().and_then(|u| *u)
+    }
+}
+
+/// How a job's part in this run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    Succeeded,
+    Failed,
+    InDoubt,
+    /// Submitted and not finished (timeout, `--no-wait`, a stop while waiting).
+    Unfinished,
+    /// Never sent in this run (stopped before its turn).
+    NotStarted,
+    /// The run stopped (fatal error or the checkpoint could not be written).
+    Stopped,
+}
+
+/// Where a job starts in this run.
+#[derive(Debug, Clone)]
+pub enum Start {
+    Submit,
+    Poll(String),
+    Download,
+}
+
+/// Drives one job from `start` to the end of its part in this run.
+pub async fn drive(
+    shared: Arc<Shared>,
+    job: Arc<Job>,
+    record: Record,
+    start: Start,
+    seed: u64,
+) -> JobEnd {
+    let mut runner = JobRunner {
+        shared,
+        job,
+        record,
+        rng: fastrand::Rng::with_seed(seed),
+    };
+    let outcome = async {
+        let task_id = match start {
+            Start::Submit => runner.submit().await?,
+            Start::Poll(task_id) => task_id,
+            Start::Download => return Ok(runner.download().await),
+        };
+        runner.poll(&task_id).await?;
+        Ok(runner.download().await)
+    };
+    outcome.await.unwrap_or_else(|end| end)
+}
+
+/// Waits for the pause after a 429, the rate limiter, and a request slot; `None`
+/// when submissions stop meanwhile.
+async fn ready_to_submit(shared: &Shared) -> Option<SemaphorePermit<'_>> {
+    let wait = async {
+        while let Some(until) = shared.paused_until().filter(|u| *u > Instant::now()) {
+            tokio::time::sleep_until(until).await;
+        }
+        shared.limiter.until_ready().await;
+        shared.permits.acquire().await.ok()
+    };
+    tokio::select! {
+        biased;
+        () = shared.stop_submitting.cancelled() => None,
+        permit = wait => permit.filter(|_| !shared.stop_submitting.is_cancelled()),
+    }
+}
+
+/// Waits for a request slot; `None` when waiting stops meanwhile.
+async fn slot(shared: &Shared) -> Option<SemaphorePermit<'_>> {
+    tokio::select! {
+        biased;
+        () = shared.stop_waiting.cancelled() => None,
+        p = shared.permits.acquire() => p.ok(),
+    }
+}
+
+struct JobRunner {
+    shared: Arc<Shared>,
+    job: Arc<Job>,
+    record: Record,
+    rng: fastrand::Rng,
+}
+
+impl JobRunner {
+    /// Appends the current record and waits until it is on disk.
+    async fn save(&mut self, state: State) -> Result<(), JobEnd> {
+        self.record.state = Some(state);
+        self.record.updated_at = now();
+        let (tx, rx) = oneshot::channel();
+        let event = Event::Row {
+            record: self.record.clone(),
+            ack: Some(tx),
+        };
+        let written = match self.shared.events.send(event).await {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err("the results writer stopped".into())),
+            Err(_) => Err("the results writer stopped".into()),
+        };
+        written.map_err(|e| {
+            self.shared.set_fatal(Fatal::Checkpoint(e));
+            JobEnd::Stopped
+        })
+    }
+
+    fn set_error(&mut self, e: &ApiError) {
+        self.record.error_code = e.code;
+        self.record.error_message = Some(e.message.clone());
+    }
+
+    async fn retry_event(&self, code: Option<i64>) {
+        let _ = self.shared.events.send(Event::Retry { code }).await;
+    }
+
+    async fn submit(&mut self) -> Result<String, JobEnd> {
+        let body = self.job.request.to_body();
+        let mut delays = self.shared.settings.retry.nominal_delays();
+        loop {
+            let shared = self.shared.clone();
+            let Some(permit) = ready_to_submit(&shared).await else {
+                return Err(JobEnd::NotStarted);
+            };
+            self.record.attempts += 1;
+            self.record.task_id = None;
+            self.save(State::Submitting).await?;
+            let sent = self.shared.client.generate(&body).await;
+            drop(permit);
+            let e = match sent {
+                Ok(task_id) => {
+                    self.record.task_id = Some(task_id.clone());
+                    self.record.submitted_at = Some(now());
+                    self.record.error_code = None;
+                    self.record.error_message = None;
+                    self.save(State::Submitted).await?;
+                    tracing::debug!(job = %self.job.id, task = %task_id, "submitted");
+                    return Ok(task_id);
+                }
+                Err(e) => e,
+            };
+            self.set_error(&e);
+            match e.class {
+                ErrorClass::InDoubt => {
+                    tracing::warn!(job = %self.job.id, error = %e, "in doubt: the request was sent and no answer came; it is not sent again");
+                    self.save(State::InDoubt).await?;
+                    return Err(JobEnd::InDoubt);
+                }
+                ErrorClass::Failed => {
+                    tracing::warn!(job = %self.job.id, error = %e, "failed");
+                    self.record.finished_at = Some(now());
+                    self.save(State::Failed).await?;
+                    return Err(JobEnd::Failed);
+                }
+                ErrorClass::Auth => {
+                    self.save(State::Pending).await?;
+                    self.shared.set_fatal(Fatal::Auth(e.message.clone()));
+                    return Err(JobEnd::Stopped);
+                }
+                ErrorClass::Credits => {
+                    self.save(State::Pending).await?;
+                    self.shared.set_fatal(Fatal::Credits(e.to_string()));
+                    return Err(JobEnd::Stopped);
+                }
+                ErrorClass::Retryable => {
+                    // Refused without creating a task: say so, so that a kill during
+                    // the wait does not leave the job looking in doubt.
+                    self.save(State::Pending).await?;
+                    let Some(nominal) = delays.next() else {
+                        tracing::warn!(job = %self.job.id, error = %e, "failed: gave up after {} attempts", self.shared.settings.retry.max_attempts);
+                        self.record.error_message = Some(format!(
+                            "gave up after {} attempts: {}",
+                            self.shared.settings.retry.max_attempts, e.message
+                        ));
+                        self.record.finished_at = Some(now());
+                        self.save(State::Failed).await?;
+                        return Err(JobEnd::Failed);
+                    };
+                    let delay = self.shared.settings.retry.delay(nominal, &e, &mut self.rng);
+                    if e.code == Some(429) {
+                        self.shared.pause_submissions(delay);
+                    }
+                    self.retry_event(e.code).await;
+                    tracing::debug!(job = %self.job.id, code = ?e.code, delay_ms = delay.as_millis() as u64, "retrying submit");
+                    tokio::select! {
+                        () = self.shared.stop_submitting.cancelled() => return Err(JobEnd::NotStarted),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn sleep_or_stop(&self, d: Duration) -> Result<(), JobEnd> {
+        tokio::select! {
+            biased;
+            () = self.shared.stop_waiting.cancelled() => Err(JobEnd::Unfinished),
+            () = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+
+    fn since_submission(&self) -> Option<Duration> {
+        let at = self.record.submitted_at.as_deref()?;
+        let at = humantime::parse_rfc3339(at).ok()?;
+        SystemTime::now().duration_since(at).ok()
+    }
+
+    async fn poll(&mut self, task_id: &str) -> Result<(), JobEnd> {
+        let settings = self.shared.settings.clone();
+        if settings.no_wait {
+            return Err(JobEnd::Unfinished);
+        }
+        let deadline = Instant::now() + settings.task_timeout;
+        let interval = settings.poll_interval;
+        loop {
+            let wait = interval.mul_f64(0.8 + 0.4 * self.rng.f64());
+            self.sleep_or_stop(wait).await?;
+            if Instant::now() >= deadline {
+                tracing::warn!(job = %self.job.id, task = %task_id, "still running after --task-timeout; left submitted, the next run polls it again");
+                return Err(JobEnd::Unfinished);
+            }
+            let shared = self.shared.clone();
+            let Some(permit) = slot(&shared).await else {
+                return Err(JobEnd::Unfinished);
+            };
+            let answer = self.shared.client.record_info(task_id).await;
+            drop(permit);
+            match answer {
+                Ok(TaskState::Generating) => {}
+                Ok(TaskState::Succeeded { result_urls }) => {
+                    self.record.video_urls = result_urls;
+                    self.record.finished_at = Some(now());
+                    self.save(State::Succeeded).await?;
+                    tracing::debug!(job = %self.job.id, task = %task_id, "generated");
+                    return Ok(());
+                }
+                Ok(TaskState::Failed {
+                    flag,
+                    error_code,
+                    error_message,
+                }) => {
+                    self.record.error_code = error_code;
+                    self.record.error_message = Some(
+                        error_message
+                            .filter(|m| !m.is_empty())
+                            .unwrap_or_else(|| format!("generation failed (successFlag {flag})")),
+                    );
+                    self.record.finished_at = Some(now());
+                    tracing::warn!(job = %self.job.id, task = %task_id, error = ?self.record.error_message, "generation failed");
+                    self.save(State::Failed).await?;
+                    return Err(JobEnd::Failed);
+                }
+                Err(e)
+                    if e.is_record_null()
+                        && self
+                            .since_submission()
+                            .is_none_or(|d| d < settings.record_null_grace) => {}
+                Err(e) => match e.class {
+                    ErrorClass::Auth => {
+                        self.shared.set_fatal(Fatal::Auth(e.message.clone()));
+                        return Err(JobEnd::Stopped);
+                    }
+                    ErrorClass::Failed => {
+                        self.set_error(&e);
+                        self.record.finished_at = Some(now());
+                        tracing::warn!(job = %self.job.id, task = %task_id, error = %e, "status check failed");
+                        self.save(State::Failed).await?;
+                        return Err(JobEnd::Failed);
+                    }
+                    // A status check changes nothing on the service: ask again at the
+                    // next interval, within the task timeout.
+                    ErrorClass::Retryable | ErrorClass::InDoubt | ErrorClass::Credits => {
+                        self.retry_event(e.code).await;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn download(&mut self) -> JobEnd {
+        let settings = self.shared.settings.clone();
+        if !settings.download || self.record.video_urls.is_empty() {
+            return JobEnd::Succeeded;
+        }
+        let urls = self.record.video_urls.clone();
+        let mut paths = Vec::with_capacity(urls.len());
+        for (index, url) in urls.iter().enumerate() {
+            let dest = video_path(&settings.videos_dir, &self.job.id, index, "");
+            // Files only reach their final name complete (temp file, then rename).
+            if !tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+                let mut delays = settings.retry.nominal_delays();
+                loop {
+                    let shared = self.shared.clone();
+                    let Some(permit) = slot(&shared).await else {
+                        return JobEnd::Unfinished;
+                    };
+                    let got = self.shared.client.download(url, &dest).await;
+                    drop(permit);
+                    let e = match got {
+                        Ok(_) => break,
+                        Err(e) => e,
+                    };
+                    let next = match e.class {
+                        ErrorClass::Retryable | ErrorClass::InDoubt => delays.next(),
+                        _ => None,
+                    };
+                    let Some(nominal) = next else {
+                        tracing::warn!(job = %self.job.id, url = %url, error = %e, "download failed; the next run tries again");
+                        self.record.error_code = e.code;
+                        self.record.error_message = Some(format!("download failed: {}", e.message));
+                        return match self.save(State::Succeeded).await {
+                            Ok(()) => JobEnd::Failed,
+                            Err(end) => end,
+                        };
+                    };
+                    self.retry_event(e.code).await;
+                    let delay = settings.retry.delay(nominal, &e, &mut self.rng);
+                    if let Err(end) = self.sleep_or_stop(delay).await {
+                        return end;
+                    }
+                }
+            }
+            paths.push(dest.to_string_lossy().into_owned());
+        }
+        self.record.video_paths = paths;
+        self.record.error_code = None;
+        self.record.error_message = None;
+        match self.save(State::Succeeded).await {
+            Ok(()) => JobEnd::Succeeded,
+            Err(end) => end,
+        }
+    }
+}

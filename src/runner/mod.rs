@@ -1,0 +1,408 @@
+//! `veo-batch run`: takes every job of a manifest to a terminal state with bounded
+//! concurrency, a rate limit and retries, recording each step in the results CSV so
+//! that running the same command again after any interruption resumes exactly.
+//!
+//! One task (the collector) owns the results file and the counters; job tasks send
+//! it events. Jobs share only the client, the limits and the stop signals.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use governor::{Quota, RateLimiter};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Client;
+use crate::checkpoint::plan::{Action, ResumeOptions, Settled, SubmitReason, next_action};
+use crate::checkpoint::writer::{Appender, lock, rewrite};
+use crate::checkpoint::{self, Record, State};
+use crate::exit;
+use crate::manifest::Job;
+use crate::units::Rate;
+
+pub mod collector;
+pub mod job;
+pub mod paths;
+pub mod retry;
+
+use collector::{Collected, Counters, Progress};
+use job::{Fatal, JobSettings, Shared, Start};
+use retry::RetryPolicy;
+
+/// Everything a run needs, resolved from flags, manifest and defaults.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub jobs: Vec<Job>,
+    pub results: PathBuf,
+    pub videos_dir: PathBuf,
+    pub concurrency: usize,
+    pub rate: Rate,
+    pub retry: RetryPolicy,
+    pub poll_interval: Duration,
+    pub task_timeout: Duration,
+    pub record_null_grace: Duration,
+    pub no_wait: bool,
+    pub resume: ResumeOptions,
+    pub progress_every: Duration,
+    /// Sync every batch of rows to disk before acting on it.
+    pub sync: bool,
+    /// Jobs worked on at once (waiting on the rate limit, polling, downloading).
+    pub max_active: usize,
+    pub seed: u64,
+}
+
+/// The stop signals from outside: the first Ctrl-C drains, the second aborts.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    pub drain: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+/// Where each job of the manifest stands at the end of the run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Succeeded on the service, but the video is not downloaded yet.
+    pub download_missing: usize,
+    pub in_doubt: usize,
+    /// Submitted and still running on the service.
+    pub running: usize,
+    pub not_started: usize,
+}
+
+impl Tally {
+    pub fn total(&self) -> usize {
+        self.succeeded
+            + self.failed
+            + self.download_missing
+            + self.in_doubt
+            + self.running
+            + self.not_started
+    }
+}
+
+/// What a run did, for the summary and the exit code.
+#[derive(Debug)]
+pub struct RunReport {
+    pub tally: Tally,
+    pub counters: Counters,
+    /// Jobs this run submitted because the manifest changed their request.
+    pub changed: usize,
+    /// Jobs recorded in doubt, with their reasons: (id, message).
+    pub in_doubt: Vec<(String, String)>,
+    /// Jobs that failed, with their reasons: (id, message).
+    pub failed: Vec<(String, String)>,
+    pub fatal: Option<Fatal>,
+    pub interrupted: bool,
+    pub elapsed: Duration,
+    pub results: PathBuf,
+    pub videos_dir: PathBuf,
+    pub warnings: Vec<String>,
+}
+
+impl RunReport {
+    pub fn exit_code(&self) -> u8 {
+        if self.interrupted {
+            return exit::INTERRUPTED;
+        }
+        match &self.fatal {
+            Some(Fatal::Auth(_) | Fatal::Credits(_)) => return exit::SERVICE_STOPPED,
+            Some(Fatal::Checkpoint(_)) => return exit::JOBS_FAILED,
+            None => {}
+        }
+        let t = &self.tally;
+        if t.in_doubt + t.running + t.not_started > 0 {
+            exit::NOT_FINISHED
+        } else if t.failed + t.download_missing > 0 {
+            exit::JOBS_FAILED
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// A results file whose jobs are none of the manifest's.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "results file `{}` belongs to another manifest: none of its {rows} jobs are in this one; give this run its own --results",
+    path.display()
+)]
+pub struct ForeignResults {
+    pub path: PathBuf,
+    pub rows: usize,
+}
+
+/// Runs every job of `config` to the end of what this run can do.
+pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let _lock = lock(&config.results)?;
+    let loaded = checkpoint::load(&config.results)?.unwrap_or_default();
+    let mut warnings = loaded.warnings.clone();
+
+    let manifest_ids: HashSet<&str> = config.jobs.iter().map(|j| j.id.as_str()).collect();
+    if !loaded.records.is_empty()
+        && !loaded
+            .order
+            .iter()
+            .any(|id| manifest_ids.contains(id.as_str()))
+    {
+        return Err(ForeignResults {
+            path: config.results.clone(),
+            rows: loaded.records.len(),
+        }
+        .into());
+    }
+    let foreign: Vec<String> = loaded
+        .order
+        .iter()
+        .filter(|id| !manifest_ids.contains(id.as_str()))
+        .cloned()
+        .collect();
+    if !foreign.is_empty() {
+        warnings.push(format!(
+            "{} jobs in the results file are no longer in the manifest; their rows are kept",
+            foreign.len()
+        ));
+    }
+    if loaded.needs_compaction() {
+        // A kill left several rows per job or a torn row: start from a clean file.
+        let order = loaded.order.iter().filter_map(|id| loaded.records.get(id));
+        rewrite(&config.results, order).with_context(|| {
+            format!(
+                "failed to rewrite results file `{}`",
+                config.results.display()
+            )
+        })?;
+    }
+
+    // What is left to do, job by job.
+    let mut plan: Vec<(usize, Start, Record)> = Vec::new();
+    let mut changed = 0;
+    for (index, job) in config.jobs.iter().enumerate() {
+        let last = loaded.records.get(&job.id);
+        let action = next_action(&job.fingerprint, last, config.resume);
+        let start = match action {
+            Action::Nothing(Settled::Succeeded | Settled::Failed | Settled::InDoubt) => continue,
+            Action::Submit(reason) => {
+                if reason == SubmitReason::Changed {
+                    changed += 1;
+                }
+                Start::Submit
+            }
+            Action::Poll { task_id } => Start::Poll(task_id),
+            Action::Download => Start::Download,
+        };
+        let record = match (last, &start) {
+            (Some(r), Start::Poll(_) | Start::Download) => r.clone(),
+            (Some(r), Start::Submit) if r.fingerprint == job.fingerprint => Record {
+                task_id: None,
+                video_urls: Vec::new(),
+                video_paths: Vec::new(),
+                submitted_at: None,
+                finished_at: None,
+                ..r.clone()
+            },
+            _ => fresh_record(job),
+        };
+        plan.push((index, start, record));
+    }
+
+    let appender = Appender::open(&config.results, config.sync)
+        .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
+    let (tx, rx) = mpsc::channel(4096);
+    let collector = tokio::spawn(collector::collect(
+        rx,
+        appender,
+        loaded.records,
+        Progress {
+            every: config.progress_every,
+            total: config.jobs.len(),
+        },
+    ));
+
+    let period = config
+        .rate
+        .per
+        .mul_f64(1.0 / f64::from(config.rate.count) * 1.01);
+    let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+        .context("the rate is too fast")?
+        .allow_burst(NonZeroU32::MIN);
+    let shared = Arc::new(Shared {
+        client,
+        settings: JobSettings {
+            retry: config.retry,
+            poll_interval: config.poll_interval,
+            task_timeout: config.task_timeout,
+            record_null_grace: config.record_null_grace,
+            videos_dir: config.videos_dir.clone(),
+            download: config.resume.download,
+            no_wait: config.no_wait,
+        },
+        limiter: RateLimiter::direct(quota),
+        permits: Semaphore::new(config.concurrency.max(1)),
+        pause_until: Mutex::new(None),
+        events: tx,
+        stop_submitting: signals.drain.child_token(),
+        stop_waiting: signals.drain.child_token(),
+        fatal: Mutex::new(None),
+    });
+
+    let jobs: Vec<Arc<Job>> = config.jobs.iter().cloned().map(Arc::new).collect();
+    let mut set = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
+    let mut queue = plan.into_iter();
+    let mut aborted = false;
+    loop {
+        while set.len() < config.max_active.max(1) {
+            let Some((index, start, record)) = queue.next() else {
+                break;
+            };
+            // Once submissions stop, jobs that would submit are not started; jobs
+            // with a task go on being polled unless everything stops.
+            let stopped = match start {
+                Start::Submit => shared.stop_submitting.is_cancelled(),
+                _ => shared.stop_waiting.is_cancelled(),
+            };
+            if stopped {
+                continue;
+            }
+            let seed = config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let handle = set.spawn(job::drive(
+                shared.clone(),
+                jobs[index].clone(),
+                record,
+                start,
+                seed,
+            ));
+            running.insert(handle.id(), index);
+        }
+        if set.is_empty() {
+            break;
+        }
+        let joined = tokio::select! {
+            biased;
+            () = signals.abort.cancelled() => {
+                aborted = true;
+                break;
+            }
+            joined = set.join_next_with_id() => joined,
+        };
+        match joined {
+            Some(Ok((id, _end))) => {
+                running.remove(&id);
+            }
+            Some(Err(e)) => {
+                let job = running
+                    .remove(&e.id())
+                    .map(|i| jobs[i].id.clone())
+                    .unwrap_or_default();
+                tracing::error!(job = %job, "job task failed: {e}; its last recorded step stands and the next run resumes it");
+            }
+            None => break,
+        }
+    }
+    if aborted {
+        set.abort_all();
+        return Ok(RunReport {
+            tally: Tally::default(),
+            counters: Counters::default(),
+            changed,
+            in_doubt: Vec::new(),
+            failed: Vec::new(),
+            fatal: None,
+            interrupted: true,
+            elapsed: started.elapsed(),
+            results: config.results,
+            videos_dir: config.videos_dir,
+            warnings,
+        });
+    }
+    let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
+    drop(shared);
+    let Collected {
+        records,
+        counters,
+        write_error,
+    } = collector.await.context("the results writer failed")?;
+
+    // One row per job, manifest order, then rows of jobs no longer in the manifest.
+    let ordered = config
+        .jobs
+        .iter()
+        .filter_map(|j| records.get(&j.id))
+        .chain(foreign.iter().filter_map(|id| records.get(id)));
+    if write_error.is_none() {
+        rewrite(&config.results, ordered).with_context(|| {
+            format!(
+                "failed to rewrite results file `{}`",
+                config.results.display()
+            )
+        })?;
+    }
+
+    let mut tally = Tally::default();
+    let mut in_doubt = Vec::new();
+    let mut failed = Vec::new();
+    for job in &config.jobs {
+        let r = records.get(&job.id);
+        let why = || {
+            r.and_then(|r| r.error_message.clone())
+                .unwrap_or_else(|| "no answer recorded".into())
+        };
+        match r
+            .filter(|r| r.fingerprint == job.fingerprint)
+            .map(|r| (r.state(), r))
+        {
+            None | Some((State::Pending, _)) => tally.not_started += 1,
+            Some((State::Submitted, r)) if r.task_id.is_some() => tally.running += 1,
+            Some((State::Submitting | State::Submitted | State::InDoubt, _)) => {
+                tally.in_doubt += 1;
+                in_doubt.push((job.id.clone(), why()));
+            }
+            Some((State::Failed, _)) => {
+                tally.failed += 1;
+                failed.push((job.id.clone(), why()));
+            }
+            Some((State::Succeeded, r)) => {
+                if config.resume.download && r.video_paths.len() < r.video_urls.len() {
+                    tally.download_missing += 1;
+                    failed.push((job.id.clone(), why()));
+                } else {
+                    tally.succeeded += 1;
+                }
+            }
+        }
+    }
+    Ok(RunReport {
+        tally,
+        counters,
+        changed,
+        in_doubt,
+        failed,
+        fatal: fatal.or(write_error.map(Fatal::Checkpoint)),
+        interrupted: signals.drain.is_cancelled(),
+        elapsed: started.elapsed(),
+        results: config.results,
+        videos_dir: config.videos_dir,
+        warnings,
+    })
+}
+
+fn fresh_record(job: &Job) -> Record {
+    Record {
+        job_id: job.id.clone(),
+        state: Some(State::Pending),
+        model: job.request.model.as_str().to_owned(),
+        generation_type: job.request.generation_type.as_str().to_owned(),
+        aspect_ratio: job.request.aspect_ratio.as_str().to_owned(),
+        prompt: job.request.prompt.clone(),
+        fingerprint: job.fingerprint.clone(),
+        ..Record::default()
+    }
+}
