@@ -226,10 +226,10 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
         },
     ));
 
-    let period = config
-        .rate
-        .per
-        .mul_f64(1.0 / f64::from(config.rate.count) * 1.01);
+    // Evenly spaced sends (no burst) keep every sliding window of the service's
+    // length under its count; the margin absorbs jitter between send and arrival.
+    let window = config.rate.per + (config.rate.per / 100).max(Duration::from_millis(10));
+    let period = window / config.rate.count;
     let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
         .context("the rate is too fast")?
         .allow_burst(NonZeroU32::MIN);
