@@ -5,13 +5,12 @@ use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::api::{ApiKey, Client, ClientConfig};
 use crate::checkpoint::CheckpointError;
 use crate::checkpoint::writer::LockError;
-use crate::cli::{Cli, ColorChoice, Command, LogFormat, RunArgs};
+use crate::cli::{Cli, ColorChoice, Command, CreditsArgs, LogFormat, RunArgs};
 use crate::exit;
 use crate::manifest::{self, ManifestError};
 use crate::runner::{self, ForeignResults, RunReport, Signals};
@@ -23,6 +22,13 @@ pub fn main(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => crate::validate::run(&args),
         Command::Run(args) => with_runtime(|| run_command(*args)),
+        Command::Status(args) => crate::status::run(&args),
+        Command::Credits(args) => with_runtime(|| credits_command(args)),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "veo-batch", &mut std::io::stdout());
+            exit::OK
+        }
         Command::Simulate(args) => with_runtime(|| async move {
             match sim::serve(args).await {
                 Ok(()) => exit::OK,
@@ -196,6 +202,38 @@ async fn run_command(args: RunArgs) -> u8 {
     }
 }
 
+async fn credits_command(args: CreditsArgs) -> u8 {
+    let key = match ApiKey::load(args.api_key_file.as_deref()) {
+        Ok(key) => key,
+        Err(e) => return report_error(&e),
+    };
+    let client = match Client::new(ClientConfig {
+        base_url: args.api_base,
+        key,
+        connect_timeout: crate::config::CONNECT_TIMEOUT,
+        request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
+        ..ClientConfig::default()
+    }) {
+        Ok(c) => c,
+        Err(e) => return report_error(&e),
+    };
+    match client.credit().await {
+        Ok(credits) => {
+            println!("{credits}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: failed to read the credit balance: {e}");
+            match e.class {
+                crate::api::ErrorClass::Auth | crate::api::ErrorClass::Credits => {
+                    exit::SERVICE_STOPPED
+                }
+                _ => exit::JOBS_FAILED,
+            }
+        }
+    }
+}
+
 /// First Ctrl-C or SIGTERM: drain. Second: abort.
 async fn watch_signals(signals: Signals) {
     let next = || async {
@@ -230,7 +268,7 @@ async fn watch_signals(signals: Signals) {
 
 fn print_summary(name: &str, r: &RunReport) {
     use std::fmt::Write as _;
-    let t = &r.tally;
+    let t = &r.outcomes.tally;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -239,24 +277,12 @@ fn print_summary(name: &str, r: &RunReport) {
         r.elapsed.as_secs_f64(),
         if r.interrupted { " (interrupted)" } else { "" }
     );
-    for (label, n) in [
-        ("succeeded", t.succeeded),
-        ("failed", t.failed),
-        ("not downloaded", t.download_missing),
-        ("in doubt", t.in_doubt),
-        ("running", t.running),
-        ("not started", t.not_started),
-    ] {
-        if n > 0 || label == "succeeded" {
-            let _ = writeln!(out, "  {label:<15}{n:>7}");
-        }
-    }
     let _ = writeln!(
         out,
-        "  retries {} (rate-limited {}); submitted this run {}{}",
+        "  submitted this run {}, retries {} (rate-limited {}){}",
+        r.counters.submitted,
         r.counters.retries,
         r.counters.rate_limited,
-        r.counters.submitted,
         if r.changed > 0 {
             format!("; {} resubmitted because the manifest changed", r.changed)
         } else {
@@ -265,30 +291,12 @@ fn print_summary(name: &str, r: &RunReport) {
     );
     let _ = writeln!(out, "  results: {}", r.results.display());
     let _ = writeln!(out, "  videos:  {}", r.videos_dir.display());
+    out.push_str(&crate::summary::render(&r.outcomes));
     for w in &r.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
     if let Some(f) = &r.fatal {
         let _ = writeln!(out, "stopped: {}", describe_fatal(f));
-    }
-    for (id, why) in &r.failed {
-        let _ = writeln!(
-            out,
-            "failed: {id}: {why} (fix the cause, then run again with --retry-failed)"
-        );
-    }
-    for (id, why) in &r.in_doubt {
-        let _ = writeln!(
-            out,
-            "in doubt: {id}: {why} (a task may exist and be billed: check the kie.ai logs; --resubmit-in-doubt sends it again)"
-        );
-    }
-    if t.running > 0 {
-        let _ = writeln!(
-            out,
-            "{} jobs are still running on the service: run the same command again to collect them",
-            t.running
-        );
     }
     eprint!("{out}");
 }

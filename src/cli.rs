@@ -55,8 +55,46 @@ pub enum Command {
     /// Take every job of a manifest to the end: submit, poll, download, record.
     #[command(after_help = crate::exit::TABLE)]
     Run(Box<RunArgs>),
+    /// Show where the jobs of a run stand, from its results file; sends nothing.
+    Status(StatusArgs),
+    /// Show the account's remaining credits.
+    Credits(CreditsArgs),
     /// Serve the kie.ai simulator until stopped.
     Simulate(crate::sim::args::SimArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A results CSV, or the manifest whose results to read.
+    pub path: PathBuf,
+
+    /// With a manifest: its results CSV, when not the default.
+    #[arg(long, value_name = "PATH")]
+    pub results: Option<PathBuf>,
+
+    /// Print JSON for machines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// List the failed jobs only, one per line: id, a tab, the reason.
+    #[arg(long, conflicts_with = "json")]
+    pub failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreditsArgs {
+    /// The service's base URL.
+    #[arg(long, env = "KIE_API_BASE", default_value = "https://api.kie.ai")]
+    pub api_base: String,
+
+    /// Read the API key from this file instead of KIE_API_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

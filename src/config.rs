@@ -42,7 +42,11 @@ pub struct Resolved {
 /// Resolves `args` and `manifest` into the run's settings. With `time_scale` below
 /// 1 (`--simulate`), the manifest's and the default durations and rate window are
 /// scaled as the simulator scales the service; flags are taken as given.
-pub fn resolve(args: &RunArgs, manifest: &Manifest, time_scale: f64) -> Result<Resolved, ConfigError> {
+pub fn resolve(
+    args: &RunArgs,
+    manifest: &Manifest,
+    time_scale: f64,
+) -> Result<Resolved, ConfigError> {
     let m = &manifest.run;
     let scale = |d: Duration| d.mul_f64(time_scale);
     let err = |setting, message: &str| ConfigError {
@@ -96,12 +100,24 @@ pub fn resolve(args: &RunArgs, manifest: &Manifest, time_scale: f64) -> Result<R
     let results = args
         .results
         .clone()
-        .or_else(|| manifest.output.results.as_ref().map(|p| manifest_dir.join(p)))
+        .or_else(|| {
+            manifest
+                .output
+                .results
+                .as_ref()
+                .map(|p| manifest_dir.join(p))
+        })
         .unwrap_or_else(|| PathBuf::from("results").join(format!("{stem}.csv")));
     let videos_dir = args
         .videos_dir
         .clone()
-        .or_else(|| manifest.output.videos_dir.as_ref().map(|p| manifest_dir.join(p)))
+        .or_else(|| {
+            manifest
+                .output
+                .videos_dir
+                .as_ref()
+                .map(|p| manifest_dir.join(p))
+        })
         .unwrap_or_else(|| PathBuf::from("videos").join(&stem));
 
     Ok(Resolved {

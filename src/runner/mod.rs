@@ -23,6 +23,7 @@ use crate::checkpoint::writer::{Appender, lock, rewrite};
 use crate::checkpoint::{self, Record, State};
 use crate::exit;
 use crate::manifest::Job;
+use crate::summary::{self, Outcomes};
 use crate::units::Rate;
 
 pub mod collector;
@@ -63,41 +64,13 @@ pub struct Signals {
     pub abort: CancellationToken,
 }
 
-/// Where each job of the manifest stands at the end of the run.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Tally {
-    pub succeeded: usize,
-    pub failed: usize,
-    /// Succeeded on the service, but the video is not downloaded yet.
-    pub download_missing: usize,
-    pub in_doubt: usize,
-    /// Submitted and still running on the service.
-    pub running: usize,
-    pub not_started: usize,
-}
-
-impl Tally {
-    pub fn total(&self) -> usize {
-        self.succeeded
-            + self.failed
-            + self.download_missing
-            + self.in_doubt
-            + self.running
-            + self.not_started
-    }
-}
-
 /// What a run did, for the summary and the exit code.
 #[derive(Debug)]
 pub struct RunReport {
-    pub tally: Tally,
+    pub outcomes: Outcomes,
     pub counters: Counters,
     /// Jobs this run submitted because the manifest changed their request.
     pub changed: usize,
-    /// Jobs recorded in doubt, with their reasons: (id, message).
-    pub in_doubt: Vec<(String, String)>,
-    /// Jobs that failed, with their reasons: (id, message).
-    pub failed: Vec<(String, String)>,
     pub fatal: Option<Fatal>,
     pub interrupted: bool,
     pub elapsed: Duration,
@@ -116,14 +89,7 @@ impl RunReport {
             Some(Fatal::Checkpoint(_)) => return exit::JOBS_FAILED,
             None => {}
         }
-        let t = &self.tally;
-        if t.in_doubt + t.running + t.not_started > 0 {
-            exit::NOT_FINISHED
-        } else if t.failed + t.download_missing > 0 {
-            exit::JOBS_FAILED
-        } else {
-            exit::OK
-        }
+        self.outcomes.tally.exit_code()
     }
 }
 
@@ -310,11 +276,9 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
     if aborted {
         set.abort_all();
         return Ok(RunReport {
-            tally: Tally::default(),
+            outcomes: Outcomes::default(),
             counters: Counters::default(),
             changed,
-            in_doubt: Vec::new(),
-            failed: Vec::new(),
             fatal: None,
             interrupted: true,
             elapsed: started.elapsed(),
@@ -346,45 +310,18 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
         })?;
     }
 
-    let mut tally = Tally::default();
-    let mut in_doubt = Vec::new();
-    let mut failed = Vec::new();
-    for job in &config.jobs {
-        let r = records.get(&job.id);
-        let why = || {
-            r.and_then(|r| r.error_message.clone())
-                .unwrap_or_else(|| "no answer recorded".into())
-        };
-        match r
-            .filter(|r| r.fingerprint == job.fingerprint)
-            .map(|r| (r.state(), r))
-        {
-            None | Some((State::Pending, _)) => tally.not_started += 1,
-            Some((State::Submitted, r)) if r.task_id.is_some() => tally.running += 1,
-            Some((State::Submitting | State::Submitted | State::InDoubt, _)) => {
-                tally.in_doubt += 1;
-                in_doubt.push((job.id.clone(), why()));
-            }
-            Some((State::Failed, _)) => {
-                tally.failed += 1;
-                failed.push((job.id.clone(), why()));
-            }
-            Some((State::Succeeded, r)) => {
-                if config.resume.download && r.video_paths.len() < r.video_urls.len() {
-                    tally.download_missing += 1;
-                    failed.push((job.id.clone(), why()));
-                } else {
-                    tally.succeeded += 1;
-                }
-            }
-        }
-    }
+    let outcomes = summary::outcomes(
+        config
+            .jobs
+            .iter()
+            .map(|j| (j.id.as_str(), Some(j.fingerprint.as_str()))),
+        &records,
+        config.resume.download,
+    );
     Ok(RunReport {
-        tally,
+        outcomes,
         counters,
         changed,
-        in_doubt,
-        failed,
         fatal: fatal.or(write_error.map(Fatal::Checkpoint)),
         interrupted: signals.drain.is_cancelled(),
         elapsed: started.elapsed(),

@@ -1,0 +1,246 @@
+//! Where every job stands, counted from the results file, and the end-of-run
+//! summary that `run` prints and `status` prints again from the file alone.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::checkpoint::{Record, State};
+use crate::exit;
+
+/// How many jobs stand where.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Succeeded on the service, but the video is not downloaded yet.
+    pub not_downloaded: usize,
+    pub in_doubt: usize,
+    /// Submitted and still running on the service.
+    pub running: usize,
+    pub not_started: usize,
+}
+
+impl Tally {
+    pub fn total(&self) -> usize {
+        self.succeeded
+            + self.failed
+            + self.not_downloaded
+            + self.in_doubt
+            + self.running
+            + self.not_started
+    }
+
+    /// The exit code these counts call for, when nothing stopped the run.
+    pub fn exit_code(&self) -> u8 {
+        if self.in_doubt + self.running + self.not_started > 0 {
+            exit::NOT_FINISHED
+        } else if self.failed + self.not_downloaded > 0 {
+            exit::JOBS_FAILED
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// A job that needs attention, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub job_id: String,
+    pub reason: String,
+}
+
+/// The tally and the jobs behind its bad numbers.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcomes {
+    pub tally: Tally,
+    pub failed: Vec<Problem>,
+    pub not_downloaded: Vec<Problem>,
+    pub in_doubt: Vec<Problem>,
+}
+
+/// Counts `jobs` (id, and the fingerprint of the request as it is now, when known)
+/// against their last records. A record of another request (the manifest changed)
+/// counts as not started.
+pub fn outcomes<'a>(
+    jobs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    records: &HashMap<String, Record>,
+    download: bool,
+) -> Outcomes {
+    let mut o = Outcomes::default();
+    for (id, fingerprint) in jobs {
+        let r = records
+            .get(id)
+            .filter(|r| fingerprint.is_none_or(|f| f == r.fingerprint));
+        let problem = |r: &Record| Problem {
+            job_id: id.to_owned(),
+            reason: r
+                .error_message
+                .clone()
+                .map(|m| match r.error_code {
+                    Some(c) => format!("{c}: {m}"),
+                    None => m,
+                })
+                .unwrap_or_else(|| "no answer was recorded".into()),
+        };
+        let t = &mut o.tally;
+        match r.map(|r| (r.state(), r)) {
+            None | Some((State::Pending, _)) => t.not_started += 1,
+            Some((State::Submitted | State::Submitting, r)) if r.task_id.is_some() => {
+                t.running += 1;
+            }
+            Some((State::Submitting | State::Submitted | State::InDoubt, r)) => {
+                t.in_doubt += 1;
+                o.in_doubt.push(problem(r));
+            }
+            Some((State::Failed, r)) => {
+                t.failed += 1;
+                o.failed.push(problem(r));
+            }
+            Some((State::Succeeded, r)) => {
+                if download && r.video_paths.len() < r.video_urls.len() {
+                    t.not_downloaded += 1;
+                    o.not_downloaded.push(problem(r));
+                } else {
+                    t.succeeded += 1;
+                }
+            }
+        }
+    }
+    o
+}
+
+/// The table of counts and the advice for each problem job.
+pub fn render(o: &Outcomes) -> String {
+    let t = &o.tally;
+    let mut out = String::new();
+    for (label, n) in [
+        ("succeeded", t.succeeded),
+        ("failed", t.failed),
+        ("not downloaded", t.not_downloaded),
+        ("in doubt", t.in_doubt),
+        ("running", t.running),
+        ("not started", t.not_started),
+    ] {
+        if n > 0 || label == "succeeded" {
+            let _ = writeln!(out, "  {label:<15}{n:>7}");
+        }
+    }
+    for p in &o.failed {
+        let _ = writeln!(
+            out,
+            "failed: {}: {} (fix the cause, then run again with --retry-failed)",
+            p.job_id, p.reason
+        );
+    }
+    for p in &o.not_downloaded {
+        let _ = writeln!(
+            out,
+            "not downloaded: {}: {} (the video is paid for; run the same command again to download it)",
+            p.job_id, p.reason
+        );
+    }
+    for p in &o.in_doubt {
+        let _ = writeln!(
+            out,
+            "in doubt: {}: {} (a task may exist and be billed; check your kie.ai logs, then --resubmit-in-doubt sends it again)",
+            p.job_id, p.reason
+        );
+    }
+    if t.running > 0 {
+        let _ = writeln!(
+            out,
+            "{} still running on the service: run the same command again to collect {}",
+            jobs(t.running),
+            if t.running == 1 { "it" } else { "them" }
+        );
+    }
+    if t.not_started > 0 {
+        let _ = writeln!(
+            out,
+            "{} not started: run the same command again to send {}",
+            jobs(t.not_started),
+            if t.not_started == 1 { "it" } else { "them" }
+        );
+    }
+    out
+}
+
+fn jobs(n: usize) -> String {
+    format!("{n} job{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, state: State, task: Option<&str>) -> Record {
+        Record {
+            job_id: id.into(),
+            state: Some(state),
+            task_id: task.map(Into::into),
+            fingerprint: "f".into(),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn every_state_is_counted_once() {
+        let mut records = HashMap::new();
+        let mut done = rec("done", State::Succeeded, Some("t"));
+        done.video_urls = vec!["u".into()];
+        done.video_paths = vec!["p".into()];
+        let mut undl = rec("undl", State::Succeeded, Some("t"));
+        undl.video_urls = vec!["u".into()];
+        undl.error_message = Some("download failed: 404".into());
+        let mut bad = rec("bad", State::Failed, Some("t"));
+        bad.error_code = Some(400);
+        bad.error_message = Some("content policy".into());
+        for r in [
+            done,
+            undl,
+            bad,
+            rec("doubt", State::Submitting, None),
+            rec("run", State::Submitted, Some("t")),
+            rec("pend", State::Pending, None),
+            rec("edited", State::Succeeded, Some("t")),
+        ] {
+            records.insert(r.job_id.clone(), r);
+        }
+        let ids = [
+            "done", "undl", "bad", "doubt", "run", "pend", "edited", "new",
+        ];
+        let jobs = ids
+            .iter()
+            .map(|id| (*id, Some(if *id == "edited" { "g" } else { "f" })));
+        let o = outcomes(jobs, &records, true);
+        assert_eq!(
+            o.tally,
+            Tally {
+                succeeded: 1,
+                failed: 1,
+                not_downloaded: 1,
+                in_doubt: 1,
+                running: 1,
+                not_started: 3,
+            }
+        );
+        assert_eq!(o.tally.total(), ids.len());
+        assert_eq!(o.tally.exit_code(), exit::NOT_FINISHED);
+        insta::assert_snapshot!(render(&o));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_worst_state() {
+        let mut t = Tally {
+            succeeded: 3,
+            ..Tally::default()
+        };
+        assert_eq!(t.exit_code(), exit::OK);
+        t.failed = 1;
+        assert_eq!(t.exit_code(), exit::JOBS_FAILED);
+        t.running = 1;
+        assert_eq!(t.exit_code(), exit::NOT_FINISHED);
+    }
+}
