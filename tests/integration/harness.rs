@@ -1,0 +1,105 @@
+//! Shared set-up for tests that run the `veo-batch` binary against an in-process
+//! simulator: a temp directory, a simulator on 127.0.0.1:0, and a command with a
+//! cleared environment so results never depend on the developer's machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use veo_batch::checkpoint::{self, Loaded};
+use veo_batch::sim::{self, SimConfig, SimHandle, SimStats};
+
+pub struct Harness {
+    pub rt: tokio::runtime::Runtime,
+    pub sim: SimHandle,
+    pub dir: tempfile::TempDir,
+}
+
+/// A simulator that answers fast: generation takes 0.1-0.3 s, no rate limit.
+pub fn fast_sim() -> SimConfig {
+    SimConfig {
+        generation_time: (Duration::from_millis(100), Duration::from_millis(300)),
+        time_scale: 1.0,
+        rate: None,
+        ..SimConfig::default()
+    }
+}
+
+impl Harness {
+    pub fn new(config: SimConfig) -> Harness {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let sim = rt
+            .block_on(sim::start(config, "127.0.0.1:0".parse().expect("addr")))
+            .expect("simulator starts");
+        Harness {
+            rt,
+            sim,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `text` to `name` in the temp directory.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+
+    /// `veo-batch run MANIFEST` against the simulator, fast polling, results and
+    /// videos in the temp directory.
+    pub fn run_cmd(&self, manifest: &Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"));
+        cmd.env_clear()
+            .env("KIE_API_KEY", sim::DEMO_KEY)
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .arg("run")
+            .arg(manifest)
+            .args(["--api-base", &self.sim.base_url()])
+            .arg("--results")
+            .arg(self.path("results.csv"))
+            .arg("--videos-dir")
+            .arg(self.path("videos"))
+            .args(["--poll-interval", "30ms", "--rate", "1000/1s"])
+            .args(["--request-timeout", "2s"]);
+        cmd
+    }
+
+    pub fn run(&self, manifest: &Path, extra: &[&str]) -> Output {
+        self.run_cmd(manifest)
+            .args(extra)
+            .output()
+            .expect("veo-batch runs")
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.sim.stats()
+    }
+
+    pub fn results(&self) -> Loaded {
+        checkpoint::load(&self.path("results.csv"))
+            .expect("results file loads")
+            .expect("results file exists")
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A manifest of `n` text jobs `job-1 .. job-n`, each with its own prompt.
+pub fn text_jobs(n: usize) -> String {
+    let mut s = String::from("name: batch\njobs:\n");
+    for i in 1..=n {
+        s.push_str(&format!("  - id: job-{i}\n    prompt: \"clip number {i}\"\n"));
+    }
+    s
+}

@@ -1,0 +1,369 @@
+//! `veo-batch run` against the simulator: the happy path, resume after every kind of
+//! interruption, the fault classes, and the results file as the proof.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use veo_batch::checkpoint::State;
+use veo_batch::exit;
+use veo_batch::sim::{FaultRate, SimConfig, SAMPLE_MP4};
+
+use crate::harness::{Harness, fast_sim, stderr, text_jobs};
+
+const EVERY_MODE: &str = r#"
+name: modes
+defaults:
+  model: veo3_fast
+jobs:
+  - id: text
+    prompt: "a lighthouse at dusk"
+  - id: one-frame
+    prompt: "the product turns slowly"
+    imageUrls: ["https://assets.example.com/p.png"]
+  - id: two-frames
+    prompt: "from closed to open"
+    imageUrls: ["https://assets.example.com/a.png", "https://assets.example.com/b.png"]
+    aspect_ratio: "9:16"
+  - id: reference
+    prompt: "a cat in the style of the references"
+    generationType: REFERENCE_2_VIDEO
+    imageUrls: ["https://assets.example.com/r1.png", "https://assets.example.com/r2.png", "https://assets.example.com/r3.png"]
+  - id: quality
+    prompt: "a slow pan over mountains"
+    model: veo3
+    seeds: 12345
+"#;
+
+fn states(h: &Harness) -> BTreeMap<String, State> {
+    h.results()
+        .records
+        .into_iter()
+        .map(|(id, r)| (id, r.state()))
+        .collect()
+}
+
+#[test]
+fn every_mode_runs_to_playable_videos() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("modes.yaml", EVERY_MODE);
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+
+    let results = h.results();
+    assert_eq!(results.rows, 5, "one row per job after a clean end");
+    for id in ["text", "one-frame", "two-frames", "reference", "quality"] {
+        let r = &results.records[id];
+        assert_eq!(r.state(), State::Succeeded, "{id}");
+        assert!(r.task_id.is_some(), "{id}");
+        assert_eq!(r.attempts, 1, "{id}");
+        assert_eq!(r.video_paths.len(), 1, "{id}");
+        let bytes = std::fs::read(&r.video_paths[0]).expect("video file");
+        assert_eq!(bytes, SAMPLE_MP4, "{id}: the downloaded file is the simulator's MP4");
+    }
+    assert_eq!(results.order, ["text", "one-frame", "two-frames", "reference", "quality"]);
+    let stats = h.stats();
+    assert_eq!(stats.tasks_created, 5);
+    assert!(stats.tasks_by_fingerprint.values().all(|n| *n == 1));
+
+    // A second run finds everything done and sends nothing.
+    let again = h.run(&manifest, &[]);
+    assert_eq!(again.status.code(), Some(exit::OK as i32));
+    assert_eq!(h.stats().generate_calls, stats.generate_calls);
+}
+
+#[test]
+fn no_wait_then_collect() {
+    let h = Harness::new(SimConfig {
+        generation_time: (Duration::from_millis(400), Duration::from_millis(600)),
+        ..fast_sim()
+    });
+    let manifest = h.write("b.yaml", &text_jobs(6));
+    let first = h.run(&manifest, &["--no-wait"]);
+    assert_eq!(first.status.code(), Some(exit::NOT_FINISHED as i32), "{}", stderr(&first));
+    assert!(states(&h).values().all(|s| *s == State::Submitted));
+    assert!(stderr(&first).contains("6 jobs still running"), "{}", stderr(&first));
+
+    let second = h.run(&manifest, &[]);
+    assert_eq!(second.status.code(), Some(exit::OK as i32), "{}", stderr(&second));
+    assert!(states(&h).values().all(|s| *s == State::Succeeded));
+    assert_eq!(h.stats().tasks_created, 6, "collecting submits nothing new");
+}
+
+#[test]
+fn a_second_run_on_the_same_results_exits_5() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(2));
+    let _held = veo_batch::checkpoint::writer::lock(&h.path("results.csv")).expect("lock");
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::LOCKED as i32));
+    assert!(
+        stderr(&out).contains("another run is using results file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.stats().generate_calls, 0);
+}
+
+#[test]
+fn generation_failures_are_recorded_and_retried_on_request() {
+    let mut failing = fast_sim();
+    failing.faults.generation_failure = 1.0;
+    let h = Harness::new(failing);
+    let manifest = h.write("b.yaml", &text_jobs(3));
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::JOBS_FAILED as i32), "{}", stderr(&out));
+    let results = h.results();
+    for r in results.records.values() {
+        assert_eq!(r.state(), State::Failed);
+        assert!(r.error_message.is_some());
+    }
+    assert!(stderr(&out).contains("--retry-failed"));
+
+    // Without the flag, failed jobs stay failed and nothing is sent.
+    let calls = h.stats().generate_calls;
+    let again = h.run(&manifest, &[]);
+    assert_eq!(again.status.code(), Some(exit::JOBS_FAILED as i32));
+    assert_eq!(h.stats().generate_calls, calls);
+
+    // With it, they are sent again (and fail again: the simulator still says so).
+    let retried = h.run(&manifest, &["--retry-failed"]);
+    assert_eq!(retried.status.code(), Some(exit::JOBS_FAILED as i32));
+    assert_eq!(h.stats().generate_calls, calls + 3);
+    assert!(h.results().records.values().all(|r| r.attempts == 2));
+}
+
+#[test]
+fn a_refused_key_stops_the_run_with_exit_3() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(4));
+    let out = h
+        .run_cmd(&manifest)
+        .env("KIE_API_KEY", "not-the-key")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(exit::SERVICE_STOPPED as i32), "{}", stderr(&out));
+    assert!(stderr(&out).contains("KIE_API_KEY"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("not-the-key"), "the key is never printed");
+    let results = h.results();
+    assert!(
+        results.records.values().all(|r| r.state() == State::Pending),
+        "nothing is marked failed"
+    );
+}
+
+#[test]
+fn exhausted_credits_stop_submitting_with_exit_3() {
+    let h = Harness::new(SimConfig {
+        credits: 130.0,
+        ..fast_sim()
+    });
+    let manifest = h.write("b.yaml", &text_jobs(4));
+    let out = h.run(&manifest, &["--concurrency", "1"]);
+    assert_eq!(out.status.code(), Some(exit::SERVICE_STOPPED as i32), "{}", stderr(&out));
+    let s = states(&h);
+    let succeeded = s.values().filter(|s| **s == State::Succeeded).count();
+    assert_eq!(succeeded, 2, "two 60-credit jobs fit in 130 credits: {s:?}");
+    assert!(stderr(&out).contains("credits"), "{}", stderr(&out));
+}
+
+#[test]
+fn rate_limited_answers_are_retried() {
+    let mut config = fast_sim();
+    config.faults.http_429 = FaultRate::everywhere(0.4);
+    config.faults.http_500 = FaultRate::everywhere(0.2);
+    let h = Harness::new(config);
+    let manifest = h.write("b.yaml", &text_jobs(8));
+    let out = h.run(&manifest, &["--max-attempts", "30"]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    let stats = h.stats();
+    assert!(stats.answered_429 > 0, "the simulator did refuse some calls");
+    assert_eq!(stats.tasks_created, 8, "each job created exactly one task");
+    assert!(stats.tasks_by_fingerprint.values().all(|n| *n == 1));
+}
+
+#[test]
+fn the_default_rate_draws_no_429() {
+    // The service's limit, at a tenth of real time: 20 calls per second.
+    let h = Harness::new(SimConfig {
+        rate: Some("20/10s".parse().expect("rate")),
+        time_scale: 0.1,
+        generation_time: (Duration::from_secs(1), Duration::from_secs(2)),
+        ..SimConfig::default()
+    });
+    let manifest = h.write("b.yaml", &text_jobs(30));
+    let out = h
+        .run_cmd(&manifest)
+        .args(["--rate", "20/1s"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    let stats = h.stats();
+    assert_eq!(stats.answered_429, 0, "the runner kept under the limit by itself");
+    assert_eq!(stats.tasks_created, 30);
+}
+
+#[test]
+fn connections_dropped_after_creation_are_in_doubt_and_never_resent() {
+    let mut config = fast_sim();
+    config.faults.drop_after = 1.0;
+    let h = Harness::new(config);
+    let manifest = h.write("b.yaml", &text_jobs(2));
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::NOT_FINISHED as i32), "{}", stderr(&out));
+    assert!(states(&h).values().all(|s| *s == State::InDoubt));
+    assert_eq!(h.stats().tasks_created, 2, "each request did create its task");
+    assert!(stderr(&out).contains("--resubmit-in-doubt"));
+
+    let again = h.run(&manifest, &[]);
+    assert_eq!(again.status.code(), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(h.stats().tasks_created, 2, "in-doubt jobs are not sent again by default");
+}
+
+#[test]
+fn in_doubt_jobs_are_resent_on_request() {
+    let mut config = fast_sim();
+    config.faults.drop_after = 1.0;
+    let h = Harness::new(config);
+    let manifest = h.write("b.yaml", &text_jobs(1));
+    let first = h.run(&manifest, &[]);
+    assert_eq!(first.status.code(), Some(exit::NOT_FINISHED as i32));
+    let resent = h.run(&manifest, &["--resubmit-in-doubt"]);
+    assert_eq!(resent.status.code(), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(h.stats().tasks_created, 2, "sent again because the user asked");
+    assert_eq!(h.results().records["job-1"].attempts, 2);
+}
+
+#[test]
+fn an_edited_job_runs_again_and_the_rest_do_not() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(3));
+    assert_eq!(h.run(&manifest, &[]).status.code(), Some(exit::OK as i32));
+    let edited = text_jobs(3).replace("clip number 2", "clip number two, in the rain");
+    std::fs::write(&manifest, edited).expect("edit manifest");
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(h.stats().tasks_created, 4, "only the edited job was sent again");
+    assert!(
+        stderr(&out).contains("1 resubmitted because the manifest changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.results().records["job-2"].prompt, "clip number two, in the rain");
+}
+
+#[test]
+fn a_bad_manifest_sends_nothing() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", "name: b\njobs:\n  - id: a\n    prompt: x\n    seeds: 5\n");
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::USAGE as i32), "{}", stderr(&out));
+    assert!(stderr(&out).contains("seeds"), "{}", stderr(&out));
+    assert_eq!(h.stats().generate_calls, 0);
+    assert!(!h.path("results.csv").exists());
+}
+
+#[test]
+fn a_results_file_of_another_manifest_is_refused() {
+    let h = Harness::new(fast_sim());
+    let one = h.write("one.yaml", &text_jobs(2));
+    assert_eq!(h.run(&one, &[]).status.code(), Some(exit::OK as i32));
+    let other = h.write(
+        "other.yaml",
+        "name: other\njobs:\n  - id: x\n    prompt: something else\n",
+    );
+    let calls = h.stats().generate_calls;
+    let out = h.run(&other, &[]);
+    assert_eq!(out.status.code(), Some(exit::USAGE as i32), "{}", stderr(&out));
+    assert!(stderr(&out).contains("belongs to another manifest"), "{}", stderr(&out));
+    assert_eq!(h.stats().generate_calls, calls);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_drains_and_exits_130_then_resumes() {
+    let h = Harness::new(SimConfig {
+        generation_time: (Duration::from_secs(2), Duration::from_secs(3)),
+        ..fast_sim()
+    });
+    let manifest = h.write("b.yaml", &text_jobs(5));
+    let mut child = h.run_cmd(&manifest).spawn().expect("spawn");
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(exit::INTERRUPTED as i32));
+    let results = h.results();
+    assert!(!results.needs_compaction(), "a drained run rewrites its results file");
+    assert!(results.records.values().all(|r| r.state() == State::Submitted));
+
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(h.stats().tasks_created, 5, "resuming polled, it did not resubmit");
+}
+
+/// SIGKILL at seeded random moments, resuming after each: every job ends with one
+/// task, except jobs recorded in doubt, which may have two (and are counted).
+#[cfg(unix)]
+#[test]
+fn killed_at_random_moments_resumes_without_paying_twice() {
+    let h = Harness::new(SimConfig {
+        generation_time: (Duration::from_millis(200), Duration::from_millis(800)),
+        ..fast_sim()
+    });
+    let jobs = 40;
+    let manifest = h.write("b.yaml", &text_jobs(jobs));
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut ever_in_doubt = std::collections::BTreeSet::new();
+    for kill in 0..8 {
+        let mut child = h
+            .run_cmd(&manifest)
+            .args(["--rate", "40/1s", "--concurrency", "4"])
+            .arg("--resubmit-in-doubt")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(rng.u64(50..600)));
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Ok(Some(loaded)) = veo_batch::checkpoint::load(&h.path("results.csv")) {
+            for (id, r) in &loaded.records {
+                let doubt = r.state() == State::InDoubt
+                    || (r.state() == State::Submitting && r.task_id.is_none());
+                if doubt {
+                    ever_in_doubt.insert(id.clone());
+                }
+            }
+        } else {
+            assert_eq!(kill, 0, "after kill {kill}, the results file must load");
+        }
+    }
+    let out = h.run(&manifest, &["--resubmit-in-doubt"]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    let results = h.results();
+    assert_eq!(results.records.len(), jobs);
+    assert!(results.records.values().all(|r| r.state() == State::Succeeded));
+
+    let stats = h.stats();
+    let fingerprint_to_id: BTreeMap<String, String> = results
+        .records
+        .values()
+        .map(|r| (r.fingerprint.clone(), r.job_id.clone()))
+        .collect();
+    for (fp, n) in &stats.tasks_by_fingerprint {
+        let id = &fingerprint_to_id[fp];
+        assert!(
+            *n == 1 || ever_in_doubt.contains(id),
+            "job {id} created {n} tasks without ever being in doubt"
+        );
+    }
+    assert_eq!(stats.tasks_by_fingerprint.len(), jobs);
+    eprintln!(
+        "kill test: {} tasks for {jobs} jobs; {} jobs were in doubt at a kill",
+        stats.tasks_created,
+        ever_in_doubt.len()
+    );
+}
