@@ -136,6 +136,35 @@ async fn run_command(args: RunArgs) -> u8 {
             return exit::USAGE;
         }
     };
+    let request_timeout = resolved.request_timeout;
+    let prepared = match runner::prepare(resolved.run) {
+        Ok(p) => p,
+        Err(e) => return report_run_error(&e),
+    };
+    let estimate = prepared.estimate();
+    let prices = prepared.config.prices;
+    tracing::info!(
+        "{}: {} jobs; {} to submit, {} to resume{}; estimated cost {estimate} credits (${:.2}); results in {}, videos in {}",
+        manifest.name,
+        prepared.config.jobs.len(),
+        prepared.submissions(),
+        prepared.plan.len() - prepared.submissions(),
+        if prepared.held_back > 0 {
+            format!(", {} held back by --limit/--sample", prepared.held_back)
+        } else {
+            String::new()
+        },
+        prices.usd(estimate),
+        prepared.config.results.display(),
+        prepared.config.videos_dir.display()
+    );
+    if args.dry_run {
+        return print_dry_run(&prepared);
+    }
+    if !args.yes && estimate > args.confirm_above && !confirm(estimate, prices.usd(estimate)) {
+        eprintln!("nothing was sent");
+        return exit::OK;
+    }
 
     let mut simulator = None;
     let (base_url, key) = if args.simulate {
@@ -163,43 +192,85 @@ async fn run_command(args: RunArgs) -> u8 {
         base_url,
         key,
         connect_timeout: crate::config::CONNECT_TIMEOUT,
-        request_timeout: resolved.request_timeout,
+        request_timeout,
         ..ClientConfig::default()
     }) {
         Ok(c) => c,
         Err(e) => return report_error(&e),
     };
+    if prepared.submissions() > 0 {
+        match client.credit().await {
+            Ok(balance) if balance < estimate => tracing::warn!(
+                "the estimate ({estimate} credits) is above the account's balance ({balance}): the run will stop when credits run out"
+            ),
+            Ok(balance) => tracing::debug!("credit balance {balance}"),
+            Err(e) => tracing::debug!("could not read the credit balance: {e}"),
+        }
+    }
 
-    let jobs = resolved.run.jobs.len();
-    tracing::info!(
-        "{}: {jobs} jobs; results in {}, videos in {}",
-        manifest.name,
-        resolved.run.results.display(),
-        resolved.run.videos_dir.display()
-    );
     let signals = Signals::default();
     let watcher = tokio::spawn(watch_signals(signals.clone()));
-    let outcome = runner::run(resolved.run, client, signals).await;
+    let outcome = runner::execute(prepared, client, signals).await;
     watcher.abort();
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
     match outcome {
         Ok(report) => {
-            print_summary(&manifest.name, &report);
+            print_summary(&manifest.name, &report, &prices);
             report.exit_code()
         }
-        Err(e) => {
-            let code = report_error(&e);
-            if e.downcast_ref::<CheckpointError>().is_some()
-                || e.downcast_ref::<ForeignResults>().is_some()
-            {
-                exit::USAGE
-            } else {
-                code
-            }
+        Err(e) => report_run_error(&e),
+    }
+}
+
+fn report_run_error(e: &anyhow::Error) -> u8 {
+    let code = report_error(e);
+    if e.downcast_ref::<CheckpointError>().is_some() || e.downcast_ref::<ForeignResults>().is_some()
+    {
+        exit::USAGE
+    } else {
+        code
+    }
+}
+
+/// `--dry-run`: one JSON line per step this run would take.
+fn print_dry_run(prepared: &runner::Prepared) -> u8 {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for p in &prepared.plan {
+        let job = prepared.job(p);
+        let line = match &p.start {
+            runner::Start::Submit => serde_json::json!({
+                "job_id": job.id, "action": "submit", "body": job.request.to_body(),
+            }),
+            runner::Start::Poll(task) => serde_json::json!({
+                "job_id": job.id, "action": "poll", "task_id": task,
+            }),
+            runner::Start::Download => serde_json::json!({
+                "job_id": job.id, "action": "download", "urls": p.record.video_urls,
+            }),
+        };
+        if writeln!(out, "{line}").is_err() {
+            return exit::JOBS_FAILED;
         }
     }
+    exit::OK
+}
+
+/// Asks on the terminal; never when stdin or stderr is not one (cron, pipes).
+fn confirm(credits: f64, usd: f64) -> bool {
+    use std::io::Write as _;
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return true;
+    }
+    eprint!("This run will spend about {credits} credits (${usd:.2}). Go on? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
 }
 
 async fn credits_command(args: CreditsArgs) -> u8 {
@@ -266,7 +337,7 @@ async fn watch_signals(signals: Signals) {
     signals.abort.cancel();
 }
 
-fn print_summary(name: &str, r: &RunReport) {
+fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable) {
     use std::fmt::Write as _;
     let t = &r.outcomes.tally;
     let mut out = String::new();
@@ -289,6 +360,15 @@ fn print_summary(name: &str, r: &RunReport) {
             String::new()
         }
     );
+    let _ = writeln!(
+        out,
+        "  spent about {} credits (${:.2}) on this run's submissions",
+        r.spent,
+        prices.usd(r.spent)
+    );
+    if r.held_back > 0 {
+        let _ = writeln!(out, "  {} jobs held back by --limit/--sample", r.held_back);
+    }
     let _ = writeln!(out, "  results: {}", r.results.display());
     let _ = writeln!(out, "  videos:  {}", r.videos_dir.display());
     out.push_str(&crate::summary::render(&r.outcomes));
@@ -308,6 +388,9 @@ fn describe_fatal(f: &runner::job::Fatal) -> String {
         }
         runner::job::Fatal::Credits(m) => {
             format!("the service has no credits left for this key ({m}); top up, then run again")
+        }
+        runner::job::Fatal::Budget(m) => {
+            format!("{m}; raise --max-credits (or max_credits in the manifest) to go on")
         }
         runner::job::Fatal::Checkpoint(m) => {
             format!("{m}; nothing more was sent, fix the disk problem and run again")

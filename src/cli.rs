@@ -176,4 +176,36 @@ pub struct RunArgs {
     /// Submit again the jobs recorded in doubt (their first task may exist and be billed).
     #[arg(long)]
     pub resubmit_in_doubt: bool,
+
+    /// Stop submitting before this run's spend would pass N credits (exit 6).
+    #[arg(long, value_name = "N")]
+    pub max_credits: Option<f64>,
+
+    /// On a terminal, ask before submitting when the estimate is above N credits.
+    #[arg(long, value_name = "N", default_value_t = 5000.0)]
+    pub confirm_above: f64,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Run only the first N outstanding jobs (a preview before the full batch).
+    #[arg(long, value_name = "N", conflicts_with = "sample")]
+    pub limit: Option<usize>,
+
+    /// Run only N outstanding jobs drawn at random.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+
+    /// Seed for --sample (and retry jitter), to repeat a draw.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Print what would be sent, as JSON lines on stdout, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Off a terminal, log a progress line this often.
+    #[arg(long, value_name = "DURATION")]
+    pub progress_interval: Option<Span>,
 }

@@ -91,6 +91,16 @@ pub fn resolve(
     if poll_interval.is_zero() {
         return Err(err("--poll-interval", "must be above 0"));
     }
+    if args
+        .max_credits
+        .or(m.max_credits)
+        .is_some_and(|c| c.is_nan() || c < 0.0)
+    {
+        return Err(err(
+            "--max-credits",
+            "must be a number of credits, 0 or more",
+        ));
+    }
     if request_timeout.is_zero() {
         return Err(err("--request-timeout", "must be above 0"));
     }
@@ -140,10 +150,16 @@ pub fn resolve(
                 resubmit_in_doubt: args.resubmit_in_doubt,
                 download: !args.no_download,
             },
-            progress_every: PROGRESS_EVERY.mul_f64(time_scale.max(0.1)),
+            progress_every: args
+                .progress_interval
+                .map_or(PROGRESS_EVERY.mul_f64(time_scale.max(0.1)), |s| s.0),
             sync: true,
             max_active: MAX_ACTIVE,
-            seed: fastrand::u64(..),
+            seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
+            prices: manifest.prices,
+            max_credits: args.max_credits.or(m.max_credits),
+            limit: args.limit,
+            sample: args.sample,
         },
         request_timeout,
     })

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::manifest::{Job, Upgrade};
 use crate::request::Model;
 
 /// Credits per item; defaults are the reported prices of the service.
@@ -35,6 +36,16 @@ impl PriceTable {
             Model::Veo3 => self.veo3,
             Model::Veo3Fast => self.veo3_fast,
         }
+    }
+
+    /// Credits one job costs: its generation, plus its upgrade if it asks for one.
+    pub fn job(&self, job: &Job) -> f64 {
+        self.generation(job.request.model)
+            + match job.upgrade {
+                None => 0.0,
+                Some(Upgrade::Hd1080) => self.upgrade_1080p,
+                Some(Upgrade::Uhd4k) => self.upgrade_4k,
+            }
     }
 
     pub fn usd(&self, credits: f64) -> f64 {

@@ -16,7 +16,7 @@ use crate::checkpoint::{Record, State};
 pub enum Event {
     /// A new row for a job; `ack` hears back once it is on disk.
     Row {
-        record: Record,
+        record: Box<Record>,
         ack: Option<oneshot::Sender<Result<(), String>>>,
     },
     /// A request will be retried after `delay`.
@@ -67,7 +67,7 @@ pub async fn collect(
         let mut rows: Vec<&Record> = Vec::new();
         for event in &batch {
             match event {
-                Event::Row { record, .. } => rows.push(record),
+                Event::Row { record, .. } => rows.push(&**record),
                 Event::Retry { code } => {
                     counters.retries += 1;
                     if *code == Some(429) {
@@ -95,7 +95,7 @@ pub async fn collect(
                     if record.state == Some(State::Submitted) {
                         counters.submitted += 1;
                     }
-                    records.insert(record.job_id.clone(), record);
+                    records.insert(record.job_id.clone(), *record);
                 }
                 if let Some(ack) = ack {
                     // A job that stopped waiting has nothing more to do with the answer.

@@ -16,6 +16,7 @@ use super::paths::video_path;
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState};
 use crate::checkpoint::{Record, State, now};
+use crate::cost::PriceTable;
 use crate::manifest::Job;
 
 /// Settings every job reads.
@@ -40,6 +41,37 @@ pub enum Fatal {
     Credits(String),
     /// The results file cannot be written: nothing may be sent without a checkpoint.
     Checkpoint(String),
+    /// The next submission would take the run past `--max-credits`.
+    Budget(String),
+}
+
+/// The run's spending limit and what it has spent.
+pub struct Budget {
+    pub prices: PriceTable,
+    pub max: Option<f64>,
+    /// Credits of the submissions sent (reserved before each send, given back when
+    /// the service refused it without creating a task).
+    pub spent: Arc<Mutex<f64>>,
+}
+
+impl Budget {
+    /// Reserves `cost`; false when it would pass the limit.
+    fn reserve(&self, cost: f64) -> bool {
+        let Ok(mut spent) = self.spent.lock() else {
+            return false;
+        };
+        if self.max.is_some_and(|max| *spent + cost > max + 1e-9) {
+            return false;
+        }
+        *spent += cost;
+        true
+    }
+
+    fn release(&self, cost: f64) {
+        if let Ok(mut spent) = self.spent.lock() {
+            *spent -= cost;
+        }
+    }
 }
 
 /// What all jobs share: the client, the limits, and the stop signals.
@@ -56,11 +88,12 @@ pub struct Shared {
     /// No new poll or download either (first Ctrl-C, a fatal error).
     pub stop_waiting: CancellationToken,
     pub fatal: Mutex<Option<Fatal>>,
+    pub budget: Budget,
 }
 
 impl Shared {
     fn set_fatal(&self, fatal: Fatal) {
-        let stop_all = !matches!(fatal, Fatal::Credits(_));
+        let stop_all = !matches!(fatal, Fatal::Credits(_) | Fatal::Budget(_));
         if let Ok(mut slot) = self.fatal.lock() {
             slot.get_or_insert(fatal);
         }
@@ -172,7 +205,7 @@ impl JobRunner {
         self.record.updated_at = now();
         let (tx, rx) = oneshot::channel();
         let event = Event::Row {
-            record: self.record.clone(),
+            record: Box::new(self.record.clone()),
             ack: Some(tx),
         };
         let written = match self.shared.events.send(event).await {
@@ -204,6 +237,15 @@ impl JobRunner {
             let Some(permit) = ready_to_submit(&shared).await else {
                 return Err(JobEnd::NotStarted);
             };
+            let cost = shared.budget.prices.job(&self.job);
+            if !shared.budget.reserve(cost) {
+                let max = shared.budget.max.unwrap_or_default();
+                shared.set_fatal(Fatal::Budget(format!(
+                    "job {:?} ({cost} credits) would take this run past --max-credits {max}",
+                    self.job.id
+                )));
+                return Err(JobEnd::NotStarted);
+            }
             self.record.attempts += 1;
             self.record.task_id = None;
             self.save(State::Submitting).await?;
@@ -222,6 +264,13 @@ impl JobRunner {
                 Err(e) => e,
             };
             self.set_error(&e);
+            if matches!(
+                e.class,
+                ErrorClass::Retryable | ErrorClass::Failed | ErrorClass::Auth | ErrorClass::Credits
+            ) {
+                // Refused: no task, no charge.
+                shared.budget.release(cost);
+            }
             match e.class {
                 ErrorClass::InDoubt => {
                     tracing::warn!(job = %self.job.id, error = %e, "in doubt: the request was sent and no answer came; it is not sent again");

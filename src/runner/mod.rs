@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 use crate::checkpoint::plan::{Action, ResumeOptions, Settled, SubmitReason, next_action};
-use crate::checkpoint::writer::{Appender, lock, rewrite};
+use crate::checkpoint::writer::{Appender, Lock, lock, rewrite};
 use crate::checkpoint::{self, Record, State};
+use crate::cost::PriceTable;
 use crate::exit;
 use crate::manifest::Job;
 use crate::summary::{self, Outcomes};
@@ -32,7 +33,8 @@ pub mod paths;
 pub mod retry;
 
 use collector::{Collected, Counters, Progress};
-use job::{Fatal, JobSettings, Shared, Start};
+pub use job::Start;
+use job::{Budget, Fatal, JobSettings, Shared};
 use retry::RetryPolicy;
 
 /// Everything a run needs, resolved from flags, manifest and defaults.
@@ -55,6 +57,13 @@ pub struct RunConfig {
     /// Jobs worked on at once (waiting on the rate limit, polling, downloading).
     pub max_active: usize,
     pub seed: u64,
+    pub prices: PriceTable,
+    /// Stop submitting before this run's spend would pass this many credits.
+    pub max_credits: Option<f64>,
+    /// Only the first N outstanding jobs.
+    pub limit: Option<usize>,
+    /// Only N outstanding jobs drawn at random (with `seed`).
+    pub sample: Option<usize>,
 }
 
 /// The stop signals from outside: the first Ctrl-C drains, the second aborts.
@@ -71,6 +80,10 @@ pub struct RunReport {
     pub counters: Counters,
     /// Jobs this run submitted because the manifest changed their request.
     pub changed: usize,
+    /// Outstanding jobs left out by `--limit` or `--sample`.
+    pub held_back: usize,
+    /// Credits this run's submissions cost, at the manifest's prices.
+    pub spent: f64,
     pub fatal: Option<Fatal>,
     pub interrupted: bool,
     pub elapsed: Duration,
@@ -87,6 +100,7 @@ impl RunReport {
         match &self.fatal {
             Some(Fatal::Auth(_) | Fatal::Credits(_)) => return exit::SERVICE_STOPPED,
             Some(Fatal::Checkpoint(_)) => return exit::JOBS_FAILED,
+            Some(Fatal::Budget(_)) => return exit::BUDGET,
             None => {}
         }
         self.outcomes.tally.exit_code()
@@ -104,10 +118,58 @@ pub struct ForeignResults {
     pub rows: usize,
 }
 
-/// Runs every job of `config` to the end of what this run can do.
-pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow::Result<RunReport> {
-    let started = Instant::now();
-    let _lock = lock(&config.results)?;
+/// One job's place in this run.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// Index of the job in the manifest.
+    pub index: usize,
+    pub start: Start,
+    /// The record the job starts from (its last row, or a fresh one).
+    pub record: Record,
+}
+
+/// A run ready to go: the results file locked and loaded, and what is left to do.
+#[derive(Debug)]
+pub struct Prepared {
+    pub config: RunConfig,
+    pub plan: Vec<Planned>,
+    /// Jobs submitted because the manifest changed their request.
+    pub changed: usize,
+    /// Outstanding jobs left out by `--limit` or `--sample`.
+    pub held_back: usize,
+    pub warnings: Vec<String>,
+    records: HashMap<String, Record>,
+    foreign: Vec<String>,
+    lock: Lock,
+}
+
+impl Prepared {
+    /// Credits the submissions of this run would cost, at the manifest's prices.
+    pub fn estimate(&self) -> f64 {
+        self.plan
+            .iter()
+            .filter(|p| matches!(p.start, Start::Submit))
+            .map(|p| self.config.prices.job(&self.config.jobs[p.index]))
+            .sum()
+    }
+
+    pub fn submissions(&self) -> usize {
+        self.plan
+            .iter()
+            .filter(|p| matches!(p.start, Start::Submit))
+            .count()
+    }
+
+    /// The job of a planned step.
+    pub fn job(&self, planned: &Planned) -> &Job {
+        &self.config.jobs[planned.index]
+    }
+}
+
+/// Takes the results file's lock, loads it, and decides what is left to do. Sends
+/// nothing; a kill-shaped results file is rewritten clean.
+pub fn prepare(config: RunConfig) -> anyhow::Result<Prepared> {
+    let lock = lock(&config.results)?;
     let loaded = checkpoint::load(&config.results)?.unwrap_or_default();
     let mut warnings = loaded.warnings.clone();
 
@@ -148,7 +210,7 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
     }
 
     // What is left to do, job by job.
-    let mut plan: Vec<(usize, Start, Record)> = Vec::new();
+    let mut plan: Vec<Planned> = Vec::new();
     let mut changed = 0;
     for (index, job) in config.jobs.iter().enumerate() {
         let last = loaded.records.get(&job.id);
@@ -176,16 +238,68 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
             },
             _ => fresh_record(job),
         };
-        plan.push((index, start, record));
+        plan.push(Planned {
+            index,
+            start,
+            record,
+        });
     }
+    let outstanding = plan.len();
+    if let Some(n) = config.sample {
+        let mut rng = fastrand::Rng::with_seed(config.seed);
+        let mut picked = rng.choose_multiple(0..plan.len(), n.min(plan.len()));
+        picked.sort_unstable();
+        let mut i = 0;
+        plan.retain(|_| {
+            let keep = picked.binary_search(&i).is_ok();
+            i += 1;
+            keep
+        });
+    }
+    if let Some(n) = config.limit {
+        plan.truncate(n);
+    }
+    Ok(Prepared {
+        held_back: outstanding - plan.len(),
+        config,
+        plan,
+        changed,
+        warnings,
+        records: loaded.records,
+        foreign,
+        lock,
+    })
+}
 
+/// Runs every job of `config` to the end of what this run can do.
+pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow::Result<RunReport> {
+    execute(prepare(config)?, client, signals).await
+}
+
+/// Runs a prepared plan.
+pub async fn execute(
+    prepared: Prepared,
+    client: Client,
+    signals: Signals,
+) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let Prepared {
+        config,
+        plan,
+        changed,
+        held_back,
+        warnings,
+        records: loaded_records,
+        foreign,
+        lock: _lock,
+    } = prepared;
     let appender = Appender::open(&config.results, config.sync)
         .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
     let (tx, rx) = mpsc::channel(4096);
     let collector = tokio::spawn(collector::collect(
         rx,
         appender,
-        loaded.records,
+        loaded_records,
         Progress {
             every: config.progress_every,
             total: config.jobs.len(),
@@ -199,6 +313,7 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
     let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
         .context("the rate is too fast")?
         .allow_burst(NonZeroU32::MIN);
+    let spent = Arc::new(Mutex::new(0.0));
     let shared = Arc::new(Shared {
         client,
         settings: JobSettings {
@@ -217,6 +332,11 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
         stop_submitting: signals.drain.child_token(),
         stop_waiting: signals.drain.child_token(),
         fatal: Mutex::new(None),
+        budget: Budget {
+            prices: config.prices,
+            max: config.max_credits,
+            spent: spent.clone(),
+        },
     });
 
     let jobs: Vec<Arc<Job>> = config.jobs.iter().cloned().map(Arc::new).collect();
@@ -226,7 +346,12 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
     let mut aborted = false;
     loop {
         while set.len() < config.max_active.max(1) {
-            let Some((index, start, record)) = queue.next() else {
+            let Some(Planned {
+                index,
+                start,
+                record,
+            }) = queue.next()
+            else {
                 break;
             };
             // Once submissions stop, jobs that would submit are not started; jobs
@@ -279,6 +404,8 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
             outcomes: Outcomes::default(),
             counters: Counters::default(),
             changed,
+            held_back,
+            spent: 0.0,
             fatal: None,
             interrupted: true,
             elapsed: started.elapsed(),
@@ -318,10 +445,13 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
         &records,
         config.resume.download,
     );
+    let spent = shared_spent(&spent);
     Ok(RunReport {
         outcomes,
         counters,
         changed,
+        held_back,
+        spent,
         fatal: fatal.or(write_error.map(Fatal::Checkpoint)),
         interrupted: signals.drain.is_cancelled(),
         elapsed: started.elapsed(),
@@ -329,6 +459,10 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
         videos_dir: config.videos_dir,
         warnings,
     })
+}
+
+fn shared_spent(spent: &Mutex<f64>) -> f64 {
+    spent.lock().map(|s| *s).unwrap_or_default()
 }
 
 fn fresh_record(job: &Job) -> Record {

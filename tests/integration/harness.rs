@@ -99,7 +99,9 @@ pub fn stderr(o: &Output) -> String {
 pub fn text_jobs(n: usize) -> String {
     let mut s = String::from("name: batch\njobs:\n");
     for i in 1..=n {
-        s.push_str(&format!("  - id: job-{i}\n    prompt: \"clip number {i}\"\n"));
+        s.push_str(&format!(
+            "  - id: job-{i}\n    prompt: \"clip number {i}\"\n"
+        ));
     }
     s
 }

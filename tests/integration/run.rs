@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use veo_batch::checkpoint::State;
 use veo_batch::exit;
-use veo_batch::sim::{FaultRate, SimConfig, SAMPLE_MP4};
+use veo_batch::sim::{FaultRate, SAMPLE_MP4, SimConfig};
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
 
@@ -58,9 +58,15 @@ fn every_mode_runs_to_playable_videos() {
         assert_eq!(r.attempts, 1, "{id}");
         assert_eq!(r.video_paths.len(), 1, "{id}");
         let bytes = std::fs::read(&r.video_paths[0]).expect("video file");
-        assert_eq!(bytes, SAMPLE_MP4, "{id}: the downloaded file is the simulator's MP4");
+        assert_eq!(
+            bytes, SAMPLE_MP4,
+            "{id}: the downloaded file is the simulator's MP4"
+        );
     }
-    assert_eq!(results.order, ["text", "one-frame", "two-frames", "reference", "quality"]);
+    assert_eq!(
+        results.order,
+        ["text", "one-frame", "two-frames", "reference", "quality"]
+    );
     let stats = h.stats();
     assert_eq!(stats.tasks_created, 5);
     assert!(stats.tasks_by_fingerprint.values().all(|n| *n == 1));
@@ -79,12 +85,26 @@ fn no_wait_then_collect() {
     });
     let manifest = h.write("b.yaml", &text_jobs(6));
     let first = h.run(&manifest, &["--no-wait"]);
-    assert_eq!(first.status.code(), Some(exit::NOT_FINISHED as i32), "{}", stderr(&first));
+    assert_eq!(
+        first.status.code(),
+        Some(exit::NOT_FINISHED as i32),
+        "{}",
+        stderr(&first)
+    );
     assert!(states(&h).values().all(|s| *s == State::Submitted));
-    assert!(stderr(&first).contains("6 jobs still running"), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("6 jobs still running"),
+        "{}",
+        stderr(&first)
+    );
 
     let second = h.run(&manifest, &[]);
-    assert_eq!(second.status.code(), Some(exit::OK as i32), "{}", stderr(&second));
+    assert_eq!(
+        second.status.code(),
+        Some(exit::OK as i32),
+        "{}",
+        stderr(&second)
+    );
     assert!(states(&h).values().all(|s| *s == State::Succeeded));
     assert_eq!(h.stats().tasks_created, 6, "collecting submits nothing new");
 }
@@ -111,7 +131,12 @@ fn generation_failures_are_recorded_and_retried_on_request() {
     let h = Harness::new(failing);
     let manifest = h.write("b.yaml", &text_jobs(3));
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::JOBS_FAILED as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::JOBS_FAILED as i32),
+        "{}",
+        stderr(&out)
+    );
     let results = h.results();
     for r in results.records.values() {
         assert_eq!(r.state(), State::Failed);
@@ -141,12 +166,23 @@ fn a_refused_key_stops_the_run_with_exit_3() {
         .env("KIE_API_KEY", "not-the-key")
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(exit::SERVICE_STOPPED as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::SERVICE_STOPPED as i32),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("KIE_API_KEY"), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("not-the-key"), "the key is never printed");
+    assert!(
+        !stderr(&out).contains("not-the-key"),
+        "the key is never printed"
+    );
     let results = h.results();
     assert!(
-        results.records.values().all(|r| r.state() == State::Pending),
+        results
+            .records
+            .values()
+            .all(|r| r.state() == State::Pending),
         "nothing is marked failed"
     );
 }
@@ -159,7 +195,12 @@ fn exhausted_credits_stop_submitting_with_exit_3() {
     });
     let manifest = h.write("b.yaml", &text_jobs(4));
     let out = h.run(&manifest, &["--concurrency", "1"]);
-    assert_eq!(out.status.code(), Some(exit::SERVICE_STOPPED as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::SERVICE_STOPPED as i32),
+        "{}",
+        stderr(&out)
+    );
     let s = states(&h);
     let succeeded = s.values().filter(|s| **s == State::Succeeded).count();
     assert_eq!(succeeded, 2, "two 60-credit jobs fit in 130 credits: {s:?}");
@@ -176,7 +217,10 @@ fn rate_limited_answers_are_retried() {
     let out = h.run(&manifest, &["--max-attempts", "30"]);
     assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
     let stats = h.stats();
-    assert!(stats.answered_429 > 0, "the simulator did refuse some calls");
+    assert!(
+        stats.answered_429 > 0,
+        "the simulator did refuse some calls"
+    );
     assert_eq!(stats.tasks_created, 8, "each job created exactly one task");
     assert!(stats.tasks_by_fingerprint.values().all(|n| *n == 1));
 }
@@ -198,7 +242,10 @@ fn the_default_rate_draws_no_429() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
     let stats = h.stats();
-    assert_eq!(stats.answered_429, 0, "the runner kept under the limit by itself");
+    assert_eq!(
+        stats.answered_429, 0,
+        "the runner kept under the limit by itself"
+    );
     assert_eq!(stats.tasks_created, 30);
 }
 
@@ -209,14 +256,27 @@ fn connections_dropped_after_creation_are_in_doubt_and_never_resent() {
     let h = Harness::new(config);
     let manifest = h.write("b.yaml", &text_jobs(2));
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::NOT_FINISHED as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::NOT_FINISHED as i32),
+        "{}",
+        stderr(&out)
+    );
     assert!(states(&h).values().all(|s| *s == State::InDoubt));
-    assert_eq!(h.stats().tasks_created, 2, "each request did create its task");
+    assert_eq!(
+        h.stats().tasks_created,
+        2,
+        "each request did create its task"
+    );
     assert!(stderr(&out).contains("--resubmit-in-doubt"));
 
     let again = h.run(&manifest, &[]);
     assert_eq!(again.status.code(), Some(exit::NOT_FINISHED as i32));
-    assert_eq!(h.stats().tasks_created, 2, "in-doubt jobs are not sent again by default");
+    assert_eq!(
+        h.stats().tasks_created,
+        2,
+        "in-doubt jobs are not sent again by default"
+    );
 }
 
 #[test]
@@ -229,7 +289,11 @@ fn in_doubt_jobs_are_resent_on_request() {
     assert_eq!(first.status.code(), Some(exit::NOT_FINISHED as i32));
     let resent = h.run(&manifest, &["--resubmit-in-doubt"]);
     assert_eq!(resent.status.code(), Some(exit::NOT_FINISHED as i32));
-    assert_eq!(h.stats().tasks_created, 2, "sent again because the user asked");
+    assert_eq!(
+        h.stats().tasks_created,
+        2,
+        "sent again because the user asked"
+    );
     assert_eq!(h.results().records["job-1"].attempts, 2);
 }
 
@@ -242,21 +306,36 @@ fn an_edited_job_runs_again_and_the_rest_do_not() {
     std::fs::write(&manifest, edited).expect("edit manifest");
     let out = h.run(&manifest, &[]);
     assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
-    assert_eq!(h.stats().tasks_created, 4, "only the edited job was sent again");
+    assert_eq!(
+        h.stats().tasks_created,
+        4,
+        "only the edited job was sent again"
+    );
     assert!(
         stderr(&out).contains("1 resubmitted because the manifest changed"),
         "{}",
         stderr(&out)
     );
-    assert_eq!(h.results().records["job-2"].prompt, "clip number two, in the rain");
+    assert_eq!(
+        h.results().records["job-2"].prompt,
+        "clip number two, in the rain"
+    );
 }
 
 #[test]
 fn a_bad_manifest_sends_nothing() {
     let h = Harness::new(fast_sim());
-    let manifest = h.write("b.yaml", "name: b\njobs:\n  - id: a\n    prompt: x\n    seeds: 5\n");
+    let manifest = h.write(
+        "b.yaml",
+        "name: b\njobs:\n  - id: a\n    prompt: x\n    seeds: 5\n",
+    );
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::USAGE as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::USAGE as i32),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("seeds"), "{}", stderr(&out));
     assert_eq!(h.stats().generate_calls, 0);
     assert!(!h.path("results.csv").exists());
@@ -273,8 +352,17 @@ fn a_results_file_of_another_manifest_is_refused() {
     );
     let calls = h.stats().generate_calls;
     let out = h.run(&other, &[]);
-    assert_eq!(out.status.code(), Some(exit::USAGE as i32), "{}", stderr(&out));
-    assert!(stderr(&out).contains("belongs to another manifest"), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::USAGE as i32),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("belongs to another manifest"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(h.stats().generate_calls, calls);
 }
 
@@ -297,12 +385,24 @@ fn sigint_drains_and_exits_130_then_resumes() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(exit::INTERRUPTED as i32));
     let results = h.results();
-    assert!(!results.needs_compaction(), "a drained run rewrites its results file");
-    assert!(results.records.values().all(|r| r.state() == State::Submitted));
+    assert!(
+        !results.needs_compaction(),
+        "a drained run rewrites its results file"
+    );
+    assert!(
+        results
+            .records
+            .values()
+            .all(|r| r.state() == State::Submitted)
+    );
 
     let out = h.run(&manifest, &[]);
     assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
-    assert_eq!(h.stats().tasks_created, 5, "resuming polled, it did not resubmit");
+    assert_eq!(
+        h.stats().tasks_created,
+        5,
+        "resuming polled, it did not resubmit"
+    );
 }
 
 /// SIGKILL at seeded random moments, resuming after each: every job ends with one
@@ -345,7 +445,12 @@ fn killed_at_random_moments_resumes_without_paying_twice() {
     assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
     let results = h.results();
     assert_eq!(results.records.len(), jobs);
-    assert!(results.records.values().all(|r| r.state() == State::Succeeded));
+    assert!(
+        results
+            .records
+            .values()
+            .all(|r| r.state() == State::Succeeded)
+    );
 
     let stats = h.stats();
     let fingerprint_to_id: BTreeMap<String, String> = results
