@@ -472,3 +472,69 @@ fn killed_at_random_moments_resumes_without_paying_twice() {
         ever_in_doubt.len()
     );
 }
+
+#[test]
+fn max_credits_stops_at_the_job_that_would_pass_it() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(5));
+    // veo3_fast costs 60: 150 credits pay for two jobs, not three.
+    let out = h.run(&manifest, &["--max-credits", "150", "--concurrency", "1"]);
+    assert_eq!(out.status.code(), Some(exit::BUDGET as i32), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--max-credits"), "{}", stderr(&out));
+    let s = states(&h);
+    let done = s.values().filter(|s| **s == State::Succeeded).count();
+    assert_eq!(done, 2, "{s:?}");
+    assert_eq!(h.stats().tasks_created, 2);
+}
+
+#[test]
+fn limit_runs_the_first_outstanding_jobs() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(5));
+    let out = h.run(&manifest, &["--limit", "2"]);
+    assert_eq!(out.status.code(), Some(exit::NOT_FINISHED as i32), "{}", stderr(&out));
+    let ids: Vec<String> = h.results().order;
+    assert_eq!(ids, ["job-1", "job-2"]);
+    // The next preview takes the next two.
+    let out = h.run(&manifest, &["--limit", "2"]);
+    assert_eq!(out.status.code(), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(h.results().order, ["job-1", "job-2", "job-3", "job-4"]);
+}
+
+#[test]
+fn sample_draws_a_repeatable_subset() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(10));
+    let dry = |seed: &str| {
+        let out = h.run(&manifest, &["--sample", "3", "--seed", seed, "--dry-run"]);
+        assert_eq!(out.status.code(), Some(exit::OK as i32));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let a = dry("7");
+    assert_eq!(a.lines().count(), 3);
+    assert_eq!(a, dry("7"), "the same seed draws the same jobs");
+    assert_eq!(h.stats().generate_calls, 0, "a dry run sends nothing");
+}
+
+#[test]
+fn dry_run_prints_every_body_and_sends_nothing() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("modes.yaml", EVERY_MODE);
+    let out = h
+        .run_cmd(&manifest)
+        .env_remove("KIE_API_KEY")
+        .arg("--dry-run")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[3]["job_id"], "reference");
+    assert_eq!(lines[3]["body"]["generationType"], "REFERENCE_2_VIDEO");
+    assert_eq!(lines[4]["body"]["model"], "veo3");
+    assert_eq!(h.stats().generate_calls, 0);
+    assert!(!h.path("videos").exists());
+}
