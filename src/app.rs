@@ -21,7 +21,7 @@ pub fn main(cli: Cli) -> ExitCode {
     init_logging(&cli);
     let code = match cli.command {
         Command::Validate(args) => crate::validate::run(&args),
-        Command::Run(args) => with_runtime(|| run_command(*args)),
+        Command::Run(args) => with_runtime(|| run_command(*args, cli.quiet)),
         Command::Status(args) => crate::status::run(&args),
         Command::Credits(args) => with_runtime(|| credits_command(args)),
         Command::Completions { shell } => {
@@ -78,7 +78,7 @@ fn init_logging(cli: &Cli) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::progress::LogWriter)
         .with_target(false);
     // A second init (tests driving `main` twice in one process) is harmless.
     let _ = match cli.log_format {
@@ -116,7 +116,7 @@ pub fn report_manifest_error(e: &ManifestError) -> u8 {
     exit::USAGE
 }
 
-async fn run_command(args: RunArgs) -> u8 {
+async fn run_command(args: RunArgs, quiet: bool) -> u8 {
     let manifest = match manifest::load(&args.manifest) {
         Ok(m) => m,
         Err(e) => return report_manifest_error(&e),
@@ -129,7 +129,14 @@ async fn run_command(args: RunArgs) -> u8 {
     } else {
         1.0
     };
-    let resolved = match crate::config::resolve(&args, &manifest, time_scale) {
+    let output = if quiet {
+        crate::config::Output::Quiet
+    } else if std::io::stderr().is_terminal() {
+        crate::config::Output::Terminal
+    } else {
+        crate::config::Output::Plain
+    };
+    let resolved = match crate::config::resolve(&args, &manifest, time_scale, output) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

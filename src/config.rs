@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::checkpoint::plan::ResumeOptions;
 use crate::cli::RunArgs;
 use crate::manifest::Manifest;
+use crate::progress::Mode;
 use crate::runner::RunConfig;
 use crate::runner::paths::file_stem;
 use crate::runner::retry::RetryPolicy;
@@ -32,6 +33,15 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Where progress goes: decided by the caller from `-q` and whether stderr is a
+/// terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Terminal,
+    Plain,
+    Quiet,
+}
+
 /// Settings for the HTTP client, resolved with the rest.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -46,6 +56,7 @@ pub fn resolve(
     args: &RunArgs,
     manifest: &Manifest,
     time_scale: f64,
+    output: Output,
 ) -> Result<Resolved, ConfigError> {
     let m = &manifest.run;
     let scale = |d: Duration| d.mul_f64(time_scale);
@@ -105,6 +116,14 @@ pub fn resolve(
         return Err(err("--request-timeout", "must be above 0"));
     }
 
+    let progress_mode = match output {
+        Output::Quiet => Mode::Quiet,
+        Output::Terminal => Mode::Bar,
+        Output::Plain => Mode::Lines(
+            args.progress_interval
+                .map_or(PROGRESS_EVERY.mul_f64(time_scale.max(0.1)), |s| s.0),
+        ),
+    };
     let stem = file_stem(&manifest.name);
     let manifest_dir = manifest.path.parent().unwrap_or(Path::new(""));
     let results = args
@@ -150,9 +169,7 @@ pub fn resolve(
                 resubmit_in_doubt: args.resubmit_in_doubt,
                 download: !args.no_download,
             },
-            progress_every: args
-                .progress_interval
-                .map_or(PROGRESS_EVERY.mul_f64(time_scale.max(0.1)), |s| s.0),
+            progress: progress_mode,
             sync: true,
             max_active: MAX_ACTIVE,
             seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),

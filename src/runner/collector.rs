@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::writer::Appender;
 use crate::checkpoint::{Record, State};
+use crate::progress::{self, Counts, Mode, Reporter};
 
 /// What a job tells the collector.
 #[derive(Debug)]
@@ -42,10 +43,13 @@ pub struct Collected {
     pub write_error: Option<String>,
 }
 
-/// How often a plain progress line is logged.
+/// How progress is shown, and what it needs to estimate the time left.
 pub struct Progress {
-    pub every: Duration,
+    pub mode: Mode,
     pub total: usize,
+    pub download: bool,
+    /// Generate calls per second the run may make.
+    pub rate_per_second: f64,
 }
 
 /// Receives events until every sender is gone.
@@ -58,7 +62,10 @@ pub async fn collect(
     let mut counters = Counters::default();
     let mut write_error: Option<String> = None;
     let mut batch: Vec<Event> = Vec::with_capacity(256);
-    let mut last_progress = Instant::now();
+    let mut counts = progress::counts(&records, progress.total, progress.download);
+    let mut reporter = Reporter::new(progress.mode, progress.total);
+    let mut last_update = Instant::now();
+    let mut generation = (Duration::ZERO, 0u32);
     loop {
         batch.clear();
         if rx.recv_many(&mut batch, 1024).await == 0 {
@@ -95,7 +102,13 @@ pub async fn collect(
                     if record.state == Some(State::Submitted) {
                         counters.submitted += 1;
                     }
-                    records.insert(record.job_id.clone(), *record);
+                    if let Some(d) = generation_time(&record) {
+                        generation.0 += d;
+                        generation.1 += 1;
+                    }
+                    add(&mut counts, Some(&record), 1, progress.download);
+                    let old = records.insert(record.job_id.clone(), *record);
+                    add(&mut counts, old.as_ref(), -1, progress.download);
                 }
                 if let Some(ack) = ack {
                     // A job that stopped waiting has nothing more to do with the answer.
@@ -103,11 +116,18 @@ pub async fn collect(
                 }
             }
         }
-        if last_progress.elapsed() >= progress.every {
-            last_progress = Instant::now();
-            log_progress(&records, progress.total, &counters);
+        if last_update.elapsed() >= Duration::from_millis(200) {
+            last_update = Instant::now();
+            let eta = (progress.rate_per_second > 0.0).then(|| {
+                let mean = generation.0.checked_div(generation.1).unwrap_or_default();
+                let to_send = counts.queued as f64 / progress.rate_per_second;
+                let in_flight = counts.queued + counts.submitting + counts.running;
+                Duration::from_secs_f64(to_send) + if in_flight > 0 { mean } else { Duration::ZERO }
+            });
+            reporter.update(&counts, counters.submitted, eta);
         }
     }
+    reporter.finish();
     Collected {
         records,
         counters,
@@ -115,19 +135,30 @@ pub async fn collect(
     }
 }
 
-fn log_progress(records: &HashMap<String, Record>, total: usize, counters: &Counters) {
-    let mut by_state: HashMap<State, usize> = HashMap::new();
-    for r in records.values() {
-        *by_state.entry(r.state()).or_default() += 1;
+/// Moves one job in or out of its bucket (`None`: the job had no record: queued).
+fn add(counts: &mut Counts, record: Option<&Record>, delta: isize, download: bool) {
+    let bucket = match record.map(Record::state) {
+        None | Some(State::Pending) => &mut counts.queued,
+        Some(State::Submitting) => &mut counts.submitting,
+        Some(State::Submitted) => &mut counts.running,
+        Some(State::Succeeded)
+            if download && record.is_some_and(|r| r.video_paths.len() < r.video_urls.len()) =>
+        {
+            &mut counts.downloading
+        }
+        Some(State::Succeeded) => &mut counts.done,
+        Some(State::Failed) => &mut counts.failed,
+        Some(State::InDoubt) => &mut counts.in_doubt,
+    };
+    *bucket = bucket.saturating_add_signed(delta);
+}
+
+/// How long the service took to generate, for a row that records a success.
+fn generation_time(r: &Record) -> Option<Duration> {
+    if r.state != Some(State::Succeeded) || !r.video_paths.is_empty() {
+        return None;
     }
-    let n = |s| by_state.get(&s).copied().unwrap_or(0);
-    tracing::info!(
-        "progress: {} of {total} succeeded, {} running, {} failed, {} in doubt; {} retries ({} rate-limited)",
-        n(State::Succeeded),
-        n(State::Submitted) + n(State::Submitting),
-        n(State::Failed),
-        n(State::InDoubt),
-        counters.retries,
-        counters.rate_limited,
-    );
+    let start = humantime::parse_rfc3339(r.submitted_at.as_deref()?).ok()?;
+    let end = humantime::parse_rfc3339(r.finished_at.as_deref()?).ok()?;
+    end.duration_since(start).ok()
 }

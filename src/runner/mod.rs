@@ -51,7 +51,7 @@ pub struct RunConfig {
     pub record_null_grace: Duration,
     pub no_wait: bool,
     pub resume: ResumeOptions,
-    pub progress_every: Duration,
+    pub progress: crate::progress::Mode,
     /// Sync every batch of rows to disk before acting on it.
     pub sync: bool,
     /// Jobs worked on at once (waiting on the rate limit, polling, downloading).
@@ -301,8 +301,10 @@ pub async fn execute(
         appender,
         loaded_records,
         Progress {
-            every: config.progress_every,
+            mode: config.progress,
             total: config.jobs.len(),
+            download: config.resume.download,
+            rate_per_second: config.rate.per_second(),
         },
     ));
 

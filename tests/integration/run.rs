@@ -479,7 +479,12 @@ fn max_credits_stops_at_the_job_that_would_pass_it() {
     let manifest = h.write("b.yaml", &text_jobs(5));
     // veo3_fast costs 60: 150 credits pay for two jobs, not three.
     let out = h.run(&manifest, &["--max-credits", "150", "--concurrency", "1"]);
-    assert_eq!(out.status.code(), Some(exit::BUDGET as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::BUDGET as i32),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("--max-credits"), "{}", stderr(&out));
     let s = states(&h);
     let done = s.values().filter(|s| **s == State::Succeeded).count();
@@ -492,7 +497,12 @@ fn limit_runs_the_first_outstanding_jobs() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("b.yaml", &text_jobs(5));
     let out = h.run(&manifest, &["--limit", "2"]);
-    assert_eq!(out.status.code(), Some(exit::NOT_FINISHED as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::NOT_FINISHED as i32),
+        "{}",
+        stderr(&out)
+    );
     let ids: Vec<String> = h.results().order;
     assert_eq!(ids, ["job-1", "job-2"]);
     // The next preview takes the next two.
