@@ -1,9 +1,26 @@
 //! The kie.ai client: typed calls for every endpoint a runner needs, and the
 //! classification of every answer into what the runner should do about it.
+//!
+//! `classify` holds the pure rules (envelope code first, HTTP status second),
+//! `wire` the tolerant parsing of answer bodies, `client` the reqwest calls and
+//! `download` the streaming of result files to disk.
+
+mod classify;
+mod client;
+mod download;
+mod wire;
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+pub use classify::{Envelope, classify, parse_envelope, parse_retry_after};
+pub use client::Client;
+
+/// The environment variable the key is read from when no key file is given.
+pub const KEY_ENV: &str = "KIE_API_KEY";
 
 /// The API key. Its `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -17,6 +34,46 @@ impl ApiKey {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Reads the key from `file` (the `--api-key-file` path) when given, else
+    /// from `KIE_API_KEY`. Never a flag: a flag would land in shell history and
+    /// in `ps` output.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<ApiKey> {
+        match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("failed to read api key file `{}`", path.display()))?;
+                ApiKey::from_source(&text, &format!("api key file `{}`", path.display()))
+            }
+            None => match std::env::var(KEY_ENV) {
+                Ok(text) => ApiKey::from_source(&text, KEY_ENV),
+                Err(std::env::VarError::NotPresent) => bail!(
+                    "no api key: set {KEY_ENV} or pass --api-key-file PATH \
+                     (or use --simulate to run without one)"
+                ),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    bail!("{KEY_ENV} is not valid utf-8")
+                }
+            },
+        }
+    }
+
+    /// Trims and checks a key read from `source` (named in errors; the key never is).
+    fn from_source(text: &str, source: &str) -> anyhow::Result<ApiKey> {
+        let key = text.trim();
+        if key.is_empty() {
+            bail!("{source} is empty: it must hold the kie.ai api key");
+        }
+        // The key goes into an HTTP header: anything but visible ASCII would
+        // fail later with a less helpful message.
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!(
+                "{source} holds characters that cannot be sent in an http header \
+                 (spaces, control or non-ascii characters inside the key)"
+            );
+        }
+        Ok(ApiKey(key.to_owned()))
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -25,12 +82,33 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// The default cap on one downloaded file: a Veo clip is tens of MB, 4K a few
+/// hundred; anything past this is not a video we asked for.
+pub const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub base_url: String,
     pub key: ApiKey,
     pub connect_timeout: Duration,
+    /// The whole-call limit for API calls; for downloads, the longest wait for
+    /// the next bytes (a large file may take longer than this in total).
     pub request_timeout: Duration,
+    /// A download larger than this is refused (`ErrorClass::Failed`).
+    pub max_download_bytes: u64,
+}
+
+impl ClientConfig {
+    /// A config with the default timeouts (10 s connect, 60 s request) and cap.
+    pub fn new(base_url: impl Into<String>, key: ApiKey) -> ClientConfig {
+        ClientConfig {
+            base_url: base_url.into(),
+            key,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
+        }
+    }
 }
 
 /// What the runner should do about a failed call.
@@ -48,6 +126,19 @@ pub enum ErrorClass {
     Failed,
 }
 
+impl ErrorClass {
+    /// A short lowercase name for logs and the results file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::InDoubt => "in-doubt",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Credits => "credits",
+            ErrorClass::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub class: ErrorClass,
@@ -55,6 +146,23 @@ pub struct ApiError {
     pub code: Option<i64>,
     pub message: String,
     pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub(crate) fn new(class: ErrorClass, code: Option<i64>, message: impl Into<String>) -> Self {
+        ApiError {
+            class,
+            code,
+            message: classify::clean_message(&message.into()),
+            retry_after: None,
+        }
+    }
+
+    /// record-info's 422 "record is null": the task is unknown to the service,
+    /// which is normal for a few seconds after submission.
+    pub fn is_record_null(&self) -> bool {
+        self.code == Some(422) && self.message.to_ascii_lowercase().contains("record is null")
+    }
 }
 
 impl fmt::Display for ApiError {
@@ -82,31 +190,66 @@ pub enum TaskState {
     },
 }
 
-#[derive(Debug, Clone)]
-pub struct Client {}
+/// The answer of get-1080p-video.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Upgrade1080 {
+    Ready(String),
+    /// Not ready yet; ask again in 20-30 s. The service's message.
+    Processing(String),
+}
 
-impl Client {
-    pub fn new(config: ClientConfig) -> anyhow::Result<Client> {
-        let _ = config;
-        todo!()
+/// The answer of get-4k-video.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Upgrade4k {
+    Ready(Vec<String>),
+    /// Not ready yet; ask again later. The service's message.
+    Processing(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_from_source_trims_and_rejects_empty() {
+        let k = ApiKey::from_source("  abc123\n", "x").unwrap();
+        assert_eq!(k.expose(), "abc123");
+        let e = ApiKey::from_source(" \n\t", "KIE_API_KEY").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "KIE_API_KEY is empty: it must hold the kie.ai api key"
+        );
+        let e = ApiKey::from_source("ab cd", "KIE_API_KEY").unwrap_err();
+        assert!(!e.to_string().contains("ab cd"), "{e}");
     }
 
-    /// POST /api/v1/veo/generate; the task id.
-    pub async fn generate(&self, body: &serde_json::Value) -> Result<String, ApiError> {
-        let _ = body;
-        todo!()
+    #[test]
+    fn key_file_errors_name_the_file_not_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let e = ApiKey::load(Some(&path)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("failed to read api key file"),
+            "{e:#}"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let e = ApiKey::load(Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("is empty"), "{e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        std::fs::write(&path, "secret-key-42\n").unwrap();
+        let k = ApiKey::load(Some(&path)).unwrap();
+        assert_eq!(k.expose(), "secret-key-42");
+        assert_eq!(format!("{k:?}"), "ApiKey(<redacted>)");
     }
 
-    /// GET /api/v1/veo/record-info.
-    pub async fn record_info(&self, task_id: &str) -> Result<TaskState, ApiError> {
-        let _ = task_id;
-        todo!()
-    }
-
-    /// Downloads `url` to `dest` through a temporary file; the number of bytes.
-    pub async fn download(&self, url: &str, dest: &Path) -> Result<u64, ApiError> {
-        let _ = (url, dest);
-        todo!()
+    #[test]
+    fn record_null_is_recognised() {
+        let e = ApiError::new(ErrorClass::Failed, Some(422), "record is null");
+        assert!(e.is_record_null());
+        let e = ApiError::new(ErrorClass::Failed, Some(422), "prompt is required");
+        assert!(!e.is_record_null());
+        let e = ApiError::new(ErrorClass::Failed, Some(404), "record is null");
+        assert!(!e.is_record_null());
     }
 }
 
