@@ -7,9 +7,22 @@ use crate::cli::{Cli, Command};
 
 /// Runs the parsed command line to an exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    let _ = cli.command;
     match cli.command {
-        Command::Validate(_) | Command::Run(_) | Command::Simulate(_) => {
+        Command::Simulate(args) => simulate(args),
+        Command::Validate(_) | Command::Run(_) => crate::exit::code(crate::exit::USAGE),
+    }
+}
+
+fn simulate(args: crate::sim::args::SimArgs) -> ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(crate::sim::serve(args)));
+    match result {
+        Ok(()) => crate::exit::code(crate::exit::OK),
+        Err(e) => {
+            eprintln!("error: {e:#}");
             crate::exit::code(crate::exit::USAGE)
         }
     }
