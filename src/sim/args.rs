@@ -1,10 +1,346 @@
-//! `veo-batch simulate`: flags that set up the simulator.
+//! `veo-batch simulate`: flags that set up the simulator, and their resolution
+//! into one [`SimConfig`].
 
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::bail;
 use clap::Args;
+
+use super::{DEMO_KEY, Endpoint, ErrorStyle, FaultRate, Faults, Maintenance, SimConfig};
+use crate::units::{Rate, Span};
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Port to listen on, on 127.0.0.1 (0: any free port; the address is printed).
     #[arg(long, default_value_t = 8787)]
     pub port: u16,
+
+    /// The API key the simulator accepts (any other key gets the 401 envelope).
+    #[arg(long, default_value = DEMO_KEY, value_name = "KEY")]
+    pub api_key: String,
+
+    /// Generate calls allowed per window, as N/DURATION, or "none" for no limit.
+    #[arg(long, default_value = "20/10s", value_name = "N/DURATION|none")]
+    pub rate: RateArg,
+
+    /// Range the generation time of a task is drawn from, as MIN..MAX.
+    #[arg(long, default_value = "60s..300s", value_name = "MIN..MAX")]
+    pub generation_time: SpanRange,
+
+    /// Multiply every duration by this (generation, rate window, maintenance, slow
+    /// answers, upgrades, callback timeout): 0.01 runs an hour in 36 s.
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    pub time_scale: f64,
+
+    /// Starting credit balance.
+    #[arg(long, default_value_t = 1_000_000.0, value_name = "N")]
+    pub credits: f64,
+
+    /// Seed of every random draw (generation times, faults, task ids).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
+
+    /// Append one JSON line per request to this file.
+    #[arg(long, value_name = "PATH")]
+    pub request_log: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub faults: Box<FaultArgs>,
+
+    /// How errors are answered: HTTP 200 with the code in the envelope (as the live
+    /// service does), or the code as the HTTP status.
+    #[arg(long, value_enum, default_value_t = ErrorStyle::Envelope)]
+    pub error_style: ErrorStyle,
+
+    /// Do not POST task results to callBackUrl.
+    #[arg(long)]
+    pub no_callbacks: bool,
+}
+
+/// The fault-injection flags (boxed so the subcommand enum stays small).
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    /// Probability that a created task fails (successFlag 2 or 3; moderation-like
+    /// failures only at the end of the generation time).
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub fail_rate: f64,
+
+    /// Probability of an injected 429: P for every API endpoint, or ENDPOINT=P
+    /// (generate, record-info, get-1080p-video, get-4k-video, credit, files); repeatable.
+    #[arg(long, value_name = "[ENDPOINT=]P")]
+    pub rate_429: Vec<FaultSpec>,
+
+    /// Probability of a 455 (maintenance) answer, like --rate-429.
+    #[arg(long, value_name = "[ENDPOINT=]P")]
+    pub rate_455: Vec<FaultSpec>,
+
+    /// Probability of a 500 answer, like --rate-429.
+    #[arg(long, value_name = "[ENDPOINT=]P")]
+    pub rate_500: Vec<FaultSpec>,
+
+    /// A maintenance window, START+LENGTH from the simulator's start (e.g. 30s+60s):
+    /// every API call in it answers 455.
+    #[arg(long, value_name = "START+LENGTH")]
+    pub maintenance: Option<MaintenanceArg>,
+
+    /// Probability that an answer comes only after --slow-delay (a generate call's
+    /// task is created first, so a client that times out is left in doubt).
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub slow_rate: f64,
+
+    /// How late a slow answer comes.
+    #[arg(long, default_value = "120s", value_name = "DURATION")]
+    pub slow_delay: Span,
+
+    /// Probability that a generate call's connection is dropped before a task exists.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub drop_before_rate: f64,
+
+    /// Probability that a generate call's connection is dropped after its task was
+    /// created (and charged): the client cannot know it exists.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub drop_after_rate: f64,
+}
+
+/// `--rate`: a rate or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateArg(pub Option<Rate>);
+
+impl FromStr for RateArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RateArg, String> {
+        if s.trim().eq_ignore_ascii_case("none") {
+            return Ok(RateArg(None));
+        }
+        s.parse().map(|r| RateArg(Some(r)))
+    }
+}
+
+/// `MIN..MAX`, two durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanRange(pub Span, pub Span);
+
+impl FromStr for SpanRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SpanRange, String> {
+        let Some((lo, hi)) = s.split_once("..") else {
+            // One duration: every task takes exactly that long.
+            let d: Span = s.parse()?;
+            return Ok(SpanRange(d, d));
+        };
+        let (lo, hi): (Span, Span) = (lo.parse()?, hi.parse()?);
+        if hi < lo {
+            return Err(format!("{s:?}: the maximum is below the minimum"));
+        }
+        Ok(SpanRange(lo, hi))
+    }
+}
+
+/// A probability for all API endpoints, or `ENDPOINT=P` for one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultSpec {
+    pub endpoint: Option<Endpoint>,
+    pub p: f64,
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability (a number from 0 to 1)")),
+    }
+}
+
+impl FromStr for FaultSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FaultSpec, String> {
+        match s.split_once('=') {
+            None => Ok(FaultSpec {
+                endpoint: None,
+                p: probability(s)?,
+            }),
+            Some((name, p)) => {
+                let endpoint = Endpoint::parse(name.trim()).ok_or_else(|| {
+                    let names: Vec<&str> = Endpoint::ALL.iter().map(|e| e.name()).collect();
+                    format!("{name:?} is not an endpoint ({})", names.join(", "))
+                })?;
+                Ok(FaultSpec {
+                    endpoint: Some(endpoint),
+                    p: probability(p)?,
+                })
+            }
+        }
+    }
+}
+
+fn fault_rate(specs: &[FaultSpec]) -> FaultRate {
+    let mut rate = FaultRate::default();
+    for spec in specs {
+        match spec.endpoint {
+            None => rate.all = spec.p,
+            Some(e) => {
+                rate.per_endpoint.insert(e, spec.p);
+            }
+        }
+    }
+    rate
+}
+
+/// `START+LENGTH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaintenanceArg(pub Maintenance);
+
+impl FromStr for MaintenanceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MaintenanceArg, String> {
+        let (start, len) = s
+            .split_once('+')
+            .ok_or_else(|| format!("{s:?} is not a window (write it like 30s+60s)"))?;
+        Ok(MaintenanceArg(Maintenance {
+            start: start.parse::<Span>()?.0,
+            duration: len.parse::<Span>()?.0,
+        }))
+    }
+}
+
+impl SimArgs {
+    /// The flags resolved into one validated configuration.
+    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+        if !self.time_scale.is_finite() || self.time_scale < 0.0 {
+            bail!(
+                "--time-scale {} must be a finite number of 0 or more",
+                self.time_scale
+            );
+        }
+        if !self.credits.is_finite() {
+            bail!("--credits {} must be a finite number", self.credits);
+        }
+        let f = &self.faults;
+        for (flag, p) in [
+            ("--fail-rate", f.fail_rate),
+            ("--slow-rate", f.slow_rate),
+            ("--drop-before-rate", f.drop_before_rate),
+            ("--drop-after-rate", f.drop_after_rate),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                bail!("{flag} {p} is not a probability (a number from 0 to 1)");
+            }
+        }
+        Ok(SimConfig {
+            api_key: self.api_key.clone(),
+            rate: self.rate.0,
+            generation_time: (self.generation_time.0.0, self.generation_time.1.0),
+            time_scale: self.time_scale,
+            credits: self.credits,
+            seed: self.seed,
+            request_log: self.request_log.clone(),
+            faults: Faults {
+                http_429: fault_rate(&f.rate_429),
+                http_455: fault_rate(&f.rate_455),
+                http_500: fault_rate(&f.rate_500),
+                maintenance: f.maintenance.map(|m| m.0),
+                generation_failure: f.fail_rate,
+                slow: f.slow_rate,
+                slow_delay: f.slow_delay.0,
+                drop_before: f.drop_before_rate,
+                drop_after: f.drop_after_rate,
+            },
+            error_style: self.error_style,
+            callbacks: !self.no_callbacks,
+            ..SimConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<SimArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("simulate").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn defaults_are_the_real_service() {
+        let config = parse(&[]).unwrap().to_config().unwrap();
+        let real = SimConfig::default();
+        assert_eq!(config.rate, real.rate);
+        assert_eq!(config.generation_time, real.generation_time);
+        assert_eq!(config.faults, real.faults);
+        assert_eq!(config.api_key, DEMO_KEY);
+        assert!(config.callbacks);
+    }
+
+    #[test]
+    fn every_flag_resolves() {
+        let args = parse(&[
+            "--port=0",
+            "--api-key=k",
+            "--rate=none",
+            "--generation-time=1s..2s",
+            "--time-scale=0.01",
+            "--credits=100",
+            "--seed=7",
+            "--request-log=/tmp/x.jsonl",
+            "--fail-rate=0.1",
+            "--rate-429=0.2",
+            "--rate-429=credit=0",
+            "--rate-455=generate=0.3",
+            "--rate-500=0.4",
+            "--maintenance=30s+60s",
+            "--slow-rate=0.5",
+            "--slow-delay=90s",
+            "--drop-before-rate=0.6",
+            "--drop-after-rate=0.7",
+            "--error-style=http-status",
+            "--no-callbacks",
+        ])
+        .unwrap();
+        let c = args.to_config().unwrap();
+        assert_eq!(c.rate, None);
+        assert_eq!(
+            c.generation_time,
+            (Duration::from_secs(1), Duration::from_secs(2))
+        );
+        assert_eq!(c.seed, 7);
+        assert!((c.faults.http_429.for_endpoint(Endpoint::Generate) - 0.2).abs() < 1e-9);
+        assert!(c.faults.http_429.for_endpoint(Endpoint::Credit).abs() < 1e-9);
+        assert!(c.faults.http_455.for_endpoint(Endpoint::RecordInfo).abs() < 1e-9);
+        assert!((c.faults.http_455.for_endpoint(Endpoint::Generate) - 0.3).abs() < 1e-9);
+        assert_eq!(
+            c.faults.maintenance,
+            Some(Maintenance {
+                start: Duration::from_secs(30),
+                duration: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(c.faults.slow_delay, Duration::from_secs(90));
+        assert_eq!(c.error_style, ErrorStyle::HttpStatus);
+        assert!(!c.callbacks);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["--rate-500=1.5"]).is_err());
+        assert!(parse(&["--rate-500=upload=0.5"]).is_err());
+        assert!(parse(&["--generation-time=5m..1m"]).is_err());
+        assert!(parse(&["--maintenance=30s"]).is_err());
+        assert!(parse(&["--rate=fast"]).is_err());
+        assert!(parse(&["--time-scale=-1"]).unwrap().to_config().is_err());
+        assert!(parse(&["--fail-rate=2"]).unwrap().to_config().is_err());
+    }
 }

@@ -1,14 +1,37 @@
 //! The embedded kie.ai simulator: an HTTP server that behaves like the real service
 //! (paths, envelope, codes, rate limit, credits, task lifecycle, faults), so the
 //! whole pipeline runs, is tested and is demonstrated without the real one.
+//!
+//! This file owns the configuration, the accept loop and the handle; `state` owns
+//! tasks, credits, the rate window and every random draw; `handlers` owns the HTTP
+//! surface.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cost::PriceTable;
 use crate::units::Rate;
 
 pub mod args;
+mod handlers;
+mod state;
+
+/// The key `veo-batch run --simulate` and `veo-batch simulate` accept by default.
+pub const DEMO_KEY: &str = "sim-key";
+
+/// The playable MP4 every result URL serves.
+pub const SAMPLE_MP4: &[u8] = include_bytes!("assets/sample.mp4");
 
 /// How the simulator behaves. `Default` is the realistic service at real speed.
 #[derive(Debug, Clone)]
@@ -23,11 +46,211 @@ pub struct SimConfig {
     pub credits: f64,
     pub seed: u64,
     pub request_log: Option<PathBuf>,
+    /// The 1080p video is ready this long after the task succeeds (drawn, scaled).
+    pub upgrade_1080p_time: (Duration, Duration),
+    /// A 4K upgrade takes this long from its first request (drawn, scaled).
+    pub upgrade_4k_time: (Duration, Duration),
+    /// What generation and upgrades cost.
+    pub prices: PriceTable,
+    pub faults: Faults,
+    pub error_style: ErrorStyle,
+    /// POST the end of a task to its `callBackUrl`.
+    pub callbacks: bool,
+    /// How long one callback delivery may take (scaled); three tries at most.
+    pub callback_timeout: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            api_key: DEMO_KEY.to_owned(),
+            rate: Some(Rate::KIE_DEFAULT),
+            generation_time: (Duration::from_secs(60), Duration::from_secs(300)),
+            time_scale: 1.0,
+            credits: 1_000_000.0,
+            seed: 1,
+            request_log: None,
+            upgrade_1080p_time: (Duration::from_secs(60), Duration::from_secs(180)),
+            upgrade_4k_time: (Duration::from_secs(300), Duration::from_secs(600)),
+            prices: PriceTable::default(),
+            faults: Faults::default(),
+            error_style: ErrorStyle::Envelope,
+            callbacks: true,
+            callback_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl SimConfig {
+    /// The realistic service, 50 times faster: what `veo-batch run --simulate` talks to.
+    pub fn demo() -> SimConfig {
+        SimConfig {
+            time_scale: 0.02,
+            api_key: DEMO_KEY.to_owned(),
+            ..SimConfig::default()
+        }
+    }
+
+    /// `d` after time scaling, capped at ten years so that no deadline overflows.
+    pub fn scaled(&self, d: Duration) -> Duration {
+        const CAP: f64 = 10.0 * 365.0 * 86_400.0;
+        let secs = d.as_secs_f64() * self.time_scale;
+        if secs.is_finite() && secs > 0.0 {
+            Duration::from_secs_f64(secs.min(CAP))
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// How error answers are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ErrorStyle {
+    /// HTTP 200 with the real code in the envelope, as the live service often does.
+    #[default]
+    Envelope,
+    /// The HTTP status is the code (401, 429, 455 ...), with the envelope as the body.
+    HttpStatus,
+}
+
+/// The API endpoints, for per-endpoint faults, the request log and the stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Endpoint {
+    Generate,
+    RecordInfo,
+    Get1080p,
+    Get4k,
+    Credit,
+    Files,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::Generate,
+        Endpoint::RecordInfo,
+        Endpoint::Get1080p,
+        Endpoint::Get4k,
+        Endpoint::Credit,
+        Endpoint::Files,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Generate => "generate",
+            Endpoint::RecordInfo => "record-info",
+            Endpoint::Get1080p => "get-1080p-video",
+            Endpoint::Get4k => "get-4k-video",
+            Endpoint::Credit => "credit",
+            Endpoint::Files => "files",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Endpoint> {
+        Endpoint::ALL.into_iter().find(|e| e.name() == s)
+    }
+}
+
+/// A probability for every API endpoint, with per-endpoint overrides.
+/// `all` does not apply to `files` (result URLs live on another host for real).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultRate {
+    pub all: f64,
+    pub per_endpoint: BTreeMap<Endpoint, f64>,
+}
+
+impl FaultRate {
+    pub fn everywhere(p: f64) -> FaultRate {
+        FaultRate {
+            all: p,
+            per_endpoint: BTreeMap::new(),
+        }
+    }
+
+    pub fn only(endpoint: Endpoint, p: f64) -> FaultRate {
+        FaultRate {
+            all: 0.0,
+            per_endpoint: BTreeMap::from([(endpoint, p)]),
+        }
+    }
+
+    pub fn for_endpoint(&self, e: Endpoint) -> f64 {
+        match self.per_endpoint.get(&e) {
+            Some(p) => *p,
+            None if e == Endpoint::Files => 0.0,
+            None => self.all,
+        }
+    }
+}
+
+/// A window, counted from the simulator's start, in which every API call answers 455.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maintenance {
+    pub start: Duration,
+    pub duration: Duration,
+}
+
+/// Injected faults; all off by default. Draws use the seeded generator, so a run
+/// with the same seed and the same sequence of calls sees the same faults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Faults {
+    pub http_429: FaultRate,
+    pub http_455: FaultRate,
+    pub http_500: FaultRate,
+    pub maintenance: Option<Maintenance>,
+    /// Probability that a created task ends failed (successFlag 2 or 3).
+    pub generation_failure: f64,
+    /// Probability that an answer comes only after `slow_delay` (scaled).
+    pub slow: f64,
+    pub slow_delay: Duration,
+    /// Probability that a generate call loses its connection before a task exists.
+    pub drop_before: f64,
+    /// Probability that a generate call loses its connection after its task was created.
+    pub drop_after: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults {
+            http_429: FaultRate::default(),
+            http_455: FaultRate::default(),
+            http_500: FaultRate::default(),
+            maintenance: None,
+            generation_failure: 0.0,
+            slow: 0.0,
+            slow_delay: Duration::from_secs(120),
+            drop_before: 0.0,
+            drop_after: 0.0,
+        }
+    }
+}
+
+/// A snapshot of what the simulator has seen and done.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimStats {
+    /// Tasks created per request fingerprint (`GenerateRequest::fingerprint`).
+    pub tasks_by_fingerprint: BTreeMap<String, u32>,
+    pub tasks_created: u64,
+    /// Generate calls that got past the user-agent check.
+    pub generate_calls: u64,
+    /// Answers with code 429 (rate window and injected).
+    pub answered_429: u64,
+    /// Answers per code (HTTP 403 from the "CDN" counts as 403).
+    pub codes: BTreeMap<i64, u64>,
+    /// Connections dropped on purpose.
+    pub dropped: u64,
+    pub credits: f64,
+    /// Requests per endpoint name.
+    pub requests: BTreeMap<&'static str, u64>,
+    /// Callbacks delivered (a 2xx answer from the receiver).
+    pub callbacks_delivered: u64,
 }
 
 /// A running simulator.
 pub struct SimHandle {
     pub addr: SocketAddr,
+    sim: Arc<state::Sim>,
+    stop: CancellationToken,
+    accept: JoinHandle<()>,
 }
 
 impl SimHandle {
@@ -35,11 +258,179 @@ impl SimHandle {
         format!("http://{}", self.addr)
     }
 
-    pub async fn shutdown(self) {}
+    pub fn stats(&self) -> SimStats {
+        self.sim.stats()
+    }
+
+    /// Stops accepting, drops every open connection and pending timer.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.accept.await;
+    }
 }
 
 /// Starts the simulator on `bind` (port 0 for any free port).
 pub async fn start(config: SimConfig, bind: SocketAddr) -> anyhow::Result<SimHandle> {
-    let _ = (config, bind);
-    todo!()
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("failed to bind the simulator to {bind}"))?;
+    let mut addr = listener
+        .local_addr()
+        .context("failed to read the simulator's bound address")?;
+    let stop = CancellationToken::new();
+    let log = match &config.request_log {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("failed to open the request log `{}`", path.display()))?,
+        ),
+        None => None,
+    };
+    // Result URLs must point somewhere a client can reach.
+    let url_addr = if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    };
+    let sim = Arc::new(state::Sim::new(
+        config,
+        format!("http://{url_addr}"),
+        log,
+        stop.clone(),
+    ));
+    let router = handlers::router(sim.clone());
+    let accept = tokio::spawn(accept_loop(listener, router, stop.clone()));
+    if addr.ip().is_unspecified() {
+        addr = url_addr;
+    }
+    Ok(SimHandle {
+        addr,
+        sim,
+        stop,
+        accept,
+    })
+}
+
+/// A per-connection token a handler cancels to drop its own connection mid-request.
+#[derive(Clone)]
+pub(crate) struct Kill(pub CancellationToken);
+
+/// Our own accept loop rather than `axum::serve`, because a handler must be able to
+/// drop its connection without answering (the "in doubt" case of a real client).
+async fn accept_loop(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!("simulator failed to accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let kill = stop.child_token();
+        let service =
+            TowerToHyperService::new(router.clone().layer(axum::Extension(Kill(kill.clone()))));
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("simulator connection ended: {e}");
+                },
+                () = kill.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// `veo-batch simulate`: serves until Ctrl-C or SIGTERM.
+pub async fn serve(args: args::SimArgs) -> anyhow::Result<()> {
+    let config = args.to_config()?;
+    let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port);
+    let handle = start(config, bind).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", handle.base_url())
+            .and_then(|()| out.flush())
+            .context("failed to print the simulator's address")?;
+    }
+    wait_for_stop().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_multiplies_and_never_overflows() {
+        let c = SimConfig {
+            time_scale: 0.01,
+            ..SimConfig::default()
+        };
+        assert_eq!(c.scaled(Duration::from_secs(3600)), Duration::from_secs(36));
+        let huge = SimConfig {
+            time_scale: 1e300,
+            ..SimConfig::default()
+        };
+        assert!(huge.scaled(Duration::from_secs(1)) < Duration::from_secs(400_000_000));
+        let zero = SimConfig {
+            time_scale: 0.0,
+            ..SimConfig::default()
+        };
+        assert_eq!(zero.scaled(Duration::from_secs(10)), Duration::ZERO);
+    }
+
+    #[test]
+    fn fault_rates_per_endpoint() {
+        let mut f = FaultRate::everywhere(0.5);
+        f.per_endpoint.insert(Endpoint::Credit, 0.0);
+        assert!((f.for_endpoint(Endpoint::Generate) - 0.5).abs() < 1e-9);
+        assert!(f.for_endpoint(Endpoint::Credit).abs() < 1e-9);
+        assert!(f.for_endpoint(Endpoint::Files).abs() < 1e-9);
+        let g = FaultRate::only(Endpoint::Generate, 1.0);
+        assert!(g.for_endpoint(Endpoint::RecordInfo).abs() < 1e-9);
+    }
+
+    #[test]
+    fn demo_is_time_scaled_default() {
+        let d = SimConfig::demo();
+        assert_eq!(d.api_key, DEMO_KEY);
+        assert!((d.time_scale - 0.02).abs() < 1e-12);
+        assert_eq!(d.rate, Some(Rate::KIE_DEFAULT));
+    }
+
+    #[test]
+    fn sample_is_an_mp4() {
+        assert_eq!(&SAMPLE_MP4[4..8], b"ftyp");
+    }
 }

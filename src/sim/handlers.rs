@@ -1,0 +1,354 @@
+//! The simulator's HTTP surface: the service's paths, the CDN's user-agent check,
+//! Bearer auth, injected faults, and answers in the `{code,msg,data}` envelope
+//! (HTTP 200 with the code inside, or the code as the HTTP status).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::state::{Admission, Answer, LogLine, Sim};
+use super::{Endpoint, ErrorStyle, Kill, SAMPLE_MP4};
+use crate::request::{FieldIssue, RawRequest, check};
+
+pub(crate) fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/api/v1/veo/generate", post(generate))
+        .route("/api/v1/veo/record-info", get(record_info))
+        .route("/api/v1/veo/get-1080p-video", get(get_1080p))
+        .route("/api/v1/veo/get-4k-video", post(get_4k))
+        .route("/api/v1/chat/credit", get(credit))
+        .route("/files/{name}", get(files))
+        .fallback(not_found)
+        .with_state(sim)
+}
+
+/// What the request log says about one call besides its endpoint and code.
+#[derive(Debug, Default)]
+struct Ctx {
+    prompt: Option<String>,
+    fingerprint: Option<String>,
+    task_id: Option<String>,
+    created: bool,
+}
+
+impl Ctx {
+    fn task(id: &str) -> Ctx {
+        Ctx {
+            task_id: Some(id.to_owned()),
+            ..Ctx::default()
+        }
+    }
+}
+
+fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
+    sim.count_answer(code);
+    sim.write_log(&LogLine {
+        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        endpoint: endpoint.name(),
+        prompt: ctx.prompt.as_deref(),
+        fingerprint: ctx.fingerprint.as_deref(),
+        task_id: ctx.task_id.as_deref(),
+        code,
+        task_created: ctx.created,
+        dropped: code.is_none(),
+    });
+}
+
+/// Sends `answer` in the configured error style, and logs it.
+fn reply(sim: &Sim, endpoint: Endpoint, answer: Answer, ctx: &Ctx) -> Response {
+    log(sim, endpoint, Some(answer.code), ctx);
+    let status = match sim.config.error_style {
+        _ if answer.code == 200 => StatusCode::OK,
+        ErrorStyle::Envelope => StatusCode::OK,
+        ErrorStyle::HttpStatus => u16::try_from(answer.code)
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    let body = json!({ "code": answer.code, "msg": answer.msg, "data": answer.data });
+    (status, Json(body)).into_response()
+}
+
+/// Drops the connection this request came on, without an answer.
+async fn drop_connection(
+    sim: &Sim,
+    kill: Option<Extension<Kill>>,
+    endpoint: Endpoint,
+    ctx: &Ctx,
+) -> Response {
+    let Some(Extension(Kill(token))) = kill else {
+        // Served outside our accept loop: the closest thing is a server error.
+        return reply(sim, endpoint, Answer::err(500, "connection dropped"), ctx);
+    };
+    log(sim, endpoint, None, ctx);
+    token.cancel();
+    // The connection task drops this future with the connection.
+    std::future::pending().await
+}
+
+/// The checks every API call passes first. `Ok(slow)` says whether to answer late.
+fn gate(sim: &Sim, endpoint: Endpoint, headers: &HeaderMap) -> Result<bool, Box<Response>> {
+    sim.count_request(endpoint);
+    if !headers.contains_key(header::USER_AGENT) {
+        log(sim, endpoint, Some(403), &Ctx::default());
+        return Err(Box::new(
+            (StatusCode::FORBIDDEN, "error code: 1010").into_response(),
+        ));
+    }
+    let wanted = format!("Bearer {}", sim.config.api_key);
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if given != Some(wanted.as_str()) {
+        let answer = Answer::err(401, "You do not have access permissions");
+        return Err(Box::new(reply(sim, endpoint, answer, &Ctx::default())));
+    }
+    let faults = &sim.config.faults;
+    let answer =
+        if sim.in_maintenance(Instant::now()) || sim.draw(faults.http_455.for_endpoint(endpoint)) {
+            Some(Answer::err(
+                455,
+                "The service is under maintenance, please try again later",
+            ))
+        } else if sim.draw(faults.http_500.for_endpoint(endpoint)) {
+            Some(Answer::err(500, "Server error, please try again later"))
+        } else if sim.draw(faults.http_429.for_endpoint(endpoint)) {
+            Some(Answer::err(
+                429,
+                "Your call frequency is too high. Please try again later.",
+            ))
+        } else {
+            None
+        };
+    if let Some(answer) = answer {
+        return Err(Box::new(reply(sim, endpoint, answer, &Ctx::default())));
+    }
+    // A generate call is slow after its task exists; that is decided in `admit`.
+    Ok(endpoint != Endpoint::Generate && sim.draw(faults.slow))
+}
+
+async fn slow_down(sim: &Sim) {
+    tokio::time::sleep(sim.config.scaled(sim.config.faults.slow_delay)).await;
+}
+
+fn issues_msg(issues: &[FieldIssue]) -> String {
+    let list: Vec<String> = issues.iter().map(ToString::to_string).collect();
+    format!("invalid request: {}", list.join("; "))
+}
+
+async fn generate(
+    State(sim): State<Arc<Sim>>,
+    kill: Option<Extension<Kill>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let e = Endpoint::Generate;
+    if let Err(r) = gate(&sim, e, &headers) {
+        return *r;
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(err) => {
+            let answer = Answer::err(422, format!("the body is not valid JSON: {err}"));
+            return reply(&sim, e, answer, &Ctx::default());
+        }
+    };
+    let mut ctx = Ctx {
+        prompt: value
+            .get("prompt")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        ..Ctx::default()
+    };
+    let raw = match RawRequest::from_json(&value) {
+        Ok(raw) => raw,
+        Err(issues) => return reply(&sim, e, Answer::err(422, issues_msg(&issues)), &ctx),
+    };
+    let req = match check(&raw).result {
+        Ok(req) => req,
+        Err(issues) => return reply(&sim, e, Answer::err(422, issues_msg(&issues)), &ctx),
+    };
+    ctx.fingerprint = Some(req.fingerprint());
+    match sim.admit(&req, &value) {
+        Admission::Refused(answer) => reply(&sim, e, answer, &ctx),
+        Admission::DropBefore => drop_connection(&sim, kill, e, &ctx).await,
+        Admission::Created {
+            task_id,
+            drop_after,
+            slow,
+        } => {
+            ctx.task_id = Some(task_id.clone());
+            ctx.created = true;
+            if drop_after {
+                return drop_connection(&sim, kill, e, &ctx).await;
+            }
+            if slow {
+                slow_down(&sim).await;
+            }
+            reply(&sim, e, Answer::ok(json!({ "taskId": task_id })), &ctx)
+        }
+    }
+}
+
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn task_param(params: &Params) -> Result<String, Answer> {
+    let Ok(Query(params)) = params else {
+        return Err(Answer::err(422, "the query string is not valid"));
+    };
+    match params.get("taskId") {
+        Some(id) if !id.is_empty() => Ok(id.clone()),
+        _ => Err(Answer::err(422, "taskId is required")),
+    }
+}
+
+fn index_param(v: Option<&Value>) -> Result<u32, Answer> {
+    match v {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| Answer::err(422, "index must be a non-negative integer")),
+    }
+}
+
+async fn record_info(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Params) -> Response {
+    let e = Endpoint::RecordInfo;
+    let slow = match gate(&sim, e, &headers) {
+        Ok(slow) => slow,
+        Err(r) => return *r,
+    };
+    if slow {
+        slow_down(&sim).await;
+    }
+    match task_param(&params) {
+        Ok(id) => {
+            let answer = sim.record_info(&id);
+            reply(&sim, e, answer, &Ctx::task(&id))
+        }
+        Err(answer) => reply(&sim, e, answer, &Ctx::default()),
+    }
+}
+
+async fn get_1080p(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Params) -> Response {
+    let e = Endpoint::Get1080p;
+    let slow = match gate(&sim, e, &headers) {
+        Ok(slow) => slow,
+        Err(r) => return *r,
+    };
+    if slow {
+        slow_down(&sim).await;
+    }
+    let id = match task_param(&params) {
+        Ok(id) => id,
+        Err(answer) => return reply(&sim, e, answer, &Ctx::default()),
+    };
+    let index = params
+        .as_ref()
+        .ok()
+        .and_then(|Query(p)| p.get("index"))
+        .map(|s| Value::from(s.as_str()));
+    let answer = match index_param(index.as_ref()) {
+        Ok(index) => sim.get_1080p(&id, index),
+        Err(answer) => answer,
+    };
+    reply(&sim, e, answer, &Ctx::task(&id))
+}
+
+async fn get_4k(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let e = Endpoint::Get4k;
+    let slow = match gate(&sim, e, &headers) {
+        Ok(slow) => slow,
+        Err(r) => return *r,
+    };
+    if slow {
+        slow_down(&sim).await;
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(err) => {
+            let answer = Answer::err(422, format!("the body is not valid JSON: {err}"));
+            return reply(&sim, e, answer, &Ctx::default());
+        }
+    };
+    let Some(id) = value.get("taskId").and_then(Value::as_str) else {
+        return reply(
+            &sim,
+            e,
+            Answer::err(422, "taskId is required"),
+            &Ctx::default(),
+        );
+    };
+    let callback = value
+        .get("callBackUrl")
+        .and_then(Value::as_str)
+        .filter(|u| crate::request::check_http_url(u).is_ok())
+        .map(str::to_owned);
+    let answer = match index_param(value.get("index")) {
+        Ok(index) => sim.get_4k(id, index, callback),
+        Err(answer) => answer,
+    };
+    reply(&sim, e, answer, &Ctx::task(id))
+}
+
+async fn credit(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    let e = Endpoint::Credit;
+    let slow = match gate(&sim, e, &headers) {
+        Ok(slow) => slow,
+        Err(r) => return *r,
+    };
+    if slow {
+        slow_down(&sim).await;
+    }
+    let credits = sim.credits();
+    // An integer when whole, as the service usually sends it.
+    let data = if credits.fract() == 0.0 && credits.abs() < 9.0e15 {
+        #[expect(clippy::cast_possible_truncation, reason = "whole and in range")]
+        Value::from(credits as i64)
+    } else {
+        Value::from(credits)
+    };
+    reply(&sim, e, Answer::ok(data), &Ctx::default())
+}
+
+/// Result files: no auth (result URLs are public links), only per-endpoint faults.
+async fn files(State(sim): State<Arc<Sim>>, Path(name): Path<String>) -> Response {
+    let e = Endpoint::Files;
+    sim.count_request(e);
+    let faults = &sim.config.faults;
+    let ctx = Ctx::default();
+    if sim.draw(faults.http_500.for_endpoint(e)) {
+        log(&sim, e, Some(500), &ctx);
+        return (StatusCode::INTERNAL_SERVER_ERROR, "server error").into_response();
+    }
+    if sim.draw(faults.http_429.for_endpoint(e)) {
+        log(&sim, e, Some(429), &ctx);
+        return (StatusCode::TOO_MANY_REQUESTS, "too many requests").into_response();
+    }
+    if !sim.has_file(&name) {
+        log(&sim, e, Some(404), &ctx);
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    log(&sim, e, Some(200), &ctx);
+    (
+        [(header::CONTENT_TYPE, "video/mp4")],
+        Bytes::from_static(SAMPLE_MP4),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    let body = json!({ "code": 404, "msg": "not found", "data": null });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}

@@ -1,0 +1,647 @@
+//! The simulator's state: tasks and their timelines, the credit balance, the
+//! generate rate window, the seeded generator behind every random draw, the
+//! counters and the request log. One mutex, never held across an await.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Endpoint, SimConfig, SimStats};
+use crate::request::{AspectRatio, GenerateRequest};
+
+/// One answer in the service's envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Answer {
+    pub code: i64,
+    pub msg: String,
+    pub data: Value,
+}
+
+impl Answer {
+    pub fn ok(data: Value) -> Answer {
+        Answer {
+            code: 200,
+            msg: "success".into(),
+            data,
+        }
+    }
+
+    pub fn err(code: i64, msg: impl Into<String>) -> Answer {
+        Answer {
+            code,
+            msg: msg.into(),
+            data: Value::Null,
+        }
+    }
+}
+
+pub(crate) const MSG_RECORD_NULL: &str = "record is null";
+pub(crate) const MSG_NO_CREDITS: &str = "The current credits are insufficient. Please top up.";
+pub(crate) const MSG_1080P_PROCESSING: &str =
+    "1080P is processing. It should be ready in 1-2 minutes. Please check back shortly.";
+pub(crate) const MSG_4K_PROCESSING: &str = "4k is processing, please wait and try again later";
+pub(crate) const MSG_4K_DONE: &str = "The video has been generated successfully";
+
+/// How a failed task fails: (successFlag, errorCode, errorMessage, only at the end).
+/// The delayed ones stand for moderation, which rejects after a normal-looking run.
+const FAILURES: [(u8, i64, &str, bool); 4] = [
+    (
+        2,
+        400,
+        "Your prompt was flagged by the content policy after review",
+        true,
+    ),
+    (
+        2,
+        400,
+        "Failed to fetch the image from imageUrls; check that it is public",
+        false,
+    ),
+    (
+        3,
+        501,
+        "Generation failed upstream; the task was created but produced no video",
+        false,
+    ),
+    (
+        2,
+        500,
+        "Internal error during generation, please try again",
+        true,
+    ),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Success,
+    Failure {
+        flag: u8,
+        code: i64,
+        message: &'static str,
+    },
+}
+
+#[derive(Debug)]
+struct Task {
+    param_json: String,
+    aspect: AspectRatio,
+    resolution: String,
+    created: Instant,
+    created_wall: SystemTime,
+    ends: Instant,
+    outcome: Outcome,
+    charged: f64,
+    settled: bool,
+    hd_ready: Instant,
+    hd_charged: bool,
+    uhd_ready: Option<Instant>,
+}
+
+/// What happened to one generate call that passed validation.
+pub(crate) enum Admission {
+    Refused(Answer),
+    DropBefore,
+    Created {
+        task_id: String,
+        drop_after: bool,
+        slow: bool,
+    },
+}
+
+struct Inner {
+    rng: fastrand::Rng,
+    credits: f64,
+    window: VecDeque<Instant>,
+    tasks: HashMap<String, Task>,
+    stats: SimStats,
+}
+
+pub(crate) struct Sim {
+    pub config: SimConfig,
+    pub base_url: String,
+    pub started: Instant,
+    pub stop: CancellationToken,
+    http: reqwest::Client,
+    log: Option<Mutex<File>>,
+    inner: Mutex<Inner>,
+}
+
+/// One line of the request log.
+#[derive(Debug, Serialize)]
+pub(crate) struct LogLine<'a> {
+    pub ts: String,
+    pub endpoint: &'a str,
+    pub prompt: Option<&'a str>,
+    pub fingerprint: Option<&'a str>,
+    pub task_id: Option<&'a str>,
+    /// The answer code; null when the connection was dropped instead.
+    pub code: Option<i64>,
+    pub task_created: bool,
+    pub dropped: bool,
+}
+
+/// `2025-06-06 10:30:00`, the record-info time format.
+pub(crate) fn wall_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+impl Sim {
+    pub fn new(
+        config: SimConfig,
+        base_url: String,
+        log: Option<File>,
+        stop: CancellationToken,
+    ) -> Sim {
+        let inner = Inner {
+            rng: fastrand::Rng::with_seed(config.seed),
+            credits: config.credits,
+            window: VecDeque::new(),
+            tasks: HashMap::new(),
+            stats: SimStats::default(),
+        };
+        // A client without a UA would be refused by a real CDN; ours is polite.
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("veo-batch-simulator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Sim {
+            config,
+            base_url,
+            started: Instant::now(),
+            stop,
+            http,
+            log: log.map(Mutex::new),
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take the simulator down with it.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True with probability `p`, from the seeded generator.
+    pub fn draw(&self, p: f64) -> bool {
+        p > 0.0 && self.lock().rng.f64() < p
+    }
+
+    fn span(&self, rng: &mut fastrand::Rng, (lo, hi): (Duration, Duration)) -> Duration {
+        let (lo, hi) = (self.config.scaled(lo), self.config.scaled(hi));
+        if hi <= lo {
+            return lo;
+        }
+        let lo_us = u64::try_from(lo.as_micros()).unwrap_or(u64::MAX);
+        let hi_us = u64::try_from(hi.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(rng.u64(lo_us..=hi_us))
+    }
+
+    fn later(at: Instant, d: Duration) -> Instant {
+        at.checked_add(d).unwrap_or(at)
+    }
+
+    pub fn in_maintenance(&self, now: Instant) -> bool {
+        let Some(m) = self.config.faults.maintenance else {
+            return false;
+        };
+        let start = Self::later(self.started, self.config.scaled(m.start));
+        let end = Self::later(start, self.config.scaled(m.duration));
+        now >= start && now < end
+    }
+
+    pub fn count_request(&self, e: Endpoint) {
+        let mut inner = self.lock();
+        *inner.stats.requests.entry(e.name()).or_default() += 1;
+        if e == Endpoint::Generate {
+            inner.stats.generate_calls += 1;
+        }
+    }
+
+    pub fn count_answer(&self, code: Option<i64>) {
+        let mut inner = self.lock();
+        match code {
+            Some(code) => {
+                *inner.stats.codes.entry(code).or_default() += 1;
+                if code == 429 {
+                    inner.stats.answered_429 += 1;
+                }
+            }
+            None => inner.stats.dropped += 1,
+        }
+    }
+
+    pub fn write_log(&self, line: &LogLine<'_>) {
+        let Some(log) = &self.log else { return };
+        let Ok(mut text) = serde_json::to_string(line) else {
+            return;
+        };
+        text.push('\n');
+        let mut file = log.lock().unwrap_or_else(PoisonError::into_inner);
+        // Flushed per line: tests read the log right after killing a client.
+        if let Err(e) = file.write_all(text.as_bytes()).and_then(|()| file.flush()) {
+            tracing::warn!("simulator failed to write the request log: {e}");
+        }
+    }
+
+    /// Rate window, credits, faults and, when all pass, a new task.
+    pub fn admit(self: &Arc<Self>, req: &GenerateRequest, body: &Value) -> Admission {
+        let now = Instant::now();
+        let faults = &self.config.faults;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if faults.drop_before > 0.0 && inner.rng.f64() < faults.drop_before {
+            return Admission::DropBefore;
+        }
+        if let Some(rate) = self.config.rate {
+            let per = self.config.scaled(rate.per);
+            while inner
+                .window
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= per)
+            {
+                inner.window.pop_front();
+            }
+            if inner.window.len() >= rate.count as usize {
+                return Admission::Refused(Answer::err(
+                    429,
+                    "Your call frequency is too high. Please try again later.",
+                ));
+            }
+        }
+        let price = self.config.prices.generation(req.model);
+        if inner.credits < price {
+            return Admission::Refused(Answer::err(402, MSG_NO_CREDITS));
+        }
+        if self.config.rate.is_some() {
+            inner.window.push_back(now);
+        }
+        inner.credits -= price;
+
+        let task_id = loop {
+            let id = format!("veo_task_{:016x}", inner.rng.u64(..));
+            if !inner.tasks.contains_key(&id) {
+                break id;
+            }
+        };
+        let generation = self.span(&mut inner.rng, self.config.generation_time);
+        let outcome =
+            if faults.generation_failure > 0.0 && inner.rng.f64() < faults.generation_failure {
+                let (flag, code, message, _) = FAILURES[inner.rng.usize(..FAILURES.len())];
+                Outcome::Failure {
+                    flag,
+                    code,
+                    message,
+                }
+            } else {
+                Outcome::Success
+            };
+        let ends = match outcome {
+            Outcome::Failure { message, .. } if FAILURES.iter().any(|f| f.2 == message && !f.3) => {
+                Self::later(now, generation / 10)
+            }
+            _ => Self::later(now, generation),
+        };
+        let hd_ready = Self::later(
+            ends,
+            self.span(&mut inner.rng, self.config.upgrade_1080p_time),
+        );
+        let resolution = body
+            .get("resolution")
+            .and_then(Value::as_str)
+            .unwrap_or("1080p")
+            .to_owned();
+        inner.tasks.insert(
+            task_id.clone(),
+            Task {
+                param_json: body.to_string(),
+                aspect: req.aspect_ratio,
+                resolution,
+                created: now,
+                created_wall: SystemTime::now(),
+                ends,
+                outcome,
+                charged: price,
+                settled: false,
+                hd_ready,
+                hd_charged: false,
+                uhd_ready: None,
+            },
+        );
+        inner.stats.tasks_created += 1;
+        *inner
+            .stats
+            .tasks_by_fingerprint
+            .entry(req.fingerprint())
+            .or_default() += 1;
+        let drop_after = faults.drop_after > 0.0 && inner.rng.f64() < faults.drop_after;
+        let slow = faults.slow > 0.0 && inner.rng.f64() < faults.slow;
+
+        if self.config.callbacks
+            && let Some(url) = req.callback_url.clone()
+        {
+            self.spawn_task_callback(task_id.clone(), url, ends);
+        }
+        Admission::Created {
+            task_id,
+            drop_after,
+            slow,
+        }
+    }
+
+    /// Refunds every failed task whose end has come (failed tasks are free).
+    fn settle(inner: &mut Inner, now: Instant) {
+        let mut refund = 0.0;
+        for task in inner.tasks.values_mut() {
+            if !task.settled && task.ends <= now {
+                task.settled = true;
+                if matches!(task.outcome, Outcome::Failure { .. }) {
+                    refund += task.charged;
+                }
+            }
+        }
+        inner.credits += refund;
+    }
+
+    pub fn stats(&self) -> SimStats {
+        let mut inner = self.lock();
+        Self::settle(&mut inner, Instant::now());
+        let mut stats = inner.stats.clone();
+        stats.credits = inner.credits;
+        stats
+    }
+
+    pub fn credits(&self) -> f64 {
+        let mut inner = self.lock();
+        Self::settle(&mut inner, Instant::now());
+        inner.credits
+    }
+
+    fn file_url(&self, task_id: &str, suffix: &str) -> String {
+        format!("{}/files/{task_id}{suffix}.mp4", self.base_url)
+    }
+
+    fn info(&self, task_id: &str, task: &Task) -> Value {
+        let origin: Vec<String> = if task.aspect == AspectRatio::Landscape {
+            Vec::new()
+        } else {
+            vec![self.file_url(task_id, "-origin")]
+        };
+        json!({
+            "resultUrls": [self.file_url(task_id, "")],
+            "originUrls": origin,
+            "resolution": task.resolution,
+        })
+    }
+
+    /// The record-info answer for `task_id`.
+    pub fn record_info(&self, task_id: &str) -> Answer {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        Self::settle(&mut inner, now);
+        let Some(task) = inner.tasks.get(task_id) else {
+            return Answer::err(422, MSG_RECORD_NULL);
+        };
+        let done = task.ends <= now;
+        let complete_wall = task
+            .created_wall
+            .checked_add(task.ends.saturating_duration_since(task.created));
+        let (flag, response, error_code, error_message) = match (done, task.outcome) {
+            (false, _) => (0, Value::Null, Value::Null, Value::Null),
+            (true, Outcome::Success) => {
+                let mut response = self.info(task_id, task);
+                response["taskId"] = Value::from(task_id);
+                (1, response, Value::Null, Value::from(""))
+            }
+            (
+                true,
+                Outcome::Failure {
+                    flag,
+                    code,
+                    message,
+                },
+            ) => (flag, Value::Null, Value::from(code), Value::from(message)),
+        };
+        Answer::ok(json!({
+            "taskId": task_id,
+            "paramJson": task.param_json,
+            "successFlag": flag,
+            "response": response,
+            "errorCode": error_code,
+            "errorMessage": error_message,
+            "createTime": wall_time(task.created_wall),
+            "completeTime": match complete_wall {
+                Some(t) if done => Value::from(wall_time(t)),
+                _ => Value::Null,
+            },
+            "fallbackFlag": false,
+        }))
+    }
+
+    /// The get-1080p-video answer.
+    pub fn get_1080p(&self, task_id: &str, index: u32) -> Answer {
+        let now = Instant::now();
+        let price = self.config.prices.upgrade_1080p;
+        let mut inner = self.lock();
+        Self::settle(&mut inner, now);
+        let inner = &mut *inner;
+        let Some(task) = inner.tasks.get_mut(task_id) else {
+            return Answer::err(422, MSG_RECORD_NULL);
+        };
+        if index != 0 {
+            return Answer::err(422, format!("index {index} is out of range (0)"));
+        }
+        if task.ends > now {
+            return Answer::err(400, MSG_1080P_PROCESSING);
+        }
+        if matches!(task.outcome, Outcome::Failure { .. }) {
+            return Answer::err(422, "the task failed; it has no 1080P video");
+        }
+        if task.hd_ready > now {
+            return Answer::err(400, MSG_1080P_PROCESSING);
+        }
+        if !task.hd_charged {
+            if inner.credits < price {
+                return Answer::err(402, MSG_NO_CREDITS);
+            }
+            inner.credits -= price;
+            task.hd_charged = true;
+        }
+        Answer::ok(json!({ "resultUrl": self.file_url(task_id, "-1080p") }))
+    }
+
+    /// The get-4k-video answer; the first call starts (and pays for) the upgrade.
+    pub fn get_4k(self: &Arc<Self>, task_id: &str, index: u32, callback: Option<String>) -> Answer {
+        let now = Instant::now();
+        let price = self.config.prices.upgrade_4k;
+        let mut guard = self.lock();
+        Self::settle(&mut guard, now);
+        let inner = &mut *guard;
+        let Some(task) = inner.tasks.get_mut(task_id) else {
+            return Answer::err(422, MSG_RECORD_NULL);
+        };
+        if index != 0 {
+            return Answer::err(422, format!("index {index} is out of range (0)"));
+        }
+        if task.ends > now {
+            return Answer::err(
+                422,
+                "the video is still being generated; ask for 4K after it succeeds",
+            );
+        }
+        if matches!(task.outcome, Outcome::Failure { .. }) {
+            return Answer::err(422, "the task failed; it has no video to upgrade");
+        }
+        let done = json!({
+            "taskId": task_id,
+            "resultUrls": [self.file_url(task_id, "-4k")],
+            "imageUrls": [],
+        });
+        match task.uhd_ready {
+            Some(ready) if ready <= now => Answer {
+                code: 422,
+                msg: MSG_4K_DONE.into(),
+                data: done,
+            },
+            Some(_) => Answer::err(422, MSG_4K_PROCESSING),
+            None => {
+                if inner.credits < price {
+                    return Answer::err(402, MSG_NO_CREDITS);
+                }
+                inner.credits -= price;
+                let took = self.span(&mut inner.rng, self.config.upgrade_4k_time);
+                let ready = Self::later(now, took);
+                if let Some(task) = inner.tasks.get_mut(task_id) {
+                    task.uhd_ready = Some(ready);
+                }
+                drop(guard);
+                if self.config.callbacks
+                    && let Some(url) = callback
+                {
+                    let body = json!({
+                        "code": 200,
+                        "msg": "4K Video generated successfully.",
+                        "data": done,
+                    });
+                    self.spawn_callback(url, ready, move |_| Some(body));
+                }
+                Answer::ok(json!({ "taskId": task_id }))
+            }
+        }
+    }
+
+    /// Whether `/files/<name>` names the video of a task that succeeded.
+    pub fn has_file(&self, name: &str) -> bool {
+        let Some(stem) = name.strip_suffix(".mp4") else {
+            return false;
+        };
+        let id = ["-1080p", "-4k", "-origin"]
+            .iter()
+            .find_map(|s| stem.strip_suffix(s))
+            .unwrap_or(stem);
+        let now = Instant::now();
+        let inner = self.lock();
+        inner
+            .tasks
+            .get(id)
+            .is_some_and(|t| t.ends <= now && matches!(t.outcome, Outcome::Success))
+    }
+
+    /// The documented callback of a generation task, at its end.
+    fn task_callback_body(&self, task_id: &str) -> Option<Value> {
+        let mut inner = self.lock();
+        Self::settle(&mut inner, Instant::now());
+        let task = inner.tasks.get(task_id)?;
+        Some(match task.outcome {
+            Outcome::Success => json!({
+                "code": 200,
+                "msg": "Veo3 video generated successfully.",
+                "data": { "taskId": task_id, "info": self.info(task_id, task) },
+            }),
+            Outcome::Failure { code, message, .. } => json!({
+                "code": code,
+                "msg": message,
+                "data": { "taskId": task_id, "info": null },
+            }),
+        })
+    }
+
+    fn spawn_task_callback(self: &Arc<Self>, task_id: String, url: String, at: Instant) {
+        self.spawn_callback(url, at, move |sim| sim.task_callback_body(&task_id));
+    }
+
+    /// POSTs `body` to `url` at `at`: three tries at most, failures ignored, as the
+    /// service does. Stops with the simulator.
+    fn spawn_callback(
+        self: &Arc<Self>,
+        url: String,
+        at: Instant,
+        body: impl FnOnce(&Sim) -> Option<Value> + Send + 'static,
+    ) {
+        let sim = Arc::clone(self);
+        tokio::spawn(async move {
+            let stop = sim.stop.clone();
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = sim.deliver(url, at, body) => {}
+            }
+        });
+    }
+
+    async fn deliver(&self, url: String, at: Instant, body: impl FnOnce(&Sim) -> Option<Value>) {
+        tokio::time::sleep_until(at).await;
+        let Some(body) = body(self) else { return };
+        let timeout = self
+            .config
+            .scaled(self.config.callback_timeout)
+            .max(Duration::from_millis(200));
+        let pause = self.config.scaled(Duration::from_secs(5));
+        for attempt in 1..=3 {
+            let sent = self
+                .http
+                .post(&url)
+                .timeout(timeout)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    self.lock().stats.callbacks_delivered += 1;
+                    return;
+                }
+                Ok(r) => tracing::debug!("callback to {url} answered {}", r.status()),
+                Err(e) => tracing::debug!("callback to {url} failed: {e}"),
+            }
+            if attempt < 3 {
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_time_format() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_749_205_800);
+        assert_eq!(wall_time(t), "2025-06-06 10:30:00");
+    }
+
+    #[test]
+    fn failures_have_terminal_flags() {
+        assert!(FAILURES.iter().all(|f| f.0 == 2 || f.0 == 3));
+        assert!(FAILURES.iter().any(|f| f.3), "some fail only at the end");
+        assert!(FAILURES.iter().any(|f| !f.3), "some fail early");
+    }
+}
