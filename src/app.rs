@@ -9,7 +9,8 @@ use crate::cli::{Cli, Command};
 pub fn main(cli: Cli) -> ExitCode {
     let _ = cli.command;
     match cli.command {
-        Command::Validate(_) | Command::Run(_) | Command::Simulate(_) => {
+        Command::Validate(args) => crate::exit::code(crate::validate::run(&args)),
+        Command::Run(_) | Command::Simulate(_) => {
             crate::exit::code(crate::exit::USAGE)
         }
     }

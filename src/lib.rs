@@ -12,3 +12,4 @@ pub mod manifest;
 pub mod request;
 pub mod sim;
 pub mod units;
+pub mod validate;
