@@ -237,16 +237,34 @@ fn push(list: &mut Vec<(Diagnostic, usize)>, seen: &mut Seen, d: Diagnostic) {
     list.push((d, 0));
 }
 
+/// Folds repeats into their first report, and orders the reports by file (in the
+/// order files were read) then line and column.
 fn fold(list: Vec<(Diagnostic, usize)>) -> Vec<Diagnostic> {
-    list.into_iter()
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut out: Vec<(usize, Diagnostic)> = list
+        .into_iter()
         .map(|(mut d, more)| {
             if more > 0 {
-                let jobs = if d.job.is_some() { " jobs" } else { " times" };
-                d.message = format!("{} (and {more} more{jobs})", d.message);
+                let what = match (d.job.is_some(), more) {
+                    (true, 1) => "job",
+                    (true, _) => "jobs",
+                    (false, 1) => "time",
+                    (false, _) => "times",
+                };
+                d.message = format!("{} (and {more} more {what})", d.message);
             }
-            d
+            let file = match files.iter().position(|f| *f == d.origin.file) {
+                Some(i) => i,
+                None => {
+                    files.push(d.origin.file.clone());
+                    files.len() - 1
+                }
+            };
+            (file, d)
         })
-        .collect()
+        .collect();
+    out.sort_by_key(|(file, d)| (*file, d.origin.line, d.origin.column));
+    out.into_iter().map(|(_, d)| d).collect()
 }
 
 pub(crate) fn diag(

@@ -5,10 +5,12 @@
 //! exports are expected: a UTF-8 byte order mark, CRLF line ends, quoted cells with
 //! commas, quotes and line breaks.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 use csv::{ByteRecord, ErrorKind, ReaderBuilder};
 use serde_json::Value as Json;
@@ -79,10 +81,20 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
     if buf.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
         buf.consume(3);
     }
+    let newlines = Rc::new(RefCell::new(VecDeque::new()));
+    let mut lines = Lines {
+        newlines: Rc::clone(&newlines),
+        passed: 0,
+    };
+    let counting = CountingReader {
+        inner: buf,
+        offset: 0,
+        newlines,
+    };
     let mut rdr = ReaderBuilder::new()
         .flexible(false)
         .has_headers(true)
-        .from_reader(buf);
+        .from_reader(counting);
     let at = |line: Option<u64>| Origin {
         file: input.path.to_path_buf(),
         line: line.and_then(|l| usize::try_from(l).ok()),
@@ -111,7 +123,7 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map(csv::Position::line);
+                let line = e.position().map(|p| lines.line_at(p.byte()));
                 let fatal = !matches!(e.kind(), ErrorKind::UnequalLengths { .. });
                 out.error(diag(at(line), None, None, csv_message(&e)));
                 if fatal {
@@ -120,7 +132,7 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
                 continue;
             }
         }
-        let origin = at(rec.position().map(csv::Position::line));
+        let origin = at(rec.position().map(|p| lines.line_at(p.byte())));
         if rec.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
             continue;
         }
@@ -128,6 +140,47 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
         out.finish(draft);
     }
     Ok(())
+}
+
+/// Passes bytes through, noting where each line ends. csv's own line numbers are one
+/// short after a CRLF line end (it counts the `\n` into the next record), so lines
+/// are counted here from byte offsets instead; only offsets not yet passed are kept.
+struct CountingReader<R> {
+    inner: R,
+    offset: u64,
+    newlines: Rc<RefCell<VecDeque<u64>>>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut q = self.newlines.borrow_mut();
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                q.push_back(self.offset + i as u64);
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+struct Lines {
+    newlines: Rc<RefCell<VecDeque<u64>>>,
+    passed: u64,
+}
+
+impl Lines {
+    /// The 1-based line of the record starting at byte `at` (a record that csv says
+    /// starts on the `\n` of a CRLF starts on the next line).
+    fn line_at(&mut self, at: u64) -> u64 {
+        let mut q = self.newlines.borrow_mut();
+        while q.front().is_some_and(|&nl| nl <= at) {
+            q.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
 }
 
 fn csv_message(e: &csv::Error) -> String {

@@ -779,7 +779,8 @@ impl Cx<'_> {
                 missing.join(" and ")
             );
             self.err(idn, job, Some("id"), msg);
-            base.bad = true;
+            // Expanding would only add a duplicate-id report per combination.
+            return;
         }
 
         let combos = keys
