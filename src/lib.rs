@@ -18,3 +18,4 @@ pub mod sim;
 pub mod status;
 pub mod summary;
 pub mod units;
+pub mod validate;

@@ -4,6 +4,12 @@
 //! Reading is synchronous and does no I/O beyond reading the files. Every problem in
 //! a manifest is collected, located (file, line, column) and reported in one pass.
 
+mod job;
+mod node;
+mod table;
+mod yaml;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +39,7 @@ pub struct Job {
 }
 
 /// A place in a manifest file.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Origin {
     pub file: PathBuf,
     pub line: Option<usize>,
@@ -130,7 +136,97 @@ impl fmt::Display for ManifestError {
 impl std::error::Error for ManifestError {}
 
 /// Reads, expands and validates the manifest at `path` (`.yaml`, `.yml` or `.csv`).
+///
+/// Every problem is collected; the error lists them all, each located.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-    let _ = path;
-    todo!("manifest helper")
+    let mut out = job::Collector::default();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let file_at = Origin {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+    };
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "batch".to_owned());
+    let mut name = stem;
+    let mut run = RunSettings::default();
+    let mut output = OutputSettings::default();
+    let mut prices = PriceTable::default();
+    match ext.as_deref() {
+        Some("yaml" | "yml") => {
+            let settings = yaml::read(path, &mut out);
+            if let Some(n) = settings.name {
+                name = n;
+            }
+            run = settings.run;
+            output = settings.output;
+            prices = settings.prices;
+        }
+        Some("csv") => {
+            let input = table::TableInput {
+                path,
+                defaults: None,
+                extra: &BTreeMap::new(),
+            };
+            if let Err(e) = table::read(&input, &mut out) {
+                let msg = format!("cannot read the manifest: {}", io_message(&e));
+                out.error(job::diag(file_at.clone(), None, None, msg));
+            }
+        }
+        _ => out.error(job::diag(
+            file_at.clone(),
+            None,
+            None,
+            "is not a manifest: its name must end in .yaml, .yml or .csv",
+        )),
+    }
+    let (jobs, mut errors, warnings) = out.into_parts();
+    if errors.is_empty() && jobs.is_empty() {
+        errors.push(job::diag(file_at, None, None, "the manifest has no jobs"));
+    }
+    if !errors.is_empty() {
+        return Err(ManifestError {
+            path: path.to_path_buf(),
+            diagnostics: errors,
+        });
+    }
+    Ok(Manifest {
+        path: path.to_path_buf(),
+        name,
+        jobs,
+        run,
+        output,
+        prices,
+        warnings,
+    })
+}
+
+/// A file error as a short lowercase phrase (`no such file`), without the OS code.
+pub(crate) fn io_message(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "no such file".to_owned(),
+        ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        ErrorKind::IsADirectory => "it is a directory".to_owned(),
+        _ => {
+            let s = e.to_string();
+            let s = s.split(" (os error").next().unwrap_or(&s).to_owned();
+            let mut c = s.chars();
+            match c.next() {
+                Some(first) => first.to_lowercase().chain(c).collect(),
+                None => s,
+            }
+        }
+    }
+}
+
+impl fmt::Display for Upgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

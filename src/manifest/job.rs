@@ -1,0 +1,451 @@
+//! The part both formats share: a job as read (a [`Draft`], every value with the place
+//! it was written), defaults, placeholders, and the [`Collector`] that checks each draft
+//! with the one set of request rules, assigns ids, catches duplicates and gathers every
+//! problem located.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::request::{self, Field, RawRequest};
+
+use super::{Diagnostic, Job, Origin, Upgrade};
+
+/// One job as read, before any rule is checked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Draft {
+    pub id: Option<String>,
+    /// Where the id was written (or the job starts).
+    pub id_at: Option<Origin>,
+    /// Where the job starts.
+    pub at: Origin,
+    pub raw: RawRequest,
+    /// Where each set request field was written (the job, its matrix, or `defaults:`).
+    pub field_at: BTreeMap<Field, Origin>,
+    /// Where each image URL was written, parallel to `raw.image_urls` when known.
+    pub image_at: Vec<Origin>,
+    /// `Some(None)`: explicitly no upgrade (`upgrade: none`), overriding a default.
+    pub upgrade: Option<Option<Upgrade>>,
+    pub keep_original: Option<bool>,
+    /// Without an id, take one from the request's content (CSV tables).
+    pub derive_id: bool,
+    /// A value could not be read (reported already): the job is not kept, and the rules'
+    /// complaints about these fields (now unset) are not repeated.
+    pub bad: bool,
+    pub bad_fields: Vec<Field>,
+}
+
+impl Draft {
+    /// Fills what this draft leaves unset from `defaults`, with the defaults' places.
+    pub fn apply_defaults(&mut self, defaults: &Draft) {
+        for f in Field::ALL {
+            if !self.field_at.contains_key(&f)
+                && let Some(at) = defaults.field_at.get(&f)
+            {
+                self.field_at.insert(f, at.clone());
+            }
+        }
+        if self.raw.image_urls.is_none() && defaults.raw.image_urls.is_some() {
+            self.image_at.clone_from(&defaults.image_at);
+        }
+        self.raw.apply_defaults(&defaults.raw);
+        if self.upgrade.is_none() {
+            self.upgrade = defaults.upgrade;
+        }
+        if self.keep_original.is_none() {
+            self.keep_original = defaults.keep_original;
+        }
+        for f in &defaults.bad_fields {
+            if !self.field_at.contains_key(f) && !self.bad_fields.contains(f) {
+                self.bad_fields.push(*f);
+            }
+        }
+        self.bad |= defaults.bad;
+    }
+
+    fn place_of(&self, field: Option<Field>, message: &str) -> Origin {
+        if field == Some(Field::ImageUrls)
+            && let Some(urls) = &self.raw.image_urls
+        {
+            for (url, at) in urls.iter().zip(&self.image_at) {
+                if message.starts_with(&format!("{url:?} ")) {
+                    return at.clone();
+                }
+            }
+        }
+        field
+            .and_then(|f| self.field_at.get(&f))
+            .unwrap_or(&self.at)
+            .clone()
+    }
+}
+
+/// Why an id cannot be used, if it cannot.
+pub(crate) fn id_problem(id: &str) -> Option<String> {
+    if id.trim().is_empty() {
+        return Some("must not be blank".into());
+    }
+    if id.trim() != id {
+        return Some(format!(
+            "{id:?} has leading or trailing spaces (remove them)"
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "{id:?} contains the control character U+{:04X} (use letters, digits, - and _)",
+            u32::from(c)
+        ));
+    }
+    None
+}
+
+/// Gathers jobs and problems as drafts are finished, in one pass.
+#[derive(Debug, Default)]
+pub(crate) struct Collector {
+    pub jobs: Vec<Job>,
+    errors: Vec<(Diagnostic, usize)>,
+    warnings: Vec<(Diagnostic, usize)>,
+    /// The same problem at the same place (a bad default, a matrix job's field) is
+    /// reported once, with how many more jobs share it, not once per job.
+    seen_errors: HashMap<(Origin, Option<String>, String), usize>,
+    seen_warnings: HashMap<(Origin, Option<String>, String), usize>,
+    ids: HashMap<String, Origin>,
+}
+
+impl Collector {
+    pub fn error(&mut self, d: Diagnostic) {
+        push(&mut self.errors, &mut self.seen_errors, d);
+    }
+
+    pub fn warn(&mut self, d: Diagnostic) {
+        push(&mut self.warnings, &mut self.seen_warnings, d);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    /// The problems found, with shared ones folded (`(and 3 more jobs)`).
+    pub fn into_parts(self) -> (Vec<Job>, Vec<Diagnostic>, Vec<Diagnostic>) {
+        (self.jobs, fold(self.errors), fold(self.warnings))
+    }
+
+    /// Checks a draft with the request rules and keeps the job, or its problems.
+    pub fn finish(&mut self, draft: Draft) {
+        let file_place = |at: &Option<Origin>| at.clone().unwrap_or_else(|| draft.at.clone());
+        let mut ok = !draft.bad;
+        if let Some(id) = &draft.id {
+            if let Some(why) = id_problem(id) {
+                self.error(diag(file_place(&draft.id_at), Some(id), Some("id"), why));
+                ok = false;
+            } else if !self.claim_id(id, file_place(&draft.id_at), false) {
+                ok = false;
+            }
+        }
+        let label = draft.id.clone();
+        let checked = request::check(&draft.raw);
+        for w in &checked.warnings {
+            let at = draft.place_of(w.field, &w.message);
+            let d = diag(at, label.as_deref(), w.field.map(Field::api_name), w.message.clone());
+            self.warn(d);
+        }
+        let req = match checked.result {
+            Ok(req) => req,
+            Err(issues) => {
+                let fresh = issues
+                    .into_iter()
+                    .filter(|i| !i.field.is_some_and(|f| draft.bad_fields.contains(&f)));
+                for i in fresh {
+                    let at = draft.place_of(i.field, &i.message);
+                    let d = diag(at, label.as_deref(), i.field.map(Field::api_name), i.message);
+                    self.error(d);
+                }
+                if draft.id.is_none() && !draft.derive_id {
+                    self.missing_id(&draft);
+                }
+                return;
+            }
+        };
+        if draft.bad {
+            return;
+        }
+        let fingerprint = req.fingerprint();
+        let id = match draft.id {
+            Some(id) => id,
+            None if draft.derive_id => {
+                let id = format!("job-{}", &fingerprint[..12.min(fingerprint.len())]);
+                if !self.claim_id(&id, draft.at.clone(), true) {
+                    return;
+                }
+                id
+            }
+            None => {
+                self.missing_id(&draft);
+                return;
+            }
+        };
+        if ok && !self.has_errors() {
+            self.jobs.push(Job {
+                id,
+                request: req,
+                fingerprint,
+                upgrade: draft.upgrade.flatten(),
+                keep_original: draft.keep_original.unwrap_or(false),
+                origin: draft.at,
+            });
+        }
+    }
+
+    fn missing_id(&mut self, draft: &Draft) {
+        self.error(diag(
+            draft.at.clone(),
+            None,
+            Some("id"),
+            "is required (a short unique name: it names the video file and is the resume key)",
+        ));
+    }
+
+    /// Records `id` as used at `at`; false (and an error naming both places) if it was.
+    fn claim_id(&mut self, id: &str, at: Origin, derived: bool) -> bool {
+        if let Some(first) = self.ids.get(id) {
+            let why = if derived {
+                format!(
+                    "duplicate id {id:?}: this row asks for exactly the same video as {first} \
+                     (change one, or give them ids)"
+                )
+            } else {
+                format!("duplicate id {id:?}, first used at {first} (ids must be unique)")
+            };
+            let d = diag(at, Some(id), Some("id"), why);
+            self.error(d);
+            return false;
+        }
+        self.ids.insert(id.to_owned(), at);
+        true
+    }
+}
+
+type Seen = HashMap<(Origin, Option<String>, String), usize>;
+
+fn push(list: &mut Vec<(Diagnostic, usize)>, seen: &mut Seen, d: Diagnostic) {
+    let key = (d.origin.clone(), d.field.clone(), d.message.clone());
+    if let Some(&i) = seen.get(&key)
+        && let Some(entry) = list.get_mut(i)
+    {
+        entry.1 += 1;
+        return;
+    }
+    seen.insert(key, list.len());
+    list.push((d, 0));
+}
+
+/// Folds repeats into their first report, and orders the reports by file (in the
+/// order files were read) then line and column.
+fn fold(list: Vec<(Diagnostic, usize)>) -> Vec<Diagnostic> {
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut out: Vec<(usize, Diagnostic)> = list
+        .into_iter()
+        .map(|(mut d, more)| {
+            if more > 0 {
+                let what = match (d.job.is_some(), more) {
+                    (true, 1) => "job",
+                    (true, _) => "jobs",
+                    (false, 1) => "time",
+                    (false, _) => "times",
+                };
+                d.message = format!("{} (and {more} more {what})", d.message);
+            }
+            let file = match files.iter().position(|f| *f == d.origin.file) {
+                Some(i) => i,
+                None => {
+                    files.push(d.origin.file.clone());
+                    files.len() - 1
+                }
+            };
+            (file, d)
+        })
+        .collect();
+    out.sort_by_key(|(file, d)| (*file, d.origin.line, d.origin.column));
+    out.into_iter().map(|(_, d)| d).collect()
+}
+
+pub(crate) fn diag(
+    origin: Origin,
+    job: Option<&str>,
+    field: Option<&str>,
+    message: impl Into<String>,
+) -> Diagnostic {
+    Diagnostic {
+        origin,
+        job: job.map(str::to_owned),
+        field: field.map(str::to_owned),
+        message: message.into(),
+    }
+}
+
+/// A `{name}` in an id or a prompt, or a literal piece of text.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+/// Splits a template into text and `{name}` placeholders (`name`: letters, digits, `_`).
+/// `{{` and `}}` stand for literal braces; any other brace is literal text.
+pub(crate) fn pieces(s: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let two = bytes.get(i + 1).copied();
+        if (bytes[i] == b'{' && two == Some(b'{')) || (bytes[i] == b'}' && two == Some(b'}')) {
+            out.push(Piece::Text(&s[start..=i]));
+            i += 2;
+            start = i;
+            continue;
+        }
+        if bytes[i] == b'{'
+            && let Some(len) = s[i + 1..].find('}')
+        {
+            let name = &s[i + 1..i + 1 + len];
+            let ident = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if ident {
+                if start < i {
+                    out.push(Piece::Text(&s[start..i]));
+                }
+                out.push(Piece::Placeholder(name));
+                i += len + 2;
+                start = i;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    if start < s.len() {
+        out.push(Piece::Text(&s[start..]));
+    }
+    out
+}
+
+/// The placeholders a template uses, in order.
+pub(crate) fn placeholders(s: &str) -> Vec<&str> {
+    pieces(s)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Placeholder(n) => Some(n),
+            Piece::Text(_) => None,
+        })
+        .collect()
+}
+
+/// Fills the placeholders of `s` from `values`; unknown ones stay as written (they
+/// were reported before expansion).
+pub(crate) fn substitute(s: &str, values: &BTreeMap<&str, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    for p in pieces(s) {
+        match p {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Placeholder(n) => match values.get(n) {
+                Some(v) => out.push_str(v),
+                None => {
+                    out.push('{');
+                    out.push_str(n);
+                    out.push('}');
+                }
+            },
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: usize) -> Origin {
+        Origin {
+            file: "m.yaml".into(),
+            line: Some(line),
+            column: None,
+        }
+    }
+
+    fn draft(id: &str, prompt: &str, line: usize) -> Draft {
+        let mut d = Draft {
+            id: Some(id.into()),
+            id_at: Some(at(line)),
+            at: at(line),
+            ..Draft::default()
+        };
+        d.raw.prompt = Some(prompt.into());
+        d.field_at.insert(Field::Prompt, at(line + 1));
+        d
+    }
+
+    #[test]
+    fn placeholders_and_escapes() {
+        assert_eq!(placeholders("a {x} and {y_2} {{z}} {not valid} {}"), ["x", "y_2"]);
+        let mut v = BTreeMap::new();
+        v.insert("x", "1".to_owned());
+        assert_eq!(substitute("{x}-{{x}}-{y}", &v), "1-{x}-{y}");
+        assert_eq!(substitute("json {\"a\": 1}", &v), "json {\"a\": 1}");
+    }
+
+    #[test]
+    fn id_rules() {
+        assert_eq!(id_problem("ok-1"), None);
+        assert!(id_problem("  ").unwrap().contains("blank"));
+        assert!(id_problem(" a").unwrap().contains("leading or trailing"));
+        assert!(id_problem("a\tb").unwrap().contains("U+0009"));
+    }
+
+    #[test]
+    fn duplicates_name_both_places() {
+        let mut c = Collector::default();
+        c.finish(draft("a", "x", 3));
+        c.finish(draft("a", "y", 9));
+        let (_, errors, _) = c.into_parts();
+        assert_eq!(
+            errors[0].to_string(),
+            "m.yaml:9: job \"a\": id: duplicate id \"a\", first used at m.yaml:3 (ids must be unique)"
+        );
+    }
+
+    #[test]
+    fn issues_are_located_at_their_field_and_shared_ones_fold() {
+        let mut c = Collector::default();
+        for i in 0..3 {
+            let mut d = draft(&format!("j{i}"), "x", 10 + i * 5);
+            d.raw.model = Some("veo4".into());
+            d.field_at.insert(Field::Model, at(2));
+            c.finish(d);
+        }
+        let (jobs, errors, _) = c.into_parts();
+        assert!(jobs.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].to_string(),
+            "m.yaml:2: job \"j0\": model: \"veo4\" is not allowed (veo3, veo3_fast) (and 2 more jobs)"
+        );
+    }
+
+    #[test]
+    fn derived_ids_come_from_content() {
+        let mut c = Collector::default();
+        let mut d = Draft {
+            derive_id: true,
+            at: at(2),
+            ..Draft::default()
+        };
+        d.raw.prompt = Some("a dog".into());
+        c.finish(d.clone());
+        let id = c.jobs[0].id.clone();
+        assert!(id.starts_with("job-") && id.len() == 16, "{id}");
+        assert_eq!(&id[4..], &c.jobs[0].fingerprint[..12]);
+        d.at = at(5);
+        c.finish(d);
+        let (_, errors, _) = c.into_parts();
+        assert!(errors[0].message.contains("exactly the same video as m.yaml:2"));
+    }
+}

@@ -1,0 +1,405 @@
+//! CSV job tables: a whole CSV manifest, or a table a YAML manifest `include:`s.
+//!
+//! A table streams: rows are read one at a time from a buffered file and each becomes a
+//! finished job at once, so a 100,000-row table holds no more than the jobs. Real
+//! exports are expected: a UTF-8 byte order mark, CRLF line ends, quoted cells with
+//! commas, quotes and line breaks.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::rc::Rc;
+
+use csv::{ByteRecord, ErrorKind, ReaderBuilder};
+use serde_json::Value as Json;
+
+use crate::request::{Field, did_you_mean, field_names};
+
+use super::job::{Collector, Draft, diag};
+use super::{Origin, Upgrade};
+
+/// What a header names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Id,
+    Field(Field),
+    /// `image_url_1` .. `image_url_3`: one image each.
+    ImageN(usize),
+    Upgrade,
+    KeepOriginal,
+    /// A column that could not be understood (already reported).
+    Ignore,
+}
+
+const MAX_IMAGE_COLUMNS: usize = 3;
+
+/// Every column name a table accepts besides request fields, for suggestions.
+const OTHER_COLUMNS: [&str; 6] = [
+    "id",
+    "upgrade",
+    "keep_original",
+    "image_url_1",
+    "image_url_2",
+    "image_url_3",
+];
+
+fn column_for(name: &str) -> Option<Column> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(f) = Field::from_name(name)
+        .or_else(|| Field::ALL.into_iter().find(|f| f.api_name().eq_ignore_ascii_case(name)))
+    {
+        return Some(Column::Field(f));
+    }
+    match lower.as_str() {
+        "id" => Some(Column::Id),
+        "upgrade" => Some(Column::Upgrade),
+        "keep_original" => Some(Column::KeepOriginal),
+        _ => lower
+            .strip_prefix("image_url_")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=MAX_IMAGE_COLUMNS).contains(n))
+            .map(Column::ImageN),
+    }
+}
+
+/// Where a table's rows go, and what they inherit.
+pub(crate) struct TableInput<'a> {
+    /// The path as shown in messages.
+    pub path: &'a Path,
+    pub defaults: Option<&'a Draft>,
+    pub extra: &'a BTreeMap<String, Json>,
+}
+
+/// Reads every row of the table at `input.path` into `out`. `Err` only when the file
+/// cannot be opened at all (the caller says where it was named).
+pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), std::io::Error> {
+    let file = File::open(input.path)?;
+    let mut buf = BufReader::with_capacity(64 * 1024, file);
+    // csv does not skip a byte order mark; spreadsheet exports often start with one.
+    if buf.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+        buf.consume(3);
+    }
+    let newlines = Rc::new(RefCell::new(VecDeque::new()));
+    let mut lines = Lines {
+        newlines: Rc::clone(&newlines),
+        passed: 0,
+    };
+    let counting = CountingReader {
+        inner: buf,
+        offset: 0,
+        newlines,
+    };
+    let mut rdr = ReaderBuilder::new()
+        .flexible(false)
+        .has_headers(true)
+        .from_reader(counting);
+    let at = |line: Option<u64>| Origin {
+        file: input.path.to_path_buf(),
+        line: line.and_then(|l| usize::try_from(l).ok()),
+        column: None,
+    };
+
+    let headers = match rdr.byte_headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            out.error(diag(at(Some(1)), None, None, csv_message(&e)));
+            return Ok(());
+        }
+    };
+    let columns = read_header(&headers, &at(Some(1)), out);
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = headers
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).trim().to_owned())
+        .collect();
+
+    let mut rec = ByteRecord::new();
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map(|p| lines.line_at(p.byte()));
+                let fatal = !matches!(e.kind(), ErrorKind::UnequalLengths { .. });
+                out.error(diag(at(line), None, None, csv_message(&e)));
+                if fatal {
+                    break;
+                }
+                continue;
+            }
+        }
+        let origin = at(rec.position().map(|p| lines.line_at(p.byte())));
+        if rec.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
+            continue;
+        }
+        let draft = read_row(&rec, &columns, &names, origin, input, out);
+        out.finish(draft);
+    }
+    Ok(())
+}
+
+/// Passes bytes through, noting where each line ends. csv's own line numbers are one
+/// short after a CRLF line end (it counts the `\n` into the next record), so lines
+/// are counted here from byte offsets instead; only offsets not yet passed are kept.
+struct CountingReader<R> {
+    inner: R,
+    offset: u64,
+    newlines: Rc<RefCell<VecDeque<u64>>>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut q = self.newlines.borrow_mut();
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                q.push_back(self.offset + i as u64);
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+struct Lines {
+    newlines: Rc<RefCell<VecDeque<u64>>>,
+    passed: u64,
+}
+
+impl Lines {
+    /// The 1-based line of the record starting at byte `at` (a record that csv says
+    /// starts on the `\n` of a CRLF starts on the next line).
+    fn line_at(&mut self, at: u64) -> u64 {
+        let mut q = self.newlines.borrow_mut();
+        while q.front().is_some_and(|&nl| nl <= at) {
+            q.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
+fn csv_message(e: &csv::Error) -> String {
+    match e.kind() {
+        ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!(
+            "this row has {len} cells but the header has {expected_len} \
+             (quote cells that contain commas or line breaks)"
+        ),
+        ErrorKind::Io(io) => format!("cannot read the file: {}", super::io_message(io)),
+        _ => {
+            let s = e.to_string();
+            let s = s.strip_prefix("CSV error: ").unwrap_or(&s);
+            format!("not a readable CSV table: {s}")
+        }
+    }
+}
+
+/// Maps every header to a column; reports unknown, duplicate and conflicting ones.
+fn read_header(headers: &ByteRecord, at: &Origin, out: &mut Collector) -> Vec<Column> {
+    let mut columns = Vec::with_capacity(headers.len());
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (i, raw) in headers.iter().enumerate() {
+        let Ok(name) = std::str::from_utf8(raw) else {
+            let msg = format!("the name of column {} is not valid UTF-8 (save the file as UTF-8)", i + 1);
+            out.error(diag(at.clone(), None, None, msg));
+            columns.push(Column::Ignore);
+            continue;
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            let msg = format!("column {} has no name in the header row", i + 1);
+            out.error(diag(at.clone(), None, None, msg));
+            columns.push(Column::Ignore);
+            continue;
+        }
+        let Some(col) = column_for(name) else {
+            let candidates = field_names().chain(OTHER_COLUMNS);
+            let msg = match did_you_mean(name, candidates) {
+                Some(s) => format!("unknown column (did you mean {s}?)"),
+                None => "unknown column (columns are request fields like prompt, imageUrls, \
+                         model, aspect_ratio, seeds, or id, upgrade, keep_original, image_url_1..3)"
+                    .to_owned(),
+            };
+            out.error(diag(at.clone(), None, Some(name), msg));
+            columns.push(Column::Ignore);
+            continue;
+        };
+        let key = match col {
+            Column::Field(f) => f.api_name().to_owned(),
+            Column::ImageN(n) => format!("image_url_{n}"),
+            Column::Id => "id".into(),
+            Column::Upgrade => "upgrade".into(),
+            Column::KeepOriginal => "keep_original".into(),
+            Column::Ignore => String::new(),
+        };
+        if let Some(first) = seen.get(&key) {
+            let msg = format!("the same column as {first:?}; keep one of them");
+            out.error(diag(at.clone(), None, Some(name), msg));
+            columns.push(Column::Ignore);
+            continue;
+        }
+        seen.insert(key, name.to_owned());
+        columns.push(col);
+    }
+    let has_list = columns.contains(&Column::Field(Field::ImageUrls));
+    let has_n = columns.iter().any(|c| matches!(c, Column::ImageN(_)));
+    if has_list && has_n {
+        out.error(diag(
+            at.clone(),
+            None,
+            Some("imageUrls"),
+            "use either an imageUrls column or image_url_1..3 columns, not both",
+        ));
+    }
+    columns
+}
+
+/// One row into a draft; cell problems are reported and mark the draft bad.
+fn read_row(
+    rec: &ByteRecord,
+    columns: &[Column],
+    names: &[String],
+    origin: Origin,
+    input: &TableInput<'_>,
+    out: &mut Collector,
+) -> Draft {
+    let mut d = Draft {
+        at: origin.clone(),
+        derive_id: true,
+        ..Draft::default()
+    };
+    // The id first, so that problems in other cells can name the job.
+    let mut cells: Vec<(Column, &str, &str)> = Vec::with_capacity(columns.len());
+    for (i, (col, raw)) in columns.iter().zip(rec.iter()).enumerate() {
+        let name = names.get(i).map_or("", String::as_str);
+        if *col == Column::Ignore {
+            continue;
+        }
+        match std::str::from_utf8(raw) {
+            Ok(text) => cells.push((*col, name, text)),
+            Err(e) => {
+                let msg = format!(
+                    "is not valid UTF-8 at byte {} of the cell (save the file as UTF-8)",
+                    e.valid_up_to() + 1
+                );
+                out.error(diag(origin.clone(), None, Some(name), msg));
+                if let Column::Field(f) = col {
+                    d.bad_fields.push(*f);
+                }
+                d.bad = true;
+            }
+        }
+    }
+    if let Some((_, _, text)) = cells.iter().find(|(c, _, _)| *c == Column::Id)
+        && !text.trim().is_empty()
+    {
+        // Kept as written: a stray space is reported, not silently changed.
+        d.id = Some((*text).to_owned());
+        d.id_at = Some(origin.clone());
+    }
+    let job = d.id.clone();
+    let mut images_n: Vec<String> = Vec::new();
+    for (col, name, text) in cells {
+        let raw_text = text;
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let mut fail = |msg: String| {
+            out.error(diag(origin.clone(), job.as_deref(), Some(name), msg));
+            if let Column::Field(f) = col {
+                d.bad_fields.push(f);
+            }
+            d.bad = true;
+        };
+        match col {
+            Column::Id | Column::Ignore => {}
+            Column::ImageN(_) => images_n.push(text.to_owned()),
+            Column::Upgrade => match upgrade_value(text) {
+                Some(u) => d.upgrade = Some(u),
+                None => fail(format!("{text:?} is not allowed (1080p, 4k or none)")),
+            },
+            Column::KeepOriginal => match parse_bool(text) {
+                Some(b) => d.keep_original = Some(b),
+                None => fail(bool_message(text)),
+            },
+            Column::Field(f) => {
+                d.field_at.insert(f, origin.clone());
+                let raw = &mut d.raw;
+                match f {
+                    // Prompt and watermark keep their spaces; the rules decide on blanks.
+                    Field::Prompt => raw.prompt = Some(raw_text.to_owned()),
+                    Field::Watermark => raw.watermark = Some(raw_text.to_owned()),
+                    Field::Model => raw.model = Some(text.to_owned()),
+                    Field::GenerationType => raw.generation_type = Some(text.to_owned()),
+                    Field::AspectRatio => raw.aspect_ratio = Some(text.to_owned()),
+                    Field::CallbackUrl => raw.callback_url = Some(text.to_owned()),
+                    Field::ImageUrls => {
+                        let urls: Vec<String> = text
+                            .split('|')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect();
+                        d.image_at = vec![origin.clone(); urls.len()];
+                        raw.image_urls = Some(urls);
+                    }
+                    Field::Seeds => match text.parse::<i64>() {
+                        Ok(n) => raw.seeds = Some(n),
+                        Err(_) => fail(format!(
+                            "{text:?} is not an integer (an integer from {} to {})",
+                            crate::request::SEED_MIN,
+                            crate::request::SEED_MAX
+                        )),
+                    },
+                    Field::EnableFallback | Field::EnableTranslation => match parse_bool(text) {
+                        Some(b) if f == Field::EnableFallback => raw.enable_fallback = Some(b),
+                        Some(b) => raw.enable_translation = Some(b),
+                        None => fail(bool_message(text)),
+                    },
+                }
+            }
+        }
+    }
+    if !images_n.is_empty() {
+        d.image_at = vec![origin.clone(); images_n.len()];
+        d.field_at.insert(Field::ImageUrls, origin.clone());
+        d.raw.image_urls = Some(images_n);
+    }
+    if let Some(defaults) = input.defaults {
+        d.apply_defaults(defaults);
+    }
+    for (k, v) in input.extra {
+        d.raw.extra.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    d
+}
+
+/// true/false (any case), yes/no, 1/0.
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Some(true),
+        "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn bool_message(text: &str) -> String {
+    format!("{text:?} is not a boolean (true, false, yes, no, 1 or 0)")
+}
+
+/// The `upgrade` values: `1080p`, `4k`, or `none` to cancel a default.
+pub(crate) fn upgrade_value(s: &str) -> Option<Option<Upgrade>> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1080p" => Some(Some(Upgrade::Hd1080)),
+        "4k" => Some(Some(Upgrade::Uhd4k)),
+        "none" => Some(None),
+        _ => None,
+    }
+}

@@ -1,0 +1,997 @@
+//! YAML campaign manifests: the top-level keys, `defaults`, `jobs` with `matrix` and
+//! `repeat`, `include`d CSV tables, and the `run`, `output`, `prices` and `extra`
+//! settings. The file is read into located nodes under a parsing budget (so an alias
+//! bomb or absurd nesting is refused, not expanded) and walked by hand so that every
+//! problem is reported, each at its line and column.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use crate::cost::PriceTable;
+use crate::request::{Field, did_you_mean, field_names};
+use crate::units::{Rate, Span};
+
+use super::job::{Collector, Draft, diag, placeholders, substitute};
+use super::node::{Node, Value, scalar_text};
+use super::table::{self, TableInput, upgrade_value};
+use super::{Origin, OutputSettings, RunSettings, Upgrade};
+
+/// The largest YAML manifest read; bigger batches belong in a CSV table, which streams.
+pub(crate) const MAX_YAML_BYTES: u64 = 64 * 1024 * 1024;
+/// The most jobs one job entry may expand to (matrix combinations times repeat).
+pub(crate) const MAX_EXPANSION: usize = 100_000;
+
+const TOP_KEYS: [&str; 8] = [
+    "name", "defaults", "jobs", "include", "output", "run", "prices", "extra",
+];
+const JOB_ONLY_KEYS: [&str; 3] = ["id", "matrix", "repeat"];
+const JOB_EXTRA_KEYS: [&str; 2] = ["upgrade", "keep_original"];
+const RUN_KEYS: [&str; 7] = [
+    "concurrency",
+    "rate",
+    "max_attempts",
+    "poll_interval",
+    "task_timeout",
+    "request_timeout",
+    "max_credits",
+];
+const OUTPUT_KEYS: [&str; 2] = ["results", "videos_dir"];
+const PRICE_KEYS: [&str; 5] = [
+    "veo3",
+    "veo3_fast",
+    "upgrade_1080p",
+    "upgrade_4k",
+    "usd_per_credit",
+];
+
+/// What a YAML manifest sets besides its jobs.
+#[derive(Debug, Default)]
+pub(crate) struct Settings {
+    pub name: Option<String>,
+    pub run: RunSettings,
+    pub output: OutputSettings,
+    pub prices: PriceTable,
+}
+
+/// Reads the YAML manifest at `path`; jobs and problems go to `out`.
+pub(crate) fn read(path: &Path, out: &mut Collector) -> Settings {
+    let mut settings = Settings::default();
+    let file_at = Origin {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+    };
+    let bytes = match read_capped(path) {
+        Ok(b) => b,
+        Err(msg) => {
+            out.error(diag(file_at, None, None, msg));
+            return settings;
+        }
+    };
+    let src = match std::str::from_utf8(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let (line, column) = line_col(&bytes[..e.valid_up_to()]);
+            let at = Origin {
+                file: path.to_path_buf(),
+                line: Some(line),
+                column: Some(column),
+            };
+            out.error(diag(at, None, None, "is not valid UTF-8 (save the file as UTF-8)"));
+            return settings;
+        }
+    };
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    let root: Node = match serde_saphyr::from_str_with_options(src, options()) {
+        Ok(n) => n,
+        Err(e) => {
+            let loc = e.location();
+            let at = Origin {
+                file: path.to_path_buf(),
+                line: loc.and_then(|l| usize::try_from(l.line()).ok()).filter(|l| *l > 0),
+                column: loc
+                    .and_then(|l| usize::try_from(l.column()).ok())
+                    .filter(|c| *c > 0),
+            };
+            out.error(diag(at, None, None, yaml_message(&e)));
+            return settings;
+        }
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut cx = Cx {
+        src,
+        file: path.to_path_buf(),
+        dir,
+        out,
+    };
+    cx.manifest(&root, &mut settings);
+    settings
+}
+
+fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    let cannot = |e: std::io::Error| format!("cannot read the manifest: {}", super::io_message(&e));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_YAML_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_YAML_BYTES {
+        return Err(format!(
+            "the manifest is larger than {} MiB, the most a YAML manifest may be \
+             (put large batches in a CSV table, which is read row by row)",
+            MAX_YAML_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(bytes)
+}
+
+/// 1-based line and column (in characters) just after `valid`.
+fn line_col(valid: &[u8]) -> (usize, usize) {
+    let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+    let start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&valid[start..]).chars().count() + 1;
+    (line, column)
+}
+
+/// Parser limits: generous for a 250,000-job manifest, far below what an alias bomb or
+/// deep nesting would need, so such a file is refused rather than eating memory.
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_reader_input_bytes = Some(usize::try_from(MAX_YAML_BYTES).unwrap_or(usize::MAX));
+    budget.max_nodes = 2_000_000;
+    budget.max_events = 5_000_000;
+    budget.max_depth = 32;
+    budget.max_aliases = 10_000;
+    budget.max_documents = 1;
+    let mut opts = serde_saphyr::Options::default();
+    opts.budget = Some(budget);
+    opts.with_snippet = false;
+    opts.alias_limits.max_total_replayed_events = 100_000;
+    opts
+}
+
+/// The parser's message, without its own position (ours comes first) and with a word
+/// on why a budget refusal happened.
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let text = match text.find(" at line ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("budget") || lower.contains("recursion limit") || lower.contains("alias") && lower.contains("limit") {
+        format!(
+            "refused: the YAML is too large or too deeply nested to read safely ({text}); \
+             aliases that expand to huge trees are not allowed"
+        )
+    } else if lower.contains("multiple yaml documents") {
+        "a manifest is one YAML document; remove the `---` separators".to_owned()
+    } else {
+        format!("invalid YAML: {text}")
+    }
+}
+
+/// One matrix key and its values.
+struct MatrixKey<'n> {
+    name: String,
+    key: &'n Node,
+    kind: MatrixKind,
+    values: &'n [Node],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MatrixKind {
+    Field(Field),
+    Upgrade,
+    KeepOriginal,
+    Placeholder,
+}
+
+struct Cx<'a> {
+    src: &'a str,
+    file: PathBuf,
+    dir: PathBuf,
+    out: &'a mut Collector,
+}
+
+impl Cx<'_> {
+    fn at(&self, n: &Node) -> Origin {
+        Origin {
+            file: self.file.clone(),
+            line: (n.line > 0).then_some(n.line),
+            column: (n.column > 0).then_some(n.column),
+        }
+    }
+
+    fn err(&mut self, n: &Node, job: Option<&str>, field: Option<&str>, msg: impl Into<String>) {
+        let d = diag(self.at(n), job, field, msg);
+        self.out.error(d);
+    }
+
+    fn entries<'n>(&mut self, n: &'n Node, what: &str) -> Option<&'n [(Node, Node)]> {
+        match &n.value {
+            Value::Map(e) => Some(e),
+            Value::Null => Some(&[]),
+            other => {
+                let msg = format!("must be a mapping of keys to values, got {}", other.kind());
+                self.err(n, None, Some(what), msg);
+                None
+            }
+        }
+    }
+
+    fn unknown_key(&mut self, key: &Node, job: Option<&str>, section: &str, allowed: &[&str]) {
+        let name = key.key_text();
+        let msg = match did_you_mean(&name, allowed.iter().copied()) {
+            Some(s) => format!("unknown key in {section} (did you mean {s}?)"),
+            None => format!("unknown key in {section} (allowed: {})", allowed.join(", ")),
+        };
+        self.err(key, job, Some(&name), msg);
+    }
+
+    fn text(&mut self, n: &Node, job: Option<&str>, field: &str) -> Option<String> {
+        match scalar_text(n, self.src) {
+            Some(t) => Some(t),
+            None => {
+                let msg = format!("must be text, got {}", n.value.kind());
+                self.err(n, job, Some(field), msg);
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, n: &Node, job: Option<&str>, field: &str, min: i64) -> Option<i64> {
+        match &n.value {
+            Value::Int(i) if *i >= min => Some(*i),
+            Value::Int(_) | Value::BigInt(_) => {
+                let msg = format!("{} is out of range (a whole number, {min} or more)", n.value);
+                self.err(n, job, Some(field), msg);
+                None
+            }
+            other => {
+                let msg = format!("must be a whole number, got {}", other.kind());
+                self.err(n, job, Some(field), msg);
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, n: &Node, field: &str) -> Option<f64> {
+        #[expect(clippy::cast_precision_loss, reason = "prices are far below 2^52")]
+        let x = match &n.value {
+            Value::Int(i) => *i as f64,
+            Value::Float(x) => *x,
+            other => {
+                let msg = format!("must be a number, got {}", other.kind());
+                self.err(n, None, Some(field), msg);
+                return None;
+            }
+        };
+        if x.is_finite() && x >= 0.0 {
+            Some(x)
+        } else {
+            self.err(n, None, Some(field), format!("{x} is not allowed (a number, 0 or more)"));
+            None
+        }
+    }
+
+    fn boolean(&mut self, n: &Node, job: Option<&str>, field: &str) -> Option<bool> {
+        match &n.value {
+            Value::Bool(b) => Some(*b),
+            other => {
+                let msg = format!("must be true or false, got {}", other.kind());
+                self.err(n, job, Some(field), msg);
+                None
+            }
+        }
+    }
+
+    fn span(&mut self, n: &Node, field: &str) -> Option<Span> {
+        let t = self.text(n, None, field)?;
+        match t.parse::<Span>() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.err(n, None, Some(field), e);
+                None
+            }
+        }
+    }
+
+    fn manifest(&mut self, root: &Node, settings: &mut Settings) {
+        let entries = match &root.value {
+            Value::Map(e) => e.as_slice(),
+            Value::Null => {
+                let msg = "the manifest is empty (it needs jobs: or include:)";
+                self.err(root, None, None, msg);
+                return;
+            }
+            other => {
+                let msg = format!(
+                    "a manifest must be a mapping with keys like name:, defaults: and jobs:, got {}",
+                    other.kind()
+                );
+                self.err(root, None, None, msg);
+                return;
+            }
+        };
+        let mut top: BTreeMap<String, &Node> = BTreeMap::new();
+        for (k, v) in entries {
+            let name = k.key_text();
+            if TOP_KEYS.contains(&name.as_str()) {
+                top.insert(name, v);
+            } else {
+                self.unknown_key(k, None, "the manifest", &TOP_KEYS);
+            }
+        }
+        if let Some(n) = top.get("name") {
+            settings.name = self.text(n, None, "name");
+            if let Some(name) = &settings.name
+                && let Some(why) = super::job::id_problem(name)
+            {
+                self.err(n, None, Some("name"), why);
+            }
+        }
+        if let Some(n) = top.get("prices") {
+            self.prices(n, &mut settings.prices);
+        }
+        if let Some(n) = top.get("run") {
+            self.run(n, &mut settings.run);
+        }
+        if let Some(n) = top.get("output") {
+            self.output(n, &mut settings.output);
+        }
+        let extra = top.get("extra").map(|n| self.extra(n)).unwrap_or_default();
+        let defaults = match top.get("defaults") {
+            Some(n) => self.defaults(n),
+            None => Draft::default(),
+        };
+        if let Some(n) = top.get("jobs") {
+            match &n.value {
+                Value::Seq(jobs) => {
+                    for j in jobs {
+                        self.job(j, &defaults, &extra);
+                    }
+                }
+                Value::Null => {}
+                other => {
+                    let msg = format!("must be a list of jobs (each starting with -), got {}", other.kind());
+                    self.err(n, None, Some("jobs"), msg);
+                }
+            }
+        }
+        if let Some(n) = top.get("include") {
+            let items: Vec<&Node> = match &n.value {
+                Value::Seq(items) => items.iter().collect(),
+                _ => vec![n],
+            };
+            for item in items {
+                self.include(item, &defaults, &extra);
+            }
+        }
+        if !top.contains_key("jobs") && !top.contains_key("include") {
+            self.err(root, None, None, "the manifest has no jobs (add jobs: or include:)");
+        }
+    }
+
+    fn prices(&mut self, n: &Node, prices: &mut PriceTable) {
+        for (k, v) in self.entries(n, "prices").unwrap_or_default() {
+            let name = k.key_text();
+            let slot = match name.as_str() {
+                "veo3" => &mut prices.veo3,
+                "veo3_fast" => &mut prices.veo3_fast,
+                "upgrade_1080p" => &mut prices.upgrade_1080p,
+                "upgrade_4k" => &mut prices.upgrade_4k,
+                "usd_per_credit" => &mut prices.usd_per_credit,
+                _ => {
+                    self.unknown_key(k, None, "prices", &PRICE_KEYS);
+                    continue;
+                }
+            };
+            if let Some(x) = self.number(v, &name) {
+                *slot = x;
+            }
+        }
+    }
+
+    fn run(&mut self, n: &Node, run: &mut RunSettings) {
+        for (k, v) in self.entries(n, "run").unwrap_or_default() {
+            let name = k.key_text();
+            match name.as_str() {
+                "concurrency" => {
+                    run.concurrency = self.int(v, None, &name, 1).and_then(|i| usize::try_from(i).ok());
+                }
+                "max_attempts" => {
+                    run.max_attempts = self.int(v, None, &name, 1).and_then(|i| u32::try_from(i).ok());
+                }
+                "rate" => {
+                    if let Some(t) = self.text(v, None, &name) {
+                        match t.parse::<Rate>() {
+                            Ok(r) => run.rate = Some(r),
+                            Err(e) => self.err(v, None, Some(&name), e),
+                        }
+                    }
+                }
+                "poll_interval" => run.poll_interval = self.span(v, &name),
+                "task_timeout" => run.task_timeout = self.span(v, &name),
+                "request_timeout" => run.request_timeout = self.span(v, &name),
+                "max_credits" => run.max_credits = self.number(v, &name),
+                _ => self.unknown_key(k, None, "run", &RUN_KEYS),
+            }
+        }
+    }
+
+    fn output(&mut self, n: &Node, output: &mut OutputSettings) {
+        for (k, v) in self.entries(n, "output").unwrap_or_default() {
+            let name = k.key_text();
+            let slot = match name.as_str() {
+                "results" => &mut output.results,
+                "videos_dir" => &mut output.videos_dir,
+                _ => {
+                    self.unknown_key(k, None, "output", &OUTPUT_KEYS);
+                    continue;
+                }
+            };
+            if let Some(t) = self.text(v, None, &name) {
+                if t.trim().is_empty() {
+                    self.err(v, None, Some(&name), "must not be blank");
+                } else {
+                    // Like include:, relative to the manifest, so it works from any folder.
+                    *slot = Some(self.dir.join(t));
+                }
+            }
+        }
+    }
+
+    fn extra(&mut self, n: &Node) -> BTreeMap<String, Json> {
+        let mut extra = BTreeMap::new();
+        for (k, v) in self.entries(n, "extra").unwrap_or_default() {
+            let name = k.key_text();
+            if Field::from_name(&name).is_some() {
+                let msg = "is a request field; set it in defaults: or on jobs, not under extra:";
+                self.err(k, None, Some(&name), msg);
+                continue;
+            }
+            match to_json(v) {
+                Ok(j) => {
+                    extra.insert(name, j);
+                }
+                Err(msg) => self.err(v, None, Some(&name), msg),
+            }
+        }
+        extra
+    }
+
+    fn defaults(&mut self, n: &Node) -> Draft {
+        let mut d = Draft {
+            at: self.at(n),
+            ..Draft::default()
+        };
+        for (k, v) in self.entries(n, "defaults").unwrap_or_default() {
+            let name = k.key_text();
+            if let Some(f) = Field::from_name(&name) {
+                self.set_field(&mut d, f, v, None);
+            } else if name == "upgrade" {
+                self.set_upgrade(&mut d, v, None);
+            } else if name == "keep_original" {
+                d.keep_original = self.boolean(v, None, &name);
+            } else if JOB_ONLY_KEYS.contains(&name.as_str()) {
+                let msg = "cannot be a default (it belongs on each job)";
+                self.err(k, None, Some(&name), msg);
+            } else {
+                let allowed: Vec<&str> = field_names().chain(JOB_EXTRA_KEYS).collect();
+                self.unknown_key(k, None, "defaults", &allowed);
+            }
+        }
+        d
+    }
+
+    /// Sets a request field from a YAML value; a value of the wrong type is reported
+    /// and marks the draft bad.
+    fn set_field(&mut self, d: &mut Draft, f: Field, v: &Node, job: Option<&str>) {
+        if v.value == Value::Null {
+            return;
+        }
+        let name = f.api_name();
+        let ok = match f {
+            Field::Prompt
+            | Field::Model
+            | Field::GenerationType
+            | Field::AspectRatio
+            | Field::CallbackUrl
+            | Field::Watermark => match self.text(v, job, name) {
+                Some(t) => {
+                    let raw = &mut d.raw;
+                    let slot = match f {
+                        Field::Prompt => &mut raw.prompt,
+                        Field::Model => &mut raw.model,
+                        Field::GenerationType => &mut raw.generation_type,
+                        Field::AspectRatio => &mut raw.aspect_ratio,
+                        Field::CallbackUrl => &mut raw.callback_url,
+                        _ => &mut raw.watermark,
+                    };
+                    *slot = Some(t);
+                    true
+                }
+                None => false,
+            },
+            Field::ImageUrls => match &v.value {
+                Value::Seq(items) => {
+                    let mut urls = Vec::with_capacity(items.len());
+                    let mut at = Vec::with_capacity(items.len());
+                    let mut ok = true;
+                    for item in items {
+                        match self.text(item, job, name) {
+                            Some(t) => {
+                                urls.push(t);
+                                at.push(self.at(item));
+                            }
+                            None => ok = false,
+                        }
+                    }
+                    d.raw.image_urls = Some(urls);
+                    d.image_at = at;
+                    ok
+                }
+                other => {
+                    let msg = format!(
+                        "must be a list of image URLs (like [\"https://...\"]), got {}",
+                        other.kind()
+                    );
+                    self.err(v, job, Some(name), msg);
+                    false
+                }
+            },
+            Field::Seeds => match &v.value {
+                Value::Int(i) => {
+                    d.raw.seeds = Some(*i);
+                    true
+                }
+                Value::BigInt(b) => {
+                    let msg = format!(
+                        "{b} is out of range (an integer from {} to {})",
+                        crate::request::SEED_MIN,
+                        crate::request::SEED_MAX
+                    );
+                    self.err(v, job, Some(name), msg);
+                    false
+                }
+                other => {
+                    let msg = format!(
+                        "must be an integer from {} to {}, got {}",
+                        crate::request::SEED_MIN,
+                        crate::request::SEED_MAX,
+                        other.kind()
+                    );
+                    self.err(v, job, Some(name), msg);
+                    false
+                }
+            },
+            Field::EnableFallback | Field::EnableTranslation => {
+                match self.boolean(v, job, name) {
+                    Some(b) if f == Field::EnableFallback => {
+                        d.raw.enable_fallback = Some(b);
+                        true
+                    }
+                    Some(b) => {
+                        d.raw.enable_translation = Some(b);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        };
+        if ok {
+            d.field_at.insert(f, self.at(v));
+        } else {
+            d.bad = true;
+            d.bad_fields.push(f);
+        }
+    }
+
+    fn set_upgrade(&mut self, d: &mut Draft, v: &Node, job: Option<&str>) {
+        let Some(t) = self.text(v, job, "upgrade") else {
+            d.bad = true;
+            return;
+        };
+        match upgrade_value(&t) {
+            Some(u) => d.upgrade = Some(u),
+            None => {
+                let msg = format!("{t:?} is not allowed (1080p, 4k or none)");
+                self.err(v, job, Some("upgrade"), msg);
+                d.bad = true;
+            }
+        }
+    }
+
+    fn include(&mut self, item: &Node, defaults: &Draft, extra: &BTreeMap<String, Json>) {
+        let Some(rel) = self.text(item, None, "include") else {
+            return;
+        };
+        let path = self.dir.join(&rel);
+        let is_csv = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        if !is_csv {
+            let msg = format!("{rel:?} is not a CSV table (only .csv files can be included)");
+            self.err(item, None, Some("include"), msg);
+            return;
+        }
+        let input = TableInput {
+            path: &path,
+            defaults: Some(defaults),
+            extra,
+        };
+        if let Err(e) = table::read(&input, self.out) {
+            let msg = format!("cannot read {}: {}", path.display(), super::io_message(&e));
+            self.err(item, None, Some("include"), msg);
+        }
+    }
+
+    /// One entry of `jobs:`, expanded by its matrix and repeat into finished jobs.
+    fn job(&mut self, n: &Node, defaults: &Draft, extra: &BTreeMap<String, Json>) {
+        let Value::Map(entries) = &n.value else {
+            let msg = format!(
+                "a job must be a mapping with id:, prompt: and other fields, got {}",
+                n.value.kind()
+            );
+            self.err(n, None, None, msg);
+            return;
+        };
+        let id_node = entries.iter().find(|(k, _)| k.key_text() == "id").map(|(_, v)| v);
+        let id = id_node.and_then(|v| self.text(v, None, "id"));
+        let job = id.as_deref();
+
+        let mut base = Draft {
+            at: self.at(n),
+            id_at: id_node.map(|v| self.at(v)),
+            ..Draft::default()
+        };
+        let mut matrix: Option<&Node> = None;
+        let mut repeat: Option<(usize, &Node)> = None;
+        let mut seed_list: Option<&Node> = None;
+        for (k, v) in entries {
+            let name = k.key_text();
+            match name.as_str() {
+                "id" => {}
+                "matrix" => matrix = Some(v),
+                "repeat" => {
+                    if let Some(r) = self.int(v, job, "repeat", 1) {
+                        repeat = usize::try_from(r).ok().map(|r| (r, v));
+                    } else {
+                        base.bad = true;
+                    }
+                }
+                "upgrade" => self.set_upgrade(&mut base, v, job),
+                "keep_original" => match self.boolean(v, job, &name) {
+                    Some(b) => base.keep_original = Some(b),
+                    None => base.bad = true,
+                },
+                _ => match Field::from_name(&name) {
+                    Some(Field::Seeds) if matches!(v.value, Value::Seq(_)) => seed_list = Some(v),
+                    Some(f) => {
+                        if base.field_at.contains_key(&f) || base.bad_fields.contains(&f) {
+                            let msg = format!("is set twice (as {} and another spelling)", f.api_name());
+                            self.err(k, job, Some(&name), msg);
+                            base.bad = true;
+                        } else {
+                            self.set_field(&mut base, f, v, job);
+                        }
+                    }
+                    None => {
+                        let allowed: Vec<&str> = field_names()
+                            .chain(JOB_ONLY_KEYS)
+                            .chain(JOB_EXTRA_KEYS)
+                            .collect();
+                        self.unknown_key(k, job, "a job", &allowed);
+                        base.bad = true;
+                    }
+                },
+            }
+        }
+
+        let keys = match matrix {
+            Some(m) => match self.matrix(m, &base, job) {
+                Some(keys) => keys,
+                None => {
+                    base.bad = true;
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let copies = repeat.map_or(1, |(r, _)| r);
+        let seeds = match seed_list {
+            Some(s) => match self.seed_list(s, repeat, job) {
+                Some(list) => list,
+                None => {
+                    base.bad = true;
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+
+        // Placeholders: every {name} must be a matrix key, every placeholder-only key
+        // must be used, and a matrix of several combinations needs them in the id.
+        let known: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        let mut used: Vec<String> = Vec::new();
+        let known_list = if known.is_empty() {
+            "this job has no matrix".to_owned()
+        } else {
+            format!("the matrix has: {}", known.join(", "))
+        };
+        if let (Some(id), Some(idn)) = (&id, id_node) {
+            for p in placeholders(id) {
+                if known.contains(&p) {
+                    used.push(p.to_owned());
+                } else {
+                    let msg = format!("unknown placeholder {{{p}}} ({known_list}; write {{{{ for a literal brace)");
+                    self.err(idn, job, Some("id"), msg);
+                    base.bad = true;
+                }
+            }
+        }
+        let prompt_from_matrix = keys.iter().any(|k| k.kind == MatrixKind::Field(Field::Prompt));
+        let (prompt, prompt_at) = match (&base.raw.prompt, &defaults.raw.prompt) {
+            (Some(p), _) => (Some(p.clone()), base.field_at.get(&Field::Prompt).cloned()),
+            (None, Some(p)) => (Some(p.clone()), defaults.field_at.get(&Field::Prompt).cloned()),
+            (None, None) => (None, None),
+        };
+        if let Some(p) = prompt.filter(|_| !prompt_from_matrix) {
+            for name in placeholders(&p) {
+                if known.contains(&name) {
+                    used.push(name.to_owned());
+                } else {
+                    let msg = format!("unknown placeholder {{{name}}} ({known_list}; write {{{{ for a literal brace)");
+                    let at = prompt_at.clone().unwrap_or_else(|| base.at.clone());
+                    self.out.error(diag(at, job, Some("prompt"), msg));
+                    base.bad = true;
+                }
+            }
+        }
+        for k in &keys {
+            if k.kind == MatrixKind::Placeholder && !used.contains(&k.name) {
+                let hint = did_you_mean(&k.name, field_names())
+                    .map(|s| format!(" (did you mean {s}?)"))
+                    .unwrap_or_default();
+                let msg = format!(
+                    "matrix key is not used: it is not a request field and no {{{}}} placeholder \
+                     in id or prompt uses it{hint}",
+                    k.name
+                );
+                self.err(k.key, job, Some(&k.name), msg);
+                base.bad = true;
+            }
+        }
+        let id_uses: Vec<&str> = id.as_deref().map(placeholders).unwrap_or_default();
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|k| k.values.len() > 1 && !id_uses.contains(&k.name.as_str()))
+            .map(|k| format!("{{{}}}", k.name))
+            .collect();
+        if let (false, Some(id), Some(idn)) = (missing.is_empty(), &id, id_node) {
+            let msg = format!(
+                "{id:?} would be the same for several matrix combinations; add {} to it",
+                missing.join(" and ")
+            );
+            self.err(idn, job, Some("id"), msg);
+            // Expanding would only add a duplicate-id report per combination.
+            return;
+        }
+
+        let combos = keys
+            .iter()
+            .try_fold(1usize, |acc, k| acc.checked_mul(k.values.len()))
+            .and_then(|c| c.checked_mul(copies));
+        if combos.is_none_or(|c| c > MAX_EXPANSION) {
+            let at = matrix.or(repeat.map(|(_, n)| n)).unwrap_or(n);
+            let msg = format!("this job would expand to more than {MAX_EXPANSION} jobs; split it");
+            self.err(at, job, None, msg);
+            return;
+        }
+
+        if id.is_none() {
+            // Reported once, here, not once per combination.
+            let msg = "is required (a short unique name: it names the video file and is the resume key)";
+            self.err(n, None, Some("id"), msg);
+            base.bad = true;
+        }
+        if base.bad && id.is_none() {
+            return;
+        }
+
+        let mut index = vec![0usize; keys.len()];
+        loop {
+            let mut d = base.clone();
+            let mut values: BTreeMap<&str, String> = BTreeMap::new();
+            for (k, &i) in keys.iter().zip(&index) {
+                let Some(v) = k.values.get(i) else { continue };
+                match k.kind {
+                    MatrixKind::Field(f) => self.set_field(&mut d, f, v, job),
+                    MatrixKind::Upgrade => self.set_upgrade(&mut d, v, job),
+                    MatrixKind::KeepOriginal => match self.boolean(v, job, &k.name) {
+                        Some(b) => d.keep_original = Some(b),
+                        None => d.bad = true,
+                    },
+                    MatrixKind::Placeholder => {}
+                }
+                let text = match &v.value {
+                    Value::Seq(items) => items
+                        .iter()
+                        .filter_map(|i| scalar_text(i, self.src))
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                    _ => scalar_text(v, self.src).unwrap_or_default(),
+                };
+                values.insert(k.name.as_str(), text);
+            }
+            d.apply_defaults(defaults);
+            for (k, v) in extra {
+                d.raw.extra.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            if !prompt_from_matrix && let Some(p) = &d.raw.prompt {
+                d.raw.prompt = Some(substitute(p, &values));
+            }
+            let id = id.as_deref().map(|t| substitute(t, &values));
+            for copy in 1..=copies {
+                let mut c = d.clone();
+                c.id = match (&id, repeat) {
+                    (Some(id), Some(_)) => Some(format!("{id}-{copy}")),
+                    (id, _) => id.clone(),
+                };
+                if let Some((seed, at)) = seeds.get(copy - 1) {
+                    c.raw.seeds = Some(*seed);
+                    c.field_at.insert(Field::Seeds, at.clone());
+                }
+                self.out.finish(c);
+            }
+            // Next combination: the last key turns fastest.
+            let mut k = keys.len();
+            loop {
+                if k == 0 {
+                    return;
+                }
+                k -= 1;
+                index[k] += 1;
+                if index[k] < keys[k].values.len() {
+                    break;
+                }
+                index[k] = 0;
+            }
+        }
+    }
+
+    fn matrix<'n>(&mut self, m: &'n Node, base: &Draft, job: Option<&str>) -> Option<Vec<MatrixKey<'n>>> {
+        let Value::Map(entries) = &m.value else {
+            let msg = format!("must be a mapping of names to lists of values, got {}", m.value.kind());
+            self.err(m, job, Some("matrix"), msg);
+            return None;
+        };
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut ok = true;
+        for (k, v) in entries {
+            let name = k.key_text();
+            let kind = if let Some(f) = Field::from_name(&name) {
+                MatrixKind::Field(f)
+            } else if name == "upgrade" {
+                MatrixKind::Upgrade
+            } else if name == "keep_original" {
+                MatrixKind::KeepOriginal
+            } else {
+                MatrixKind::Placeholder
+            };
+            if JOB_ONLY_KEYS.contains(&name.as_str()) {
+                self.err(k, job, Some(&name), "cannot be a matrix key");
+                ok = false;
+                continue;
+            }
+            let ident = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ident {
+                let msg = "a matrix key must be a name of letters, digits and _ (it is used as {name})";
+                self.err(k, job, Some(&name), msg);
+                ok = false;
+                continue;
+            }
+            let set_directly = match kind {
+                MatrixKind::Field(f) => base.field_at.contains_key(&f) || base.bad_fields.contains(&f),
+                MatrixKind::Upgrade => base.upgrade.is_some(),
+                MatrixKind::KeepOriginal => base.keep_original.is_some(),
+                MatrixKind::Placeholder => false,
+            };
+            if set_directly {
+                self.err(k, job, Some(&name), "is set both on the job and in its matrix; keep one");
+                ok = false;
+                continue;
+            }
+            if let MatrixKind::Field(f) = kind
+                && keys.iter().any(|k: &MatrixKey<'_>| k.kind == MatrixKind::Field(f))
+            {
+                self.err(k, job, Some(&name), "is in the matrix twice (under two spellings)");
+                ok = false;
+                continue;
+            }
+            match &v.value {
+                Value::Seq(values) if !values.is_empty() => keys.push(MatrixKey {
+                    name,
+                    key: k,
+                    kind,
+                    values,
+                }),
+                Value::Seq(_) => {
+                    self.err(v, job, Some(&name), "has no values (a matrix key needs a list of one or more values)");
+                    ok = false;
+                }
+                other => {
+                    let msg = format!("must be a list of values (like [a, b]), got {}", other.kind());
+                    self.err(v, job, Some(&name), msg);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(keys)
+    }
+
+    fn seed_list(&mut self, s: &Node, repeat: Option<(usize, &Node)>, job: Option<&str>) -> Option<Vec<(i64, Origin)>> {
+        let Value::Seq(items) = &s.value else {
+            return None;
+        };
+        let Some((copies, _)) = repeat.filter(|(r, _)| *r == items.len()) else {
+            let msg = format!(
+                "a list of {} seeds needs repeat: {} (one seed per copy)",
+                items.len(),
+                items.len()
+            );
+            self.err(s, job, Some("seeds"), msg);
+            return None;
+        };
+        let mut seeds = Vec::with_capacity(copies);
+        let mut ok = true;
+        for item in items {
+            match &item.value {
+                Value::Int(i) => seeds.push((*i, self.at(item))),
+                other => {
+                    let msg = format!("must be an integer, got {}", other.kind());
+                    self.err(item, job, Some("seeds"), msg);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(seeds)
+    }
+}
+
+/// An `extra:` value as JSON, for the request body.
+fn to_json(n: &Node) -> Result<Json, String> {
+    Ok(match &n.value {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::from(*i),
+        Value::BigInt(s) | Value::Str(s) => Json::from(s.as_str()),
+        Value::Float(x) => serde_json::Number::from_f64(*x)
+            .map(Json::Number)
+            .ok_or_else(|| format!("{x} cannot be sent as JSON"))?,
+        Value::Seq(items) => Json::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| Ok((k.key_text(), to_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+impl Upgrade {
+    /// How the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Upgrade::Hd1080 => "1080p",
+            Upgrade::Uhd4k => "4k",
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `veo-batch validate`: reads a manifest and either lists every problem (exit 2) or
+//! prints what the batch would do and cost, or with `--emit jsonl` the exact request
+//! bodies. Nothing is sent.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use crate::cli::{Emit, ValidateArgs};
+use crate::exit;
+use crate::manifest::{self, Manifest, Upgrade};
+
+/// Runs the subcommand; returns an exit code from [`crate::exit`].
+pub fn run(args: &ValidateArgs) -> u8 {
+    let manifest = match manifest::load(&args.manifest) {
+        Ok(m) => m,
+        Err(e) => {
+            let mut err = String::new();
+            for d in &e.diagnostics {
+                let _ = writeln!(err, "{d}");
+            }
+            let _ = writeln!(err, "error: {e}");
+            let _ = std::io::stderr().lock().write_all(err.as_bytes());
+            return exit::USAGE;
+        }
+    };
+    let mut stderr = std::io::stderr().lock();
+    for w in &manifest.warnings {
+        let _ = writeln!(stderr, "warning: {w}");
+    }
+    let text = summary(&manifest);
+    match args.emit {
+        Some(Emit::Jsonl) => {
+            let _ = stderr.write_all(text.as_bytes());
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for job in &manifest.jobs {
+                // A closed pipe (`| head`) is not a manifest problem: stop quietly.
+                if writeln!(out, "{}", job.request.to_body()).is_err() {
+                    return exit::OK;
+                }
+            }
+            let _ = out.flush();
+        }
+        None => {
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        }
+    }
+    exit::OK
+}
+
+/// The summary `validate` prints: counts by model, mode, aspect ratio and upgrade, and
+/// the estimated cost from the manifest's price table.
+pub fn summary(m: &Manifest) -> String {
+    let mut by_model: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_mode: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_ratio: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_upgrade: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut generation = 0.0;
+    let mut upgrades = 0.0;
+    for job in &m.jobs {
+        let r = &job.request;
+        *by_model.entry(r.model.as_str()).or_default() += 1;
+        *by_mode.entry(r.generation_type.as_str()).or_default() += 1;
+        *by_ratio.entry(r.aspect_ratio.as_str()).or_default() += 1;
+        generation += m.prices.generation(r.model);
+        if let Some(u) = job.upgrade {
+            *by_upgrade.entry(u.as_str()).or_default() += 1;
+            upgrades += match u {
+                Upgrade::Hd1080 => m.prices.upgrade_1080p,
+                Upgrade::Uhd4k => m.prices.upgrade_4k,
+            };
+        }
+    }
+    let n = m.jobs.len();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "manifest {}: batch {:?}, {n} job{}",
+        m.path.display(),
+        m.name,
+        if n == 1 { "" } else { "s" }
+    );
+    let mut table = |title: &str, rows: &BTreeMap<&str, usize>| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "{title}:");
+        let width = rows.keys().map(|k| k.len()).max().unwrap_or(0);
+        for (k, v) in rows {
+            let _ = writeln!(s, "  {k:<width$}  {v:>6}");
+        }
+    };
+    table("by model", &by_model);
+    table("by generation mode", &by_mode);
+    table("by aspect ratio", &by_ratio);
+    table("upgrades", &by_upgrade);
+    let total = generation + upgrades;
+    let _ = writeln!(
+        s,
+        "estimated cost: {} credits (${:.2}): generation {}, upgrades {}",
+        credits(total),
+        m.prices.usd(total),
+        credits(generation),
+        credits(upgrades)
+    );
+    if !m.warnings.is_empty() {
+        let _ = writeln!(s, "warnings: {} (printed to stderr)", m.warnings.len());
+    }
+    s
+}
+
+fn credits(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
