@@ -196,11 +196,9 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
         }
     };
     let client = match Client::new(ClientConfig {
-        base_url,
-        key,
         connect_timeout: crate::config::CONNECT_TIMEOUT,
         request_timeout,
-        ..ClientConfig::default()
+        ..ClientConfig::new(base_url, key)
     }) {
         Ok(c) => c,
         Err(e) => return report_error(&e),
@@ -286,11 +284,9 @@ async fn credits_command(args: CreditsArgs) -> u8 {
         Err(e) => return report_error(&e),
     };
     let client = match Client::new(ClientConfig {
-        base_url: args.api_base,
-        key,
         connect_timeout: crate::config::CONNECT_TIMEOUT,
         request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
-        ..ClientConfig::default()
+        ..ClientConfig::new(args.api_base, key)
     }) {
         Ok(c) => c,
         Err(e) => return report_error(&e),

@@ -252,10 +252,3 @@ mod tests {
         assert!(!e.is_record_null());
     }
 }
-
-impl ApiError {
-    /// record-info's 422 "record is null": the task is unknown, or too new to be known.
-    pub fn is_record_null(&self) -> bool {
-        self.code == Some(422) && self.message.to_ascii_lowercase().contains("record is null")
-    }
-}
