@@ -98,12 +98,26 @@ pub struct ClientConfig {
     pub max_download_bytes: u64,
 }
 
+/// The live service.
+pub const DEFAULT_BASE_URL: &str = "https://api.kie.ai";
+
 impl ClientConfig {
     /// A config with the default timeouts (10 s connect, 60 s request) and cap.
     pub fn new(base_url: impl Into<String>, key: ApiKey) -> ClientConfig {
         ClientConfig {
             base_url: base_url.into(),
             key,
+            ..ClientConfig::default()
+        }
+    }
+}
+
+/// The live service, no key (set one), the default timeouts and cap.
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        ClientConfig {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            key: ApiKey::new(""),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
