@@ -338,9 +338,19 @@ pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 fn transport_error(e: &reqwest::Error, what: &str, timeout: Duration) -> ApiError {
     let cause = root_cause(e);
     let (class, message) = if e.is_connect() {
+        let to = e
+            .url()
+            .and_then(|u| {
+                Some(format!(
+                    " to {}:{}",
+                    u.host_str()?,
+                    u.port_or_known_default()?
+                ))
+            })
+            .unwrap_or_default();
         (
             ErrorClass::Retryable,
-            format!("{what}: could not connect: {cause}"),
+            format!("{what}: could not connect{to}: {cause}"),
         )
     } else if e.is_timeout() {
         (

@@ -208,7 +208,11 @@ async fn refused_connection_is_retryable() {
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Retryable, "{e}");
     assert_eq!(e.code, None);
-    assert!(e.message.starts_with("generate: could not connect"), "{e}");
+    assert!(
+        e.message
+            .starts_with(&format!("generate: could not connect to {addr}: ")),
+        "{e}"
+    );
     assert_no_key(&e);
 }
 
