@@ -76,19 +76,6 @@ pub enum ErrorClass {
     Failed,
 }
 
-impl ErrorClass {
-    /// A short lowercase name for logs and the results file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Retryable => "retryable",
-            ErrorClass::InDoubt => "in-doubt",
-            ErrorClass::Auth => "auth",
-            ErrorClass::Credits => "credits",
-            ErrorClass::Failed => "failed",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub class: ErrorClass,
@@ -148,6 +135,19 @@ pub enum Upgrade4k {
     Ready(Vec<String>),
     /// Not ready yet; ask again later. The service's message.
     Processing(String),
+}
+
+impl ErrorClass {
+    /// A short lowercase name for logs and the results file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::InDoubt => "in-doubt",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Credits => "credits",
+            ErrorClass::Failed => "failed",
+        }
+    }
 }
 
 impl ApiError {
