@@ -337,6 +337,16 @@ mod tests {
     }
 
     #[test]
+    fn record_null_is_recognised() {
+        let e = ApiError::new(ErrorClass::Failed, Some(422), "record is null");
+        assert!(e.is_record_null());
+        let e = ApiError::new(ErrorClass::Failed, Some(422), "prompt is required");
+        assert!(!e.is_record_null());
+        let e = ApiError::new(ErrorClass::Failed, Some(404), "record is null");
+        assert!(!e.is_record_null());
+    }
+
+    #[test]
     fn html_502_page_is_retryable_and_quotes_the_title() {
         let body = "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\
                     <body><center><h1>502 Bad Gateway</h1></center><hr>nginx</body></html>";

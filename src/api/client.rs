@@ -208,14 +208,8 @@ impl Client {
             .request(Method::GET, GET_1080P)?
             .query(&[("taskId", task_id)])
             .query(&[("index", index)]);
-        match self.call(req, "get-1080p-video").await {
-            Ok(env) => Ok(match wire::url_1080(&env.data) {
-                Some(url) => Upgrade1080::Ready(url),
-                None => Upgrade1080::Processing(or_default(&env.msg, "1080p video not ready")),
-            }),
-            Err(e) if is_processing(&e) => Ok(Upgrade1080::Processing(e.message)),
-            Err(e) => Err(e),
-        }
+        let answer = self.send(req, "get-1080p-video").await?;
+        answer.upgrade_1080()
     }
 
     /// POST /api/v1/veo/get-4k-video without a callback.
@@ -237,23 +231,7 @@ impl Client {
         }
         let req = self.request(Method::POST, GET_4K)?.json(&body);
         let answer = self.send(req, "get-4k-video").await?;
-        if let Some(env) = classify::parse_envelope(&answer.body) {
-            let answered = (200..300).contains(&answer.status) || answer.status == 422;
-            if answered && matches!(env.code, 200 | 422) {
-                let urls = wire::urls_4k(&env.data);
-                if !urls.is_empty() {
-                    return Ok(Upgrade4k::Ready(urls));
-                }
-            }
-        }
-        match answer.classify() {
-            Ok(env) => Ok(Upgrade4k::Processing(or_default(
-                &env.msg,
-                "4k video not ready",
-            ))),
-            Err(e) if is_processing(&e) => Ok(Upgrade4k::Processing(e.message)),
-            Err(e) => Err(e),
-        }
+        answer.upgrade_4k()
     }
 
     /// GET /api/v1/chat/credit: the remaining credits.
@@ -283,6 +261,39 @@ impl Answer {
             e.retry_after = self.retry_after;
             e
         })
+    }
+
+    fn upgrade_1080(&self) -> Result<Upgrade1080, ApiError> {
+        match self.classify() {
+            Ok(env) => Ok(match wire::url_1080(&env.data) {
+                Some(url) => Upgrade1080::Ready(url),
+                None => Upgrade1080::Processing(or_default(&env.msg, "1080p video not ready")),
+            }),
+            Err(e) if is_processing(&e) => Ok(Upgrade1080::Processing(e.message)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A finished 4K upgrade may answer 422 "has been generated successfully"
+    /// with `resultUrls`: the URLs win over the code.
+    fn upgrade_4k(&self) -> Result<Upgrade4k, ApiError> {
+        if let Some(env) = classify::parse_envelope(&self.body) {
+            let answered = (200..300).contains(&self.status) || self.status == 422;
+            if answered && matches!(env.code, 200 | 422) {
+                let urls = wire::urls_4k(&env.data);
+                if !urls.is_empty() {
+                    return Ok(Upgrade4k::Ready(urls));
+                }
+            }
+        }
+        match self.classify() {
+            Ok(env) => Ok(Upgrade4k::Processing(or_default(
+                &env.msg,
+                "4k video not ready",
+            ))),
+            Err(e) if is_processing(&e) => Ok(Upgrade4k::Processing(e.message)),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -327,9 +338,19 @@ pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 fn transport_error(e: &reqwest::Error, what: &str, timeout: Duration) -> ApiError {
     let cause = root_cause(e);
     let (class, message) = if e.is_connect() {
+        let to = e
+            .url()
+            .and_then(|u| {
+                Some(format!(
+                    " to {}:{}",
+                    u.host_str()?,
+                    u.port_or_known_default()?
+                ))
+            })
+            .unwrap_or_default();
         (
             ErrorClass::Retryable,
-            format!("{what}: could not connect: {cause}"),
+            format!("{what}: could not connect{to}: {cause}"),
         )
     } else if e.is_timeout() {
         (
@@ -430,6 +451,84 @@ mod tests {
         assert!(!is_processing(&e));
         let e = ApiError::new(ErrorClass::Retryable, Some(429), "processing too many");
         assert!(!is_processing(&e));
+    }
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn upgrade_1080_answers() {
+        let a = answer(
+            200,
+            r#"{"code":400,"msg":"1080P is processing. It should be ready in 1-2 minutes. Please check back shortly.","data":null}"#,
+        );
+        assert!(
+            matches!(a.upgrade_1080(), Ok(Upgrade1080::Processing(m)) if m.starts_with("1080P is processing"))
+        );
+        let a = answer(
+            200,
+            r#"{"code":200,"msg":"success","data":{"resultUrl":"https://f/1080.mp4"}}"#,
+        );
+        assert_eq!(
+            a.upgrade_1080(),
+            Ok(Upgrade1080::Ready("https://f/1080.mp4".into()))
+        );
+        let a = answer(200, r#"{"code":404,"msg":"task not found","data":null}"#);
+        assert_eq!(
+            a.upgrade_1080().map_err(|e| e.class),
+            Err(ErrorClass::Failed)
+        );
+        let a = answer(
+            200,
+            r#"{"code":402,"msg":"insufficient credits","data":null}"#,
+        );
+        assert_eq!(
+            a.upgrade_1080().map_err(|e| e.class),
+            Err(ErrorClass::Credits)
+        );
+    }
+
+    #[test]
+    fn upgrade_4k_reads_urls_even_on_422() {
+        let a = answer(
+            200,
+            r#"{"code":422,"msg":"The video has been generated successfully","data":{"taskId":"t","resultUrls":["https://f/4k.mp4"],"imageUrls":[]}}"#,
+        );
+        assert_eq!(
+            a.upgrade_4k(),
+            Ok(Upgrade4k::Ready(vec!["https://f/4k.mp4".into()]))
+        );
+        let a = answer(
+            422,
+            r#"{"code":422,"msg":"The video has been generated successfully","data":{"resultUrls":"[\"https://f/4k.mp4\"]"}}"#,
+        );
+        assert_eq!(
+            a.upgrade_4k(),
+            Ok(Upgrade4k::Ready(vec!["https://f/4k.mp4".into()]))
+        );
+        let a = answer(
+            200,
+            r#"{"code":422,"msg":"4k is processing, please wait","data":null}"#,
+        );
+        assert!(matches!(a.upgrade_4k(), Ok(Upgrade4k::Processing(m)) if m.contains("processing")));
+        let a = answer(200, r#"{"code":200,"msg":"success","data":{"taskId":"t"}}"#);
+        assert!(matches!(a.upgrade_4k(), Ok(Upgrade4k::Processing(_))));
+        let a = answer(200, r#"{"code":422,"msg":"record is null","data":null}"#);
+        assert_eq!(a.upgrade_4k().map_err(|e| e.class), Err(ErrorClass::Failed));
+        // URLs inside a 502 are not trusted.
+        let a = answer(
+            502,
+            r#"{"code":500,"msg":"x","data":{"resultUrls":["https://f/4k.mp4"]}}"#,
+        );
+        assert_eq!(
+            a.upgrade_4k().map_err(|e| e.class),
+            Err(ErrorClass::Retryable)
+        );
     }
 
     #[test]

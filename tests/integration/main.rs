@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area. Servers bind
 //! 127.0.0.1:0; nothing leaves the machine.
 
+mod client;
 mod harness;
 mod run;
