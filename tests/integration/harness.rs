@@ -54,7 +54,7 @@ impl Harness {
     }
 
     /// `veo-batch run MANIFEST` against the simulator, fast polling, results and
-    /// videos in the temp directory.
+    /// videos in the temp directory, at the default rate unless told otherwise.
     pub fn run_cmd(&self, manifest: &Path) -> std::process::Command {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"));
         cmd.env_clear()
@@ -68,14 +68,19 @@ impl Harness {
             .arg(self.path("results.csv"))
             .arg("--videos-dir")
             .arg(self.path("videos"))
-            .args(["--poll-interval", "30ms", "--rate", "1000/1s"])
+            .args(["--poll-interval", "30ms"])
             .args(["--request-timeout", "2s"]);
         cmd
     }
 
+    /// Runs to the end with `extra` flags; at a rate the simulator does not limit
+    /// unless `extra` sets one.
     pub fn run(&self, manifest: &Path, extra: &[&str]) -> Output {
-        self.run_cmd(manifest)
-            .args(extra)
+        let mut cmd = self.run_cmd(manifest);
+        if !extra.contains(&"--rate") {
+            cmd.args(["--rate", "1000/1s"]);
+        }
+        cmd.args(extra)
             .output()
             .expect("veo-batch runs")
     }
