@@ -2,7 +2,7 @@
 //! one validated [`RunConfig`] before any work starts. A flag beats the manifest,
 //! the manifest beats the default.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::checkpoint::plan::ResumeOptions;
@@ -124,29 +124,17 @@ pub fn resolve(
                 .map_or(PROGRESS_EVERY.mul_f64(time_scale.max(0.1)), |s| s.0),
         ),
     };
+    // `output:` paths come from the manifest already resolved against its folder.
     let stem = file_stem(&manifest.name);
-    let manifest_dir = manifest.path.parent().unwrap_or(Path::new(""));
     let results = args
         .results
         .clone()
-        .or_else(|| {
-            manifest
-                .output
-                .results
-                .as_ref()
-                .map(|p| manifest_dir.join(p))
-        })
+        .or_else(|| manifest.output.results.clone())
         .unwrap_or_else(|| PathBuf::from("results").join(format!("{stem}.csv")));
     let videos_dir = args
         .videos_dir
         .clone()
-        .or_else(|| {
-            manifest
-                .output
-                .videos_dir
-                .as_ref()
-                .map(|p| manifest_dir.join(p))
-        })
+        .or_else(|| manifest.output.videos_dir.clone())
         .unwrap_or_else(|| PathBuf::from("videos").join(&stem));
 
     Ok(Resolved {

@@ -54,11 +54,11 @@ fn status(args: &StatusArgs) -> anyhow::Result<u8> {
             Ok(m) => m,
             Err(e) => return Ok(crate::app::report_manifest_error(&e)),
         };
-        let dir = m.path.parent().unwrap_or(Path::new(""));
+        // The manifest's `output:` paths come resolved against its folder.
         let results = args
             .results
             .clone()
-            .or_else(|| m.output.results.as_ref().map(|p| dir.join(p)))
+            .or_else(|| m.output.results.clone())
             .unwrap_or_else(|| {
                 PathBuf::from("results").join(format!("{}.csv", file_stem(&m.name)))
             });
