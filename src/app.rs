@@ -252,6 +252,9 @@ fn print_dry_run(prepared: &runner::Prepared) -> u8 {
             runner::Start::Poll(task) => serde_json::json!({
                 "job_id": job.id, "action": "poll", "task_id": task,
             }),
+            runner::Start::Upgrade(task) => serde_json::json!({
+                "job_id": job.id, "action": "upgrade", "task_id": task,
+            }),
             runner::Start::Download => serde_json::json!({
                 "job_id": job.id, "action": "download", "urls": p.record.video_urls,
             }),

@@ -75,7 +75,7 @@ pub fn counts(records: &HashMap<String, Record>, total: usize, download: bool) -
             State::Pending => c.queued += 1,
             State::Submitting => c.submitting += 1,
             State::Submitted => c.running += 1,
-            State::Succeeded if download && r.video_paths.len() < r.video_urls.len() => {
+            State::Succeeded if download && r.downloads_missing(false) => {
                 c.downloading += 1;
             }
             State::Succeeded => c.done += 1,

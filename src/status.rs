@@ -78,14 +78,16 @@ fn status(args: &StatusArgs) -> anyhow::Result<u8> {
     }
     let outcomes = match &manifest {
         Some(m) => summary::outcomes(
-            m.jobs
-                .iter()
-                .map(|j| (j.id.as_str(), Some(j.fingerprint.as_str()))),
+            m.jobs.iter().map(summary::JobRef::from),
             &loaded.records,
             true,
         ),
         None => summary::outcomes(
-            loaded.order.iter().map(|id| (id.as_str(), None)),
+            loaded.order.iter().map(|id| summary::JobRef {
+                id,
+                fingerprint: None,
+                keep_original: false,
+            }),
             &loaded.records,
             true,
         ),

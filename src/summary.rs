@@ -60,16 +60,39 @@ pub struct Outcomes {
     pub in_doubt: Vec<Problem>,
 }
 
-/// Counts `jobs` (id, and the fingerprint of the request as it is now, when known)
-/// against their last records. A record of another request (the manifest changed)
-/// counts as not started.
+/// A job as the manifest has it now, for counting: its id, its request's
+/// fingerprint and whether it keeps the original beside an upgrade (when known).
+#[derive(Debug, Clone, Copy)]
+pub struct JobRef<'a> {
+    pub id: &'a str,
+    pub fingerprint: Option<&'a str>,
+    pub keep_original: bool,
+}
+
+impl<'a> From<&'a crate::manifest::Job> for JobRef<'a> {
+    fn from(j: &'a crate::manifest::Job) -> JobRef<'a> {
+        JobRef {
+            id: &j.id,
+            fingerprint: Some(&j.fingerprint),
+            keep_original: j.keep_original,
+        }
+    }
+}
+
+/// Counts `jobs` against their last records. A record of another request (the
+/// manifest changed) counts as not started.
 pub fn outcomes<'a>(
-    jobs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    jobs: impl IntoIterator<Item = JobRef<'a>>,
     records: &HashMap<String, Record>,
     download: bool,
 ) -> Outcomes {
     let mut o = Outcomes::default();
-    for (id, fingerprint) in jobs {
+    for JobRef {
+        id,
+        fingerprint,
+        keep_original,
+    } in jobs
+    {
         let r = records
             .get(id)
             .filter(|r| fingerprint.is_none_or(|f| f == r.fingerprint));
@@ -99,7 +122,7 @@ pub fn outcomes<'a>(
                 o.failed.push(problem(r));
             }
             Some((State::Succeeded, r)) => {
-                if download && r.video_paths.len() < r.video_urls.len() {
+                if download && r.downloads_missing(keep_original) {
                     t.not_downloaded += 1;
                     o.not_downloaded.push(problem(r));
                 } else {
@@ -211,9 +234,11 @@ mod tests {
         let ids = [
             "done", "undl", "bad", "doubt", "run", "pend", "edited", "new",
         ];
-        let jobs = ids
-            .iter()
-            .map(|id| (*id, Some(if *id == "edited" { "g" } else { "f" })));
+        let jobs = ids.iter().map(|id| JobRef {
+            id,
+            fingerprint: Some(if *id == "edited" { "g" } else { "f" }),
+            keep_original: false,
+        });
         let o = outcomes(jobs, &records, true);
         assert_eq!(
             o.tally,

@@ -18,7 +18,7 @@ pub mod plan;
 pub mod writer;
 
 /// The columns, in order. The header row must be exactly this.
-pub const HEADER: [&str; 16] = [
+pub const HEADER: [&str; 17] = [
     "job_id",
     "state",
     "task_id",
@@ -29,6 +29,7 @@ pub const HEADER: [&str; 16] = [
     "prompt",
     "fingerprint",
     "video_urls",
+    "upgrade_urls",
     "video_paths",
     "error_code",
     "error_message",
@@ -104,6 +105,8 @@ pub struct Record {
     pub prompt: String,
     pub fingerprint: String,
     pub video_urls: Vec<String>,
+    /// 1080p or 4K result URLs, once the upgrade is ready.
+    pub upgrade_urls: Vec<String>,
     pub video_paths: Vec<String>,
     pub error_code: Option<i64>,
     pub error_message: Option<String>,
@@ -113,13 +116,30 @@ pub struct Record {
 }
 
 impl Record {
+    /// How many files a finished job downloads: its upgraded videos (plus the base
+    /// ones when it keeps the original), or else its base videos.
+    pub fn files_expected(&self, keep_original: bool) -> usize {
+        if self.upgrade_urls.is_empty() {
+            self.video_urls.len()
+        } else if keep_original {
+            self.upgrade_urls.len() + self.video_urls.len()
+        } else {
+            self.upgrade_urls.len()
+        }
+    }
+
+    /// True when a succeeded job still has files to download.
+    pub fn downloads_missing(&self, keep_original: bool) -> bool {
+        self.video_paths.len() < self.files_expected(keep_original)
+    }
+
     /// The state, which every loaded or written record has.
     pub fn state(&self) -> State {
         self.state.unwrap_or(State::Pending)
     }
 
     /// The cells of this row, in [`HEADER`] order.
-    pub fn cells(&self) -> [String; 16] {
+    pub fn cells(&self) -> [String; 17] {
         let join = |v: &[String]| v.join(&LIST_SEPARATOR.to_string());
         [
             self.job_id.clone(),
@@ -132,6 +152,7 @@ impl Record {
             self.prompt.clone(),
             self.fingerprint.clone(),
             join(&self.video_urls),
+            join(&self.upgrade_urls),
             join(&self.video_paths),
             self.error_code.map(|c| c.to_string()).unwrap_or_default(),
             self.error_message.clone().unwrap_or_default(),
@@ -168,7 +189,7 @@ impl Record {
                 format!("{:?} is not a whole number", get(3)),
             )
         })?;
-        let error_code = match get(11) {
+        let error_code = match get(12) {
             "" => None,
             s => Some(s.parse::<i64>().map_err(|_| {
                 (
@@ -188,12 +209,13 @@ impl Record {
             prompt: get(7).to_owned(),
             fingerprint: get(8).to_owned(),
             video_urls: list(9),
-            video_paths: list(10),
+            upgrade_urls: list(10),
+            video_paths: list(11),
             error_code,
-            error_message: opt(12),
-            submitted_at: opt(13),
-            finished_at: opt(14),
-            updated_at: get(15).to_owned(),
+            error_message: opt(13),
+            submitted_at: opt(14),
+            finished_at: opt(15),
+            updated_at: get(16).to_owned(),
         })
     }
 }
@@ -492,7 +514,7 @@ mod tests {
         let mut last_bad = bytes.clone();
         bytes.extend_from_slice(good_row);
         let err = parse(&bytes).unwrap_err().to_string();
-        assert_eq!(err, "r.csv:4: has 2 cells, expected 16");
+        assert_eq!(err, "r.csv:4: has 2 cells, expected 17");
         // The same row last is what a kill leaves: dropped with a warning.
         let loaded = parse(&last_bad).unwrap();
         assert!(loaded.torn);
@@ -503,8 +525,8 @@ mod tests {
     #[test]
     fn invalid_utf8_is_located() {
         let mut bytes = to_csv(&[record("a", State::Submitted)]);
-        bytes.extend_from_slice(b"b\xff,submitted,,1,,,,,,,,,,,,x\n");
-        bytes.extend_from_slice(b"c,failed,,1,,,,,,,,,,,,x\n");
+        bytes.extend_from_slice(b"b\xff,submitted,,1,,,,,,,,,,,,,x\n");
+        bytes.extend_from_slice(b"c,failed,,1,,,,,,,,,,,,,x\n");
         let err = parse(&bytes).unwrap_err().to_string();
         assert!(err.starts_with("r.csv:4: is not valid UTF-8"), "{err}");
     }

@@ -36,18 +36,38 @@ pub enum Settled {
     InDoubt,
 }
 
+/// What the manifest asks of a job beyond its request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wants {
+    /// A 1080p or 4K file once the task succeeds.
+    pub upgrade: bool,
+    /// Keep the base video beside the upgraded one.
+    pub keep_original: bool,
+}
+
 /// The next step for a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Submit(SubmitReason),
-    Poll { task_id: String },
+    Poll {
+        task_id: String,
+    },
+    /// The task succeeded; ask for its 1080p or 4K file.
+    Upgrade {
+        task_id: String,
+    },
     Download,
     Nothing(Settled),
 }
 
 /// Decides the next step for a job with request fingerprint `fingerprint`, whose last
 /// recorded row (if any) is `last`.
-pub fn next_action(fingerprint: &str, last: Option<&Record>, opts: ResumeOptions) -> Action {
+pub fn next_action(
+    fingerprint: &str,
+    wants: Wants,
+    last: Option<&Record>,
+    opts: ResumeOptions,
+) -> Action {
     let Some(last) = last else {
         return Action::Submit(SubmitReason::New);
     };
@@ -66,9 +86,13 @@ pub fn next_action(fingerprint: &str, last: Option<&Record>, opts: ResumeOptions
                 Action::Nothing(Settled::InDoubt)
             }
         }
+        (State::Succeeded, Some(task_id)) if wants.upgrade && last.upgrade_urls.is_empty() => {
+            Action::Upgrade {
+                task_id: task_id.clone(),
+            }
+        }
         (State::Succeeded, _) => {
-            let downloaded = last.video_paths.len() >= last.video_urls.len();
-            if opts.download && !downloaded {
+            if opts.download && last.downloads_missing(wants.keep_original) {
                 Action::Download
             } else {
                 Action::Nothing(Settled::Succeeded)
@@ -128,7 +152,7 @@ mod tests {
         /// A task that exists for the current request is never paid for again.
         #[test]
         fn a_created_task_is_never_resubmitted(last in record(), opts in opts()) {
-            let action = next_action("fp", Some(&last), opts);
+            let action = next_action("fp", Wants::default(), Some(&last), opts);
             if last.fingerprint == "fp" && last.task_id.is_some()
                 && matches!(last.state(), State::Submitting | State::Submitted)
             {
@@ -139,7 +163,7 @@ mod tests {
         /// A job that may have a task is sent again only when the user asks.
         #[test]
         fn in_doubt_needs_the_flag(last in record(), opts in opts()) {
-            let action = next_action("fp", Some(&last), opts);
+            let action = next_action("fp", Wants::default(), Some(&last), opts);
             let in_doubt = last.state() == State::InDoubt
                 || (matches!(last.state(), State::Submitting | State::Submitted)
                     && last.task_id.is_none());
@@ -154,7 +178,7 @@ mod tests {
         /// A submission happens only for a reason the user can see in the summary.
         #[test]
         fn every_submit_has_its_reason(last in record(), opts in opts()) {
-            if let Action::Submit(reason) = next_action("fp", Some(&last), opts) {
+            if let Action::Submit(reason) = next_action("fp", Wants::default(), Some(&last), opts) {
                 let expected = if last.fingerprint != "fp" {
                     SubmitReason::Changed
                 } else {
@@ -175,8 +199,8 @@ mod tests {
         #[test]
         fn succeeded_is_final(last in record(), opts in opts()) {
             if last.fingerprint == "fp" && last.state() == State::Succeeded {
-                let action = next_action("fp", Some(&last), opts);
-                let missing = last.video_paths.len() < last.video_urls.len();
+                let action = next_action("fp", Wants::default(), Some(&last), opts);
+                let missing = last.downloads_missing(false);
                 let expected = if opts.download && missing {
                     Action::Download
                 } else {
@@ -190,16 +214,50 @@ mod tests {
         #[test]
         fn deterministic(last in record(), opts in opts()) {
             prop_assert_eq!(
-                next_action("fp", Some(&last), opts),
-                next_action("fp", Some(&last.clone()), opts)
+                next_action("fp", Wants::default(), Some(&last), opts),
+                next_action("fp", Wants::default(), Some(&last.clone()), opts)
             );
         }
     }
 
     #[test]
+    fn an_upgrade_is_asked_for_once_the_task_succeeded() {
+        let wants = Wants {
+            upgrade: true,
+            keep_original: true,
+        };
+        let mut r = Record {
+            job_id: "j".into(),
+            state: Some(State::Succeeded),
+            task_id: Some("t".into()),
+            fingerprint: "fp".into(),
+            video_urls: vec!["base".into()],
+            ..Record::default()
+        };
+        let opts = ResumeOptions {
+            download: true,
+            ..ResumeOptions::default()
+        };
+        assert_eq!(
+            next_action("fp", wants, Some(&r), opts),
+            Action::Upgrade {
+                task_id: "t".into()
+            }
+        );
+        r.upgrade_urls = vec!["hd".into()];
+        r.video_paths = vec!["hd.mp4".into()];
+        assert_eq!(next_action("fp", wants, Some(&r), opts), Action::Download);
+        r.video_paths.push("base.mp4".into());
+        assert_eq!(
+            next_action("fp", wants, Some(&r), opts),
+            Action::Nothing(Settled::Succeeded)
+        );
+    }
+
+    #[test]
     fn a_new_job_is_submitted() {
         assert_eq!(
-            next_action("fp", None, ResumeOptions::default()),
+            next_action("fp", Wants::default(), None, ResumeOptions::default()),
             Action::Submit(SubmitReason::New)
         );
     }

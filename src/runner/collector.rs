@@ -142,7 +142,7 @@ fn add(counts: &mut Counts, record: Option<&Record>, delta: isize, download: boo
         Some(State::Submitting) => &mut counts.submitting,
         Some(State::Submitted) => &mut counts.running,
         Some(State::Succeeded)
-            if download && record.is_some_and(|r| r.video_paths.len() < r.video_urls.len()) =>
+            if download && record.is_some_and(|r| r.downloads_missing(false)) =>
         {
             &mut counts.downloading
         }

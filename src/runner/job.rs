@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::collector::Event;
 use super::paths::video_path;
 use super::retry::RetryPolicy;
-use crate::api::{ApiError, Client, ErrorClass, TaskState};
+use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
 use crate::checkpoint::{Record, State, now};
 use crate::cost::PriceTable;
-use crate::manifest::Job;
+use crate::manifest::{Job, Upgrade};
 
 /// Settings every job reads.
 #[derive(Debug, Clone)]
@@ -136,6 +136,8 @@ pub enum JobEnd {
 pub enum Start {
     Submit,
     Poll(String),
+    /// The task succeeded; get its 1080p or 4K file.
+    Upgrade(String),
     Download,
 }
 
@@ -157,9 +159,16 @@ pub async fn drive(
         let task_id = match start {
             Start::Submit => runner.submit().await?,
             Start::Poll(task_id) => task_id,
+            Start::Upgrade(task_id) => {
+                runner.upgrade(&task_id).await?;
+                return Ok(runner.download().await);
+            }
             Start::Download => return Ok(runner.download().await),
         };
         runner.poll(&task_id).await?;
+        if runner.job.upgrade.is_some() {
+            runner.upgrade(&task_id).await?;
+        }
         Ok(runner.download().await)
     };
     outcome.await.unwrap_or_else(|end| end)
@@ -408,15 +417,113 @@ impl JobRunner {
         }
     }
 
+    /// Asks for the 1080p or 4K file until it is ready. The service charges a 4K
+    /// upgrade once, however often it is asked, so asking again after a kill is safe.
+    async fn upgrade(&mut self, task_id: &str) -> Result<(), JobEnd> {
+        let Some(kind) = self.job.upgrade else {
+            return Ok(());
+        };
+        let settings = self.shared.settings.clone();
+        let deadline = Instant::now() + settings.task_timeout;
+        let mut first = true;
+        loop {
+            if !first {
+                let wait = settings.poll_interval.mul_f64(0.8 + 0.4 * self.rng.f64());
+                self.sleep_or_stop(wait).await?;
+                if Instant::now() >= deadline {
+                    tracing::warn!(job = %self.job.id, task = %task_id, "{kind} file not ready after --task-timeout; the next run asks again");
+                    return Err(JobEnd::Unfinished);
+                }
+            }
+            first = false;
+            let shared = self.shared.clone();
+            let Some(permit) = slot(&shared).await else {
+                return Err(JobEnd::Unfinished);
+            };
+            let answer = match kind {
+                Upgrade::Hd1080 => {
+                    self.shared
+                        .client
+                        .get_1080p(task_id, 0)
+                        .await
+                        .map(|a| match a {
+                            Upgrade1080::Ready(url) => Some(vec![url]),
+                            Upgrade1080::Processing(_) => None,
+                        })
+                }
+                Upgrade::Uhd4k => self
+                    .shared
+                    .client
+                    .get_4k(task_id, 0)
+                    .await
+                    .map(|a| match a {
+                        Upgrade4k::Ready(urls) => Some(urls),
+                        Upgrade4k::Processing(_) => None,
+                    }),
+            };
+            drop(permit);
+            match answer {
+                Ok(Some(urls)) if !urls.is_empty() => {
+                    self.record.upgrade_urls = urls;
+                    self.save(State::Succeeded).await?;
+                    tracing::debug!(job = %self.job.id, task = %task_id, "{kind} file ready");
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => match e.class {
+                    ErrorClass::Auth => {
+                        self.shared.set_fatal(Fatal::Auth(e.message.clone()));
+                        return Err(JobEnd::Stopped);
+                    }
+                    ErrorClass::Failed | ErrorClass::Credits => {
+                        // The base video is paid for and kept: record why there is
+                        // no upgrade, and download what there is.
+                        tracing::warn!(job = %self.job.id, task = %task_id, error = %e, "{kind} upgrade failed; keeping the base video");
+                        self.record.error_code = e.code;
+                        self.record.error_message =
+                            Some(format!("{kind} upgrade failed: {}", e.message));
+                        self.save(State::Succeeded).await?;
+                        return Ok(());
+                    }
+                    ErrorClass::Retryable | ErrorClass::InDoubt => {
+                        self.retry_event(e.code).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The files to download, with the name each gets: the upgraded videos
+    /// (`<id>-1080p.mp4`), and the base ones (`<id>.mp4`) when there is no upgrade
+    /// or the job keeps the original.
+    fn files(&self) -> Vec<(String, std::path::PathBuf)> {
+        let dir = &self.shared.settings.videos_dir;
+        let id = &self.job.id;
+        let mut files = Vec::new();
+        if self.record.upgrade_urls.is_empty() || self.job.keep_original {
+            for (i, url) in self.record.video_urls.iter().enumerate() {
+                files.push((url.clone(), video_path(dir, id, i, "")));
+            }
+        }
+        let suffix = match self.job.upgrade {
+            Some(Upgrade::Hd1080) => "-1080p",
+            Some(Upgrade::Uhd4k) => "-4k",
+            None => "-upgraded",
+        };
+        for (i, url) in self.record.upgrade_urls.iter().enumerate() {
+            files.push((url.clone(), video_path(dir, id, i, suffix)));
+        }
+        files
+    }
+
     async fn download(&mut self) -> JobEnd {
         let settings = self.shared.settings.clone();
-        if !settings.download || self.record.video_urls.is_empty() {
+        let files = self.files();
+        if !settings.download || files.is_empty() {
             return JobEnd::Succeeded;
         }
-        let urls = self.record.video_urls.clone();
-        let mut paths = Vec::with_capacity(urls.len());
-        for (index, url) in urls.iter().enumerate() {
-            let dest = video_path(&settings.videos_dir, &self.job.id, index, "");
+        let mut paths = Vec::with_capacity(files.len());
+        for (url, dest) in &files {
             // Files only reach their final name complete (temp file, then rename).
             if !tokio::fs::try_exists(&dest).await.unwrap_or(false) {
                 let mut delays = settings.retry.nominal_delays();

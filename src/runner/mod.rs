@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
-use crate::checkpoint::plan::{Action, ResumeOptions, Settled, SubmitReason, next_action};
+use crate::checkpoint::plan::{Action, ResumeOptions, Settled, SubmitReason, Wants, next_action};
 use crate::checkpoint::writer::{Appender, Lock, lock, rewrite};
 use crate::checkpoint::{self, Record, State};
 use crate::cost::PriceTable;
@@ -214,7 +214,11 @@ pub fn prepare(config: RunConfig) -> anyhow::Result<Prepared> {
     let mut changed = 0;
     for (index, job) in config.jobs.iter().enumerate() {
         let last = loaded.records.get(&job.id);
-        let action = next_action(&job.fingerprint, last, config.resume);
+        let wants = Wants {
+            upgrade: job.upgrade.is_some(),
+            keep_original: job.keep_original,
+        };
+        let action = next_action(&job.fingerprint, wants, last, config.resume);
         let start = match action {
             Action::Nothing(Settled::Succeeded | Settled::Failed | Settled::InDoubt) => continue,
             Action::Submit(reason) => {
@@ -224,13 +228,15 @@ pub fn prepare(config: RunConfig) -> anyhow::Result<Prepared> {
                 Start::Submit
             }
             Action::Poll { task_id } => Start::Poll(task_id),
+            Action::Upgrade { task_id } => Start::Upgrade(task_id),
             Action::Download => Start::Download,
         };
         let record = match (last, &start) {
-            (Some(r), Start::Poll(_) | Start::Download) => r.clone(),
+            (Some(r), Start::Poll(_) | Start::Upgrade(_) | Start::Download) => r.clone(),
             (Some(r), Start::Submit) if r.fingerprint == job.fingerprint => Record {
                 task_id: None,
                 video_urls: Vec::new(),
+                upgrade_urls: Vec::new(),
                 video_paths: Vec::new(),
                 submitted_at: None,
                 finished_at: None,
@@ -440,10 +446,7 @@ pub async fn execute(
     }
 
     let outcomes = summary::outcomes(
-        config
-            .jobs
-            .iter()
-            .map(|j| (j.id.as_str(), Some(j.fingerprint.as_str()))),
+        config.jobs.iter().map(summary::JobRef::from),
         &records,
         config.resume.download,
     );

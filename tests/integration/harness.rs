@@ -80,9 +80,7 @@ impl Harness {
         if !extra.contains(&"--rate") {
             cmd.args(["--rate", "1000/1s"]);
         }
-        cmd.args(extra)
-            .output()
-            .expect("veo-batch runs")
+        cmd.args(extra).output().expect("veo-batch runs")
     }
 
     pub fn stats(&self) -> SimStats {
