@@ -622,6 +622,26 @@ async fn request_log_maps_tasks_to_fingerprints() {
     assert_eq!(lines[2]["task_id"], id.as_str());
     assert_eq!(h.stats().tasks_by_fingerprint.get(&fp), Some(&1));
     h.shutdown().await;
+
+    // A refused call is logged with the job it was for.
+    let refused = dir.path().join("refused.jsonl");
+    let h = start(SimConfig {
+        request_log: Some(refused.clone()),
+        faults: sim::Faults {
+            http_500: FaultRate::only(Endpoint::Generate, 1.0),
+            ..sim::Faults::default()
+        },
+        ..quick()
+    })
+    .await;
+    Api::new(&h).generate(&body).await;
+    h.shutdown().await;
+    let line: Value =
+        serde_json::from_str(std::fs::read_to_string(&refused).unwrap().trim()).unwrap();
+    assert_eq!(line["code"], 500);
+    assert_eq!(line["fingerprint"], fp.as_str());
+    assert_eq!(line["prompt"], "a lighthouse");
+    assert_eq!(line["task_created"], false);
 }
 
 #[tokio::test]
