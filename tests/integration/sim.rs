@@ -816,9 +816,44 @@ async fn simulate_subcommand_prints_its_address() {
         .bearer_auth(DEMO_KEY)
         .send()
         .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM is a clean stop (exit 0); SIGKILL stays the fallback.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stopped = tokio::task::spawn_blocking(move || {
+        let status = child.wait();
+        (child, status)
+    });
+    let stopped = tokio::time::timeout(BOUND, stopped).await;
     assert!(base.starts_with("http://127.0.0.1:"), "{line}");
     let body: Value = credit.unwrap().json().await.unwrap();
     assert_eq!(body["data"], 77);
+    assert!(term.is_ok_and(|s| s.success()));
+    let Ok(Ok((_, status))) = stopped else {
+        panic!("simulate did not stop on SIGTERM");
+    };
+    assert!(status.unwrap().success());
+}
+
+#[tokio::test]
+async fn fault_probabilities_are_honoured() {
+    let h = start(SimConfig {
+        faults: sim::Faults {
+            http_500: FaultRate::everywhere(0.3),
+            ..sim::Faults::default()
+        },
+        ..quick()
+    })
+    .await;
+    let api = Api::new(&h);
+    let mut errors = 0;
+    for _ in 0..200 {
+        if api.credit().await["code"] == 500 {
+            errors += 1;
+        }
+    }
+    // Seeded, so this is one fixed draw; the bounds only say it is near 30%.
+    assert!((30..=90).contains(&errors), "{errors} of 200");
+    assert_eq!(h.stats().codes.get(&500), Some(&errors));
+    h.shutdown().await;
 }
