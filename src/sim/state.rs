@@ -638,6 +638,111 @@ mod tests {
         assert_eq!(wall_time(t), "2025-06-06 10:30:00");
     }
 
+    fn sim(config: SimConfig) -> Arc<Sim> {
+        Arc::new(Sim::new(
+            config,
+            "http://sim".into(),
+            None,
+            CancellationToken::new(),
+        ))
+    }
+
+    fn request(prompt: &str) -> (GenerateRequest, Value) {
+        let body = json!({ "prompt": prompt });
+        let raw = crate::request::RawRequest::from_json(&body).unwrap();
+        (crate::request::check(&raw).result.unwrap(), body)
+    }
+
+    fn created(a: Admission) -> String {
+        match a {
+            Admission::Created { task_id, .. } => task_id,
+            _ => panic!("no task created"),
+        }
+    }
+
+    fn flag(sim: &Sim, id: &str) -> i64 {
+        sim.record_info(id).data["successFlag"].as_i64().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn some_failures_show_early_and_moderation_only_at_the_end() {
+        let sim = sim(SimConfig {
+            generation_time: (Duration::from_secs(100), Duration::from_secs(100)),
+            rate: None,
+            faults: super::super::Faults {
+                generation_failure: 1.0,
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        });
+        let (req, body) = request("x");
+        let ids: Vec<String> = (0..20).map(|_| created(sim.admit(&req, &body))).collect();
+        let before = sim.credits();
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let early = ids.iter().filter(|id| flag(&sim, id) != 0).count();
+        assert!(
+            early > 0 && early < ids.len(),
+            "{early} of {} early",
+            ids.len()
+        );
+        tokio::time::advance(Duration::from_secs(90)).await;
+        for id in &ids {
+            let info = sim.record_info(id).data;
+            assert!(
+                matches!(info["successFlag"].as_i64(), Some(2 | 3)),
+                "{info}"
+            );
+            assert!(info["errorCode"].is_i64());
+        }
+        assert!(
+            (sim.credits() - before - 20.0 * 60.0).abs() < 1e-9,
+            "all refunded"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_window_slides() {
+        let sim = sim(SimConfig {
+            rate: Some(crate::units::Rate {
+                count: 2,
+                per: Duration::from_secs(10),
+            }),
+            ..SimConfig::default()
+        });
+        let (req, body) = request("x");
+        let refused = |a: Admission| matches!(a, Admission::Refused(Answer { code: 429, .. }));
+        created(sim.admit(&req, &body));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        created(sim.admit(&req, &body));
+        assert!(refused(sim.admit(&req, &body)));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        // The first call left the window; the second is still in it.
+        created(sim.admit(&req, &body));
+        assert!(refused(sim.admit(&req, &body)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upgrades_charge_once() {
+        let sim = sim(SimConfig {
+            generation_time: (Duration::from_secs(10), Duration::from_secs(10)),
+            upgrade_1080p_time: (Duration::from_secs(60), Duration::from_secs(60)),
+            credits: 180.0,
+            ..SimConfig::default()
+        });
+        let (req, body) = request("x");
+        let id = created(sim.admit(&req, &body));
+        assert_eq!(sim.get_1080p(&id, 0).code, 400);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(sim.get_1080p(&id, 0).msg, MSG_1080P_PROCESSING);
+        assert_eq!(sim.get_1080p(&id, 1).code, 422);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(sim.get_1080p(&id, 0).code, 200);
+        assert_eq!(sim.get_1080p(&id, 0).code, 200);
+        assert!((sim.credits() - 115.0).abs() < 1e-9, "1080p charged once");
+        assert_eq!(sim.get_4k(&id, 0, None).code, 402, "4k costs 120");
+        assert!((sim.credits() - 115.0).abs() < 1e-9);
+    }
+
     #[test]
     fn failures_have_terminal_flags() {
         assert!(FAILURES.iter().all(|f| f.0 == 2 || f.0 == 3));
