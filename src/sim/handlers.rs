@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::state::{Admission, Answer, LogLine, Sim};
 use super::{Endpoint, ErrorStyle, Kill, SAMPLE_MP4};
-use crate::request::{FieldIssue, RawRequest, check};
+use crate::request::{FieldIssue, GenerateRequest, RawRequest, check};
 
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
@@ -51,6 +51,12 @@ impl Ctx {
 }
 
 fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
+    tracing::debug!(
+        endpoint = endpoint.name(),
+        code,
+        task_id = ctx.task_id.as_deref(),
+        "simulator answered"
+    );
     sim.count_answer(code);
     sim.write_log(&LogLine {
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -97,10 +103,15 @@ async fn drop_connection(
 }
 
 /// The checks every API call passes first. `Ok(slow)` says whether to answer late.
-fn gate(sim: &Sim, endpoint: Endpoint, headers: &HeaderMap) -> Result<bool, Box<Response>> {
+fn gate(
+    sim: &Sim,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    ctx: &Ctx,
+) -> Result<bool, Box<Response>> {
     sim.count_request(endpoint);
     if !headers.contains_key(header::USER_AGENT) {
-        log(sim, endpoint, Some(403), &Ctx::default());
+        log(sim, endpoint, Some(403), ctx);
         return Err(Box::new(
             (StatusCode::FORBIDDEN, "error code: 1010").into_response(),
         ));
@@ -111,7 +122,7 @@ fn gate(sim: &Sim, endpoint: Endpoint, headers: &HeaderMap) -> Result<bool, Box<
         .and_then(|v| v.to_str().ok());
     if given != Some(wanted.as_str()) {
         let answer = Answer::err(401, "You do not have access permissions");
-        return Err(Box::new(reply(sim, endpoint, answer, &Ctx::default())));
+        return Err(Box::new(reply(sim, endpoint, answer, ctx)));
     }
     let faults = &sim.config.faults;
     let answer =
@@ -131,7 +142,7 @@ fn gate(sim: &Sim, endpoint: Endpoint, headers: &HeaderMap) -> Result<bool, Box<
             None
         };
     if let Some(answer) = answer {
-        return Err(Box::new(reply(sim, endpoint, answer, &Ctx::default())));
+        return Err(Box::new(reply(sim, endpoint, answer, ctx)));
     }
     // A generate call is slow after its task exists; that is decided in `admit`.
     Ok(endpoint != Endpoint::Generate && sim.draw(faults.slow))
@@ -153,32 +164,34 @@ async fn generate(
     body: Bytes,
 ) -> Response {
     let e = Endpoint::Generate;
-    if let Err(r) = gate(&sim, e, &headers) {
-        return *r;
-    }
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(err) => {
-            let answer = Answer::err(422, format!("the body is not valid JSON: {err}"));
-            return reply(&sim, e, answer, &Ctx::default());
-        }
-    };
+    // Read the body before the gate, so that even a refused call is logged with
+    // its prompt and fingerprint; it is answered only in the service's order.
+    let value = serde_json::from_slice::<Value>(&body)
+        .map_err(|err| Answer::err(422, format!("the body is not valid JSON: {err}")));
+    let checked = value.as_ref().map_err(Clone::clone).and_then(|value| {
+        let raw =
+            RawRequest::from_json(value).map_err(|issues| Answer::err(422, issues_msg(&issues)))?;
+        check(&raw)
+            .result
+            .map_err(|issues| Answer::err(422, issues_msg(&issues)))
+    });
     let mut ctx = Ctx {
         prompt: value
-            .get("prompt")
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("prompt"))
             .and_then(Value::as_str)
             .map(str::to_owned),
+        fingerprint: checked.as_ref().ok().map(GenerateRequest::fingerprint),
         ..Ctx::default()
     };
-    let raw = match RawRequest::from_json(&value) {
-        Ok(raw) => raw,
-        Err(issues) => return reply(&sim, e, Answer::err(422, issues_msg(&issues)), &ctx),
+    if let Err(r) = gate(&sim, e, &headers, &ctx) {
+        return *r;
+    }
+    let (value, req) = match (value, checked) {
+        (Ok(value), Ok(req)) => (value, req),
+        (Err(answer), _) | (_, Err(answer)) => return reply(&sim, e, answer, &ctx),
     };
-    let req = match check(&raw).result {
-        Ok(req) => req,
-        Err(issues) => return reply(&sim, e, Answer::err(422, issues_msg(&issues)), &ctx),
-    };
-    ctx.fingerprint = Some(req.fingerprint());
     match sim.admit(&req, &value) {
         Admission::Refused(answer) => reply(&sim, e, answer, &ctx),
         Admission::DropBefore => drop_connection(&sim, kill, e, &ctx).await,
@@ -225,7 +238,10 @@ fn index_param(v: Option<&Value>) -> Result<u32, Answer> {
 
 async fn record_info(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Params) -> Response {
     let e = Endpoint::RecordInfo;
-    let slow = match gate(&sim, e, &headers) {
+    let ctx = task_param(&params)
+        .map(|id| Ctx::task(&id))
+        .unwrap_or_default();
+    let slow = match gate(&sim, e, &headers, &ctx) {
         Ok(slow) => slow,
         Err(r) => return *r,
     };
@@ -243,7 +259,10 @@ async fn record_info(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Pa
 
 async fn get_1080p(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Params) -> Response {
     let e = Endpoint::Get1080p;
-    let slow = match gate(&sim, e, &headers) {
+    let ctx = task_param(&params)
+        .map(|id| Ctx::task(&id))
+        .unwrap_or_default();
+    let slow = match gate(&sim, e, &headers, &ctx) {
         Ok(slow) => slow,
         Err(r) => return *r,
     };
@@ -268,7 +287,7 @@ async fn get_1080p(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Para
 
 async fn get_4k(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let e = Endpoint::Get4k;
-    let slow = match gate(&sim, e, &headers) {
+    let slow = match gate(&sim, e, &headers, &Ctx::default()) {
         Ok(slow) => slow,
         Err(r) => return *r,
     };
@@ -304,7 +323,7 @@ async fn get_4k(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
 
 async fn credit(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     let e = Endpoint::Credit;
-    let slow = match gate(&sim, e, &headers) {
+    let slow = match gate(&sim, e, &headers, &Ctx::default()) {
         Ok(slow) => slow,
         Err(r) => return *r,
     };

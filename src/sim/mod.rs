@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -337,7 +337,10 @@ async fn accept_loop(listener: TcpListener, router: axum::Router, stop: Cancella
         let service =
             TowerToHyperService::new(router.clone().layer(axum::Extension(Kill(kill.clone()))));
         tokio::spawn(async move {
+            // The timer arms hyper's header-read timeout, so idle half-open
+            // connections do not pile up.
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 r = conn => if let Err(e) = r {

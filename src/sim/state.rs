@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Endpoint, SimConfig, SimStats};
 use crate::request::{AspectRatio, GenerateRequest};
 
+mod callback;
+
 /// One answer in the service's envelope.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Answer {
@@ -555,77 +557,6 @@ impl Sim {
             .get(id)
             .is_some_and(|t| t.ends <= now && matches!(t.outcome, Outcome::Success))
     }
-
-    /// The documented callback of a generation task, at its end.
-    fn task_callback_body(&self, task_id: &str) -> Option<Value> {
-        let mut inner = self.lock();
-        Self::settle(&mut inner, Instant::now());
-        let task = inner.tasks.get(task_id)?;
-        Some(match task.outcome {
-            Outcome::Success => json!({
-                "code": 200,
-                "msg": "Veo3 video generated successfully.",
-                "data": { "taskId": task_id, "info": self.info(task_id, task) },
-            }),
-            Outcome::Failure { code, message, .. } => json!({
-                "code": code,
-                "msg": message,
-                "data": { "taskId": task_id, "info": null },
-            }),
-        })
-    }
-
-    fn spawn_task_callback(self: &Arc<Self>, task_id: String, url: String, at: Instant) {
-        self.spawn_callback(url, at, move |sim| sim.task_callback_body(&task_id));
-    }
-
-    /// POSTs `body` to `url` at `at`: three tries at most, failures ignored, as the
-    /// service does. Stops with the simulator.
-    fn spawn_callback(
-        self: &Arc<Self>,
-        url: String,
-        at: Instant,
-        body: impl FnOnce(&Sim) -> Option<Value> + Send + 'static,
-    ) {
-        let sim = Arc::clone(self);
-        tokio::spawn(async move {
-            let stop = sim.stop.clone();
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = sim.deliver(url, at, body) => {}
-            }
-        });
-    }
-
-    async fn deliver(&self, url: String, at: Instant, body: impl FnOnce(&Sim) -> Option<Value>) {
-        tokio::time::sleep_until(at).await;
-        let Some(body) = body(self) else { return };
-        let timeout = self
-            .config
-            .scaled(self.config.callback_timeout)
-            .max(Duration::from_millis(200));
-        let pause = self.config.scaled(Duration::from_secs(5));
-        for attempt in 1..=3 {
-            let sent = self
-                .http
-                .post(&url)
-                .timeout(timeout)
-                .json(&body)
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => {
-                    self.lock().stats.callbacks_delivered += 1;
-                    return;
-                }
-                Ok(r) => tracing::debug!("callback to {url} answered {}", r.status()),
-                Err(e) => tracing::debug!("callback to {url} failed: {e}"),
-            }
-            if attempt < 3 {
-                tokio::time::sleep(pause).await;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -636,6 +567,111 @@ mod tests {
     fn wall_time_format() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_749_205_800);
         assert_eq!(wall_time(t), "2025-06-06 10:30:00");
+    }
+
+    fn sim(config: SimConfig) -> Arc<Sim> {
+        Arc::new(Sim::new(
+            config,
+            "http://sim".into(),
+            None,
+            CancellationToken::new(),
+        ))
+    }
+
+    fn request(prompt: &str) -> (GenerateRequest, Value) {
+        let body = json!({ "prompt": prompt });
+        let raw = crate::request::RawRequest::from_json(&body).unwrap();
+        (crate::request::check(&raw).result.unwrap(), body)
+    }
+
+    fn created(a: Admission) -> String {
+        match a {
+            Admission::Created { task_id, .. } => task_id,
+            _ => panic!("no task created"),
+        }
+    }
+
+    fn flag(sim: &Sim, id: &str) -> i64 {
+        sim.record_info(id).data["successFlag"].as_i64().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn some_failures_show_early_and_moderation_only_at_the_end() {
+        let sim = sim(SimConfig {
+            generation_time: (Duration::from_secs(100), Duration::from_secs(100)),
+            rate: None,
+            faults: super::super::Faults {
+                generation_failure: 1.0,
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        });
+        let (req, body) = request("x");
+        let ids: Vec<String> = (0..20).map(|_| created(sim.admit(&req, &body))).collect();
+        let before = sim.credits();
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let early = ids.iter().filter(|id| flag(&sim, id) != 0).count();
+        assert!(
+            early > 0 && early < ids.len(),
+            "{early} of {} early",
+            ids.len()
+        );
+        tokio::time::advance(Duration::from_secs(90)).await;
+        for id in &ids {
+            let info = sim.record_info(id).data;
+            assert!(
+                matches!(info["successFlag"].as_i64(), Some(2 | 3)),
+                "{info}"
+            );
+            assert!(info["errorCode"].is_i64());
+        }
+        assert!(
+            (sim.credits() - before - 20.0 * 60.0).abs() < 1e-9,
+            "all refunded"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_window_slides() {
+        let sim = sim(SimConfig {
+            rate: Some(crate::units::Rate {
+                count: 2,
+                per: Duration::from_secs(10),
+            }),
+            ..SimConfig::default()
+        });
+        let (req, body) = request("x");
+        let refused = |a: Admission| matches!(a, Admission::Refused(Answer { code: 429, .. }));
+        created(sim.admit(&req, &body));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        created(sim.admit(&req, &body));
+        assert!(refused(sim.admit(&req, &body)));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        // The first call left the window; the second is still in it.
+        created(sim.admit(&req, &body));
+        assert!(refused(sim.admit(&req, &body)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upgrades_charge_once() {
+        let sim = sim(SimConfig {
+            generation_time: (Duration::from_secs(10), Duration::from_secs(10)),
+            upgrade_1080p_time: (Duration::from_secs(60), Duration::from_secs(60)),
+            credits: 180.0,
+            ..SimConfig::default()
+        });
+        let (req, body) = request("x");
+        let id = created(sim.admit(&req, &body));
+        assert_eq!(sim.get_1080p(&id, 0).code, 400);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(sim.get_1080p(&id, 0).msg, MSG_1080P_PROCESSING);
+        assert_eq!(sim.get_1080p(&id, 1).code, 422);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(sim.get_1080p(&id, 0).code, 200);
+        assert_eq!(sim.get_1080p(&id, 0).code, 200);
+        assert!((sim.credits() - 115.0).abs() < 1e-9, "1080p charged once");
+        assert_eq!(sim.get_4k(&id, 0, None).code, 402, "4k costs 120");
+        assert!((sim.credits() - 115.0).abs() < 1e-9);
     }
 
     #[test]

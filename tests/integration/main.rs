@@ -4,3 +4,4 @@
 mod client;
 mod harness;
 mod run;
+mod sim;
