@@ -550,3 +550,43 @@ fn dry_run_prints_every_body_and_sends_nothing() {
     assert_eq!(h.stats().generate_calls, 0);
     assert!(!h.path("videos").exists());
 }
+
+#[test]
+fn upgrades_download_the_1080p_and_4k_files() {
+    let h = Harness::new(SimConfig {
+        upgrade_1080p_time: (Duration::from_millis(100), Duration::from_millis(200)),
+        upgrade_4k_time: (Duration::from_millis(200), Duration::from_millis(300)),
+        ..fast_sim()
+    });
+    let manifest = h.write(
+        "up.yaml",
+        r#"
+name: up
+jobs:
+  - id: hd
+    prompt: "a 1080p clip"
+    upgrade: 1080p
+  - id: uhd
+    prompt: "a 4k clip, original kept"
+    upgrade: 4k
+    keep_original: true
+"#,
+    );
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    let results = h.results();
+    let hd = &results.records["hd"];
+    assert_eq!(hd.upgrade_urls.len(), 1);
+    assert_eq!(hd.video_paths.len(), 1, "the upgrade replaces the base video");
+    assert!(hd.video_paths[0].ends_with("hd-1080p.mp4"), "{:?}", hd.video_paths);
+    let uhd = &results.records["uhd"];
+    assert_eq!(uhd.video_paths.len(), 2, "the original is kept beside the 4k file");
+    assert!(uhd.video_paths[0].ends_with("uhd.mp4"));
+    assert!(uhd.video_paths[1].ends_with("uhd-4k.mp4"));
+    for p in hd.video_paths.iter().chain(&uhd.video_paths) {
+        assert_eq!(std::fs::read(p).expect("file"), SAMPLE_MP4);
+    }
+    let stats = h.stats();
+    // Generation 60 + 60, 1080p 5, 4K 120: the simulator charged exactly that.
+    assert_eq!(stats.credits, SimConfig::default().credits - 245.0);
+}
