@@ -532,7 +532,7 @@ impl JobRunner {
                     let Some(permit) = slot(&shared).await else {
                         return JobEnd::Unfinished;
                     };
-                    let got = self.shared.client.download(url, &dest).await;
+                    let got = self.shared.client.download(url, dest).await;
                     drop(permit);
                     let e = match got {
                         Ok(_) => break,

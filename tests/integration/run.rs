@@ -577,10 +577,22 @@ jobs:
     let results = h.results();
     let hd = &results.records["hd"];
     assert_eq!(hd.upgrade_urls.len(), 1);
-    assert_eq!(hd.video_paths.len(), 1, "the upgrade replaces the base video");
-    assert!(hd.video_paths[0].ends_with("hd-1080p.mp4"), "{:?}", hd.video_paths);
+    assert_eq!(
+        hd.video_paths.len(),
+        1,
+        "the upgrade replaces the base video"
+    );
+    assert!(
+        hd.video_paths[0].ends_with("hd-1080p.mp4"),
+        "{:?}",
+        hd.video_paths
+    );
     let uhd = &results.records["uhd"];
-    assert_eq!(uhd.video_paths.len(), 2, "the original is kept beside the 4k file");
+    assert_eq!(
+        uhd.video_paths.len(),
+        2,
+        "the original is kept beside the 4k file"
+    );
     assert!(uhd.video_paths[0].ends_with("uhd.mp4"));
     assert!(uhd.video_paths[1].ends_with("uhd-4k.mp4"));
     for p in hd.video_paths.iter().chain(&uhd.video_paths) {
