@@ -10,9 +10,11 @@ use veo_batch::checkpoint::{self, Loaded};
 use veo_batch::sim::{self, SimConfig, SimHandle, SimStats};
 
 pub struct Harness {
-    pub rt: tokio::runtime::Runtime,
     pub sim: SimHandle,
     pub dir: tempfile::TempDir,
+    /// Serves the simulator from its worker threads while the test blocks on the
+    /// `veo-batch` process; dropped last.
+    _rt: tokio::runtime::Runtime,
 }
 
 /// A simulator that answers fast: generation takes 0.1-0.3 s, no rate limit.
@@ -36,7 +38,7 @@ impl Harness {
             .block_on(sim::start(config, "127.0.0.1:0".parse().expect("addr")))
             .expect("simulator starts");
         Harness {
-            rt,
+            _rt: rt,
             sim,
             dir: tempfile::tempdir().expect("temp dir"),
         }
