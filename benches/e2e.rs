@@ -1,0 +1,258 @@
+//! End-to-end benchmarks of the runner: the runner runs in this process, the
+//! simulator in a `veo-batch simulate` child process on 127.0.0.1, so the CPU time
+//! and peak memory read from /proc/self are the runner's alone.
+//!
+//! `cargo bench --bench e2e` runs every scenario; `cargo bench --bench e2e -- NAME`
+//! runs one (`schedule`, `overhead`, `overhead-nosync`). `VEO_BENCH_JOBS` changes
+//! the job count of the overhead scenarios (default 100,000).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use veo_batch::api::{ApiKey, Client, ClientConfig};
+use veo_batch::checkpoint::plan::ResumeOptions;
+use veo_batch::cost::PriceTable;
+use veo_batch::manifest::{Job, Origin};
+use veo_batch::progress::Mode;
+use veo_batch::request::{RawRequest, check};
+use veo_batch::runner::retry::RetryPolicy;
+use veo_batch::runner::{self, RunConfig, Signals};
+use veo_batch::units::Rate;
+
+struct Sim {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sim(args: &[&str]) -> Sim {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veo-batch"))
+        .args(["-q", "simulate", "--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("simulator starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("address line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the simulator prints its address")
+        .to_owned();
+    Sim { child, url }
+}
+
+fn jobs(n: usize) -> Vec<Job> {
+    (0..n)
+        .map(|i| {
+            let raw = RawRequest {
+                prompt: Some(format!("benchmark clip number {i}, a slow pan over a city")),
+                ..RawRequest::default()
+            };
+            let request = check(&raw).result.expect("valid request");
+            Job {
+                id: format!("job-{i}"),
+                fingerprint: request.fingerprint(),
+                request,
+                upgrade: None,
+                keep_original: false,
+                origin: Origin::default(),
+            }
+        })
+        .collect()
+}
+
+fn config(dir: &Path, jobs: Vec<Job>, rate: Rate, poll: Duration, concurrency: usize) -> RunConfig {
+    RunConfig {
+        jobs,
+        results: dir.join("results.csv"),
+        videos_dir: dir.join("videos"),
+        concurrency,
+        rate,
+        retry: RetryPolicy::DEFAULT.scaled(0.05),
+        poll_interval: poll,
+        task_timeout: Duration::from_secs(600),
+        record_null_grace: Duration::from_secs(60),
+        no_wait: false,
+        resume: ResumeOptions {
+            download: true,
+            ..ResumeOptions::default()
+        },
+        progress: Mode::Quiet,
+        sync: true,
+        max_active: 4096,
+        seed: 1,
+        prices: PriceTable::default(),
+        max_credits: None,
+        limit: None,
+        sample: None,
+    }
+}
+
+fn client(url: &str) -> Client {
+    Client::new(ClientConfig::new(url, ApiKey::new("sim-key"))).expect("client")
+}
+
+/// User plus system CPU time of this process.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ")".
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Peak resident memory of this process, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Target 1: a 2,000-job run at the service's limit (time-scaled) submits at the
+/// allowed rate, draws no 429, and ends near the floor.
+fn schedule(rt: &tokio::runtime::Runtime) {
+    let scale = 0.05;
+    let n = 2000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("requests.jsonl");
+    let sim = start_sim(&[
+        "--time-scale",
+        "0.05",
+        "--request-log",
+        log.to_str().expect("utf-8 path"),
+    ]);
+    let rate = Rate {
+        count: 20,
+        per: Duration::from_secs(10).mul_f64(scale),
+    };
+    let cfg = config(
+        dir.path(),
+        jobs(n),
+        rate,
+        Duration::from_secs(15).mul_f64(scale),
+        8,
+    );
+    let started = Instant::now();
+    let report = rt
+        .block_on(runner::run(cfg, client(&sim.url), Signals::default()))
+        .expect("run");
+    let wall = started.elapsed();
+    assert_eq!(report.outcomes.tally.succeeded, n, "every job succeeded");
+
+    let mut first: Option<Duration> = None;
+    let mut last = Duration::ZERO;
+    let mut created = 0;
+    let mut refused = 0;
+    for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("log line");
+        if v["endpoint"] != "generate" {
+            continue;
+        }
+        if v["code"] == 429 {
+            refused += 1;
+        }
+        if v["code"] != 200 {
+            continue;
+        }
+        created += 1;
+        let ts = humantime::parse_rfc3339(v["ts"].as_str().unwrap_or_default()).expect("ts");
+        let t = ts
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch");
+        first = Some(first.map_or(t, |f| f.min(t)));
+        last = last.max(t);
+    }
+    let span = last - first.unwrap_or(last);
+    let achieved = f64::from(created - 1) / span.as_secs_f64();
+    let allowed = rate.per_second();
+    let mean_generation = Duration::from_secs(180).mul_f64(scale);
+    let floor = Duration::from_secs_f64(n as f64 / allowed) + mean_generation;
+    println!(
+        "schedule: {n} jobs at {rate} (the service's 20/10s at time scale {scale}): \
+         submitted at {achieved:.2}/s of {allowed:.2}/s allowed ({:.1}%), {refused} answers 429, \
+         wall {:.2}s vs floor {:.2}s (jobs / rate + mean generation time): {:+.1}%",
+        100.0 * achieved / allowed,
+        wall.as_secs_f64(),
+        floor.as_secs_f64(),
+        100.0 * (wall.as_secs_f64() / floor.as_secs_f64() - 1.0),
+    );
+}
+
+/// Target 2 and 3: no rate limit, no generation delay: the runner's own cost per
+/// job through submit, poll, download and checkpoint, with and without syncing.
+fn overhead(rt: &tokio::runtime::Runtime, sync: bool) {
+    let n: usize = std::env::var("VEO_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = start_sim(&["--rate", "none", "--generation-time", "0s..0s"]);
+    let mut cfg = config(
+        dir.path(),
+        jobs(n),
+        Rate {
+            count: 1_000_000,
+            per: Duration::from_secs(1),
+        },
+        Duration::from_millis(1),
+        64,
+    );
+    cfg.sync = sync;
+    let rss_before = peak_rss_mib();
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let report = rt
+        .block_on(runner::run(cfg, client(&sim.url), Signals::default()))
+        .expect("run");
+    let wall = started.elapsed();
+    let cpu = cpu_time() - cpu_before;
+    assert_eq!(report.outcomes.tally.succeeded, n, "every job succeeded");
+    println!(
+        "overhead ({}): {n} jobs in {:.1}s: {:.0} jobs/s, runner CPU {:.0} µs/job, peak RSS {:.0} MiB (before the run: {:.0} MiB)",
+        if sync { "rows synced" } else { "no sync" },
+        wall.as_secs_f64(),
+        n as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / n as f64,
+        peak_rss_mib(),
+        rss_before,
+    );
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if wanted("schedule") {
+        schedule(&rt);
+    }
+    if wanted("overhead") {
+        overhead(&rt, true);
+    }
+    if wanted("overhead-nosync") {
+        overhead(&rt, false);
+    }
+}
