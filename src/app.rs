@@ -10,8 +10,6 @@ pub fn main(cli: Cli) -> ExitCode {
     let _ = cli.command;
     match cli.command {
         Command::Validate(args) => crate::exit::code(crate::validate::run(&args)),
-        Command::Run(_) | Command::Simulate(_) => {
-            crate::exit::code(crate::exit::USAGE)
-        }
+        Command::Run(_) | Command::Simulate(_) => crate::exit::code(crate::exit::USAGE),
     }
 }

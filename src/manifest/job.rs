@@ -144,7 +144,12 @@ impl Collector {
         let checked = request::check(&draft.raw);
         for w in &checked.warnings {
             let at = draft.place_of(w.field, &w.message);
-            let d = diag(at, label.as_deref(), w.field.map(Field::api_name), w.message.clone());
+            let d = diag(
+                at,
+                label.as_deref(),
+                w.field.map(Field::api_name),
+                w.message.clone(),
+            );
             self.warn(d);
         }
         let req = match checked.result {
@@ -155,7 +160,12 @@ impl Collector {
                     .filter(|i| !i.field.is_some_and(|f| draft.bad_fields.contains(&f)));
                 for i in fresh {
                     let at = draft.place_of(i.field, &i.message);
-                    let d = diag(at, label.as_deref(), i.field.map(Field::api_name), i.message);
+                    let d = diag(
+                        at,
+                        label.as_deref(),
+                        i.field.map(Field::api_name),
+                        i.message,
+                    );
                     self.error(d);
                 }
                 if draft.id.is_none() && !draft.derive_id {
@@ -385,7 +395,10 @@ mod tests {
 
     #[test]
     fn placeholders_and_escapes() {
-        assert_eq!(placeholders("a {x} and {y_2} {{z}} {not valid} {}"), ["x", "y_2"]);
+        assert_eq!(
+            placeholders("a {x} and {y_2} {{z}} {not valid} {}"),
+            ["x", "y_2"]
+        );
         let mut v = BTreeMap::new();
         v.insert("x", "1".to_owned());
         assert_eq!(substitute("{x}-{{x}}-{y}", &v), "1-{x}-{y}");
@@ -446,6 +459,10 @@ mod tests {
         d.at = at(5);
         c.finish(d);
         let (_, errors, _) = c.into_parts();
-        assert!(errors[0].message.contains("exactly the same video as m.yaml:2"));
+        assert!(
+            errors[0]
+                .message
+                .contains("exactly the same video as m.yaml:2")
+        );
     }
 }

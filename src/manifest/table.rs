@@ -47,9 +47,11 @@ const OTHER_COLUMNS: [&str; 6] = [
 
 fn column_for(name: &str) -> Option<Column> {
     let lower = name.to_ascii_lowercase();
-    if let Some(f) = Field::from_name(name)
-        .or_else(|| Field::ALL.into_iter().find(|f| f.api_name().eq_ignore_ascii_case(name)))
-    {
+    if let Some(f) = Field::from_name(name).or_else(|| {
+        Field::ALL
+            .into_iter()
+            .find(|f| f.api_name().eq_ignore_ascii_case(name))
+    }) {
         return Some(Column::Field(f));
     }
     match lower.as_str() {
@@ -206,7 +208,10 @@ fn read_header(headers: &ByteRecord, at: &Origin, out: &mut Collector) -> Vec<Co
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (i, raw) in headers.iter().enumerate() {
         let Ok(name) = std::str::from_utf8(raw) else {
-            let msg = format!("the name of column {} is not valid UTF-8 (save the file as UTF-8)", i + 1);
+            let msg = format!(
+                "the name of column {} is not valid UTF-8 (save the file as UTF-8)",
+                i + 1
+            );
             out.error(diag(at.clone(), None, None, msg));
             columns.push(Column::Ignore);
             continue;

@@ -64,7 +64,7 @@ pub(crate) fn read(path: &Path, out: &mut Collector) -> Settings {
         line: None,
         column: None,
     };
-    let bytes = match read_capped(path) {
+    let bytes = match read_capped(path, MAX_YAML_BYTES) {
         Ok(b) => b,
         Err(msg) => {
             out.error(diag(file_at, None, None, msg));
@@ -80,7 +80,12 @@ pub(crate) fn read(path: &Path, out: &mut Collector) -> Settings {
                 line: Some(line),
                 column: Some(column),
             };
-            out.error(diag(at, None, None, "is not valid UTF-8 (save the file as UTF-8)"));
+            out.error(diag(
+                at,
+                None,
+                None,
+                "is not valid UTF-8 (save the file as UTF-8)",
+            ));
             return settings;
         }
     };
@@ -91,7 +96,9 @@ pub(crate) fn read(path: &Path, out: &mut Collector) -> Settings {
             let loc = e.location();
             let at = Origin {
                 file: path.to_path_buf(),
-                line: loc.and_then(|l| usize::try_from(l.line()).ok()).filter(|l| *l > 0),
+                line: loc
+                    .and_then(|l| usize::try_from(l.line()).ok())
+                    .filter(|l| *l > 0),
                 column: loc
                     .and_then(|l| usize::try_from(l.column()).ok())
                     .filter(|c| *c > 0),
@@ -111,25 +118,25 @@ pub(crate) fn read(path: &Path, out: &mut Collector) -> Settings {
     settings
 }
 
-fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     let cannot = |e: std::io::Error| format!("cannot read the manifest: {}", super::io_message(&e));
     let file = std::fs::File::open(path).map_err(cannot)?;
     let mut bytes = Vec::new();
-    file.take(MAX_YAML_BYTES + 1)
+    file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(cannot)?;
-    if bytes.len() as u64 > MAX_YAML_BYTES {
+    if bytes.len() as u64 > limit {
         return Err(format!(
             "the manifest is larger than {} MiB, the most a YAML manifest may be \
              (put large batches in a CSV table, which is read row by row)",
-            MAX_YAML_BYTES / (1024 * 1024)
+            limit / (1024 * 1024)
         ));
     }
     Ok(bytes)
 }
 
 /// 1-based line and column (in characters) just after `valid`.
-fn line_col(valid: &[u8]) -> (usize, usize) {
+pub(crate) fn line_col(valid: &[u8]) -> (usize, usize) {
     let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
     let start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let column = String::from_utf8_lossy(&valid[start..]).chars().count() + 1;
@@ -145,7 +152,8 @@ fn options() -> serde_saphyr::Options {
     budget.max_events = 5_000_000;
     budget.max_depth = 32;
     budget.max_aliases = 10_000;
-    budget.max_documents = 1;
+    // One more than allowed, so that a second document gets its own clear message.
+    budget.max_documents = 2;
     let mut opts = serde_saphyr::Options::default();
     opts.budget = Some(budget);
     opts.with_snippet = false;
@@ -162,7 +170,10 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
         None => &text,
     };
     let lower = text.to_ascii_lowercase();
-    if lower.contains("budget") || lower.contains("recursion limit") || lower.contains("alias") && lower.contains("limit") {
+    if lower.contains("budget")
+        || lower.contains("recursion limit")
+        || lower.contains("alias") && lower.contains("limit")
+    {
         format!(
             "refused: the YAML is too large or too deeply nested to read safely ({text}); \
              aliases that expand to huge trees are not allowed"
@@ -247,7 +258,10 @@ impl Cx<'_> {
         match &n.value {
             Value::Int(i) if *i >= min => Some(*i),
             Value::Int(_) | Value::BigInt(_) => {
-                let msg = format!("{} is out of range (a whole number, {min} or more)", n.value);
+                let msg = format!(
+                    "{} is out of range (a whole number, {min} or more)",
+                    n.value
+                );
                 self.err(n, job, Some(field), msg);
                 None
             }
@@ -273,7 +287,12 @@ impl Cx<'_> {
         if x.is_finite() && x >= 0.0 {
             Some(x)
         } else {
-            self.err(n, None, Some(field), format!("{x} is not allowed (a number, 0 or more)"));
+            self.err(
+                n,
+                None,
+                Some(field),
+                format!("{x} is not allowed (a number, 0 or more)"),
+            );
             None
         }
     }
@@ -357,7 +376,10 @@ impl Cx<'_> {
                 }
                 Value::Null => {}
                 other => {
-                    let msg = format!("must be a list of jobs (each starting with -), got {}", other.kind());
+                    let msg = format!(
+                        "must be a list of jobs (each starting with -), got {}",
+                        other.kind()
+                    );
                     self.err(n, None, Some("jobs"), msg);
                 }
             }
@@ -372,7 +394,12 @@ impl Cx<'_> {
             }
         }
         if !top.contains_key("jobs") && !top.contains_key("include") {
-            self.err(root, None, None, "the manifest has no jobs (add jobs: or include:)");
+            self.err(
+                root,
+                None,
+                None,
+                "the manifest has no jobs (add jobs: or include:)",
+            );
         }
     }
 
@@ -401,10 +428,14 @@ impl Cx<'_> {
             let name = k.key_text();
             match name.as_str() {
                 "concurrency" => {
-                    run.concurrency = self.int(v, None, &name, 1).and_then(|i| usize::try_from(i).ok());
+                    run.concurrency = self
+                        .int(v, None, &name, 1)
+                        .and_then(|i| usize::try_from(i).ok());
                 }
                 "max_attempts" => {
-                    run.max_attempts = self.int(v, None, &name, 1).and_then(|i| u32::try_from(i).ok());
+                    run.max_attempts = self
+                        .int(v, None, &name, 1)
+                        .and_then(|i| u32::try_from(i).ok());
                 }
                 "rate" => {
                     if let Some(t) = self.text(v, None, &name) {
@@ -569,19 +600,17 @@ impl Cx<'_> {
                     false
                 }
             },
-            Field::EnableFallback | Field::EnableTranslation => {
-                match self.boolean(v, job, name) {
-                    Some(b) if f == Field::EnableFallback => {
-                        d.raw.enable_fallback = Some(b);
-                        true
-                    }
-                    Some(b) => {
-                        d.raw.enable_translation = Some(b);
-                        true
-                    }
-                    None => false,
+            Field::EnableFallback | Field::EnableTranslation => match self.boolean(v, job, name) {
+                Some(b) if f == Field::EnableFallback => {
+                    d.raw.enable_fallback = Some(b);
+                    true
                 }
-            }
+                Some(b) => {
+                    d.raw.enable_translation = Some(b);
+                    true
+                }
+                None => false,
+            },
         };
         if ok {
             d.field_at.insert(f, self.at(v));
@@ -641,7 +670,10 @@ impl Cx<'_> {
             self.err(n, None, None, msg);
             return;
         };
-        let id_node = entries.iter().find(|(k, _)| k.key_text() == "id").map(|(_, v)| v);
+        let id_node = entries
+            .iter()
+            .find(|(k, _)| k.key_text() == "id")
+            .map(|(_, v)| v);
         let id = id_node.and_then(|v| self.text(v, None, "id"));
         let job = id.as_deref();
 
@@ -674,7 +706,8 @@ impl Cx<'_> {
                     Some(Field::Seeds) if matches!(v.value, Value::Seq(_)) => seed_list = Some(v),
                     Some(f) => {
                         if base.field_at.contains_key(&f) || base.bad_fields.contains(&f) {
-                            let msg = format!("is set twice (as {} and another spelling)", f.api_name());
+                            let msg =
+                                format!("is set twice (as {} and another spelling)", f.api_name());
                             self.err(k, job, Some(&name), msg);
                             base.bad = true;
                         } else {
@@ -696,10 +729,8 @@ impl Cx<'_> {
         let keys = match matrix {
             Some(m) => match self.matrix(m, &base, job) {
                 Some(keys) => keys,
-                None => {
-                    base.bad = true;
-                    Vec::new()
-                }
+                // Without a sound matrix, placeholders and ids cannot be judged.
+                None => return,
             },
             None => Vec::new(),
         };
@@ -729,16 +760,23 @@ impl Cx<'_> {
                 if known.contains(&p) {
                     used.push(p.to_owned());
                 } else {
-                    let msg = format!("unknown placeholder {{{p}}} ({known_list}; write {{{{ for a literal brace)");
+                    let msg = format!(
+                        "unknown placeholder {{{p}}} ({known_list}; write {{{{ for a literal brace)"
+                    );
                     self.err(idn, job, Some("id"), msg);
                     base.bad = true;
                 }
             }
         }
-        let prompt_from_matrix = keys.iter().any(|k| k.kind == MatrixKind::Field(Field::Prompt));
+        let prompt_from_matrix = keys
+            .iter()
+            .any(|k| k.kind == MatrixKind::Field(Field::Prompt));
         let (prompt, prompt_at) = match (&base.raw.prompt, &defaults.raw.prompt) {
             (Some(p), _) => (Some(p.clone()), base.field_at.get(&Field::Prompt).cloned()),
-            (None, Some(p)) => (Some(p.clone()), defaults.field_at.get(&Field::Prompt).cloned()),
+            (None, Some(p)) => (
+                Some(p.clone()),
+                defaults.field_at.get(&Field::Prompt).cloned(),
+            ),
             (None, None) => (None, None),
         };
         if let Some(p) = prompt.filter(|_| !prompt_from_matrix) {
@@ -746,7 +784,9 @@ impl Cx<'_> {
                 if known.contains(&name) {
                     used.push(name.to_owned());
                 } else {
-                    let msg = format!("unknown placeholder {{{name}}} ({known_list}; write {{{{ for a literal brace)");
+                    let msg = format!(
+                        "unknown placeholder {{{name}}} ({known_list}; write {{{{ for a literal brace)"
+                    );
                     let at = prompt_at.clone().unwrap_or_else(|| base.at.clone());
                     self.out.error(diag(at, job, Some("prompt"), msg));
                     base.bad = true;
@@ -796,7 +836,8 @@ impl Cx<'_> {
 
         if id.is_none() {
             // Reported once, here, not once per combination.
-            let msg = "is required (a short unique name: it names the video file and is the resume key)";
+            let msg =
+                "is required (a short unique name: it names the video file and is the resume key)";
             self.err(n, None, Some("id"), msg);
             base.bad = true;
         }
@@ -865,9 +906,17 @@ impl Cx<'_> {
         }
     }
 
-    fn matrix<'n>(&mut self, m: &'n Node, base: &Draft, job: Option<&str>) -> Option<Vec<MatrixKey<'n>>> {
+    fn matrix<'n>(
+        &mut self,
+        m: &'n Node,
+        base: &Draft,
+        job: Option<&str>,
+    ) -> Option<Vec<MatrixKey<'n>>> {
         let Value::Map(entries) = &m.value else {
-            let msg = format!("must be a mapping of names to lists of values, got {}", m.value.kind());
+            let msg = format!(
+                "must be a mapping of names to lists of values, got {}",
+                m.value.kind()
+            );
             self.err(m, job, Some("matrix"), msg);
             return None;
         };
@@ -893,26 +942,41 @@ impl Cx<'_> {
                 && !name.starts_with(|c: char| c.is_ascii_digit())
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !ident {
-                let msg = "a matrix key must be a name of letters, digits and _ (it is used as {name})";
+                let msg =
+                    "a matrix key must be a name of letters, digits and _ (it is used as {name})";
                 self.err(k, job, Some(&name), msg);
                 ok = false;
                 continue;
             }
             let set_directly = match kind {
-                MatrixKind::Field(f) => base.field_at.contains_key(&f) || base.bad_fields.contains(&f),
+                MatrixKind::Field(f) => {
+                    base.field_at.contains_key(&f) || base.bad_fields.contains(&f)
+                }
                 MatrixKind::Upgrade => base.upgrade.is_some(),
                 MatrixKind::KeepOriginal => base.keep_original.is_some(),
                 MatrixKind::Placeholder => false,
             };
             if set_directly {
-                self.err(k, job, Some(&name), "is set both on the job and in its matrix; keep one");
+                self.err(
+                    k,
+                    job,
+                    Some(&name),
+                    "is set both on the job and in its matrix; keep one",
+                );
                 ok = false;
                 continue;
             }
             if let MatrixKind::Field(f) = kind
-                && keys.iter().any(|k: &MatrixKey<'_>| k.kind == MatrixKind::Field(f))
+                && keys
+                    .iter()
+                    .any(|k: &MatrixKey<'_>| k.kind == MatrixKind::Field(f))
             {
-                self.err(k, job, Some(&name), "is in the matrix twice (under two spellings)");
+                self.err(
+                    k,
+                    job,
+                    Some(&name),
+                    "is in the matrix twice (under two spellings)",
+                );
                 ok = false;
                 continue;
             }
@@ -924,11 +988,19 @@ impl Cx<'_> {
                     values,
                 }),
                 Value::Seq(_) => {
-                    self.err(v, job, Some(&name), "has no values (a matrix key needs a list of one or more values)");
+                    self.err(
+                        v,
+                        job,
+                        Some(&name),
+                        "has no values (a matrix key needs a list of one or more values)",
+                    );
                     ok = false;
                 }
                 other => {
-                    let msg = format!("must be a list of values (like [a, b]), got {}", other.kind());
+                    let msg = format!(
+                        "must be a list of values (like [a, b]), got {}",
+                        other.kind()
+                    );
                     self.err(v, job, Some(&name), msg);
                     ok = false;
                 }
@@ -937,7 +1009,12 @@ impl Cx<'_> {
         ok.then_some(keys)
     }
 
-    fn seed_list(&mut self, s: &Node, repeat: Option<(usize, &Node)>, job: Option<&str>) -> Option<Vec<(i64, Origin)>> {
+    fn seed_list(
+        &mut self,
+        s: &Node,
+        repeat: Option<(usize, &Node)>,
+        job: Option<&str>,
+    ) -> Option<Vec<(i64, Origin)>> {
         let Value::Seq(items) = &s.value else {
             return None;
         };

@@ -100,17 +100,33 @@ fn unknown_extension_is_refused() {
 fn every_field_problem_is_located() {
     let f = "tests/fixtures/manifests/bad-fields.yaml";
     let lines = [
-        format!("{f}:7:5: job \"typo\": aspectRatio: unknown key in a job (did you mean aspect_ratio?)"),
+        format!(
+            "{f}:7:5: job \"typo\": aspectRatio: unknown key in a job (did you mean aspect_ratio?)"
+        ),
         format!("{f}:9:13: job \"bad-values\": prompt: must not be blank"),
         format!("{f}:10:12: job \"bad-values\": model: \"veo4\" is not allowed (veo3, veo3_fast)"),
-        format!("{f}:11:12: job \"bad-values\": seeds: 123 is out of range (an integer from 10000 to 99999)"),
-        format!("{f}:12:18: job \"bad-values\": callBackUrl: \"/hooks/veo\" is not a valid URL (an absolute http or https URL)"),
-        format!("{f}:15:12: job \"bad-types\": seeds: must be an integer from 10000 to 99999, got text"),
+        format!(
+            "{f}:11:12: job \"bad-values\": seeds: 123 is out of range (an integer from 10000 to 99999)"
+        ),
+        format!(
+            "{f}:12:18: job \"bad-values\": callBackUrl: \"/hooks/veo\" is not a valid URL (an absolute http or https URL)"
+        ),
+        format!(
+            "{f}:15:12: job \"bad-types\": seeds: must be an integer from 10000 to 99999, got text"
+        ),
         format!("{f}:16:24: job \"bad-types\": enableTranslation: must be true or false, got text"),
-        format!("{f}:20:12: job \"bad-images\": model: REFERENCE_2_VIDEO works only with veo3_fast, not veo3"),
-        format!("{f}:21:19: job \"bad-images\": aspect_ratio: REFERENCE_2_VIDEO takes 16:9 or 9:16, not Auto"),
-        format!("{f}:24:9: job \"bad-images\": imageUrls: \"ftp://assets.example.com/cat.png\" is not http or https (an absolute http or https URL)"),
-        format!("{f}:27:16: job \"too-many\": imageUrls: 3 images need generationType REFERENCE_2_VIDEO (without it, 0 images mean TEXT_2_VIDEO and 1-2 mean FIRST_AND_LAST_FRAMES_2_VIDEO)"),
+        format!(
+            "{f}:20:12: job \"bad-images\": model: REFERENCE_2_VIDEO works only with veo3_fast, not veo3"
+        ),
+        format!(
+            "{f}:21:19: job \"bad-images\": aspect_ratio: REFERENCE_2_VIDEO takes 16:9 or 9:16, not Auto"
+        ),
+        format!(
+            "{f}:24:9: job \"bad-images\": imageUrls: \"ftp://assets.example.com/cat.png\" is not http or https (an absolute http or https URL)"
+        ),
+        format!(
+            "{f}:27:16: job \"too-many\": imageUrls: 3 images need generationType REFERENCE_2_VIDEO (without it, 0 images mean TEXT_2_VIDEO and 1-2 mean FIRST_AND_LAST_FRAMES_2_VIDEO)"
+        ),
     ];
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert_problems("bad-fields.yaml", &refs);
@@ -120,12 +136,24 @@ fn every_field_problem_is_located() {
 fn expansion_problems_are_located() {
     let f = "tests/fixtures/manifests/bad-expansion.yaml";
     let lines = [
-        format!("{f}:3:9: job \"spot\": id: \"spot\" would be the same for several matrix combinations; add {{color}} to it"),
-        format!("{f}:8:13: job \"ad-{{color}}\": prompt: unknown placeholder {{colour}} (the matrix has: color; write {{{{ for a literal brace)"),
-        format!("{f}:8:13: job \"ad-{{color}}\": prompt: unknown placeholder {{place}} (the matrix has: color; write {{{{ for a literal brace)"),
-        format!("{f}:14:12: job \"takes\": seeds: a list of 3 seeds needs repeat: 3 (one seed per copy)"),
-        format!("{f}:19:7: job \"unused-{{x}}\": aspectRatio: matrix key is not used: it is not a request field and no {{aspectRatio}} placeholder in id or prompt uses it (did you mean aspect_ratio?)"),
-        format!("{f}:22:9: job \"same\": id: duplicate id \"same\", first used at {f}:20:9 (ids must be unique)"),
+        format!(
+            "{f}:3:9: job \"spot\": id: \"spot\" would be the same for several matrix combinations; add {{color}} to it"
+        ),
+        format!(
+            "{f}:8:13: job \"ad-{{color}}\": prompt: unknown placeholder {{colour}} (the matrix has: color; write {{{{ for a literal brace)"
+        ),
+        format!(
+            "{f}:8:13: job \"ad-{{color}}\": prompt: unknown placeholder {{place}} (the matrix has: color; write {{{{ for a literal brace)"
+        ),
+        format!(
+            "{f}:14:12: job \"takes\": seeds: a list of 3 seeds needs repeat: 3 (one seed per copy)"
+        ),
+        format!(
+            "{f}:19:7: job \"unused-{{x}}\": aspectRatio: matrix key is not used: it is not a request field and no {{aspectRatio}} placeholder in id or prompt uses it (did you mean aspect_ratio?)"
+        ),
+        format!(
+            "{f}:22:9: job \"same\": id: duplicate id \"same\", first used at {f}:20:9 (ids must be unique)"
+        ),
     ];
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert_problems("bad-expansion.yaml", &refs);
@@ -139,7 +167,9 @@ fn settings_problems_are_located() {
         format!("{f}:4:3: concurency: unknown key in run (did you mean concurrency?)"),
         format!("{f}:5:17: task_timeout: \"30\" has no unit (write it like 30s or 30ms)"),
         format!("{f}:7:9: veo3: -5 is not allowed (a number, 0 or more)"),
-        format!("{f}:9:3: model: is a request field; set it in defaults: or on jobs, not under extra:"),
+        format!(
+            "{f}:9:3: model: is a request field; set it in defaults: or on jobs, not under extra:"
+        ),
         format!("{f}:12:3: result: unknown key in output (did you mean results?)"),
         format!("{f}:13:1: jobz: unknown key in the manifest (did you mean jobs?)"),
         format!("{f}:17:14: job \"ok\": upgrade: \"8k\" is not allowed (1080p, 4k or none)"),
@@ -155,9 +185,15 @@ fn csv_problems_are_located_at_the_physical_line() {
     let f = "tests/fixtures/manifests/bad-rows.csv";
     let lines = [
         format!("{f}:1: aspectRatio: unknown column (did you mean aspect_ratio?)"),
-        format!("{f}:4: job \"r2\": seeds: \"abc\" is not an integer (an integer from 10000 to 99999)"),
-        format!("{f}:4: job \"r2\": enableTranslation: \"maybe\" is not a boolean (true, false, yes, no, 1 or 0)"),
-        format!("{f}:5: this row has 2 cells but the header has 5 (quote cells that contain commas or line breaks)"),
+        format!(
+            "{f}:4: job \"r2\": seeds: \"abc\" is not an integer (an integer from 10000 to 99999)"
+        ),
+        format!(
+            "{f}:4: job \"r2\": enableTranslation: \"maybe\" is not a boolean (true, false, yes, no, 1 or 0)"
+        ),
+        format!(
+            "{f}:5: this row has 2 cells but the header has 5 (quote cells that contain commas or line breaks)"
+        ),
     ];
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert_problems("bad-rows.csv", &refs);
@@ -168,7 +204,9 @@ fn includes_are_checked() {
     let f = "tests/fixtures/manifests/missing-include.yaml";
     let lines = [
         format!("{f}:6:5: include: cannot read tests/fixtures/manifests/nowhere.csv: no such file"),
-        format!("{f}:7:5: include: \"notes.txt\" is not a CSV table (only .csv files can be included)"),
+        format!(
+            "{f}:7:5: include: \"notes.txt\" is not a CSV table (only .csv files can be included)"
+        ),
     ];
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert_problems("missing-include.yaml", &refs);
@@ -178,11 +216,15 @@ fn includes_are_checked() {
 fn invalid_utf8_is_located_not_a_panic() {
     assert_problems(
         "bad-utf8.yaml",
-        &["tests/fixtures/manifests/bad-utf8.yaml:4:16: is not valid UTF-8 (save the file as UTF-8)"],
+        &[
+            "tests/fixtures/manifests/bad-utf8.yaml:4:16: is not valid UTF-8 (save the file as UTF-8)",
+        ],
     );
     assert_problems(
         "bad-utf8.csv",
-        &["tests/fixtures/manifests/bad-utf8.csv:3: prompt: is not valid UTF-8 at byte 4 of the cell (save the file as UTF-8)"],
+        &[
+            "tests/fixtures/manifests/bad-utf8.csv:3: prompt: is not valid UTF-8 at byte 4 of the cell (save the file as UTF-8)",
+        ],
     );
 }
 
