@@ -478,3 +478,10 @@ fn empty_manifests_have_no_jobs() {
     let p = write(&dir, "t.csv", "id,prompt\n");
     assert_eq!(problems(&p), [": the manifest has no jobs"]);
 }
+
+#[test]
+fn an_id_that_is_not_text_is_reported_once() {
+    let dir = TempDir::new().unwrap();
+    let p = write(&dir, "m.yaml", "jobs:\n  - id: [a]\n    prompt: x\n");
+    assert_eq!(problems(&p), [":2:9: id: must be text, got a list"]);
+}
