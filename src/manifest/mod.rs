@@ -7,6 +7,8 @@
 mod job;
 mod node;
 mod table;
+#[cfg(test)]
+mod tests;
 mod yaml;
 
 use std::collections::BTreeMap;

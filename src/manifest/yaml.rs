@@ -14,10 +14,12 @@ use crate::cost::PriceTable;
 use crate::request::{Field, did_you_mean, field_names};
 use crate::units::{Rate, Span};
 
-use super::job::{Collector, Draft, diag, placeholders, substitute};
+use super::job::{Collector, Draft, diag};
 use super::node::{Node, Value, scalar_text};
 use super::table::{self, TableInput, upgrade_value};
 use super::{Origin, OutputSettings, RunSettings, Upgrade};
+
+mod expand;
 
 /// The largest YAML manifest read; bigger batches belong in a CSV table, which streams.
 pub(crate) const MAX_YAML_BYTES: u64 = 64 * 1024 * 1024;
@@ -64,7 +66,7 @@ pub(crate) fn read(path: &Path, out: &mut Collector) -> Settings {
         line: None,
         column: None,
     };
-    let bytes = match read_capped(path) {
+    let bytes = match read_capped(path, MAX_YAML_BYTES) {
         Ok(b) => b,
         Err(msg) => {
             out.error(diag(file_at, None, None, msg));
@@ -118,25 +120,25 @@ pub(crate) fn read(path: &Path, out: &mut Collector) -> Settings {
     settings
 }
 
-fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     let cannot = |e: std::io::Error| format!("cannot read the manifest: {}", super::io_message(&e));
     let file = std::fs::File::open(path).map_err(cannot)?;
     let mut bytes = Vec::new();
-    file.take(MAX_YAML_BYTES + 1)
+    file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(cannot)?;
-    if bytes.len() as u64 > MAX_YAML_BYTES {
+    if bytes.len() as u64 > limit {
         return Err(format!(
             "the manifest is larger than {} MiB, the most a YAML manifest may be \
              (put large batches in a CSV table, which is read row by row)",
-            MAX_YAML_BYTES / (1024 * 1024)
+            limit / (1024 * 1024)
         ));
     }
     Ok(bytes)
 }
 
 /// 1-based line and column (in characters) just after `valid`.
-fn line_col(valid: &[u8]) -> (usize, usize) {
+pub(crate) fn line_col(valid: &[u8]) -> (usize, usize) {
     let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
     let start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let column = String::from_utf8_lossy(&valid[start..]).chars().count() + 1;
@@ -152,7 +154,8 @@ fn options() -> serde_saphyr::Options {
     budget.max_events = 5_000_000;
     budget.max_depth = 32;
     budget.max_aliases = 10_000;
-    budget.max_documents = 1;
+    // One more than allowed, so that a second document gets its own clear message.
+    budget.max_documents = 2;
     let mut opts = serde_saphyr::Options::default();
     opts.budget = Some(budget);
     opts.with_snippet = false;
@@ -168,6 +171,9 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
         Some(i) => &text[..i],
         None => &text,
     };
+    // One problem per line of output, whatever the parser's message holds.
+    let text = text.replace(['\n', '\r'], " ");
+    let text = text.as_str();
     let lower = text.to_ascii_lowercase();
     if lower.contains("budget")
         || lower.contains("recursion limit")
@@ -182,22 +188,6 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     } else {
         format!("invalid YAML: {text}")
     }
-}
-
-/// One matrix key and its values.
-struct MatrixKey<'n> {
-    name: String,
-    key: &'n Node,
-    kind: MatrixKind,
-    values: &'n [Node],
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum MatrixKind {
-    Field(Field),
-    Upgrade,
-    KeepOriginal,
-    Placeholder,
 }
 
 struct Cx<'a> {
@@ -657,390 +647,6 @@ impl Cx<'_> {
             let msg = format!("cannot read {}: {}", path.display(), super::io_message(&e));
             self.err(item, None, Some("include"), msg);
         }
-    }
-
-    /// One entry of `jobs:`, expanded by its matrix and repeat into finished jobs.
-    fn job(&mut self, n: &Node, defaults: &Draft, extra: &BTreeMap<String, Json>) {
-        let Value::Map(entries) = &n.value else {
-            let msg = format!(
-                "a job must be a mapping with id:, prompt: and other fields, got {}",
-                n.value.kind()
-            );
-            self.err(n, None, None, msg);
-            return;
-        };
-        let id_node = entries
-            .iter()
-            .find(|(k, _)| k.key_text() == "id")
-            .map(|(_, v)| v);
-        let id = id_node.and_then(|v| self.text(v, None, "id"));
-        let job = id.as_deref();
-
-        let mut base = Draft {
-            at: self.at(n),
-            id_at: id_node.map(|v| self.at(v)),
-            ..Draft::default()
-        };
-        let mut matrix: Option<&Node> = None;
-        let mut repeat: Option<(usize, &Node)> = None;
-        let mut seed_list: Option<&Node> = None;
-        for (k, v) in entries {
-            let name = k.key_text();
-            match name.as_str() {
-                "id" => {}
-                "matrix" => matrix = Some(v),
-                "repeat" => {
-                    if let Some(r) = self.int(v, job, "repeat", 1) {
-                        repeat = usize::try_from(r).ok().map(|r| (r, v));
-                    } else {
-                        base.bad = true;
-                    }
-                }
-                "upgrade" => self.set_upgrade(&mut base, v, job),
-                "keep_original" => match self.boolean(v, job, &name) {
-                    Some(b) => base.keep_original = Some(b),
-                    None => base.bad = true,
-                },
-                _ => match Field::from_name(&name) {
-                    Some(Field::Seeds) if matches!(v.value, Value::Seq(_)) => seed_list = Some(v),
-                    Some(f) => {
-                        if base.field_at.contains_key(&f) || base.bad_fields.contains(&f) {
-                            let msg =
-                                format!("is set twice (as {} and another spelling)", f.api_name());
-                            self.err(k, job, Some(&name), msg);
-                            base.bad = true;
-                        } else {
-                            self.set_field(&mut base, f, v, job);
-                        }
-                    }
-                    None => {
-                        let allowed: Vec<&str> = field_names()
-                            .chain(JOB_ONLY_KEYS)
-                            .chain(JOB_EXTRA_KEYS)
-                            .collect();
-                        self.unknown_key(k, job, "a job", &allowed);
-                        base.bad = true;
-                    }
-                },
-            }
-        }
-
-        let keys = match matrix {
-            Some(m) => match self.matrix(m, &base, job) {
-                Some(keys) => keys,
-                None => {
-                    base.bad = true;
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
-        let copies = repeat.map_or(1, |(r, _)| r);
-        let seeds = match seed_list {
-            Some(s) => match self.seed_list(s, repeat, job) {
-                Some(list) => list,
-                None => {
-                    base.bad = true;
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
-
-        // Placeholders: every {name} must be a matrix key, every placeholder-only key
-        // must be used, and a matrix of several combinations needs them in the id.
-        let known: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
-        let mut used: Vec<String> = Vec::new();
-        let known_list = if known.is_empty() {
-            "this job has no matrix".to_owned()
-        } else {
-            format!("the matrix has: {}", known.join(", "))
-        };
-        if let (Some(id), Some(idn)) = (&id, id_node) {
-            for p in placeholders(id) {
-                if known.contains(&p) {
-                    used.push(p.to_owned());
-                } else {
-                    let msg = format!(
-                        "unknown placeholder {{{p}}} ({known_list}; write {{{{ for a literal brace)"
-                    );
-                    self.err(idn, job, Some("id"), msg);
-                    base.bad = true;
-                }
-            }
-        }
-        let prompt_from_matrix = keys
-            .iter()
-            .any(|k| k.kind == MatrixKind::Field(Field::Prompt));
-        let (prompt, prompt_at) = match (&base.raw.prompt, &defaults.raw.prompt) {
-            (Some(p), _) => (Some(p.clone()), base.field_at.get(&Field::Prompt).cloned()),
-            (None, Some(p)) => (
-                Some(p.clone()),
-                defaults.field_at.get(&Field::Prompt).cloned(),
-            ),
-            (None, None) => (None, None),
-        };
-        if let Some(p) = prompt.filter(|_| !prompt_from_matrix) {
-            for name in placeholders(&p) {
-                if known.contains(&name) {
-                    used.push(name.to_owned());
-                } else {
-                    let msg = format!(
-                        "unknown placeholder {{{name}}} ({known_list}; write {{{{ for a literal brace)"
-                    );
-                    let at = prompt_at.clone().unwrap_or_else(|| base.at.clone());
-                    self.out.error(diag(at, job, Some("prompt"), msg));
-                    base.bad = true;
-                }
-            }
-        }
-        for k in &keys {
-            if k.kind == MatrixKind::Placeholder && !used.contains(&k.name) {
-                let hint = did_you_mean(&k.name, field_names())
-                    .map(|s| format!(" (did you mean {s}?)"))
-                    .unwrap_or_default();
-                let msg = format!(
-                    "matrix key is not used: it is not a request field and no {{{}}} placeholder \
-                     in id or prompt uses it{hint}",
-                    k.name
-                );
-                self.err(k.key, job, Some(&k.name), msg);
-                base.bad = true;
-            }
-        }
-        let id_uses: Vec<&str> = id.as_deref().map(placeholders).unwrap_or_default();
-        let missing: Vec<String> = keys
-            .iter()
-            .filter(|k| k.values.len() > 1 && !id_uses.contains(&k.name.as_str()))
-            .map(|k| format!("{{{}}}", k.name))
-            .collect();
-        if let (false, Some(id), Some(idn)) = (missing.is_empty(), &id, id_node) {
-            let msg = format!(
-                "{id:?} would be the same for several matrix combinations; add {} to it",
-                missing.join(" and ")
-            );
-            self.err(idn, job, Some("id"), msg);
-            // Expanding would only add a duplicate-id report per combination.
-            return;
-        }
-
-        let combos = keys
-            .iter()
-            .try_fold(1usize, |acc, k| acc.checked_mul(k.values.len()))
-            .and_then(|c| c.checked_mul(copies));
-        if combos.is_none_or(|c| c > MAX_EXPANSION) {
-            let at = matrix.or(repeat.map(|(_, n)| n)).unwrap_or(n);
-            let msg = format!("this job would expand to more than {MAX_EXPANSION} jobs; split it");
-            self.err(at, job, None, msg);
-            return;
-        }
-
-        if id.is_none() {
-            // Reported once, here, not once per combination.
-            let msg =
-                "is required (a short unique name: it names the video file and is the resume key)";
-            self.err(n, None, Some("id"), msg);
-            base.bad = true;
-        }
-        if base.bad && id.is_none() {
-            return;
-        }
-
-        let mut index = vec![0usize; keys.len()];
-        loop {
-            let mut d = base.clone();
-            let mut values: BTreeMap<&str, String> = BTreeMap::new();
-            for (k, &i) in keys.iter().zip(&index) {
-                let Some(v) = k.values.get(i) else { continue };
-                match k.kind {
-                    MatrixKind::Field(f) => self.set_field(&mut d, f, v, job),
-                    MatrixKind::Upgrade => self.set_upgrade(&mut d, v, job),
-                    MatrixKind::KeepOriginal => match self.boolean(v, job, &k.name) {
-                        Some(b) => d.keep_original = Some(b),
-                        None => d.bad = true,
-                    },
-                    MatrixKind::Placeholder => {}
-                }
-                let text = match &v.value {
-                    Value::Seq(items) => items
-                        .iter()
-                        .filter_map(|i| scalar_text(i, self.src))
-                        .collect::<Vec<_>>()
-                        .join("|"),
-                    _ => scalar_text(v, self.src).unwrap_or_default(),
-                };
-                values.insert(k.name.as_str(), text);
-            }
-            d.apply_defaults(defaults);
-            for (k, v) in extra {
-                d.raw.extra.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-            if !prompt_from_matrix && let Some(p) = &d.raw.prompt {
-                d.raw.prompt = Some(substitute(p, &values));
-            }
-            let id = id.as_deref().map(|t| substitute(t, &values));
-            for copy in 1..=copies {
-                let mut c = d.clone();
-                c.id = match (&id, repeat) {
-                    (Some(id), Some(_)) => Some(format!("{id}-{copy}")),
-                    (id, _) => id.clone(),
-                };
-                if let Some((seed, at)) = seeds.get(copy - 1) {
-                    c.raw.seeds = Some(*seed);
-                    c.field_at.insert(Field::Seeds, at.clone());
-                }
-                self.out.finish(c);
-            }
-            // Next combination: the last key turns fastest.
-            let mut k = keys.len();
-            loop {
-                if k == 0 {
-                    return;
-                }
-                k -= 1;
-                index[k] += 1;
-                if index[k] < keys[k].values.len() {
-                    break;
-                }
-                index[k] = 0;
-            }
-        }
-    }
-
-    fn matrix<'n>(
-        &mut self,
-        m: &'n Node,
-        base: &Draft,
-        job: Option<&str>,
-    ) -> Option<Vec<MatrixKey<'n>>> {
-        let Value::Map(entries) = &m.value else {
-            let msg = format!(
-                "must be a mapping of names to lists of values, got {}",
-                m.value.kind()
-            );
-            self.err(m, job, Some("matrix"), msg);
-            return None;
-        };
-        let mut keys = Vec::with_capacity(entries.len());
-        let mut ok = true;
-        for (k, v) in entries {
-            let name = k.key_text();
-            let kind = if let Some(f) = Field::from_name(&name) {
-                MatrixKind::Field(f)
-            } else if name == "upgrade" {
-                MatrixKind::Upgrade
-            } else if name == "keep_original" {
-                MatrixKind::KeepOriginal
-            } else {
-                MatrixKind::Placeholder
-            };
-            if JOB_ONLY_KEYS.contains(&name.as_str()) {
-                self.err(k, job, Some(&name), "cannot be a matrix key");
-                ok = false;
-                continue;
-            }
-            let ident = !name.is_empty()
-                && !name.starts_with(|c: char| c.is_ascii_digit())
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !ident {
-                let msg =
-                    "a matrix key must be a name of letters, digits and _ (it is used as {name})";
-                self.err(k, job, Some(&name), msg);
-                ok = false;
-                continue;
-            }
-            let set_directly = match kind {
-                MatrixKind::Field(f) => {
-                    base.field_at.contains_key(&f) || base.bad_fields.contains(&f)
-                }
-                MatrixKind::Upgrade => base.upgrade.is_some(),
-                MatrixKind::KeepOriginal => base.keep_original.is_some(),
-                MatrixKind::Placeholder => false,
-            };
-            if set_directly {
-                self.err(
-                    k,
-                    job,
-                    Some(&name),
-                    "is set both on the job and in its matrix; keep one",
-                );
-                ok = false;
-                continue;
-            }
-            if let MatrixKind::Field(f) = kind
-                && keys
-                    .iter()
-                    .any(|k: &MatrixKey<'_>| k.kind == MatrixKind::Field(f))
-            {
-                self.err(
-                    k,
-                    job,
-                    Some(&name),
-                    "is in the matrix twice (under two spellings)",
-                );
-                ok = false;
-                continue;
-            }
-            match &v.value {
-                Value::Seq(values) if !values.is_empty() => keys.push(MatrixKey {
-                    name,
-                    key: k,
-                    kind,
-                    values,
-                }),
-                Value::Seq(_) => {
-                    self.err(
-                        v,
-                        job,
-                        Some(&name),
-                        "has no values (a matrix key needs a list of one or more values)",
-                    );
-                    ok = false;
-                }
-                other => {
-                    let msg = format!(
-                        "must be a list of values (like [a, b]), got {}",
-                        other.kind()
-                    );
-                    self.err(v, job, Some(&name), msg);
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(keys)
-    }
-
-    fn seed_list(
-        &mut self,
-        s: &Node,
-        repeat: Option<(usize, &Node)>,
-        job: Option<&str>,
-    ) -> Option<Vec<(i64, Origin)>> {
-        let Value::Seq(items) = &s.value else {
-            return None;
-        };
-        let Some((copies, _)) = repeat.filter(|(r, _)| *r == items.len()) else {
-            let msg = format!(
-                "a list of {} seeds needs repeat: {} (one seed per copy)",
-                items.len(),
-                items.len()
-            );
-            self.err(s, job, Some("seeds"), msg);
-            return None;
-        };
-        let mut seeds = Vec::with_capacity(copies);
-        let mut ok = true;
-        for item in items {
-            match &item.value {
-                Value::Int(i) => seeds.push((*i, self.at(item))),
-                other => {
-                    let msg = format!("must be an integer, got {}", other.kind());
-                    self.err(item, job, Some("seeds"), msg);
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(seeds)
     }
 }
 

@@ -5,3 +5,4 @@ mod client;
 mod harness;
 mod run;
 mod sim;
+mod validate;
