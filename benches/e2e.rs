@@ -42,7 +42,9 @@ fn start_sim(args: &[&str]) -> Sim {
         .expect("simulator starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("address line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("address line");
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
