@@ -66,9 +66,16 @@ pub async fn collect(
     let mut reporter = Reporter::new(progress.mode, progress.total);
     let mut last_update = Instant::now();
     let mut generation = (Duration::ZERO, 0u32);
+    // Progress is redrawn on a timer too: a long wait on the service changes no row.
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         batch.clear();
-        if rx.recv_many(&mut batch, 1024).await == 0 {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, 1024) => Some(n),
+            _ = tick.tick() => None,
+        };
+        if received == Some(0) {
             break;
         }
         let mut rows: Vec<&Record> = Vec::new();

@@ -212,6 +212,14 @@ impl JobRunner {
     async fn save(&mut self, state: State) -> Result<(), JobEnd> {
         self.record.state = Some(state);
         self.record.updated_at = now();
+        tracing::debug!(
+            job = %self.job.id.escape_debug(),
+            state = state.as_str(),
+            task = self.record.task_id.as_deref().unwrap_or(""),
+            attempt = self.record.attempts,
+            code = self.record.error_code,
+            "state change"
+        );
         let (tx, rx) = oneshot::channel();
         let event = Event::Row {
             record: Box::new(self.record.clone()),
@@ -267,7 +275,7 @@ impl JobRunner {
                     self.record.error_code = None;
                     self.record.error_message = None;
                     self.save(State::Submitted).await?;
-                    tracing::debug!(job = %self.job.id, task = %task_id, "submitted");
+                    tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, "submitted");
                     return Ok(task_id);
                 }
                 Err(e) => e,
@@ -282,12 +290,12 @@ impl JobRunner {
             }
             match e.class {
                 ErrorClass::InDoubt => {
-                    tracing::warn!(job = %self.job.id, error = %e, "in doubt: the request was sent and no answer came; it is not sent again");
+                    tracing::warn!(job = %self.job.id.escape_debug(), error = %e, "in doubt: the request was sent and no answer came; it is not sent again");
                     self.save(State::InDoubt).await?;
                     return Err(JobEnd::InDoubt);
                 }
                 ErrorClass::Failed => {
-                    tracing::warn!(job = %self.job.id, error = %e, "failed");
+                    tracing::warn!(job = %self.job.id.escape_debug(), error = %e, "failed");
                     self.record.finished_at = Some(now());
                     self.save(State::Failed).await?;
                     return Err(JobEnd::Failed);
@@ -307,7 +315,7 @@ impl JobRunner {
                     // the wait does not leave the job looking in doubt.
                     self.save(State::Pending).await?;
                     let Some(nominal) = delays.next() else {
-                        tracing::warn!(job = %self.job.id, error = %e, "failed: gave up after {} attempts", self.shared.settings.retry.max_attempts);
+                        tracing::warn!(job = %self.job.id.escape_debug(), error = %e, "failed: gave up after {} attempts", self.shared.settings.retry.max_attempts);
                         self.record.error_message = Some(format!(
                             "gave up after {} attempts: {}",
                             self.shared.settings.retry.max_attempts, e.message
@@ -321,7 +329,7 @@ impl JobRunner {
                         self.shared.pause_submissions(delay);
                     }
                     self.retry_event(e.code).await;
-                    tracing::debug!(job = %self.job.id, code = ?e.code, delay_ms = delay.as_millis() as u64, "retrying submit");
+                    tracing::info!(job = %self.job.id.escape_debug(), attempt = self.record.attempts, code = e.code, delay_ms = delay.as_millis() as u64, "retrying submit: {}", e.message);
                     tokio::select! {
                         () = self.shared.stop_submitting.cancelled() => return Err(JobEnd::NotStarted),
                         () = tokio::time::sleep(delay) => {}
@@ -356,7 +364,7 @@ impl JobRunner {
             let wait = interval.mul_f64(0.8 + 0.4 * self.rng.f64());
             self.sleep_or_stop(wait).await?;
             if Instant::now() >= deadline {
-                tracing::warn!(job = %self.job.id, task = %task_id, "still running after --task-timeout; left submitted, the next run polls it again");
+                tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, "still running after --task-timeout; left submitted, the next run polls it again");
                 return Err(JobEnd::Unfinished);
             }
             let shared = self.shared.clone();
@@ -371,7 +379,7 @@ impl JobRunner {
                     self.record.video_urls = result_urls;
                     self.record.finished_at = Some(now());
                     self.save(State::Succeeded).await?;
-                    tracing::debug!(job = %self.job.id, task = %task_id, "generated");
+                    tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, "generated");
                     return Ok(());
                 }
                 Ok(TaskState::Failed {
@@ -386,7 +394,7 @@ impl JobRunner {
                             .unwrap_or_else(|| format!("generation failed (successFlag {flag})")),
                     );
                     self.record.finished_at = Some(now());
-                    tracing::warn!(job = %self.job.id, task = %task_id, error = ?self.record.error_message, "generation failed");
+                    tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, error = ?self.record.error_message, "generation failed");
                     self.save(State::Failed).await?;
                     return Err(JobEnd::Failed);
                 }
@@ -403,7 +411,7 @@ impl JobRunner {
                     ErrorClass::Failed => {
                         self.set_error(&e);
                         self.record.finished_at = Some(now());
-                        tracing::warn!(job = %self.job.id, task = %task_id, error = %e, "status check failed");
+                        tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, error = %e, "status check failed");
                         self.save(State::Failed).await?;
                         return Err(JobEnd::Failed);
                     }
@@ -431,7 +439,7 @@ impl JobRunner {
                 let wait = settings.poll_interval.mul_f64(0.8 + 0.4 * self.rng.f64());
                 self.sleep_or_stop(wait).await?;
                 if Instant::now() >= deadline {
-                    tracing::warn!(job = %self.job.id, task = %task_id, "{kind} file not ready after --task-timeout; the next run asks again");
+                    tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, "{kind} file not ready after --task-timeout; the next run asks again");
                     return Err(JobEnd::Unfinished);
                 }
             }
@@ -466,7 +474,7 @@ impl JobRunner {
                 Ok(Some(urls)) if !urls.is_empty() => {
                     self.record.upgrade_urls = urls;
                     self.save(State::Succeeded).await?;
-                    tracing::debug!(job = %self.job.id, task = %task_id, "{kind} file ready");
+                    tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, "{kind} file ready");
                     return Ok(());
                 }
                 Ok(_) => {}
@@ -478,7 +486,7 @@ impl JobRunner {
                     ErrorClass::Failed | ErrorClass::Credits => {
                         // The base video is paid for and kept: record why there is
                         // no upgrade, and download what there is.
-                        tracing::warn!(job = %self.job.id, task = %task_id, error = %e, "{kind} upgrade failed; keeping the base video");
+                        tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, error = %e, "{kind} upgrade failed; keeping the base video");
                         self.record.error_code = e.code;
                         self.record.error_message =
                             Some(format!("{kind} upgrade failed: {}", e.message));
@@ -543,7 +551,7 @@ impl JobRunner {
                         _ => None,
                     };
                     let Some(nominal) = next else {
-                        tracing::warn!(job = %self.job.id, url = %url, error = %e, "download failed; the next run tries again");
+                        tracing::warn!(job = %self.job.id.escape_debug(), url = %url, error = %e, "download failed; the next run tries again");
                         self.record.error_code = e.code;
                         self.record.error_message = Some(format!("download failed: {}", e.message));
                         return match self.save(State::Succeeded).await {
