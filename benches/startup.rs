@@ -1,0 +1,125 @@
+//! Start-up of a resumed run: loading a 100,000-row results file, and everything
+//! `run` does before its first request (manifest, results file, plan) for a
+//! 100,000-job CSV manifest whose every job is recorded.
+//!
+//! Run: `cargo bench --bench startup -- --sample-size 10`.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use veo_batch::checkpoint::plan::ResumeOptions;
+use veo_batch::checkpoint::writer::rewrite;
+use veo_batch::checkpoint::{self, Record, State};
+use veo_batch::cost::PriceTable;
+use veo_batch::manifest::{self, Manifest};
+use veo_batch::progress::Mode;
+use veo_batch::runner::retry::RetryPolicy;
+use veo_batch::runner::{self, RunConfig};
+use veo_batch::units::Rate;
+
+const JOBS: usize = 100_000;
+
+fn write_manifest(path: &Path) {
+    let mut s = String::with_capacity(JOBS * 80);
+    s.push_str("id,prompt,aspect_ratio,seeds\n");
+    for i in 0..JOBS {
+        let ratio = if i % 2 == 0 { "16:9" } else { "9:16" };
+        let _ = writeln!(
+            s,
+            "row-{i:06},\"shot {i}, a red kite over a beach\",{ratio},{}",
+            10_000 + i % 90_000
+        );
+    }
+    std::fs::write(path, s).expect("write manifest");
+}
+
+/// A results file recording every job of `m`, `rows_per_job` rows each (the last
+/// one submitted), as a killed run leaves it.
+fn write_results(path: &Path, m: &Manifest, rows_per_job: usize) {
+    let mut rows = Vec::with_capacity(m.jobs.len() * rows_per_job);
+    for round in 0..rows_per_job {
+        for j in &m.jobs {
+            let last = round + 1 == rows_per_job;
+            rows.push(Record {
+                job_id: j.id.clone(),
+                state: Some(if last {
+                    State::Submitted
+                } else {
+                    State::Submitting
+                }),
+                task_id: last.then(|| format!("veo_task_{}", j.fingerprint)),
+                attempts: 1,
+                model: j.request.model.as_str().into(),
+                generation_type: j.request.generation_type.as_str().into(),
+                aspect_ratio: j.request.aspect_ratio.as_str().into(),
+                prompt: j.request.prompt.clone(),
+                fingerprint: j.fingerprint.clone(),
+                submitted_at: Some("2026-11-23T10:00:00Z".into()),
+                updated_at: "2026-11-23T10:00:00Z".into(),
+                ..Record::default()
+            });
+        }
+    }
+    rewrite(path, &rows).expect("write results");
+}
+
+fn config(m: &Manifest, results: &Path) -> RunConfig {
+    RunConfig {
+        jobs: m.jobs.clone(),
+        results: results.to_owned(),
+        videos_dir: results.with_file_name("videos"),
+        concurrency: 8,
+        rate: Rate::KIE_DEFAULT,
+        retry: RetryPolicy::DEFAULT,
+        poll_interval: Duration::from_secs(15),
+        task_timeout: Duration::from_secs(1800),
+        record_null_grace: Duration::from_secs(300),
+        no_wait: false,
+        resume: ResumeOptions {
+            download: true,
+            ..ResumeOptions::default()
+        },
+        progress: Mode::Quiet,
+        sync: true,
+        max_active: 4096,
+        seed: 1,
+        prices: PriceTable::default(),
+        max_credits: None,
+        limit: None,
+        sample: None,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest_path = dir.path().join("big.csv");
+    write_manifest(&manifest_path);
+    let m = manifest::load(&manifest_path).expect("valid manifest");
+    let results = dir.path().join("results.csv");
+    write_results(&results, &m, 1);
+    let history = dir.path().join("history.csv");
+    write_results(&history, &m, 5);
+
+    let mut g = c.benchmark_group("startup");
+    g.throughput(Throughput::Elements(JOBS as u64));
+    g.bench_function("load results, 100k rows", |b| {
+        b.iter(|| black_box(checkpoint::load(&results).expect("loads")));
+    });
+    g.bench_function("load results, 100k jobs x 5 rows", |b| {
+        b.iter(|| black_box(checkpoint::load(&history).expect("loads")));
+    });
+    g.bench_function("manifest + results + plan, 100k jobs (time to first request)", |b| {
+        b.iter(|| {
+            let m = manifest::load(&manifest_path).expect("valid manifest");
+            let prepared = runner::prepare(config(&m, &results)).expect("prepares");
+            black_box(prepared.plan.len())
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
