@@ -111,13 +111,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("load results, 100k jobs x 5 rows", |b| {
         b.iter(|| black_box(checkpoint::load(&history).expect("loads")));
     });
-    g.bench_function("manifest + results + plan, 100k jobs (time to first request)", |b| {
-        b.iter(|| {
-            let m = manifest::load(&manifest_path).expect("valid manifest");
-            let prepared = runner::prepare(config(&m, &results)).expect("prepares");
-            black_box(prepared.plan.len())
-        });
-    });
+    g.bench_function(
+        "manifest + results + plan, 100k jobs (time to first request)",
+        |b| {
+            b.iter(|| {
+                let m = manifest::load(&manifest_path).expect("valid manifest");
+                let prepared = runner::prepare(config(&m, &results)).expect("prepares");
+                black_box(prepared.plan.len())
+            });
+        },
+    );
     g.finish();
 }
 

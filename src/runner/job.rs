@@ -80,6 +80,8 @@ pub struct Shared {
     pub settings: JobSettings,
     pub limiter: DefaultDirectRateLimiter,
     pub permits: Semaphore,
+    /// Lets one submitter at a time wait on the limiter.
+    pub submit_turn: tokio::sync::Mutex<()>,
     /// After a 429, no job submits before this instant.
     pub pause_until: Mutex<Option<Instant>>,
     pub events: mpsc::Sender<Event>,
@@ -174,15 +176,20 @@ pub async fn drive(
     outcome.await.unwrap_or_else(|end| end)
 }
 
-/// Waits for the pause after a 429, the rate limiter, and a request slot; `None`
-/// when submissions stop meanwhile.
+/// Waits for the pause after a 429, a request slot, and the rate limiter, in that
+/// order, so that the request leaves the moment the limiter allows it: a slot
+/// awaited after the limiter would let sends bunch up and overfill the service's
+/// window. One submitter at a time holds a slot while it waits on the limiter, so
+/// polls and downloads keep the others.
 async fn ready_to_submit(shared: &Shared) -> Option<SemaphorePermit<'_>> {
     let wait = async {
+        let _turn = shared.submit_turn.lock().await;
         while let Some(until) = shared.paused_until().filter(|u| *u > Instant::now()) {
             tokio::time::sleep_until(until).await;
         }
+        let permit = shared.permits.acquire().await.ok()?;
         shared.limiter.until_ready().await;
-        shared.permits.acquire().await.ok()
+        Some(permit)
     };
     tokio::select! {
         biased;

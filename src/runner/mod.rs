@@ -335,6 +335,7 @@ pub async fn execute(
         },
         limiter: RateLimiter::direct(quota),
         permits: Semaphore::new(config.concurrency.max(1)),
+        submit_turn: tokio::sync::Mutex::new(()),
         pause_until: Mutex::new(None),
         events: tx,
         stop_submitting: signals.drain.child_token(),
