@@ -9,6 +9,7 @@
 //! what is left to do for each job ([`plan`]).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -283,7 +284,8 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, CheckpointError> {
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         last[0] != b'\n'
     };
-    parse_reader(io::BufReader::new(file), path, torn).map(Some)
+    // The csv reader buffers on its own.
+    parse_reader(file, path, torn).map(Some)
 }
 
 /// Parses a results file from `reader`; `path` names it in messages. When `torn`,
@@ -335,28 +337,25 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
         ));
     }
 
-    let mut pending = rows.next();
-    while let Some(current) = pending {
-        pending = rows.next();
-        let is_last = pending.is_none();
-        let short = current.as_ref().is_ok_and(|row| row.len() < HEADER.len());
-        let parsed = current.map_err(|e| csv_error(path, &e)).and_then(|row| {
-            let line = row.position().map_or(0, |p| p.line());
-            if row.len() != HEADER.len() {
-                return Err(malformed(
-                    line,
-                    None,
-                    format!("has {} cells, expected {}", row.len(), HEADER.len()),
-                ));
-            }
-            Record::from_cells(&row).map_err(|(field, message)| {
-                let field = match (field, row.get(0)) {
-                    (Some(f), Some(id)) if !id.is_empty() => Some(format!("job {id:?}: {f}")),
-                    (f, _) => f,
-                };
-                malformed(line, field, message)
-            })
-        });
+    // Two buffers reused for every row: the current one, and the next, read ahead
+    // to know whether the current row is the last.
+    drop(rows);
+    let mut current = csv::StringRecord::new();
+    let mut next = csv::StringRecord::new();
+    let mut current_read = rdr.read_record(&mut current);
+    loop {
+        let current_err = match current_read {
+            Ok(false) => break,
+            Ok(true) => None,
+            Err(e) => Some(e),
+        };
+        let next_read = rdr.read_record(&mut next);
+        let is_last = matches!(next_read, Ok(false));
+        let short = current_err.is_none() && current.len() < HEADER.len();
+        let parsed = match current_err {
+            Some(e) => Err(csv_error(path, &e)),
+            None => parse_row(&current, path),
+        };
         // A kill can cut the last row anywhere, even just after a newline inside a
         // quoted prompt (which leaves it short of cells), so such a row is taken for
         // a torn one. Nothing was acted on for it: a row is synced before its step.
@@ -377,14 +376,44 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
             Err(e) => return Err(e),
             Ok(record) => {
                 loaded.rows += 1;
-                if !loaded.records.contains_key(&record.job_id) {
-                    loaded.order.push(record.job_id.clone());
+                match loaded.records.entry(record.job_id.clone()) {
+                    Entry::Occupied(mut slot) => {
+                        slot.insert(record);
+                    }
+                    Entry::Vacant(slot) => {
+                        loaded.order.push(slot.key().clone());
+                        slot.insert(record);
+                    }
                 }
-                loaded.records.insert(record.job_id.clone(), record);
             }
         }
+        std::mem::swap(&mut current, &mut next);
+        current_read = next_read;
     }
     Ok(loaded)
+}
+
+fn parse_row(row: &csv::StringRecord, path: &Path) -> Result<Record, CheckpointError> {
+    let line = row.position().map_or(0, |p| p.line());
+    let malformed = |field, message| CheckpointError::Malformed {
+        path: path.to_owned(),
+        line,
+        field,
+        message,
+    };
+    if row.len() != HEADER.len() {
+        return Err(malformed(
+            None,
+            format!("has {} cells, expected {}", row.len(), HEADER.len()),
+        ));
+    }
+    Record::from_cells(row).map_err(|(field, message)| {
+        let field = match (field, row.get(0)) {
+            (Some(f), Some(id)) if !id.is_empty() => Some(format!("job {id:?}: {f}")),
+            (f, _) => f,
+        };
+        malformed(field, message)
+    })
 }
 
 fn header_cells(header: &csv::StringRecord) -> String {
