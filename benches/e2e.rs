@@ -226,7 +226,15 @@ fn overhead(rt: &tokio::runtime::Runtime, sync: bool) {
         .expect("run");
     let wall = started.elapsed();
     let cpu = cpu_time() - cpu_before;
-    assert_eq!(report.outcomes.tally.succeeded, n, "every job succeeded");
+    let o = &report.outcomes;
+    assert_eq!(
+        o.tally.succeeded,
+        n,
+        "every job succeeded: {:?}; failed e.g. {:?}; in doubt e.g. {:?}",
+        o.tally,
+        o.failed.iter().take(3).collect::<Vec<_>>(),
+        o.in_doubt.iter().take(3).collect::<Vec<_>>()
+    );
     println!(
         "overhead ({}): {n} jobs in {:.1}s: {:.0} jobs/s, runner CPU {:.0} µs/job, peak RSS {:.0} MiB (before the run: {:.0} MiB)",
         if sync { "rows synced" } else { "no sync" },
