@@ -35,7 +35,7 @@ impl Drop for Sim {
 
 fn start_sim(args: &[&str]) -> Sim {
     let mut child = Command::new(env!("CARGO_BIN_EXE_veo-batch"))
-        .args(["-q", "simulate", "--port", "0"])
+        .args(["-q", "simulate", "--port", "0", "--credits", "1e12"])
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
