@@ -306,14 +306,9 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
     let Some(header) = rows.next() else {
         return Ok(loaded);
     };
-    let header = match header {
-        Ok(h) => h,
-        Err(_) if torn => {
-            loaded.torn = true;
-            return Ok(loaded);
-        }
-        Err(e) => return Err(csv_error(path, &e)),
-    };
+    // The real header is ASCII, so a cut copy of it always reads: a header that
+    // does not read is not ours, torn or not (taking it for torn would overwrite it).
+    let header = header.map_err(|e| csv_error(path, &e))?;
     let header_ok = header.iter().eq(HEADER.iter().copied());
     if !header_ok {
         let whole_header_torn = torn && HEADER.join(",").starts_with(&header_cells(&header));

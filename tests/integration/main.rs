@@ -3,6 +3,7 @@
 
 mod client;
 mod harness;
+mod hostile;
 mod run;
 mod sim;
 mod validate;
