@@ -520,6 +520,17 @@ enum Files {
     RedirectTo(SocketAddr),
     /// The result URL is on a raw server that sends less than it declares.
     Cut(SocketAddr),
+    /// The result URL is on a port nobody listens on.
+    Closed(SocketAddr),
+    /// The result URL is a local file, not http(s).
+    FileScheme,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Poll {
+    Ok,
+    TruncatedJson,
+    Html502,
 }
 
 #[derive(Clone)]
@@ -527,6 +538,7 @@ struct Stub {
     addr: SocketAddr,
     gen_mode: Gen,
     files: Files,
+    poll: Poll,
     /// The Authorization header of every request (None when absent).
     auth: Arc<Mutex<Vec<Option<String>>>>,
     tasks: Arc<AtomicU64>,
@@ -583,10 +595,23 @@ async fn stub_generate(AxState(s): AxState<Stub>, headers: HeaderMap) -> Respons
 
 async fn stub_record_info(AxState(s): AxState<Stub>, headers: HeaderMap) -> Response {
     seen_auth(&s, &headers);
+    match s.poll {
+        Poll::Ok => {}
+        Poll::TruncatedJson => return json(r#"{"code":200,"msg":"success","data":{"succ"#.into()),
+        Poll::Html502 => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><head><title>502 Bad Gateway</title></head></html>",
+            )
+                .into_response();
+        }
+    }
     let url = match s.files {
         Files::Ok => format!("http://{}/files/v.mp4", s.addr),
         Files::RedirectTo(_) => format!("http://{}/files/moved.mp4?sig=abc", s.addr),
-        Files::Cut(raw) => format!("http://{raw}/files/v.mp4"),
+        Files::Cut(raw) | Files::Closed(raw) => format!("http://{raw}/files/v.mp4"),
+        Files::FileScheme => "file:///etc/passwd".to_owned(),
     };
     json(format!(
         r#"{{"code":200,"msg":"success","data":{{"taskId":"t","successFlag":1,"response":{{"resultUrls":["{url}"]}}}}}}"#
@@ -617,6 +642,15 @@ async fn stub_moved(AxState(s): AxState<Stub>, headers: HeaderMap) -> Response {
 
 /// A kie.ai look-alike on 127.0.0.1:0 that answers as told, on the given runtime.
 fn start_stub(rt: &tokio::runtime::Runtime, gen_mode: Gen, files: Files) -> Stub {
+    start_stub_polling(rt, gen_mode, files, Poll::Ok)
+}
+
+fn start_stub_polling(
+    rt: &tokio::runtime::Runtime,
+    gen_mode: Gen,
+    files: Files,
+    poll: Poll,
+) -> Stub {
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -624,6 +658,7 @@ fn start_stub(rt: &tokio::runtime::Runtime, gen_mode: Gen, files: Files) -> Stub
             addr,
             gen_mode,
             files,
+            poll,
             auth: Arc::default(),
             tasks: Arc::default(),
         };
@@ -828,6 +863,71 @@ fn hostile_downloads_never_leave_a_half_written_video() {
     }
     assert!(!walk(dir.path()).iter().any(|f| has_ext(f, "mp4")));
     assert_eq!(stub.tasks.load(Ordering::SeqCst), 2, "not resubmitted");
+}
+
+#[test]
+fn hostile_status_answers_are_asked_again_and_never_resubmitted() {
+    let rt = runtime();
+    for poll in [Poll::TruncatedJson, Poll::Html502] {
+        let what = format!("{poll:?} status");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stub = start_stub_polling(&rt, Gen::Ok, Files::Ok, poll);
+        let o = run_against(dir.path(), &stub, 2, &["--task-timeout", "1s"]);
+        let loaded = check_aftermath(dir.path(), &o, &what);
+        assert_eq!(
+            o.status.code(),
+            Some(exit::NOT_FINISHED as i32),
+            "{what}:\n{}",
+            stderr(&o)
+        );
+        assert_eq!(only_state(&loaded), State::Submitted, "{what}");
+        assert!(loaded.records.values().all(|r| r.task_id.is_some()));
+        assert_eq!(
+            stub.tasks.load(Ordering::SeqCst),
+            2,
+            "{what}: sent once each"
+        );
+        let polls = stub.auth.lock().expect("log").len();
+        assert!(
+            polls > 4,
+            "{what}: the status was asked again ({polls} calls)"
+        );
+    }
+}
+
+#[test]
+fn unreachable_and_non_http_result_urls_are_not_downloaded() {
+    let rt = runtime();
+    let closed = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("addr")
+    });
+    for (files, says) in [
+        (Files::Closed(closed), "download failed"),
+        (Files::FileScheme, "not http(s)"),
+    ] {
+        let what = format!("{files:?}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stub = start_stub(&rt, Gen::Ok, files);
+        let o = run_against(dir.path(), &stub, 1, &[]);
+        let loaded = check_aftermath(dir.path(), &o, &what);
+        assert_eq!(
+            o.status.code(),
+            Some(exit::JOBS_FAILED as i32),
+            "{what}:\n{}",
+            stderr(&o)
+        );
+        for r in loaded.records.values() {
+            assert_eq!(r.state(), State::Succeeded, "{what}");
+            assert!(r.video_paths.is_empty(), "{what}");
+            let m = r.error_message.clone().unwrap_or_default();
+            assert!(m.contains(says), "{what}: {m}");
+        }
+        assert!(
+            !walk(dir.path()).iter().any(|f| has_ext(f, "mp4")),
+            "{what}"
+        );
+    }
 }
 
 #[test]
