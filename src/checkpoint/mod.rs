@@ -532,4 +532,14 @@ mod tests {
         assert!(loaded.records.is_empty());
         assert!(!loaded.needs_compaction());
     }
+
+    #[test]
+    fn an_unreadable_header_is_refused_even_without_a_final_newline() {
+        // Not a cut copy of our header (that is ASCII): a foreign file, which must
+        // not be taken for torn and overwritten.
+        let e = parse(b"\xff\xfe not ours").unwrap_err();
+        assert!(e.to_string().starts_with("r.csv:1: "), "{e}");
+        let loaded = parse(b"job_id,sta").unwrap();
+        assert!(loaded.torn && loaded.records.is_empty());
+    }
 }
