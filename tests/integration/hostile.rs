@@ -620,7 +620,14 @@ async fn stub_record_info(AxState(s): AxState<Stub>, headers: HeaderMap) -> Resp
 
 async fn stub_credit(AxState(s): AxState<Stub>, headers: HeaderMap) -> Response {
     seen_auth(&s, &headers);
-    json(r#"{"code":200,"msg":"success","data":100000}"#.into())
+    // The balance check at the start of a run gets the same hostile answers as polls.
+    match s.poll {
+        Poll::Ok => json(r#"{"code":200,"msg":"success","data":100000}"#.into()),
+        Poll::TruncatedJson => json(r#"{"code":200,"msg":"succ"#.into()),
+        Poll::Html502 => {
+            (StatusCode::BAD_GATEWAY, "<html><title>502</title></html>").into_response()
+        }
+    }
 }
 
 async fn stub_file(AxState(s): AxState<Stub>, headers: HeaderMap) -> Response {
@@ -1197,7 +1204,10 @@ fn a_results_path_that_cannot_be_created_is_a_clear_error_before_sending() {
     assert_no_panic(&o, "results under a file");
     assert_eq!(o.status.code(), Some(exit::USAGE as i32), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains(&h.path("file.txt").display().to_string()),
+        stderr(&o).contains(&format!(
+            "`{}` is a file, not a directory",
+            h.path("file.txt").display()
+        )),
         "{}",
         stderr(&o)
     );
