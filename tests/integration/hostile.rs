@@ -533,12 +533,23 @@ enum Poll {
     Html502,
 }
 
+/// How get-1080p-video answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hd {
+    Ready,
+    TruncatedJson,
+    Html502,
+    /// A job-level failure that is not "processing".
+    Refused,
+}
+
 #[derive(Clone)]
 struct Stub {
     addr: SocketAddr,
     gen_mode: Gen,
     files: Files,
     poll: Poll,
+    hd: Hd,
     /// The Authorization header of every request (None when absent).
     auth: Arc<Mutex<Vec<Option<String>>>>,
     tasks: Arc<AtomicU64>,
@@ -630,6 +641,25 @@ async fn stub_credit(AxState(s): AxState<Stub>, headers: HeaderMap) -> Response 
     }
 }
 
+async fn stub_1080p(AxState(s): AxState<Stub>, headers: HeaderMap) -> Response {
+    seen_auth(&s, &headers);
+    match s.hd {
+        Hd::Ready => json(format!(
+            r#"{{"code":200,"msg":"success","data":{{"resultUrl":"http://{}/files/v.mp4"}}}}"#,
+            s.addr
+        )),
+        Hd::TruncatedJson => json(r#"{"code":200,"msg":"success","data":{"resu"#.into()),
+        Hd::Html502 => (
+            StatusCode::BAD_GATEWAY,
+            "<html><title>502 Bad Gateway</title></html>",
+        )
+            .into_response(),
+        Hd::Refused => {
+            json(r#"{"code":422,"msg":"upgrade refused for this video","data":null}"#.into())
+        }
+    }
+}
+
 async fn stub_file(AxState(s): AxState<Stub>, headers: HeaderMap) -> Response {
     seen_auth(&s, &headers);
     ([(header::CONTENT_TYPE, "video/mp4")], video()).into_response()
@@ -658,6 +688,16 @@ fn start_stub_polling(
     files: Files,
     poll: Poll,
 ) -> Stub {
+    start_stub_full(rt, gen_mode, files, poll, Hd::Ready)
+}
+
+fn start_stub_full(
+    rt: &tokio::runtime::Runtime,
+    gen_mode: Gen,
+    files: Files,
+    poll: Poll,
+    hd: Hd,
+) -> Stub {
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -666,6 +706,7 @@ fn start_stub_polling(
             gen_mode,
             files,
             poll,
+            hd,
             auth: Arc::default(),
             tasks: Arc::default(),
         };
@@ -673,6 +714,7 @@ fn start_stub_polling(
             .route("/api/v1/veo/generate", post(stub_generate))
             .route("/api/v1/veo/record-info", get(stub_record_info))
             .route("/api/v1/chat/credit", get(stub_credit))
+            .route("/api/v1/veo/get-1080p-video", get(stub_1080p))
             .route("/files/v.mp4", get(stub_file))
             .route("/files/moved.mp4", get(stub_moved))
             .with_state(stub.clone());
@@ -899,6 +941,75 @@ fn hostile_status_answers_are_asked_again_and_never_resubmitted() {
             polls > 4,
             "{what}: the status was asked again ({polls} calls)"
         );
+    }
+}
+
+#[test]
+fn hostile_upgrade_answers_keep_the_base_video_or_ask_again() {
+    let rt = runtime();
+    let manifest =
+        "name: up\njobs:\n  - id: hd\n    prompt: \"a 1080p clip\"\n    upgrade: 1080p\n";
+    for hd in [Hd::Ready, Hd::TruncatedJson, Hd::Html502, Hd::Refused] {
+        let what = format!("1080p {hd:?}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stub = start_stub_full(&rt, Gen::Ok, Files::Ok, Poll::Ok, hd);
+        std::fs::write(dir.path().join("up.yaml"), manifest).expect("manifest");
+        let o = bounded(
+            bin()
+                .env("KIE_API_KEY", SECRET)
+                .current_dir(dir.path())
+                .args([
+                    "run",
+                    "up.yaml",
+                    "--api-base",
+                    &format!("http://{}", stub.addr),
+                ])
+                .args(["--results", "results.csv", "--videos-dir", "videos"])
+                .args(["--poll-interval", "30ms", "--request-timeout", "3s"])
+                .args(["--max-attempts", "2", "--task-timeout", "1s"]),
+        );
+        let loaded = check_aftermath(dir.path(), &o, &what);
+        let r = &loaded.records["hd"];
+        let videos: Vec<String> = walk(&dir.path().join("videos"))
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        match hd {
+            Hd::Ready => {
+                assert_eq!(
+                    o.status.code(),
+                    Some(exit::OK as i32),
+                    "{what}:\n{}",
+                    stderr(&o)
+                );
+                assert_eq!(videos, ["hd-1080p.mp4"], "{what}");
+            }
+            Hd::TruncatedJson | Hd::Html502 => {
+                // Asked again until --task-timeout; the next run asks again. The
+                // run reports it as a video not downloaded (1) or not finished (4).
+                let code = o.status.code();
+                assert!(
+                    code == Some(exit::JOBS_FAILED as i32)
+                        || code == Some(exit::NOT_FINISHED as i32),
+                    "{what}: {code:?}:\n{}",
+                    stderr(&o)
+                );
+                assert!(r.upgrade_urls.is_empty(), "{what}");
+                assert_eq!(r.state(), State::Succeeded, "{what}");
+                assert!(videos.is_empty(), "{what}: {videos:?}");
+            }
+            Hd::Refused => {
+                // The base video is paid for: it is kept, and the reason recorded.
+                assert_eq!(videos, ["hd.mp4"], "{what}");
+                assert_eq!(r.state(), State::Succeeded, "{what}");
+                let m = r.error_message.clone().unwrap_or_default();
+                assert!(
+                    m.contains("upgrade refused for this video"),
+                    "{what}: the reason is recorded: {r:?}"
+                );
+            }
+        }
+        assert_eq!(stub.tasks.load(Ordering::SeqCst), 1, "{what}: sent once");
     }
 }
 
@@ -1257,6 +1368,13 @@ fn a_videos_dir_that_cannot_be_written_keeps_the_paid_videos_for_the_next_run() 
     let o = run_bounded(&h, &manifest, &[]);
     assert_eq!(o.status.code(), Some(exit::OK as i32), "{}", stderr(&o));
     assert_eq!(h.stats().tasks_created, 2, "nothing was submitted again");
+    assert!(
+        h.results()
+            .records
+            .values()
+            .all(|r| r.error_message.is_none() && r.video_paths.len() == 1),
+        "the download failure is cleared once the video is saved"
+    );
     assert_eq!(
         walk(&h.path("videos"))
             .iter()
