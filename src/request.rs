@@ -97,8 +97,12 @@ pub fn did_you_mean<'a>(
             .collect()
     };
     let wanted = norm(name);
+    let wanted_len = wanted.chars().count();
     candidates
         .into_iter()
+        // The distance is at least the difference in length: skipping hopeless
+        // candidates keeps a megabyte-long unknown key from costing minutes.
+        .filter(|c| wanted_len.abs_diff(c.chars().count()) <= 2.max(c.len() / 4))
         .map(|c| (edit_distance(&wanted, &norm(c)), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 4))
         .min_by_key(|(d, _)| *d)

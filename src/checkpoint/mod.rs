@@ -308,14 +308,9 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
     let Some(header) = rows.next() else {
         return Ok(loaded);
     };
-    let header = match header {
-        Ok(h) => h,
-        Err(_) if torn => {
-            loaded.torn = true;
-            return Ok(loaded);
-        }
-        Err(e) => return Err(csv_error(path, &e)),
-    };
+    // The real header is ASCII, so a cut copy of it always reads: a header that
+    // does not read is not ours, torn or not (taking it for torn would overwrite it).
+    let header = header.map_err(|e| csv_error(path, &e))?;
     let header_ok = header.iter().eq(HEADER.iter().copied());
     if !header_ok {
         let whole_header_torn = torn && HEADER.join(",").starts_with(&header_cells(&header));
@@ -565,5 +560,15 @@ mod tests {
         let loaded = parse(b"").unwrap();
         assert!(loaded.records.is_empty());
         assert!(!loaded.needs_compaction());
+    }
+
+    #[test]
+    fn an_unreadable_header_is_refused_even_without_a_final_newline() {
+        // Not a cut copy of our header (that is ASCII): a foreign file, which must
+        // not be taken for torn and overwritten.
+        let e = parse(b"\xff\xfe not ours").unwrap_err();
+        assert!(e.to_string().starts_with("r.csv:1: "), "{e}");
+        let loaded = parse(b"job_id,sta").unwrap();
+        assert!(loaded.torn && loaded.records.is_empty());
     }
 }

@@ -133,7 +133,7 @@ pub fn lock(results: &Path) -> Result<Lock, LockError> {
         source,
     };
     if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io_err)?;
+        fs::create_dir_all(dir).map_err(|e| io_err(not_a_directory(dir).unwrap_or(e)))?;
     }
     let file = OpenOptions::new()
         .create(true)
@@ -154,6 +154,19 @@ pub fn lock(results: &Path) -> Result<Lock, LockError> {
     }
 }
 
+/// When a file stands where `dir` or one of its parents should be, says which: the
+/// OS only says "file exists" or "not a directory" without naming it.
+fn not_a_directory(dir: &Path) -> Option<io::Error> {
+    let file = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .filter(|a| !a.is_dir())?;
+    Some(io::Error::new(
+        io::ErrorKind::NotADirectory,
+        format!("`{}` is a file, not a directory", file.display()),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +180,19 @@ mod tests {
             updated_at: "t".into(),
             ..Record::default()
         }
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_the_results_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file.txt");
+        std::fs::write(&file, "x").unwrap();
+        let e = lock(&file.join("deeper/results.csv")).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.contains(&format!("`{}` is a file, not a directory", file.display())),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -107,12 +107,25 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.origin)?;
         if let Some(job) = &self.job {
-            write!(f, "job {job:?}: ")?;
+            write!(f, "job {:?}: ", clip(job, MAX_SHOWN_NAME))?;
         }
         if let Some(field) = &self.field {
-            write!(f, "{field}: ")?;
+            write!(f, "{}: ", clip(field, MAX_SHOWN_NAME))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&clip(&self.message, MAX_SHOWN_MESSAGE))
+    }
+}
+
+/// Longest job id or field name a diagnostic shows, in characters.
+const MAX_SHOWN_NAME: usize = 200;
+/// Longest message a diagnostic shows: a hostile file can put megabytes in one
+/// cell or key, and its error must stay a readable line.
+const MAX_SHOWN_MESSAGE: usize = 2000;
+
+fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}... ({} bytes in all)", &s[..i], s.len()).into(),
+        None => s.into(),
     }
 }
 

@@ -92,6 +92,7 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
         inner: buf,
         offset: 0,
         newlines,
+        quoting: Quoting::FieldStart,
     };
     let mut rdr = ReaderBuilder::new()
         .flexible(false)
@@ -120,9 +121,25 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
         .collect();
 
     let mut rec = ByteRecord::new();
+    let mut last_line = Some(1);
     loop {
         match rdr.read_byte_record(&mut rec) {
-            Ok(false) => break,
+            Ok(false) => {
+                // csv takes an unclosed quote at the end of the file as the end of
+                // the cell, which would silently swallow every later row into one
+                // prompt: refuse it.
+                if rdr.get_ref().quoting == Quoting::Quoted {
+                    out.error(diag(
+                        at(last_line),
+                        None,
+                        None,
+                        "a quoted cell is never closed: the rest of the file would be read \
+                         into it (add the missing `\"`)"
+                            .to_owned(),
+                    ));
+                }
+                break;
+            }
             Ok(true) => {}
             Err(e) => {
                 let line = e.position().map(|p| lines.line_at(p.byte()));
@@ -135,6 +152,7 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
             }
         }
         let origin = at(rec.position().map(|p| lines.line_at(p.byte())));
+        last_line = origin.line.and_then(|l| u64::try_from(l).ok());
         if rec.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
             continue;
         }
@@ -151,6 +169,33 @@ struct CountingReader<R> {
     inner: R,
     offset: u64,
     newlines: Rc<RefCell<VecDeque<u64>>>,
+    /// Where the bytes passed so far leave csv's quoting, to see an unclosed quote.
+    quoting: Quoting,
+}
+
+/// csv's quoting rules (`"` opens a quoted cell only at its start; `""` inside is
+/// a literal quote), reduced to what tells whether the file ends inside a quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    QuoteInQuoted,
+}
+
+impl Quoting {
+    fn step(self, b: u8) -> Quoting {
+        use Quoting::*;
+        match (self, b) {
+            (FieldStart, b'"') => Quoted,
+            (FieldStart | Unquoted | QuoteInQuoted, b',' | b'\n' | b'\r') => FieldStart,
+            (FieldStart | Unquoted, _) => Unquoted,
+            (Quoted, b'"') => QuoteInQuoted,
+            (Quoted, _) => Quoted,
+            (QuoteInQuoted, b'"') => Quoted,
+            (QuoteInQuoted, _) => Unquoted,
+        }
+    }
 }
 
 impl<R: Read> Read for CountingReader<R> {
@@ -158,6 +203,7 @@ impl<R: Read> Read for CountingReader<R> {
         let n = self.inner.read(buf)?;
         let mut q = self.newlines.borrow_mut();
         for (i, b) in buf[..n].iter().enumerate() {
+            self.quoting = self.quoting.step(*b);
             if *b == b'\n' {
                 q.push_back(self.offset + i as u64);
             }

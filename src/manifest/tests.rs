@@ -454,6 +454,37 @@ fn csv_header_problems() {
 }
 
 #[test]
+fn csv_unclosed_quote_at_the_end_is_refused() {
+    let dir = TempDir::new().unwrap();
+    // csv itself ends the cell at the end of the file, swallowing rows b and c.
+    let p = write(&dir, "t.csv", "id,prompt\na,\"never closed\nb,x\nc,y\n");
+    let found = problems(&p);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(":2: a quoted cell is never closed"),
+        "{found:?}"
+    );
+    // Closed quotes, doubled quotes and a quote inside an unquoted cell are fine.
+    let p = write(
+        &dir,
+        "ok.csv",
+        "id,prompt\na,\"say \"\"hi\"\"\nthen go\"\nb,a 5\" screen\n",
+    );
+    assert_eq!(ok(&p).jobs.len(), 2);
+}
+
+#[test]
+fn a_huge_unknown_key_is_reported_quickly_and_briefly() {
+    let dir = TempDir::new().unwrap();
+    let name = "c".repeat(1 << 20);
+    let p = write(&dir, "t.csv", format!("id,prompt,{name}\na,b,c\n"));
+    let found = problems(&p);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].contains("unknown column"), "{}", &found[0][..100]);
+    assert!(found[0].len() < 3000, "{} bytes", found[0].len());
+}
+
+#[test]
 fn csv_rules_are_the_request_rules() {
     let dir = TempDir::new().unwrap();
     let p = write(

@@ -19,6 +19,10 @@ use crate::checkpoint::{Record, State, now};
 use crate::cost::PriceTable;
 use crate::manifest::{Job, Upgrade};
 
+/// How a recorded download failure starts, so that a later successful download
+/// clears it and nothing else.
+const DOWNLOAD_FAILED: &str = "download failed";
+
 /// Settings every job reads.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -560,7 +564,8 @@ impl JobRunner {
                     let Some(nominal) = next else {
                         tracing::warn!(job = %self.job.id.escape_debug(), url = %url, error = %e, "download failed; the next run tries again");
                         self.record.error_code = e.code;
-                        self.record.error_message = Some(format!("download failed: {}", e.message));
+                        self.record.error_message =
+                            Some(format!("{DOWNLOAD_FAILED}: {}", e.message));
                         return match self.save(State::Succeeded).await {
                             Ok(()) => JobEnd::Failed,
                             Err(end) => end,
@@ -576,8 +581,17 @@ impl JobRunner {
             paths.push(dest.to_string_lossy().into_owned());
         }
         self.record.video_paths = paths;
-        self.record.error_code = None;
-        self.record.error_message = None;
+        // A download failure recorded by an earlier try is resolved now; the reason
+        // an upgrade failed is not, and stays on the record.
+        if self
+            .record
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.starts_with(DOWNLOAD_FAILED))
+        {
+            self.record.error_code = None;
+            self.record.error_message = None;
+        }
         match self.save(State::Succeeded).await {
             Ok(()) => JobEnd::Succeeded,
             Err(end) => end,

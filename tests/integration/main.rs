@@ -3,6 +3,7 @@
 
 mod client;
 mod harness;
+mod hostile;
 mod ops;
 mod run;
 mod sim;
