@@ -89,7 +89,12 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct CreditsArgs {
     /// The service's base URL.
-    #[arg(long, env = "KIE_API_BASE", default_value = "https://api.kie.ai")]
+    #[arg(
+        long,
+        env = "KIE_API_BASE",
+        hide_env_values = true,
+        default_value = "https://api.kie.ai"
+    )]
     pub api_base: String,
 
     /// Read the API key from this file instead of KIE_API_KEY.
@@ -122,7 +127,12 @@ pub struct RunArgs {
     pub simulate: bool,
 
     /// The service's base URL.
-    #[arg(long, env = "KIE_API_BASE", default_value = "https://api.kie.ai")]
+    #[arg(
+        long,
+        env = "KIE_API_BASE",
+        hide_env_values = true,
+        default_value = "https://api.kie.ai"
+    )]
     pub api_base: String,
 
     /// Read the API key from this file instead of KIE_API_KEY.

@@ -87,6 +87,7 @@ fn status(args: &StatusArgs) -> anyhow::Result<u8> {
                 id,
                 fingerprint: None,
                 keep_original: false,
+                upgrade: false,
             }),
             &loaded.records,
             true,

@@ -67,6 +67,8 @@ pub struct JobRef<'a> {
     pub id: &'a str,
     pub fingerprint: Option<&'a str>,
     pub keep_original: bool,
+    /// The job asks for a 1080p or 4K file.
+    pub upgrade: bool,
 }
 
 impl<'a> From<&'a crate::manifest::Job> for JobRef<'a> {
@@ -75,6 +77,7 @@ impl<'a> From<&'a crate::manifest::Job> for JobRef<'a> {
             id: &j.id,
             fingerprint: Some(&j.fingerprint),
             keep_original: j.keep_original,
+            upgrade: j.upgrade.is_some(),
         }
     }
 }
@@ -91,6 +94,7 @@ pub fn outcomes<'a>(
         id,
         fingerprint,
         keep_original,
+        upgrade,
     } in jobs
     {
         let r = records
@@ -120,6 +124,12 @@ pub fn outcomes<'a>(
             Some((State::Failed, r)) => {
                 t.failed += 1;
                 o.failed.push(problem(r));
+            }
+            // The task succeeded and its upgrade is still being made: run again.
+            Some((State::Succeeded, r))
+                if upgrade && r.upgrade_urls.is_empty() && r.error_message.is_none() =>
+            {
+                t.running += 1;
             }
             Some((State::Succeeded, r)) => {
                 if download && r.downloads_missing(keep_original) {
@@ -238,6 +248,7 @@ mod tests {
             id,
             fingerprint: Some(if *id == "edited" { "g" } else { "f" }),
             keep_original: false,
+            upgrade: false,
         });
         let o = outcomes(jobs, &records, true);
         assert_eq!(

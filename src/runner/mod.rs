@@ -299,6 +299,15 @@ pub async fn execute(
         foreign,
         lock: _lock,
     } = prepared;
+    // A videos folder that cannot be made is found now, before anything is paid for.
+    if config.resume.download && !plan.is_empty() {
+        std::fs::create_dir_all(&config.videos_dir).with_context(|| {
+            format!(
+                "failed to create the videos folder `{}`",
+                config.videos_dir.display()
+            )
+        })?;
+    }
     let appender = Appender::open(&config.results, config.sync)
         .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
     let (tx, rx) = mpsc::channel(4096);
