@@ -124,8 +124,8 @@ pub struct Planned {
     /// Index of the job in the manifest.
     pub index: usize,
     pub start: Start,
-    /// The record the job starts from (its last row, or a fresh one).
-    pub record: Record,
+    /// The record the job starts from: its last row, or `None` for a fresh one.
+    pub record: Option<Record>,
 }
 
 /// A run ready to go: the results file locked and loaded, and what is left to do.
@@ -232,8 +232,8 @@ pub fn prepare(config: RunConfig) -> anyhow::Result<Prepared> {
             Action::Download => Start::Download,
         };
         let record = match (last, &start) {
-            (Some(r), Start::Poll(_) | Start::Upgrade(_) | Start::Download) => r.clone(),
-            (Some(r), Start::Submit) if r.fingerprint == job.fingerprint => Record {
+            (Some(r), Start::Poll(_) | Start::Upgrade(_) | Start::Download) => Some(r.clone()),
+            (Some(r), Start::Submit) if r.fingerprint == job.fingerprint => Some(Record {
                 task_id: None,
                 video_urls: Vec::new(),
                 upgrade_urls: Vec::new(),
@@ -241,8 +241,9 @@ pub fn prepare(config: RunConfig) -> anyhow::Result<Prepared> {
                 submitted_at: None,
                 finished_at: None,
                 ..r.clone()
-            },
-            _ => fresh_record(job),
+            }),
+            // A new job's record is made when it starts, not held for the whole run.
+            _ => None,
         };
         plan.push(Planned {
             index,
@@ -357,7 +358,12 @@ pub async fn execute(
         },
     });
 
-    let jobs: Vec<Arc<Job>> = config.jobs.iter().cloned().map(Arc::new).collect();
+    // The jobs move behind `Arc`s for the job tasks; nothing keeps a second copy.
+    let mut config = config;
+    let jobs: Vec<Arc<Job>> = std::mem::take(&mut config.jobs)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     let mut set = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut queue = plan.into_iter();
@@ -385,7 +391,7 @@ pub async fn execute(
             let handle = set.spawn(job::drive(
                 shared.clone(),
                 jobs[index].clone(),
-                record,
+                record.unwrap_or_else(|| fresh_record(&jobs[index])),
                 start,
                 seed,
             ));
@@ -441,8 +447,7 @@ pub async fn execute(
     } = collector.await.context("the results writer failed")?;
 
     // One row per job, manifest order, then rows of jobs no longer in the manifest.
-    let ordered = config
-        .jobs
+    let ordered = jobs
         .iter()
         .filter_map(|j| records.get(&j.id))
         .chain(foreign.iter().filter_map(|id| records.get(id)));
@@ -456,7 +461,7 @@ pub async fn execute(
     }
 
     let outcomes = summary::outcomes(
-        config.jobs.iter().map(summary::JobRef::from),
+        jobs.iter().map(|j| summary::JobRef::from(&**j)),
         &records,
         config.resume.download,
     );
