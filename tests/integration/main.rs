@@ -5,4 +5,5 @@ mod client;
 mod harness;
 mod run;
 mod sim;
+mod storm;
 mod validate;
