@@ -333,7 +333,7 @@ fn kill_storm() {
     let logs = tempfile::tempdir().expect("temp dir");
     let request_log_path = logs.path().join("requests.jsonl");
     let mut config = SimConfig {
-        generation_time: (Duration::from_millis(400), Duration::from_millis(1500)),
+        generation_time: (Duration::from_millis(1000), Duration::from_millis(3000)),
         seed,
         request_log: Some(request_log_path.clone()),
         ..fast_sim()
@@ -359,12 +359,19 @@ fn kill_storm() {
     let mut in_flight_at_kill: BTreeSet<String> = BTreeSet::new();
     let (mut kills, mut late_kills, mut torn) = (0, 0, 0);
     let mut totals = AtKill::default();
+    let (mut mid_submit, mut mid_download) = (0, 0);
     let started = Instant::now();
     let finished_alone = loop {
         let mut child = storm_cmd(&h, &manifest, &flags, &run_log)
             .spawn()
             .expect("spawn veo-batch");
-        let delay = Duration::from_millis(rng.u64(100..1200));
+        // Once everything is sent, the tail (polls, downloads) is short: kill
+        // sooner so that kills land in it too.
+        let delay = if late_kills > 0 {
+            Duration::from_millis(rng.u64(30..400))
+        } else {
+            Duration::from_millis(rng.u64(100..1200))
+        };
         let deadline = Instant::now() + delay;
         let mut ended = None;
         while Instant::now() < deadline {
@@ -387,27 +394,36 @@ fn kill_storm() {
         };
         torn += usize::from(loaded.torn);
         let k = at_kill(JOBS, &loaded);
-        if k.not_sent == 0 && k.submitting == 0 {
+        // Jobs left submitting by an earlier kill are in doubt and wait for
+        // --resubmit-in-doubt: the submit phase is over when nothing else is left.
+        if k.not_sent == 0 {
             late_kills += 1;
         }
+        mid_download += usize::from(k.downloading > 0);
         totals.not_sent += k.not_sent;
         totals.submitting += k.submitting;
         totals.polling += k.polling;
         totals.downloading += k.downloading;
         totals.done += k.done;
+        let mut caught = false;
         for r in loaded.records.values() {
             let doubt = r.state() == State::InDoubt
                 || (matches!(r.state(), State::Submitting | State::Submitted)
                     && r.task_id.is_none());
             if doubt {
-                in_flight_at_kill.insert(r.job_id.clone());
+                caught |= in_flight_at_kill.insert(r.job_id.clone());
             }
         }
+        mid_submit += usize::from(caught);
         if (kills >= MIN_KILLS && late_kills >= MIN_LATE_KILLS) || kills >= MAX_KILLS {
             break None;
         }
     };
     assert!(kills >= MIN_KILLS, "only {kills} kills: the run finished too soon");
+    assert!(
+        late_kills >= 1,
+        "no kill landed after the submit phase: {kills} kills"
+    );
     let storm_time = started.elapsed();
     if let Some(status) = finished_alone {
         // It finished between kills: it must have exited like a finished run would.
@@ -515,12 +531,13 @@ fn kill_storm() {
     let n = kills.max(1);
     eprintln!(
         "kill storm: {JOBS} jobs, {kills} kills over {:.1}s ({late_kills} after the submit phase, {torn} left a torn row); \
-         per kill on average {} not sent, {} submitting, {} polling, {} downloading, {} done",
+         {mid_submit} caught a submission in flight, {mid_download} a download; \
+         jobs per kill on average: {} not sent, {:.1} submitting or in doubt, {} polling, {:.1} downloading, {} done",
         storm_time.as_secs_f64(),
         totals.not_sent / n,
-        totals.submitting / n,
+        totals.submitting as f64 / n as f64,
         totals.polling / n,
-        totals.downloading / n,
+        totals.downloading as f64 / n as f64,
         totals.done / n,
     );
     eprintln!(
