@@ -559,7 +559,7 @@ fn kill_storm() {
 /// exactly those whose connection dropped or whose task's answer never arrived.
 #[test]
 fn fault_storm() {
-    const JOBS: usize = 60;
+    const JOBS: usize = 100;
     const MAX_ATTEMPTS: u32 = 4;
     let seed = storm_seed("fault storm");
     let logs = tempfile::tempdir().expect("temp dir");
@@ -624,6 +624,7 @@ fn fault_storm() {
     let stats = h.stats();
     let mut generate_calls: BTreeMap<&str, u32> = BTreeMap::new();
     let mut lost: BTreeSet<&str> = BTreeSet::new();
+    let (mut dropped_before, mut dropped_after) = (0, 0);
     let mut codes: BTreeMap<String, u64> = BTreeMap::new();
     for l in &log {
         let key = match l.code {
@@ -638,6 +639,11 @@ fn fault_storm() {
         *generate_calls.entry(fp).or_default() += 1;
         if l.dropped {
             lost.insert(fp);
+            if l.task_created {
+                dropped_after += 1;
+            } else {
+                dropped_before += 1;
+            }
         }
     }
     for (fp, n) in &generate_calls {
@@ -705,7 +711,7 @@ fn fault_storm() {
     assert!(stats.codes.get(&500).copied().unwrap_or(0) > 0);
     check_status_agrees(&h, JOBS);
     eprintln!(
-        "fault storm: {JOBS} jobs in {:.1}s, exit {code}: {} succeeded, {} failed ({sim_failed} by the simulator, {gave_up} gave up after {MAX_ATTEMPTS} attempts), {} in doubt ({} dropped, {slow} answered too late); {} generate calls, {} tasks",
+        "fault storm: {JOBS} jobs in {:.1}s, exit {code}: {} succeeded, {} failed ({sim_failed} by the simulator, {gave_up} gave up after {MAX_ATTEMPTS} attempts), {} in doubt ({} dropped: {dropped_before} before the task existed, {dropped_after} after; {slow} answered too late); {} generate calls, {} tasks",
         took.as_secs_f64(),
         c.succeeded,
         c.failed,
