@@ -261,7 +261,8 @@ fn check_status_agrees(h: &Harness, jobs: usize) -> Counts {
         .values()
         .filter(|r| {
             matches!(r.state(), State::InDoubt)
-                || (matches!(r.state(), State::Submitting | State::Submitted) && r.task_id.is_none())
+                || (matches!(r.state(), State::Submitting | State::Submitted)
+                    && r.task_id.is_none())
         })
         .map(|r| r.job_id.clone())
         .collect();
@@ -360,6 +361,8 @@ fn kill_storm() {
     let (mut kills, mut late_kills, mut torn) = (0, 0, 0);
     let mut totals = AtKill::default();
     let (mut mid_submit, mut mid_download) = (0, 0);
+    let mut first_task: BTreeMap<String, String> = BTreeMap::new();
+    let mut ended_jobs: BTreeSet<String> = BTreeSet::new();
     let started = Instant::now();
     let finished_alone = loop {
         let mut child = storm_cmd(&h, &manifest, &flags, &run_log)
@@ -407,6 +410,29 @@ fn kill_storm() {
         totals.done += k.done;
         let mut caught = false;
         for r in loaded.records.values() {
+            // A recorded task is the job's for good: never replaced, never lost.
+            if let Some(task) = &r.task_id {
+                let first = first_task
+                    .entry(r.job_id.clone())
+                    .or_insert_with(|| task.clone());
+                assert_eq!(first, task, "after kill {kills}: {} changed task", r.job_id);
+            } else {
+                assert!(
+                    !first_task.contains_key(&r.job_id),
+                    "after kill {kills}: {} lost its task",
+                    r.job_id
+                );
+            }
+            if matches!(r.state(), State::Succeeded | State::Failed) {
+                ended_jobs.insert(r.job_id.clone());
+            } else {
+                assert!(
+                    !ended_jobs.contains(&r.job_id),
+                    "after kill {kills}: {} went back from its end to {}",
+                    r.job_id,
+                    r.state()
+                );
+            }
             let doubt = r.state() == State::InDoubt
                 || (matches!(r.state(), State::Submitting | State::Submitted)
                     && r.task_id.is_none());
@@ -419,7 +445,10 @@ fn kill_storm() {
             break None;
         }
     };
-    assert!(kills >= MIN_KILLS, "only {kills} kills: the run finished too soon");
+    assert!(
+        kills >= MIN_KILLS,
+        "only {kills} kills: the run finished too soon"
+    );
     assert!(
         late_kills >= 1,
         "no kill landed after the submit phase: {kills} kills"
@@ -475,7 +504,12 @@ fn kill_storm() {
     );
     let loaded = h.results();
     let end = counts(&loaded);
-    assert_eq!(end.succeeded + end.failed, JOBS, "{end:?}\n{}", tail(&run_log));
+    assert_eq!(
+        end.succeeded + end.failed,
+        JOBS,
+        "{end:?}\n{}",
+        tail(&run_log)
+    );
     assert_eq!(code, expected_exit(&end));
 
     // Failed exactly where the simulator failed the job's task.
@@ -487,6 +521,13 @@ fn kill_storm() {
     let truth = sim_outcomes(&h, &task_ids);
     for r in loaded.records.values() {
         let task = r.task_id.as_deref().unwrap_or_default();
+        if let Some(first) = first_task.get(&r.job_id) {
+            assert_eq!(
+                first, task,
+                "{}: the task seen at a kill is the one kept",
+                r.job_id
+            );
+        }
         match (&truth[task], r.state()) {
             (TaskState::Succeeded { .. }, State::Succeeded) => {}
             (TaskState::Failed { error_message, .. }, State::Failed) => {
@@ -504,7 +545,11 @@ fn kill_storm() {
         .values()
         .map(|r| (r.fingerprint.as_str(), r))
         .collect();
-    assert_eq!(stats.tasks_by_fingerprint.len(), JOBS, "every job has a task");
+    assert_eq!(
+        stats.tasks_by_fingerprint.len(),
+        JOBS,
+        "every job has a task"
+    );
     let mut duplicates = 0;
     for (fp, n) in &stats.tasks_by_fingerprint {
         let r = by_fp[fp.as_str()];
@@ -520,7 +565,10 @@ fn kill_storm() {
     // The request log agrees with the counters: tasks per fingerprint.
     let log = request_log(&request_log_path);
     let mut created: BTreeMap<String, u32> = BTreeMap::new();
-    for l in log.iter().filter(|l| l.endpoint == "generate" && l.task_created) {
+    for l in log
+        .iter()
+        .filter(|l| l.endpoint == "generate" && l.task_created)
+    {
         *created
             .entry(l.fingerprint.clone().expect("fingerprint"))
             .or_default() += 1;
@@ -635,7 +683,10 @@ fn fault_storm() {
         if l.endpoint != "generate" {
             continue;
         }
-        let fp = l.fingerprint.as_deref().expect("generate is logged with its fingerprint");
+        let fp = l
+            .fingerprint
+            .as_deref()
+            .expect("generate is logged with its fingerprint");
         *generate_calls.entry(fp).or_default() += 1;
         if l.dropped {
             lost.insert(fp);
@@ -695,7 +746,11 @@ fn fault_storm() {
                     sim_failed += 1;
                 }
                 None => {
-                    assert_eq!(r.attempts, MAX_ATTEMPTS, "{}: failed without a task", r.job_id);
+                    assert_eq!(
+                        r.attempts, MAX_ATTEMPTS,
+                        "{}: failed without a task",
+                        r.job_id
+                    );
                     gave_up += 1;
                 }
             },
@@ -707,7 +762,10 @@ fn fault_storm() {
         }
     }
     check_videos(&h, &loaded);
-    assert!(stats.codes.get(&455).copied().unwrap_or(0) > 0, "the window was hit");
+    assert!(
+        stats.codes.get(&455).copied().unwrap_or(0) > 0,
+        "the window was hit"
+    );
     assert!(stats.codes.get(&500).copied().unwrap_or(0) > 0);
     check_status_agrees(&h, JOBS);
     eprintln!(
