@@ -779,6 +779,69 @@ fn fault_storm() {
         stats.tasks_created,
     );
     eprintln!("fault storm: answers {codes:?}");
+
+    // A second run, still in the storm, sends the in-doubt jobs again on request:
+    // attempts and generate calls stay within --max-attempts per run, and only
+    // those jobs may now have a second task.
+    let was_in_doubt = ids_in(&loaded, State::InDoubt);
+    let code = run_bounded(
+        &h,
+        &manifest,
+        &[&flags[..], &["--resubmit-in-doubt"]].concat(),
+        &run_log,
+        Duration::from_secs(150),
+    );
+    let loaded = h.results();
+    let c2 = counts(&loaded);
+    assert_eq!(c2.succeeded + c2.failed + c2.in_doubt, JOBS, "{c2:?}");
+    assert_eq!(code, expected_exit(&c2), "{c2:?}\n{}", tail(&run_log));
+    for r in loaded.records.values() {
+        assert!(
+            r.attempts <= 2 * MAX_ATTEMPTS,
+            "{}: {}",
+            r.job_id,
+            r.attempts
+        );
+        if !was_in_doubt.contains(&r.job_id) {
+            assert!(
+                r.state() != State::InDoubt,
+                "{}: in doubt, but not sent in the second run",
+                r.job_id
+            );
+        }
+    }
+    let mut calls: BTreeMap<String, u32> = BTreeMap::new();
+    for l in request_log(&request_log_path) {
+        if l.endpoint == "generate" {
+            *calls
+                .entry(l.fingerprint.expect("fingerprint"))
+                .or_default() += 1;
+        }
+    }
+    assert!(calls.values().all(|n| *n <= 2 * MAX_ATTEMPTS), "{calls:?}");
+    let by_fp: BTreeMap<&str, &str> = loaded
+        .records
+        .values()
+        .map(|r| (r.fingerprint.as_str(), r.job_id.as_str()))
+        .collect();
+    let stats = h.stats();
+    let mut duplicates = 0;
+    for (fp, n) in &stats.tasks_by_fingerprint {
+        if *n > 1 {
+            duplicates += 1;
+            assert!(
+                *n == 2 && was_in_doubt.contains(by_fp[fp.as_str()]),
+                "{}: {n} tasks",
+                by_fp[fp.as_str()]
+            );
+        }
+    }
+    check_videos(&h, &loaded);
+    check_status_agrees(&h, JOBS);
+    eprintln!(
+        "fault storm, second run with --resubmit-in-doubt: exit {code}: {} succeeded, {} failed, {} in doubt; {duplicates} jobs paid twice (all were in doubt)",
+        c2.succeeded, c2.failed, c2.in_doubt,
+    );
 }
 
 /// A small storm of both kinds (kills and faults), then the results file is
