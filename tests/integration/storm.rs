@@ -537,6 +537,10 @@ fn kill_storm() {
         }
     }
     check_videos(&h, &loaded);
+    assert!(
+        !h.path("results.csv.tmp").exists(),
+        "no rewrite left its temporary file"
+    );
 
     // Tasks: one per job, a second only for jobs recorded in doubt.
     let stats = h.stats();
