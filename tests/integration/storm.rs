@@ -884,3 +884,81 @@ fn status_agrees_with_the_results_after_a_storm() {
     assert!(c.failed > 0 && c.succeeded > 0, "a mixed ending: {c:?}");
     eprintln!("status storm: {c:?}");
 }
+
+/// Kills while 4K upgrades are being asked for: the service charges an upgrade on
+/// the first ask, so asking again after a kill must not pay for it twice.
+#[cfg(unix)]
+#[test]
+fn kills_during_upgrades_pay_each_upgrade_once() {
+    const JOBS: usize = 40;
+    let seed = storm_seed("upgrade storm");
+    let h = Harness::new(SimConfig {
+        generation_time: (Duration::from_millis(300), Duration::from_millis(900)),
+        upgrade_4k_time: (Duration::from_millis(500), Duration::from_millis(1500)),
+        seed,
+        ..fast_sim()
+    });
+    let mut text = String::from("name: up\ndefaults:\n  upgrade: 4k\njobs:\n");
+    for i in 1..=JOBS {
+        text.push_str(&format!(
+            "  - id: job-{i}\n    prompt: \"clip {i} in 4k\"\n"
+        ));
+    }
+    let manifest = h.write("up.yaml", &text);
+    let logs = tempfile::tempdir().expect("temp dir");
+    let run_log = logs.path().join("run.log");
+    let flags = ["--rate", "40/1s", "--poll-interval", "100ms"];
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let (mut kills, mut mid_upgrade) = (0, 0);
+    for _ in 0..12 {
+        let mut child = storm_cmd(&h, &manifest, &flags, &run_log)
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(rng.u64(100..600)));
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        kills += 1;
+        let loaded = checkpoint::load(&h.path("results.csv"))
+            .expect("the results file loads after a kill")
+            .unwrap_or_default();
+        let upgrading = loaded
+            .records
+            .values()
+            .any(|r| r.state() == State::Succeeded && r.upgrade_urls.is_empty());
+        mid_upgrade += usize::from(upgrading);
+    }
+    let code = run_bounded(
+        &h,
+        &manifest,
+        &[&flags[..], &["--resubmit-in-doubt"]].concat(),
+        &run_log,
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, i32::from(exit::OK), "{}", tail(&run_log));
+    let loaded = h.results();
+    for r in loaded.records.values() {
+        assert_eq!(r.state(), State::Succeeded);
+        assert_eq!(r.upgrade_urls.len(), 1, "{}", r.job_id);
+        assert!(r.video_paths[0].ends_with(&format!("{}-4k.mp4", r.job_id)));
+    }
+    assert!(kills >= 3, "only {kills} kills");
+    let stats = h.stats();
+    let prices = veo_batch::cost::PriceTable::default();
+    let generation = prices.generation(veo_batch::request::Model::Veo3Fast);
+    let spent = SimConfig::default().credits - stats.credits;
+    // Every task's generation, and one 4K upgrade per job: a task created by an
+    // in-doubt resend is upgraded only if its job records it, never both.
+    let want = generation * stats.tasks_created as f64 + prices.upgrade_4k * JOBS as f64;
+    assert!(
+        (spent - want).abs() < 1e-6,
+        "spent {spent}, expected {want} for {} tasks and {JOBS} upgrades",
+        stats.tasks_created
+    );
+    eprintln!(
+        "upgrade storm: {JOBS} 4K jobs, {kills} kills ({mid_upgrade} while an upgrade was pending), {} tasks, {spent} credits spent: each generation and each upgrade paid once",
+        stats.tasks_created
+    );
+}
