@@ -882,6 +882,13 @@ fn status_agrees_with_the_results_after_a_storm() {
     assert_eq!(code, expected_exit(&c));
     assert_eq!(c.succeeded + c.failed + c.in_doubt, JOBS, "{c:?}");
     assert!(c.failed > 0 && c.succeeded > 0, "a mixed ending: {c:?}");
+    // Without --resubmit-in-doubt nothing is ever sent twice, kills or drops.
+    let stats = h.stats();
+    assert!(
+        stats.tasks_by_fingerprint.values().all(|n| *n == 1),
+        "{:?}",
+        stats.tasks_by_fingerprint
+    );
     eprintln!("status storm: {c:?}");
 }
 
