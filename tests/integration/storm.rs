@@ -855,29 +855,48 @@ fn fault_storm() {
 fn status_agrees_with_the_results_after_a_storm() {
     const JOBS: usize = 40;
     let seed = storm_seed("status storm");
+    let logs = tempfile::tempdir().expect("temp dir");
+    let request_log_path = logs.path().join("requests.jsonl");
     let mut config = SimConfig {
         generation_time: (Duration::from_millis(200), Duration::from_millis(600)),
         seed,
+        request_log: Some(request_log_path.clone()),
         ..fast_sim()
     };
     config.faults.generation_failure = 0.2;
     config.faults.drop_after = 0.1;
-    config.faults.http_500 = FaultRate::only(sim::Endpoint::RecordInfo, 0.3);
+    config.faults.http_500 = FaultRate::everywhere(0.2);
     let h = Harness::new(config);
     let manifest = h.write("s.yaml", &text_jobs(JOBS));
-    let logs = tempfile::tempdir().expect("temp dir");
     let run_log = logs.path().join("run.log");
-    let flags = ["--rate", "40/1s", "--poll-interval", "50ms"];
+    let flags = [
+        "--rate",
+        "40/1s",
+        "--poll-interval",
+        "50ms",
+        "--max-attempts",
+        "3",
+    ];
     let mut rng = fastrand::Rng::with_seed(seed);
-    for _ in 0..5 {
+    // Jobs caught mid-submission by a kill; a job waiting to retry after a 500
+    // is recorded pending, so a kill then must not put it in doubt.
+    let mut in_flight_at_kill = BTreeSet::new();
+    for _ in 0..6 {
         let mut child = storm_cmd(&h, &manifest, &flags, &run_log)
             .spawn()
             .expect("spawn");
-        std::thread::sleep(Duration::from_millis(rng.u64(100..500)));
+        std::thread::sleep(Duration::from_millis(rng.u64(100..700)));
         let _ = child.kill();
         let _ = child.wait();
+        if let Ok(Some(loaded)) = checkpoint::load(&h.path("results.csv")) {
+            for r in loaded.records.values() {
+                if r.state() == State::Submitting && r.task_id.is_none() {
+                    in_flight_at_kill.insert(r.job_id.clone());
+                }
+            }
+        }
     }
-    let code = run_bounded(&h, &manifest, &flags, &run_log, Duration::from_secs(60));
+    let code = run_bounded(&h, &manifest, &flags, &run_log, Duration::from_secs(90));
     let c = check_status_agrees(&h, JOBS);
     assert_eq!(code, expected_exit(&c));
     assert_eq!(c.succeeded + c.failed + c.in_doubt, JOBS, "{c:?}");
@@ -889,7 +908,32 @@ fn status_agrees_with_the_results_after_a_storm() {
         "{:?}",
         stats.tasks_by_fingerprint
     );
-    eprintln!("status storm: {c:?}");
+    // In doubt only where a kill caught the submission or the connection dropped.
+    let dropped: BTreeSet<String> = request_log(&request_log_path)
+        .into_iter()
+        .filter(|l| l.endpoint == "generate" && l.dropped)
+        .filter_map(|l| l.fingerprint)
+        .collect();
+    let loaded = h.results();
+    for r in loaded.records.values() {
+        let doubt = r.task_id.is_none()
+            && matches!(
+                r.state(),
+                State::InDoubt | State::Submitting | State::Submitted
+            );
+        if doubt {
+            assert!(
+                in_flight_at_kill.contains(&r.job_id) || dropped.contains(&r.fingerprint),
+                "{} is in doubt, but no kill caught it and no connection dropped",
+                r.job_id
+            );
+        }
+    }
+    eprintln!(
+        "status storm: {c:?}; {} caught mid-submission by a kill, {} dropped",
+        in_flight_at_kill.len(),
+        dropped.len()
+    );
 }
 
 /// Kills while 4K upgrades are being asked for: the service charges an upgrade on
