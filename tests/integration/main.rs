@@ -7,4 +7,5 @@ mod hostile;
 mod ops;
 mod run;
 mod sim;
+mod storm;
 mod validate;
