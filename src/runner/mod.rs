@@ -326,7 +326,7 @@ pub async fn execute(
 
     // Evenly spaced sends (no burst) keep every sliding window of the service's
     // length under its count; the margin absorbs jitter between send and arrival.
-    let window = config.rate.per + (config.rate.per / 100).max(Duration::from_millis(5));
+    let window = config.rate.per + (config.rate.per / 100).max(Duration::from_millis(10));
     let period = window / config.rate.count;
     let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
         .context("the rate is too fast")?
