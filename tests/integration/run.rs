@@ -381,7 +381,18 @@ fn sigint_drains_and_exits_130_then_resumes() {
     });
     let manifest = h.write("b.yaml", &text_jobs(5));
     let mut child = h.run_cmd(&manifest).spawn().expect("spawn");
-    std::thread::sleep(Duration::from_millis(700));
+    // Interrupt once a task exists, so that there is something in flight to drain.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let submitted = veo_batch::checkpoint::load(&h.path("results.csv"))
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.records.values().any(|r| r.state() == State::Submitted));
+        if submitted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pid = child.id().to_string();
     let kill = std::process::Command::new("kill")
         .args(["-INT", &pid])
