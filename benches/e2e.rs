@@ -13,10 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use veo_batch::api::{ApiKey, Client, ClientConfig};
-use veo_batch::checkpoint::plan::ResumeOptions;
-use veo_batch::cost::PriceTable;
 use veo_batch::manifest::{Job, Origin};
-use veo_batch::progress::Mode;
 use veo_batch::request::{RawRequest, check};
 use veo_batch::runner::retry::RetryPolicy;
 use veo_batch::runner::{self, RunConfig, Signals};
@@ -76,28 +73,13 @@ fn jobs(n: usize) -> Vec<Job> {
 
 fn config(dir: &Path, jobs: Vec<Job>, rate: Rate, poll: Duration, concurrency: usize) -> RunConfig {
     RunConfig {
-        jobs,
-        results: dir.join("results.csv"),
-        videos_dir: dir.join("videos"),
         concurrency,
         rate,
         retry: RetryPolicy::DEFAULT.scaled(0.05),
         poll_interval: poll,
         task_timeout: Duration::from_secs(600),
         record_null_grace: Duration::from_secs(60),
-        no_wait: false,
-        resume: ResumeOptions {
-            download: true,
-            ..ResumeOptions::default()
-        },
-        progress: Mode::Quiet,
-        sync: true,
-        max_active: 4096,
-        seed: 1,
-        prices: PriceTable::default(),
-        max_credits: None,
-        limit: None,
-        sample: None,
+        ..RunConfig::with_defaults(jobs, dir.join("results.csv"), dir.join("videos"))
     }
 }
 

@@ -7,18 +7,12 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use veo_batch::checkpoint::plan::ResumeOptions;
 use veo_batch::checkpoint::writer::rewrite;
 use veo_batch::checkpoint::{self, Record, State};
-use veo_batch::cost::PriceTable;
 use veo_batch::manifest::{self, Manifest};
-use veo_batch::progress::Mode;
-use veo_batch::runner::retry::RetryPolicy;
 use veo_batch::runner::{self, RunConfig};
-use veo_batch::units::Rate;
 
 const JOBS: usize = 100_000;
 
@@ -67,30 +61,11 @@ fn write_results(path: &Path, m: &Manifest, rows_per_job: usize) {
 }
 
 fn config(m: &Manifest, results: &Path) -> RunConfig {
-    RunConfig {
-        jobs: m.jobs.clone(),
-        results: results.to_owned(),
-        videos_dir: results.with_file_name("videos"),
-        concurrency: 8,
-        rate: Rate::KIE_DEFAULT,
-        retry: RetryPolicy::DEFAULT,
-        poll_interval: Duration::from_secs(15),
-        task_timeout: Duration::from_secs(1800),
-        record_null_grace: Duration::from_secs(300),
-        no_wait: false,
-        resume: ResumeOptions {
-            download: true,
-            ..ResumeOptions::default()
-        },
-        progress: Mode::Quiet,
-        sync: true,
-        max_active: 4096,
-        seed: 1,
-        prices: PriceTable::default(),
-        max_credits: None,
-        limit: None,
-        sample: None,
-    }
+    RunConfig::with_defaults(
+        m.jobs.clone(),
+        results.to_owned(),
+        results.with_file_name("videos"),
+    )
 }
 
 fn bench(c: &mut Criterion) {

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
@@ -190,16 +191,12 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
             Err(e) => return report_error(&e.context("failed to start the simulator")),
         }
     } else {
-        match ApiKey::load(args.api_key_file.as_deref()) {
-            Ok(key) => (args.api_base.clone(), key),
+        match ApiKey::load(args.service.api_key_file.as_deref()) {
+            Ok(key) => (args.service.api_base.clone(), key),
             Err(e) => return report_error(&e),
         }
     };
-    let client = match Client::new(ClientConfig {
-        connect_timeout: crate::config::CONNECT_TIMEOUT,
-        request_timeout,
-        ..ClientConfig::new(base_url, key)
-    }) {
+    let client = match client(base_url, key, request_timeout) {
         Ok(c) => c,
         Err(e) => return report_error(&e),
     };
@@ -227,6 +224,14 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
         }
         Err(e) => report_run_error(&e),
     }
+}
+
+fn client(base_url: String, key: ApiKey, request_timeout: Duration) -> anyhow::Result<Client> {
+    Client::new(ClientConfig {
+        connect_timeout: crate::config::CONNECT_TIMEOUT,
+        request_timeout,
+        ..ClientConfig::new(base_url, key)
+    })
 }
 
 fn report_run_error(e: &anyhow::Error) -> u8 {
@@ -282,15 +287,15 @@ fn confirm(credits: f64, usd: f64) -> bool {
 }
 
 async fn credits_command(args: CreditsArgs) -> u8 {
-    let key = match ApiKey::load(args.api_key_file.as_deref()) {
+    let key = match ApiKey::load(args.service.api_key_file.as_deref()) {
         Ok(key) => key,
         Err(e) => return report_error(&e),
     };
-    let client = match Client::new(ClientConfig {
-        connect_timeout: crate::config::CONNECT_TIMEOUT,
-        request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
-        ..ClientConfig::new(args.api_base, key)
-    }) {
+    let client = match client(
+        args.service.api_base,
+        key,
+        crate::config::DEFAULT_REQUEST_TIMEOUT,
+    ) {
         Ok(c) => c,
         Err(e) => return report_error(&e),
     };

@@ -88,6 +88,13 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct CreditsArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// Where the service is and how to prove who we are.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
     /// The service's base URL.
     #[arg(
         long,
@@ -126,18 +133,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub simulate: bool,
 
-    /// The service's base URL.
-    #[arg(
-        long,
-        env = "KIE_API_BASE",
-        hide_env_values = true,
-        default_value = "https://api.kie.ai"
-    )]
-    pub api_base: String,
-
-    /// Read the API key from this file instead of KIE_API_KEY.
-    #[arg(long, value_name = "PATH")]
-    pub api_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
 
     /// The results CSV (default: results/<manifest name>.csv).
     #[arg(long, value_name = "PATH")]

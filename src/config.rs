@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::checkpoint::plan::ResumeOptions;
 use crate::cli::RunArgs;
-use crate::manifest::Manifest;
+use crate::cost::PriceTable;
+use crate::manifest::{Job, Manifest};
 use crate::progress::Mode;
 use crate::runner::RunConfig;
 use crate::runner::paths::file_stem;
@@ -139,9 +140,6 @@ pub fn resolve(
 
     Ok(Resolved {
         run: RunConfig {
-            jobs: manifest.jobs.clone(),
-            results,
-            videos_dir,
             concurrency,
             rate,
             retry: RetryPolicy {
@@ -158,14 +156,44 @@ pub fn resolve(
                 download: !args.no_download,
             },
             progress: progress_mode,
-            sync: true,
-            max_active: MAX_ACTIVE,
             seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
             prices: manifest.prices,
             max_credits: args.max_credits.or(m.max_credits),
             limit: args.limit,
             sample: args.sample,
+            ..RunConfig::with_defaults(manifest.jobs.clone(), results, videos_dir)
         },
         request_timeout,
     })
+}
+
+impl RunConfig {
+    /// A run of `jobs` with every setting at its default: the service's rate, real
+    /// time, downloads on, rows synced, no progress output, no spending limit.
+    pub fn with_defaults(jobs: Vec<Job>, results: PathBuf, videos_dir: PathBuf) -> RunConfig {
+        RunConfig {
+            jobs,
+            results,
+            videos_dir,
+            concurrency: DEFAULT_CONCURRENCY,
+            rate: Rate::KIE_DEFAULT,
+            retry: RetryPolicy::DEFAULT,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            task_timeout: DEFAULT_TASK_TIMEOUT,
+            record_null_grace: RECORD_NULL_GRACE,
+            no_wait: false,
+            resume: ResumeOptions {
+                download: true,
+                ..ResumeOptions::default()
+            },
+            progress: Mode::Quiet,
+            sync: true,
+            max_active: MAX_ACTIVE,
+            seed: 1,
+            prices: PriceTable::default(),
+            max_credits: None,
+            limit: None,
+            sample: None,
+        }
+    }
 }
