@@ -58,6 +58,16 @@ impl Harness {
     /// `veo-batch run MANIFEST` against the simulator, fast polling, results and
     /// videos in the temp directory, at the default rate unless told otherwise.
     pub fn run_cmd(&self, manifest: &Path) -> std::process::Command {
+        self.run_cmd_at(manifest, &self.path("results.csv"), &self.path("videos"))
+    }
+
+    /// [`run_cmd`](Harness::run_cmd) with the results file and videos folder given.
+    pub fn run_cmd_at(
+        &self,
+        manifest: &Path,
+        results: &Path,
+        videos: &Path,
+    ) -> std::process::Command {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"));
         cmd.env_clear()
             .env("KIE_API_KEY", sim::DEMO_KEY)
@@ -67,9 +77,9 @@ impl Harness {
             .arg(manifest)
             .args(["--api-base", &self.sim.base_url()])
             .arg("--results")
-            .arg(self.path("results.csv"))
+            .arg(results)
             .arg("--videos-dir")
-            .arg(self.path("videos"))
+            .arg(videos)
             .args(["--poll-interval", "30ms"])
             .args(["--request-timeout", "2s"]);
         cmd

@@ -138,18 +138,8 @@ fn has_ext(p: &Path, ext: &str) -> bool {
 /// `veo-batch run` against the harness's simulator with its own results and videos
 /// paths (the harness's `run_cmd` sets both).
 fn run_cmd_at(h: &Harness, manifest: &Path, results: &Path, videos: &Path) -> Command {
-    let mut cmd = bin();
-    cmd.env("KIE_API_KEY", veo_batch::sim::DEMO_KEY)
-        .current_dir(h.dir.path())
-        .arg("run")
-        .arg(manifest)
-        .args(["--api-base", &h.sim.base_url()])
-        .arg("--results")
-        .arg(results)
-        .arg("--videos-dir")
-        .arg(videos)
-        .args(["--poll-interval", "30ms", "--request-timeout", "2s"])
-        .args(["--rate", "1000/1s"]);
+    let mut cmd = h.run_cmd_at(manifest, results, videos);
+    cmd.args(["--rate", "1000/1s"]);
     cmd
 }
 
