@@ -137,3 +137,25 @@ fn progress_off_a_terminal_is_plain_lines() {
     let quiet = h.run(&manifest, &["-q"]);
     assert!(!stderr(&quiet).contains("progress: "));
 }
+
+fn help(args: &[&str]) -> String {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
+        .env_clear()
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn help_texts_are_pinned() {
+    let top = help(&[]);
+    assert!(
+        top.contains("130  interrupted"),
+        "the exit codes are in --help"
+    );
+    insta::assert_snapshot!("help", top);
+    insta::assert_snapshot!("run_help", help(&["run"]));
+}
