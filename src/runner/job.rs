@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use governor::DefaultDirectRateLimiter;
-use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -154,6 +154,7 @@ pub async fn drive(
     record: Record,
     start: Start,
     seed: u64,
+    submit_slot: Option<OwnedSemaphorePermit>,
 ) -> JobEnd {
     let mut runner = JobRunner {
         shared,
@@ -163,7 +164,12 @@ pub async fn drive(
     };
     let outcome = async {
         let task_id = match start {
-            Start::Submit => runner.submit().await?,
+            Start::Submit => {
+                let submitted = runner.submit().await;
+                // The submission phase is over: let the next job start its own.
+                drop(submit_slot);
+                submitted?
+            }
             Start::Poll(task_id) => task_id,
             Start::Upgrade(task_id) => {
                 runner.upgrade(&task_id).await?;

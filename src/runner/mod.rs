@@ -364,12 +364,26 @@ pub async fn execute(
         .into_iter()
         .map(Arc::new)
         .collect();
+    // Jobs that have yet to submit are started only as submission slots free up,
+    // so that thousands of them do not wait at once on the limiter: memory and
+    // wake-ups then follow the jobs the service is working on, not the manifest.
+    let submit_slots = Arc::new(Semaphore::new(config.concurrency.max(1) * 2));
     let mut set = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
-    let mut queue = plan.into_iter();
+    let mut queue = plan.into_iter().peekable();
     let mut aborted = false;
     loop {
         while set.len() < config.max_active.max(1) {
+            let Some(next) = queue.peek() else {
+                break;
+            };
+            let slot = match next.start {
+                Start::Submit => match submit_slots.clone().try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => break,
+                },
+                _ => None,
+            };
             let Some(Planned {
                 index,
                 start,
@@ -394,10 +408,15 @@ pub async fn execute(
                 record.unwrap_or_else(|| fresh_record(&jobs[index])),
                 start,
                 seed,
+                slot,
             ));
             running.insert(handle.id(), index);
         }
-        if set.is_empty() {
+        let waiting_for_slot = set.len() < config.max_active.max(1)
+            && queue
+                .peek()
+                .is_some_and(|p| matches!(p.start, Start::Submit));
+        if set.is_empty() && !waiting_for_slot {
             break;
         }
         let joined = tokio::select! {
@@ -406,7 +425,12 @@ pub async fn execute(
                 aborted = true;
                 break;
             }
-            joined = set.join_next_with_id() => joined,
+            slot = submit_slots.clone().acquire_owned(), if waiting_for_slot => {
+                // A slot is free: start the next job at the top of the loop.
+                drop(slot);
+                continue;
+            }
+            joined = set.join_next_with_id(), if !set.is_empty() => joined,
         };
         match joined {
             Some(Ok((id, _end))) => {
@@ -419,7 +443,7 @@ pub async fn execute(
                     .unwrap_or_default();
                 tracing::error!(job = %job, "job task failed: {e}; its last recorded step stands and the next run resumes it");
             }
-            None => break,
+            None => {}
         }
     }
     if aborted {
