@@ -219,7 +219,7 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
     }
     match outcome {
         Ok(report) => {
-            print_summary(&manifest.name, &report, &prices);
+            print_summary(&manifest.name, &report, &prices, estimate);
             report.exit_code()
         }
         Err(e) => report_run_error(&e),
@@ -348,7 +348,7 @@ async fn watch_signals(signals: Signals) {
     signals.abort.cancel();
 }
 
-fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable) {
+fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable, estimate: f64) {
     use std::fmt::Write as _;
     let t = &r.outcomes.tally;
     let mut out = String::new();
@@ -373,9 +373,10 @@ fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable) {
     );
     let _ = writeln!(
         out,
-        "  spent about {} credits (${:.2}) on this run's submissions",
+        "  spent about {} credits (${:.2}) on this run's submissions; estimated {} before it",
         r.spent,
-        prices.usd(r.spent)
+        prices.usd(r.spent),
+        estimate
     );
     if r.held_back > 0 {
         let _ = writeln!(out, "  {} jobs held back by --limit/--sample", r.held_back);
