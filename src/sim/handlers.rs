@@ -152,6 +152,20 @@ async fn slow_down(sim: &Sim) {
     tokio::time::sleep(sim.config.scaled(sim.config.faults.slow_delay)).await;
 }
 
+/// [`gate`], then the slow-answer delay when one was drawn: the start of every
+/// call but generate, whose delay comes after its task exists.
+async fn pass_gate(
+    sim: &Sim,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    ctx: &Ctx,
+) -> Result<(), Response> {
+    if gate(sim, endpoint, headers, ctx).map_err(|r| *r)? {
+        slow_down(sim).await;
+    }
+    Ok(())
+}
+
 fn issues_msg(issues: &[FieldIssue]) -> String {
     let list: Vec<String> = issues.iter().map(ToString::to_string).collect();
     format!("invalid request: {}", list.join("; "))
@@ -241,12 +255,8 @@ async fn record_info(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Pa
     let ctx = task_param(&params)
         .map(|id| Ctx::task(&id))
         .unwrap_or_default();
-    let slow = match gate(&sim, e, &headers, &ctx) {
-        Ok(slow) => slow,
-        Err(r) => return *r,
-    };
-    if slow {
-        slow_down(&sim).await;
+    if let Err(r) = pass_gate(&sim, e, &headers, &ctx).await {
+        return r;
     }
     match task_param(&params) {
         Ok(id) => {
@@ -262,12 +272,8 @@ async fn get_1080p(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Para
     let ctx = task_param(&params)
         .map(|id| Ctx::task(&id))
         .unwrap_or_default();
-    let slow = match gate(&sim, e, &headers, &ctx) {
-        Ok(slow) => slow,
-        Err(r) => return *r,
-    };
-    if slow {
-        slow_down(&sim).await;
+    if let Err(r) = pass_gate(&sim, e, &headers, &ctx).await {
+        return r;
     }
     let id = match task_param(&params) {
         Ok(id) => id,
@@ -287,12 +293,8 @@ async fn get_1080p(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Para
 
 async fn get_4k(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let e = Endpoint::Get4k;
-    let slow = match gate(&sim, e, &headers, &Ctx::default()) {
-        Ok(slow) => slow,
-        Err(r) => return *r,
-    };
-    if slow {
-        slow_down(&sim).await;
+    if let Err(r) = pass_gate(&sim, e, &headers, &Ctx::default()).await {
+        return r;
     }
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -323,12 +325,8 @@ async fn get_4k(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
 
 async fn credit(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     let e = Endpoint::Credit;
-    let slow = match gate(&sim, e, &headers, &Ctx::default()) {
-        Ok(slow) => slow,
-        Err(r) => return *r,
-    };
-    if slow {
-        slow_down(&sim).await;
+    if let Err(r) = pass_gate(&sim, e, &headers, &Ctx::default()).await {
+        return r;
     }
     let credits = sim.credits();
     // An integer when whole, as the service usually sends it.
