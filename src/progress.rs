@@ -67,27 +67,34 @@ pub struct Counts {
 
 /// Counts `records` against `total` jobs (jobs without a record are queued).
 pub fn counts(records: &HashMap<String, Record>, total: usize, download: bool) -> Counts {
-    let mut c = Counts::default();
-    let mut seen = 0;
+    let mut c = Counts {
+        queued: total.saturating_sub(records.len()),
+        ..Counts::default()
+    };
     for r in records.values() {
-        seen += 1;
-        match r.state() {
-            State::Pending => c.queued += 1,
-            State::Submitting => c.submitting += 1,
-            State::Submitted => c.running += 1,
-            State::Succeeded if download && r.downloads_missing(false) => {
-                c.downloading += 1;
-            }
-            State::Succeeded => c.done += 1,
-            State::Failed => c.failed += 1,
-            State::InDoubt => c.in_doubt += 1,
-        }
+        c.add(Some(r), 1, download);
     }
-    c.queued += total.saturating_sub(seen);
     c
 }
 
 impl Counts {
+    /// Moves one job in or out of its bucket (`None`: the job has no record yet,
+    /// so it is queued).
+    pub fn add(&mut self, record: Option<&Record>, delta: isize, download: bool) {
+        let bucket = match record.map(|r| (r.state(), r)) {
+            None | Some((State::Pending, _)) => &mut self.queued,
+            Some((State::Submitting, _)) => &mut self.submitting,
+            Some((State::Submitted, _)) => &mut self.running,
+            Some((State::Succeeded, r)) if download && r.downloads_missing(false) => {
+                &mut self.downloading
+            }
+            Some((State::Succeeded, _)) => &mut self.done,
+            Some((State::Failed, _)) => &mut self.failed,
+            Some((State::InDoubt, _)) => &mut self.in_doubt,
+        };
+        *bucket = bucket.saturating_add_signed(delta);
+    }
+
     /// One line, no control characters.
     pub fn line(&self) -> String {
         format!(

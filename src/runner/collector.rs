@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::writer::Appender;
 use crate::checkpoint::{Record, State};
-use crate::progress::{self, Counts, Mode, Reporter};
+use crate::progress::{self, Mode, Reporter};
 
 /// What a job tells the collector.
 #[derive(Debug)]
@@ -30,7 +30,6 @@ pub struct Counters {
     pub retries: u64,
     pub rate_limited: u64,
     pub submitted: u64,
-    pub rows_written: u64,
 }
 
 /// The collector's state, handed back when the run ends.
@@ -105,7 +104,6 @@ pub async fn collect(
         for event in batch.drain(..) {
             if let Event::Row { record, ack } = event {
                 if result.is_ok() {
-                    counters.rows_written += 1;
                     if record.state == Some(State::Submitted) {
                         counters.submitted += 1;
                     }
@@ -113,9 +111,9 @@ pub async fn collect(
                         generation.0 += d;
                         generation.1 += 1;
                     }
-                    add(&mut counts, Some(&record), 1, progress.download);
+                    counts.add(Some(&record), 1, progress.download);
                     let old = records.insert(record.job_id.clone(), *record);
-                    add(&mut counts, old.as_ref(), -1, progress.download);
+                    counts.add(old.as_ref(), -1, progress.download);
                 }
                 if let Some(ack) = ack {
                     // A job that stopped waiting has nothing more to do with the answer.
@@ -140,24 +138,6 @@ pub async fn collect(
         counters,
         write_error,
     }
-}
-
-/// Moves one job in or out of its bucket (`None`: the job had no record: queued).
-fn add(counts: &mut Counts, record: Option<&Record>, delta: isize, download: bool) {
-    let bucket = match record.map(Record::state) {
-        None | Some(State::Pending) => &mut counts.queued,
-        Some(State::Submitting) => &mut counts.submitting,
-        Some(State::Submitted) => &mut counts.running,
-        Some(State::Succeeded)
-            if download && record.is_some_and(|r| r.downloads_missing(false)) =>
-        {
-            &mut counts.downloading
-        }
-        Some(State::Succeeded) => &mut counts.done,
-        Some(State::Failed) => &mut counts.failed,
-        Some(State::InDoubt) => &mut counts.in_doubt,
-    };
-    *bucket = bucket.saturating_add_signed(delta);
 }
 
 /// How long the service took to generate, for a row that records a success.
