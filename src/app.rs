@@ -137,7 +137,8 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
     } else {
         crate::config::Output::Plain
     };
-    let resolved = match crate::config::resolve(&args, &manifest, time_scale, output) {
+    let name = manifest.name.clone();
+    let resolved = match crate::config::resolve(&args, manifest, time_scale, output) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -153,7 +154,7 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
     let prices = prepared.config.prices;
     tracing::info!(
         "{}: {} jobs; {} to submit, {} to resume{}; estimated cost {estimate} credits (${:.2}); results in {}, videos in {}",
-        manifest.name,
+        name,
         prepared.config.jobs.len(),
         prepared.submissions(),
         prepared.plan.len() - prepared.submissions(),
@@ -219,7 +220,7 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
     }
     match outcome {
         Ok(report) => {
-            print_summary(&manifest.name, &report, &prices, estimate);
+            print_summary(&name, &report, &prices, estimate);
             report.exit_code()
         }
         Err(e) => report_run_error(&e),

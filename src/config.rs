@@ -50,12 +50,14 @@ pub struct Resolved {
     pub request_timeout: Duration,
 }
 
-/// Resolves `args` and `manifest` into the run's settings. With `time_scale` below
-/// 1 (`--simulate`), the manifest's and the default durations and rate window are
-/// scaled as the simulator scales the service; flags are taken as given.
+/// Resolves `args` and `manifest` into the run's settings; the manifest's jobs move
+/// into them, as a copy of 100,000 jobs would cost start-up time and memory. With
+/// `time_scale` below 1 (`--simulate`), the manifest's and the default durations and
+/// rate window are scaled as the simulator scales the service; flags are taken as
+/// given.
 pub fn resolve(
     args: &RunArgs,
-    manifest: &Manifest,
+    manifest: Manifest,
     time_scale: f64,
     output: Output,
 ) -> Result<Resolved, ConfigError> {
@@ -161,7 +163,7 @@ pub fn resolve(
             max_credits: args.max_credits.or(m.max_credits),
             limit: args.limit,
             sample: args.sample,
-            ..RunConfig::with_defaults(manifest.jobs.clone(), results, videos_dir)
+            ..RunConfig::with_defaults(manifest.jobs, results, videos_dir)
         },
         request_timeout,
     })
