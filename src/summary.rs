@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::checkpoint::{Record, State};
+use crate::checkpoint::Record;
+use crate::checkpoint::plan::{Action, ResumeOptions, Settled, Wants, next_action};
 use crate::exit;
 
 /// How many jobs stand where.
@@ -111,33 +112,36 @@ pub fn outcomes<'a>(
                 })
                 .unwrap_or_else(|| "no answer was recorded".into()),
         };
+        let Some(r) = r else {
+            o.tally.not_started += 1;
+            continue;
+        };
+        // Where a job stands is what a run would do with it next: the planner's
+        // answer, so that `status`, the summary and the next run never disagree.
+        let wants = Wants {
+            upgrade,
+            keep_original,
+        };
+        let opts = ResumeOptions {
+            download,
+            ..ResumeOptions::default()
+        };
         let t = &mut o.tally;
-        match r.map(|r| (r.state(), r)) {
-            None | Some((State::Pending, _)) => t.not_started += 1,
-            Some((State::Submitted | State::Submitting, r)) if r.task_id.is_some() => {
-                t.running += 1;
+        match next_action(&r.fingerprint, wants, Some(r), opts) {
+            Action::Submit(_) => t.not_started += 1,
+            Action::Poll { .. } | Action::Upgrade { .. } => t.running += 1,
+            Action::Download => {
+                t.not_downloaded += 1;
+                o.not_downloaded.push(problem(r));
             }
-            Some((State::Submitting | State::Submitted | State::InDoubt, r)) => {
-                t.in_doubt += 1;
-                o.in_doubt.push(problem(r));
-            }
-            Some((State::Failed, r)) => {
+            Action::Nothing(Settled::Succeeded) => t.succeeded += 1,
+            Action::Nothing(Settled::Failed) => {
                 t.failed += 1;
                 o.failed.push(problem(r));
             }
-            // The task succeeded and its upgrade is still being made: run again.
-            Some((State::Succeeded, r))
-                if upgrade && r.upgrade_urls.is_empty() && r.error_message.is_none() =>
-            {
-                t.running += 1;
-            }
-            Some((State::Succeeded, r)) => {
-                if download && r.downloads_missing(keep_original) {
-                    t.not_downloaded += 1;
-                    o.not_downloaded.push(problem(r));
-                } else {
-                    t.succeeded += 1;
-                }
+            Action::Nothing(Settled::InDoubt) => {
+                t.in_doubt += 1;
+                o.in_doubt.push(problem(r));
             }
         }
     }
@@ -207,6 +211,7 @@ fn jobs(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::State;
 
     fn rec(id: &str, state: State, task: Option<&str>) -> Record {
         Record {
