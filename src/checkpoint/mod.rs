@@ -39,6 +39,10 @@ pub const HEADER: [&str; 17] = [
     "updated_at",
 ];
 
+/// How `error_message` begins when the service refused a job's 1080p or 4K upgrade
+/// (after the upgrade's name): such a job keeps its base video and is not asked again.
+pub const UPGRADE_FAILED: &str = "upgrade failed";
+
 /// Separates several URLs or paths inside one cell.
 pub const LIST_SEPARATOR: char = '|';
 
@@ -127,6 +131,13 @@ impl Record {
         } else {
             self.upgrade_urls.len()
         }
+    }
+
+    /// True when the service refused this job's upgrade for good.
+    pub fn upgrade_refused(&self) -> bool {
+        self.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains(&format!("{UPGRADE_FAILED}: ")))
     }
 
     /// True when a succeeded job still has files to download.

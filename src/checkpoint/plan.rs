@@ -86,7 +86,9 @@ pub fn next_action(
                 Action::Nothing(Settled::InDoubt)
             }
         }
-        (State::Succeeded, Some(task_id)) if wants.upgrade && last.upgrade_urls.is_empty() => {
+        (State::Succeeded, Some(task_id))
+            if wants.upgrade && last.upgrade_urls.is_empty() && !last.upgrade_refused() =>
+        {
             Action::Upgrade {
                 task_id: task_id.clone(),
             }
@@ -243,6 +245,13 @@ mod tests {
             Action::Upgrade {
                 task_id: "t".into()
             }
+        );
+        // Refused for good: the base video is downloaded, the upgrade not asked again.
+        let mut refused = r.clone();
+        refused.error_message = Some("1080p upgrade failed: 422: not available".into());
+        assert_eq!(
+            next_action("fp", wants, Some(&refused), opts),
+            Action::Download
         );
         r.upgrade_urls = vec!["hd".into()];
         r.video_paths = vec!["hd.mp4".into()];

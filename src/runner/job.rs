@@ -15,7 +15,7 @@ use super::collector::Event;
 use super::paths::video_path;
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
-use crate::checkpoint::{Record, State, now};
+use crate::checkpoint::{Record, State, UPGRADE_FAILED, now};
 use crate::cost::PriceTable;
 use crate::manifest::{Job, Upgrade};
 
@@ -506,7 +506,7 @@ impl JobRunner {
                         tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, error = %e, "{kind} upgrade failed; keeping the base video");
                         self.record.error_code = e.code;
                         self.record.error_message =
-                            Some(format!("{kind} upgrade failed: {}", e.message));
+                            Some(format!("{kind} {UPGRADE_FAILED}: {}", e.message));
                         self.save(State::Succeeded).await?;
                         return Ok(());
                     }
