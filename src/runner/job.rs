@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use governor::DefaultDirectRateLimiter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::collector::Event;
+use super::pace::Pace;
 use super::paths::video_path;
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
@@ -82,10 +82,9 @@ impl Budget {
 pub struct Shared {
     pub client: Client,
     pub settings: JobSettings,
-    pub limiter: DefaultDirectRateLimiter,
     pub permits: Semaphore,
-    /// Lets one submitter at a time wait on the limiter.
-    pub submit_turn: tokio::sync::Mutex<()>,
+    /// The submitters' turn, with the rate limit's record of recent sends.
+    pub pace: tokio::sync::Mutex<Pace>,
     /// After a 429, no job submits before this instant.
     pub pause_until: Mutex<Option<Instant>>,
     pub events: mpsc::Sender<Event>,
@@ -186,25 +185,42 @@ pub async fn drive(
     outcome.await.unwrap_or_else(|end| end)
 }
 
-/// Waits for the pause after a 429, a request slot, and the rate limiter, in that
-/// order, so that the request leaves the moment the limiter allows it: a slot
-/// awaited after the limiter would let sends bunch up and overfill the service's
-/// window. One submitter at a time holds a slot while it waits on the limiter, so
-/// polls and downloads keep the others.
-async fn ready_to_submit(shared: &Shared) -> Option<SemaphorePermit<'_>> {
+/// The submitter's turn: one job at a time writes its `submitting` row, waits on
+/// the rate limiter and sends; the others wait for the turn.
+struct Turn<'a> {
+    permit: SemaphorePermit<'a>,
+    guard: tokio::sync::MutexGuard<'a, Pace>,
+}
+
+/// Waits for the submitters' turn, the pause after a 429, a request slot, and the
+/// moment to start writing the row (see [`Pace`]), in that order. The turn is
+/// taken first and kept until the request leaves, so that sends follow the
+/// limiter's grants one by one; a slot awaited after the limiter would let sends
+/// bunch up and overfill the service's window. The one submitter that waits
+/// holds a slot, so polls and downloads keep the others.
+async fn ready_to_submit(shared: &Shared) -> Option<Turn<'_>> {
     let wait = async {
-        let _turn = shared.submit_turn.lock().await;
+        let guard = shared.pace.lock().await;
         while let Some(until) = shared.paused_until().filter(|u| *u > Instant::now()) {
             tokio::time::sleep_until(until).await;
         }
         let permit = shared.permits.acquire().await.ok()?;
-        shared.limiter.until_ready().await;
-        Some(permit)
+        loop {
+            if let Some(at) = guard.sync_from() {
+                tokio::time::sleep_until(at).await;
+            }
+            // A 429 may have come back meanwhile, to a request sent before this one.
+            match shared.paused_until().filter(|u| *u > Instant::now()) {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => break,
+            }
+        }
+        Some(Turn { permit, guard })
     };
     tokio::select! {
         biased;
         () = shared.stop_submitting.cancelled() => None,
-        permit = wait => permit.filter(|_| !shared.stop_submitting.is_cancelled()),
+        turn = wait => turn.filter(|_| !shared.stop_submitting.is_cancelled()),
     }
 }
 
@@ -268,7 +284,7 @@ impl JobRunner {
         let mut delays = self.shared.settings.retry.nominal_delays();
         loop {
             let shared = self.shared.clone();
-            let Some(permit) = ready_to_submit(&shared).await else {
+            let Some(mut turn) = ready_to_submit(&shared).await else {
                 return Err(JobEnd::NotStarted);
             };
             let cost = shared.budget.prices.job(&self.job);
@@ -282,7 +298,15 @@ impl JobRunner {
             }
             self.record.attempts += 1;
             self.record.task_id = None;
+            let syncing = Instant::now();
             self.save(State::Submitting).await?;
+            turn.guard.synced(syncing.elapsed());
+            if let Some(slot) = turn.guard.slot() {
+                tokio::time::sleep_until(slot).await;
+            }
+            turn.guard.sent(Instant::now());
+            let permit = turn.permit;
+            drop(turn.guard);
             let sent = self.shared.client.generate(&body).await;
             drop(permit);
             let e = match sent {
