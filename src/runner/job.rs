@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::collector::Event;
-use super::pace::Pace;
+use super::pace::{Pace, Place};
 use super::paths::video_path;
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
@@ -83,8 +83,12 @@ pub struct Shared {
     pub client: Client,
     pub settings: JobSettings,
     pub permits: Semaphore,
-    /// The submitters' turn, with the rate limit's record of recent sends.
-    pub pace: tokio::sync::Mutex<Pace>,
+    /// The rate limit's record of recent sends.
+    pub pace: Mutex<Pace>,
+    /// A reserved place's send left (or was given up).
+    pub place_left: Notify,
+    /// Lets one submitter at a time reserve a place among the sends.
+    pub submit_turn: tokio::sync::Mutex<()>,
     /// After a 429, no job submits before this instant.
     pub pause_until: Mutex<Option<Instant>>,
     pub events: mpsc::Sender<Event>,
@@ -115,6 +119,18 @@ impl Shared {
                 *until = Some(candidate);
             }
         }
+    }
+
+    fn pace(&self) -> Option<std::sync::MutexGuard<'_, Pace>> {
+        self.pace.lock().ok()
+    }
+
+    /// Records that the send of `place` left now.
+    fn sent(&self, place: u64) {
+        if let Some(mut pace) = self.pace() {
+            pace.sent(place, Instant::now());
+        }
+        self.place_left.notify_waiters();
     }
 
     fn paused_until(&self) -> Option<Instant> {
@@ -185,28 +201,59 @@ pub async fn drive(
     outcome.await.unwrap_or_else(|end| end)
 }
 
-/// The submitter's turn: one job at a time writes its `submitting` row, waits on
-/// the rate limiter and sends; the others wait for the turn.
-struct Turn<'a> {
-    permit: SemaphorePermit<'a>,
-    guard: tokio::sync::MutexGuard<'a, Pace>,
+/// A submission's reserved place among the sends, with its request slot. Given
+/// up without a send (the run stops, the budget is spent, the row cannot be
+/// written), the place counts as a send at that moment, so that the places after
+/// it never wait for it and never leave too early.
+struct Reserved<'a> {
+    shared: &'a Shared,
+    place: Place,
+    permit: Option<SemaphorePermit<'a>>,
 }
 
-/// Waits for the submitters' turn, the pause after a 429, a request slot, and the
-/// moment to start writing the row (see [`Pace`]), in that order. The turn is
-/// taken first and kept until the request leaves, so that sends follow the
-/// limiter's grants one by one; a slot awaited after the limiter would let sends
-/// bunch up and overfill the service's window. The one submitter that waits
-/// holds a slot, so polls and downloads keep the others.
-async fn ready_to_submit(shared: &Shared) -> Option<Turn<'_>> {
+impl<'a> Reserved<'a> {
+    /// The request leaves now: records the send and hands over the request slot.
+    fn leave(mut self) -> Option<SemaphorePermit<'a>> {
+        self.shared.sent(self.place.number);
+        self.permit.take()
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.shared.sent(self.place.number);
+    }
+}
+
+/// Waits for the pause after a 429, a request slot and a place among the sends
+/// (see [`Pace`]), then for the moment to start writing the row. One submitter
+/// at a time reserves, so places follow the order jobs asked for them; a slot
+/// awaited after the place would let sends bunch up and overfill the service's
+/// window. The one submitter that waits for a place holds a request slot, so
+/// polls and downloads keep the others.
+async fn ready_to_submit(shared: &Shared) -> Option<Reserved<'_>> {
     let wait = async {
-        let guard = shared.pace.lock().await;
+        let turn = shared.submit_turn.lock().await;
         while let Some(until) = shared.paused_until().filter(|u| *u > Instant::now()) {
             tokio::time::sleep_until(until).await;
         }
         let permit = shared.permits.acquire().await.ok()?;
+        let reserved = loop {
+            let left = shared.place_left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            if let Some(place) = shared.pace().and_then(|mut p| p.reserve()) {
+                break Reserved {
+                    shared,
+                    place,
+                    permit: Some(permit),
+                };
+            }
+            left.await;
+        };
+        drop(turn);
         loop {
-            if let Some(at) = guard.sync_from() {
+            if let Some(at) = shared.pace().and_then(|p| p.sync_from(reserved.place.slot)) {
                 tokio::time::sleep_until(at).await;
             }
             // A 429 may have come back meanwhile, to a request sent before this one.
@@ -215,12 +262,12 @@ async fn ready_to_submit(shared: &Shared) -> Option<Turn<'_>> {
                 None => break,
             }
         }
-        Some(Turn { permit, guard })
+        Some(reserved)
     };
     tokio::select! {
         biased;
         () = shared.stop_submitting.cancelled() => None,
-        turn = wait => turn.filter(|_| !shared.stop_submitting.is_cancelled()),
+        reserved = wait => reserved.filter(|_| !shared.stop_submitting.is_cancelled()),
     }
 }
 
@@ -284,7 +331,7 @@ impl JobRunner {
         let mut delays = self.shared.settings.retry.nominal_delays();
         loop {
             let shared = self.shared.clone();
-            let Some(mut turn) = ready_to_submit(&shared).await else {
+            let Some(reserved) = ready_to_submit(&shared).await else {
                 return Err(JobEnd::NotStarted);
             };
             let cost = shared.budget.prices.job(&self.job);
@@ -300,13 +347,13 @@ impl JobRunner {
             self.record.task_id = None;
             let syncing = Instant::now();
             self.save(State::Submitting).await?;
-            turn.guard.synced(syncing.elapsed());
-            if let Some(slot) = turn.guard.slot() {
+            if let Some(mut pace) = shared.pace() {
+                pace.synced(syncing.elapsed());
+            }
+            if let Some(slot) = reserved.place.slot {
                 tokio::time::sleep_until(slot).await;
             }
-            turn.guard.sent(Instant::now());
-            let permit = turn.permit;
-            drop(turn.guard);
+            let permit = reserved.leave();
             let sent = self.shared.client.generate(&body).await;
             drop(permit);
             let e = match sent {
