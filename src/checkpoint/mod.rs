@@ -9,7 +9,6 @@
 //! what is left to do for each job ([`plan`]).
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -174,19 +173,32 @@ impl Record {
         ]
     }
 
-    fn from_cells(cells: &csv::StringRecord) -> Result<Record, (Option<String>, String)> {
+    /// Sets this record to the row `cells`, reusing the record's strings: a results
+    /// file a kill left holds several rows per job, and all but the last are
+    /// replaced. On `Err` the record is left part-filled.
+    fn fill_from_cells(
+        &mut self,
+        cells: &csv::StringRecord,
+    ) -> Result<(), (Option<String>, String)> {
         let get = |i: usize| cells.get(i).unwrap_or_default();
-        let opt = |i: usize| Some(get(i).to_owned()).filter(|s| !s.is_empty());
-        let list = |i: usize| -> Vec<String> {
-            let s = get(i);
-            if s.is_empty() {
-                Vec::new()
-            } else {
-                s.split(LIST_SEPARATOR).map(str::to_owned).collect()
+        fn set(slot: &mut String, value: &str) {
+            slot.clear();
+            slot.push_str(value);
+        }
+        fn set_opt(slot: &mut Option<String>, value: &str) {
+            match slot {
+                _ if value.is_empty() => *slot = None,
+                Some(s) => set(s, value),
+                None => *slot = Some(value.to_owned()),
             }
-        };
-        let job_id = get(0).to_owned();
-        if job_id.is_empty() {
+        }
+        fn set_list(slot: &mut Vec<String>, value: &str) {
+            slot.clear();
+            if !value.is_empty() {
+                slot.extend(value.split(LIST_SEPARATOR).map(str::to_owned));
+            }
+        }
+        if get(0).is_empty() {
             return Err((Some("job_id".into()), "is empty".into()));
         }
         let state = State::parse(get(1)).ok_or_else(|| {
@@ -210,25 +222,24 @@ impl Record {
                 )
             })?),
         };
-        Ok(Record {
-            job_id,
-            state: Some(state),
-            task_id: opt(2),
-            attempts,
-            model: get(4).to_owned(),
-            generation_type: get(5).to_owned(),
-            aspect_ratio: get(6).to_owned(),
-            prompt: get(7).to_owned(),
-            fingerprint: get(8).to_owned(),
-            video_urls: list(9),
-            upgrade_urls: list(10),
-            video_paths: list(11),
-            error_code,
-            error_message: opt(13),
-            submitted_at: opt(14),
-            finished_at: opt(15),
-            updated_at: get(16).to_owned(),
-        })
+        set(&mut self.job_id, get(0));
+        self.state = Some(state);
+        set_opt(&mut self.task_id, get(2));
+        self.attempts = attempts;
+        set(&mut self.model, get(4));
+        set(&mut self.generation_type, get(5));
+        set(&mut self.aspect_ratio, get(6));
+        set(&mut self.prompt, get(7));
+        set(&mut self.fingerprint, get(8));
+        set_list(&mut self.video_urls, get(9));
+        set_list(&mut self.upgrade_urls, get(10));
+        set_list(&mut self.video_paths, get(11));
+        self.error_code = error_code;
+        set_opt(&mut self.error_message, get(13));
+        set_opt(&mut self.submitted_at, get(14));
+        set_opt(&mut self.finished_at, get(15));
+        set(&mut self.updated_at, get(16));
+        Ok(())
     }
 }
 
@@ -348,6 +359,9 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
     drop(rows);
     let mut current = csv::StringRecord::new();
     let mut next = csv::StringRecord::new();
+    // The row being parsed. A job's earlier record, replaced by a later row, becomes
+    // the next one's: rows of a job seen before cost no allocation.
+    let mut scratch = Record::default();
     let mut current_read = rdr.read_record(&mut current);
     loop {
         let current_err = match current_read {
@@ -360,13 +374,13 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
         let short = current_err.is_none() && current.len() < HEADER.len();
         let parsed = match current_err {
             Some(e) => Err(csv_error(path, &e)),
-            None => parse_row(&current, path),
+            None => parse_row(&current, path, &mut scratch),
         };
         // A kill can cut the last row anywhere, even just after a newline inside a
         // quoted prompt (which leaves it short of cells), so such a row is taken for
         // a torn one. Nothing was acted on for it: a row is synced before its step.
         match parsed {
-            Ok(_) | Err(_) if is_last && torn => {
+            Ok(()) | Err(_) if is_last && torn => {
                 loaded.torn = true;
                 loaded.warnings.push(format!(
                     "{}: dropped a torn last row (a run was killed while writing it)",
@@ -380,15 +394,14 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
                 ));
             }
             Err(e) => return Err(e),
-            Ok(record) => {
+            Ok(()) => {
                 loaded.rows += 1;
-                match loaded.records.entry(record.job_id.clone()) {
-                    Entry::Occupied(mut slot) => {
-                        slot.insert(record);
-                    }
-                    Entry::Vacant(slot) => {
-                        loaded.order.push(slot.key().clone());
-                        slot.insert(record);
+                match loaded.records.get_mut(scratch.job_id.as_str()) {
+                    Some(slot) => std::mem::swap(slot, &mut scratch),
+                    None => {
+                        let record = std::mem::take(&mut scratch);
+                        loaded.order.push(record.job_id.clone());
+                        loaded.records.insert(record.job_id.clone(), record);
                     }
                 }
             }
@@ -399,7 +412,11 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
     Ok(loaded)
 }
 
-fn parse_row(row: &csv::StringRecord, path: &Path) -> Result<Record, CheckpointError> {
+fn parse_row(
+    row: &csv::StringRecord,
+    path: &Path,
+    into: &mut Record,
+) -> Result<(), CheckpointError> {
     let line = row.position().map_or(0, |p| p.line());
     let malformed = |field, message| CheckpointError::Malformed {
         path: path.to_owned(),
@@ -413,7 +430,7 @@ fn parse_row(row: &csv::StringRecord, path: &Path) -> Result<Record, CheckpointE
             format!("has {} cells, expected {}", row.len(), HEADER.len()),
         ));
     }
-    Record::from_cells(row).map_err(|(field, message)| {
+    into.fill_from_cells(row).map_err(|(field, message)| {
         let field = match (field, row.get(0)) {
             (Some(f), Some(id)) if !id.is_empty() => Some(format!("job {id:?}: {f}")),
             (f, _) => f,
@@ -502,6 +519,69 @@ mod tests {
         assert_eq!(loaded.records["b"], b);
         assert!(loaded.needs_compaction());
         assert!(!loaded.torn);
+    }
+
+    fn record_strategy() -> impl proptest::strategy::Strategy<Value = Record> {
+        use proptest::prelude::*;
+        let cell = "[a-z\",\n ]{1,6}";
+        let states = prop::sample::select(vec![
+            State::Pending,
+            State::Submitting,
+            State::Submitted,
+            State::Succeeded,
+            State::Failed,
+            State::InDoubt,
+        ]);
+        (
+            (prop::sample::select(vec!["a", "b", "c"]), states, any::<u32>(), cell, cell),
+            (
+                prop::option::of(cell),
+                prop::collection::vec("[a-z:/.]{1,8}", 0..3),
+                prop::collection::vec("[a-z:/.]{1,8}", 0..2),
+                prop::option::of(any::<i64>()),
+                prop::option::of(cell),
+                prop::option::of(cell),
+            ),
+        )
+            .prop_map(|((id, state, attempts, prompt, fp), (task, videos, paths, code, msg, at))| {
+                Record {
+                    job_id: id.into(),
+                    state: Some(state),
+                    task_id: task,
+                    attempts,
+                    model: "veo3".into(),
+                    prompt,
+                    fingerprint: fp,
+                    video_urls: videos,
+                    video_paths: paths,
+                    error_code: code,
+                    error_message: msg,
+                    finished_at: at,
+                    updated_at: "2026-01-01T00:00:00Z".into(),
+                    ..Record::default()
+                }
+            })
+    }
+
+    proptest::proptest! {
+        /// Rows parsed into a job's earlier record (to reuse its strings) leave
+        /// nothing of it behind: the last row of each job is what loads.
+        #[test]
+        fn each_job_loads_as_its_last_row(rows in proptest::collection::vec(record_strategy(), 1..12)) {
+            let loaded = parse(&to_csv(&rows)).unwrap();
+            let mut order: Vec<String> = Vec::new();
+            for r in &rows {
+                if !order.contains(&r.job_id) {
+                    order.push(r.job_id.clone());
+                }
+            }
+            proptest::prop_assert_eq!(&loaded.order, &order);
+            proptest::prop_assert_eq!(loaded.rows, rows.len());
+            for id in &order {
+                let last = rows.iter().rev().find(|r| r.job_id == *id).unwrap();
+                proptest::prop_assert_eq!(&loaded.records[id], last);
+            }
+        }
     }
 
     #[test]
