@@ -1,6 +1,7 @@
 //! Start-up of a resumed run: loading a 100,000-row results file, and everything
 //! `run` does before its first request (manifest, results file, plan) for a
-//! 100,000-job CSV manifest whose every job is recorded.
+//! 100,000-job CSV manifest whose every job is recorded: one step after the other,
+//! and as `run` does it (manifest and results file read on two threads at once).
 //!
 //! Run: `cargo bench --bench startup -- --sample-size 10`.
 
@@ -10,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main};
+use veo_batch::app;
 use veo_batch::checkpoint::writer::rewrite;
 use veo_batch::checkpoint::{self, Record, State};
 use veo_batch::manifest::{self, Manifest};
@@ -97,10 +99,11 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("startup");
     g.throughput(Throughput::Elements(JOBS as u64));
     g.bench_function("load results, 100k rows", |b| {
-        fresh(b, || checkpoint::load(&results).expect("loads"));
+        // Sized for the manifest's jobs, as `run` loads it.
+        fresh(b, || checkpoint::load_sized(&results, JOBS).expect("loads"));
     });
     g.bench_function("load results, 100k jobs x 5 rows", |b| {
-        fresh(b, || checkpoint::load(&history).expect("loads"));
+        fresh(b, || checkpoint::load_sized(&history, JOBS).expect("loads"));
     });
     g.bench_function(
         "manifest + results + plan, 100k jobs (time to first request)",
@@ -108,6 +111,16 @@ fn bench(c: &mut Criterion) {
             fresh(b, || {
                 let m = manifest::load(&manifest_path).expect("valid manifest");
                 runner::prepare(config(m, &results)).expect("prepares")
+            });
+        },
+    );
+    g.bench_function(
+        "manifest || results, then plan, 100k jobs (run's start-up, two threads)",
+        |b| {
+            fresh(b, || {
+                let (m, preloaded) = app::load_for_run(&manifest_path, Some(&results));
+                let m = m.expect("valid manifest");
+                runner::prepare_from(config(m, &results), preloaded).expect("prepares")
             });
         },
     );

@@ -169,8 +169,21 @@ impl Prepared {
 /// Takes the results file's lock, loads it, and decides what is left to do. Sends
 /// nothing; a kill-shaped results file is rewritten clean.
 pub fn prepare(config: RunConfig) -> anyhow::Result<Prepared> {
+    prepare_from(config, None)
+}
+
+/// [`prepare`], taking the results file as `preloaded` read it when that is still the
+/// file (read while the manifest was, see [`checkpoint::Preloaded`]).
+pub fn prepare_from(
+    config: RunConfig,
+    preloaded: Option<checkpoint::Preloaded>,
+) -> anyhow::Result<Prepared> {
     let lock = lock(&config.results)?;
-    let mut loaded = checkpoint::load(&config.results)?.unwrap_or_default();
+    let loaded = match preloaded.and_then(|p| p.take_for(&config.results)) {
+        Some(read) => read,
+        None => checkpoint::load_sized(&config.results, config.jobs.len()),
+    };
+    let mut loaded = loaded?.unwrap_or_default();
     let mut warnings = std::mem::take(&mut loaded.warnings);
 
     // A results file the run wrote holds the manifest's jobs in manifest order: then
