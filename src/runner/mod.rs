@@ -5,7 +5,7 @@
 //! One task (the collector) owns the results file and the counters; job tasks send
 //! it events. Jobs share only the client, the limits and the stop signals.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -197,7 +197,8 @@ pub fn prepare_from(
     let foreign: Vec<String> = if in_order {
         Vec::new()
     } else {
-        let manifest_ids: HashSet<&str> = config.jobs.iter().map(|j| j.id.as_str()).collect();
+        let manifest_ids: rustc_hash::FxHashSet<&str> =
+            config.jobs.iter().map(|j| j.id.as_str()).collect();
         if !loaded.records.is_empty()
             && !loaded
                 .order
