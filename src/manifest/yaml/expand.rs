@@ -42,7 +42,7 @@ impl Cx<'_> {
         };
         let id_node = entries
             .iter()
-            .find(|(k, _)| k.key_text() == "id")
+            .find(|(k, _)| k.key_str() == "id")
             .map(|(_, v)| v);
         let id = id_node.and_then(|v| self.text(v, None, "id"));
         let job = id.as_deref();
@@ -56,8 +56,9 @@ impl Cx<'_> {
         let mut repeat: Option<(usize, &Node)> = None;
         let mut seed_list: Option<&Node> = None;
         for (k, v) in entries {
-            let name = k.key_text();
-            match name.as_str() {
+            let name = k.key_str();
+            let name = name.as_ref();
+            match name {
                 "id" => {}
                 "matrix" => matrix = Some(v),
                 "repeat" => {
