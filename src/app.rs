@@ -10,8 +10,8 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use crate::api::{ApiKey, Client, ClientConfig};
-use crate::checkpoint::{self, CheckpointError, Preloaded};
 use crate::checkpoint::writer::LockError;
+use crate::checkpoint::{self, CheckpointError, Preloaded};
 use crate::cli::{Cli, ColorChoice, Command, CreditsArgs, LogFormat, RunArgs};
 use crate::exit;
 use crate::manifest::{self, Manifest, ManifestError};
@@ -466,8 +466,11 @@ mod tests {
         let csv = dir.path().join("My Batch.CSV");
         std::fs::write(&csv, "id,prompt\na,x\n").unwrap();
         let yaml = dir.path().join("m.yaml");
-        std::fs::write(&yaml, "output:\n  results: r/out.csv\njobs:\n  - id: a\n    prompt: x\n")
-            .unwrap();
+        std::fs::write(
+            &yaml,
+            "output:\n  results: r/out.csv\njobs:\n  - id: a\n    prompt: x\n",
+        )
+        .unwrap();
         let resolved = |args: &RunArgs| {
             let m = manifest::load(&args.manifest).unwrap();
             crate::config::resolve(args, m, 1.0, crate::config::Output::Quiet)

@@ -937,7 +937,13 @@ mod tests {
             0..3,
         );
         (
-            (text, prop::collection::vec(text, 0..4), 0..2usize, 0..3usize, 0..3usize),
+            (
+                text,
+                prop::collection::vec(text, 0..4),
+                0..2usize,
+                0..3usize,
+                0..3usize,
+            ),
             (
                 prop::option::of(any::<u32>()),
                 prop::option::of(text),
@@ -947,8 +953,8 @@ mod tests {
                 extra,
             ),
         )
-            .prop_map(|((prompt, image_urls, m, g, a), (seeds, cb, fb, tr, wm, extra))| {
-                GenerateRequest {
+            .prop_map(
+                |((prompt, image_urls, m, g, a), (seeds, cb, fb, tr, wm, extra))| GenerateRequest {
                     prompt,
                     image_urls,
                     model: [Model::Veo3, Model::Veo3Fast][m],
@@ -957,15 +963,19 @@ mod tests {
                         GenerationType::FirstAndLastFrames,
                         GenerationType::Reference,
                     ][g],
-                    aspect_ratio: [AspectRatio::Landscape, AspectRatio::Portrait, AspectRatio::Auto][a],
+                    aspect_ratio: [
+                        AspectRatio::Landscape,
+                        AspectRatio::Portrait,
+                        AspectRatio::Auto,
+                    ][a],
                     seeds,
                     callback_url: cb,
                     enable_fallback: fb,
                     enable_translation: tr,
                     watermark: wm,
                     extra,
-                }
-            })
+                },
+            )
     }
 
     proptest::proptest! {

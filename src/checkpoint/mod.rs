@@ -605,7 +605,13 @@ mod tests {
             State::InDoubt,
         ]);
         (
-            (prop::sample::select(vec!["a", "b", "c"]), states, any::<u32>(), cell, cell),
+            (
+                prop::sample::select(vec!["a", "b", "c"]),
+                states,
+                any::<u32>(),
+                cell,
+                cell,
+            ),
             (
                 prop::option::of(cell),
                 prop::collection::vec("[a-z:/.]{1,8}", 0..3),
@@ -615,24 +621,26 @@ mod tests {
                 prop::option::of(cell),
             ),
         )
-            .prop_map(|((id, state, attempts, prompt, fp), (task, videos, paths, code, msg, at))| {
-                Record {
-                    job_id: id.into(),
-                    state: Some(state),
-                    task_id: task,
-                    attempts,
-                    model: "veo3".into(),
-                    prompt,
-                    fingerprint: fp,
-                    video_urls: videos,
-                    video_paths: paths,
-                    error_code: code,
-                    error_message: msg,
-                    finished_at: at,
-                    updated_at: "2026-01-01T00:00:00Z".into(),
-                    ..Record::default()
-                }
-            })
+            .prop_map(
+                |((id, state, attempts, prompt, fp), (task, videos, paths, code, msg, at))| {
+                    Record {
+                        job_id: id.into(),
+                        state: Some(state),
+                        task_id: task,
+                        attempts,
+                        model: "veo3".into(),
+                        prompt,
+                        fingerprint: fp,
+                        video_urls: videos,
+                        video_paths: paths,
+                        error_code: code,
+                        error_message: msg,
+                        finished_at: at,
+                        updated_at: "2026-01-01T00:00:00Z".into(),
+                        ..Record::default()
+                    }
+                },
+            )
     }
 
     proptest::proptest! {
@@ -726,13 +734,20 @@ mod tests {
         assert!(matches!(absent.take_for(&path), Some(Ok(None))));
         std::fs::write(&path, to_csv(&[record("a", State::Submitted)])).unwrap();
         assert!(preload(&path).take_for(&path).is_some(), "unchanged");
-        assert!(preload(&path).take_for(&dir.path().join("other.csv")).is_none());
+        assert!(
+            preload(&path)
+                .take_for(&dir.path().join("other.csv"))
+                .is_none()
+        );
         // Created, appended to, or replaced through a rename since: read again.
         let absent = preload(&dir.path().join("new.csv"));
         std::fs::write(dir.path().join("new.csv"), "").unwrap();
         assert!(absent.take_for(&dir.path().join("new.csv")).is_none());
         let pre = preload(&path);
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         std::io::Write::write_all(&mut f, &to_csv(&[record("b", State::Pending)])[..]).unwrap();
         assert!(pre.take_for(&path).is_none(), "appended");
         let pre = preload(&path);

@@ -402,7 +402,11 @@ fn a_table_alone_reads_as_the_same_table_included() {
         ,same,,,,\n";
     for (name, table) in [("good", good), ("images", images), ("bad", bad)] {
         let csv = write(&dir, &format!("{name}.csv"), table);
-        let yaml = write(&dir, &format!("{name}.yaml"), format!("include: {name}.csv\n"));
+        let yaml = write(
+            &dir,
+            &format!("{name}.yaml"),
+            format!("include: {name}.csv\n"),
+        );
         match (load(&csv), load(&yaml)) {
             (Ok(alone), Ok(included)) => {
                 assert_eq!(alone.jobs, included.jobs, "{name}");

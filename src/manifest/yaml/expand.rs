@@ -69,17 +69,17 @@ impl Cx<'_> {
                     }
                 }
                 "upgrade" => self.set_upgrade(&mut base, v, job),
-                "keep_original" => match self.boolean(v, job, &name) {
+                "keep_original" => match self.boolean(v, job, name) {
                     Some(b) => base.keep_original = Some(b),
                     None => base.bad = true,
                 },
-                _ => match Field::from_name(&name) {
+                _ => match Field::from_name(name) {
                     Some(Field::Seeds) if matches!(v.value, Value::Seq(_)) => seed_list = Some(v),
                     Some(f) => {
                         if base.field_at.contains_key(&f) || base.bad_fields.contains(&f) {
                             let msg =
                                 format!("is set twice (as {} and another spelling)", f.api_name());
-                            self.err(k, job, Some(&name), msg);
+                            self.err(k, job, Some(name), msg);
                             base.bad = true;
                         } else {
                             self.set_field(&mut base, f, v, job);
