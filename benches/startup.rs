@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Bencher, Criterion, Throughput, criterion_group};
 use veo_batch::app;
 use veo_batch::checkpoint::writer::rewrite;
 use veo_batch::checkpoint::{self, Record, State};
@@ -124,8 +124,60 @@ fn bench(c: &mut Criterion) {
             });
         },
     );
+    // In a fresh process, as `run` starts: nothing allocated or paged in before.
+    for (name, mode) in [
+        ("fresh process: manifest + results + plan, 100k jobs", "seq"),
+        ("fresh process: manifest || results, then plan, 100k jobs", "par"),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let exe = std::env::current_exe().expect("own path");
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let status = std::process::Command::new(&exe)
+                        .env(CHILD, mode)
+                        .env("STARTUP_MANIFEST", &manifest_path)
+                        .env("STARTUP_RESULTS", &results)
+                        .status()
+                        .expect("child runs");
+                    timed += start.elapsed();
+                    assert!(status.success());
+                }
+                timed
+            });
+        });
+    }
     g.finish();
 }
 
+/// Set in a child of this bench: run the start-up once, in the given mode, and exit.
+const CHILD: &str = "STARTUP_CHILD";
+
+fn child(mode: &str) {
+    let var = |k: &str| std::path::PathBuf::from(std::env::var_os(k).expect(k));
+    let (manifest_path, results) = (var("STARTUP_MANIFEST"), var("STARTUP_RESULTS"));
+    let prepared = if mode == "par" {
+        let (m, preloaded) = app::load_for_run(&manifest_path, Some(&results));
+        runner::prepare_from(config(m.expect("valid manifest"), &results), preloaded)
+    } else {
+        let m = manifest::load(&manifest_path).expect("valid manifest");
+        runner::prepare(config(m, &results))
+    };
+    let prepared = prepared.expect("prepares");
+    assert_eq!(prepared.plan.len(), JOBS);
+    // As a run holds them to its end: the process exits without freeing them.
+    std::process::exit(0);
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var(CHILD) {
+        Ok(mode) => child(&mode),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
