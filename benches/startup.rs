@@ -127,7 +127,10 @@ fn bench(c: &mut Criterion) {
     // In a fresh process, as `run` starts: nothing allocated or paged in before.
     for (name, mode) in [
         ("fresh process: manifest + results + plan, 100k jobs", "seq"),
-        ("fresh process: manifest || results, then plan, 100k jobs", "par"),
+        (
+            "fresh process: manifest || results, then plan, 100k jobs",
+            "par",
+        ),
     ] {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
