@@ -1,14 +1,17 @@
 //! Start-up of a resumed run: loading a 100,000-row results file, and everything
 //! `run` does before its first request (manifest, results file, plan) for a
-//! 100,000-job CSV manifest whose every job is recorded.
+//! 100,000-job CSV manifest whose every job is recorded: one step after the other,
+//! and as `run` does it (manifest and results file read on two threads at once).
 //!
 //! Run: `cargo bench --bench startup -- --sample-size 10`.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Bencher, Criterion, Throughput, criterion_group};
+use veo_batch::app;
 use veo_batch::checkpoint::writer::rewrite;
 use veo_batch::checkpoint::{self, Record, State};
 use veo_batch::manifest::{self, Manifest};
@@ -60,12 +63,27 @@ fn write_results(path: &Path, m: &Manifest, rows_per_job: usize) {
     rewrite(path, &rows).expect("write results");
 }
 
-fn config(m: &Manifest, results: &Path) -> RunConfig {
-    RunConfig::with_defaults(
-        m.jobs.clone(),
-        results.to_owned(),
-        results.with_file_name("videos"),
-    )
+/// The run's settings as `run` makes them: the manifest's jobs move in (no copy).
+fn config(m: Manifest, results: &Path) -> RunConfig {
+    RunConfig::with_defaults(m.jobs, results.to_owned(), results.with_file_name("videos"))
+}
+
+/// Times `f` as a fresh process would run it. What `f` returns is dropped outside the
+/// timing (a run holds its jobs and records to its end), and so is the allocator's
+/// tidying of the 100,000 freed blocks (glibc merges them at the next large request,
+/// which would otherwise land in the next timed call: a fresh process has none).
+fn fresh<T>(b: &mut Bencher<'_>, mut f: impl FnMut() -> T) {
+    b.iter_custom(|iters| {
+        let mut timed = Duration::ZERO;
+        for _ in 0..iters {
+            let start = Instant::now();
+            let out = black_box(f());
+            timed += start.elapsed();
+            drop(out);
+            drop(black_box(Vec::<u8>::with_capacity(64 * 1024)));
+        }
+        timed
+    });
 }
 
 fn bench(c: &mut Criterion) {
@@ -81,23 +99,88 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("startup");
     g.throughput(Throughput::Elements(JOBS as u64));
     g.bench_function("load results, 100k rows", |b| {
-        b.iter(|| black_box(checkpoint::load(&results).expect("loads")));
+        // Sized for the manifest's jobs, as `run` loads it.
+        fresh(b, || checkpoint::load_sized(&results, JOBS).expect("loads"));
     });
     g.bench_function("load results, 100k jobs x 5 rows", |b| {
-        b.iter(|| black_box(checkpoint::load(&history).expect("loads")));
+        fresh(b, || checkpoint::load_sized(&history, JOBS).expect("loads"));
     });
     g.bench_function(
         "manifest + results + plan, 100k jobs (time to first request)",
         |b| {
-            b.iter(|| {
+            fresh(b, || {
                 let m = manifest::load(&manifest_path).expect("valid manifest");
-                let prepared = runner::prepare(config(&m, &results)).expect("prepares");
-                black_box(prepared.plan.len())
+                runner::prepare(config(m, &results)).expect("prepares")
             });
         },
     );
+    g.bench_function(
+        "manifest || results, then plan, 100k jobs (run's start-up, two threads)",
+        |b| {
+            fresh(b, || {
+                let (m, preloaded) = app::load_for_run(&manifest_path, Some(&results));
+                let m = m.expect("valid manifest");
+                runner::prepare_from(config(m, &results), preloaded).expect("prepares")
+            });
+        },
+    );
+    // In a fresh process, as `run` starts: nothing allocated or paged in before.
+    for (name, mode) in [
+        ("fresh process: manifest + results + plan, 100k jobs", "seq"),
+        (
+            "fresh process: manifest || results, then plan, 100k jobs",
+            "par",
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let exe = std::env::current_exe().expect("own path");
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let status = std::process::Command::new(&exe)
+                        .env(CHILD, mode)
+                        .env("STARTUP_MANIFEST", &manifest_path)
+                        .env("STARTUP_RESULTS", &results)
+                        .status()
+                        .expect("child runs");
+                    timed += start.elapsed();
+                    assert!(status.success());
+                }
+                timed
+            });
+        });
+    }
     g.finish();
 }
 
+/// Set in a child of this bench: run the start-up once, in the given mode, and exit.
+const CHILD: &str = "STARTUP_CHILD";
+
+fn child(mode: &str) {
+    let var = |k: &str| std::path::PathBuf::from(std::env::var_os(k).expect(k));
+    let (manifest_path, results) = (var("STARTUP_MANIFEST"), var("STARTUP_RESULTS"));
+    let prepared = if mode == "par" {
+        let (m, preloaded) = app::load_for_run(&manifest_path, Some(&results));
+        runner::prepare_from(config(m.expect("valid manifest"), &results), preloaded)
+    } else {
+        let m = manifest::load(&manifest_path).expect("valid manifest");
+        runner::prepare(config(m, &results))
+    };
+    let prepared = prepared.expect("prepares");
+    assert_eq!(prepared.plan.len(), JOBS);
+    // As a run holds them to its end: the process exits without freeing them.
+    std::process::exit(0);
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var(CHILD) {
+        Ok(mode) => child(&mode),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

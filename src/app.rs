@@ -3,17 +3,19 @@
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::api::{ApiKey, Client, ClientConfig};
-use crate::checkpoint::CheckpointError;
 use crate::checkpoint::writer::LockError;
+use crate::checkpoint::{self, CheckpointError, Preloaded};
 use crate::cli::{Cli, ColorChoice, Command, CreditsArgs, LogFormat, RunArgs};
 use crate::exit;
-use crate::manifest::{self, ManifestError};
+use crate::manifest::{self, Manifest, ManifestError};
+use crate::runner::paths::file_stem;
 use crate::runner::{self, ForeignResults, RunReport, Signals};
 use crate::sim::{self, SimConfig};
 
@@ -117,8 +119,41 @@ pub fn report_manifest_error(e: &ManifestError) -> u8 {
     exit::USAGE
 }
 
+/// Reads the manifest and, at the same time on a second thread, the results file at
+/// `results` (where it is known before the manifest is read: see [`results_path`]).
+/// Nothing is locked or written; [`runner::prepare_from`] takes the lock and uses
+/// the read only if the file is still the one read.
+pub fn load_for_run(
+    manifest_path: &Path,
+    results: Option<&Path>,
+) -> (Result<Manifest, ManifestError>, Option<Preloaded>) {
+    std::thread::scope(|s| {
+        let preload = results.map(|r| s.spawn(move || checkpoint::preload(r)));
+        let manifest = manifest::load(manifest_path);
+        // A panicked read is read again, under the lock.
+        (manifest, preload.and_then(|h| h.join().ok()))
+    })
+}
+
+/// The results file of a run, when it follows from the command line alone: the
+/// `--results` flag, or for a CSV manifest (which has no `output:` settings) the
+/// default named after the file, as [`crate::config::resolve`] makes it.
+pub fn results_path(args: &RunArgs) -> Option<PathBuf> {
+    if let Some(r) = &args.results {
+        return Some(r.clone());
+    }
+    let is_csv = args
+        .manifest
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let name = args.manifest.file_stem()?.to_string_lossy();
+    is_csv.then(|| PathBuf::from("results").join(format!("{}.csv", file_stem(&name))))
+}
+
 async fn run_command(args: RunArgs, quiet: bool) -> u8 {
-    let manifest = match manifest::load(&args.manifest) {
+    let results = results_path(&args);
+    let (manifest, preloaded) = load_for_run(&args.manifest, results.as_deref());
+    let manifest = match manifest {
         Ok(m) => m,
         Err(e) => return report_manifest_error(&e),
     };
@@ -146,7 +181,7 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
         }
     };
     let request_timeout = resolved.request_timeout;
-    let prepared = match runner::prepare(resolved.run) {
+    let prepared = match runner::prepare_from(resolved.run, preloaded) {
         Ok(p) => p,
         Err(e) => return report_run_error(&e),
     };
@@ -413,7 +448,46 @@ fn describe_fatal(f: &runner::job::Fatal) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Run(args)) => *args,
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    /// The results file read ahead is the one the settings resolve to, or none.
+    #[test]
+    fn the_results_path_known_early_is_the_resolved_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("My Batch.CSV");
+        std::fs::write(&csv, "id,prompt\na,x\n").unwrap();
+        let yaml = dir.path().join("m.yaml");
+        std::fs::write(
+            &yaml,
+            "output:\n  results: r/out.csv\njobs:\n  - id: a\n    prompt: x\n",
+        )
+        .unwrap();
+        let resolved = |args: &RunArgs| {
+            let m = manifest::load(&args.manifest).unwrap();
+            crate::config::resolve(args, m, 1.0, crate::config::Output::Quiet)
+                .unwrap()
+                .run
+                .results
+        };
+        let csv_path = csv.to_str().unwrap();
+        let args = run_args(&["veo-batch", "run", csv_path]);
+        assert_eq!(results_path(&args), Some(resolved(&args)));
+        let args = run_args(&["veo-batch", "run", csv_path, "--results", "x.csv"]);
+        assert_eq!(results_path(&args), Some(PathBuf::from("x.csv")));
+        assert_eq!(resolved(&args), PathBuf::from("x.csv"));
+        // A YAML manifest can name its own: known only once it is read.
+        let args = run_args(&["veo-batch", "run", yaml.to_str().unwrap()]);
+        assert_eq!(results_path(&args), None);
+    }
 
     #[test]
     fn lock_errors_map_to_exit_5() {

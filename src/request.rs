@@ -406,20 +406,64 @@ pub const DEFAULT_ASPECT_RATIO: AspectRatio = AspectRatio::Landscape;
 
 /// Applies every rule of the generate endpoint to `raw`.
 pub fn check(raw: &RawRequest) -> Checked {
+    let (decided, warnings) = check_parts(raw);
+    let result = decided.map(|d| {
+        d.into_request(RawRequest {
+            prompt: raw.prompt.clone(),
+            image_urls: raw.image_urls.clone(),
+            callback_url: raw.callback_url.clone(),
+            watermark: raw.watermark.clone(),
+            extra: raw.extra.clone(),
+            ..RawRequest::default()
+        })
+    });
+    Checked { result, warnings }
+}
+
+/// What the rules decide for a request that passes them: the values resolved from its
+/// text. With the raw request's own values it makes the [`GenerateRequest`]; kept apart
+/// so that a caller that owns the raw request (the manifest reader) can move its
+/// strings in rather than copy them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decided {
+    model: Model,
+    aspect_ratio: AspectRatio,
+    generation_type: GenerationType,
+    seeds: Option<u32>,
+    enable_fallback: Option<bool>,
+    enable_translation: Option<bool>,
+}
+
+impl Decided {
+    /// The request, taking the text fields of `raw` (the one the rules were applied to).
+    pub(crate) fn into_request(self, raw: RawRequest) -> GenerateRequest {
+        GenerateRequest {
+            prompt: raw.prompt.unwrap_or_default(),
+            image_urls: raw.image_urls.unwrap_or_default(),
+            model: self.model,
+            generation_type: self.generation_type,
+            aspect_ratio: self.aspect_ratio,
+            seeds: self.seeds,
+            callback_url: raw.callback_url,
+            enable_fallback: self.enable_fallback,
+            enable_translation: self.enable_translation,
+            watermark: raw.watermark,
+            extra: raw.extra,
+        }
+    }
+}
+
+/// The rules of [`check`], without building the request: the decided values or every
+/// issue, and the warnings.
+pub(crate) fn check_parts(raw: &RawRequest) -> (Result<Decided, Vec<FieldIssue>>, Vec<FieldIssue>) {
     let mut issues = Vec::new();
     let mut warnings = Vec::new();
 
-    let prompt = match raw.prompt.as_deref() {
-        Some(p) if !p.trim().is_empty() => p.to_owned(),
-        Some(_) => {
-            issues.push(FieldIssue::new(Field::Prompt, "must not be blank"));
-            String::new()
-        }
-        None => {
-            issues.push(FieldIssue::new(Field::Prompt, "is required"));
-            String::new()
-        }
-    };
+    match raw.prompt.as_deref() {
+        Some(p) if !p.trim().is_empty() => {}
+        Some(_) => issues.push(FieldIssue::new(Field::Prompt, "must not be blank")),
+        None => issues.push(FieldIssue::new(Field::Prompt, "is required")),
+    }
 
     let model = match raw.model.as_deref() {
         None => Some(DEFAULT_MODEL),
@@ -436,8 +480,8 @@ pub fn check(raw: &RawRequest) -> Checked {
         }),
     };
 
-    let image_urls = raw.image_urls.clone().unwrap_or_default();
-    for url in &image_urls {
+    let image_urls: &[String] = raw.image_urls.as_deref().unwrap_or_default();
+    for url in image_urls {
         if let Err(why) = check_http_url(url) {
             issues.push(FieldIssue::new(
                 Field::ImageUrls,
@@ -547,22 +591,17 @@ pub fn check(raw: &RawRequest) -> Checked {
     }
 
     let result = match (issues.is_empty(), model, aspect_ratio, generation_type) {
-        (true, Some(model), Some(aspect_ratio), Some(generation_type)) => Ok(GenerateRequest {
-            prompt,
-            image_urls,
+        (true, Some(model), Some(aspect_ratio), Some(generation_type)) => Ok(Decided {
             model,
-            generation_type,
             aspect_ratio,
+            generation_type,
             seeds,
-            callback_url: raw.callback_url.clone(),
             enable_fallback: raw.enable_fallback,
             enable_translation: raw.enable_translation,
-            watermark: raw.watermark.clone(),
-            extra: raw.extra.clone(),
         }),
         _ => Err(issues),
     };
-    Checked { result, warnings }
+    (result, warnings)
 }
 
 fn unknown_value(field: Field, value: &str, allowed: &str) -> FieldIssue {
@@ -622,10 +661,78 @@ impl GenerateRequest {
     /// notice that a manifest was edited since a job ran. Keys are sorted, so it does
     /// not depend on field order.
     pub fn fingerprint(&self) -> String {
-        let body = self.to_body().to_string();
-        let digest = Sha256::digest(body.as_bytes());
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        let mut body = Vec::with_capacity(128 + self.prompt.len());
+        self.write_body(&mut body);
+        let digest = Sha256::digest(&body);
+        let mut hex = String::with_capacity(16);
+        for b in &digest[..8] {
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        hex
     }
+
+    /// Appends the body's JSON text to `out`, byte for byte as `to_body().to_string()`
+    /// prints it (compact, keys in byte order, serde_json's escaping), without building
+    /// the JSON tree: start-up fingerprints every job of the manifest, and the tree's
+    /// allocations were most of that cost.
+    pub fn write_body(&self, out: &mut Vec<u8>) {
+        if !self.extra.is_empty() {
+            // Extra keys sort in among the fields (and `to_body` lets one replace a
+            // field): rare enough to leave to serde_json.
+            out.extend_from_slice(self.to_body().to_string().as_bytes());
+            return;
+        }
+        // The keys below are in byte order, as serde_json's map keeps them.
+        out.extend_from_slice(b"{\"aspect_ratio\":");
+        json_str(out, self.aspect_ratio.as_str());
+        if let Some(u) = &self.callback_url {
+            out.extend_from_slice(b",\"callBackUrl\":");
+            json_str(out, u);
+        }
+        if let Some(b) = self.enable_fallback {
+            out.extend_from_slice(b",\"enableFallback\":");
+            out.extend_from_slice(if b { b"true" } else { b"false" });
+        }
+        if let Some(b) = self.enable_translation {
+            out.extend_from_slice(b",\"enableTranslation\":");
+            out.extend_from_slice(if b { b"true" } else { b"false" });
+        }
+        out.extend_from_slice(b",\"generationType\":");
+        json_str(out, self.generation_type.as_str());
+        if !self.image_urls.is_empty() {
+            out.extend_from_slice(b",\"imageUrls\":[");
+            for (i, url) in self.image_urls.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_str(out, url);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b",\"model\":");
+        json_str(out, self.model.as_str());
+        out.extend_from_slice(b",\"prompt\":");
+        json_str(out, &self.prompt);
+        if let Some(s) = self.seeds {
+            out.extend_from_slice(b",\"seeds\":");
+            // Writing to a Vec cannot fail.
+            let _ = std::io::Write::write_fmt(out, format_args!("{s}"));
+        }
+        if let Some(w) = &self.watermark {
+            out.extend_from_slice(b",\"watermark\":");
+            json_str(out, w);
+        }
+        out.push(b'}');
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A JSON string with serde_json's own escaping (the one `Value` prints with).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail, and a &str always serializes.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]
@@ -808,6 +915,94 @@ mod tests {
         assert_eq!(a.fingerprint().len(), 16);
         let b = check(&raw("a cat")).result.unwrap();
         assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    /// The fingerprint as it was first computed: the JSON tree, printed, hashed.
+    fn fingerprint_of_tree(r: &GenerateRequest) -> String {
+        let digest = Sha256::digest(r.to_body().to_string().as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn request_strategy() -> impl proptest::strategy::Strategy<Value = GenerateRequest> {
+        use proptest::prelude::*;
+        // Text with quotes, backslashes, control characters and non-ASCII.
+        let text = "(\\PC|[\"\\\\\\x00-\\x1f\\x7f\\u{2028}é😀]){0,12}";
+        let extra = prop::collection::btree_map(
+            prop_oneof![Just("resolution".to_owned()), "[a-zA-Z_]{1,8}"],
+            prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                text.prop_map(Value::from),
+                Just(Value::Null)
+            ],
+            0..3,
+        );
+        (
+            (
+                text,
+                prop::collection::vec(text, 0..4),
+                0..2usize,
+                0..3usize,
+                0..3usize,
+            ),
+            (
+                prop::option::of(any::<u32>()),
+                prop::option::of(text),
+                prop::option::of(any::<bool>()),
+                prop::option::of(any::<bool>()),
+                prop::option::of(text),
+                extra,
+            ),
+        )
+            .prop_map(
+                |((prompt, image_urls, m, g, a), (seeds, cb, fb, tr, wm, extra))| GenerateRequest {
+                    prompt,
+                    image_urls,
+                    model: [Model::Veo3, Model::Veo3Fast][m],
+                    generation_type: [
+                        GenerationType::Text,
+                        GenerationType::FirstAndLastFrames,
+                        GenerationType::Reference,
+                    ][g],
+                    aspect_ratio: [
+                        AspectRatio::Landscape,
+                        AspectRatio::Portrait,
+                        AspectRatio::Auto,
+                    ][a],
+                    seeds,
+                    callback_url: cb,
+                    enable_fallback: fb,
+                    enable_translation: tr,
+                    watermark: wm,
+                    extra,
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// Results files written before the direct writer must still resume: the
+        /// fingerprint is the same value, for any request.
+        #[test]
+        fn write_body_matches_the_json_tree(r in request_strategy()) {
+            let mut body = Vec::new();
+            r.write_body(&mut body);
+            proptest::prop_assert_eq!(String::from_utf8(body).unwrap(), r.to_body().to_string());
+            proptest::prop_assert_eq!(r.fingerprint(), fingerprint_of_tree(&r));
+        }
+    }
+
+    #[test]
+    fn fingerprint_values_are_pinned() {
+        // Values computed by the first version; a change here breaks every resume.
+        let a = check(&raw("a dog")).result.unwrap();
+        assert_eq!(a.fingerprint(), "bf4724e2f7dc5103");
+        let mut r = raw("shot 1, a \"red\" kite\nover a beach");
+        r.image_urls = Some(vec!["https://a.example/1.png".into()]);
+        r.seeds = Some(12_345);
+        r.watermark = Some("Brand".into());
+        r.callback_url = Some("https://hooks.example/x".into());
+        r.enable_translation = Some(false);
+        let b = check(&r).result.unwrap();
+        assert_eq!(b.fingerprint(), "295f0d51236a4ec7");
     }
 
     #[test]

@@ -33,9 +33,15 @@ pub fn run(args: &ValidateArgs) -> u8 {
         Some(Emit::Jsonl) => {
             let _ = stderr.write_all(text.as_bytes());
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            // The body's text written directly (the same bytes as its JSON value
+            // printed), into one buffer reused for every job.
+            let mut line = Vec::with_capacity(1024);
             for job in &manifest.jobs {
+                line.clear();
+                job.request.write_body(&mut line);
+                line.push(b'\n');
                 // A closed pipe (`| head`) is not a manifest problem: stop quietly.
-                if writeln!(out, "{}", job.request.to_body()).is_err() {
+                if out.write_all(&line).is_err() {
                     return exit::OK;
                 }
             }

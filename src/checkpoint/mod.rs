@@ -9,7 +9,6 @@
 //! what is left to do for each job ([`plan`]).
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -174,19 +173,32 @@ impl Record {
         ]
     }
 
-    fn from_cells(cells: &csv::StringRecord) -> Result<Record, (Option<String>, String)> {
+    /// Sets this record to the row `cells`, reusing the record's strings: a results
+    /// file a kill left holds several rows per job, and all but the last are
+    /// replaced. On `Err` the record is left part-filled.
+    fn fill_from_cells(
+        &mut self,
+        cells: &csv::StringRecord,
+    ) -> Result<(), (Option<String>, String)> {
         let get = |i: usize| cells.get(i).unwrap_or_default();
-        let opt = |i: usize| Some(get(i).to_owned()).filter(|s| !s.is_empty());
-        let list = |i: usize| -> Vec<String> {
-            let s = get(i);
-            if s.is_empty() {
-                Vec::new()
-            } else {
-                s.split(LIST_SEPARATOR).map(str::to_owned).collect()
+        fn set(slot: &mut String, value: &str) {
+            slot.clear();
+            slot.push_str(value);
+        }
+        fn set_opt(slot: &mut Option<String>, value: &str) {
+            match slot {
+                _ if value.is_empty() => *slot = None,
+                Some(s) => set(s, value),
+                None => *slot = Some(value.to_owned()),
             }
-        };
-        let job_id = get(0).to_owned();
-        if job_id.is_empty() {
+        }
+        fn set_list(slot: &mut Vec<String>, value: &str) {
+            slot.clear();
+            if !value.is_empty() {
+                slot.extend(value.split(LIST_SEPARATOR).map(str::to_owned));
+            }
+        }
+        if get(0).is_empty() {
             return Err((Some("job_id".into()), "is empty".into()));
         }
         let state = State::parse(get(1)).ok_or_else(|| {
@@ -210,25 +222,24 @@ impl Record {
                 )
             })?),
         };
-        Ok(Record {
-            job_id,
-            state: Some(state),
-            task_id: opt(2),
-            attempts,
-            model: get(4).to_owned(),
-            generation_type: get(5).to_owned(),
-            aspect_ratio: get(6).to_owned(),
-            prompt: get(7).to_owned(),
-            fingerprint: get(8).to_owned(),
-            video_urls: list(9),
-            upgrade_urls: list(10),
-            video_paths: list(11),
-            error_code,
-            error_message: opt(13),
-            submitted_at: opt(14),
-            finished_at: opt(15),
-            updated_at: get(16).to_owned(),
-        })
+        set(&mut self.job_id, get(0));
+        self.state = Some(state);
+        set_opt(&mut self.task_id, get(2));
+        self.attempts = attempts;
+        set(&mut self.model, get(4));
+        set(&mut self.generation_type, get(5));
+        set(&mut self.aspect_ratio, get(6));
+        set(&mut self.prompt, get(7));
+        set(&mut self.fingerprint, get(8));
+        set_list(&mut self.video_urls, get(9));
+        set_list(&mut self.upgrade_urls, get(10));
+        set_list(&mut self.video_paths, get(11));
+        self.error_code = error_code;
+        set_opt(&mut self.error_message, get(13));
+        set_opt(&mut self.submitted_at, get(14));
+        set_opt(&mut self.finished_at, get(15));
+        set(&mut self.updated_at, get(16));
+        Ok(())
     }
 }
 
@@ -274,6 +285,13 @@ fn field_prefix(field: &Option<String>) -> String {
 
 /// Reads the results file at `path`; `None` when it does not exist yet.
 pub fn load(path: &Path) -> Result<Option<Loaded>, CheckpointError> {
+    load_sized(path, 0)
+}
+
+/// [`load`], with the table of records sized at once for `jobs` jobs (the manifest's
+/// count, which a run's results file holds): growing it one doubling at a time moved
+/// and rehashed every record again, a third of loading 100,000 rows.
+pub fn load_sized(path: &Path, jobs: usize) -> Result<Option<Loaded>, CheckpointError> {
     let io_err = |source| CheckpointError::Io {
         path: path.to_owned(),
         source,
@@ -296,12 +314,75 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, CheckpointError> {
         last[0] != b'\n'
     };
     // The csv reader buffers on its own.
-    parse_reader(file, path, torn).map(Some)
+    parse(file, path, torn, jobs).map(Some)
+}
+
+/// A results file read before its lock was taken, so that reading it overlaps with
+/// reading the manifest. What was read is used only if, with the lock held, the file
+/// is still the one read (same file, length and time of change): a run that held
+/// the lock meanwhile appends (the length changes) or rewrites through a rename (the
+/// file changes).
+#[derive(Debug)]
+pub struct Preloaded {
+    path: PathBuf,
+    stamp: Option<Stamp>,
+    result: Result<Option<Loaded>, CheckpointError>,
+}
+
+/// What tells a file apart from its next version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// Device and inode: a rename puts another file at the path.
+    #[cfg(unix)]
+    file: (u64, u64),
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+        #[cfg(unix)]
+        file: {
+            use std::os::unix::fs::MetadataExt as _;
+            (m.dev(), m.ino())
+        },
+    })
+}
+
+/// Reads the results file at `path` without its lock (see [`Preloaded`]).
+pub fn preload(path: &Path) -> Preloaded {
+    let stamp = stamp(path);
+    Preloaded {
+        path: path.to_owned(),
+        stamp,
+        result: load(path),
+    }
+}
+
+impl Preloaded {
+    /// What [`load`] of `path` would give now, if this read is still it; `None` when
+    /// `path` is another file, or the file changed since. Call with the lock held.
+    pub fn take_for(self, path: &Path) -> Option<Result<Option<Loaded>, CheckpointError>> {
+        (self.path == path && stamp(path) == self.stamp).then_some(self.result)
+    }
 }
 
 /// Parses a results file from `reader`; `path` names it in messages. When `torn`,
 /// the last row is incomplete and is dropped with a warning.
 pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded, CheckpointError> {
+    parse(reader, path, torn, 0)
+}
+
+/// [`parse_reader`], sized for `jobs` jobs (see [`load_sized`]).
+fn parse(
+    reader: impl Read,
+    path: &Path,
+    torn: bool,
+    jobs: usize,
+) -> Result<Loaded, CheckpointError> {
     let malformed =
         |line: u64, field: Option<String>, message: String| CheckpointError::Malformed {
             path: path.to_owned(),
@@ -346,8 +427,13 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
     // Two buffers reused for every row: the current one, and the next, read ahead
     // to know whether the current row is the last.
     drop(rows);
+    loaded.records.reserve(jobs);
+    loaded.order.reserve(jobs);
     let mut current = csv::StringRecord::new();
     let mut next = csv::StringRecord::new();
+    // The row being parsed. A job's earlier record, replaced by a later row, becomes
+    // the next one's: rows of a job seen before cost no allocation.
+    let mut scratch = Record::default();
     let mut current_read = rdr.read_record(&mut current);
     loop {
         let current_err = match current_read {
@@ -360,13 +446,13 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
         let short = current_err.is_none() && current.len() < HEADER.len();
         let parsed = match current_err {
             Some(e) => Err(csv_error(path, &e)),
-            None => parse_row(&current, path),
+            None => parse_row(&current, path, &mut scratch),
         };
         // A kill can cut the last row anywhere, even just after a newline inside a
         // quoted prompt (which leaves it short of cells), so such a row is taken for
         // a torn one. Nothing was acted on for it: a row is synced before its step.
         match parsed {
-            Ok(_) | Err(_) if is_last && torn => {
+            Ok(()) | Err(_) if is_last && torn => {
                 loaded.torn = true;
                 loaded.warnings.push(format!(
                     "{}: dropped a torn last row (a run was killed while writing it)",
@@ -380,15 +466,14 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
                 ));
             }
             Err(e) => return Err(e),
-            Ok(record) => {
+            Ok(()) => {
                 loaded.rows += 1;
-                match loaded.records.entry(record.job_id.clone()) {
-                    Entry::Occupied(mut slot) => {
-                        slot.insert(record);
-                    }
-                    Entry::Vacant(slot) => {
-                        loaded.order.push(slot.key().clone());
-                        slot.insert(record);
+                match loaded.records.get_mut(scratch.job_id.as_str()) {
+                    Some(slot) => std::mem::swap(slot, &mut scratch),
+                    None => {
+                        let record = std::mem::take(&mut scratch);
+                        loaded.order.push(record.job_id.clone());
+                        loaded.records.insert(record.job_id.clone(), record);
                     }
                 }
             }
@@ -399,7 +484,11 @@ pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded
     Ok(loaded)
 }
 
-fn parse_row(row: &csv::StringRecord, path: &Path) -> Result<Record, CheckpointError> {
+fn parse_row(
+    row: &csv::StringRecord,
+    path: &Path,
+    into: &mut Record,
+) -> Result<(), CheckpointError> {
     let line = row.position().map_or(0, |p| p.line());
     let malformed = |field, message| CheckpointError::Malformed {
         path: path.to_owned(),
@@ -413,7 +502,7 @@ fn parse_row(row: &csv::StringRecord, path: &Path) -> Result<Record, CheckpointE
             format!("has {} cells, expected {}", row.len(), HEADER.len()),
         ));
     }
-    Record::from_cells(row).map_err(|(field, message)| {
+    into.fill_from_cells(row).map_err(|(field, message)| {
         let field = match (field, row.get(0)) {
             (Some(f), Some(id)) if !id.is_empty() => Some(format!("job {id:?}: {f}")),
             (f, _) => f,
@@ -504,6 +593,77 @@ mod tests {
         assert!(!loaded.torn);
     }
 
+    fn record_strategy() -> impl proptest::strategy::Strategy<Value = Record> {
+        use proptest::prelude::*;
+        let cell = "[a-z\",\n ]{1,6}";
+        let states = prop::sample::select(vec![
+            State::Pending,
+            State::Submitting,
+            State::Submitted,
+            State::Succeeded,
+            State::Failed,
+            State::InDoubt,
+        ]);
+        (
+            (
+                prop::sample::select(vec!["a", "b", "c"]),
+                states,
+                any::<u32>(),
+                cell,
+                cell,
+            ),
+            (
+                prop::option::of(cell),
+                prop::collection::vec("[a-z:/.]{1,8}", 0..3),
+                prop::collection::vec("[a-z:/.]{1,8}", 0..2),
+                prop::option::of(any::<i64>()),
+                prop::option::of(cell),
+                prop::option::of(cell),
+            ),
+        )
+            .prop_map(
+                |((id, state, attempts, prompt, fp), (task, videos, paths, code, msg, at))| {
+                    Record {
+                        job_id: id.into(),
+                        state: Some(state),
+                        task_id: task,
+                        attempts,
+                        model: "veo3".into(),
+                        prompt,
+                        fingerprint: fp,
+                        video_urls: videos,
+                        video_paths: paths,
+                        error_code: code,
+                        error_message: msg,
+                        finished_at: at,
+                        updated_at: "2026-01-01T00:00:00Z".into(),
+                        ..Record::default()
+                    }
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// Rows parsed into a job's earlier record (to reuse its strings) leave
+        /// nothing of it behind: the last row of each job is what loads.
+        #[test]
+        fn each_job_loads_as_its_last_row(rows in proptest::collection::vec(record_strategy(), 1..12)) {
+            let loaded = parse(&to_csv(&rows)).unwrap();
+            let mut order: Vec<String> = Vec::new();
+            for r in &rows {
+                if !order.contains(&r.job_id) {
+                    order.push(r.job_id.clone());
+                }
+            }
+            proptest::prop_assert_eq!(&loaded.order, &order);
+            proptest::prop_assert_eq!(loaded.rows, rows.len());
+            for id in &order {
+                let last = rows.iter().rev().find(|r| r.job_id == *id).unwrap();
+                proptest::prop_assert_eq!(&loaded.records[id], last);
+            }
+        }
+    }
+
     #[test]
     fn torn_last_row_is_dropped_with_a_warning() {
         let mut bytes = to_csv(&[
@@ -564,6 +724,37 @@ mod tests {
         bytes.extend_from_slice(b"c,failed,,1,,,,,,,,,,,,,x\n");
         let err = parse(&bytes).unwrap_err().to_string();
         assert!(err.starts_with("r.csv:4: is not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn a_preload_is_used_only_while_the_file_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let absent = preload(&path);
+        assert!(matches!(absent.take_for(&path), Some(Ok(None))));
+        std::fs::write(&path, to_csv(&[record("a", State::Submitted)])).unwrap();
+        assert!(preload(&path).take_for(&path).is_some(), "unchanged");
+        assert!(
+            preload(&path)
+                .take_for(&dir.path().join("other.csv"))
+                .is_none()
+        );
+        // Created, appended to, or replaced through a rename since: read again.
+        let absent = preload(&dir.path().join("new.csv"));
+        std::fs::write(dir.path().join("new.csv"), "").unwrap();
+        assert!(absent.take_for(&dir.path().join("new.csv")).is_none());
+        let pre = preload(&path);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &to_csv(&[record("b", State::Pending)])[..]).unwrap();
+        assert!(pre.take_for(&path).is_none(), "appended");
+        let pre = preload(&path);
+        let tmp = dir.path().join("tmp.csv");
+        std::fs::copy(&path, &tmp).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(pre.take_for(&path).is_none(), "replaced");
     }
 
     #[test]

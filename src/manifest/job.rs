@@ -3,7 +3,10 @@
 //! with the one set of request rules, assigns ids, catches duplicates and gathers every
 //! problem located.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 
 use crate::request::{self, Field, RawRequest};
 
@@ -107,7 +110,20 @@ pub(crate) struct Collector {
     /// reported once, with how many more jobs share it, not once per job.
     seen_errors: HashMap<(Origin, Option<String>, String), usize>,
     seen_warnings: HashMap<(Origin, Option<String>, String), usize>,
-    ids: HashMap<String, Origin>,
+    /// Where each id was first used. The place is kept without its path (an index
+    /// into `files`): a copy of the path per job was a tenth of reading a large table.
+    /// Hashed with Fx, not SipHash: ids come from the user's own file (no one else
+    /// can choose them to collide), and SipHash was a tenth of reading a table.
+    ids: FxHashMap<String, Place>,
+    files: Vec<std::path::PathBuf>,
+}
+
+/// An [`Origin`] whose file is an index into [`Collector::files`].
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    file: usize,
+    line: Option<usize>,
+    column: Option<usize>,
 }
 
 impl Collector {
@@ -130,46 +146,36 @@ impl Collector {
 
     /// Checks a draft with the request rules and keeps the job, or its problems.
     pub fn finish(&mut self, draft: Draft) {
-        let file_place = |at: &Option<Origin>| at.clone().unwrap_or_else(|| draft.at.clone());
+        let id_at = draft.id_at.as_ref().unwrap_or(&draft.at);
         let mut ok = !draft.bad;
         if let Some(id) = &draft.id {
             if let Some(why) = id_problem(id) {
-                self.error(diag(file_place(&draft.id_at), Some(id), Some("id"), why));
+                self.error(diag(id_at.clone(), Some(id), Some("id"), why));
                 ok = false;
-            } else if !self.claim_id(id, file_place(&draft.id_at), false) {
+            } else if !self.claim_id(id, id_at, false) {
                 ok = false;
             }
         }
-        let label = draft.id.clone();
-        let checked = request::check(&draft.raw);
-        for w in &checked.warnings {
+        let label = draft.id.as_deref();
+        let (decided, warnings) = request::check_parts(&draft.raw);
+        for w in &warnings {
             let at = draft.place_of(w.field, &w.message);
-            let d = diag(
-                at,
-                label.as_deref(),
-                w.field.map(Field::api_name),
-                w.message.clone(),
-            );
+            let d = diag(at, label, w.field.map(Field::api_name), w.message.clone());
             self.warn(d);
         }
-        let req = match checked.result {
-            Ok(req) => req,
+        let decided = match decided {
+            Ok(decided) => decided,
             Err(issues) => {
                 let fresh = issues
                     .into_iter()
                     .filter(|i| !i.field.is_some_and(|f| draft.bad_fields.contains(&f)));
                 for i in fresh {
                     let at = draft.place_of(i.field, &i.message);
-                    let d = diag(
-                        at,
-                        label.as_deref(),
-                        i.field.map(Field::api_name),
-                        i.message,
-                    );
+                    let d = diag(at, label, i.field.map(Field::api_name), i.message);
                     self.error(d);
                 }
                 if draft.id.is_none() && !draft.derive_id {
-                    self.missing_id(&draft);
+                    self.missing_id(&draft.at);
                 }
                 return;
             }
@@ -177,18 +183,20 @@ impl Collector {
         if draft.bad {
             return;
         }
+        // The draft is done with: its strings move into the request.
+        let req = decided.into_request(draft.raw);
         let fingerprint = req.fingerprint();
         let id = match draft.id {
             Some(id) => id,
             None if draft.derive_id => {
                 let id = format!("job-{}", &fingerprint[..12.min(fingerprint.len())]);
-                if !self.claim_id(&id, draft.at.clone(), true) {
+                if !self.claim_id(&id, &draft.at, true) {
                     return;
                 }
                 id
             }
             None => {
-                self.missing_id(&draft);
+                self.missing_id(&draft.at);
                 return;
             }
         };
@@ -204,9 +212,9 @@ impl Collector {
         }
     }
 
-    fn missing_id(&mut self, draft: &Draft) {
+    fn missing_id(&mut self, at: &Origin) {
         self.error(diag(
-            draft.at.clone(),
+            at.clone(),
             None,
             Some("id"),
             "is required (a short unique name: it names the video file and is the resume key)",
@@ -214,21 +222,45 @@ impl Collector {
     }
 
     /// Records `id` as used at `at`; false (and an error naming both places) if it was.
-    fn claim_id(&mut self, id: &str, at: Origin, derived: bool) -> bool {
-        if let Some(first) = self.ids.get(id) {
-            let why = if derived {
-                format!(
-                    "duplicate id {id:?}: this row asks for exactly the same video as {first} \
-                     (change one, or give them ids)"
-                )
-            } else {
-                format!("duplicate id {id:?}, first used at {first} (ids must be unique)")
-            };
-            let d = diag(at, Some(id), Some("id"), why);
-            self.error(d);
-            return false;
-        }
-        self.ids.insert(id.to_owned(), at);
+    fn claim_id(&mut self, id: &str, at: &Origin, derived: bool) -> bool {
+        // Looked up once, by an owned key: a duplicate (the only case where the key
+        // is not kept) is rare, and its key is what the error reports anyway.
+        let slot = match self.ids.entry(id.to_owned()) {
+            Entry::Vacant(slot) => slot,
+            Entry::Occupied(first) => {
+                let first = *first.get();
+                let first = Origin {
+                    file: self.files.get(first.file).cloned().unwrap_or_default(),
+                    line: first.line,
+                    column: first.column,
+                };
+                let why = if derived {
+                    format!(
+                        "duplicate id {id:?}: this row asks for exactly the same video as {first} \
+                         (change one, or give them ids)"
+                    )
+                } else {
+                    format!("duplicate id {id:?}, first used at {first} (ids must be unique)")
+                };
+                let d = diag(at.clone(), Some(id), Some("id"), why);
+                push(&mut self.errors, &mut self.seen_errors, d);
+                return false;
+            }
+        };
+        // Rows of one file come one after another: the last file is the usual one.
+        let file = match self.files.iter().rposition(|f| *f == at.file) {
+            Some(i) => i,
+            None => {
+                self.files.push(at.file.clone());
+                self.files.len() - 1
+            }
+        };
+        let place = Place {
+            file,
+            line: at.line,
+            column: at.column,
+        };
+        slot.insert(place);
         true
     }
 }

@@ -202,11 +202,26 @@ impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut q = self.newlines.borrow_mut();
-        for (i, b) in buf[..n].iter().enumerate() {
-            self.quoting = self.quoting.step(*b);
-            if *b == b'\n' {
+        let bytes = &buf[..n];
+        let mut i = 0;
+        while i < bytes.len() {
+            // Runs of bytes that leave the quoting as it is, and are no line end, are
+            // skipped whole: stepping byte by byte was a tenth of reading a table.
+            let next = match self.quoting {
+                Quoting::Quoted => bytes[i..].iter().position(|&b| b == b'"' || b == b'\n'),
+                Quoting::Unquoted => bytes[i..]
+                    .iter()
+                    .position(|&b| matches!(b, b',' | b'\n' | b'\r')),
+                Quoting::FieldStart | Quoting::QuoteInQuoted => Some(0),
+            };
+            let Some(skip) = next else { break };
+            i += skip;
+            let b = bytes[i];
+            self.quoting = self.quoting.step(b);
+            if b == b'\n' {
                 q.push_back(self.offset + i as u64);
             }
+            i += 1;
         }
         self.offset += n as u64;
         Ok(n)
@@ -320,8 +335,11 @@ fn read_row(
     input: &TableInput<'_>,
     out: &mut Collector,
 ) -> Draft {
+    // Where each value was written matters only to place a default's problem apart
+    // from the row's; every value of a row is at the row (the draft's own place, where
+    // problems fall back to), so without defaults the copies are not made.
+    let places = input.defaults.is_some();
     let mut d = Draft {
-        at: origin.clone(),
         derive_id: true,
         ..Draft::default()
     };
@@ -347,14 +365,17 @@ fn read_row(
             }
         }
     }
-    if let Some((_, _, text)) = cells.iter().find(|(c, _, _)| *c == Column::Id)
-        && !text.trim().is_empty()
-    {
-        // Kept as written: a stray space is reported, not silently changed.
-        d.id = Some((*text).to_owned());
+    // Kept as written: a stray space is reported, not silently changed.
+    let id = cells
+        .iter()
+        .find(|(c, _, _)| *c == Column::Id)
+        .map(|(_, _, text)| *text)
+        .filter(|text| !text.trim().is_empty())
+        .map(str::to_owned);
+    if id.is_some() && places {
         d.id_at = Some(origin.clone());
     }
-    let job = d.id.clone();
+    let job = id.as_deref();
     let mut images_n: Vec<String> = Vec::new();
     for (col, name, text) in cells {
         let raw_text = text;
@@ -363,7 +384,7 @@ fn read_row(
             continue;
         }
         let mut fail = |msg: String| {
-            out.error(diag(origin.clone(), job.as_deref(), Some(name), msg));
+            out.error(diag(origin.clone(), job, Some(name), msg));
             if let Column::Field(f) = col {
                 d.bad_fields.push(f);
             }
@@ -381,7 +402,9 @@ fn read_row(
                 None => fail(bool_message(text)),
             },
             Column::Field(f) => {
-                d.field_at.insert(f, origin.clone());
+                if places {
+                    d.field_at.insert(f, origin.clone());
+                }
                 let raw = &mut d.raw;
                 match f {
                     // Prompt and watermark keep their spaces; the rules decide on blanks.
@@ -398,7 +421,9 @@ fn read_row(
                             .filter(|s| !s.is_empty())
                             .map(str::to_owned)
                             .collect();
-                        d.image_at = vec![origin.clone(); urls.len()];
+                        if places {
+                            d.image_at = vec![origin.clone(); urls.len()];
+                        }
                         raw.image_urls = Some(urls);
                     }
                     Field::Seeds => match text.parse::<i64>() {
@@ -419,10 +444,14 @@ fn read_row(
         }
     }
     if !images_n.is_empty() {
-        d.image_at = vec![origin.clone(); images_n.len()];
-        d.field_at.insert(Field::ImageUrls, origin.clone());
+        if places {
+            d.image_at = vec![origin.clone(); images_n.len()];
+            d.field_at.insert(Field::ImageUrls, origin.clone());
+        }
         d.raw.image_urls = Some(images_n);
     }
+    d.id = id;
+    d.at = origin;
     if let Some(defaults) = input.defaults {
         d.apply_defaults(defaults);
     }
@@ -452,5 +481,54 @@ pub(crate) fn upgrade_value(s: &str) -> Option<Option<Upgrade>> {
         "4k" => Some(Some(Upgrade::Uhd4k)),
         "none" => Some(None),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Reads `bytes` through a [`CountingReader`] in pieces of the given sizes.
+    fn count(bytes: &[u8], pieces: &[usize]) -> (Quoting, Vec<u64>) {
+        let newlines = Rc::new(RefCell::new(VecDeque::new()));
+        let mut r = CountingReader {
+            inner: bytes,
+            offset: 0,
+            newlines: Rc::clone(&newlines),
+            quoting: Quoting::FieldStart,
+        };
+        let mut buf = [0u8; 64];
+        for size in pieces.iter().cycle() {
+            match r.read(&mut buf[..(*size).clamp(1, 64)]) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let lines = newlines.borrow().iter().copied().collect();
+        (r.quoting, lines)
+    }
+
+    proptest! {
+        /// The skipping reader ends in the quoting state, and finds the line ends,
+        /// that stepping every byte does.
+        #[test]
+        fn skipping_is_stepping(
+            bytes in prop::collection::vec(
+                prop::sample::select(vec![b'a', b' ', b',', b'"', b'\n', b'\r']),
+                0..200,
+            ),
+            pieces in prop::collection::vec(1usize..64, 1..5),
+        ) {
+            let quoting = bytes.iter().fold(Quoting::FieldStart, |q, b| q.step(*b));
+            let lines: Vec<u64> = bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i as u64)
+                .collect();
+            prop_assert_eq!(count(&bytes, &pieces), (quoting, lines));
+        }
     }
 }

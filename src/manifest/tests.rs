@@ -380,6 +380,53 @@ fn csv_handles_bom_crlf_quotes_and_multiline_cells() {
     assert_eq!(m.jobs[1].request.aspect_ratio, AspectRatio::Landscape);
 }
 
+/// A table read alone keeps no per-value places (every value is at its row); an
+/// included one keeps them, for its defaults. Both must give the same jobs and the
+/// same located problems, on the quirks real exports have.
+#[test]
+fn a_table_alone_reads_as_the_same_table_included() {
+    let dir = TempDir::new().unwrap();
+    let good = "\u{feff}id,prompt,image_urls,aspect_ratio,seeds,upgrade,keep_original\r\n\
+        a,\"line one\r\nline two, with \"\"quotes\"\"\",https://a.example/1.png| https://a.example/2.png ,9:16,12345,4k,yes\r\n\
+        b,plain,,,,,\r\n\
+        ,\"no id, \"\"derived\"\"\",https://a.example/3.png,,99999,none,0\r\n";
+    let images = "prompt,image_url_1,image_url_2,generation_type\n\
+        x,https://a.example/1.png,https://a.example/2.png,\n\
+        y,https://a.example/1.png,,FIRST_AND_LAST_FRAMES_2_VIDEO\n";
+    let bad = "id,prompt,image_urls,seeds,model,keep_original\n\
+        a,x,ftp://a.example/1.png|nope,12,veo4,maybe\n\
+        a,\"two\nlines\",,abc,,\n\
+        c,,https://a.example/1.png|https://a.example/2.png|https://a.example/3.png,,,\n\
+        d,x,y\n\
+        ,same,,,,\n\
+        ,same,,,,\n";
+    for (name, table) in [("good", good), ("images", images), ("bad", bad)] {
+        let csv = write(&dir, &format!("{name}.csv"), table);
+        let yaml = write(
+            &dir,
+            &format!("{name}.yaml"),
+            format!("include: {name}.csv\n"),
+        );
+        match (load(&csv), load(&yaml)) {
+            (Ok(alone), Ok(included)) => {
+                assert_eq!(alone.jobs, included.jobs, "{name}");
+                assert!(!alone.jobs.is_empty());
+            }
+            (Err(alone), Err(included)) => {
+                assert_eq!(alone.diagnostics, included.diagnostics, "{name}");
+                assert!(alone.diagnostics.len() >= 6, "{:?}", alone.diagnostics);
+            }
+            (a, i) => panic!("{name}: alone {:?}, included {:?}", a.is_ok(), i.is_ok()),
+        }
+    }
+    let m = ok(&dir.path().join("good.csv"));
+    assert_eq!(m.jobs.len(), 3);
+    assert_eq!(m.jobs[0].request.image_urls.len(), 2);
+    assert_eq!(m.jobs[1].origin.line, Some(4));
+    assert_eq!(m.jobs[2].origin.line, Some(5));
+    assert!(m.jobs[2].id.starts_with("job-"));
+}
+
 #[test]
 fn csv_image_columns_aliases_and_bools() {
     let dir = TempDir::new().unwrap();

@@ -5,7 +5,7 @@
 //! One task (the collector) owns the results file and the counters; job tasks send
 //! it events. Jobs share only the client, the limits and the stop signals.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -169,29 +169,55 @@ impl Prepared {
 /// Takes the results file's lock, loads it, and decides what is left to do. Sends
 /// nothing; a kill-shaped results file is rewritten clean.
 pub fn prepare(config: RunConfig) -> anyhow::Result<Prepared> {
-    let lock = lock(&config.results)?;
-    let loaded = checkpoint::load(&config.results)?.unwrap_or_default();
-    let mut warnings = loaded.warnings.clone();
+    prepare_from(config, None)
+}
 
-    let manifest_ids: HashSet<&str> = config.jobs.iter().map(|j| j.id.as_str()).collect();
-    if !loaded.records.is_empty()
-        && !loaded
+/// [`prepare`], taking the results file as `preloaded` read it when that is still the
+/// file (read while the manifest was, see [`checkpoint::Preloaded`]).
+pub fn prepare_from(
+    config: RunConfig,
+    preloaded: Option<checkpoint::Preloaded>,
+) -> anyhow::Result<Prepared> {
+    let lock = lock(&config.results)?;
+    let loaded = match preloaded.and_then(|p| p.take_for(&config.results)) {
+        Some(read) => read,
+        None => checkpoint::load_sized(&config.results, config.jobs.len()),
+    };
+    let mut loaded = loaded?.unwrap_or_default();
+    let mut warnings = std::mem::take(&mut loaded.warnings);
+
+    // A results file the run wrote holds the manifest's jobs in manifest order: then
+    // every recorded job is in the manifest, seen without a set of 100,000 ids.
+    let in_order = loaded.order.len() <= config.jobs.len()
+        && loaded
             .order
             .iter()
-            .any(|id| manifest_ids.contains(id.as_str()))
-    {
-        return Err(ForeignResults {
-            path: config.results.clone(),
-            rows: loaded.records.len(),
+            .zip(&config.jobs)
+            .all(|(id, job)| *id == job.id);
+    let foreign: Vec<String> = if in_order {
+        Vec::new()
+    } else {
+        let manifest_ids: rustc_hash::FxHashSet<&str> =
+            config.jobs.iter().map(|j| j.id.as_str()).collect();
+        if !loaded.records.is_empty()
+            && !loaded
+                .order
+                .iter()
+                .any(|id| manifest_ids.contains(id.as_str()))
+        {
+            return Err(ForeignResults {
+                path: config.results.clone(),
+                rows: loaded.records.len(),
+            }
+            .into());
         }
-        .into());
-    }
-    let foreign: Vec<String> = loaded
-        .order
-        .iter()
-        .filter(|id| !manifest_ids.contains(id.as_str()))
-        .cloned()
-        .collect();
+        loaded
+            .order
+            .iter()
+            .filter(|id| !manifest_ids.contains(id.as_str()))
+            .cloned()
+            .collect()
+    };
     if !foreign.is_empty() {
         warnings.push(format!(
             "{} jobs in the results file are no longer in the manifest; their rows are kept",
@@ -210,7 +236,7 @@ pub fn prepare(config: RunConfig) -> anyhow::Result<Prepared> {
     }
 
     // What is left to do, job by job.
-    let mut plan: Vec<Planned> = Vec::new();
+    let mut plan: Vec<Planned> = Vec::with_capacity(config.jobs.len());
     let mut changed = 0;
     for (index, job) in config.jobs.iter().enumerate() {
         let last = loaded.records.get(&job.id);

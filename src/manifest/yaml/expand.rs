@@ -42,7 +42,7 @@ impl Cx<'_> {
         };
         let id_node = entries
             .iter()
-            .find(|(k, _)| k.key_text() == "id")
+            .find(|(k, _)| k.key_str() == "id")
             .map(|(_, v)| v);
         let id = id_node.and_then(|v| self.text(v, None, "id"));
         let job = id.as_deref();
@@ -56,8 +56,9 @@ impl Cx<'_> {
         let mut repeat: Option<(usize, &Node)> = None;
         let mut seed_list: Option<&Node> = None;
         for (k, v) in entries {
-            let name = k.key_text();
-            match name.as_str() {
+            let name = k.key_str();
+            let name = name.as_ref();
+            match name {
                 "id" => {}
                 "matrix" => matrix = Some(v),
                 "repeat" => {
@@ -68,17 +69,17 @@ impl Cx<'_> {
                     }
                 }
                 "upgrade" => self.set_upgrade(&mut base, v, job),
-                "keep_original" => match self.boolean(v, job, &name) {
+                "keep_original" => match self.boolean(v, job, name) {
                     Some(b) => base.keep_original = Some(b),
                     None => base.bad = true,
                 },
-                _ => match Field::from_name(&name) {
+                _ => match Field::from_name(name) {
                     Some(Field::Seeds) if matches!(v.value, Value::Seq(_)) => seed_list = Some(v),
                     Some(f) => {
                         if base.field_at.contains_key(&f) || base.bad_fields.contains(&f) {
                             let msg =
                                 format!("is set twice (as {} and another spelling)", f.api_name());
-                            self.err(k, job, Some(&name), msg);
+                            self.err(k, job, Some(name), msg);
                             base.bad = true;
                         } else {
                             self.set_field(&mut base, f, v, job);
