@@ -174,7 +174,9 @@ impl Record {
         ]
     }
 
-    fn from_cells(cells: &csv::StringRecord) -> Result<Record, (Option<String>, String)> {
+    pub(crate) fn from_cells(
+        cells: &csv::StringRecord,
+    ) -> Result<Record, (Option<String>, String)> {
         let get = |i: usize| cells.get(i).unwrap_or_default();
         let opt = |i: usize| Some(get(i).to_owned()).filter(|s| !s.is_empty());
         let list = |i: usize| -> Vec<String> {

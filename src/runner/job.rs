@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, onesho
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::collector::Event;
+use super::collector::{Event, Row};
 use super::paths::video_path;
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
@@ -237,11 +237,18 @@ impl JobRunner {
             code = self.record.error_code,
             "state change"
         );
+        let row = Row::new(
+            self.job.clone(),
+            &self.record,
+            self.shared.settings.download,
+        )
+        .map_err(|e| {
+            let msg = format!("failed to encode a results row: {e}");
+            self.shared.set_fatal(Fatal::Checkpoint(msg));
+            JobEnd::Stopped
+        })?;
         let (tx, rx) = oneshot::channel();
-        let event = Event::Row {
-            record: Box::new(self.record.clone()),
-            ack: Some(tx),
-        };
+        let event = Event::Row { row, ack: Some(tx) };
         let written = match self.shared.events.send(event).await {
             Ok(()) => rx
                 .await
@@ -550,7 +557,9 @@ impl JobRunner {
         let mut paths = Vec::with_capacity(files.len());
         for (url, dest) in &files {
             // Files only reach their final name complete (temp file, then rename).
-            if !tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            // A stat of a local file is quicker than the trip to the blocking pool
+            // that `tokio::fs` would make for it.
+            if !dest.try_exists().unwrap_or(false) {
                 let mut delays = settings.retry.nominal_delays();
                 loop {
                     let shared = self.shared.clone();

@@ -24,7 +24,7 @@ use crate::checkpoint::{self, Record, State};
 use crate::cost::PriceTable;
 use crate::exit;
 use crate::manifest::Job;
-use crate::summary::{self, Outcomes};
+use crate::summary::Outcomes;
 use crate::units::Rate;
 
 pub mod collector;
@@ -370,7 +370,15 @@ pub async fn execute(
     let submit_slots = Arc::new(Semaphore::new(config.concurrency.max(1) * 2));
     let mut set = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
-    let mut queue = plan.into_iter().peekable();
+    // A planned step holds a whole (mostly empty) record inline: keep a compact copy
+    // for the run and give the plan's memory back before the rows pile up.
+    let mut compact = Vec::with_capacity(plan.len());
+    compact.extend(plan.into_iter().map(|p| Step {
+        index: p.index,
+        start: p.start,
+        record: p.record.map(Box::new),
+    }));
+    let mut queue = compact.into_iter().peekable();
     let mut aborted = false;
     loop {
         while set.len() < config.max_active.max(1) {
@@ -384,7 +392,7 @@ pub async fn execute(
                 },
                 _ => None,
             };
-            let Some(Planned {
+            let Some(Step {
                 index,
                 start,
                 record,
@@ -405,7 +413,7 @@ pub async fn execute(
             let handle = set.spawn(job::drive(
                 shared.clone(),
                 jobs[index].clone(),
-                record.unwrap_or_else(|| fresh_record(&jobs[index])),
+                record.map_or_else(|| fresh_record(&jobs[index]), |r| *r),
                 start,
                 seed,
                 slot,
@@ -465,30 +473,33 @@ pub async fn execute(
     let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
     drop(shared);
     let Collected {
-        records,
+        entries,
         counters,
         write_error,
     } = collector.await.context("the results writer failed")?;
 
-    // One row per job, manifest order, then rows of jobs no longer in the manifest.
-    let ordered = jobs
-        .iter()
-        .filter_map(|j| records.get(&j.id))
-        .chain(foreign.iter().filter_map(|id| records.get(id)));
-    if write_error.is_none() {
-        rewrite(&config.results, ordered).with_context(|| {
-            format!(
-                "failed to rewrite results file `{}`",
-                config.results.display()
-            )
-        })?;
-    }
-
-    let outcomes = summary::outcomes(
-        jobs.iter().map(|j| summary::JobRef::from(&**j)),
-        &records,
+    // One row per job, manifest order, then rows of jobs no longer in the manifest;
+    // the outcomes are counted in the same pass over the last rows.
+    let outcomes = collector::finish(
+        &config.results,
+        &jobs,
+        &foreign,
+        &entries,
+        write_error.is_none(),
         config.resume.download,
-    );
+    )
+    .with_context(|| {
+        let what = if write_error.is_none() {
+            "rewrite"
+        } else {
+            "read back"
+        };
+        format!(
+            "failed to {what} results file `{}`",
+            config.results.display()
+        )
+    })?;
+    drop(entries);
     let spent = shared_spent(&spent);
     Ok(RunReport {
         outcomes,
@@ -503,6 +514,13 @@ pub async fn execute(
         videos_dir: config.videos_dir,
         warnings,
     })
+}
+
+/// A planned step as the run keeps it.
+struct Step {
+    index: usize,
+    start: Start,
+    record: Option<Box<Record>>,
 }
 
 fn shared_spent(spent: &Mutex<f64>) -> f64 {
