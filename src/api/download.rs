@@ -213,12 +213,20 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Creates the part file, and its folder when missing.
+/// Creates the part file, and its folder when missing (looked for only then: the
+/// runner makes the folder before the run).
 fn create_part(part: &Path) -> Result<std::fs::File, ApiError> {
-    if let Some(parent) = part.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| disk_error("create directory", parent, &e))?;
+    match std::fs::File::create(part) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = part.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| disk_error("create directory", parent, &e))?;
+            }
+            std::fs::File::create(part)
+        }
+        created => created,
     }
-    std::fs::File::create(part).map_err(|e| disk_error("create", part, &e))
+    .map_err(|e| disk_error("create", part, &e))
 }
 
 /// `dest` with `.part` added to its file name (`a.mp4` -> `a.mp4.part`).

@@ -8,10 +8,12 @@
 //! reads those last rows back to rewrite the file to one row per job and to count
 //! the outcomes.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -230,11 +232,7 @@ pub fn finish(
     download: bool,
 ) -> io::Result<Outcomes> {
     let source = File::open(path)?;
-    let mut reader = RowReader {
-        source: &source,
-        bytes: Vec::with_capacity(1024),
-        cells: csv::StringRecord::new(),
-    };
+    let mut reader = RowReader::new(&source);
     let mut outcomes = Outcomes::default();
     if !rewrite {
         for job in jobs {
@@ -291,10 +289,36 @@ pub fn finish(
 struct RowReader<'a> {
     source: &'a File,
     bytes: Vec<u8>,
+    /// One csv reader for every row: building one costs more than parsing a row.
+    rdr: csv::Reader<Feed>,
+    feed: Rc<RefCell<VecDeque<u8>>>,
     cells: csv::StringRecord,
 }
 
+/// The bytes handed to [`RowReader`]'s csv reader, one row at a time.
+struct Feed(Rc<RefCell<VecDeque<u8>>>);
+
+impl io::Read for Feed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
 impl RowReader<'_> {
+    fn new(source: &File) -> RowReader<'_> {
+        let feed = Rc::new(RefCell::new(VecDeque::new()));
+        RowReader {
+            source,
+            bytes: Vec::with_capacity(1024),
+            rdr: csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(Feed(feed.clone())),
+            feed,
+            cells: csv::StringRecord::new(),
+        }
+    }
+
     /// Reads the `len` bytes at `offset` into `bytes`.
     fn read(&mut self, offset: u64, len: u32) -> io::Result<()> {
         self.bytes.resize(len as usize, 0);
@@ -309,16 +333,17 @@ impl RowReader<'_> {
                 format!("the row at byte {offset} does not read back: {why}"),
             )
         };
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .buffer_capacity(self.bytes.len().max(64))
-            .from_reader(self.bytes.as_slice());
-        if !rdr
-            .read_record(&mut self.cells)
-            .map_err(|e| row_at(e.to_string()))?
-        {
+        // The row ends with its line end, so the reader stops right after it and
+        // keeps nothing of it for the next row.
+        self.feed.borrow_mut().extend(&self.bytes);
+        let read = self.rdr.read_record(&mut self.cells);
+        let leftover = !self.feed.borrow().is_empty();
+        self.feed.borrow_mut().clear();
+        if !read.map_err(|e| row_at(e.to_string()))? {
             return Err(row_at("it is empty".into()));
+        }
+        if leftover {
+            return Err(row_at("it holds more than one row".into()));
         }
         Record::from_cells(&self.cells).map_err(|(_, why)| row_at(why))
     }
@@ -344,4 +369,49 @@ fn generation_time(r: &Record) -> Option<Duration> {
     let start = humantime::parse_rfc3339(r.submitted_at.as_deref()?).ok()?;
     let end = humantime::parse_rfc3339(r.finished_at.as_deref()?).ok()?;
     end.duration_since(start).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::writer::encode_row;
+
+    fn rec(id: &str, state: State, message: &str) -> Record {
+        Record {
+            job_id: id.into(),
+            state: Some(state),
+            prompt: "a \"quoted\", multi\nline prompt".into(),
+            error_message: Some(message.to_owned()).filter(|m| !m.is_empty()),
+            video_urls: vec!["http://h/a".into(), "http://h/b".into()],
+            updated_at: "t".into(),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn rows_read_back_one_after_another_are_the_records_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let records = [
+            rec("a", State::Submitted, ""),
+            rec("b,c", State::Failed, "bad \"thing\""),
+            rec("d", State::Succeeded, "x"),
+        ];
+        let mut bytes = Vec::new();
+        let mut places = Vec::new();
+        for r in &records {
+            let start = bytes.len();
+            encode_row(r, &mut bytes).unwrap();
+            places.push((start as u64, (bytes.len() - start) as u32));
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut reader = RowReader::new(&file);
+        // Out of order, and twice: each read stands alone.
+        for i in [2, 0, 1, 2] {
+            let (offset, len) = places[i];
+            reader.read(offset, len).unwrap();
+            assert_eq!(reader.parse(offset).unwrap(), records[i]);
+        }
+    }
 }
