@@ -14,11 +14,11 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::job::JobHandle;
 use crate::checkpoint::writer::{Appender, encode_header, encode_row, rewrite_with};
 use crate::checkpoint::{Record, State};
 use crate::manifest::Job;
@@ -41,7 +41,7 @@ pub enum Event {
 /// worker, not on the one collector), with what the counters need to know of it.
 #[derive(Debug)]
 pub struct Row {
-    pub job: Arc<Job>,
+    pub job: JobHandle,
     /// The row as [`encode_row`] writes it, line end included.
     pub bytes: Vec<u8>,
     pub state: State,
@@ -52,7 +52,7 @@ pub struct Row {
 
 impl Row {
     /// Encodes `record`, the new last record of `job`.
-    pub fn new(job: Arc<Job>, record: &Record, download: bool) -> io::Result<Row> {
+    pub fn new(job: JobHandle, record: &Record, download: bool) -> io::Result<Row> {
         let mut bytes = Vec::with_capacity(512);
         encode_row(record, &mut bytes)?;
         Ok(Row {
@@ -225,7 +225,7 @@ pub async fn collect(
 /// the file one at a time; the rewrite is atomic (see [`rewrite_with`]).
 pub fn finish(
     path: &Path,
-    jobs: &[Arc<Job>],
+    jobs: &[Job],
     foreign: &[String],
     entries: &HashMap<String, Entry>,
     rewrite: bool,
@@ -236,7 +236,7 @@ pub fn finish(
     let mut outcomes = Outcomes::default();
     if !rewrite {
         for job in jobs {
-            let job_ref = JobRef::from(&**job);
+            let job_ref = JobRef::from(job);
             match entries.get(&job.id) {
                 None => outcomes.count(job_ref, None, download),
                 Some(Entry::Loaded(r)) => outcomes.count(job_ref, Some(r), download),
@@ -252,7 +252,7 @@ pub fn finish(
     rewrite_with(path, |out| {
         let mut buf = Vec::with_capacity(64 * 1024);
         encode_header(&mut buf)?;
-        let ids = jobs.iter().map(|j| (Some(JobRef::from(&**j)), &j.id));
+        let ids = jobs.iter().map(|j| (Some(JobRef::from(j)), &j.id));
         for (job, id) in ids.chain(foreign.iter().map(|id| (None, id))) {
             match entries.get(id) {
                 None => {

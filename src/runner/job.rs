@@ -123,6 +123,30 @@ impl Shared {
     }
 }
 
+/// One job of the run: the run's job list and the job's place in it, so that a
+/// task and its rows hold a pointer to the job, not a copy of it.
+#[derive(Debug, Clone)]
+pub struct JobHandle {
+    jobs: Arc<Vec<Job>>,
+    index: usize,
+}
+
+impl JobHandle {
+    /// The job at `index` of `jobs`; `None` past the end.
+    pub fn new(jobs: Arc<Vec<Job>>, index: usize) -> Option<JobHandle> {
+        (index < jobs.len()).then_some(JobHandle { jobs, index })
+    }
+}
+
+impl std::ops::Deref for JobHandle {
+    type Target = Job;
+
+    fn deref(&self) -> &Job {
+        // `new` checked the index, and the list never changes.
+        &self.jobs[self.index]
+    }
+}
+
 /// How a job's part in this run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobEnd {
@@ -150,7 +174,7 @@ pub enum Start {
 /// Drives one job from `start` to the end of its part in this run.
 pub async fn drive(
     shared: Arc<Shared>,
-    job: Arc<Job>,
+    job: JobHandle,
     record: Record,
     start: Start,
     seed: u64,
@@ -219,7 +243,7 @@ async fn slot(shared: &Shared) -> Option<SemaphorePermit<'_>> {
 
 struct JobRunner {
     shared: Arc<Shared>,
-    job: Arc<Job>,
+    job: JobHandle,
     record: Record,
     rng: fastrand::Rng,
 }

@@ -34,7 +34,7 @@ pub mod retry;
 
 use collector::{Collected, Counters, Progress};
 pub use job::Start;
-use job::{Budget, Fatal, JobSettings, Shared};
+use job::{Budget, Fatal, JobHandle, JobSettings, Shared};
 use retry::RetryPolicy;
 
 /// Everything a run needs, resolved from flags, manifest and defaults.
@@ -358,12 +358,10 @@ pub async fn execute(
         },
     });
 
-    // The jobs move behind `Arc`s for the job tasks; nothing keeps a second copy.
+    // The jobs move behind one `Arc` for the job tasks: a task holds the list and its
+    // place in it, so no job is copied or allocated again.
     let mut config = config;
-    let jobs: Vec<Arc<Job>> = std::mem::take(&mut config.jobs)
-        .into_iter()
-        .map(Arc::new)
-        .collect();
+    let jobs: Arc<Vec<Job>> = Arc::new(std::mem::take(&mut config.jobs));
     // Jobs that have yet to submit are started only as submission slots free up,
     // so that thousands of them do not wait at once on the limiter: memory and
     // wake-ups then follow the jobs the service is working on, not the manifest.
@@ -410,14 +408,11 @@ pub async fn execute(
                 continue;
             }
             let seed = config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let handle = set.spawn(job::drive(
-                shared.clone(),
-                jobs[index].clone(),
-                record.map_or_else(|| fresh_record(&jobs[index]), |r| *r),
-                start,
-                seed,
-                slot,
-            ));
+            let Some(job) = JobHandle::new(jobs.clone(), index) else {
+                continue;
+            };
+            let record = record.map_or_else(|| fresh_record(&job), |r| *r);
+            let handle = set.spawn(job::drive(shared.clone(), job, record, start, seed, slot));
             running.insert(handle.id(), index);
         }
         let waiting_for_slot = set.len() < config.max_active.max(1)
