@@ -373,8 +373,102 @@ fn generation_time(r: &Record) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::checkpoint::writer::encode_row;
+    use crate::manifest::Origin;
+    use crate::request::{RawRequest, check};
+
+    fn job(i: usize) -> Job {
+        let raw = RawRequest {
+            prompt: Some(format!("clip {i}")),
+            ..RawRequest::default()
+        };
+        let request = check(&raw).result.unwrap();
+        Job {
+            id: format!("job-{i}"),
+            fingerprint: request.fingerprint(),
+            request,
+            upgrade: None,
+            keep_original: false,
+            origin: Origin::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn many_rows_per_job_leave_one_entry_and_one_row_per_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.csv");
+        let jobs = Arc::new((0..3).map(job).collect::<Vec<_>>());
+        let appender = Appender::open(&path, false).unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let progress = Progress {
+            mode: Mode::Quiet,
+            total: jobs.len(),
+            download: false,
+            rate_per_second: 0.0,
+        };
+        let collector = tokio::spawn(collect(rx, appender, HashMap::new(), progress));
+        let send = |i: usize, state: State, attempts: u32, message: Option<&str>| {
+            let handle = JobHandle::new(jobs.clone(), i).unwrap();
+            let record = Record {
+                job_id: handle.id.clone(),
+                state: Some(state),
+                attempts,
+                fingerprint: handle.fingerprint.clone(),
+                error_message: message.map(str::to_owned),
+                updated_at: "t".into(),
+                ..Record::default()
+            };
+            let row = Row::new(handle, &record, false).unwrap();
+            let (ack, heard) = oneshot::channel();
+            (
+                Event::Row {
+                    row,
+                    ack: Some(ack),
+                },
+                heard,
+            )
+        };
+        // A long history of retries for every job: memory must not follow it.
+        for attempt in 1..=200 {
+            for i in 0..3 {
+                let (event, heard) = send(i, State::Pending, attempt, Some("429: busy"));
+                tx.send(event).await.unwrap();
+                heard.await.unwrap().unwrap();
+            }
+        }
+        for (i, state, message) in [
+            (0, State::Succeeded, None),
+            (1, State::Failed, Some("bad prompt")),
+        ] {
+            let (event, heard) = send(i, state, 201, message);
+            tx.send(event).await.unwrap();
+            heard.await.unwrap().unwrap();
+        }
+        drop(tx);
+        let collected = collector.await.unwrap();
+        assert_eq!(collected.entries.len(), 3);
+        assert!(
+            collected
+                .entries
+                .values()
+                .all(|e| matches!(e, Entry::Logged { .. }))
+        );
+        let before = crate::checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(before.rows, 3 * 200 + 2);
+
+        let outcomes = finish(&path, &jobs, &[], &collected.entries, true, false).unwrap();
+        assert_eq!(outcomes.tally.succeeded, 1);
+        assert_eq!(outcomes.tally.failed, 1);
+        assert_eq!(outcomes.tally.not_started, 1);
+        let after = crate::checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(after.rows, 3);
+        assert_eq!(after.order, ["job-0", "job-1", "job-2"]);
+        assert_eq!(after.records, before.records);
+        assert_eq!(after.records["job-2"].attempts, 200);
+    }
 
     fn rec(id: &str, state: State, message: &str) -> Record {
         Record {
