@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use governor::DefaultDirectRateLimiter;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::collector::{Event, Row};
+use super::pace::{Pace, Place};
 use super::paths::video_path;
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
@@ -82,9 +82,12 @@ impl Budget {
 pub struct Shared {
     pub client: Client,
     pub settings: JobSettings,
-    pub limiter: DefaultDirectRateLimiter,
     pub permits: Semaphore,
-    /// Lets one submitter at a time wait on the limiter.
+    /// The rate limit's record of recent sends.
+    pub pace: Mutex<Pace>,
+    /// A reserved place's send left (or was given up).
+    pub place_left: Notify,
+    /// Lets one submitter at a time reserve a place among the sends.
     pub submit_turn: tokio::sync::Mutex<()>,
     /// After a 429, no job submits before this instant.
     pub pause_until: Mutex<Option<Instant>>,
@@ -116,6 +119,18 @@ impl Shared {
                 *until = Some(candidate);
             }
         }
+    }
+
+    fn pace(&self) -> Option<std::sync::MutexGuard<'_, Pace>> {
+        self.pace.lock().ok()
+    }
+
+    /// Records that the send of `place` left now.
+    fn sent(&self, place: u64) {
+        if let Some(mut pace) = self.pace() {
+            pace.sent(place, Instant::now());
+        }
+        self.place_left.notify_waiters();
     }
 
     fn paused_until(&self) -> Option<Instant> {
@@ -210,25 +225,73 @@ pub async fn drive(
     outcome.await.unwrap_or_else(|end| end)
 }
 
-/// Waits for the pause after a 429, a request slot, and the rate limiter, in that
-/// order, so that the request leaves the moment the limiter allows it: a slot
-/// awaited after the limiter would let sends bunch up and overfill the service's
-/// window. One submitter at a time holds a slot while it waits on the limiter, so
+/// A submission's reserved place among the sends, with its request slot. Given
+/// up without a send (the run stops, the budget is spent, the row cannot be
+/// written), the place counts as a send at that moment, so that the places after
+/// it never wait for it and never leave too early.
+struct Reserved<'a> {
+    shared: &'a Shared,
+    place: Place,
+    permit: Option<SemaphorePermit<'a>>,
+}
+
+impl<'a> Reserved<'a> {
+    /// The request leaves now: records the send and hands over the request slot.
+    fn leave(mut self) -> Option<SemaphorePermit<'a>> {
+        self.shared.sent(self.place.number);
+        self.permit.take()
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.shared.sent(self.place.number);
+    }
+}
+
+/// Waits for the pause after a 429, a request slot and a place among the sends
+/// (see [`Pace`]), then for the moment to start writing the row. One submitter
+/// at a time reserves, so places follow the order jobs asked for them; a slot
+/// awaited after the place would let sends bunch up and overfill the service's
+/// window. The one submitter that waits for a place holds a request slot, so
 /// polls and downloads keep the others.
-async fn ready_to_submit(shared: &Shared) -> Option<SemaphorePermit<'_>> {
+async fn ready_to_submit(shared: &Shared) -> Option<Reserved<'_>> {
     let wait = async {
-        let _turn = shared.submit_turn.lock().await;
+        let turn = shared.submit_turn.lock().await;
         while let Some(until) = shared.paused_until().filter(|u| *u > Instant::now()) {
             tokio::time::sleep_until(until).await;
         }
         let permit = shared.permits.acquire().await.ok()?;
-        shared.limiter.until_ready().await;
-        Some(permit)
+        let reserved = loop {
+            let left = shared.place_left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            if let Some(place) = shared.pace().and_then(|mut p| p.reserve()) {
+                break Reserved {
+                    shared,
+                    place,
+                    permit: Some(permit),
+                };
+            }
+            left.await;
+        };
+        drop(turn);
+        loop {
+            if let Some(at) = shared.pace().and_then(|p| p.sync_from(reserved.place.slot)) {
+                tokio::time::sleep_until(at).await;
+            }
+            // A 429 may have come back meanwhile, to a request sent before this one.
+            match shared.paused_until().filter(|u| *u > Instant::now()) {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => break,
+            }
+        }
+        Some(reserved)
     };
     tokio::select! {
         biased;
         () = shared.stop_submitting.cancelled() => None,
-        permit = wait => permit.filter(|_| !shared.stop_submitting.is_cancelled()),
+        reserved = wait => reserved.filter(|_| !shared.stop_submitting.is_cancelled()),
     }
 }
 
@@ -299,7 +362,7 @@ impl JobRunner {
         let mut delays = self.shared.settings.retry.nominal_delays();
         loop {
             let shared = self.shared.clone();
-            let Some(permit) = ready_to_submit(&shared).await else {
+            let Some(reserved) = ready_to_submit(&shared).await else {
                 return Err(JobEnd::NotStarted);
             };
             let cost = shared.budget.prices.job(&self.job);
@@ -313,7 +376,15 @@ impl JobRunner {
             }
             self.record.attempts += 1;
             self.record.task_id = None;
+            let syncing = Instant::now();
             self.save(State::Submitting).await?;
+            if let Some(mut pace) = shared.pace() {
+                pace.synced(syncing.elapsed());
+            }
+            if let Some(slot) = reserved.place.slot {
+                tokio::time::sleep_until(slot).await;
+            }
+            let permit = reserved.leave();
             let sent = self.shared.client.generate(&body).await;
             drop(permit);
             let e = match sent {

@@ -6,13 +6,11 @@
 //! it events. Jobs share only the client, the limits and the stop signals.
 
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use governor::{Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -29,12 +27,14 @@ use crate::units::Rate;
 
 pub mod collector;
 pub mod job;
+pub mod pace;
 pub mod paths;
 pub mod retry;
 
 use collector::{Collected, Counters, Progress};
 pub use job::Start;
 use job::{Budget, Fatal, JobHandle, JobSettings, Shared};
+use pace::Pace;
 use retry::RetryPolicy;
 
 /// Everything a run needs, resolved from flags, manifest and defaults.
@@ -311,6 +311,8 @@ pub async fn execute(
     }
     let appender = Appender::open(&config.results, config.sync)
         .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
+    let mut pace = Pace::new(config.rate);
+    pace.remember(loaded_records.values());
     let (tx, rx) = mpsc::channel(4096);
     let collector = tokio::spawn(collector::collect(
         rx,
@@ -324,13 +326,6 @@ pub async fn execute(
         },
     ));
 
-    // Evenly spaced sends (no burst) keep every sliding window of the service's
-    // length under its count; the margin absorbs jitter between send and arrival.
-    let window = config.rate.per + (config.rate.per / 100).max(Duration::from_millis(10));
-    let period = window / config.rate.count;
-    let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-        .context("the rate is too fast")?
-        .allow_burst(NonZeroU32::MIN);
     let spent = Arc::new(Mutex::new(0.0));
     let shared = Arc::new(Shared {
         client,
@@ -343,8 +338,9 @@ pub async fn execute(
             download: config.resume.download,
             no_wait: config.no_wait,
         },
-        limiter: RateLimiter::direct(quota),
         permits: Semaphore::new(config.concurrency.max(1)),
+        pace: Mutex::new(pace),
+        place_left: tokio::sync::Notify::new(),
         submit_turn: tokio::sync::Mutex::new(()),
         pause_until: Mutex::new(None),
         events: tx,

@@ -228,8 +228,8 @@ fn rate_limited_answers_are_retried() {
 #[test]
 fn the_default_rate_draws_no_429() {
     // The service's limit at half of real time: 20 calls per 5 s. 25 jobs fill
-    // one window and spill into the next, where a runner that bursts or bunches
-    // its sends is refused.
+    // one window and spill into the next, where a runner that sends more than the
+    // window allows is refused.
     let h = Harness::new(SimConfig {
         rate: Some("20/10s".parse().expect("rate")),
         time_scale: 0.5,
@@ -244,16 +244,49 @@ fn the_default_rate_draws_no_429() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
     let stats = h.stats();
-    // The margin (1% of the window, 50 ms here) absorbs the delay between the
-    // limiter's grant and the request's arrival (the `submitting` row is synced in
-    // between); a disk and cores loaded by the other tests may still, rarely, delay
-    // one request past it: "almost no 429" is the promise.
+    // The margin (1% of the window, 50 ms here) absorbs the delay between a send
+    // and its arrival; cores loaded by the other tests may still, rarely, delay one
+    // request past it: "almost no 429" is the promise.
     assert!(
         stats.answered_429 <= 1,
         "the runner kept under the limit by itself: {} answers 429",
         stats.answered_429
     );
     assert_eq!(stats.tasks_created, 25);
+}
+
+#[test]
+fn a_run_resumed_at_once_counts_the_sends_of_the_one_before() {
+    // 20 calls per 5 s. The first run fills the window and stops (`--no-wait`);
+    // the second, started at once with 20 more jobs, must wait for the window
+    // the first one filled, which only its results file tells it about.
+    let h = Harness::new(SimConfig {
+        rate: Some("20/10s".parse().expect("rate")),
+        time_scale: 0.5,
+        generation_time: (Duration::from_millis(200), Duration::from_millis(400)),
+        ..SimConfig::default()
+    });
+    let manifest = h.write("b.yaml", &text_jobs(20));
+    let run = |extra: &[&str], code: i32| {
+        let out = h
+            .run_cmd(&manifest)
+            .args(["--rate", "20/5s"])
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+    };
+    run(&["--no-wait"], exit::NOT_FINISHED as i32);
+    assert_eq!(h.stats().tasks_created, 20);
+    h.write("b.yaml", &text_jobs(40));
+    run(&[], exit::OK as i32);
+    let stats = h.stats();
+    assert_eq!(stats.tasks_created, 40, "each job created exactly one task");
+    assert!(
+        stats.answered_429 <= 1,
+        "the resumed run waited for the window: {} answers 429",
+        stats.answered_429
+    );
 }
 
 #[test]
