@@ -399,7 +399,12 @@ fn transport_error(e: &reqwest::Error, what: &str, timeout: Duration) -> ApiErro
 /// the body can leak it.
 fn redact_bytes(body: Vec<u8>, key: &str) -> Vec<u8> {
     let key = key.as_bytes();
-    if key.is_empty() || body.len() < key.len() || !body.windows(key.len()).any(|w| w == key) {
+    let Some(&first) = key.first() else {
+        return body;
+    };
+    // Comparing only where the key's first byte is: a memcmp call per position
+    // was 2% of a run's CPU.
+    if body.len() < key.len() || !body.windows(key.len()).any(|w| w[0] == first && w == key) {
         return body;
     }
     let mut out = Vec::with_capacity(body.len());
