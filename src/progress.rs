@@ -77,22 +77,53 @@ pub fn counts(records: &HashMap<String, Record>, total: usize, download: bool) -
     c
 }
 
+/// Where one job is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Queued,
+    Submitting,
+    Running,
+    Downloading,
+    Done,
+    Failed,
+    InDoubt,
+}
+
+/// The bucket of a job whose last record is `record` (`None`: the job has no
+/// record yet, so it is queued).
+pub fn bucket(record: Option<&Record>, download: bool) -> Bucket {
+    match record.map(|r| (r.state(), r)) {
+        None | Some((State::Pending, _)) => Bucket::Queued,
+        Some((State::Submitting, _)) => Bucket::Submitting,
+        Some((State::Submitted, _)) => Bucket::Running,
+        Some((State::Succeeded, r)) if download && r.downloads_missing(false) => {
+            Bucket::Downloading
+        }
+        Some((State::Succeeded, _)) => Bucket::Done,
+        Some((State::Failed, _)) => Bucket::Failed,
+        Some((State::InDoubt, _)) => Bucket::InDoubt,
+    }
+}
+
 impl Counts {
     /// Moves one job in or out of its bucket (`None`: the job has no record yet,
     /// so it is queued).
     pub fn add(&mut self, record: Option<&Record>, delta: isize, download: bool) {
-        let bucket = match record.map(|r| (r.state(), r)) {
-            None | Some((State::Pending, _)) => &mut self.queued,
-            Some((State::Submitting, _)) => &mut self.submitting,
-            Some((State::Submitted, _)) => &mut self.running,
-            Some((State::Succeeded, r)) if download && r.downloads_missing(false) => {
-                &mut self.downloading
-            }
-            Some((State::Succeeded, _)) => &mut self.done,
-            Some((State::Failed, _)) => &mut self.failed,
-            Some((State::InDoubt, _)) => &mut self.in_doubt,
+        self.shift(bucket(record, download), delta);
+    }
+
+    /// Moves one job in or out of `bucket`.
+    pub fn shift(&mut self, bucket: Bucket, delta: isize) {
+        let n = match bucket {
+            Bucket::Queued => &mut self.queued,
+            Bucket::Submitting => &mut self.submitting,
+            Bucket::Running => &mut self.running,
+            Bucket::Downloading => &mut self.downloading,
+            Bucket::Done => &mut self.done,
+            Bucket::Failed => &mut self.failed,
+            Bucket::InDoubt => &mut self.in_doubt,
         };
-        *bucket = bucket.saturating_add_signed(delta);
+        *n = n.saturating_add_signed(delta);
     }
 
     /// One line, no control characters.

@@ -91,16 +91,24 @@ pub fn outcomes<'a>(
     download: bool,
 ) -> Outcomes {
     let mut o = Outcomes::default();
-    for JobRef {
-        id,
-        fingerprint,
-        keep_original,
-        upgrade,
-    } in jobs
-    {
-        let r = records
-            .get(id)
-            .filter(|r| fingerprint.is_none_or(|f| f == r.fingerprint));
+    for job in jobs {
+        o.count(job, records.get(job.id), download);
+    }
+    o
+}
+
+impl Outcomes {
+    /// Counts one job against its last record, for callers that read records one
+    /// at a time instead of holding them all.
+    pub fn count(&mut self, job: JobRef<'_>, record: Option<&Record>, download: bool) {
+        let JobRef {
+            id,
+            fingerprint,
+            keep_original,
+            upgrade,
+        } = job;
+        let o = self;
+        let r = record.filter(|r| fingerprint.is_none_or(|f| f == r.fingerprint));
         let problem = |r: &Record| Problem {
             job_id: id.to_owned(),
             reason: r
@@ -114,7 +122,7 @@ pub fn outcomes<'a>(
         };
         let Some(r) = r else {
             o.tally.not_started += 1;
-            continue;
+            return;
         };
         // Where a job stands is what a run would do with it next: the planner's
         // answer, so that `status`, the summary and the next run never disagree.
@@ -145,7 +153,6 @@ pub fn outcomes<'a>(
             }
         }
     }
-    o
 }
 
 /// The table of counts and the advice for each problem job.

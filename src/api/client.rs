@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Url, redirect};
 use serde_json::{Value, json};
 
@@ -35,6 +35,10 @@ pub struct Client {
     pub(super) files: reqwest::Client,
     pub(super) base: Url,
     pub(super) key: ApiKey,
+    /// The endpoints joined to `base` once, not at every call.
+    endpoints: std::sync::Arc<[(&'static str, Url)]>,
+    /// `Bearer <key>`, marked sensitive so that it is never logged.
+    auth: HeaderValue,
     pub(super) request_timeout: Duration,
     pub(super) max_download_bytes: u64,
 }
@@ -74,8 +78,15 @@ impl Client {
     pub fn new(config: ClientConfig) -> anyhow::Result<Client> {
         let base = parse_base(&config.base_url)?;
         // Fail here, not on the first call, when the key cannot be a header.
-        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", config.key.expose()))
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.key.expose()))
             .map_err(|_| anyhow::anyhow!("the api key cannot be sent in an http header"))?;
+        auth.set_sensitive(true);
+        let endpoints = [GENERATE, RECORD_INFO, GET_1080P, GET_4K, CREDIT]
+            .into_iter()
+            .map(|path| base.join(path).map(|url| (path, url)))
+            .collect::<Result<Vec<_>, _>>()
+            .context("failed to join the api base url and an endpoint")?
+            .into();
         let api = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
@@ -94,6 +105,8 @@ impl Client {
             api,
             files,
             base,
+            endpoints,
+            auth,
             key: config.key,
             request_timeout: config.request_timeout,
             max_download_bytes: config.max_download_bytes,
@@ -106,10 +119,17 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, ApiError> {
-        let url = self.base.join(path).map_err(|e| {
-            ApiError::new(ErrorClass::Failed, None, format!("bad endpoint url: {e}"))
-        })?;
-        Ok(self.api.request(method, url).bearer_auth(self.key.expose()))
+        let known = self.endpoints.iter().find(|(p, _)| *p == path);
+        let url = match known {
+            Some((_, url)) => url.clone(),
+            None => self.base.join(path).map_err(|e| {
+                ApiError::new(ErrorClass::Failed, None, format!("bad endpoint url: {e}"))
+            })?,
+        };
+        Ok(self
+            .api
+            .request(method, url)
+            .header(AUTHORIZATION, self.auth.clone()))
     }
 
     /// Sends `req` and reads the answer: the HTTP status, Retry-After and body.
@@ -379,7 +399,12 @@ fn transport_error(e: &reqwest::Error, what: &str, timeout: Duration) -> ApiErro
 /// the body can leak it.
 fn redact_bytes(body: Vec<u8>, key: &str) -> Vec<u8> {
     let key = key.as_bytes();
-    if key.is_empty() || body.len() < key.len() || !body.windows(key.len()).any(|w| w == key) {
+    let Some(&first) = key.first() else {
+        return body;
+    };
+    // Comparing only where the key's first byte is: a memcmp call per position
+    // was 2% of a run's CPU.
+    if body.len() < key.len() || !body.windows(key.len()).any(|w| w[0] == first && w == key) {
         return body;
     }
     let mut out = Vec::with_capacity(body.len());

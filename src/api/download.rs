@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use reqwest::Url;
-use tokio::io::AsyncWriteExt;
 
 use super::classify::body_snippet;
 use super::client::{Client, retry_after, root_cause};
@@ -68,31 +67,16 @@ impl Client {
             return Err(too_big(&shown, n, self.max_download_bytes));
         }
 
-        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| disk_error("create directory", parent, &e))?;
-        }
-        let mut file = tokio::fs::File::create(&part)
-            .await
-            .map_err(|e| disk_error("create", &part, &e))?;
-        let written = self
-            .stream_to(&mut resp, &mut file, &part, &shown, expected)
-            .await;
-        drop(file);
+        let mut sink = Sink::new(part.clone(), dest.to_path_buf());
+        let written = self.stream_to(&mut resp, &mut sink, &shown, expected).await;
         let total = match written {
             Ok(total) => total,
             Err(e) => {
-                // Best effort: a leftover part file is overwritten next time.
-                let _ = tokio::fs::remove_file(&part).await;
+                sink.discard().await;
                 return Err(e);
             }
         };
-        if let Err(e) = tokio::fs::rename(&part, dest).await {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(disk_error("rename into", dest, &e));
-        }
-        sync_parent(dest).await;
+        sink.finish().await?;
         tracing::debug!(url = %shown, bytes = total, dest = %dest.display(), "downloaded");
         Ok(total)
     }
@@ -100,8 +84,7 @@ impl Client {
     async fn stream_to(
         &self,
         resp: &mut reqwest::Response,
-        file: &mut tokio::fs::File,
-        part: &Path,
+        sink: &mut Sink,
         shown: &str,
         expected: Option<u64>,
     ) -> Result<u64, ApiError> {
@@ -116,9 +99,7 @@ impl Client {
             if total > self.max_download_bytes {
                 return Err(too_big(shown, total, self.max_download_bytes));
             }
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| disk_error("write", part, &e))?;
+            sink.push(&chunk).await?;
         }
         if let Some(n) = expected
             && n != total
@@ -129,15 +110,123 @@ impl Client {
                 format!("download of {shown} was cut short: got {total} of {n} bytes"),
             ));
         }
-        file.flush()
-            .await
-            .map_err(|e| disk_error("write", part, &e))?;
-        // The results file will say this video is done: make sure it is on disk first.
-        file.sync_all()
-            .await
-            .map_err(|e| disk_error("sync", part, &e))?;
         Ok(total)
     }
+}
+
+/// Bytes held in memory before they are written out: a small file (the common
+/// case) then costs one trip to the blocking pool in all, not one per step.
+const SPILL_BYTES: usize = 1024 * 1024;
+
+/// The part file a download goes to, written on the blocking pool in large
+/// pieces: creating, writing, syncing and renaming are all blocking calls, and
+/// each trip to the pool wakes a thread.
+struct Sink {
+    part: PathBuf,
+    dest: PathBuf,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl Sink {
+    fn new(part: PathBuf, dest: PathBuf) -> Sink {
+        Sink {
+            part,
+            dest,
+            file: None,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn push(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() < SPILL_BYTES {
+            return Ok(());
+        }
+        let (file, buf) = (self.file.take(), std::mem::take(&mut self.buf));
+        let part = self.part.clone();
+        let file = blocking(move || {
+            let mut file = match file {
+                Some(f) => f,
+                None => create_part(&part)?,
+            };
+            std::io::Write::write_all(&mut file, &buf)
+                .map_err(|e| disk_error("write", &part, &e))?;
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Writes what is left, syncs, renames the part file to `dest` and syncs the
+    /// folder: the results file will say this video is done, so it must be on disk
+    /// under its name first.
+    async fn finish(mut self) -> Result<(), ApiError> {
+        let (file, buf) = (self.file.take(), std::mem::take(&mut self.buf));
+        let (part, dest) = (self.part.clone(), self.dest.clone());
+        blocking(move || {
+            let mut file = match file {
+                Some(f) => f,
+                None => create_part(&part)?,
+            };
+            let written = std::io::Write::write_all(&mut file, &buf)
+                .map_err(|e| disk_error("write", &part, &e))
+                .and_then(|()| file.sync_all().map_err(|e| disk_error("sync", &part, &e)));
+            drop(file);
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+            if let Err(e) = std::fs::rename(&part, &dest) {
+                let _ = std::fs::remove_file(&part);
+                return Err(disk_error("rename into", &dest, &e));
+            }
+            sync_parent(&dest);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Best effort: a leftover part file is overwritten next time.
+    async fn discard(mut self) {
+        if let Some(file) = self.file.take() {
+            drop(file);
+            let part = self.part.clone();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(part)).await;
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool; a pool that is gone (the runtime shutting down)
+/// is a failed download.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::new(
+            ErrorClass::Failed,
+            None,
+            format!("the file writer stopped: {e}"),
+        )),
+    }
+}
+
+/// Creates the part file, and its folder when missing (looked for only then: the
+/// runner makes the folder before the run).
+fn create_part(part: &Path) -> Result<std::fs::File, ApiError> {
+    match std::fs::File::create(part) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = part.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| disk_error("create directory", parent, &e))?;
+            }
+            std::fs::File::create(part)
+        }
+        created => created,
+    }
+    .map_err(|e| disk_error("create", part, &e))
 }
 
 /// `dest` with `.part` added to its file name (`a.mp4` -> `a.mp4.part`).
@@ -154,15 +243,12 @@ fn shown_url(url: &Url) -> String {
 }
 
 /// Makes the rename durable. Best effort: not every platform can open a directory.
-async fn sync_parent(dest: &Path) {
+fn sync_parent(dest: &Path) {
     let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     };
-    let _ = tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&parent).and_then(|d| d.sync_all())
-    })
-    .await;
+    let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
 }
 
 fn too_big(shown: &str, bytes: u64, max: u64) -> ApiError {

@@ -173,6 +173,15 @@ impl Record {
         ]
     }
 
+    /// Reads the row `cells` as a record.
+    pub(crate) fn from_cells(
+        cells: &csv::StringRecord,
+    ) -> Result<Record, (Option<String>, String)> {
+        let mut record = Record::default();
+        record.fill_from_cells(cells)?;
+        Ok(record)
+    }
+
     /// Sets this record to the row `cells`, reusing the record's strings: a results
     /// file a kill left holds several rows per job, and all but the last are
     /// replaced. On `Err` the record is left part-filled.

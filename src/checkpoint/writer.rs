@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{HEADER, Record};
+use super::{HEADER, LIST_SEPARATOR, Record};
 
 /// Appends rows to a results file.
 #[derive(Debug)]
@@ -14,6 +14,9 @@ pub struct Appender {
     path: PathBuf,
     sync: bool,
     buf: Vec<u8>,
+    /// The file's length: where the next row starts (this run holds the lock, so
+    /// nothing else appends).
+    len: u64,
 }
 
 impl Appender {
@@ -29,9 +32,13 @@ impl Appender {
             path: path.to_owned(),
             sync,
             buf: Vec::with_capacity(64 * 1024),
+            len: 0,
         };
-        if appender.file.metadata()?.len() == 0 {
-            appender.write(None, &[])?;
+        appender.len = appender.file.metadata()?.len();
+        if appender.len == 0 {
+            let mut header = Vec::new();
+            encode_header(&mut header)?;
+            appender.append_encoded([header.as_slice()])?;
         }
         Ok(appender)
     }
@@ -44,36 +51,138 @@ impl Appender {
     /// a row that `append` returned for is on disk (group commit: one sync covers all
     /// the rows passed together).
     pub fn append<'a>(&mut self, rows: impl IntoIterator<Item = &'a Record>) -> io::Result<()> {
-        let rows: Vec<&Record> = rows.into_iter().collect();
-        if rows.is_empty() {
-            return Ok(());
+        let mut encoded = Vec::new();
+        let mut ends = Vec::new();
+        for row in rows {
+            encode_row(row, &mut encoded)?;
+            ends.push(encoded.len());
         }
-        self.write(Some(()), &rows)
+        let mut start = 0;
+        let pieces = ends.iter().map(|&end| {
+            let piece = &encoded[start..end];
+            start = end;
+            piece
+        });
+        self.append_encoded(pieces).map(|_| ())
     }
 
-    fn write(&mut self, data: Option<()>, rows: &[&Record]) -> io::Result<()> {
+    /// Appends rows already encoded by [`encode_row`] the way [`append`](Appender::append)
+    /// does; the offset in the file where the first one starts (the others follow
+    /// it in order).
+    pub fn append_encoded<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = &'a [u8]>,
+    ) -> io::Result<u64> {
+        let start = self.len;
         self.buf.clear();
-        {
-            let mut w = csv::Writer::from_writer(&mut self.buf);
-            if data.is_none() {
-                w.write_record(HEADER).map_err(io::Error::other)?;
-            }
-            for row in rows {
-                w.write_record(row.cells()).map_err(io::Error::other)?;
-            }
-            w.flush()?;
+        for row in rows {
+            self.buf.extend_from_slice(row);
+        }
+        if self.buf.is_empty() {
+            return Ok(start);
         }
         self.file.write_all(&self.buf)?;
+        self.len += self.buf.len() as u64;
         if self.sync {
             self.file.sync_data()?;
         }
-        Ok(())
+        // A burst of rows must not keep a burst-sized buffer for the whole run.
+        if self.buf.capacity() > 1024 * 1024 {
+            self.buf = Vec::with_capacity(64 * 1024);
+        }
+        Ok(start)
     }
+}
+
+/// A csv writer into `out` with a small buffer: rows are a few hundred bytes.
+fn row_writer(out: &mut Vec<u8>) -> csv::Writer<&mut Vec<u8>> {
+    csv::WriterBuilder::new()
+        .buffer_capacity(1024)
+        .from_writer(out)
+}
+
+/// Adds the header row to `out`.
+pub fn encode_header(out: &mut Vec<u8>) -> io::Result<()> {
+    let mut w = row_writer(out);
+    w.write_record(HEADER).map_err(io::Error::other)?;
+    w.flush()
+}
+
+/// Adds `record` to `out` as one row, line end included: the same bytes as
+/// `Record::cells` written by a csv writer, without a `String` per cell.
+pub fn encode_row(record: &Record, out: &mut Vec<u8>) -> io::Result<()> {
+    fn list(scratch: &mut String, items: &[String]) -> String {
+        scratch.clear();
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                scratch.push(LIST_SEPARATOR);
+            }
+            scratch.push_str(item);
+        }
+        std::mem::take(scratch)
+    }
+    let mut w = row_writer(out);
+    let mut scratch = String::new();
+    let r = record;
+    let attempts = r.attempts.to_string();
+    let code = r.error_code.map(|c| c.to_string()).unwrap_or_default();
+    let fields: [&str; 6] = [
+        &r.job_id,
+        r.state().as_str(),
+        r.task_id.as_deref().unwrap_or_default(),
+        &attempts,
+        &r.model,
+        &r.generation_type,
+    ];
+    for f in fields {
+        w.write_field(f).map_err(io::Error::other)?;
+    }
+    for f in [&r.aspect_ratio, &r.prompt, &r.fingerprint] {
+        w.write_field(f).map_err(io::Error::other)?;
+    }
+    for items in [&r.video_urls, &r.upgrade_urls, &r.video_paths] {
+        let joined = list(&mut scratch, items);
+        w.write_field(&joined).map_err(io::Error::other)?;
+        scratch = joined;
+    }
+    let tail: [&str; 5] = [
+        &code,
+        r.error_message.as_deref().unwrap_or_default(),
+        r.submitted_at.as_deref().unwrap_or_default(),
+        r.finished_at.as_deref().unwrap_or_default(),
+        &r.updated_at,
+    ];
+    for f in tail {
+        w.write_field(f).map_err(io::Error::other)?;
+    }
+    w.write_record(None::<&[u8]>).map_err(io::Error::other)?;
+    w.flush()
 }
 
 /// Replaces the file at `path` with `rows`, atomically: readers see the old file or
 /// the new one, never a mix.
 pub fn rewrite<'a>(path: &Path, rows: impl IntoIterator<Item = &'a Record>) -> io::Result<()> {
+    rewrite_with(path, |out| {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        encode_header(&mut buf)?;
+        for row in rows {
+            encode_row(row, &mut buf)?;
+            if buf.len() >= 60 * 1024 {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        out.write_all(&buf)
+    })
+}
+
+/// Replaces the file at `path` with what `fill` writes, atomically: a temporary
+/// file beside it, synced, renamed over it, and the folder synced. `fill` may
+/// read the old file meanwhile: it stays whole under its name until the rename.
+pub fn rewrite_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -83,17 +192,9 @@ pub fn rewrite<'a>(path: &Path, rows: impl IntoIterator<Item = &'a Record>) -> i
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut w = csv::Writer::from_writer(io::BufWriter::new(file));
-        w.write_record(HEADER).map_err(io::Error::other)?;
-        for row in rows {
-            w.write_record(row.cells()).map_err(io::Error::other)?;
-        }
-        let file = w
-            .into_inner()
-            .map_err(|e| io::Error::other(e.to_string()))?
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
+        let mut out = io::BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
+        fill(&mut out)?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         // The rename is durable once the directory is synced.
@@ -218,6 +319,37 @@ mod tests {
         assert_eq!(again.records, loaded.records);
         assert!(!again.needs_compaction());
         assert!(!dir.path().join("sub/results.csv.tmp").exists());
+    }
+
+    #[test]
+    fn encoded_rows_are_the_cells_a_csv_writer_writes() {
+        let mut full = Record {
+            task_id: Some("t1".into()),
+            attempts: 3,
+            video_urls: vec!["http://a/1".into(), "http://a/2".into()],
+            video_paths: vec!["v/a.mp4".into()],
+            error_code: Some(-7),
+            error_message: Some("bad, \"really\"".into()),
+            submitted_at: Some("s".into()),
+            ..rec("a,b", State::Succeeded)
+        };
+        for r in [rec("plain", State::Pending), full.clone(), {
+            full.upgrade_urls = vec!["u".into()];
+            full
+        }] {
+            let mut want = Vec::new();
+            {
+                let mut w = csv::Writer::from_writer(&mut want);
+                w.write_record(r.cells()).unwrap();
+                w.flush().unwrap();
+            }
+            let mut got = Vec::new();
+            encode_row(&r, &mut got).unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::collector::Event;
+use super::collector::{Event, Row};
 use super::pace::{Pace, Place};
 use super::paths::video_path;
 use super::retry::RetryPolicy;
@@ -138,6 +138,30 @@ impl Shared {
     }
 }
 
+/// One job of the run: the run's job list and the job's place in it, so that a
+/// task and its rows hold a pointer to the job, not a copy of it.
+#[derive(Debug, Clone)]
+pub struct JobHandle {
+    jobs: Arc<Vec<Job>>,
+    index: usize,
+}
+
+impl JobHandle {
+    /// The job at `index` of `jobs`; `None` past the end.
+    pub fn new(jobs: Arc<Vec<Job>>, index: usize) -> Option<JobHandle> {
+        (index < jobs.len()).then_some(JobHandle { jobs, index })
+    }
+}
+
+impl std::ops::Deref for JobHandle {
+    type Target = Job;
+
+    fn deref(&self) -> &Job {
+        // `new` checked the index, and the list never changes.
+        &self.jobs[self.index]
+    }
+}
+
 /// How a job's part in this run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobEnd {
@@ -165,7 +189,7 @@ pub enum Start {
 /// Drives one job from `start` to the end of its part in this run.
 pub async fn drive(
     shared: Arc<Shared>,
-    job: Arc<Job>,
+    job: JobHandle,
     record: Record,
     start: Start,
     seed: u64,
@@ -282,7 +306,7 @@ async fn slot(shared: &Shared) -> Option<SemaphorePermit<'_>> {
 
 struct JobRunner {
     shared: Arc<Shared>,
-    job: Arc<Job>,
+    job: JobHandle,
     record: Record,
     rng: fastrand::Rng,
 }
@@ -300,11 +324,18 @@ impl JobRunner {
             code = self.record.error_code,
             "state change"
         );
+        let row = Row::new(
+            self.job.clone(),
+            &self.record,
+            self.shared.settings.download,
+        )
+        .map_err(|e| {
+            let msg = format!("failed to encode a results row: {e}");
+            self.shared.set_fatal(Fatal::Checkpoint(msg));
+            JobEnd::Stopped
+        })?;
         let (tx, rx) = oneshot::channel();
-        let event = Event::Row {
-            record: Box::new(self.record.clone()),
-            ack: Some(tx),
-        };
+        let event = Event::Row { row, ack: Some(tx) };
         let written = match self.shared.events.send(event).await {
             Ok(()) => rx
                 .await
@@ -621,7 +652,9 @@ impl JobRunner {
         let mut paths = Vec::with_capacity(files.len());
         for (url, dest) in &files {
             // Files only reach their final name complete (temp file, then rename).
-            if !tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            // A stat of a local file is quicker than the trip to the blocking pool
+            // that `tokio::fs` would make for it.
+            if !dest.try_exists().unwrap_or(false) {
                 let mut delays = settings.retry.nominal_delays();
                 loop {
                     let shared = self.shared.clone();

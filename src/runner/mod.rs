@@ -22,7 +22,7 @@ use crate::checkpoint::{self, Record, State};
 use crate::cost::PriceTable;
 use crate::exit;
 use crate::manifest::Job;
-use crate::summary::{self, Outcomes};
+use crate::summary::Outcomes;
 use crate::units::Rate;
 
 pub mod collector;
@@ -33,7 +33,7 @@ pub mod retry;
 
 use collector::{Collected, Counters, Progress};
 pub use job::Start;
-use job::{Budget, Fatal, JobSettings, Shared};
+use job::{Budget, Fatal, JobHandle, JobSettings, Shared};
 use pace::Pace;
 use retry::RetryPolicy;
 
@@ -380,19 +380,25 @@ pub async fn execute(
         },
     });
 
-    // The jobs move behind `Arc`s for the job tasks; nothing keeps a second copy.
+    // The jobs move behind one `Arc` for the job tasks: a task holds the list and its
+    // place in it, so no job is copied or allocated again.
     let mut config = config;
-    let jobs: Vec<Arc<Job>> = std::mem::take(&mut config.jobs)
-        .into_iter()
-        .map(Arc::new)
-        .collect();
+    let jobs: Arc<Vec<Job>> = Arc::new(std::mem::take(&mut config.jobs));
     // Jobs that have yet to submit are started only as submission slots free up,
     // so that thousands of them do not wait at once on the limiter: memory and
     // wake-ups then follow the jobs the service is working on, not the manifest.
     let submit_slots = Arc::new(Semaphore::new(config.concurrency.max(1) * 2));
     let mut set = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
-    let mut queue = plan.into_iter().peekable();
+    // A planned step holds a whole (mostly empty) record inline: keep a compact copy
+    // for the run and give the plan's memory back before the rows pile up.
+    let mut compact = Vec::with_capacity(plan.len());
+    compact.extend(plan.into_iter().map(|p| Step {
+        index: p.index,
+        start: p.start,
+        record: p.record.map(Box::new),
+    }));
+    let mut queue = compact.into_iter().peekable();
     let mut aborted = false;
     loop {
         while set.len() < config.max_active.max(1) {
@@ -406,7 +412,7 @@ pub async fn execute(
                 },
                 _ => None,
             };
-            let Some(Planned {
+            let Some(Step {
                 index,
                 start,
                 record,
@@ -424,14 +430,11 @@ pub async fn execute(
                 continue;
             }
             let seed = config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let handle = set.spawn(job::drive(
-                shared.clone(),
-                jobs[index].clone(),
-                record.unwrap_or_else(|| fresh_record(&jobs[index])),
-                start,
-                seed,
-                slot,
-            ));
+            let Some(job) = JobHandle::new(jobs.clone(), index) else {
+                continue;
+            };
+            let record = record.map_or_else(|| fresh_record(&job), |r| *r);
+            let handle = set.spawn(job::drive(shared.clone(), job, record, start, seed, slot));
             running.insert(handle.id(), index);
         }
         let waiting_for_slot = set.len() < config.max_active.max(1)
@@ -487,30 +490,33 @@ pub async fn execute(
     let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
     drop(shared);
     let Collected {
-        records,
+        entries,
         counters,
         write_error,
     } = collector.await.context("the results writer failed")?;
 
-    // One row per job, manifest order, then rows of jobs no longer in the manifest.
-    let ordered = jobs
-        .iter()
-        .filter_map(|j| records.get(&j.id))
-        .chain(foreign.iter().filter_map(|id| records.get(id)));
-    if write_error.is_none() {
-        rewrite(&config.results, ordered).with_context(|| {
-            format!(
-                "failed to rewrite results file `{}`",
-                config.results.display()
-            )
-        })?;
-    }
-
-    let outcomes = summary::outcomes(
-        jobs.iter().map(|j| summary::JobRef::from(&**j)),
-        &records,
+    // One row per job, manifest order, then rows of jobs no longer in the manifest;
+    // the outcomes are counted in the same pass over the last rows.
+    let outcomes = collector::finish(
+        &config.results,
+        &jobs,
+        &foreign,
+        &entries,
+        write_error.is_none(),
         config.resume.download,
-    );
+    )
+    .with_context(|| {
+        let what = if write_error.is_none() {
+            "rewrite"
+        } else {
+            "read back"
+        };
+        format!(
+            "failed to {what} results file `{}`",
+            config.results.display()
+        )
+    })?;
+    drop(entries);
     let spent = shared_spent(&spent);
     Ok(RunReport {
         outcomes,
@@ -525,6 +531,13 @@ pub async fn execute(
         videos_dir: config.videos_dir,
         warnings,
     })
+}
+
+/// A planned step as the run keeps it.
+struct Step {
+    index: usize,
+    start: Start,
+    record: Option<Box<Record>>,
 }
 
 fn shared_spent(spent: &Mutex<f64>) -> f64 {
