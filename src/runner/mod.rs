@@ -125,7 +125,8 @@ pub struct Planned {
     pub index: usize,
     pub start: Start,
     /// The record the job starts from: its last row, or `None` for a fresh one.
-    pub record: Option<Record>,
+    /// Boxed: most jobs of a large plan have none, and a plan entry stays small.
+    pub record: Option<Box<Record>>,
 }
 
 /// A run ready to go: the results file locked and loaded, and what is left to do.
@@ -258,8 +259,10 @@ pub fn prepare_from(
             Action::Download => Start::Download,
         };
         let record = match (last, &start) {
-            (Some(r), Start::Poll(_) | Start::Upgrade(_) | Start::Download) => Some(r.clone()),
-            (Some(r), Start::Submit) if r.fingerprint == job.fingerprint => Some(Record {
+            (Some(r), Start::Poll(_) | Start::Upgrade(_) | Start::Download) => {
+                Some(Box::new(r.clone()))
+            }
+            (Some(r), Start::Submit) if r.fingerprint == job.fingerprint => Some(Box::new(Record {
                 task_id: None,
                 video_urls: Vec::new(),
                 upgrade_urls: Vec::new(),
@@ -267,7 +270,7 @@ pub fn prepare_from(
                 submitted_at: None,
                 finished_at: None,
                 ..r.clone()
-            }),
+            })),
             // A new job's record is made when it starts, not held for the whole run.
             _ => None,
         };
@@ -396,7 +399,7 @@ pub async fn execute(
     compact.extend(plan.into_iter().map(|p| Step {
         index: p.index,
         start: p.start,
-        record: p.record.map(Box::new),
+        record: p.record,
     }));
     let mut queue = compact.into_iter().peekable();
     let mut aborted = false;
