@@ -262,15 +262,17 @@ pub fn prepare_from(
             (Some(r), Start::Poll(_) | Start::Upgrade(_) | Start::Download) => {
                 Some(Box::new(r.clone()))
             }
-            (Some(r), Start::Submit) if r.fingerprint == job.fingerprint => Some(Box::new(Record {
-                task_id: None,
-                video_urls: Vec::new(),
-                upgrade_urls: Vec::new(),
-                video_paths: Vec::new(),
-                submitted_at: None,
-                finished_at: None,
-                ..r.clone()
-            })),
+            (Some(r), Start::Submit) if r.fingerprint == job.fingerprint => {
+                Some(Box::new(Record {
+                    task_id: None,
+                    video_urls: Vec::new(),
+                    upgrade_urls: Vec::new(),
+                    video_paths: Vec::new(),
+                    submitted_at: None,
+                    finished_at: None,
+                    ..r.clone()
+                }))
+            }
             // A new job's record is made when it starts, not held for the whole run.
             _ => None,
         };
