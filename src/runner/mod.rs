@@ -395,15 +395,7 @@ pub async fn execute(
     let submit_slots = Arc::new(Semaphore::new(config.concurrency.max(1) * 2));
     let mut set = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
-    // A planned step holds a whole (mostly empty) record inline: keep a compact copy
-    // for the run and give the plan's memory back before the rows pile up.
-    let mut compact = Vec::with_capacity(plan.len());
-    compact.extend(plan.into_iter().map(|p| Step {
-        index: p.index,
-        start: p.start,
-        record: p.record,
-    }));
-    let mut queue = compact.into_iter().peekable();
+    let mut queue = plan.into_iter().peekable();
     let mut aborted = false;
     loop {
         while set.len() < config.max_active.max(1) {
@@ -417,7 +409,7 @@ pub async fn execute(
                 },
                 _ => None,
             };
-            let Some(Step {
+            let Some(Planned {
                 index,
                 start,
                 record,
@@ -536,13 +528,6 @@ pub async fn execute(
         videos_dir: config.videos_dir,
         warnings,
     })
-}
-
-/// A planned step as the run keeps it.
-struct Step {
-    index: usize,
-    start: Start,
-    record: Option<Box<Record>>,
 }
 
 fn shared_spent(spent: &Mutex<f64>) -> f64 {
