@@ -236,14 +236,15 @@ struct Reserved<'a> {
 }
 
 impl<'a> Reserved<'a> {
-    /// The request leaves now: records the send and hands over the request slot.
+    /// The request leaves now: hands over the request slot, and the place, dropped
+    /// here, records the send.
     fn leave(mut self) -> Option<SemaphorePermit<'a>> {
-        self.shared.sent(self.place.number);
         self.permit.take()
     }
 }
 
 impl Drop for Reserved<'_> {
+    /// Records the send (or the place given up) now.
     fn drop(&mut self) {
         self.shared.sent(self.place.number);
     }
