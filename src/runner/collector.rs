@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -234,54 +234,59 @@ pub fn finish(
     let source = File::open(path)?;
     let mut reader = RowReader::new(&source);
     let mut outcomes = Outcomes::default();
-    if !rewrite {
-        for job in jobs {
-            let job_ref = JobRef::from(job);
-            match entries.get(&job.id) {
-                None => outcomes.count(job_ref, None, download),
-                Some(Entry::Loaded(r)) => outcomes.count(job_ref, Some(r), download),
-                Some(&Entry::Logged { offset, len, .. }) => {
-                    reader.read(offset, len)?;
-                    let r = reader.parse(offset)?;
-                    outcomes.count(job_ref, Some(&r), download);
-                }
-            }
+    // One pass over the last rows: each job's is counted and, into `out` when
+    // rewriting, copied; rows of jobs no longer in the manifest are only copied.
+    let mut pass = |mut out: Option<&mut dyn Write>| -> io::Result<()> {
+        let rewriting = out.is_some();
+        let mut buf = Vec::with_capacity(if rewriting { 64 * 1024 } else { 0 });
+        if rewriting {
+            encode_header(&mut buf)?;
         }
-        return Ok(outcomes);
-    }
-    rewrite_with(path, |out| {
-        let mut buf = Vec::with_capacity(64 * 1024);
-        encode_header(&mut buf)?;
         let ids = jobs.iter().map(|j| (Some(JobRef::from(j)), &j.id));
-        for (job, id) in ids.chain(foreign.iter().map(|id| (None, id))) {
-            match entries.get(id) {
-                None => {
-                    if let Some(job) = job {
-                        outcomes.count(job, None, download);
-                    }
-                }
+        let foreign = foreign.iter().map(|id| (None, id));
+        for (job, id) in ids.chain(foreign.filter(|_| rewriting)) {
+            let read_back;
+            let record = match entries.get(id) {
+                None => None,
                 Some(Entry::Loaded(r)) => {
-                    encode_row(r, &mut buf)?;
-                    if let Some(job) = job {
-                        outcomes.count(job, Some(r), download);
+                    if rewriting {
+                        encode_row(r, &mut buf)?;
                     }
+                    Some(&**r)
                 }
                 Some(&Entry::Logged { offset, len, .. }) => {
                     reader.read(offset, len)?;
-                    buf.extend_from_slice(&reader.bytes);
-                    if let Some(job) = job {
-                        let r = reader.parse(offset)?;
-                        outcomes.count(job, Some(&r), download);
+                    if rewriting {
+                        buf.extend_from_slice(&reader.bytes);
+                    }
+                    if job.is_some() {
+                        read_back = reader.parse(offset)?;
+                        Some(&read_back)
+                    } else {
+                        None
                     }
                 }
+            };
+            if let Some(job) = job {
+                outcomes.count(job, record, download);
             }
             if buf.len() >= 60 * 1024 {
-                out.write_all(&buf)?;
+                if let Some(out) = out.as_mut() {
+                    out.write_all(&buf)?;
+                }
                 buf.clear();
             }
         }
-        out.write_all(&buf)
-    })?;
+        match out {
+            Some(out) => out.write_all(&buf),
+            None => Ok(()),
+        }
+    };
+    if rewrite {
+        rewrite_with(path, |out| pass(Some(out)))?;
+    } else {
+        pass(None)?;
+    }
     Ok(outcomes)
 }
 
