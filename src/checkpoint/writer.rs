@@ -52,18 +52,10 @@ impl Appender {
     /// the rows passed together).
     pub fn append<'a>(&mut self, rows: impl IntoIterator<Item = &'a Record>) -> io::Result<()> {
         let mut encoded = Vec::new();
-        let mut ends = Vec::new();
         for row in rows {
             encode_row(row, &mut encoded)?;
-            ends.push(encoded.len());
         }
-        let mut start = 0;
-        let pieces = ends.iter().map(|&end| {
-            let piece = &encoded[start..end];
-            start = end;
-            piece
-        });
-        self.append_encoded(pieces).map(|_| ())
+        self.append_encoded([encoded.as_slice()]).map(|_| ())
     }
 
     /// Appends rows already encoded by [`encode_row`] the way [`append`](Appender::append)
@@ -163,21 +155,21 @@ pub fn encode_row(record: &Record, out: &mut Vec<u8>) -> io::Result<()> {
 /// the new one, never a mix.
 pub fn rewrite<'a>(path: &Path, rows: impl IntoIterator<Item = &'a Record>) -> io::Result<()> {
     rewrite_with(path, |out| {
-        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut buf = Vec::with_capacity(1024);
         encode_header(&mut buf)?;
+        out.write_all(&buf)?;
         for row in rows {
+            buf.clear();
             encode_row(row, &mut buf)?;
-            if buf.len() >= 60 * 1024 {
-                out.write_all(&buf)?;
-                buf.clear();
-            }
+            out.write_all(&buf)?;
         }
-        out.write_all(&buf)
+        Ok(())
     })
 }
 
-/// Replaces the file at `path` with what `fill` writes, atomically: a temporary
-/// file beside it, synced, renamed over it, and the folder synced. `fill` may
+/// Replaces the file at `path` with what `fill` writes (through a buffer),
+/// atomically: a temporary file beside it, synced, renamed over it, and the folder
+/// synced. `fill` may
 /// read the old file meanwhile: it stays whole under its name until the rename.
 pub fn rewrite_with(
     path: &Path,

@@ -238,9 +238,10 @@ pub fn finish(
     // rewriting, copied; rows of jobs no longer in the manifest are only copied.
     let mut pass = |mut out: Option<&mut dyn Write>| -> io::Result<()> {
         let rewriting = out.is_some();
-        let mut buf = Vec::with_capacity(if rewriting { 64 * 1024 } else { 0 });
-        if rewriting {
+        let mut buf = Vec::new();
+        if let Some(out) = out.as_mut() {
             encode_header(&mut buf)?;
+            out.write_all(&buf)?;
         }
         let ids = jobs.iter().map(|j| (Some(JobRef::from(j)), &j.id));
         let foreign = foreign.iter().map(|id| (None, id));
@@ -249,15 +250,17 @@ pub fn finish(
             let record = match entries.get(id) {
                 None => None,
                 Some(Entry::Loaded(r)) => {
-                    if rewriting {
+                    if let Some(out) = out.as_mut() {
+                        buf.clear();
                         encode_row(r, &mut buf)?;
+                        out.write_all(&buf)?;
                     }
                     Some(&**r)
                 }
                 Some(&Entry::Logged { offset, len, .. }) => {
                     reader.read(offset, len)?;
-                    if rewriting {
-                        buf.extend_from_slice(&reader.bytes);
+                    if let Some(out) = out.as_mut() {
+                        out.write_all(&reader.bytes)?;
                     }
                     if job.is_some() {
                         read_back = reader.parse(offset)?;
@@ -270,17 +273,8 @@ pub fn finish(
             if let Some(job) = job {
                 outcomes.count(job, record, download);
             }
-            if buf.len() >= 60 * 1024 {
-                if let Some(out) = out.as_mut() {
-                    out.write_all(&buf)?;
-                }
-                buf.clear();
-            }
         }
-        match out {
-            Some(out) => out.write_all(&buf),
-            None => Ok(()),
-        }
+        Ok(())
     };
     if rewrite {
         rewrite_with(path, |out| pass(Some(out)))?;
