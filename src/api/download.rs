@@ -145,16 +145,7 @@ impl Sink {
         }
         let (file, buf) = (self.file.take(), std::mem::take(&mut self.buf));
         let part = self.part.clone();
-        let file = blocking(move || {
-            let mut file = match file {
-                Some(f) => f,
-                None => create_part(&part)?,
-            };
-            std::io::Write::write_all(&mut file, &buf)
-                .map_err(|e| disk_error("write", &part, &e))?;
-            Ok(file)
-        })
-        .await?;
+        let file = blocking(move || write_piece(file, &part, &buf)).await?;
         self.file = Some(file);
         Ok(())
     }
@@ -166,14 +157,8 @@ impl Sink {
         let (file, buf) = (self.file.take(), std::mem::take(&mut self.buf));
         let (part, dest) = (self.part.clone(), self.dest.clone());
         blocking(move || {
-            let mut file = match file {
-                Some(f) => f,
-                None => create_part(&part)?,
-            };
-            let written = std::io::Write::write_all(&mut file, &buf)
-                .map_err(|e| disk_error("write", &part, &e))
-                .and_then(|()| file.sync_all().map_err(|e| disk_error("sync", &part, &e)));
-            drop(file);
+            let written = write_piece(file, &part, &buf)
+                .and_then(|file| file.sync_all().map_err(|e| disk_error("sync", &part, &e)));
             if let Err(e) = written {
                 let _ = std::fs::remove_file(&part);
                 return Err(e);
@@ -211,6 +196,20 @@ async fn blocking<T: Send + 'static>(
             format!("the file writer stopped: {e}"),
         )),
     }
+}
+
+/// Writes `buf` to the part file, creating it first when `file` is `None`.
+fn write_piece(
+    file: Option<std::fs::File>,
+    part: &Path,
+    buf: &[u8],
+) -> Result<std::fs::File, ApiError> {
+    let mut file = match file {
+        Some(f) => f,
+        None => create_part(part)?,
+    };
+    std::io::Write::write_all(&mut file, buf).map_err(|e| disk_error("write", part, &e))?;
+    Ok(file)
 }
 
 /// Creates the part file, and its folder when missing (looked for only then: the
