@@ -15,7 +15,6 @@ use crate::checkpoint::{self, CheckpointError, Preloaded};
 use crate::cli::{Cli, ColorChoice, Command, CreditsArgs, LogFormat, RunArgs};
 use crate::exit;
 use crate::manifest::{self, Manifest, ManifestError};
-use crate::runner::paths::file_stem;
 use crate::runner::{self, ForeignResults, RunReport, Signals};
 use crate::sim::{self, SimConfig};
 
@@ -147,7 +146,7 @@ pub fn results_path(args: &RunArgs) -> Option<PathBuf> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let name = args.manifest.file_stem()?.to_string_lossy();
-    is_csv.then(|| PathBuf::from("results").join(format!("{}.csv", file_stem(&name))))
+    is_csv.then(|| crate::config::default_results(&name))
 }
 
 async fn run_command(args: RunArgs, quiet: bool) -> u8 {

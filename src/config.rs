@@ -133,7 +133,7 @@ pub fn resolve(
         .results
         .clone()
         .or_else(|| manifest.output.results.clone())
-        .unwrap_or_else(|| PathBuf::from("results").join(format!("{stem}.csv")));
+        .unwrap_or_else(|| default_results(&manifest.name));
     let videos_dir = args
         .videos_dir
         .clone()
@@ -198,4 +198,10 @@ impl RunConfig {
             sample: None,
         }
     }
+}
+
+/// The results file of a manifest named `name` when neither a flag nor the
+/// manifest names one.
+pub fn default_results(name: &str) -> PathBuf {
+    PathBuf::from("results").join(format!("{}.csv", file_stem(name)))
 }
