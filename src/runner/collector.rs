@@ -106,116 +106,272 @@ pub struct Progress {
 }
 
 /// Receives events until every sender is gone.
+///
+/// Rows are written and synced by a thread of their own ([`Writer`]) so that no
+/// runtime thread ever waits on the disk; while it syncs one batch, the rows that
+/// arrive meanwhile gather into the next (group commit).
 pub async fn collect(
     mut rx: mpsc::Receiver<Event>,
-    mut appender: Appender,
+    appender: Appender,
     records: HashMap<String, Record>,
     progress: Progress,
 ) -> Collected {
-    let mut counters = Counters::default();
-    let mut write_error: Option<String> = None;
-    let mut batch: Vec<Event> = Vec::with_capacity(256);
-    let mut counts = progress::counts(&records, progress.total, progress.download);
-    let mut entries: HashMap<String, Entry> = HashMap::with_capacity(records.len());
-    for (id, record) in records {
-        entries.insert(id, Entry::Loaded(Box::new(record)));
+    let mut tally = Tally::new(records, &progress);
+    let path = appender.path().to_owned();
+    let (mut writer, started) = match Writer::start(appender) {
+        Ok(writer) => (Some(writer), None),
+        Err(e) => (None, Some(e)),
+    };
+    if let Some(e) = started {
+        tally.failed(format!(
+            "failed to start the writer of results file `{}`: {e}",
+            path.display()
+        ));
     }
+    // Rows received and not yet handed to the writer, and the batch it is writing.
+    let mut gathering: Vec<Event> = Vec::with_capacity(256);
+    let mut writing: Vec<Event> = Vec::with_capacity(256);
+    let mut written: Option<oneshot::Receiver<Written>> = None;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut open = true;
     let mut reporter = Reporter::new(progress.mode, progress.total);
     let mut last_update = Instant::now();
-    let mut generation = (Duration::ZERO, 0u32);
     // Progress is redrawn on a timer too: a long wait on the service changes no row.
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        batch.clear();
-        let received = tokio::select! {
-            n = rx.recv_many(&mut batch, 1024) => Some(n),
-            _ = tick.tick() => None,
-        };
-        if received == Some(0) {
-            break;
-        }
-        let mut rows: Vec<&[u8]> = Vec::new();
-        for event in &batch {
-            match event {
-                Event::Row { row, .. } => rows.push(&row.bytes),
-                Event::Retry { code } => {
-                    counters.retries += 1;
-                    if *code == Some(429) {
-                        counters.rate_limited += 1;
+        tokio::select! {
+            n = rx.recv_many(&mut gathering, 1024), if open => {
+                open = n > 0;
+                gathering.retain(|event| match event {
+                    Event::Retry { code } => {
+                        tally.retry(*code);
+                        false
                     }
+                    Event::Row { .. } => true,
+                });
+            }
+            done = async {
+                match written.as_mut() {
+                    Some(heard) => heard.await,
+                    None => std::future::pending().await,
+                }
+            }, if written.is_some() => {
+                written = None;
+                let result = match done {
+                    Ok(Written { buf: back, result }) => {
+                        buf = back;
+                        result.map_err(|e| {
+                            format!("failed to write results file `{}`: {e}", path.display())
+                        })
+                    }
+                    Err(_) => Err("the results writer stopped".into()),
+                };
+                tally.settle(&mut writing, result);
+            }
+            _ = tick.tick() => {}
+        }
+        if written.is_none() && !gathering.is_empty() {
+            std::mem::swap(&mut gathering, &mut writing);
+            match (&tally.write_error, &writer) {
+                (None, Some(w)) => {
+                    buf.clear();
+                    for event in &writing {
+                        if let Event::Row { row, .. } = event {
+                            buf.extend_from_slice(&row.bytes);
+                        }
+                    }
+                    written = Some(w.write(std::mem::take(&mut buf)));
+                }
+                // Nothing more is written once a write failed (or the writer never
+                // started, which set the error too).
+                (e, _) => {
+                    let e = e.clone().unwrap_or_default();
+                    tally.settle(&mut writing, Err(e));
                 }
             }
         }
-        let result: Result<u64, String> = match &write_error {
-            Some(e) => Err(e.clone()),
-            None => appender.append_encoded(rows).map_err(|e: io::Error| {
-                let msg = format!(
-                    "failed to write results file `{}`: {e}",
-                    appender.path().display()
-                );
-                tracing::error!("{msg}");
-                write_error = Some(msg.clone());
-                msg
-            }),
-        };
+        if last_update.elapsed() >= Duration::from_millis(200) {
+            last_update = Instant::now();
+            reporter.update(
+                &tally.counts,
+                tally.counters.submitted,
+                tally.eta(&progress),
+            );
+        }
+        if !open && written.is_none() && gathering.is_empty() {
+            break;
+        }
+    }
+    reporter.finish();
+    if let Some(writer) = writer.take() {
+        writer.stop().await;
+    }
+    Collected {
+        entries: tally.entries,
+        counters: tally.counters,
+        write_error: tally.write_error,
+    }
+}
+
+/// What the collector knows of the run: every job's last row, the counters and the
+/// first write that failed.
+struct Tally {
+    entries: HashMap<String, Entry>,
+    counters: Counters,
+    counts: progress::Counts,
+    /// The generation times seen: their sum and how many.
+    generation: (Duration, u32),
+    download: bool,
+    write_error: Option<String>,
+}
+
+impl Tally {
+    fn new(records: HashMap<String, Record>, progress: &Progress) -> Tally {
+        let counts = progress::counts(&records, progress.total, progress.download);
+        let mut entries: HashMap<String, Entry> = HashMap::with_capacity(records.len());
+        for (id, record) in records {
+            entries.insert(id, Entry::Loaded(Box::new(record)));
+        }
+        Tally {
+            entries,
+            counters: Counters::default(),
+            counts,
+            generation: (Duration::ZERO, 0),
+            download: progress.download,
+            write_error: None,
+        }
+    }
+
+    fn retry(&mut self, code: Option<i64>) {
+        self.counters.retries += 1;
+        if code == Some(429) {
+            self.counters.rate_limited += 1;
+        }
+    }
+
+    /// Remembers the first failed write: the run cannot go on without its checkpoint.
+    fn failed(&mut self, why: String) -> String {
+        tracing::error!("{why}");
+        self.write_error.get_or_insert(why).clone()
+    }
+
+    /// Takes in the rows of `batch` once their write ended with `result` (the
+    /// offset of the first row), and tells each job.
+    fn settle(&mut self, batch: &mut Vec<Event>, result: Result<u64, String>) {
+        let result = result.map_err(|e| {
+            if self.write_error.is_some() {
+                e
+            } else {
+                self.failed(e)
+            }
+        });
         let mut offset = result.as_ref().copied().unwrap_or_default();
         for event in batch.drain(..) {
             let Event::Row { row, ack } = event else {
                 continue;
             };
             if result.is_ok() {
-                if row.state == State::Submitted {
-                    counters.submitted += 1;
-                }
-                if let Some(d) = row.generation {
-                    generation.0 += d;
-                    generation.1 += 1;
-                }
-                let len = row.bytes.len() as u64;
-                let entry = Entry::Logged {
-                    offset,
-                    // A row is a few hundred bytes: far from 4 GiB.
-                    len: u32::try_from(len).unwrap_or(u32::MAX),
-                    bucket: row.bucket,
-                };
-                offset += len;
-                counts.shift(row.bucket, 1);
-                let old = match entries.get_mut(row.job.id.as_str()) {
-                    Some(slot) => Some(std::mem::replace(slot, entry)),
-                    None => {
-                        entries.insert(row.job.id.clone(), entry);
-                        None
-                    }
-                };
-                let old_bucket = match &old {
-                    None => Bucket::Queued,
-                    Some(Entry::Loaded(r)) => progress::bucket(Some(r), progress.download),
-                    Some(Entry::Logged { bucket, .. }) => *bucket,
-                };
-                counts.shift(old_bucket, -1);
+                offset += self.logged(row, offset);
             }
             if let Some(ack) = ack {
                 // A job that stopped waiting has nothing more to do with the answer.
                 let _ = ack.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
             }
         }
-        if last_update.elapsed() >= Duration::from_millis(200) {
-            last_update = Instant::now();
-            let eta = (progress.rate_per_second > 0.0).then(|| {
-                let mean = generation.0.checked_div(generation.1).unwrap_or_default();
-                let to_send = counts.queued as f64 / progress.rate_per_second;
-                let in_flight = counts.queued + counts.submitting + counts.running;
-                Duration::from_secs_f64(to_send) + if in_flight > 0 { mean } else { Duration::ZERO }
-            });
-            reporter.update(&counts, counters.submitted, eta);
-        }
     }
-    reporter.finish();
-    Collected {
-        entries,
-        counters,
-        write_error,
+
+    /// Takes in `row`, written at `offset`; its length.
+    fn logged(&mut self, row: Row, offset: u64) -> u64 {
+        if row.state == State::Submitted {
+            self.counters.submitted += 1;
+        }
+        if let Some(d) = row.generation {
+            self.generation.0 += d;
+            self.generation.1 += 1;
+        }
+        let len = row.bytes.len() as u64;
+        let entry = Entry::Logged {
+            offset,
+            // A row is a few hundred bytes: far from 4 GiB.
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            bucket: row.bucket,
+        };
+        self.counts.shift(row.bucket, 1);
+        let old = match self.entries.get_mut(row.job.id.as_str()) {
+            Some(slot) => Some(std::mem::replace(slot, entry)),
+            None => {
+                self.entries.insert(row.job.id.clone(), entry);
+                None
+            }
+        };
+        let old_bucket = match &old {
+            None => Bucket::Queued,
+            Some(Entry::Loaded(r)) => progress::bucket(Some(r), self.download),
+            Some(Entry::Logged { bucket, .. }) => *bucket,
+        };
+        self.counts.shift(old_bucket, -1);
+        len
+    }
+
+    /// The time left: the jobs still to send at the run's rate, plus one mean
+    /// generation time while any job is still to finish.
+    fn eta(&self, progress: &Progress) -> Option<Duration> {
+        (progress.rate_per_second > 0.0).then(|| {
+            let c = &self.counts;
+            let mean = self.generation.0.checked_div(self.generation.1);
+            let to_send = c.queued as f64 / progress.rate_per_second;
+            let in_flight = c.queued + c.submitting + c.running;
+            Duration::from_secs_f64(to_send)
+                + if in_flight > 0 {
+                    mean.unwrap_or_default()
+                } else {
+                    Duration::ZERO
+                }
+        })
+    }
+}
+
+/// A batch's write as the writer thread hands it back: the buffer, to be reused,
+/// and where the batch starts in the file.
+struct Written {
+    buf: Vec<u8>,
+    result: io::Result<u64>,
+}
+
+/// The thread that appends and syncs batches of rows, one at a time.
+struct Writer {
+    batches: std::sync::mpsc::Sender<(Vec<u8>, oneshot::Sender<Written>)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(mut appender: Appender) -> io::Result<Writer> {
+        let (batches, rx) = std::sync::mpsc::channel::<(Vec<u8>, oneshot::Sender<Written>)>();
+        let thread = std::thread::Builder::new()
+            .name("results-writer".into())
+            .spawn(move || {
+                for (buf, done) in rx {
+                    let result = appender.append_encoded([buf.as_slice()]);
+                    let _ = done.send(Written { buf, result });
+                }
+            })?;
+        Ok(Writer { batches, thread })
+    }
+
+    /// Hands `buf` (whole rows) to the thread; the receiver hears when it is on disk.
+    fn write(&self, buf: Vec<u8>) -> oneshot::Receiver<Written> {
+        let (done, heard) = oneshot::channel();
+        // A thread that is gone drops `done`, which the receiver hears as an error.
+        let _ = self.batches.send((buf, done));
+        heard
+    }
+
+    /// Lets the thread end once its last batch is written, and waits for it.
+    async fn stop(self) {
+        let Writer { batches, thread } = self;
+        drop(batches);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 }
 
@@ -395,6 +551,76 @@ mod tests {
         }
     }
 
+    /// A row of job `i` for the collector, and where its ack will be heard.
+    fn row_event(
+        jobs: &Arc<Vec<Job>>,
+        i: usize,
+        state: State,
+        attempts: u32,
+        message: Option<&str>,
+    ) -> (Event, oneshot::Receiver<Result<(), String>>) {
+        let handle = JobHandle::new(jobs.clone(), i).unwrap();
+        let record = Record {
+            job_id: handle.id.clone(),
+            state: Some(state),
+            attempts,
+            fingerprint: handle.fingerprint.clone(),
+            error_message: message.map(str::to_owned),
+            updated_at: "t".into(),
+            ..Record::default()
+        };
+        let row = Row::new(handle, &record, false).unwrap();
+        let (ack, heard) = oneshot::channel();
+        (
+            Event::Row {
+                row,
+                ack: Some(ack),
+            },
+            heard,
+        )
+    }
+
+    fn quiet(total: usize) -> Progress {
+        Progress {
+            mode: Mode::Quiet,
+            total,
+            download: false,
+            rate_per_second: 0.0,
+        }
+    }
+
+    /// Rows sent without waiting are written in batches while earlier ones sync;
+    /// each is acknowledged only once it is in the file, and in the order sent.
+    #[tokio::test]
+    async fn a_row_is_acknowledged_only_once_it_is_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.csv");
+        let jobs = Arc::new((0..50).map(job).collect::<Vec<_>>());
+        let appender = Appender::open(&path, true).unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let collector = tokio::spawn(collect(rx, appender, HashMap::new(), quiet(jobs.len())));
+        let mut heard = Vec::new();
+        for i in 0..jobs.len() {
+            let (event, ack) = row_event(&jobs, i, State::Submitting, 1, None);
+            tx.send(event).await.unwrap();
+            heard.push(ack);
+        }
+        for (i, ack) in heard.into_iter().enumerate() {
+            ack.await.unwrap().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("job-{i},"))),
+                "job-{i} acknowledged before its row was written"
+            );
+        }
+        drop(tx);
+        let collected = collector.await.unwrap();
+        assert_eq!(collected.write_error, None);
+        assert_eq!(collected.entries.len(), jobs.len());
+        let loaded = crate::checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(loaded.rows, jobs.len());
+    }
+
     #[tokio::test]
     async fn many_rows_per_job_leave_one_entry_and_one_row_per_job() {
         let dir = tempfile::tempdir().unwrap();
@@ -402,34 +628,8 @@ mod tests {
         let jobs = Arc::new((0..3).map(job).collect::<Vec<_>>());
         let appender = Appender::open(&path, false).unwrap();
         let (tx, rx) = mpsc::channel(8);
-        let progress = Progress {
-            mode: Mode::Quiet,
-            total: jobs.len(),
-            download: false,
-            rate_per_second: 0.0,
-        };
-        let collector = tokio::spawn(collect(rx, appender, HashMap::new(), progress));
-        let send = |i: usize, state: State, attempts: u32, message: Option<&str>| {
-            let handle = JobHandle::new(jobs.clone(), i).unwrap();
-            let record = Record {
-                job_id: handle.id.clone(),
-                state: Some(state),
-                attempts,
-                fingerprint: handle.fingerprint.clone(),
-                error_message: message.map(str::to_owned),
-                updated_at: "t".into(),
-                ..Record::default()
-            };
-            let row = Row::new(handle, &record, false).unwrap();
-            let (ack, heard) = oneshot::channel();
-            (
-                Event::Row {
-                    row,
-                    ack: Some(ack),
-                },
-                heard,
-            )
-        };
+        let collector = tokio::spawn(collect(rx, appender, HashMap::new(), quiet(jobs.len())));
+        let send = |i, state, attempts, message| row_event(&jobs, i, state, attempts, message);
         // A long history of retries for every job: memory must not follow it.
         for attempt in 1..=200 {
             for i in 0..3 {
