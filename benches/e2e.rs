@@ -253,10 +253,15 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // The runtime `run` uses; VEO_BENCH_RUNTIME=multi compares a multi-thread one.
+    let rt = if std::env::var("VEO_BENCH_RUNTIME").as_deref() == Ok("multi") {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        runner::runtime()
+    }
+    .expect("runtime");
     if wanted("schedule") {
         schedule(&rt);
     }

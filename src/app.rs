@@ -23,15 +23,16 @@ pub fn main(cli: Cli) -> ExitCode {
     init_logging(&cli);
     let code = match cli.command {
         Command::Validate(args) => crate::validate::run(&args),
-        Command::Run(args) => with_runtime(|| run_command(*args, cli.quiet)),
+        Command::Run(args) => with_runtime(runner::runtime(), || run_command(*args, cli.quiet)),
         Command::Status(args) => crate::status::run(&args),
-        Command::Credits(args) => with_runtime(|| credits_command(args)),
+        Command::Credits(args) => with_runtime(runner::runtime(), || credits_command(args)),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "veo-batch", &mut std::io::stdout());
             exit::OK
         }
-        Command::Simulate(args) => with_runtime(|| async move {
+        // The simulator serves many clients at once: every core is its to use.
+        Command::Simulate(args) => with_runtime(multi_thread(), || async move {
             match sim::serve(args).await {
                 Ok(()) => exit::OK,
                 Err(e) => report_error(&e),
@@ -41,15 +42,18 @@ pub fn main(cli: Cli) -> ExitCode {
     exit::code(code)
 }
 
-fn with_runtime<F, Fut>(f: F) -> u8
+fn multi_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn with_runtime<F, Fut>(runtime: std::io::Result<tokio::runtime::Runtime>, f: F) -> u8
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = u8>,
 {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    match runtime {
         Ok(rt) => rt.block_on(f()),
         Err(e) => {
             eprintln!("error: failed to start the async runtime: {e}");
