@@ -129,6 +129,7 @@ pub async fn collect(
         ));
     }
     // Rows received and not yet handed to the writer, and the batch it is writing.
+    let mut incoming: Vec<Event> = Vec::with_capacity(256);
     let mut gathering: Vec<Event> = Vec::with_capacity(256);
     let mut writing: Vec<Event> = Vec::with_capacity(256);
     let mut written: Option<oneshot::Receiver<Written>> = None;
@@ -141,15 +142,14 @@ pub async fn collect(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            n = rx.recv_many(&mut gathering, 1024), if open => {
+            n = rx.recv_many(&mut incoming, 1024), if open => {
                 open = n > 0;
-                gathering.retain(|event| match event {
-                    Event::Retry { code } => {
-                        tally.retry(*code);
-                        false
+                for event in incoming.drain(..) {
+                    match event {
+                        Event::Retry { code } => tally.retry(code),
+                        row @ Event::Row { .. } => gathering.push(row),
                     }
-                    Event::Row { .. } => true,
-                });
+                }
             }
             done = async {
                 match written.as_mut() {
@@ -165,7 +165,10 @@ pub async fn collect(
                             format!("failed to write results file `{}`: {e}", path.display())
                         })
                     }
-                    Err(_) => Err("the results writer stopped".into()),
+                    Err(_) => Err(format!(
+                        "the writer of results file `{}` stopped",
+                        path.display()
+                    )),
                 };
                 tally.settle(&mut writing, result);
             }
