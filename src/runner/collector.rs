@@ -109,7 +109,7 @@ pub struct Progress {
 pub async fn collect(
     mut rx: mpsc::Receiver<Event>,
     mut appender: Appender,
-    records: HashMap<String, Record>,
+    records: Vec<Record>,
     progress: Progress,
 ) -> Collected {
     let mut counters = Counters::default();
@@ -117,8 +117,8 @@ pub async fn collect(
     let mut batch: Vec<Event> = Vec::with_capacity(256);
     let mut counts = progress::counts(&records, progress.total, progress.download);
     let mut entries: HashMap<String, Entry> = HashMap::with_capacity(records.len());
-    for (id, record) in records {
-        entries.insert(id, Entry::Loaded(Box::new(record)));
+    for record in records {
+        entries.insert(record.job_id.clone(), Entry::Loaded(Box::new(record)));
     }
     let mut reporter = Reporter::new(progress.mode, progress.total);
     let mut last_update = Instant::now();
@@ -408,7 +408,7 @@ mod tests {
             download: false,
             rate_per_second: 0.0,
         };
-        let collector = tokio::spawn(collect(rx, appender, HashMap::new(), progress));
+        let collector = tokio::spawn(collect(rx, appender, Vec::new(), progress));
         let send = |i: usize, state: State, attempts: u32, message: Option<&str>| {
             let handle = JobHandle::new(jobs.clone(), i).unwrap();
             let record = Record {

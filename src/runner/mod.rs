@@ -139,7 +139,8 @@ pub struct Prepared {
     /// Outstanding jobs left out by `--limit` or `--sample`.
     pub held_back: usize,
     pub warnings: Vec<String>,
-    records: HashMap<String, Record>,
+    /// The results file's last record of each job, in the order they first appear.
+    records: Vec<Record>,
     foreign: Vec<String>,
     lock: Lock,
 }
@@ -182,19 +183,20 @@ pub fn prepare_from(
     let lock = lock(&config.results)?;
     let loaded = match preloaded.and_then(|p| p.take_for(&config.results)) {
         Some(read) => read,
-        None => checkpoint::load_sized(&config.results, config.jobs.len()),
+        None => checkpoint::load_listed(&config.results, config.jobs.len()),
     };
     let mut loaded = loaded?.unwrap_or_default();
     let mut warnings = std::mem::take(&mut loaded.warnings);
 
     // A results file the run wrote holds the manifest's jobs in manifest order: then
-    // every recorded job is in the manifest, seen without a set of 100,000 ids.
-    let in_order = loaded.order.len() <= config.jobs.len()
+    // every recorded job is in the manifest, seen without a set of 100,000 ids, and
+    // each job's record is found by its place.
+    let in_order = loaded.records.len() <= config.jobs.len()
         && loaded
-            .order
+            .records
             .iter()
             .zip(&config.jobs)
-            .all(|(id, job)| *id == job.id);
+            .all(|(r, job)| r.job_id == job.id);
     let foreign: Vec<String> = if in_order {
         Vec::new()
     } else {
@@ -202,9 +204,9 @@ pub fn prepare_from(
             config.jobs.iter().map(|j| j.id.as_str()).collect();
         if !loaded.records.is_empty()
             && !loaded
-                .order
+                .records
                 .iter()
-                .any(|id| manifest_ids.contains(id.as_str()))
+                .any(|r| manifest_ids.contains(r.job_id.as_str()))
         {
             return Err(ForeignResults {
                 path: config.results.clone(),
@@ -213,10 +215,10 @@ pub fn prepare_from(
             .into());
         }
         loaded
-            .order
+            .records
             .iter()
-            .filter(|id| !manifest_ids.contains(id.as_str()))
-            .cloned()
+            .filter(|r| !manifest_ids.contains(r.job_id.as_str()))
+            .map(|r| r.job_id.clone())
             .collect()
     };
     if !foreign.is_empty() {
@@ -227,8 +229,7 @@ pub fn prepare_from(
     }
     if loaded.needs_compaction() {
         // A kill left several rows per job or a torn row: start from a clean file.
-        let order = loaded.order.iter().filter_map(|id| loaded.records.get(id));
-        rewrite(&config.results, order).with_context(|| {
+        rewrite(&config.results, &loaded.records).with_context(|| {
             format!(
                 "failed to rewrite results file `{}`",
                 config.results.display()
@@ -240,7 +241,11 @@ pub fn prepare_from(
     let mut plan: Vec<Planned> = Vec::with_capacity(config.jobs.len());
     let mut changed = 0;
     for (index, job) in config.jobs.iter().enumerate() {
-        let last = loaded.records.get(&job.id);
+        let last = if in_order {
+            loaded.records.get(index)
+        } else {
+            loaded.get(&job.id)
+        };
         let wants = Wants {
             upgrade: job.upgrade.is_some(),
             keep_original: job.keep_original,
@@ -343,7 +348,7 @@ pub async fn execute(
     let appender = Appender::open(&config.results, config.sync)
         .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
     let mut pace = Pace::new(config.rate);
-    pace.remember(loaded_records.values());
+    pace.remember(&loaded_records);
     let (tx, rx) = mpsc::channel(4096);
     let collector = tokio::spawn(collector::collect(
         rx,
