@@ -293,9 +293,12 @@ pub struct Listed {
 impl Listed {
     /// The last record of job `id`.
     pub fn get(&self, id: &str) -> Option<&Record> {
-        self.index
-            .find(id, &self.records)
-            .map(|at| &self.records[at])
+        self.position(id).and_then(|at| self.records.get(at))
+    }
+
+    /// Where the last record of job `id` is in [`Listed::records`].
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.find(id, &self.records)
     }
 
     /// See [`Loaded::needs_compaction`].

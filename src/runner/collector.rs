@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -76,8 +77,9 @@ pub struct Counters {
 /// Where a job's last record is.
 #[derive(Debug)]
 pub enum Entry {
-    /// Loaded from the results file before the run and not changed since.
-    Loaded(Box<Record>),
+    /// Loaded from the results file before the run and not changed since: its place
+    /// in the run's list of loaded records (shared with the runner, not copied).
+    Loaded(usize),
     /// Written by this run: `len` bytes at `offset` in the results file.
     Logged {
         offset: u64,
@@ -109,7 +111,7 @@ pub struct Progress {
 pub async fn collect(
     mut rx: mpsc::Receiver<Event>,
     mut appender: Appender,
-    records: Vec<Record>,
+    records: Arc<Vec<Record>>,
     progress: Progress,
 ) -> Collected {
     let mut counters = Counters::default();
@@ -117,8 +119,8 @@ pub async fn collect(
     let mut batch: Vec<Event> = Vec::with_capacity(256);
     let mut counts = progress::counts(&records, progress.total, progress.download);
     let mut entries: HashMap<String, Entry> = HashMap::with_capacity(records.len());
-    for record in records {
-        entries.insert(record.job_id.clone(), Entry::Loaded(Box::new(record)));
+    for (i, record) in records.iter().enumerate() {
+        entries.insert(record.job_id.clone(), Entry::Loaded(i));
     }
     let mut reporter = Reporter::new(progress.mode, progress.total);
     let mut last_update = Instant::now();
@@ -190,7 +192,7 @@ pub async fn collect(
                 };
                 let old_bucket = match &old {
                     None => Bucket::Queued,
-                    Some(Entry::Loaded(r)) => progress::bucket(Some(r), progress.download),
+                    Some(Entry::Loaded(i)) => progress::bucket(records.get(*i), progress.download),
                     Some(Entry::Logged { bucket, .. }) => *bucket,
                 };
                 counts.shift(old_bucket, -1);
@@ -228,6 +230,7 @@ pub fn finish(
     jobs: &[Job],
     foreign: &[String],
     entries: &HashMap<String, Entry>,
+    loaded: &[Record],
     rewrite: bool,
     download: bool,
 ) -> io::Result<Outcomes> {
@@ -249,13 +252,14 @@ pub fn finish(
             let read_back;
             let record = match entries.get(id) {
                 None => None,
-                Some(Entry::Loaded(r)) => {
-                    if let Some(out) = out.as_mut() {
+                Some(&Entry::Loaded(i)) => {
+                    let r = loaded.get(i);
+                    if let (Some(out), Some(r)) = (out.as_mut(), r) {
                         buf.clear();
                         encode_row(r, &mut buf)?;
                         out.write_all(&buf)?;
                     }
-                    Some(&**r)
+                    r
                 }
                 Some(&Entry::Logged { offset, len, .. }) => {
                     reader.read(offset, len)?;
@@ -408,7 +412,7 @@ mod tests {
             download: false,
             rate_per_second: 0.0,
         };
-        let collector = tokio::spawn(collect(rx, appender, Vec::new(), progress));
+        let collector = tokio::spawn(collect(rx, appender, Arc::default(), progress));
         let send = |i: usize, state: State, attempts: u32, message: Option<&str>| {
             let handle = JobHandle::new(jobs.clone(), i).unwrap();
             let record = Record {
@@ -458,7 +462,7 @@ mod tests {
         let before = crate::checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(before.rows, 3 * 200 + 2);
 
-        let outcomes = finish(&path, &jobs, &[], &collected.entries, true, false).unwrap();
+        let outcomes = finish(&path, &jobs, &[], &collected.entries, &[], true, false).unwrap();
         assert_eq!(outcomes.tally.succeeded, 1);
         assert_eq!(outcomes.tally.failed, 1);
         assert_eq!(outcomes.tally.not_started, 1);
