@@ -135,6 +135,14 @@ impl Collector {
         push(&mut self.warnings, &mut self.seen_warnings, d);
     }
 
+    /// Makes room for about `rows` more jobs (a table's estimate of its size).
+    pub fn expect(&mut self, rows: usize) {
+        // Only an estimate: what cannot be had now is grown into later.
+        let rows = rows.min(1 << 22);
+        let _ = self.jobs.try_reserve(rows);
+        let _ = self.ids.try_reserve(rows);
+    }
+
     pub fn has_errors(&self) -> bool {
         !self.errors.is_empty()
     }
