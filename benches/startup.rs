@@ -6,9 +6,12 @@
 //! Run: `cargo bench --bench startup -- --sample-size 10`.
 //!
 //! `STARTUP_INPUTS=<folder>` writes the inputs there and keeps them, so that one
-//! start-up can be profiled on its own: `STARTUP_CHILD=par` (or `seq`) with
-//! `STARTUP_MANIFEST=<folder>/big.csv STARTUP_RESULTS=<folder>/results.csv` runs the
-//! bench binary as the fresh-process child, once.
+//! start-up can be profiled on its own (`perf stat`, `perf record`, callgrind): the
+//! bench binary with `STARTUP_CHILD=par` (or `seq`) and
+//! `STARTUP_MANIFEST=<folder>/big.csv STARTUP_RESULTS=<folder>/results.csv` runs as
+//! the fresh-process child, once. `STARTUP_CHILD=phases` runs the three steps one
+//! after another and prints the CPU time of each (from /proc, so that other
+//! processes on a shared machine do not count).
 
 use std::fmt::Write as _;
 use std::hint::black_box;
