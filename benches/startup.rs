@@ -4,6 +4,14 @@
 //! and as `run` does it (manifest and results file read on two threads at once).
 //!
 //! Run: `cargo bench --bench startup -- --sample-size 10`.
+//!
+//! `STARTUP_INPUTS=<folder>` writes the inputs there and keeps them, so that one
+//! start-up can be profiled on its own (`perf stat`, `perf record`, callgrind): the
+//! bench binary with `STARTUP_CHILD=par` (or `seq`) and
+//! `STARTUP_MANIFEST=<folder>/big.csv STARTUP_RESULTS=<folder>/results.csv` runs as
+//! the fresh-process child, once. `STARTUP_CHILD=phases` runs the three steps one
+//! after another and prints the CPU time of each (from /proc, so that other
+//! processes on a shared machine do not count).
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -88,22 +96,31 @@ fn fresh<T>(b: &mut Bencher<'_>, mut f: impl FnMut() -> T) {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let manifest_path = dir.path().join("big.csv");
+    let kept = std::env::var_os("STARTUP_INPUTS").map(std::path::PathBuf::from);
+    let dir_path = kept.as_deref().unwrap_or(dir.path());
+    if let Some(kept) = &kept {
+        std::fs::create_dir_all(kept).expect("inputs folder");
+    }
+    let manifest_path = dir_path.join("big.csv");
     write_manifest(&manifest_path);
     let m = manifest::load(&manifest_path).expect("valid manifest");
-    let results = dir.path().join("results.csv");
+    let results = dir_path.join("results.csv");
     write_results(&results, &m, 1);
-    let history = dir.path().join("history.csv");
+    let history = dir_path.join("history.csv");
     write_results(&history, &m, 5);
 
     let mut g = c.benchmark_group("startup");
     g.throughput(Throughput::Elements(JOBS as u64));
     g.bench_function("load results, 100k rows", |b| {
         // Sized for the manifest's jobs, as `run` loads it.
-        fresh(b, || checkpoint::load_sized(&results, JOBS).expect("loads"));
+        fresh(b, || {
+            checkpoint::load_listed(&results, JOBS).expect("loads")
+        });
     });
     g.bench_function("load results, 100k jobs x 5 rows", |b| {
-        fresh(b, || checkpoint::load_sized(&history, JOBS).expect("loads"));
+        fresh(b, || {
+            checkpoint::load_listed(&history, JOBS).expect("loads")
+        });
     });
     g.bench_function(
         "manifest + results + plan, 100k jobs (time to first request)",
@@ -160,6 +177,34 @@ const CHILD: &str = "STARTUP_CHILD";
 fn child(mode: &str) {
     let var = |k: &str| std::path::PathBuf::from(std::env::var_os(k).expect(k));
     let (manifest_path, results) = (var("STARTUP_MANIFEST"), var("STARTUP_RESULTS"));
+    if mode == "phases" {
+        // Each step on its own, one after another: the CPU time it took (from
+        // /proc, so that other processes on the machine do not count), on stderr.
+        let cpu_ms = || {
+            let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+            let ns: f64 = stat
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
+            ns / 1e6
+        };
+        let t = cpu_ms();
+        let m = manifest::load(&manifest_path).expect("valid manifest");
+        let t1 = cpu_ms();
+        let preloaded = checkpoint::preload(&results);
+        let t2 = cpu_ms();
+        let prepared = runner::prepare_from(config(m, &results), Some(preloaded));
+        let t3 = cpu_ms();
+        assert_eq!(prepared.expect("prepares").plan.len(), JOBS);
+        eprintln!(
+            "cpu: manifest {:.1} ms, results {:.1} ms, plan {:.1} ms",
+            t1 - t,
+            t2 - t1,
+            t3 - t2
+        );
+        std::process::exit(0);
+    }
     let prepared = if mode == "par" {
         let (m, preloaded) = app::load_for_run(&manifest_path, Some(&results));
         runner::prepare_from(config(m.expect("valid manifest"), &results), preloaded)

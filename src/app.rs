@@ -300,7 +300,7 @@ fn print_dry_run(prepared: &runner::Prepared) -> u8 {
                 "job_id": job.id, "action": "upgrade", "task_id": task,
             }),
             runner::Start::Download => serde_json::json!({
-                "job_id": job.id, "action": "download", "urls": p.record.as_ref().map(|r| r.video_urls.clone()).unwrap_or_default(),
+                "job_id": job.id, "action": "download", "urls": prepared.record(p).map(|r| r.video_urls.clone()).unwrap_or_default(),
             }),
         };
         if writeln!(out, "{line}").is_err() {

@@ -3,7 +3,6 @@
 //! nothing with `-q`. Log lines go through [`LogWriter`] so they print above the
 //! bar instead of through it.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -66,12 +65,12 @@ pub struct Counts {
 }
 
 /// Counts `records` against `total` jobs (jobs without a record are queued).
-pub fn counts(records: &HashMap<String, Record>, total: usize, download: bool) -> Counts {
+pub fn counts(records: &[Record], total: usize, download: bool) -> Counts {
     let mut c = Counts {
         queued: total.saturating_sub(records.len()),
         ..Counts::default()
     };
-    for r in records.values() {
+    for r in records {
         c.add(Some(r), 1, download);
     }
     c
@@ -223,23 +222,20 @@ mod tests {
 
     #[test]
     fn counts_cover_every_job() {
-        let mut records = HashMap::new();
+        let mut records = Vec::new();
         for (id, state, urls, paths) in [
             ("a", State::Succeeded, 1, 1),
             ("b", State::Succeeded, 1, 0),
             ("c", State::Submitted, 0, 0),
             ("d", State::InDoubt, 0, 0),
         ] {
-            records.insert(
-                id.to_owned(),
-                Record {
-                    job_id: id.into(),
-                    state: Some(state),
-                    video_urls: vec!["u".into(); urls],
-                    video_paths: vec!["p".into(); paths],
-                    ..Record::default()
-                },
-            );
+            records.push(Record {
+                job_id: id.into(),
+                state: Some(state),
+                video_urls: vec!["u".into(); urls],
+                video_paths: vec!["p".into(); paths],
+                ..Record::default()
+            });
         }
         let c = counts(&records, 6, true);
         assert_eq!(

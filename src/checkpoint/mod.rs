@@ -274,6 +274,106 @@ impl Loaded {
     }
 }
 
+/// A results file as a run reads it: the last record of every job, in the order
+/// the jobs first appear. A run finds its jobs by place when the file lists them in
+/// manifest order (as every file a run finished does), so no table keyed by id is
+/// built: building one of 100,000 records was a third of reading the file.
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// The last record of each job, in the order the jobs first appear.
+    pub records: Vec<Record>,
+    /// Data rows read (without the header), torn row excluded.
+    pub rows: usize,
+    /// A torn last row was dropped (the process was killed while writing it).
+    pub torn: bool,
+    pub warnings: Vec<String>,
+    index: Index,
+}
+
+impl Listed {
+    /// The last record of job `id`.
+    pub fn get(&self, id: &str) -> Option<&Record> {
+        self.position(id).and_then(|at| self.records.get(at))
+    }
+
+    /// Where the last record of job `id` is in [`Listed::records`].
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.find(id, &self.records)
+    }
+
+    /// See [`Loaded::needs_compaction`].
+    pub fn needs_compaction(&self) -> bool {
+        self.torn || self.rows != self.records.len()
+    }
+
+    /// The same, keyed by id.
+    pub fn into_loaded(self) -> Loaded {
+        let order = self.records.iter().map(|r| r.job_id.clone()).collect();
+        let mut records = HashMap::with_capacity(self.records.len());
+        for record in self.records {
+            records.insert(record.job_id.clone(), record);
+        }
+        Loaded {
+            records,
+            order,
+            rows: self.rows,
+            torn: self.torn,
+            warnings: self.warnings,
+        }
+    }
+}
+
+/// Where each job's record is in [`Listed::records`], by a hash of its id: no copy
+/// of the id is kept. Two ids with the same hash (which 64 bits make next to
+/// impossible, but which the hash cannot rule out) are told apart through `same_hash`.
+#[derive(Debug, Default)]
+struct Index {
+    by_hash: rustc_hash::FxHashMap<u64, usize>,
+    same_hash: HashMap<String, usize>,
+}
+
+impl Index {
+    fn with_capacity(n: usize) -> Index {
+        Index {
+            by_hash: rustc_hash::FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            same_hash: HashMap::new(),
+        }
+    }
+
+    fn hash(id: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        rustc_hash::FxBuildHasher.hash_one(id)
+    }
+
+    fn find(&self, id: &str, records: &[Record]) -> Option<usize> {
+        self.find_hashed(Index::hash(id), id, records)
+    }
+
+    fn find_hashed(&self, hash: u64, id: &str, records: &[Record]) -> Option<usize> {
+        match self.by_hash.get(&hash) {
+            Some(&at) if records.get(at).is_some_and(|r| r.job_id == id) => Some(at),
+            Some(_) => self.same_hash.get(id).copied(),
+            None => None,
+        }
+    }
+
+    /// Notes that job `id`, not in the index yet, is at `at`.
+    fn insert(&mut self, id: &str, at: usize) {
+        self.insert_hashed(Index::hash(id), id, at);
+    }
+
+    fn insert_hashed(&mut self, hash: u64, id: &str, at: usize) {
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(at);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.same_hash.insert(id.to_owned(), at);
+            }
+        }
+    }
+}
+
 /// A results file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -294,13 +394,13 @@ fn field_prefix(field: &Option<String>) -> String {
 
 /// Reads the results file at `path`; `None` when it does not exist yet.
 pub fn load(path: &Path) -> Result<Option<Loaded>, CheckpointError> {
-    load_sized(path, 0)
+    Ok(load_listed(path, 0)?.map(Listed::into_loaded))
 }
 
-/// [`load`], with the table of records sized at once for `jobs` jobs (the manifest's
-/// count, which a run's results file holds): growing it one doubling at a time moved
-/// and rehashed every record again, a third of loading 100,000 rows.
-pub fn load_sized(path: &Path, jobs: usize) -> Result<Option<Loaded>, CheckpointError> {
+/// Reads the results file at `path` as a run does (see [`Listed`]), sized at once for
+/// `jobs` jobs (the manifest's count, which a run's results file holds); `None` when
+/// it does not exist yet.
+pub fn load_listed(path: &Path, jobs: usize) -> Result<Option<Listed>, CheckpointError> {
     let io_err = |source| CheckpointError::Io {
         path: path.to_owned(),
         source,
@@ -323,7 +423,7 @@ pub fn load_sized(path: &Path, jobs: usize) -> Result<Option<Loaded>, Checkpoint
         last[0] != b'\n'
     };
     // The csv reader buffers on its own.
-    parse(file, path, torn, jobs).map(Some)
+    parse(file, path, torn, Sizing { jobs, len }).map(Some)
 }
 
 /// A results file read before its lock was taken, so that reading it overlaps with
@@ -335,7 +435,7 @@ pub fn load_sized(path: &Path, jobs: usize) -> Result<Option<Loaded>, Checkpoint
 pub struct Preloaded {
     path: PathBuf,
     stamp: Option<Stamp>,
-    result: Result<Option<Loaded>, CheckpointError>,
+    result: Result<Option<Listed>, CheckpointError>,
 }
 
 /// What tells a file apart from its next version.
@@ -367,14 +467,15 @@ pub fn preload(path: &Path) -> Preloaded {
     Preloaded {
         path: path.to_owned(),
         stamp,
-        result: load(path),
+        // The manifest, read meanwhile, is what would tell the job count.
+        result: load_listed(path, 0),
     }
 }
 
 impl Preloaded {
-    /// What [`load`] of `path` would give now, if this read is still it; `None` when
-    /// `path` is another file, or the file changed since. Call with the lock held.
-    pub fn take_for(self, path: &Path) -> Option<Result<Option<Loaded>, CheckpointError>> {
+    /// What [`load_listed`] of `path` would give now, if this read is still it; `None`
+    /// when `path` is another file, or the file changed since. Call with the lock held.
+    pub fn take_for(self, path: &Path) -> Option<Result<Option<Listed>, CheckpointError>> {
         (self.path == path && stamp(path) == self.stamp).then_some(self.result)
     }
 }
@@ -382,16 +483,29 @@ impl Preloaded {
 /// Parses a results file from `reader`; `path` names it in messages. When `torn`,
 /// the last row is incomplete and is dropped with a warning.
 pub fn parse_reader(reader: impl Read, path: &Path, torn: bool) -> Result<Loaded, CheckpointError> {
-    parse(reader, path, torn, 0)
+    parse(reader, path, torn, Sizing::default()).map(Listed::into_loaded)
 }
 
-/// [`parse_reader`], sized for `jobs` jobs (see [`load_sized`]).
+/// What the list of records is sized for before it is read: `jobs` when known (the
+/// manifest's count), or else an estimate from the file's length `len` and its first
+/// rows. Growing it a doubling at a time copied every record again, a sixth of
+/// reading 100,000 rows.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sizing {
+    jobs: usize,
+    len: u64,
+}
+
+/// Rows read before the rest are estimated from their length.
+const SIZING_ROWS: usize = 32;
+
+/// [`parse_reader`], as a run reads it, sized for `jobs` jobs (see [`load_listed`]).
 fn parse(
     reader: impl Read,
     path: &Path,
     torn: bool,
-    jobs: usize,
-) -> Result<Loaded, CheckpointError> {
+    sizing: Sizing,
+) -> Result<Listed, CheckpointError> {
     let malformed =
         |line: u64, field: Option<String>, message: String| CheckpointError::Malformed {
             path: path.to_owned(),
@@ -403,7 +517,7 @@ fn parse(
         .has_headers(false)
         .flexible(true)
         .from_reader(reader);
-    let mut loaded = Loaded::default();
+    let mut loaded = Listed::default();
     let mut rows = rdr.records();
 
     let Some(header) = rows.next() else {
@@ -436,8 +550,8 @@ fn parse(
     // Two buffers reused for every row: the current one, and the next, read ahead
     // to know whether the current row is the last.
     drop(rows);
-    loaded.records.reserve(jobs);
-    loaded.order.reserve(jobs);
+    loaded.records.reserve(sizing.jobs);
+    loaded.index = Index::with_capacity(sizing.jobs);
     let mut current = csv::StringRecord::new();
     let mut next = csv::StringRecord::new();
     // The row being parsed. A job's earlier record, replaced by a later row, becomes
@@ -477,18 +591,34 @@ fn parse(
             Err(e) => return Err(e),
             Ok(()) => {
                 loaded.rows += 1;
-                match loaded.records.get_mut(scratch.job_id.as_str()) {
-                    Some(slot) => std::mem::swap(slot, &mut scratch),
+                if loaded.rows == SIZING_ROWS
+                    && sizing.jobs == 0
+                    && let Some(at) = current.position()
+                {
+                    // A job has a row or more: rows are an upper bound on jobs.
+                    let per_row = (at.byte() / SIZING_ROWS as u64).max(1);
+                    let rows = usize::try_from(sizing.len / per_row + 1).unwrap_or(0);
+                    let more = rows.min(1 << 22).saturating_sub(loaded.records.len());
+                    let _ = loaded.records.try_reserve(more);
+                    let _ = loaded.index.by_hash.try_reserve(more);
+                }
+                match loaded.index.find(&scratch.job_id, &loaded.records) {
+                    Some(at) => std::mem::swap(&mut loaded.records[at], &mut scratch),
                     None => {
-                        let record = std::mem::take(&mut scratch);
-                        loaded.order.push(record.job_id.clone());
-                        loaded.records.insert(record.job_id.clone(), record);
+                        loaded.index.insert(&scratch.job_id, loaded.records.len());
+                        loaded.records.push(std::mem::take(&mut scratch));
                     }
                 }
             }
         }
         std::mem::swap(&mut current, &mut next);
         current_read = next_read;
+    }
+    // Jobs with many rows each (a killed run's file) leave the estimate far too high;
+    // what is not used was never touched, and shrinking a list this large moves no
+    // record (the allocator remaps it).
+    if loaded.records.capacity() > 2 * loaded.records.len() + SIZING_ROWS {
+        loaded.records.shrink_to_fit();
     }
     Ok(loaded)
 }
@@ -671,6 +801,46 @@ mod tests {
                 proptest::prop_assert_eq!(&loaded.records[id], last);
             }
         }
+    }
+
+    #[test]
+    fn ids_of_the_same_hash_are_told_apart() {
+        let records = [
+            record("a", State::Submitted),
+            record("b", State::Failed),
+            record("c", State::Failed),
+        ];
+        let mut index = Index::default();
+        index.insert_hashed(7, "a", 0);
+        index.insert_hashed(7, "b", 1);
+        index.insert_hashed(8, "c", 2);
+        assert_eq!(index.find_hashed(7, "a", &records), Some(0));
+        assert_eq!(index.find_hashed(7, "b", &records), Some(1));
+        assert_eq!(index.find_hashed(8, "c", &records), Some(2));
+        assert_eq!(index.find_hashed(7, "c", &records), None);
+        assert_eq!(index.find_hashed(9, "a", &records), None);
+    }
+
+    #[test]
+    fn a_listed_file_finds_each_job_by_id() {
+        let rows = [
+            record("b", State::Submitting),
+            record("a", State::Submitted),
+            record("b", State::Failed),
+        ];
+        let listed = super::parse(
+            &to_csv(&rows)[..],
+            Path::new("r.csv"),
+            false,
+            Sizing::default(),
+        )
+        .unwrap();
+        let ids: Vec<&str> = listed.records.iter().map(|r| r.job_id.as_str()).collect();
+        assert_eq!(ids, ["b", "a"]);
+        assert_eq!(listed.get("b"), Some(&rows[2]));
+        assert_eq!(listed.get("a"), Some(&rows[1]));
+        assert_eq!(listed.get("c"), None);
+        assert!(listed.needs_compaction());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -76,8 +77,9 @@ pub struct Counters {
 /// Where a job's last record is.
 #[derive(Debug)]
 pub enum Entry {
-    /// Loaded from the results file before the run and not changed since.
-    Loaded(Box<Record>),
+    /// Loaded from the results file before the run and not changed since: its place
+    /// in the run's list of loaded records (shared with the runner, not copied).
+    Loaded(usize),
     /// Written by this run: `len` bytes at `offset` in the results file.
     Logged {
         offset: u64,
@@ -113,7 +115,7 @@ pub struct Progress {
 pub async fn collect(
     mut rx: mpsc::Receiver<Event>,
     appender: Appender,
-    records: HashMap<String, Record>,
+    records: Arc<Vec<Record>>,
     progress: Progress,
 ) -> Collected {
     let mut tally = Tally::new(records, &progress);
@@ -221,6 +223,8 @@ pub async fn collect(
 /// first write that failed.
 struct Tally {
     entries: HashMap<String, Entry>,
+    /// The records loaded before the run, which [`Entry::Loaded`] points into.
+    loaded: Arc<Vec<Record>>,
     counters: Counters,
     counts: progress::Counts,
     /// The generation times seen: their sum and how many.
@@ -230,14 +234,15 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(records: HashMap<String, Record>, progress: &Progress) -> Tally {
-        let counts = progress::counts(&records, progress.total, progress.download);
-        let mut entries: HashMap<String, Entry> = HashMap::with_capacity(records.len());
-        for (id, record) in records {
-            entries.insert(id, Entry::Loaded(Box::new(record)));
+    fn new(loaded: Arc<Vec<Record>>, progress: &Progress) -> Tally {
+        let counts = progress::counts(&loaded, progress.total, progress.download);
+        let mut entries: HashMap<String, Entry> = HashMap::with_capacity(loaded.len());
+        for (i, record) in loaded.iter().enumerate() {
+            entries.insert(record.job_id.clone(), Entry::Loaded(i));
         }
         Tally {
             entries,
+            loaded,
             counters: Counters::default(),
             counts,
             generation: (Duration::ZERO, 0),
@@ -310,7 +315,7 @@ impl Tally {
         };
         let old_bucket = match &old {
             None => Bucket::Queued,
-            Some(Entry::Loaded(r)) => progress::bucket(Some(r), self.download),
+            Some(Entry::Loaded(i)) => progress::bucket(self.loaded.get(*i), self.download),
             Some(Entry::Logged { bucket, .. }) => *bucket,
         };
         self.counts.shift(old_bucket, -1);
@@ -387,6 +392,7 @@ pub fn finish(
     jobs: &[Job],
     foreign: &[String],
     entries: &HashMap<String, Entry>,
+    loaded: &[Record],
     rewrite: bool,
     download: bool,
 ) -> io::Result<Outcomes> {
@@ -408,13 +414,14 @@ pub fn finish(
             let read_back;
             let record = match entries.get(id) {
                 None => None,
-                Some(Entry::Loaded(r)) => {
-                    if let Some(out) = out.as_mut() {
+                Some(&Entry::Loaded(i)) => {
+                    let r = loaded.get(i);
+                    if let (Some(out), Some(r)) = (out.as_mut(), r) {
                         buf.clear();
                         encode_row(r, &mut buf)?;
                         out.write_all(&buf)?;
                     }
-                    Some(&**r)
+                    r
                 }
                 Some(&Entry::Logged { offset, len, .. }) => {
                     reader.read(offset, len)?;
@@ -531,7 +538,6 @@ fn generation_time(r: &Record) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::checkpoint::writer::encode_row;
@@ -601,7 +607,7 @@ mod tests {
         let jobs = Arc::new((0..50).map(job).collect::<Vec<_>>());
         let appender = Appender::open(&path, true).unwrap();
         let (tx, rx) = mpsc::channel(8);
-        let collector = tokio::spawn(collect(rx, appender, HashMap::new(), quiet(jobs.len())));
+        let collector = tokio::spawn(collect(rx, appender, Arc::default(), quiet(jobs.len())));
         let mut heard = Vec::new();
         for i in 0..jobs.len() {
             let (event, ack) = row_event(&jobs, i, State::Submitting, 1, None);
@@ -631,7 +637,7 @@ mod tests {
         let jobs = Arc::new((0..3).map(job).collect::<Vec<_>>());
         let appender = Appender::open(&path, false).unwrap();
         let (tx, rx) = mpsc::channel(8);
-        let collector = tokio::spawn(collect(rx, appender, HashMap::new(), quiet(jobs.len())));
+        let collector = tokio::spawn(collect(rx, appender, Arc::default(), quiet(jobs.len())));
         let send = |i, state, attempts, message| row_event(&jobs, i, state, attempts, message);
         // A long history of retries for every job: memory must not follow it.
         for attempt in 1..=200 {
@@ -661,7 +667,7 @@ mod tests {
         let before = crate::checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(before.rows, 3 * 200 + 2);
 
-        let outcomes = finish(&path, &jobs, &[], &collected.entries, true, false).unwrap();
+        let outcomes = finish(&path, &jobs, &[], &collected.entries, &[], true, false).unwrap();
         assert_eq!(outcomes.tally.succeeded, 1);
         assert_eq!(outcomes.tally.failed, 1);
         assert_eq!(outcomes.tally.not_started, 1);
