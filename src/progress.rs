@@ -64,14 +64,12 @@ pub struct Counts {
     pub in_doubt: usize,
 }
 
-/// Counts `records` against `total` jobs (jobs without a record are queued).
-pub fn counts(records: &[Record], total: usize, download: bool) -> Counts {
-    let mut c = Counts {
-        queued: total.saturating_sub(records.len()),
-        ..Counts::default()
-    };
+/// Counts jobs by their last records, one item per job (`None`: no record yet, so
+/// the job is queued).
+pub fn counts<'a>(records: impl IntoIterator<Item = Option<&'a Record>>, download: bool) -> Counts {
+    let mut c = Counts::default();
     for r in records {
-        c.add(Some(r), 1, download);
+        c.add(r, 1, download);
     }
     c
 }
@@ -222,22 +220,22 @@ mod tests {
 
     #[test]
     fn counts_cover_every_job() {
-        let mut records = Vec::new();
+        let mut records = vec![None, None];
         for (id, state, urls, paths) in [
             ("a", State::Succeeded, 1, 1),
             ("b", State::Succeeded, 1, 0),
             ("c", State::Submitted, 0, 0),
             ("d", State::InDoubt, 0, 0),
         ] {
-            records.push(Record {
+            records.push(Some(Record {
                 job_id: id.into(),
                 state: Some(state),
                 video_urls: vec!["u".into(); urls],
                 video_paths: vec!["p".into(); paths],
                 ..Record::default()
-            });
+            }));
         }
-        let c = counts(&records, 6, true);
+        let c = counts(records.iter().map(Option::as_ref), true);
         assert_eq!(
             c.line(),
             "2 queued, 0 submitting, 1 running, 1 downloading, 1 done, 0 failed, 1 in doubt"

@@ -9,7 +9,7 @@
 //! the outcomes.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
@@ -75,7 +75,7 @@ pub struct Counters {
 }
 
 /// Where a job's last record is.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Entry {
     /// Loaded from the results file before the run and not changed since: its place
     /// in the run's list of loaded records (shared with the runner, not copied).
@@ -91,8 +91,9 @@ pub enum Entry {
 /// The collector's state, handed back when the run ends.
 #[derive(Debug)]
 pub struct Collected {
-    /// Where the last record of every job is, this run's and earlier ones'.
-    pub entries: HashMap<String, Entry>,
+    /// Where the last record of every job is, this run's and earlier ones', by the
+    /// job's place in the manifest (`None`: the job has no record).
+    pub entries: Vec<Option<Entry>>,
     pub counters: Counters,
     /// The first write that failed: the run cannot go on without its checkpoint.
     pub write_error: Option<String>,
@@ -107,7 +108,9 @@ pub struct Progress {
     pub rate_per_second: f64,
 }
 
-/// Receives events until every sender is gone.
+/// Receives events until every sender is gone. `entries` holds, for each job of
+/// the run in manifest order, where its last record is before the run: a place in
+/// `loaded` or none.
 ///
 /// Rows are written and synced by a thread of their own ([`Writer`]) so that no
 /// runtime thread ever waits on the disk; while it syncs one batch, the rows that
@@ -115,10 +118,11 @@ pub struct Progress {
 pub async fn collect(
     mut rx: mpsc::Receiver<Event>,
     appender: Appender,
-    records: Arc<Vec<Record>>,
+    loaded: Arc<Vec<Record>>,
+    entries: Vec<Option<Entry>>,
     progress: Progress,
 ) -> Collected {
-    let mut tally = Tally::new(records, &progress);
+    let mut tally = Tally::new(loaded, entries, &progress);
     let path = appender.path().to_owned();
     let (mut writer, started) = match Writer::start(appender) {
         Ok(writer) => (Some(writer), None),
@@ -222,7 +226,7 @@ pub async fn collect(
 /// What the collector knows of the run: every job's last row, the counters and the
 /// first write that failed.
 struct Tally {
-    entries: HashMap<String, Entry>,
+    entries: Vec<Option<Entry>>,
     /// The records loaded before the run, which [`Entry::Loaded`] points into.
     loaded: Arc<Vec<Record>>,
     counters: Counters,
@@ -234,12 +238,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(loaded: Arc<Vec<Record>>, progress: &Progress) -> Tally {
-        let counts = progress::counts(&loaded, progress.total, progress.download);
-        let mut entries: HashMap<String, Entry> = HashMap::with_capacity(loaded.len());
-        for (i, record) in loaded.iter().enumerate() {
-            entries.insert(record.job_id.clone(), Entry::Loaded(i));
-        }
+    fn new(loaded: Arc<Vec<Record>>, entries: Vec<Option<Entry>>, progress: &Progress) -> Tally {
+        let counts = progress::counts(
+            entries.iter().map(|e| record_of(e.as_ref(), &loaded)),
+            progress.download,
+        );
         Tally {
             entries,
             loaded,
@@ -306,13 +309,11 @@ impl Tally {
             bucket: row.bucket,
         };
         self.counts.shift(row.bucket, 1);
-        let old = match self.entries.get_mut(row.job.id.as_str()) {
-            Some(slot) => Some(std::mem::replace(slot, entry)),
-            None => {
-                self.entries.insert(row.job.id.clone(), entry);
-                None
-            }
-        };
+        let index = row.job.index();
+        if self.entries.len() <= index {
+            self.entries.resize_with(index + 1, || None);
+        }
+        let old = self.entries[index].replace(entry);
         let old_bucket = match &old {
             None => Bucket::Queued,
             Some(Entry::Loaded(i)) => progress::bucket(self.loaded.get(*i), self.download),
@@ -383,15 +384,24 @@ impl Writer {
     }
 }
 
-/// Counts the outcome of every job of `jobs` from its last record and, when
-/// `rewrite`, replaces the results file with one row per job: `jobs` in order, then
-/// the rows of `foreign` jobs (no longer in the manifest). Rows are read back from
-/// the file one at a time; the rewrite is atomic (see [`rewrite_with`]).
+/// A loaded record an entry points at (`None` for a row this run wrote).
+fn record_of<'a>(entry: Option<&Entry>, loaded: &'a [Record]) -> Option<&'a Record> {
+    match entry {
+        Some(&Entry::Loaded(i)) => loaded.get(i),
+        _ => None,
+    }
+}
+
+/// Counts the outcome of every job of `jobs` from its last record (`entries`, by
+/// the job's place) and, when `rewrite`, replaces the results file with one row per
+/// job: `jobs` in order, then the rows of `foreign` jobs (no longer in the
+/// manifest: their places in `loaded`). Rows are read back from the file one at a
+/// time; the rewrite is atomic (see [`rewrite_with`]).
 pub fn finish(
     path: &Path,
     jobs: &[Job],
-    foreign: &[String],
-    entries: &HashMap<String, Entry>,
+    foreign: &[usize],
+    entries: &[Option<Entry>],
     loaded: &[Record],
     rewrite: bool,
     download: bool,
@@ -408,13 +418,16 @@ pub fn finish(
             encode_header(&mut buf)?;
             out.write_all(&buf)?;
         }
-        let ids = jobs.iter().map(|j| (Some(JobRef::from(j)), &j.id));
-        let foreign = foreign.iter().map(|id| (None, id));
-        for (job, id) in ids.chain(foreign.filter(|_| rewriting)) {
+        let jobs = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (Some(JobRef::from(j)), entries.get(i).copied().flatten()));
+        let foreign = foreign.iter().map(|&at| (None, Some(Entry::Loaded(at))));
+        for (job, entry) in jobs.chain(foreign.filter(|_| rewriting)) {
             let read_back;
-            let record = match entries.get(id) {
+            let record = match entry {
                 None => None,
-                Some(&Entry::Loaded(i)) => {
+                Some(Entry::Loaded(i)) => {
                     let r = loaded.get(i);
                     if let (Some(out), Some(r)) = (out.as_mut(), r) {
                         buf.clear();
@@ -423,7 +436,7 @@ pub fn finish(
                     }
                     r
                 }
-                Some(&Entry::Logged { offset, len, .. }) => {
+                Some(Entry::Logged { offset, len, .. }) => {
                     reader.read(offset, len)?;
                     if let Some(out) = out.as_mut() {
                         out.write_all(&reader.bytes)?;
@@ -607,7 +620,13 @@ mod tests {
         let jobs = Arc::new((0..50).map(job).collect::<Vec<_>>());
         let appender = Appender::open(&path, true).unwrap();
         let (tx, rx) = mpsc::channel(8);
-        let collector = tokio::spawn(collect(rx, appender, Arc::default(), quiet(jobs.len())));
+        let collector = tokio::spawn(collect(
+            rx,
+            appender,
+            Arc::default(),
+            vec![None; jobs.len()],
+            quiet(jobs.len()),
+        ));
         let mut heard = Vec::new();
         for i in 0..jobs.len() {
             let (event, ack) = row_event(&jobs, i, State::Submitting, 1, None);
@@ -626,6 +645,12 @@ mod tests {
         let collected = collector.await.unwrap();
         assert_eq!(collected.write_error, None);
         assert_eq!(collected.entries.len(), jobs.len());
+        assert!(
+            collected
+                .entries
+                .iter()
+                .all(|e| matches!(e, Some(Entry::Logged { .. })))
+        );
         let loaded = crate::checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(loaded.rows, jobs.len());
     }
@@ -637,7 +662,13 @@ mod tests {
         let jobs = Arc::new((0..3).map(job).collect::<Vec<_>>());
         let appender = Appender::open(&path, false).unwrap();
         let (tx, rx) = mpsc::channel(8);
-        let collector = tokio::spawn(collect(rx, appender, Arc::default(), quiet(jobs.len())));
+        let collector = tokio::spawn(collect(
+            rx,
+            appender,
+            Arc::default(),
+            vec![None; jobs.len()],
+            quiet(jobs.len()),
+        ));
         let send = |i, state, attempts, message| row_event(&jobs, i, state, attempts, message);
         // A long history of retries for every job: memory must not follow it.
         for attempt in 1..=200 {
@@ -661,8 +692,8 @@ mod tests {
         assert!(
             collected
                 .entries
-                .values()
-                .all(|e| matches!(e, Entry::Logged { .. }))
+                .iter()
+                .all(|e| matches!(e, Some(Entry::Logged { .. })))
         );
         let before = crate::checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(before.rows, 3 * 200 + 2);

@@ -151,6 +151,11 @@ impl JobHandle {
     pub fn new(jobs: Arc<Vec<Job>>, index: usize) -> Option<JobHandle> {
         (index < jobs.len()).then_some(JobHandle { jobs, index })
     }
+
+    /// The job's place in the run's job list (the manifest's order).
+    pub fn index(&self) -> usize {
+        self.index
+    }
 }
 
 impl std::ops::Deref for JobHandle {

@@ -42,7 +42,7 @@ pub mod pace;
 pub mod paths;
 pub mod retry;
 
-use collector::{Collected, Counters, Progress};
+use collector::{Collected, Counters, Entry, Progress};
 pub use job::Start;
 use job::{Budget, Fatal, JobHandle, JobSettings, Shared};
 use pace::Pace;
@@ -154,7 +154,10 @@ pub struct Prepared {
     pub warnings: Vec<String>,
     /// The results file's last record of each job, in the order they first appear.
     records: Vec<Record>,
-    foreign: Vec<String>,
+    /// Where each job's last record is in `records`, by the job's place in the manifest.
+    last: Vec<Option<usize>>,
+    /// The places in `records` of jobs no longer in the manifest.
+    foreign: Vec<usize>,
     lock: Lock,
 }
 
@@ -215,7 +218,7 @@ pub fn prepare_from(
             .iter()
             .zip(&config.jobs)
             .all(|(r, job)| r.job_id == job.id);
-    let foreign: Vec<String> = if in_order {
+    let foreign: Vec<usize> = if in_order {
         Vec::new()
     } else {
         let manifest_ids: rustc_hash::FxHashSet<&str> =
@@ -232,11 +235,8 @@ pub fn prepare_from(
             }
             .into());
         }
-        loaded
-            .records
-            .iter()
-            .filter(|r| !manifest_ids.contains(r.job_id.as_str()))
-            .map(|r| r.job_id.clone())
+        (0..loaded.records.len())
+            .filter(|&at| !manifest_ids.contains(loaded.records[at].job_id.as_str()))
             .collect()
     };
     if !foreign.is_empty() {
@@ -257,6 +257,7 @@ pub fn prepare_from(
 
     // What is left to do, job by job.
     let mut plan: Vec<Planned> = Vec::with_capacity(config.jobs.len());
+    let mut last_at = Vec::with_capacity(config.jobs.len());
     let mut changed = 0;
     for (index, job) in config.jobs.iter().enumerate() {
         let at = if in_order {
@@ -264,6 +265,7 @@ pub fn prepare_from(
         } else {
             loaded.position(&job.id)
         };
+        last_at.push(at);
         let last = at.and_then(|i| loaded.records.get(i));
         let wants = Wants {
             upgrade: job.upgrade.is_some(),
@@ -314,6 +316,7 @@ pub fn prepare_from(
         changed,
         warnings,
         records: loaded.records,
+        last: last_at,
         foreign,
         lock,
     })
@@ -338,6 +341,7 @@ pub async fn execute(
         held_back,
         warnings,
         records: loaded_records,
+        last,
         foreign,
         lock: _lock,
     } = prepared;
@@ -362,6 +366,7 @@ pub async fn execute(
         rx,
         appender,
         loaded_records.clone(),
+        last.into_iter().map(|at| at.map(Entry::Loaded)).collect(),
         Progress {
             mode: config.progress,
             total: config.jobs.len(),

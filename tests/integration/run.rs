@@ -362,6 +362,36 @@ fn an_edited_job_runs_again_and_the_rest_do_not() {
     );
 }
 
+/// A manifest that drops a job and reorders the rest: the jobs still in it are found
+/// by id, not by place, and the dropped job's row is kept after them.
+#[test]
+fn a_dropped_job_keeps_its_row_and_reordered_jobs_are_not_sent_again() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(3));
+    assert_eq!(h.run(&manifest, &[]).status.code(), Some(exit::OK as i32));
+    let before = h.results();
+    std::fs::write(
+        &manifest,
+        "name: batch\njobs:\n  - id: job-3\n    prompt: \"clip number 3\"\n  \
+         - id: job-1\n    prompt: \"clip number 1\"\n  - id: job-4\n    prompt: \"a new clip\"\n",
+    )
+    .expect("edit manifest");
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 jobs in the results file are no longer in the manifest"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.stats().tasks_created, 4, "only the new job was sent");
+    let after = h.results();
+    assert_eq!(after.order, ["job-3", "job-1", "job-4", "job-2"]);
+    for id in ["job-1", "job-2", "job-3"] {
+        assert_eq!(after.records[id], before.records[id], "{id} is untouched");
+    }
+    assert_eq!(after.records["job-4"].state, Some(State::Succeeded));
+}
+
 #[test]
 fn a_bad_manifest_sends_nothing() {
     let h = Harness::new(fast_sim());
