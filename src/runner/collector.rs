@@ -124,16 +124,16 @@ pub async fn collect(
 ) -> Collected {
     let mut tally = Tally::new(loaded, entries, &progress);
     let path = appender.path().to_owned();
-    let (mut writer, started) = match Writer::start(appender) {
-        Ok(writer) => (Some(writer), None),
-        Err(e) => (None, Some(e)),
+    let writer = match Writer::start(appender) {
+        Ok(writer) => Some(writer),
+        Err(e) => {
+            tally.failed(format!(
+                "failed to start the writer of results file `{}`: {e}",
+                path.display()
+            ));
+            None
+        }
     };
-    if let Some(e) = started {
-        tally.failed(format!(
-            "failed to start the writer of results file `{}`: {e}",
-            path.display()
-        ));
-    }
     // Rows received and not yet handed to the writer, and the batch it is writing.
     let mut incoming: Vec<Event> = Vec::with_capacity(256);
     let mut gathering: Vec<Event> = Vec::with_capacity(256);
@@ -213,7 +213,7 @@ pub async fn collect(
         }
     }
     reporter.finish();
-    if let Some(writer) = writer.take() {
+    if let Some(writer) = writer {
         writer.stop().await;
     }
     Collected {
