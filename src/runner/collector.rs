@@ -602,13 +602,23 @@ mod tests {
         )
     }
 
-    fn quiet(total: usize) -> Progress {
-        Progress {
+    /// A collector of `jobs` jobs with no record yet, appending to `path`.
+    fn spawn_collector(
+        path: &Path,
+        jobs: usize,
+        sync: bool,
+    ) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<Collected>) {
+        let appender = Appender::open(path, sync).unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let progress = Progress {
             mode: Mode::Quiet,
-            total,
+            total: jobs,
             download: false,
             rate_per_second: 0.0,
-        }
+        };
+        let entries = vec![None; jobs];
+        let collector = tokio::spawn(collect(rx, appender, Arc::default(), entries, progress));
+        (tx, collector)
     }
 
     /// Rows sent without waiting are written in batches while earlier ones sync;
@@ -618,15 +628,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.csv");
         let jobs = Arc::new((0..50).map(job).collect::<Vec<_>>());
-        let appender = Appender::open(&path, true).unwrap();
-        let (tx, rx) = mpsc::channel(8);
-        let collector = tokio::spawn(collect(
-            rx,
-            appender,
-            Arc::default(),
-            vec![None; jobs.len()],
-            quiet(jobs.len()),
-        ));
+        let (tx, collector) = spawn_collector(&path, jobs.len(), true);
         let mut heard = Vec::new();
         for i in 0..jobs.len() {
             let (event, ack) = row_event(&jobs, i, State::Submitting, 1, None);
@@ -660,15 +662,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.csv");
         let jobs = Arc::new((0..3).map(job).collect::<Vec<_>>());
-        let appender = Appender::open(&path, false).unwrap();
-        let (tx, rx) = mpsc::channel(8);
-        let collector = tokio::spawn(collect(
-            rx,
-            appender,
-            Arc::default(),
-            vec![None; jobs.len()],
-            quiet(jobs.len()),
-        ));
+        let (tx, collector) = spawn_collector(&path, jobs.len(), false);
         let send = |i, state, attempts, message| row_event(&jobs, i, state, attempts, message);
         // A long history of retries for every job: memory must not follow it.
         for attempt in 1..=200 {
