@@ -7,6 +7,8 @@
 //! the job count of the overhead scenarios (default 100,000) and
 //! `VEO_BENCH_SCHEDULE_JOBS` that of `schedule` (default 2,000); `VEO_BENCH_DIR` puts
 //! their results and videos under another folder (`/dev/shm`: no disk).
+//! `VEO_BENCH_RUNTIME=multi` runs on tokio's multi-thread runtime instead of the one
+//! `run` uses ([`runner::runtime`]), to compare.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

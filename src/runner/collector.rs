@@ -1,6 +1,7 @@
 //! The one task that owns the results file and the counters. Job tasks send it
-//! events; it appends their rows in batches (one sync covers every row that arrived
-//! together: group commit) and only then tells each job it may act.
+//! events; its writer thread appends their rows in batches (one sync covers every
+//! row that arrived together: group commit) and only then does it tell each job it
+//! may act.
 //!
 //! It keeps no copy of the rows it writes: per job only where its last row lies in
 //! the file and the progress bucket it counts in, so memory follows the number of
@@ -38,11 +39,12 @@ pub enum Event {
     Retry { code: Option<i64> },
 }
 
-/// A job's new row, encoded by the job task (so that encoding runs on every
-/// worker, not on the one collector), with what the counters need to know of it.
+/// A job's new row, encoded by the job task (a row, not a copy of the record, is
+/// what crosses to the collector), with what the counters need to know of it.
 #[derive(Debug)]
 pub struct Row {
-    pub job: JobHandle,
+    /// The job's place in the run's job list (the manifest's order).
+    pub index: usize,
     /// The row as [`encode_row`] writes it, line end included.
     pub bytes: Vec<u8>,
     pub state: State,
@@ -53,11 +55,11 @@ pub struct Row {
 
 impl Row {
     /// Encodes `record`, the new last record of `job`.
-    pub fn new(job: JobHandle, record: &Record, download: bool) -> io::Result<Row> {
+    pub fn new(job: &JobHandle, record: &Record, download: bool) -> io::Result<Row> {
         let mut bytes = Vec::with_capacity(512);
         encode_row(record, &mut bytes)?;
         Ok(Row {
-            job,
+            index: job.index(),
             bytes,
             state: record.state(),
             bucket: progress::bucket(Some(record), download),
@@ -309,7 +311,7 @@ impl Tally {
             bucket: row.bucket,
         };
         self.counts.shift(row.bucket, 1);
-        let index = row.job.index();
+        let index = row.index;
         if self.entries.len() <= index {
             self.entries.resize_with(index + 1, || None);
         }
@@ -591,7 +593,7 @@ mod tests {
             updated_at: "t".into(),
             ..Record::default()
         };
-        let row = Row::new(handle, &record, false).unwrap();
+        let row = Row::new(&handle, &record, false).unwrap();
         let (ack, heard) = oneshot::channel();
         (
             Event::Row {

@@ -330,16 +330,12 @@ impl JobRunner {
             code = self.record.error_code,
             "state change"
         );
-        let row = Row::new(
-            self.job.clone(),
-            &self.record,
-            self.shared.settings.download,
-        )
-        .map_err(|e| {
-            let msg = format!("failed to encode a results row: {e}");
-            self.shared.set_fatal(Fatal::Checkpoint(msg));
-            JobEnd::Stopped
-        })?;
+        let row =
+            Row::new(&self.job, &self.record, self.shared.settings.download).map_err(|e| {
+                let msg = format!("failed to encode a results row: {e}");
+                self.shared.set_fatal(Fatal::Checkpoint(msg));
+                JobEnd::Stopped
+            })?;
         let (tx, rx) = oneshot::channel();
         let event = Event::Row { row, ack: Some(tx) };
         let written = match self.shared.events.send(event).await {
