@@ -15,32 +15,18 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 pub mod plan;
+pub mod schema;
 pub mod writer;
 
-/// The columns, in order. The header row must be exactly this.
-pub const HEADER: [&str; 17] = [
-    "job_id",
-    "state",
-    "task_id",
-    "attempts",
-    "model",
-    "generation_type",
-    "aspect_ratio",
-    "prompt",
-    "fingerprint",
-    "video_urls",
-    "upgrade_urls",
-    "video_paths",
-    "error_code",
-    "error_message",
-    "submitted_at",
-    "finished_at",
-    "updated_at",
-];
+pub use schema::HEADER;
 
 /// How `error_message` begins when the service refused a job's 1080p or 4K upgrade
 /// (after the upgrade's name): such a job keeps its base video and is not asked again.
 pub const UPGRADE_FAILED: &str = "upgrade failed";
+
+/// How a recorded download failure starts (in `error_message`), so that a later
+/// successful download clears it and nothing else.
+pub const DOWNLOAD_FAILED: &str = "download failed";
 
 /// Separates several URLs or paths inside one cell.
 pub const LIST_SEPARATOR: char = '|';
@@ -117,7 +103,27 @@ pub struct Record {
     pub submitted_at: Option<String>,
     pub finished_at: Option<String>,
     pub updated_at: String,
+    /// The 1080p or 4K file the job asks for (so that the file alone tells where a
+    /// job waiting for it stands).
+    pub upgrade: Option<crate::manifest::Upgrade>,
+    /// The job keeps its base video beside the upgraded one.
+    pub keep_original: bool,
+    /// Credits this job's generate calls committed, over all runs: counted when the
+    /// call is about to leave, given back when the service refused it without
+    /// creating a task. A task that later fails stays counted (the service says
+    /// failed tasks are free; the budget errs on the safe side).
+    pub credits: f64,
+    /// Earlier tasks of this job that a later submission replaced (the manifest
+    /// changed, `--retry-failed`, `--resubmit-in-doubt`): their ids, or
+    /// [`IN_DOUBT_TASK`] for a call that may have made a task whose id never came.
+    pub superseded_tasks: Vec<String>,
+    /// Where the videos of superseded tasks were moved to (never overwritten).
+    pub superseded_paths: Vec<String>,
 }
+
+/// How [`Record::superseded_tasks`] names a call that may have created a task whose
+/// id never came back.
+pub const IN_DOUBT_TASK: &str = "(in doubt)";
 
 impl Record {
     /// How many files a finished job downloads: its upgraded videos (plus the base
@@ -144,36 +150,40 @@ impl Record {
         self.video_paths.len() < self.files_expected(keep_original)
     }
 
+    /// True when the last try to download this job's videos failed.
+    pub fn download_failed(&self) -> bool {
+        self.error_message
+            .as_deref()
+            .is_some_and(|m| m.starts_with(DOWNLOAD_FAILED))
+    }
+
     /// The state, which every loaded or written record has.
     pub fn state(&self) -> State {
         self.state.unwrap_or(State::Pending)
     }
 
-    /// The cells of this row, in [`HEADER`] order.
-    pub fn cells(&self) -> [String; 17] {
-        let join = |v: &[String]| v.join(&LIST_SEPARATOR.to_string());
-        [
-            self.job_id.clone(),
-            self.state().as_str().to_owned(),
-            self.task_id.clone().unwrap_or_default(),
-            self.attempts.to_string(),
-            self.model.clone(),
-            self.generation_type.clone(),
-            self.aspect_ratio.clone(),
-            self.prompt.clone(),
-            self.fingerprint.clone(),
-            join(&self.video_urls),
-            join(&self.upgrade_urls),
-            join(&self.video_paths),
-            self.error_code.map(|c| c.to_string()).unwrap_or_default(),
-            self.error_message.clone().unwrap_or_default(),
-            self.submitted_at.clone().unwrap_or_default(),
-            self.finished_at.clone().unwrap_or_default(),
-            self.updated_at.clone(),
-        ]
+    /// What the job asks beyond its request, as recorded.
+    pub fn wants(&self) -> plan::Wants {
+        plan::Wants {
+            upgrade: self.upgrade.is_some(),
+            keep_original: self.keep_original,
+        }
     }
 
-    /// Reads the row `cells` as a record.
+    /// The cells of this row, in [`HEADER`] order.
+    pub fn cells(&self) -> Vec<String> {
+        schema::COLUMNS
+            .iter()
+            .map(|c| {
+                let mut cell = String::new();
+                (c.write)(self, &mut cell);
+                cell
+            })
+            .collect()
+    }
+
+    /// Reads the row `cells` (of a file whose header has that many columns) as a
+    /// record.
     pub(crate) fn from_cells(
         cells: &csv::StringRecord,
     ) -> Result<Record, (Option<String>, String)> {
@@ -184,70 +194,16 @@ impl Record {
 
     /// Sets this record to the row `cells`, reusing the record's strings: a results
     /// file a kill left holds several rows per job, and all but the last are
-    /// replaced. On `Err` the record is left part-filled.
+    /// replaced. Columns the row does not have (a file written before they were
+    /// added) are set empty. On `Err` the record is left part-filled.
     fn fill_from_cells(
         &mut self,
         cells: &csv::StringRecord,
     ) -> Result<(), (Option<String>, String)> {
-        let get = |i: usize| cells.get(i).unwrap_or_default();
-        fn set(slot: &mut String, value: &str) {
-            slot.clear();
-            slot.push_str(value);
+        for (i, column) in schema::COLUMNS.iter().enumerate() {
+            let cell = cells.get(i).unwrap_or_default();
+            (column.read)(self, cell).map_err(|m| (Some(column.name.to_owned()), m))?;
         }
-        fn set_opt(slot: &mut Option<String>, value: &str) {
-            match slot {
-                _ if value.is_empty() => *slot = None,
-                Some(s) => set(s, value),
-                None => *slot = Some(value.to_owned()),
-            }
-        }
-        fn set_list(slot: &mut Vec<String>, value: &str) {
-            slot.clear();
-            if !value.is_empty() {
-                slot.extend(value.split(LIST_SEPARATOR).map(str::to_owned));
-            }
-        }
-        if get(0).is_empty() {
-            return Err((Some("job_id".into()), "is empty".into()));
-        }
-        let state = State::parse(get(1)).ok_or_else(|| {
-            (
-                Some("state".into()),
-                format!("{:?} is not a state ({})", get(1), State::ALLOWED),
-            )
-        })?;
-        let attempts = get(3).parse::<u32>().map_err(|_| {
-            (
-                Some("attempts".into()),
-                format!("{:?} is not a whole number", get(3)),
-            )
-        })?;
-        let error_code = match get(12) {
-            "" => None,
-            s => Some(s.parse::<i64>().map_err(|_| {
-                (
-                    Some("error_code".into()),
-                    format!("{s:?} is not an integer"),
-                )
-            })?),
-        };
-        set(&mut self.job_id, get(0));
-        self.state = Some(state);
-        set_opt(&mut self.task_id, get(2));
-        self.attempts = attempts;
-        set(&mut self.model, get(4));
-        set(&mut self.generation_type, get(5));
-        set(&mut self.aspect_ratio, get(6));
-        set(&mut self.prompt, get(7));
-        set(&mut self.fingerprint, get(8));
-        set_list(&mut self.video_urls, get(9));
-        set_list(&mut self.upgrade_urls, get(10));
-        set_list(&mut self.video_paths, get(11));
-        self.error_code = error_code;
-        set_opt(&mut self.error_message, get(13));
-        set_opt(&mut self.submitted_at, get(14));
-        set_opt(&mut self.finished_at, get(15));
-        set(&mut self.updated_at, get(16));
         Ok(())
     }
 }
@@ -263,14 +219,17 @@ pub struct Loaded {
     pub rows: usize,
     /// A torn last row was dropped (the process was killed while writing it).
     pub torn: bool,
+    /// The header is one an earlier version wrote, with fewer columns.
+    pub old_header: bool,
     pub warnings: Vec<String>,
 }
 
 impl Loaded {
     /// True when the file holds more rows than jobs, or a torn row: the shape a kill
-    /// leaves, which the run rewrites before appending to it.
+    /// leaves, which the run rewrites before appending to it; or when its header is
+    /// an earlier version's, which gets today's columns the same way.
     pub fn needs_compaction(&self) -> bool {
-        self.torn || self.rows != self.records.len()
+        self.torn || self.old_header || self.rows != self.records.len()
     }
 }
 
@@ -286,6 +245,8 @@ pub struct Listed {
     pub rows: usize,
     /// A torn last row was dropped (the process was killed while writing it).
     pub torn: bool,
+    /// See [`Loaded::old_header`].
+    pub old_header: bool,
     pub warnings: Vec<String>,
     index: Index,
 }
@@ -303,7 +264,7 @@ impl Listed {
 
     /// See [`Loaded::needs_compaction`].
     pub fn needs_compaction(&self) -> bool {
-        self.torn || self.rows != self.records.len()
+        self.torn || self.old_header || self.rows != self.records.len()
     }
 
     /// The same, keyed by id.
@@ -318,6 +279,7 @@ impl Listed {
             order,
             rows: self.rows,
             torn: self.torn,
+            old_header: self.old_header,
             warnings: self.warnings,
         }
     }
@@ -390,6 +352,36 @@ pub enum CheckpointError {
 
 fn field_prefix(field: &Option<String>) -> String {
     field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default()
+}
+
+/// A results file whose jobs are none of the manifest's.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "results file `{}` belongs to another manifest: none of its {rows} jobs are in this one; give this run its own --results",
+    path.display()
+)]
+pub struct ForeignResults {
+    pub path: PathBuf,
+    pub rows: usize,
+}
+
+/// Refuses a results file at `path` holding jobs `ids`, none of which `in_manifest`:
+/// it is another manifest's. `run` and `status` both ask this, so that they refuse
+/// the same files.
+pub fn check_belongs<'a>(
+    path: &Path,
+    ids: impl ExactSizeIterator<Item = &'a str>,
+    in_manifest: impl Fn(&str) -> bool,
+) -> Result<(), ForeignResults> {
+    let rows = ids.len();
+    let mut ids = ids;
+    if rows > 0 && !ids.any(in_manifest) {
+        return Err(ForeignResults {
+            path: path.to_owned(),
+            rows,
+        });
+    }
+    Ok(())
 }
 
 /// Reads the results file at `path`; `None` when it does not exist yet.
@@ -526,8 +518,8 @@ fn parse(
     // The real header is ASCII, so a cut copy of it always reads: a header that
     // does not read is not ours, torn or not (taking it for torn would overwrite it).
     let header = header.map_err(|e| csv_error(path, &e))?;
-    let header_ok = header.iter().eq(HEADER.iter().copied());
-    if !header_ok {
+    let width = schema::known_width(header.iter());
+    let Some(width) = width else {
         let whole_header_torn = torn && HEADER.join(",").starts_with(&header_cells(&header));
         if whole_header_torn {
             loaded.torn = true;
@@ -545,7 +537,8 @@ fn parse(
                 HEADER.join(",")
             ),
         ));
-    }
+    };
+    loaded.old_header = width != HEADER.len();
 
     // Two buffers reused for every row: the current one, and the next, read ahead
     // to know whether the current row is the last.
@@ -566,10 +559,10 @@ fn parse(
         };
         let next_read = rdr.read_record(&mut next);
         let is_last = matches!(next_read, Ok(false));
-        let short = current_err.is_none() && current.len() < HEADER.len();
+        let short = current_err.is_none() && current.len() < width;
         let parsed = match current_err {
             Some(e) => Err(csv_error(path, &e)),
-            None => parse_row(&current, path, &mut scratch),
+            None => parse_row(&current, width, path, &mut scratch),
         };
         // A kill can cut the last row anywhere, even just after a newline inside a
         // quoted prompt (which leaves it short of cells), so such a row is taken for
@@ -625,6 +618,7 @@ fn parse(
 
 fn parse_row(
     row: &csv::StringRecord,
+    width: usize,
     path: &Path,
     into: &mut Record,
 ) -> Result<(), CheckpointError> {
@@ -635,10 +629,10 @@ fn parse_row(
         field,
         message,
     };
-    if row.len() != HEADER.len() {
+    if row.len() != width {
         return Err(malformed(
             None,
-            format!("has {} cells, expected {}", row.len(), HEADER.len()),
+            format!("has {} cells, expected {width}", row.len()),
         ));
     }
     into.fill_from_cells(row).map_err(|(field, message)| {
@@ -888,7 +882,10 @@ mod tests {
         let mut last_bad = bytes.clone();
         bytes.extend_from_slice(good_row);
         let err = parse(&bytes).unwrap_err().to_string();
-        assert_eq!(err, "r.csv:4: has 2 cells, expected 17");
+        assert_eq!(
+            err,
+            format!("r.csv:4: has 2 cells, expected {}", HEADER.len())
+        );
         // The same row last is what a kill leaves: dropped with a warning.
         let loaded = parse(&last_bad).unwrap();
         assert!(loaded.torn);

@@ -5,7 +5,8 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{HEADER, LIST_SEPARATOR, Record};
+use super::schema::COLUMNS;
+use super::{HEADER, Record};
 
 /// Appends rows to a results file.
 #[derive(Debug)]
@@ -101,51 +102,14 @@ pub fn encode_header(out: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// Adds `record` to `out` as one row, line end included: the same bytes as
-/// `Record::cells` written by a csv writer, without a `String` per cell.
+/// `Record::cells` written by a csv writer, through one reused cell buffer.
 pub fn encode_row(record: &Record, out: &mut Vec<u8>) -> io::Result<()> {
-    fn list(scratch: &mut String, items: &[String]) -> String {
-        scratch.clear();
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                scratch.push(LIST_SEPARATOR);
-            }
-            scratch.push_str(item);
-        }
-        std::mem::take(scratch)
-    }
     let mut w = row_writer(out);
-    let mut scratch = String::new();
-    let r = record;
-    let attempts = r.attempts.to_string();
-    let code = r.error_code.map(|c| c.to_string()).unwrap_or_default();
-    let fields: [&str; 6] = [
-        &r.job_id,
-        r.state().as_str(),
-        r.task_id.as_deref().unwrap_or_default(),
-        &attempts,
-        &r.model,
-        &r.generation_type,
-    ];
-    for f in fields {
-        w.write_field(f).map_err(io::Error::other)?;
-    }
-    for f in [&r.aspect_ratio, &r.prompt, &r.fingerprint] {
-        w.write_field(f).map_err(io::Error::other)?;
-    }
-    for items in [&r.video_urls, &r.upgrade_urls, &r.video_paths] {
-        let joined = list(&mut scratch, items);
-        w.write_field(&joined).map_err(io::Error::other)?;
-        scratch = joined;
-    }
-    let tail: [&str; 5] = [
-        &code,
-        r.error_message.as_deref().unwrap_or_default(),
-        r.submitted_at.as_deref().unwrap_or_default(),
-        r.finished_at.as_deref().unwrap_or_default(),
-        &r.updated_at,
-    ];
-    for f in tail {
-        w.write_field(f).map_err(io::Error::other)?;
+    let mut cell = String::with_capacity(256);
+    for column in &COLUMNS {
+        cell.clear();
+        (column.write)(record, &mut cell);
+        w.write_field(&cell).map_err(io::Error::other)?;
     }
     w.write_record(None::<&[u8]>).map_err(io::Error::other)?;
     w.flush()

@@ -1,0 +1,247 @@
+//! The results file's columns, in one table: each column's name, how a record
+//! writes its cell and how a cell sets the record. The header, the row writer and
+//! the row reader all walk this table, so a new column is one entry here (and its
+//! field on [`Record`]).
+//!
+//! Columns are only ever added at the end. A file written before a column existed
+//! has a header that is a shorter prefix of today's ([`KNOWN_WIDTHS`]); it reads with
+//! the missing cells empty, and a run rewrites it to today's header before
+//! appending to it.
+
+use std::fmt::Write as _;
+
+use super::{LIST_SEPARATOR, Record, State};
+use crate::manifest::Upgrade;
+
+/// A column holding a string field as it is.
+macro_rules! text_column {
+    ($name:literal, $field:ident) => {
+        Column {
+            name: $name,
+            write: |r, out| out.push_str(&r.$field),
+            read: |r, cell| {
+                set(&mut r.$field, cell);
+                Ok(())
+            },
+        }
+    };
+}
+
+/// A column holding an optional string field (empty: none).
+macro_rules! opt_column {
+    ($name:literal, $field:ident) => {
+        Column {
+            name: $name,
+            write: |r, out| out.push_str(r.$field.as_deref().unwrap_or_default()),
+            read: |r, cell| {
+                set_opt(&mut r.$field, cell);
+                Ok(())
+            },
+        }
+    };
+}
+
+/// A column holding a list of strings, `|`-separated.
+macro_rules! list_column {
+    ($name:literal, $field:ident) => {
+        Column {
+            name: $name,
+            write: |r, out| push_list(out, &r.$field),
+            read: |r, cell| {
+                set_list(&mut r.$field, cell);
+                Ok(())
+            },
+        }
+    };
+}
+
+/// One column of the results file.
+pub struct Column {
+    pub name: &'static str,
+    /// Appends the cell of `r` to `out`.
+    pub write: fn(&Record, &mut String),
+    /// Sets the field of `r` from `cell`, reusing its strings; the problem with the
+    /// cell otherwise (a phrase that reads after the column name).
+    pub read: fn(&mut Record, &str) -> Result<(), String>,
+}
+
+/// Every column, in file order.
+pub const COLUMNS: [Column; 22] = [
+    Column {
+        name: "job_id",
+        write: |r, out| out.push_str(&r.job_id),
+        read: |r, cell| {
+            if cell.is_empty() {
+                return Err("is empty".into());
+            }
+            set(&mut r.job_id, cell);
+            Ok(())
+        },
+    },
+    Column {
+        name: "state",
+        write: |r, out| out.push_str(r.state().as_str()),
+        read: |r, cell| {
+            let state = State::parse(cell)
+                .ok_or_else(|| format!("{cell:?} is not a state ({})", State::ALLOWED))?;
+            r.state = Some(state);
+            Ok(())
+        },
+    },
+    Column {
+        name: "task_id",
+        write: |r, out| out.push_str(r.task_id.as_deref().unwrap_or_default()),
+        read: |r, cell| {
+            set_opt(&mut r.task_id, cell);
+            Ok(())
+        },
+    },
+    Column {
+        name: "attempts",
+        write: |r, out| {
+            let _ = write!(out, "{}", r.attempts);
+        },
+        read: |r, cell| {
+            r.attempts = cell
+                .parse::<u32>()
+                .map_err(|_| format!("{cell:?} is not a whole number"))?;
+            Ok(())
+        },
+    },
+    text_column!("model", model),
+    text_column!("generation_type", generation_type),
+    text_column!("aspect_ratio", aspect_ratio),
+    text_column!("prompt", prompt),
+    text_column!("fingerprint", fingerprint),
+    list_column!("video_urls", video_urls),
+    list_column!("upgrade_urls", upgrade_urls),
+    list_column!("video_paths", video_paths),
+    Column {
+        name: "error_code",
+        write: |r, out| {
+            if let Some(c) = r.error_code {
+                let _ = write!(out, "{c}");
+            }
+        },
+        read: |r, cell| {
+            r.error_code = match cell {
+                "" => None,
+                s => Some(
+                    s.parse::<i64>()
+                        .map_err(|_| format!("{s:?} is not an integer"))?,
+                ),
+            };
+            Ok(())
+        },
+    },
+    opt_column!("error_message", error_message),
+    opt_column!("submitted_at", submitted_at),
+    opt_column!("finished_at", finished_at),
+    text_column!("updated_at", updated_at),
+    // Added after the first release: a file without these reads them empty.
+    Column {
+        name: "upgrade",
+        write: |r, out| out.push_str(r.upgrade.map(Upgrade::as_str).unwrap_or_default()),
+        read: |r, cell| {
+            r.upgrade = match cell {
+                "" => None,
+                "1080p" => Some(Upgrade::Hd1080),
+                "4k" => Some(Upgrade::Uhd4k),
+                other => return Err(format!("{other:?} is not an upgrade (1080p, 4k or empty)")),
+            };
+            Ok(())
+        },
+    },
+    Column {
+        name: "keep_original",
+        write: |r, out| out.push_str(if r.keep_original { "true" } else { "false" }),
+        read: |r, cell| {
+            r.keep_original = match cell {
+                "" | "false" => false,
+                "true" => true,
+                other => return Err(format!("{other:?} is not true or false")),
+            };
+            Ok(())
+        },
+    },
+    Column {
+        name: "credits",
+        write: |r, out| {
+            let _ = write!(out, "{}", crate::cost::Credits(r.credits));
+        },
+        read: |r, cell| {
+            r.credits = match cell {
+                "" => 0.0,
+                s => s
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|c| c.is_finite() && *c >= 0.0)
+                    .ok_or_else(|| format!("{s:?} is not a number of credits"))?,
+            };
+            Ok(())
+        },
+    },
+    list_column!("superseded_tasks", superseded_tasks),
+    list_column!("superseded_paths", superseded_paths),
+];
+
+/// The column names, in file order: the header row.
+pub const HEADER: [&str; COLUMNS.len()] = {
+    let mut names = [""; COLUMNS.len()];
+    let mut i = 0;
+    while i < COLUMNS.len() {
+        names[i] = COLUMNS[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// The widths of the headers veo-batch has written: the first release's 17
+/// columns, and today's.
+pub const KNOWN_WIDTHS: [usize; 2] = [17, COLUMNS.len()];
+
+/// The number of columns of a header that veo-batch wrote, if `names` is one.
+pub fn known_width<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<usize> {
+    let mut width = 0;
+    for name in names {
+        if HEADER.get(width) != Some(&name) {
+            return None;
+        }
+        width += 1;
+    }
+    KNOWN_WIDTHS.contains(&width).then_some(width)
+}
+
+/// True when `line` (without its line end) is a header veo-batch wrote.
+pub fn is_header_line(line: &str) -> bool {
+    known_width(line.split(',')).is_some()
+}
+
+fn set(slot: &mut String, value: &str) {
+    slot.clear();
+    slot.push_str(value);
+}
+
+fn set_opt(slot: &mut Option<String>, value: &str) {
+    match slot {
+        _ if value.is_empty() => *slot = None,
+        Some(s) => set(s, value),
+        None => *slot = Some(value.to_owned()),
+    }
+}
+
+fn set_list(slot: &mut Vec<String>, value: &str) {
+    slot.clear();
+    if !value.is_empty() {
+        slot.extend(value.split(LIST_SEPARATOR).map(str::to_owned));
+    }
+}
+
+fn push_list(out: &mut String, items: &[String]) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(LIST_SEPARATOR);
+        }
+        out.push_str(item);
+    }
+}
