@@ -69,6 +69,7 @@ fn jobs(n: usize) -> Vec<Job> {
                 upgrade: None,
                 keep_original: false,
                 origin: Origin::default(),
+                file_stem: None,
             }
         })
         .collect()

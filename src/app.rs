@@ -13,6 +13,7 @@ use crate::api::{ApiKey, Client, ClientConfig};
 use crate::checkpoint::writer::LockError;
 use crate::checkpoint::{self, CheckpointError, Preloaded};
 use crate::cli::{Cli, ColorChoice, Command, CreditsArgs, LogFormat, RunArgs};
+use crate::cost::Credits;
 use crate::exit;
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::runner::{self, ForeignResults, RunReport, Signals};
@@ -290,9 +291,17 @@ fn print_dry_run(prepared: &runner::Prepared) -> u8 {
     for p in &prepared.plan {
         let job = prepared.job(p);
         let line = match &p.start {
-            runner::Start::Submit => serde_json::json!({
-                "job_id": job.id, "action": "submit", "body": job.request.to_body(),
-            }),
+            runner::Start::Submit(_) => {
+                let supersedes = prepared
+                    .superseding
+                    .iter()
+                    .find(|s| s.index == p.index)
+                    .map(|s| s.task.clone());
+                serde_json::json!({
+                    "job_id": job.id, "action": "submit", "body": job.request.to_body(),
+                    "supersedes": supersedes,
+                })
+            }
             runner::Start::Poll(task) => serde_json::json!({
                 "job_id": job.id, "action": "poll", "task_id": task,
             }),
@@ -412,17 +421,32 @@ fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable, es
     );
     let _ = writeln!(
         out,
-        "  spent about {} credits (${:.2}) on this run's submissions; estimated {} before it",
-        r.spent,
+        "  spent about {} credits (${:.2}) on this run's submissions (estimated {}); {} recorded for the batch",
+        Credits(r.spent),
         prices.usd(r.spent),
-        estimate
+        Credits(estimate),
+        Credits(r.recorded_spend + r.spent)
     );
+    if r.superseded > 0 {
+        let _ = writeln!(
+            out,
+            "  {} paid task{} superseded (listed in the results file's superseded_tasks; their videos kept in {})",
+            r.superseded,
+            if r.superseded == 1 { "" } else { "s" },
+            r.videos_dir.join("superseded").display()
+        );
+    }
     if r.held_back > 0 {
         let _ = writeln!(out, "  {} jobs held back by --limit/--sample", r.held_back);
     }
     let _ = writeln!(out, "  results: {}", r.results.display());
     let _ = writeln!(out, "  videos:  {}", r.videos_dir.display());
-    out.push_str(&crate::summary::render(&r.outcomes));
+    let hint = match &r.fatal {
+        Some(runner::job::Fatal::Budget(_)) => crate::summary::NotStartedHint::Budget,
+        Some(runner::job::Fatal::Auth(_)) => crate::summary::NotStartedHint::Key,
+        _ => crate::summary::NotStartedHint::RunAgain,
+    };
+    out.push_str(&crate::summary::render_with(&r.outcomes, hint));
     for w in &r.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
@@ -440,9 +464,7 @@ fn describe_fatal(f: &runner::job::Fatal) -> String {
         runner::job::Fatal::Credits(m) => {
             format!("the service has no credits left for this key ({m}); top up, then run again")
         }
-        runner::job::Fatal::Budget(m) => {
-            format!("{m}; raise --max-credits (or max_credits in the manifest) to go on")
-        }
+        runner::job::Fatal::Budget(m) => format!("{m}; raise that limit to go on"),
         runner::job::Fatal::Checkpoint(m) => {
             format!("{m}; nothing more was sent, fix the disk problem and run again")
         }

@@ -184,9 +184,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub resubmit_in_doubt: bool,
 
-    /// Stop submitting before this run's spend would pass N credits (exit 6).
+    /// Stop submitting before the batch's spend would pass N credits (exit 6):
+    /// credits recorded in the results file by earlier runs count.
     #[arg(long, value_name = "N")]
     pub max_credits: Option<f64>,
+
+    /// Stop submitting before this invocation's spend would pass N credits (exit 6),
+    /// whatever earlier runs spent (an hourly cron job's hourly budget).
+    #[arg(long, value_name = "N")]
+    pub max_run_credits: Option<f64>,
 
     /// On a terminal, ask before submitting when the estimate is above N credits.
     #[arg(long, value_name = "N", default_value_t = 5000.0)]
@@ -196,11 +202,13 @@ pub struct RunArgs {
     #[arg(long, short = 'y')]
     pub yes: bool,
 
-    /// Run only the first N outstanding jobs (a preview before the full batch).
+    /// Submit only the first N jobs that are still to send (a preview before the full
+    /// batch); jobs already sent are always polled and downloaded.
     #[arg(long, value_name = "N", conflicts_with = "sample")]
     pub limit: Option<usize>,
 
-    /// Run only N outstanding jobs drawn at random.
+    /// Submit only N jobs still to send, drawn at random; jobs already sent are
+    /// always polled and downloaded.
     #[arg(long, value_name = "N")]
     pub sample: Option<usize>,
 

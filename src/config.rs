@@ -9,9 +9,9 @@ use crate::checkpoint::plan::ResumeOptions;
 use crate::cli::RunArgs;
 use crate::cost::PriceTable;
 use crate::manifest::{Job, Manifest};
+use crate::paths::file_stem;
 use crate::progress::Mode;
 use crate::runner::RunConfig;
-use crate::runner::paths::file_stem;
 use crate::runner::retry::RetryPolicy;
 use crate::units::Rate;
 
@@ -105,15 +105,13 @@ pub fn resolve(
     if poll_interval.is_zero() {
         return Err(err("--poll-interval", "must be above 0"));
     }
-    if args
-        .max_credits
-        .or(m.max_credits)
-        .is_some_and(|c| c.is_nan() || c < 0.0)
-    {
-        return Err(err(
-            "--max-credits",
-            "must be a number of credits, 0 or more",
-        ));
+    for (flag, value) in [
+        ("--max-credits", args.max_credits.or(m.max_credits)),
+        ("--max-run-credits", args.max_run_credits),
+    ] {
+        if value.is_some_and(|c| c.is_nan() || c < 0.0) {
+            return Err(err(flag, "must be a number of credits, 0 or more"));
+        }
     }
     if request_timeout.is_zero() {
         return Err(err("--request-timeout", "must be above 0"));
@@ -161,6 +159,7 @@ pub fn resolve(
             seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
             prices: manifest.prices,
             max_credits: args.max_credits.or(m.max_credits),
+            max_run_credits: args.max_run_credits,
             limit: args.limit,
             sample: args.sample,
             ..RunConfig::with_defaults(manifest.jobs, results, videos_dir)
@@ -194,6 +193,7 @@ impl RunConfig {
             seed: 1,
             prices: PriceTable::default(),
             max_credits: None,
+            max_run_credits: None,
             limit: None,
             sample: None,
         }

@@ -52,3 +52,31 @@ impl PriceTable {
         credits * self.usd_per_credit
     }
 }
+
+/// Credits as people write them: `60`, `22.5`, `447.5`; never `-0`, and no float
+/// noise from sums (`0.1 + 0.2` shows `0.3`).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Credits(pub f64);
+
+impl std::fmt::Display for Credits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let x = (self.0 * 10_000.0).round() / 10_000.0;
+        // `-0.0 == 0.0`: both print as 0.
+        let x = if x == 0.0 { 0.0 } else { x };
+        write!(f, "{x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Credits;
+
+    #[test]
+    fn credits_print_as_people_write_them() {
+        assert_eq!(Credits(60.0).to_string(), "60");
+        assert_eq!(Credits(447.5).to_string(), "447.5");
+        assert_eq!(Credits(0.1 + 0.2).to_string(), "0.3");
+        assert_eq!(Credits(-0.0).to_string(), "0");
+        assert_eq!(Credits(22.5 - 22.5).to_string(), "0");
+    }
+}

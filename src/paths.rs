@@ -1,40 +1,225 @@
-//! File names for videos: a job id becomes a name that cannot leave the videos
-//! directory (no `..`, no separators, no control characters), and two ids never
-//! share a name.
+//! File names: a job id or a batch name becomes a name that cannot leave its folder
+//! (no `..`, no separators, no control characters), and no two jobs, upgrades or
+//! result URLs ever share a video file.
+//!
+//! A job's video is `<stem>.mp4`; its 1080p or 4K file `<stem>-1080p.mp4` or
+//! `<stem>-4k.mp4`; a second result URL `<stem>~2.mp4`. A stem never holds `~`, so
+//! extra URLs cannot meet another job's file; two ids that clean to one stem (`a:b`
+//! and `a?b`, or `Hero` and `hero` on a case-blind disk) get a short hash of the id;
+//! and an id that is another job's upgrade name (`hero-1080p` beside `hero` with
+//! `upgrade: 1080p`) is a manifest error naming both ([`assign_stems`]).
 
+use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::{Path, PathBuf};
 
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use sha2::{Digest, Sha256};
+
+use crate::manifest::{Job, Upgrade};
 
 const MAX_STEM: usize = 120;
 
-/// A file-name stem for `id`: the id itself when it is already safe, else a cleaned
-/// copy with a short hash of the id appended, so distinct ids stay distinct.
-pub fn file_stem(id: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let clean: String = id.chars().map(|c| if safe(c) { c } else { '_' }).collect();
-    let clean = clean.trim_start_matches('.');
-    let unchanged = clean == id && !id.is_empty() && id.len() <= MAX_STEM && !id.contains("..");
+fn is_safe(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+/// `id` made safe as a file name, deterministically (`16:9` becomes `16_9`),
+/// without a hash: `None` when `id` is already safe as it is.
+fn cleaned(id: &str) -> Option<String> {
+    let unchanged = !id.is_empty()
+        && id.len() <= MAX_STEM
+        && !id.starts_with('.')
+        && !id.contains("..")
+        && id.chars().all(is_safe);
     if unchanged {
-        return id.to_owned();
+        return None;
     }
-    let mut stem: String = clean.replace("..", "_").chars().take(MAX_STEM).collect();
+    let clean: String = id
+        .chars()
+        .map(|c| if is_safe(c) { c } else { '_' })
+        .collect();
+    let mut stem: String = clean
+        .trim_start_matches('.')
+        .replace("..", "_")
+        .chars()
+        .take(MAX_STEM)
+        .collect();
     if stem.is_empty() {
         stem.push_str("job");
     }
-    let digest = Sha256::digest(id.as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{stem}-{hash}")
+    Some(stem)
 }
 
-/// Where result `index` (0-based) of job `id` is saved: `<id>.mp4`, `<id>-2.mp4`, ...
-pub fn video_path(dir: &Path, id: &str, index: usize, suffix: &str) -> PathBuf {
-    let stem = file_stem(id);
+fn short_hash(id: &str) -> String {
+    let digest = Sha256::digest(id.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file-name stem for a batch `name` (its results file): the name itself when it
+/// is already safe, else a cleaned copy with a short hash of the name appended.
+pub fn file_stem(name: &str) -> String {
+    match cleaned(name) {
+        None => name.to_owned(),
+        Some(stem) => format!("{stem}-{}", short_hash(name)),
+    }
+}
+
+/// The suffix of a job's upgraded file.
+pub fn upgrade_suffix(upgrade: Option<Upgrade>) -> &'static str {
+    match upgrade {
+        Some(Upgrade::Hd1080) => "-1080p",
+        Some(Upgrade::Uhd4k) => "-4k",
+        None => "-upgraded",
+    }
+}
+
+/// Where result `index` (0-based) of the job whose file stem is `stem` is saved:
+/// `<stem><suffix>.mp4`, then `<stem><suffix>~2.mp4`, ...
+pub fn video_path(dir: &Path, stem: &str, index: usize, suffix: &str) -> PathBuf {
     let name = match index {
         0 => format!("{stem}{suffix}.mp4"),
-        n => format!("{stem}{suffix}-{}.mp4", n + 1),
+        n => format!("{stem}{suffix}~{}.mp4", n + 1),
     };
     dir.join(name)
+}
+
+/// Where a superseded video at `path` is kept: `superseded/<name>.<label>.mp4`
+/// beside it (`label` names its task), never over an existing file.
+pub fn superseded_path(path: &Path, label: &str) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new(".")).join("superseded");
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let label: String = label
+        .chars()
+        .map(|c| if is_safe(c) { c } else { '_' })
+        .collect();
+    let label = label.trim_matches(['_', '.']);
+    let mut candidate = dir.join(format!("{stem}.{label}.mp4"));
+    let mut n = 2;
+    while candidate.exists() {
+        candidate = dir.join(format!("{stem}.{label}~{n}.mp4"));
+        n += 1;
+    }
+    candidate
+}
+
+/// A job whose file names clash with another's: `job` would write where `other`
+/// does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clash {
+    pub job: usize,
+    pub other: usize,
+    /// The file both would write, without the folder.
+    pub file: String,
+    /// What `other` keeps there (`its video`, `its 1080p file`).
+    pub what: &'static str,
+}
+
+/// Hash of a stem as a case-blind disk compares it.
+fn key(stem: &str) -> u64 {
+    let mut h = FxBuildHasher.build_hasher();
+    for b in stem.bytes() {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    h.finish()
+}
+
+/// Gives each job its file stem ([`Job::file_stem`]) and returns the clashes that
+/// no stem can avoid. Ids that need no cleaning and meet no other keep their name;
+/// the hashes of a group of ids that would share a stem are what keep them apart.
+pub fn assign_stems(jobs: &mut [Job]) -> Vec<Clash> {
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    // Stems as cleaning alone makes them, by their case-blind hash. Ids that are
+    // safe already (nearly all) cost no allocation.
+    let cleaned: Vec<Option<String>> = jobs.iter().map(|j| cleaned(&j.id)).collect();
+    let plain = |i: usize| cleaned[i].as_deref().unwrap_or(&jobs[i].id);
+    let mut first: FxHashMap<u64, usize> = FxHashMap::default();
+    first.reserve(jobs.len());
+    // Jobs whose stem's hash an earlier job's has, by that hash (nearly always none).
+    let mut groups: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
+    for i in 0..jobs.len() {
+        let k = key(plain(i));
+        match first.get(&k) {
+            Some(&j) => groups.entry(k).or_insert_with(|| vec![j]).push(i),
+            None => {
+                first.insert(k, i);
+            }
+        }
+    }
+    let mut hashed = vec![false; jobs.len()];
+    for mut same_hash in groups.into_values() {
+        // One hash can stand for several stems: split them into the jobs that
+        // really share one.
+        while let Some(&lead) = same_hash.first() {
+            let (group, rest): (Vec<usize>, Vec<usize>) =
+                same_hash.iter().partition(|&&x| eq(plain(x), plain(lead)));
+            same_hash = rest;
+            if group.len() < 2 {
+                continue;
+            }
+            // An id used as it is keeps its name when it alone of its group is.
+            let as_is: Vec<usize> = group
+                .iter()
+                .copied()
+                .filter(|&x| cleaned[x].is_none())
+                .collect();
+            for x in group {
+                hashed[x] = !(as_is.len() == 1 && as_is[0] == x);
+            }
+        }
+    }
+    for (i, job) in jobs.iter_mut().enumerate() {
+        job.file_stem = match (&cleaned[i], hashed[i]) {
+            (None, false) => None,
+            (Some(c), false) => Some(c.clone()),
+            (c, true) => {
+                let base = c.as_deref().unwrap_or(&job.id);
+                Some(format!("{base}-{}", short_hash(&job.id)))
+            }
+        };
+    }
+
+    // The stems are final: no two may meet, and none may be another job's upgrade.
+    let mut clashes = Vec::new();
+    let mut by_stem: FxHashMap<u64, usize> = FxHashMap::default();
+    by_stem.reserve(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        let k = key(job.stem());
+        match by_stem.get(&k) {
+            Some(&j) if eq(jobs[j].stem(), job.stem()) => clashes.push(Clash {
+                job: i,
+                other: j,
+                file: format!("{}.mp4", job.stem()),
+                what: "its video",
+            }),
+            _ => {
+                by_stem.insert(k, i);
+            }
+        }
+    }
+    for (j, job) in jobs.iter().enumerate() {
+        let Some(upgrade) = job.upgrade else {
+            continue;
+        };
+        let name = format!("{}{}", job.stem(), upgrade_suffix(Some(upgrade)));
+        if let Some(&i) = by_stem.get(&key(&name))
+            && i != j
+            && eq(jobs[i].stem(), &name)
+        {
+            clashes.push(Clash {
+                job: i,
+                other: j,
+                file: format!("{name}.mp4"),
+                what: match upgrade {
+                    Upgrade::Hd1080 => "its 1080p file",
+                    Upgrade::Uhd4k => "its 4K file",
+                },
+            });
+        }
+    }
+    clashes
 }
 
 #[cfg(test)]
@@ -46,16 +231,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn safe_ids_are_kept() {
+    fn safe_names_are_kept() {
         assert_eq!(file_stem("spring-hero_01.v2"), "spring-hero_01.v2");
         assert_eq!(
             video_path(Path::new("v"), "a", 1, ""),
-            Path::new("v/a-2.mp4")
+            Path::new("v/a~2.mp4")
         );
     }
 
     #[test]
-    fn unsafe_ids_are_cleaned_and_kept_apart() {
+    fn unsafe_names_are_cleaned_and_kept_apart() {
         let a = file_stem("../etc/passwd");
         assert!(!a.contains('/') && !a.starts_with('.'), "{a}");
         assert_ne!(file_stem("a/b"), file_stem("a_b"));
@@ -64,16 +249,88 @@ mod tests {
         assert!(file_stem(&"x".repeat(500)).len() < 140);
     }
 
+    fn jobs(specs: &[(&str, Option<Upgrade>)]) -> Vec<Job> {
+        let text: String = specs.iter().map(|(id, _)| format!("{id},p\n")).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(&path, format!("id,prompt\n{text}")).unwrap();
+        let mut jobs = crate::manifest::load(&path).unwrap().jobs;
+        for (job, (_, upgrade)) in jobs.iter_mut().zip(specs) {
+            job.upgrade = *upgrade;
+        }
+        jobs
+    }
+
+    fn stems(specs: &[(&str, Option<Upgrade>)]) -> (Vec<String>, Vec<Clash>) {
+        let mut jobs = jobs(specs);
+        let clashes = assign_stems(&mut jobs);
+        (jobs.iter().map(|j| j.stem().to_owned()).collect(), clashes)
+    }
+
+    #[test]
+    fn ids_are_cleaned_readably_and_hashed_only_where_they_meet() {
+        let (s, clashes) = stems(&[
+            ("colour-ember-16:9", None),
+            ("plain", None),
+            ("a:b", None),
+            ("a?b", None),
+            ("x_y", None),
+            ("x:y", None),
+        ]);
+        assert!(clashes.is_empty(), "{clashes:?}");
+        assert_eq!(s[0], "colour-ember-16_9");
+        assert_eq!(s[1], "plain");
+        assert!(s[2].starts_with("a_b-") && s[3].starts_with("a_b-") && s[2] != s[3]);
+        // The id that is a safe name as it is keeps it; the cleaned one gets a hash.
+        assert_eq!(s[4], "x_y");
+        assert!(s[5].starts_with("x_y-"), "{}", s[5]);
+    }
+
+    #[test]
+    fn ids_that_differ_only_in_case_get_their_own_files() {
+        let (s, clashes) = stems(&[("Hero", None), ("hero", None)]);
+        assert!(clashes.is_empty());
+        assert!(!s[0].eq_ignore_ascii_case(&s[1]), "{s:?}");
+    }
+
+    #[test]
+    fn an_id_that_is_another_jobs_upgrade_file_is_a_clash() {
+        let (_, clashes) = stems(&[("hero", Some(Upgrade::Hd1080)), ("hero-1080p", None)]);
+        assert_eq!(
+            clashes,
+            [Clash {
+                job: 1,
+                other: 0,
+                file: "hero-1080p.mp4".into(),
+                what: "its 1080p file",
+            }]
+        );
+        // Without the upgrade, or with the other one, the names never meet.
+        assert!(stems(&[("hero", None), ("hero-1080p", None)]).1.is_empty());
+        assert!(
+            stems(&[("hero", Some(Upgrade::Uhd4k)), ("hero-1080p", None)])
+                .1
+                .is_empty()
+        );
+        // A second result URL never meets another job: `~` is in no stem.
+        assert!(stems(&[("shot", None), ("shot-2", None)]).1.is_empty());
+    }
+
     proptest! {
         #[test]
-        fn no_id_escapes_the_directory(id in any::<String>(), index in 0usize..4) {
+        fn no_name_escapes_the_directory(id in any::<String>(), index in 0usize..4) {
             let dir = Path::new("videos/batch");
-            let path = video_path(dir, &id, index, "");
+            let stem = cleaned(&id).unwrap_or(id.clone());
+            let path = video_path(dir, &stem, index, "");
             prop_assert_eq!(path.parent(), Some(dir));
             let name = path.file_name().unwrap().to_str().unwrap();
             prop_assert!(!name.starts_with('.'));
             prop_assert!(name.chars().all(|c| c.is_ascii_graphic()));
             prop_assert!(path.components().all(|c| matches!(c, Component::Normal(_))));
+            let kept = superseded_path(&path, &id);
+            let aside = dir.join("superseded");
+            prop_assert_eq!(kept.parent(), Some(aside.as_path()));
+            prop_assert!(kept.components().all(|c| matches!(c, Component::Normal(_))));
         }
     }
 }

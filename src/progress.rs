@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::checkpoint::plan::{Standing, standing};
 use crate::checkpoint::{Record, State};
 
 /// How progress is shown.
@@ -87,18 +88,25 @@ pub enum Bucket {
 }
 
 /// The bucket of a job whose last record is `record` (`None`: the job has no
-/// record yet, so it is queued).
+/// record yet, so it is queued): where the job stands ([`standing`]), with the
+/// live step of a run (a generate call leaving) and, when the run does not
+/// download, made videos counted done.
 pub fn bucket(record: Option<&Record>, download: bool) -> Bucket {
-    match record.map(|r| (r.state(), r)) {
-        None | Some((State::Pending, _)) => Bucket::Queued,
-        Some((State::Submitting, _)) => Bucket::Submitting,
-        Some((State::Submitted, _)) => Bucket::Running,
-        Some((State::Succeeded, r)) if download && r.downloads_missing(false) => {
-            Bucket::Downloading
-        }
-        Some((State::Succeeded, _)) => Bucket::Done,
-        Some((State::Failed, _)) => Bucket::Failed,
-        Some((State::InDoubt, _)) => Bucket::InDoubt,
+    let Some(r) = record else {
+        return Bucket::Queued;
+    };
+    match r.state() {
+        State::Pending => return Bucket::Queued,
+        State::Submitting => return Bucket::Submitting,
+        _ => {}
+    }
+    match standing(None, r.wants(), Some(r)) {
+        Standing::NotStarted => Bucket::Queued,
+        Standing::Running => Bucket::Running,
+        Standing::InDoubt => Bucket::InDoubt,
+        Standing::Failed | Standing::DownloadFailed => Bucket::Failed,
+        Standing::NotDownloaded if download => Bucket::Downloading,
+        Standing::NotDownloaded | Standing::Succeeded => Bucket::Done,
     }
 }
 
@@ -232,6 +240,8 @@ mod tests {
                 state: Some(state),
                 video_urls: vec!["u".into(); urls],
                 video_paths: vec!["p".into(); paths],
+                // A task id, as every submitted row has one.
+                task_id: (state != State::InDoubt).then(|| "t".into()),
                 ..Record::default()
             }));
         }

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::checkpoint::{self, HEADER};
+use crate::checkpoint;
 use crate::cli::StatusArgs;
 use crate::exit;
 use crate::manifest;
-use crate::runner::paths::file_stem;
+use crate::paths::file_stem;
 use crate::summary::{self, Outcomes};
 
 #[derive(Serialize)]
@@ -39,7 +39,7 @@ fn is_results_file(path: &Path) -> bool {
     };
     let mut first = String::new();
     let _ = BufReader::new(file).read_line(&mut first);
-    first.trim_end() == HEADER.join(",")
+    checkpoint::schema::is_header_line(first.trim_end())
 }
 
 fn status(args: &StatusArgs) -> anyhow::Result<u8> {
@@ -77,20 +77,21 @@ fn status(args: &StatusArgs) -> anyhow::Result<u8> {
         eprintln!("warning: {w}");
     }
     let outcomes = match &manifest {
-        Some(m) => summary::outcomes(
-            m.jobs.iter().map(summary::JobRef::from),
-            &loaded.records,
-            true,
-        ),
+        Some(m) => {
+            let ids: std::collections::HashSet<&str> =
+                m.jobs.iter().map(|j| j.id.as_str()).collect();
+            checkpoint::check_belongs(&results, loaded.order.iter().map(String::as_str), |id| {
+                ids.contains(id)
+            })?;
+            summary::outcomes(m.jobs.iter().map(summary::JobRef::from), &loaded.records)
+        }
         None => summary::outcomes(
-            loaded.order.iter().map(|id| summary::JobRef {
-                id,
-                fingerprint: None,
-                keep_original: false,
-                upgrade: false,
-            }),
+            loaded
+                .order
+                .iter()
+                .filter_map(|id| loaded.records.get(id))
+                .map(summary::JobRef::recorded),
             &loaded.records,
-            true,
         ),
     };
 

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::checkpoint::Record;
-use crate::checkpoint::plan::{Action, ResumeOptions, Settled, Wants, next_action};
+use crate::checkpoint::plan::{Standing, Wants, standing};
+use crate::checkpoint::{DOWNLOAD_FAILED, Record};
 use crate::exit;
 
 /// How many jobs stand where.
@@ -15,8 +15,10 @@ use crate::exit;
 pub struct Tally {
     pub succeeded: usize,
     pub failed: usize,
-    /// Succeeded on the service, but the video is not downloaded yet.
+    /// Made and paid for; not downloaded yet, and no download failed.
     pub not_downloaded: usize,
+    /// Made and paid for; the download failed.
+    pub download_failed: usize,
     pub in_doubt: usize,
     /// Submitted and still running on the service.
     pub running: usize,
@@ -28,6 +30,7 @@ impl Tally {
         self.succeeded
             + self.failed
             + self.not_downloaded
+            + self.download_failed
             + self.in_doubt
             + self.running
             + self.not_started
@@ -35,9 +38,9 @@ impl Tally {
 
     /// The exit code these counts call for, when nothing stopped the run.
     pub fn exit_code(&self) -> u8 {
-        if self.in_doubt + self.running + self.not_started > 0 {
+        if self.in_doubt + self.running + self.not_started + self.not_downloaded > 0 {
             exit::NOT_FINISHED
-        } else if self.failed + self.not_downloaded > 0 {
+        } else if self.failed + self.download_failed > 0 {
             exit::JOBS_FAILED
         } else {
             exit::OK
@@ -57,19 +60,18 @@ pub struct Problem {
 pub struct Outcomes {
     pub tally: Tally,
     pub failed: Vec<Problem>,
-    pub not_downloaded: Vec<Problem>,
+    pub download_failed: Vec<Problem>,
     pub in_doubt: Vec<Problem>,
 }
 
 /// A job as the manifest has it now, for counting: its id, its request's
-/// fingerprint and whether it keeps the original beside an upgrade (when known).
+/// fingerprint and what it asks beyond the request (`None` when only the results
+/// file is known: then the record's own say).
 #[derive(Debug, Clone, Copy)]
 pub struct JobRef<'a> {
     pub id: &'a str,
     pub fingerprint: Option<&'a str>,
-    pub keep_original: bool,
-    /// The job asks for a 1080p or 4K file.
-    pub upgrade: bool,
+    pub wants: Option<Wants>,
 }
 
 impl<'a> From<&'a crate::manifest::Job> for JobRef<'a> {
@@ -77,10 +79,31 @@ impl<'a> From<&'a crate::manifest::Job> for JobRef<'a> {
         JobRef {
             id: &j.id,
             fingerprint: Some(&j.fingerprint),
-            keep_original: j.keep_original,
-            upgrade: j.upgrade.is_some(),
+            wants: Some(Wants {
+                upgrade: j.upgrade.is_some(),
+                keep_original: j.keep_original,
+            }),
         }
     }
+}
+
+impl<'a> JobRef<'a> {
+    /// A job known only from its record in the results file.
+    pub fn recorded(record: &'a Record) -> JobRef<'a> {
+        JobRef {
+            id: &record.job_id,
+            fingerprint: None,
+            wants: None,
+        }
+    }
+}
+
+/// Where `job` stands, given its last record: see [`standing`].
+pub fn standing_of(job: JobRef<'_>, record: Option<&Record>) -> Standing {
+    let wants = job
+        .wants
+        .unwrap_or_else(|| record.map(Record::wants).unwrap_or_default());
+    standing(job.fingerprint, wants, record)
 }
 
 /// Counts `jobs` against their last records. A record of another request (the
@@ -88,11 +111,10 @@ impl<'a> From<&'a crate::manifest::Job> for JobRef<'a> {
 pub fn outcomes<'a>(
     jobs: impl IntoIterator<Item = JobRef<'a>>,
     records: &HashMap<String, Record>,
-    download: bool,
 ) -> Outcomes {
     let mut o = Outcomes::default();
     for job in jobs {
-        o.count(job, records.get(job.id), download);
+        o.count(job, records.get(job.id));
     }
     o
 }
@@ -100,69 +122,71 @@ pub fn outcomes<'a>(
 impl Outcomes {
     /// Counts one job against its last record, for callers that read records one
     /// at a time instead of holding them all.
-    pub fn count(&mut self, job: JobRef<'_>, record: Option<&Record>, download: bool) {
-        let JobRef {
-            id,
-            fingerprint,
-            keep_original,
-            upgrade,
-        } = job;
-        let o = self;
-        let r = record.filter(|r| fingerprint.is_none_or(|f| f == r.fingerprint));
-        let problem = |r: &Record| Problem {
-            job_id: id.to_owned(),
+    pub fn count(&mut self, job: JobRef<'_>, record: Option<&Record>) {
+        let problem = |r: &Record, prefix: Option<&str>| Problem {
+            job_id: job.id.to_owned(),
             reason: r
                 .error_message
-                .clone()
-                .map(|m| match r.error_code {
-                    Some(c) => format!("{c}: {m}"),
-                    None => m,
+                .as_deref()
+                .map(|m| {
+                    let m = prefix
+                        .and_then(|p| m.strip_prefix(p))
+                        .map_or(m, |rest| rest.trim_start_matches(':').trim_start());
+                    match r.error_code {
+                        Some(c) => format!("{c}: {m}"),
+                        None => m.to_owned(),
+                    }
                 })
                 .unwrap_or_else(|| "no answer was recorded".into()),
         };
-        let Some(r) = r else {
-            o.tally.not_started += 1;
-            return;
-        };
-        // Where a job stands is what a run would do with it next: the planner's
-        // answer, so that `status`, the summary and the next run never disagree.
-        let wants = Wants {
-            upgrade,
-            keep_original,
-        };
-        let opts = ResumeOptions {
-            download,
-            ..ResumeOptions::default()
-        };
-        let t = &mut o.tally;
-        match next_action(&r.fingerprint, wants, Some(r), opts) {
-            Action::Submit(_) => t.not_started += 1,
-            Action::Poll { .. } | Action::Upgrade { .. } => t.running += 1,
-            Action::Download => {
-                t.not_downloaded += 1;
-                o.not_downloaded.push(problem(r));
+        let t = &mut self.tally;
+        match (standing_of(job, record), record) {
+            (Standing::NotStarted, _) | (_, None) => t.not_started += 1,
+            (Standing::Running, _) => t.running += 1,
+            (Standing::NotDownloaded, _) => t.not_downloaded += 1,
+            (Standing::DownloadFailed, Some(r)) => {
+                t.download_failed += 1;
+                self.download_failed.push(problem(r, Some(DOWNLOAD_FAILED)));
             }
-            Action::Nothing(Settled::Succeeded) => t.succeeded += 1,
-            Action::Nothing(Settled::Failed) => {
+            (Standing::Succeeded, _) => t.succeeded += 1,
+            (Standing::Failed, Some(r)) => {
                 t.failed += 1;
-                o.failed.push(problem(r));
+                self.failed.push(problem(r, None));
             }
-            Action::Nothing(Settled::InDoubt) => {
+            (Standing::InDoubt, Some(r)) => {
                 t.in_doubt += 1;
-                o.in_doubt.push(problem(r));
+                self.in_doubt.push(problem(r, None));
             }
         }
     }
 }
 
+/// What the summary tells the user to do about jobs not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotStartedHint {
+    /// Running the same command again sends them.
+    #[default]
+    RunAgain,
+    /// The batch's spending limit holds them back: running again would not help.
+    Budget,
+    /// The service refused the key: fix it first.
+    Key,
+}
+
 /// The table of counts and the advice for each problem job.
 pub fn render(o: &Outcomes) -> String {
+    render_with(o, NotStartedHint::default())
+}
+
+/// [`render`], saying `hint` about the jobs not started.
+pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
     let t = &o.tally;
     let mut out = String::new();
     for (label, n) in [
         ("succeeded", t.succeeded),
         ("failed", t.failed),
         ("not downloaded", t.not_downloaded),
+        ("download failed", t.download_failed),
         ("in doubt", t.in_doubt),
         ("running", t.running),
         ("not started", t.not_started),
@@ -178,11 +202,19 @@ pub fn render(o: &Outcomes) -> String {
             p.job_id, p.reason
         );
     }
-    for p in &o.not_downloaded {
+    for p in &o.download_failed {
         let _ = writeln!(
             out,
-            "not downloaded: {}: {} (the video is paid for; run the same command again to download it)",
+            "download failed: {}: {} (the video is paid for; run the same command again to download it)",
             p.job_id, p.reason
+        );
+    }
+    if t.not_downloaded > 0 {
+        let _ = writeln!(
+            out,
+            "{} made and not downloaded yet: run the same command again (without --no-download) to download {}",
+            videos(t.not_downloaded),
+            if t.not_downloaded == 1 { "it" } else { "them" }
         );
     }
     for p in &o.in_doubt {
@@ -201,18 +233,25 @@ pub fn render(o: &Outcomes) -> String {
         );
     }
     if t.not_started > 0 {
-        let _ = writeln!(
-            out,
-            "{} not started: run the same command again to send {}",
-            jobs(t.not_started),
-            if t.not_started == 1 { "it" } else { "them" }
-        );
+        let them = if t.not_started == 1 { "it" } else { "them" };
+        let advice = match hint {
+            NotStartedHint::RunAgain => format!("run the same command again to send {them}"),
+            NotStartedHint::Budget => format!(
+                "the batch's spending limit holds {them} back; raise max_credits (or --max-credits) to send {them}"
+            ),
+            NotStartedHint::Key => "fix the API key, then run the same command again".to_owned(),
+        };
+        let _ = writeln!(out, "{} not started: {advice}", jobs(t.not_started));
     }
     out
 }
 
 fn jobs(n: usize) -> String {
     format!("{n} job{}", if n == 1 { "" } else { "s" })
+}
+
+fn videos(n: usize) -> String {
+    format!("{n} video{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -239,12 +278,15 @@ mod tests {
         let mut undl = rec("undl", State::Succeeded, Some("t"));
         undl.video_urls = vec!["u".into()];
         undl.error_message = Some("download failed: 404".into());
+        let mut later = rec("later", State::Succeeded, Some("t"));
+        later.video_urls = vec!["u".into()];
         let mut bad = rec("bad", State::Failed, Some("t"));
         bad.error_code = Some(400);
         bad.error_message = Some("content policy".into());
         for r in [
             done,
             undl,
+            later,
             bad,
             rec("doubt", State::Submitting, None),
             rec("run", State::Submitted, Some("t")),
@@ -254,21 +296,21 @@ mod tests {
             records.insert(r.job_id.clone(), r);
         }
         let ids = [
-            "done", "undl", "bad", "doubt", "run", "pend", "edited", "new",
+            "done", "undl", "later", "bad", "doubt", "run", "pend", "edited", "new",
         ];
         let jobs = ids.iter().map(|id| JobRef {
             id,
             fingerprint: Some(if *id == "edited" { "g" } else { "f" }),
-            keep_original: false,
-            upgrade: false,
+            wants: Some(Wants::default()),
         });
-        let o = outcomes(jobs, &records, true);
+        let o = outcomes(jobs, &records);
         assert_eq!(
             o.tally,
             Tally {
                 succeeded: 1,
                 failed: 1,
                 not_downloaded: 1,
+                download_failed: 1,
                 in_doubt: 1,
                 running: 1,
                 not_started: 3,

@@ -105,6 +105,68 @@ pub fn next_action(
     }
 }
 
+/// Where a job stands, whatever this run was asked to do with it: the one answer
+/// that the progress counts, the end-of-run summary, `status`, `status --json` and
+/// the exit code all come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// No task for the current request yet (never sent, refused before a task was
+    /// made, or the manifest changed it since).
+    NotStarted,
+    /// A task is running on the service (or its 1080p/4K file is being made).
+    Running,
+    /// A generate call may have made a task whose id never came back.
+    InDoubt,
+    Failed,
+    /// The video is made and paid for, and not downloaded yet: no download was
+    /// tried (`--no-download`, or the run stopped first).
+    NotDownloaded,
+    /// The video is made and paid for; downloading it failed.
+    DownloadFailed,
+    /// Done: every file the job asks for is downloaded.
+    Succeeded,
+}
+
+impl Standing {
+    /// How summaries name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Standing::NotStarted => "not started",
+            Standing::Running => "running",
+            Standing::InDoubt => "in doubt",
+            Standing::Failed => "failed",
+            Standing::NotDownloaded => "not downloaded",
+            Standing::DownloadFailed => "download failed",
+            Standing::Succeeded => "succeeded",
+        }
+    }
+}
+
+/// Where a job stands: `fingerprint` is its request's as the manifest has it now
+/// (`None` when only the results file is known), `wants` what it asks beyond the
+/// request, `last` its last recorded row. It is what a run that downloads would do
+/// next with the job ([`next_action`]), so `status` and the next run never disagree.
+pub fn standing(fingerprint: Option<&str>, wants: Wants, last: Option<&Record>) -> Standing {
+    let Some(last) = last else {
+        return Standing::NotStarted;
+    };
+    let fingerprint = fingerprint.unwrap_or(&last.fingerprint);
+    let opts = ResumeOptions {
+        download: true,
+        ..ResumeOptions::default()
+    };
+    match next_action(fingerprint, wants, Some(last), opts) {
+        Action::Submit(_) => Standing::NotStarted,
+        Action::Poll { .. } | Action::Upgrade { .. } => Standing::Running,
+        Action::Download if last.download_failed() => Standing::DownloadFailed,
+        Action::Download => Standing::NotDownloaded,
+        Action::Nothing(Settled::Succeeded) => Standing::Succeeded,
+        Action::Nothing(Settled::Failed) => Standing::Failed,
+        Action::Nothing(Settled::InDoubt) => Standing::InDoubt,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

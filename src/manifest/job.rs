@@ -225,6 +225,7 @@ impl Collector {
                 upgrade: draft.upgrade.flatten(),
                 keep_original: draft.keep_original.unwrap_or(false),
                 origin: draft.at,
+                file_stem: None,
             });
         }
     }

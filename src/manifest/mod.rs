@@ -38,6 +38,16 @@ pub struct Job {
     pub keep_original: bool,
     /// Where the job was written (for messages).
     pub origin: Origin,
+    /// The stem of its video files when it is not the id itself (an id that had to
+    /// be cleaned, or that would share a file with another); see [`crate::paths`].
+    pub file_stem: Option<String>,
+}
+
+impl Job {
+    /// The stem of the job's video files: `<stem>.mp4`, `<stem>-1080p.mp4`, ...
+    pub fn stem(&self) -> &str {
+        self.file_stem.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// A place in a manifest file.
@@ -200,7 +210,19 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
             "is not a manifest: its name must end in .yaml, .yml or .csv",
         )),
     }
-    let (jobs, mut errors, warnings) = out.into_parts();
+    let (mut jobs, mut errors, warnings) = out.into_parts();
+    for clash in crate::paths::assign_stems(&mut jobs) {
+        let (job, other) = (&jobs[clash.job], &jobs[clash.other]);
+        errors.push(job::diag(
+            job.origin.clone(),
+            Some(&job.id),
+            Some("id"),
+            format!(
+                "its video file {} is where job {:?} ({}) keeps {}; rename one of them",
+                clash.file, other.id, other.origin, clash.what
+            ),
+        ));
+    }
     if errors.is_empty() && jobs.is_empty() {
         errors.push(job::diag(file_at, None, None, "the manifest has no jobs"));
     }

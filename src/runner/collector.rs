@@ -406,7 +406,6 @@ pub fn finish(
     entries: &[Option<Entry>],
     loaded: &[Record],
     rewrite: bool,
-    download: bool,
 ) -> io::Result<Outcomes> {
     let source = File::open(path)?;
     let mut reader = RowReader::new(&source);
@@ -452,7 +451,7 @@ pub fn finish(
                 }
             };
             if let Some(job) = job {
-                outcomes.count(job, record, download);
+                outcomes.count(job, record);
             }
         }
         Ok(())
@@ -572,6 +571,7 @@ mod tests {
             upgrade: None,
             keep_original: false,
             origin: Origin::default(),
+            file_stem: None,
         }
     }
 
@@ -694,7 +694,7 @@ mod tests {
         let before = crate::checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(before.rows, 3 * 200 + 2);
 
-        let outcomes = finish(&path, &jobs, &[], &collected.entries, &[], true, false).unwrap();
+        let outcomes = finish(&path, &jobs, &[], &collected.entries, &[], true).unwrap();
         assert_eq!(outcomes.tally.succeeded, 1);
         assert_eq!(outcomes.tally.failed, 1);
         assert_eq!(outcomes.tally.not_started, 1);

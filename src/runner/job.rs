@@ -2,7 +2,7 @@
 //! recorded (and synced) before the next one is taken, so that a kill at any point
 //! leaves a row that says exactly what may have happened.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -12,16 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::collector::{Event, Row};
 use super::pace::{Pace, Place};
-use super::paths::video_path;
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
-use crate::checkpoint::{Record, State, UPGRADE_FAILED, now};
-use crate::cost::PriceTable;
+use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, now};
+use crate::cost::{Credits, PriceTable};
 use crate::manifest::{Job, Upgrade};
-
-/// How a recorded download failure starts, so that a later successful download
-/// clears it and nothing else.
-const DOWNLOAD_FAILED: &str = "download failed";
+use crate::paths::{superseded_path, upgrade_suffix, video_path};
 
 /// Settings every job reads.
 #[derive(Debug, Clone)]
@@ -49,26 +45,48 @@ pub enum Fatal {
     Budget(String),
 }
 
-/// The run's spending limit and what it has spent.
+/// The run's spending limits and what it has spent.
 pub struct Budget {
     pub prices: PriceTable,
+    /// The batch's limit (`max_credits`), against `recorded` plus this run's spend.
     pub max: Option<f64>,
+    /// Credits the results file records as spent by earlier runs.
+    pub recorded: f64,
+    /// This run's own limit (`--max-run-credits`).
+    pub max_run: Option<f64>,
     /// Credits of the submissions sent (reserved before each send, given back when
     /// the service refused it without creating a task).
     pub spent: Arc<Mutex<f64>>,
 }
 
 impl Budget {
-    /// Reserves `cost`; false when it would pass the limit.
-    fn reserve(&self, cost: f64) -> bool {
+    /// Reserves `cost`; the limit it would pass otherwise, said the way the stop
+    /// message ends ("would take the batch past ...").
+    fn reserve(&self, cost: f64) -> Result<(), String> {
         let Ok(mut spent) = self.spent.lock() else {
-            return false;
+            return Err("the spending limit (its counter is lost)".into());
         };
-        if self.max.is_some_and(|max| *spent + cost > max + 1e-9) {
-            return false;
+        if let Some(max) = self.max
+            && self.recorded + *spent + cost > max + 1e-9
+        {
+            return Err(format!(
+                "the batch past --max-credits {} ({} credits spent on it so far, {} of them by earlier runs)",
+                Credits(max),
+                Credits(self.recorded + *spent),
+                Credits(self.recorded)
+            ));
+        }
+        if let Some(max) = self.max_run
+            && *spent + cost > max + 1e-9
+        {
+            return Err(format!(
+                "this run past --max-run-credits {} ({} credits spent by it)",
+                Credits(max),
+                Credits(*spent)
+            ));
         }
         *spent += cost;
-        true
+        Ok(())
     }
 
     fn release(&self, cost: f64) {
@@ -184,7 +202,8 @@ pub enum JobEnd {
 /// Where a job starts in this run.
 #[derive(Debug, Clone)]
 pub enum Start {
-    Submit,
+    /// Send the generate request, for this reason.
+    Submit(crate::checkpoint::plan::SubmitReason),
     Poll(String),
     /// The task succeeded; get its 1080p or 4K file.
     Upgrade(String),
@@ -208,7 +227,8 @@ pub async fn drive(
     };
     let outcome = async {
         let task_id = match start {
-            Start::Submit => {
+            Start::Submit(_) => {
+                runner.set_aside_superseded_videos();
                 let submitted = runner.submit().await;
                 // The submission phase is over: let the next job start its own.
                 drop(submit_slot);
@@ -368,15 +388,16 @@ impl JobRunner {
                 return Err(JobEnd::NotStarted);
             };
             let cost = shared.budget.prices.job(&self.job);
-            if !shared.budget.reserve(cost) {
-                let max = shared.budget.max.unwrap_or_default();
+            if let Err(past) = shared.budget.reserve(cost) {
                 shared.set_fatal(Fatal::Budget(format!(
-                    "job {:?} ({cost} credits) would take this run past --max-credits {max}",
-                    self.job.id
+                    "job {:?} ({} credits) would take {past}",
+                    self.job.id,
+                    Credits(cost)
                 )));
                 return Err(JobEnd::NotStarted);
             }
             self.record.attempts += 1;
+            self.record.credits += cost;
             self.record.task_id = None;
             let syncing = Instant::now();
             self.save(State::Submitting).await?;
@@ -408,6 +429,7 @@ impl JobRunner {
             ) {
                 // Refused: no task, no charge.
                 shared.budget.release(cost);
+                self.record.credits = (self.record.credits - cost).max(0.0);
             }
             match e.class {
                 ErrorClass::InDoubt => {
@@ -466,6 +488,17 @@ impl JobRunner {
             () = self.shared.stop_waiting.cancelled() => Err(JobEnd::Unfinished),
             () = tokio::time::sleep(d) => Ok(()),
         }
+    }
+
+    /// True when the file at `path` was last written after this job's task was sent.
+    fn written_since_submission(&self, path: &Path) -> bool {
+        let sent = self
+            .record
+            .submitted_at
+            .as_deref()
+            .and_then(|at| humantime::parse_rfc3339(at).ok());
+        let written = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        matches!((sent, written), (Some(sent), Some(written)) if written >= sent)
     }
 
     fn since_submission(&self) -> Option<Duration> {
@@ -623,26 +656,70 @@ impl JobRunner {
     }
 
     /// The files to download, with the name each gets: the upgraded videos
-    /// (`<id>-1080p.mp4`), and the base ones (`<id>.mp4`) when there is no upgrade
+    /// (`<stem>-1080p.mp4`), and the base ones (`<stem>.mp4`) when there is no upgrade
     /// or the job keeps the original.
     fn files(&self) -> Vec<(String, std::path::PathBuf)> {
         let dir = &self.shared.settings.videos_dir;
-        let id = &self.job.id;
+        let stem = self.job.stem();
         let mut files = Vec::new();
         if self.record.upgrade_urls.is_empty() || self.job.keep_original {
             for (i, url) in self.record.video_urls.iter().enumerate() {
-                files.push((url.clone(), video_path(dir, id, i, "")));
+                files.push((url.clone(), video_path(dir, stem, i, "")));
             }
         }
-        let suffix = match self.job.upgrade {
-            Some(Upgrade::Hd1080) => "-1080p",
-            Some(Upgrade::Uhd4k) => "-4k",
-            None => "-upgraded",
-        };
+        let suffix = upgrade_suffix(self.job.upgrade);
         for (i, url) in self.record.upgrade_urls.iter().enumerate() {
-            files.push((url.clone(), video_path(dir, id, i, suffix)));
+            files.push((url.clone(), video_path(dir, stem, i, suffix)));
         }
         files
+    }
+
+    /// Before a job is sent again, moves the videos of the task it supersedes (the
+    /// files its record still lists) to `superseded/` beside them, and records where:
+    /// a paid video is never left under the name of the task that replaces it, and
+    /// never overwritten. Nothing is sent before this is recorded with the job's
+    /// next row.
+    fn set_aside_superseded_videos(&mut self) {
+        let label = self
+            .record
+            .superseded_tasks
+            .last()
+            .cloned()
+            .unwrap_or_else(|| "unrecorded".to_owned());
+        for path in std::mem::take(&mut self.record.video_paths) {
+            self.set_aside(std::path::Path::new(&path), &label);
+        }
+    }
+
+    /// Moves the video at `path` (if there is one) to `superseded/` beside it, named
+    /// after `label`, and records the move.
+    fn set_aside(&mut self, path: &std::path::Path, label: &str) {
+        if !path.try_exists().unwrap_or(false) {
+            return;
+        }
+        let to = superseded_path(path, label);
+        let moved = to
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::rename(path, &to));
+        match moved {
+            Ok(()) => {
+                tracing::info!(
+                    "job {:?}: kept the superseded video {} as {}",
+                    self.job.id,
+                    path.display(),
+                    to.display()
+                );
+                self.record
+                    .superseded_paths
+                    .push(to.to_string_lossy().into_owned());
+            }
+            Err(e) => tracing::warn!(
+                "job {:?}: could not move the superseded video {} aside ({e}); it stays where it is",
+                self.job.id,
+                path.display()
+            ),
+        }
     }
 
     async fn download(&mut self) -> JobEnd {
@@ -653,6 +730,17 @@ impl JobRunner {
         }
         let mut paths = Vec::with_capacity(files.len());
         for (url, dest) in &files {
+            // A file already at `dest` is this task's when the record lists it, or
+            // when it was written after the task was sent (a kill came between its
+            // download and the row recording it). Any other file there (a
+            // superseded task's, or one from a results file since deleted) is kept
+            // aside, never overwritten and never left under this task's row.
+            let ours = self.record.video_paths.iter().any(|p| Path::new(p) == dest)
+                || self.written_since_submission(dest);
+            if !ours {
+                let label = format!("unrecorded-{}", now().replace(':', ""));
+                self.set_aside(dest, &label);
+            }
             // Files only reach their final name complete (temp file, then rename).
             // A stat of a local file is quicker than the trip to the blocking pool
             // that `tokio::fs` would make for it.
@@ -678,6 +766,9 @@ impl JobRunner {
                         self.record.error_code = e.code;
                         self.record.error_message =
                             Some(format!("{DOWNLOAD_FAILED}: {}", e.message));
+                        // The files already fetched are this task's: recorded, so
+                        // that the next try keeps them.
+                        self.record.video_paths = paths;
                         return match self.save(State::Succeeded).await {
                             Ok(()) => JobEnd::Failed,
                             Err(end) => end,
@@ -695,12 +786,7 @@ impl JobRunner {
         self.record.video_paths = paths;
         // A download failure recorded by an earlier try is resolved now; the reason
         // an upgrade failed is not, and stays on the record.
-        if self
-            .record
-            .error_message
-            .as_deref()
-            .is_some_and(|m| m.starts_with(DOWNLOAD_FAILED))
-        {
+        if self.record.download_failed() {
             self.record.error_code = None;
             self.record.error_message = None;
         }

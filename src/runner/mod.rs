@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
+pub use crate::checkpoint::ForeignResults;
 use crate::checkpoint::plan::{Action, ResumeOptions, Settled, SubmitReason, Wants, next_action};
 use crate::checkpoint::writer::{Appender, Lock, lock, rewrite};
 use crate::checkpoint::{self, Record, State};
@@ -39,7 +40,6 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub mod collector;
 pub mod job;
 pub mod pace;
-pub mod paths;
 pub mod retry;
 
 use collector::{Collected, Counters, Entry, Progress};
@@ -69,11 +69,14 @@ pub struct RunConfig {
     pub max_active: usize,
     pub seed: u64,
     pub prices: PriceTable,
-    /// Stop submitting before this run's spend would pass this many credits.
+    /// Stop submitting before the batch's spend (what the results file records
+    /// plus this run's) would pass this many credits.
     pub max_credits: Option<f64>,
-    /// Only the first N outstanding jobs.
+    /// Stop submitting before this run's own spend would pass this many credits.
+    pub max_run_credits: Option<f64>,
+    /// Submit only the first N jobs still to send (jobs already sent always go on).
     pub limit: Option<usize>,
-    /// Only N outstanding jobs drawn at random (with `seed`).
+    /// Submit only N jobs still to send, drawn at random (with `seed`).
     pub sample: Option<usize>,
 }
 
@@ -95,6 +98,10 @@ pub struct RunReport {
     pub held_back: usize,
     /// Credits this run's submissions cost, at the manifest's prices.
     pub spent: f64,
+    /// Credits the results file recorded as spent before this run.
+    pub recorded_spend: f64,
+    /// Paid tasks this run replaced with new ones.
+    pub superseded: usize,
     pub fatal: Option<Fatal>,
     pub interrupted: bool,
     pub elapsed: Duration,
@@ -118,15 +125,28 @@ impl RunReport {
     }
 }
 
-/// A results file whose jobs are none of the manifest's.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "results file `{}` belongs to another manifest: none of its {rows} jobs are in this one; give this run its own --results",
-    path.display()
-)]
-pub struct ForeignResults {
-    pub path: PathBuf,
-    pub rows: usize,
+/// A task, running, finished or in doubt, that a submission of this run replaces:
+/// it was paid for, and stays on record in the job's `superseded_tasks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superseding {
+    /// The job's place in the manifest.
+    pub index: usize,
+    /// The task's id, or [`checkpoint::IN_DOUBT_TASK`].
+    pub task: String,
+    /// Where the task stood.
+    pub state: State,
+    pub reason: SubmitReason,
+}
+
+/// The task a submission replaces, if the last record has one (or may have one).
+fn superseded_task(last: &Record) -> Option<String> {
+    match (&last.task_id, last.state()) {
+        (Some(task), _) => Some(task.clone()),
+        (None, State::Submitting | State::Submitted | State::InDoubt) => {
+            Some(checkpoint::IN_DOUBT_TASK.to_owned())
+        }
+        (None, State::Pending | State::Succeeded | State::Failed) => None,
+    }
 }
 
 /// One job's place in this run.
@@ -149,9 +169,13 @@ pub struct Prepared {
     pub plan: Vec<Planned>,
     /// Jobs submitted because the manifest changed their request.
     pub changed: usize,
-    /// Outstanding jobs left out by `--limit` or `--sample`.
+    /// Jobs to send left out by `--limit` or `--sample`.
     pub held_back: usize,
     pub warnings: Vec<String>,
+    /// Tasks that this run's submissions replace, in manifest order.
+    pub superseding: Vec<Superseding>,
+    /// Credits the results file records as spent by earlier runs.
+    pub recorded_spend: f64,
     /// The results file's last record of each job, in the order they first appear.
     records: Vec<Record>,
     /// Where each job's last record is in `records`, by the job's place in the manifest.
@@ -166,7 +190,7 @@ impl Prepared {
     pub fn estimate(&self) -> f64 {
         self.plan
             .iter()
-            .filter(|p| matches!(p.start, Start::Submit))
+            .filter(|p| matches!(p.start, Start::Submit(_)))
             .map(|p| self.config.prices.job(&self.config.jobs[p.index]))
             .sum()
     }
@@ -174,7 +198,7 @@ impl Prepared {
     pub fn submissions(&self) -> usize {
         self.plan
             .iter()
-            .filter(|p| matches!(p.start, Start::Submit))
+            .filter(|p| matches!(p.start, Start::Submit(_)))
             .count()
     }
 
@@ -223,18 +247,11 @@ pub fn prepare_from(
     } else {
         let manifest_ids: rustc_hash::FxHashSet<&str> =
             config.jobs.iter().map(|j| j.id.as_str()).collect();
-        if !loaded.records.is_empty()
-            && !loaded
-                .records
-                .iter()
-                .any(|r| manifest_ids.contains(r.job_id.as_str()))
-        {
-            return Err(ForeignResults {
-                path: config.results.clone(),
-                rows: loaded.records.len(),
-            }
-            .into());
-        }
+        checkpoint::check_belongs(
+            &config.results,
+            loaded.records.iter().map(|r| r.job_id.as_str()),
+            |id| manifest_ids.contains(id),
+        )?;
         (0..loaded.records.len())
             .filter(|&at| !manifest_ids.contains(loaded.records[at].job_id.as_str()))
             .collect()
@@ -278,39 +295,65 @@ pub fn prepare_from(
                 if reason == SubmitReason::Changed {
                     changed += 1;
                 }
-                Start::Submit
+                Start::Submit(reason)
             }
             Action::Poll { task_id } => Start::Poll(task_id),
             Action::Upgrade { task_id } => Start::Upgrade(task_id),
             Action::Download => Start::Download,
         };
-        // A job submitted again keeps its record (attempts, the last error) only
-        // while the request is the one recorded; see `resumed_record`.
-        let from = match (last, &start) {
-            (Some(_), Start::Poll(_) | Start::Upgrade(_) | Start::Download) => at,
-            (Some(r), Start::Submit) if r.fingerprint == job.fingerprint => at,
-            // A new job's record is made when it starts, not held for the whole run.
-            _ => None,
-        };
-        plan.push(Planned { index, start, from });
-    }
-    let outstanding = plan.len();
-    if let Some(n) = config.sample {
-        let mut rng = fastrand::Rng::with_seed(config.seed);
-        let mut picked = rng.choose_multiple(0..plan.len(), n.min(plan.len()));
-        picked.sort_unstable();
-        let mut i = 0;
-        plan.retain(|_| {
-            let keep = picked.binary_search(&i).is_ok();
-            i += 1;
-            keep
+        // Every job with a record starts from it: a job submitted again keeps its
+        // attempts, its credits and its superseded tasks (see `resumed_record`).
+        plan.push(Planned {
+            index,
+            start,
+            from: last.and(at),
         });
     }
-    if let Some(n) = config.limit {
-        plan.truncate(n);
+    // `--limit` and `--sample` choose among the jobs to send; tasks already paid
+    // for are always collected.
+    let to_send: Vec<usize> = (0..plan.len())
+        .filter(|&i| matches!(plan[i].start, Start::Submit(_)))
+        .collect();
+    let keep = match (config.sample, config.limit) {
+        (Some(n), _) => {
+            let mut rng = fastrand::Rng::with_seed(config.seed);
+            let mut picked = rng.choose_multiple(to_send.iter().copied(), n.min(to_send.len()));
+            picked.sort_unstable();
+            Some(picked)
+        }
+        (None, Some(n)) => Some(to_send.iter().copied().take(n).collect()),
+        (None, None) => None,
+    };
+    let mut held_back = 0;
+    if let Some(keep) = keep {
+        held_back = to_send.len() - keep.len();
+        let mut i = 0;
+        plan.retain(|p| {
+            let kept = !matches!(p.start, Start::Submit(_)) || keep.binary_search(&i).is_ok();
+            i += 1;
+            kept
+        });
     }
+    let superseding = plan
+        .iter()
+        .filter_map(|p| {
+            let Start::Submit(reason) = p.start else {
+                return None;
+            };
+            let last = p.from.and_then(|at| loaded.records.get(at))?;
+            Some(Superseding {
+                index: p.index,
+                task: superseded_task(last)?,
+                state: last.state(),
+                reason,
+            })
+        })
+        .collect();
+    let recorded_spend = loaded.records.iter().map(|r| r.credits).sum();
     Ok(Prepared {
-        held_back: outstanding - plan.len(),
+        held_back,
+        superseding,
+        recorded_spend,
         config,
         plan,
         changed,
@@ -340,11 +383,37 @@ pub async fn execute(
         changed,
         held_back,
         warnings,
+        superseding,
+        recorded_spend,
         records: loaded_records,
         last,
         foreign,
         lock: _lock,
     } = prepared;
+    // Said before anything is sent: these tasks were paid for, and a new one
+    // replaces each.
+    for s in &superseding {
+        let Some(job) = config.jobs.get(s.index) else {
+            continue;
+        };
+        let why = match s.reason {
+            SubmitReason::Changed => "the manifest changed its request",
+            SubmitReason::RetryFailed => "--retry-failed",
+            SubmitReason::ResubmitInDoubt => "--resubmit-in-doubt",
+            SubmitReason::New => "it is sent again",
+        };
+        tracing::warn!(
+            "job {:?}: {why}: a new task replaces task {} ({}); the old task stays on record in superseded_tasks{}",
+            job.id,
+            s.task,
+            s.state,
+            if s.state == State::Succeeded {
+                ", and its video moves to the videos folder's superseded/"
+            } else {
+                ""
+            }
+        );
+    }
     // A videos folder that cannot be made is found now, before anything is paid for.
     if config.resume.download && !plan.is_empty() {
         std::fs::create_dir_all(&config.videos_dir).with_context(|| {
@@ -399,6 +468,8 @@ pub async fn execute(
         budget: Budget {
             prices: config.prices,
             max: config.max_credits,
+            recorded: recorded_spend,
+            max_run: config.max_run_credits,
             spent: spent.clone(),
         },
     });
@@ -421,7 +492,7 @@ pub async fn execute(
                 break;
             };
             let slot = match next.start {
-                Start::Submit => match submit_slots.clone().try_acquire_owned() {
+                Start::Submit(_) => match submit_slots.clone().try_acquire_owned() {
                     Ok(slot) => Some(slot),
                     Err(_) => break,
                 },
@@ -433,7 +504,7 @@ pub async fn execute(
             // Once submissions stop, jobs that would submit are not started; jobs
             // with a task go on being polled unless everything stops.
             let stopped = match start {
-                Start::Submit => shared.stop_submitting.is_cancelled(),
+                Start::Submit(_) => shared.stop_submitting.is_cancelled(),
                 _ => shared.stop_waiting.is_cancelled(),
             };
             if stopped {
@@ -444,7 +515,7 @@ pub async fn execute(
                 continue;
             };
             let record = match from.and_then(|i| loaded_records.get(i)) {
-                Some(last) => resumed_record(last, &start),
+                Some(last) => resumed_record(last, &start, &job),
                 None => fresh_record(&job),
             };
             let handle = set.spawn(job::drive(shared.clone(), job, record, start, seed, slot));
@@ -453,7 +524,7 @@ pub async fn execute(
         let waiting_for_slot = set.len() < config.max_active.max(1)
             && queue
                 .peek()
-                .is_some_and(|p| matches!(p.start, Start::Submit));
+                .is_some_and(|p| matches!(p.start, Start::Submit(_)));
         if set.is_empty() && !waiting_for_slot {
             break;
         }
@@ -492,6 +563,8 @@ pub async fn execute(
             changed,
             held_back,
             spent: 0.0,
+            recorded_spend,
+            superseded: superseding.len(),
             fatal: None,
             interrupted: true,
             elapsed: started.elapsed(),
@@ -517,7 +590,6 @@ pub async fn execute(
         &entries,
         &loaded_records,
         write_error.is_none(),
-        config.resume.download,
     )
     .with_context(|| {
         let what = if write_error.is_none() {
@@ -538,6 +610,8 @@ pub async fn execute(
         changed,
         held_back,
         spent,
+        recorded_spend,
+        superseded: superseding.len(),
         fatal: fatal.or(write_error.map(Fatal::Checkpoint)),
         interrupted: signals.drain.is_cancelled(),
         elapsed: started.elapsed(),
@@ -552,19 +626,35 @@ fn shared_spent(spent: &Mutex<f64>) -> f64 {
 }
 
 /// The record a job starts from when it resumes from `last`: the same, or, when it
-/// is submitted again for the same request, without what the last task left.
-fn resumed_record(last: &Record, start: &Start) -> Record {
+/// is submitted again, a record of the job's request as the manifest has it now
+/// that keeps what the job's history must not lose: its attempts and credits, the
+/// tasks it superseded (with the one it supersedes now), and, while the request is
+/// the one recorded, the last error. The superseded task's files stay listed in
+/// `video_paths` until the job moves them aside, before it sends anything.
+fn resumed_record(last: &Record, start: &Start, job: &Job) -> Record {
     match start {
-        Start::Submit => Record {
-            task_id: None,
-            video_urls: Vec::new(),
-            upgrade_urls: Vec::new(),
-            video_paths: Vec::new(),
-            submitted_at: None,
-            finished_at: None,
-            ..last.clone()
-        },
-        Start::Poll(_) | Start::Upgrade(_) | Start::Download => last.clone(),
+        Start::Submit(_) => {
+            let mut record = fresh_record(job);
+            record.attempts = last.attempts;
+            record.credits = last.credits;
+            record.superseded_tasks.clone_from(&last.superseded_tasks);
+            record.superseded_tasks.extend(superseded_task(last));
+            record.superseded_paths.clone_from(&last.superseded_paths);
+            record.video_paths.clone_from(&last.video_paths);
+            record.updated_at.clone_from(&last.updated_at);
+            if last.fingerprint == job.fingerprint {
+                record.error_code = last.error_code;
+                record.error_message.clone_from(&last.error_message);
+            }
+            record
+        }
+        Start::Poll(_) | Start::Upgrade(_) | Start::Download => {
+            let mut record = last.clone();
+            // What the job asks beyond its request is the manifest's to say.
+            record.upgrade = job.upgrade;
+            record.keep_original = job.keep_original;
+            record
+        }
     }
 }
 
@@ -577,6 +667,8 @@ fn fresh_record(job: &Job) -> Record {
         aspect_ratio: job.request.aspect_ratio.as_str().to_owned(),
         prompt: job.request.prompt.clone(),
         fingerprint: job.fingerprint.clone(),
+        upgrade: job.upgrade,
+        keep_original: job.keep_original,
         ..Record::default()
     }
 }
@@ -632,14 +724,17 @@ mod tests {
                 starts,
                 [
                     ("a", r#"Poll("ta")"#.to_owned(), Some("a")),
-                    ("b", "Submit".to_owned(), Some("b")),
+                    ("b", "Submit(New)".to_owned(), Some("b")),
                     ("c", r#"Poll("tc")"#.to_owned(), Some("c")),
                 ],
                 "in order: {in_order}"
             );
             assert_eq!(prepared.foreign.len(), usize::from(!in_order));
-            let b_start =
-                resumed_record(prepared.record(&prepared.plan[1]).unwrap(), &Start::Submit);
+            let b_start = resumed_record(
+                prepared.record(&prepared.plan[1]).unwrap(),
+                &Start::Submit(SubmitReason::New),
+                &jobs[1],
+            );
             assert_eq!(b_start, b);
         }
     }

@@ -120,3 +120,17 @@ pub fn text_jobs(n: usize) -> String {
     }
     s
 }
+
+impl Harness {
+    /// `veo-batch status ARGS` in the temp directory, with a cleared environment.
+    pub fn status(&self, args: &[&str]) -> Output {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
+            .env_clear()
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .arg("status")
+            .args(args)
+            .output()
+            .expect("veo-batch status runs")
+    }
+}
