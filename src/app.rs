@@ -13,7 +13,7 @@ use crate::api::{ApiKey, Client, ClientConfig};
 use crate::checkpoint::writer::LockError;
 use crate::checkpoint::{self, CheckpointError, Preloaded};
 use crate::cli::{Cli, ColorChoice, Command, CreditsArgs, LogFormat, RunArgs};
-use crate::cost::Credits;
+use crate::cost::{Credits, Dollars};
 use crate::exit;
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::runner::{self, ForeignResults, RunReport, Signals};
@@ -24,13 +24,21 @@ pub fn main(cli: Cli) -> ExitCode {
     init_logging(&cli);
     let code = match cli.command {
         Command::Validate(args) => crate::validate::run(&args),
-        Command::Run(args) => with_runtime(runner::runtime(), || run_command(*args, cli.quiet)),
+        Command::Run(args) => {
+            let style = match (cli.log_format, cli.quiet) {
+                (LogFormat::Json, _) => SummaryStyle::Json,
+                (LogFormat::Text, true) => SummaryStyle::Quiet,
+                (LogFormat::Text, false) => SummaryStyle::Text,
+            };
+            with_runtime(runner::runtime(), || run_command(*args, cli.quiet, style))
+        }
         Command::Status(args) => crate::status::run(&args),
         Command::Credits(args) => with_runtime(runner::runtime(), || credits_command(args)),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "veo-batch", &mut std::io::stdout());
-            exit::OK
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "veo-batch", &mut script);
+            print_stdout(&script)
         }
         // The simulator serves many clients at once: every core is its to use.
         Command::Simulate(args) => with_runtime(multi_thread(), || async move {
@@ -64,10 +72,13 @@ where
 }
 
 fn init_logging(cli: &Cli) {
+    // veo-batch's own lines at the level asked; the libraries under it (hyper,
+    // reqwest, rustls) stay at warn until -vvv, so -v shows what veo-batch does.
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
-        (false, 1) => "debug",
+        (false, 1) => "warn,veo_batch=debug",
+        (false, 2) => "info,veo_batch=trace",
         (false, _) => "trace",
     };
     let filter = std::env::var("VEO_BATCH_LOG")
@@ -87,6 +98,7 @@ fn init_logging(cli: &Cli) {
         .with_env_filter(filter)
         .with_writer(crate::progress::LogWriter)
         .with_target(false);
+    crate::progress::set_structured(cli.log_format == LogFormat::Json);
     // A second init (tests driving `main` twice in one process) is harmless.
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
@@ -95,10 +107,26 @@ fn init_logging(cli: &Cli) {
 }
 
 /// Prints an error the cargo way (`error:` then `Caused by:` lines) and picks the
-/// exit code its kind calls for.
-fn report_error(e: &anyhow::Error) -> u8 {
+/// exit code its kind calls for. A cause whose text the lines above already say
+/// (an I/O error a message quotes) is not printed again.
+pub(crate) fn report_error(e: &anyhow::Error) -> u8 {
+    if is_broken_pipe(e) {
+        // The reader went away (`| head`): what it wanted was written.
+        return exit::OK;
+    }
     eprintln!("error: {e}");
-    let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+    let mut said = e.to_string();
+    let causes: Vec<String> = e
+        .chain()
+        .skip(1)
+        .map(ToString::to_string)
+        .filter(|c| {
+            let new = !said.contains(c.as_str());
+            said.push('\n');
+            said.push_str(c);
+            new
+        })
+        .collect();
     if !causes.is_empty() {
         eprintln!("\nCaused by:");
         for c in causes {
@@ -112,6 +140,24 @@ fn report_error(e: &anyhow::Error) -> u8 {
     } else {
         exit::USAGE
     }
+}
+
+/// Writes `bytes` to stdout; a reader that closed the pipe is not an error.
+fn print_stdout(bytes: &[u8]) -> u8 {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) => report_error(&anyhow::Error::from(e).context("failed to write to stdout")),
+    }
+}
+
+/// True when `e` comes from writing into a pipe whose reader closed it.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Prints every located problem of a manifest, then the count.
@@ -154,7 +200,7 @@ pub fn results_path(args: &RunArgs) -> Option<PathBuf> {
     is_csv.then(|| crate::config::default_results(&name))
 }
 
-async fn run_command(args: RunArgs, quiet: bool) -> u8 {
+async fn run_command(args: RunArgs, quiet: bool, style: SummaryStyle) -> u8 {
     let results = results_path(&args);
     let (manifest, preloaded) = load_for_run(&args.manifest, results.as_deref());
     let manifest = match manifest {
@@ -191,18 +237,19 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
     };
     let estimate = prepared.estimate();
     let prices = prepared.config.prices;
+    let jobs = crate::summary::jobs(prepared.config.jobs.len());
+    let to_submit = prepared.submissions();
+    let to_resume = prepared.plan.len() - to_submit;
+    let held_back = prepared.held_back;
     tracing::info!(
-        "{}: {} jobs; {} to submit, {} to resume{}; estimated cost {estimate} credits (${:.2}); results in {}, videos in {}",
-        name,
-        prepared.config.jobs.len(),
-        prepared.submissions(),
-        prepared.plan.len() - prepared.submissions(),
-        if prepared.held_back > 0 {
-            format!(", {} held back by --limit/--sample", prepared.held_back)
+        "{name}: {jobs}; {to_submit} to submit, {to_resume} to resume{}; estimated cost {} credits ({}); results in {}, videos in {}",
+        if held_back > 0 {
+            format!(", {held_back} held back by --limit/--sample")
         } else {
             String::new()
         },
-        prices.usd(estimate),
+        Credits(estimate),
+        Dollars(prices.usd(estimate)),
         prepared.config.results.display(),
         prepared.config.videos_dir.display()
     );
@@ -259,7 +306,7 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
     }
     match outcome {
         Ok(report) => {
-            print_summary(&name, &report, &prices, estimate);
+            print_summary(&name, &report, &prices, estimate, style);
             report.exit_code()
         }
         Err(e) => report_run_error(&e),
@@ -312,8 +359,8 @@ fn print_dry_run(prepared: &runner::Prepared) -> u8 {
                 "job_id": job.id, "action": "download", "urls": prepared.record(p).map(|r| r.video_urls.clone()).unwrap_or_default(),
             }),
         };
-        if writeln!(out, "{line}").is_err() {
-            return exit::JOBS_FAILED;
+        if let Err(e) = writeln!(out, "{line}") {
+            return report_error(&anyhow::Error::from(e).context("failed to write to stdout"));
         }
     }
     exit::OK
@@ -325,7 +372,11 @@ fn confirm(credits: f64, usd: f64) -> bool {
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return true;
     }
-    eprint!("This run will spend about {credits} credits (${usd:.2}). Go on? [y/N] ");
+    eprint!(
+        "This run will spend about {} credits ({}). Go on? [y/N] ",
+        Credits(credits),
+        Dollars(usd)
+    );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     if std::io::stdin().read_line(&mut answer).is_err() {
@@ -348,10 +399,7 @@ async fn credits_command(args: CreditsArgs) -> u8 {
         Err(e) => return report_error(&e),
     };
     match client.credit().await {
-        Ok(credits) => {
-            println!("{credits}");
-            exit::OK
-        }
+        Ok(credits) => print_stdout(format!("{credits}\n").as_bytes()),
         Err(e) => {
             eprintln!("error: failed to read the credit balance: {e}");
             match e.class {
@@ -396,14 +444,66 @@ async fn watch_signals(signals: Signals) {
     signals.abort.cancel();
 }
 
-fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable, estimate: f64) {
+/// How the end of a run is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SummaryStyle {
+    Text,
+    /// `-q`: nothing when every job succeeded; the exit code speaks.
+    Quiet,
+    /// `--log-format json`: one `run summary` event holding the tally and spend.
+    Json,
+}
+
+fn print_summary(
+    name: &str,
+    r: &RunReport,
+    prices: &crate::cost::PriceTable,
+    estimate: f64,
+    style: SummaryStyle,
+) {
     use std::fmt::Write as _;
+    let code = r.exit_code();
     let t = &r.outcomes.tally;
+    match style {
+        SummaryStyle::Quiet if code == exit::OK => return,
+        SummaryStyle::Json => {
+            tracing::info!(
+                batch = name,
+                jobs = t.total(),
+                succeeded = t.succeeded,
+                failed = t.failed,
+                not_downloaded = t.not_downloaded,
+                download_failed = t.download_failed,
+                in_doubt = t.in_doubt,
+                running = t.running,
+                not_started = t.not_started,
+                submitted = r.counters.submitted,
+                retries = r.counters.retries,
+                rate_limited = r.counters.rate_limited,
+                superseded = r.superseded,
+                spent_credits = r.spent,
+                batch_credits = r.recorded_spend + r.spent,
+                estimated_credits = estimate,
+                elapsed_ms = r.elapsed.as_millis() as u64,
+                interrupted = r.interrupted,
+                stopped = r.fatal.as_ref().map(describe_fatal).as_deref(),
+                results = %r.results.display(),
+                exit_code = code,
+                "run summary"
+            );
+            return;
+        }
+        SummaryStyle::Text | SummaryStyle::Quiet => {}
+    }
     let mut out = String::new();
+    // Why the run stopped comes first: the summary after it says what it means.
+    if let Some(f) = &r.fatal {
+        let _ = writeln!(out, "error: {}", describe_fatal(f));
+    }
     let _ = writeln!(
         out,
-        "\n{name}: {} jobs, {:.1}s{}",
-        t.total(),
+        "\n{name}: {}, {:.1}s{}",
+        crate::summary::jobs(t.total()),
         r.elapsed.as_secs_f64(),
         if r.interrupted { " (interrupted)" } else { "" }
     );
@@ -421,9 +521,9 @@ fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable, es
     );
     let _ = writeln!(
         out,
-        "  spent about {} credits (${:.2}) on this run's submissions (estimated {}); {} recorded for the batch",
+        "  spent about {} credits ({}) on this run's submissions (estimated {}); {} recorded for the batch",
         Credits(r.spent),
-        prices.usd(r.spent),
+        Dollars(prices.usd(r.spent)),
         Credits(estimate),
         Credits(r.recorded_spend + r.spent)
     );
@@ -437,22 +537,23 @@ fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable, es
         );
     }
     if r.held_back > 0 {
-        let _ = writeln!(out, "  {} jobs held back by --limit/--sample", r.held_back);
+        let _ = writeln!(
+            out,
+            "  {} held back by --limit/--sample",
+            crate::summary::jobs(r.held_back)
+        );
     }
     let _ = writeln!(out, "  results: {}", r.results.display());
     let _ = writeln!(out, "  videos:  {}", r.videos_dir.display());
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
     let hint = match &r.fatal {
         Some(runner::job::Fatal::Budget(_)) => crate::summary::NotStartedHint::Budget,
         Some(runner::job::Fatal::Auth(_)) => crate::summary::NotStartedHint::Key,
         _ => crate::summary::NotStartedHint::RunAgain,
     };
     out.push_str(&crate::summary::render_with(&r.outcomes, hint));
-    for w in &r.warnings {
-        let _ = writeln!(out, "warning: {w}");
-    }
-    if let Some(f) = &r.fatal {
-        let _ = writeln!(out, "stopped: {}", describe_fatal(f));
-    }
     eprint!("{out}");
 }
 

@@ -67,9 +67,28 @@ impl std::fmt::Display for Credits {
     }
 }
 
+/// Dollars to the cent (`$0.30`), never `$-0.00`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Dollars(pub f64);
+
+impl std::fmt::Display for Dollars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cents = (self.0 * 100.0).round() / 100.0;
+        let cents = if cents == 0.0 { 0.0 } else { cents };
+        write!(f, "${cents:.2}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Credits;
+    use super::{Credits, Dollars};
+
+    #[test]
+    fn dollars_never_show_minus_zero() {
+        assert_eq!(Dollars(-0.0).to_string(), "$0.00");
+        assert_eq!(Dollars(-0.001).to_string(), "$0.00");
+        assert_eq!(Dollars(2.235).to_string(), "$2.24");
+    }
 
     #[test]
     fn credits_print_as_people_write_them() {

@@ -20,6 +20,14 @@ pub enum Mode {
     Quiet,
 }
 
+/// Progress lines are events with a field per count (`--log-format json`), not prose.
+static STRUCTURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes progress lines structured events (for JSON logs) or prose.
+pub fn set_structured(structured: bool) {
+    STRUCTURED.store(structured, std::sync::atomic::Ordering::Relaxed);
+}
+
 static ACTIVE_BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
 
 fn active() -> &'static Mutex<Option<ProgressBar>> {
@@ -131,6 +139,35 @@ impl Counts {
         *n = n.saturating_add_signed(delta);
     }
 
+    /// What the progress bar says after its count: the buckets that hold jobs,
+    /// short, then the submit rate and the time left when it can be told. Short
+    /// enough that the whole bar fits 80 columns; the bar's template truncates
+    /// what would not.
+    pub fn compact(&self, submits_per_second: f64, eta: Option<Duration>) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        // The time left first: a narrow terminal cuts the end of the line.
+        if let Some(d) = eta {
+            parts.push(format!("~{} left", short_duration(d)));
+        }
+        parts.extend(
+            [
+                (self.queued, "queued"),
+                (self.submitting, "sending"),
+                (self.running, "running"),
+                (self.downloading, "downloading"),
+                (self.failed, "failed"),
+                (self.in_doubt, "doubt"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, label)| format!("{n} {label}")),
+        );
+        if submits_per_second > 0.0 {
+            parts.push(format!("{submits_per_second:.1}/s"));
+        }
+        parts.join(", ")
+    }
+
     /// One line, no control characters.
     pub fn line(&self) -> String {
         format!(
@@ -146,6 +183,28 @@ impl Counts {
     }
 }
 
+/// `d` as its largest unit or two (`45s`, `3m`, `1h20m`).
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", (s + 30) / 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A bar drawn to `target`: elapsed time, the bar, the count done and the
+/// [`Counts::compact`] message, cut to the terminal's width.
+fn new_bar(total: usize, target: ProgressDrawTarget) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total as u64), target);
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {pos}/{len} {wide_msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 /// Shows progress the way `mode` says.
 pub struct Reporter {
     mode: Mode,
@@ -157,13 +216,7 @@ pub struct Reporter {
 impl Reporter {
     pub fn new(mode: Mode, total: usize) -> Reporter {
         let bar = (mode == Mode::Bar).then(|| {
-            let bar =
-                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            if let Ok(style) =
-                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            {
-                bar.set_style(style.progress_chars("=> "));
-            }
+            let bar = new_bar(total, ProgressDrawTarget::stderr());
             bar.enable_steady_tick(Duration::from_millis(200));
             if let Ok(mut slot) = active().lock() {
                 *slot = Some(bar.clone());
@@ -183,24 +236,37 @@ impl Reporter {
     pub fn update(&mut self, c: &Counts, submitted: u64, eta: Option<Duration>) {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = submitted as f64 / elapsed;
-        let eta = eta.map_or(String::new(), |d| {
-            format!(
-                ", about {} left",
-                humantime::format_duration(Duration::from_secs(d.as_secs()))
-            )
-        });
+        let eta_secs = eta.map(|d| d.as_secs());
         match self.mode {
             Mode::Quiet => {}
             Mode::Bar => {
                 if let Some(bar) = &self.bar {
                     bar.set_position((c.done + c.failed + c.in_doubt) as u64);
-                    bar.set_message(format!("{}; {rate:.2} submits/s{eta}", c.line()));
+                    bar.set_message(c.compact(rate, eta));
                 }
             }
             Mode::Lines(every) => {
                 if self.last_line.elapsed() >= every {
                     self.last_line = Instant::now();
-                    tracing::info!("progress: {}; {rate:.2} submits/s{eta}", c.line());
+                    if !STRUCTURED.load(std::sync::atomic::Ordering::Relaxed) {
+                        let eta = eta.map_or(String::new(), |d| {
+                            format!(", about {} left", short_duration(d))
+                        });
+                        tracing::info!("progress: {}; {rate:.2} submits/s{eta}", c.line());
+                        return;
+                    }
+                    tracing::info!(
+                        queued = c.queued,
+                        submitting = c.submitting,
+                        running = c.running,
+                        downloading = c.downloading,
+                        done = c.done,
+                        failed = c.failed,
+                        in_doubt = c.in_doubt,
+                        submits_per_second = (rate * 100.0).round() / 100.0,
+                        eta_seconds = eta_secs,
+                        "progress"
+                    );
                 }
             }
         }
@@ -251,5 +317,119 @@ mod tests {
             "2 queued, 0 submitting, 1 running, 1 downloading, 1 done, 0 failed, 1 in doubt"
         );
         assert!(c.line().chars().all(|ch| !ch.is_control()));
+    }
+
+    /// A terminal 80 columns wide that keeps what is drawn on it.
+    #[derive(Debug, Default)]
+    struct Screen(Mutex<Vec<String>>);
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            80
+        }
+        fn move_cursor_up(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> io::Result<()> {
+            self.write_str(s)
+        }
+        fn write_str(&self, s: &str) -> io::Result<()> {
+            if !s.is_empty() {
+                self.0.lock().unwrap().push(s.to_owned());
+            }
+            Ok(())
+        }
+        fn clear_line(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Shared(std::sync::Arc<Screen>);
+
+    impl indicatif::TermLike for Shared {
+        fn width(&self) -> u16 {
+            self.0.width()
+        }
+        fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+            self.0.move_cursor_up(n)
+        }
+        fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+            self.0.move_cursor_down(n)
+        }
+        fn move_cursor_right(&self, n: usize) -> io::Result<()> {
+            self.0.move_cursor_right(n)
+        }
+        fn move_cursor_left(&self, n: usize) -> io::Result<()> {
+            self.0.move_cursor_left(n)
+        }
+        fn write_line(&self, s: &str) -> io::Result<()> {
+            self.0.write_line(s)
+        }
+        fn write_str(&self, s: &str) -> io::Result<()> {
+            self.0.write_str(s)
+        }
+        fn clear_line(&self) -> io::Result<()> {
+            self.0.clear_line()
+        }
+        fn flush(&self) -> io::Result<()> {
+            self.0.flush()
+        }
+    }
+
+    #[test]
+    fn the_bar_fits_80_columns() {
+        // The widest a run of 10,000 jobs shows: every bucket busy, an ETA.
+        let c = Counts {
+            queued: 9999,
+            submitting: 20,
+            running: 9999,
+            downloading: 999,
+            done: 9999,
+            failed: 9999,
+            in_doubt: 999,
+        };
+        let msg = c.compact(2.04, Some(Duration::from_secs(4 * 3600 + 50 * 60)));
+        insta::assert_snapshot!(msg);
+        let screen = Shared::default();
+        let bar = new_bar(
+            10_000,
+            ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        );
+        bar.set_position(5000);
+        bar.set_message(msg);
+        bar.tick();
+        let lines = screen.0.0.lock().unwrap().clone();
+        let drawn = lines.last().cloned().unwrap_or_default();
+        assert!(drawn.starts_with("00:00:00 [=========="), "{lines:?}");
+        assert!(drawn.contains("5000/10000 ~4h50m left"), "{drawn}");
+        for line in &lines {
+            assert!(
+                line.chars().count() <= 80,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+        let quiet = Counts {
+            queued: 3,
+            ..Counts::default()
+        };
+        assert_eq!(
+            quiet.compact(0.0, None),
+            "3 queued",
+            "no ETA until one is known"
+        );
     }
 }

@@ -7,29 +7,80 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::checkpoint;
+use crate::checkpoint::plan::Standing;
+use crate::checkpoint::{self, Record};
 use crate::cli::StatusArgs;
-use crate::exit;
 use crate::manifest;
 use crate::paths::file_stem;
 use crate::summary::{self, Outcomes};
 
+/// What `status --json` prints: the tally, the problem lists, and where every job
+/// stands with what its record says (README, "`status --json`").
 #[derive(Serialize)]
 struct StatusJson<'a> {
     results: &'a Path,
+    /// How many jobs.
     jobs: usize,
     #[serde(flatten)]
     outcomes: &'a Outcomes,
+    /// Credits the results file records as spent, over all runs.
+    credits: f64,
+    /// Every job, in manifest order (or the results file's, without a manifest).
+    job_states: Vec<JobStatus<'a>>,
+}
+
+/// One job in `status --json`.
+#[derive(Serialize)]
+struct JobStatus<'a> {
+    id: &'a str,
+    /// Where it stands: the same word as the summary's counts.
+    state: Standing,
+    /// The state its last row records.
+    recorded_state: Option<&'static str>,
+    task_id: Option<&'a str>,
+    superseded_tasks: &'a [String],
+    attempts: u32,
+    error_code: Option<i64>,
+    error_message: Option<&'a str>,
+    video_urls: &'a [String],
+    upgrade_urls: &'a [String],
+    video_paths: &'a [String],
+    superseded_paths: &'a [String],
+    credits: f64,
+    submitted_at: Option<&'a str>,
+    finished_at: Option<&'a str>,
+    updated_at: Option<&'a str>,
+}
+
+impl<'a> JobStatus<'a> {
+    fn new(job: summary::JobRef<'a>, r: Option<&'a Record>) -> JobStatus<'a> {
+        const NONE: &[String] = &[];
+        JobStatus {
+            id: job.id,
+            state: summary::standing_of(job, r),
+            recorded_state: r.map(|r| r.state().as_str()),
+            task_id: r.and_then(|r| r.task_id.as_deref()),
+            superseded_tasks: r.map_or(NONE, |r| &r.superseded_tasks),
+            attempts: r.map_or(0, |r| r.attempts),
+            error_code: r.and_then(|r| r.error_code),
+            error_message: r.and_then(|r| r.error_message.as_deref()),
+            video_urls: r.map_or(NONE, |r| &r.video_urls),
+            upgrade_urls: r.map_or(NONE, |r| &r.upgrade_urls),
+            video_paths: r.map_or(NONE, |r| &r.video_paths),
+            superseded_paths: r.map_or(NONE, |r| &r.superseded_paths),
+            credits: r.map_or(0.0, |r| r.credits),
+            submitted_at: r.and_then(|r| r.submitted_at.as_deref()),
+            finished_at: r.and_then(|r| r.finished_at.as_deref()),
+            updated_at: r.map(|r| r.updated_at.as_str()),
+        }
+    }
 }
 
 /// Runs `status`; the exit code is the one the run would have ended with.
 pub fn run(args: &StatusArgs) -> u8 {
     match status(args) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            exit::USAGE
-        }
+        Err(e) => crate::app::report_error(&e),
     }
 }
 
@@ -97,10 +148,25 @@ fn status(args: &StatusArgs) -> anyhow::Result<u8> {
 
     let mut out = std::io::stdout().lock();
     if args.json {
+        let job_states = match &manifest {
+            Some(m) => m
+                .jobs
+                .iter()
+                .map(|j| JobStatus::new(summary::JobRef::from(j), loaded.records.get(&j.id)))
+                .collect(),
+            None => loaded
+                .order
+                .iter()
+                .filter_map(|id| loaded.records.get(id))
+                .map(|r| JobStatus::new(summary::JobRef::recorded(r), Some(r)))
+                .collect(),
+        };
         let json = StatusJson {
             results: &results,
             jobs: outcomes.tally.total(),
             outcomes: &outcomes,
+            credits: loaded.records.values().map(|r| r.credits).sum(),
+            job_states,
         };
         serde_json::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
@@ -111,9 +177,9 @@ fn status(args: &StatusArgs) -> anyhow::Result<u8> {
     } else {
         writeln!(
             out,
-            "{}: {} jobs",
+            "{}: {}",
             results.display(),
-            outcomes.tally.total()
+            summary::jobs(outcomes.tally.total())
         )?;
         write!(out, "{}", summary::render(&outcomes))?;
     }

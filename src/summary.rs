@@ -178,10 +178,107 @@ pub fn render(o: &Outcomes) -> String {
     render_with(o, NotStartedHint::default())
 }
 
-/// [`render`], saying `hint` about the jobs not started.
+/// How many ids of each group of problems a summary shows.
+const IDS_SHOWN: usize = 3;
+
+/// Problems of one kind, grouped by reason, the largest group first (then by the
+/// first job's place): one line per reason, however many jobs share it.
+fn grouped(problems: &[Problem]) -> Vec<(&str, Vec<&str>)> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for p in problems {
+        let i = *at.entry(p.reason.as_str()).or_insert_with(|| {
+            groups.push((p.reason.as_str(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(p.job_id.as_str());
+    }
+    // Stable: equal groups keep the order of their first job.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
+    groups
+}
+
+fn write_groups(out: &mut String, kind: &str, problems: &[Problem], advice: &str) {
+    if problems.is_empty() {
+        return;
+    }
+    for (reason, ids) in grouped(problems) {
+        let shown: Vec<String> = ids
+            .iter()
+            .take(IDS_SHOWN)
+            .map(|id| format!("{id:?}"))
+            .collect();
+        let more = match ids.len().saturating_sub(IDS_SHOWN) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        let _ = writeln!(
+            out,
+            "{kind} ({}): {reason}: {}{more}",
+            jobs(ids.len()),
+            shown.join(", ")
+        );
+    }
+    let _ = writeln!(out, "  {advice}");
+}
+
+/// [`render`], saying `hint` about the jobs not started and still running. Problems
+/// come grouped by reason with their advice once; the tally comes last, so that it
+/// is what stays on screen.
 pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
     let t = &o.tally;
     let mut out = String::new();
+    write_groups(
+        &mut out,
+        "failed",
+        &o.failed,
+        "fix the cause, then run again with --retry-failed (`veo-batch status RESULTS --failed` lists every failed job)",
+    );
+    write_groups(
+        &mut out,
+        "download failed",
+        &o.download_failed,
+        "the videos are made and paid for: run the same command again to download them",
+    );
+    write_groups(
+        &mut out,
+        "in doubt",
+        &o.in_doubt,
+        "a task may exist and be billed: check your kie.ai logs, then --resubmit-in-doubt sends the job again",
+    );
+    let again = match hint {
+        NotStartedHint::Key => "once the key is fixed, run again",
+        NotStartedHint::RunAgain | NotStartedHint::Budget => "run the same command again",
+    };
+    if t.not_downloaded > 0 {
+        let _ = writeln!(
+            out,
+            "{} made and not downloaded yet: {again} (without --no-download) to download {}",
+            videos(t.not_downloaded),
+            them(t.not_downloaded)
+        );
+    }
+    if t.running > 0 {
+        let _ = writeln!(
+            out,
+            "{} still running on the service: {again} to collect {}",
+            jobs(t.running),
+            them(t.running)
+        );
+    }
+    if t.not_started > 0 {
+        let advice = match hint {
+            NotStartedHint::RunAgain => format!("run the same command again to send {}", them(t.not_started)),
+            NotStartedHint::Budget => format!(
+                "the spending limit holds {0} back; raise it (--max-credits, max_credits, --max-run-credits) to send {0}",
+                them(t.not_started)
+            ),
+            NotStartedHint::Key => {
+                "check KIE_API_KEY (or --api-key-file): nothing is sent until the service accepts the key".to_owned()
+            }
+        };
+        let _ = writeln!(out, "{} not started: {advice}", jobs(t.not_started));
+    }
     for (label, n) in [
         ("succeeded", t.succeeded),
         ("failed", t.failed),
@@ -195,58 +292,15 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
             let _ = writeln!(out, "  {label:<15}{n:>7}");
         }
     }
-    for p in &o.failed {
-        let _ = writeln!(
-            out,
-            "failed: {}: {} (fix the cause, then run again with --retry-failed)",
-            p.job_id, p.reason
-        );
-    }
-    for p in &o.download_failed {
-        let _ = writeln!(
-            out,
-            "download failed: {}: {} (the video is paid for; run the same command again to download it)",
-            p.job_id, p.reason
-        );
-    }
-    if t.not_downloaded > 0 {
-        let _ = writeln!(
-            out,
-            "{} made and not downloaded yet: run the same command again (without --no-download) to download {}",
-            videos(t.not_downloaded),
-            if t.not_downloaded == 1 { "it" } else { "them" }
-        );
-    }
-    for p in &o.in_doubt {
-        let _ = writeln!(
-            out,
-            "in doubt: {}: {} (a task may exist and be billed; check your kie.ai logs, then --resubmit-in-doubt sends it again)",
-            p.job_id, p.reason
-        );
-    }
-    if t.running > 0 {
-        let _ = writeln!(
-            out,
-            "{} still running on the service: run the same command again to collect {}",
-            jobs(t.running),
-            if t.running == 1 { "it" } else { "them" }
-        );
-    }
-    if t.not_started > 0 {
-        let them = if t.not_started == 1 { "it" } else { "them" };
-        let advice = match hint {
-            NotStartedHint::RunAgain => format!("run the same command again to send {them}"),
-            NotStartedHint::Budget => format!(
-                "the batch's spending limit holds {them} back; raise max_credits (or --max-credits) to send {them}"
-            ),
-            NotStartedHint::Key => "fix the API key, then run the same command again".to_owned(),
-        };
-        let _ = writeln!(out, "{} not started: {advice}", jobs(t.not_started));
-    }
     out
 }
 
-fn jobs(n: usize) -> String {
+fn them(n: usize) -> &'static str {
+    if n == 1 { "it" } else { "them" }
+}
+
+/// `n jobs`, with the plural right (`1 job`).
+pub fn jobs(n: usize) -> String {
     format!("{n} job{}", if n == 1 { "" } else { "s" })
 }
 
@@ -319,6 +373,31 @@ mod tests {
         assert_eq!(o.tally.total(), ids.len());
         assert_eq!(o.tally.exit_code(), exit::NOT_FINISHED);
         insta::assert_snapshot!(render(&o));
+    }
+
+    #[test]
+    fn many_failures_print_one_line_per_reason_and_the_tally_last() {
+        let mut o = Outcomes::default();
+        for i in 0..169 {
+            let mut r = rec(&format!("job-{i}"), State::Failed, Some("t"));
+            r.error_code = Some(if i % 3 == 0 { 400 } else { 500 });
+            r.error_message = Some(
+                if i % 3 == 0 {
+                    "content policy"
+                } else {
+                    "internal error"
+                }
+                .into(),
+            );
+            o.count(JobRef::recorded(&r), Some(&r));
+        }
+        let text = render(&o);
+        insta::assert_snapshot!(text);
+        assert_eq!(text.matches("--retry-failed").count(), 1, "the hint once");
+        assert!(
+            text.trim_end().ends_with("failed             169"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -326,20 +326,22 @@ impl Tally {
     }
 
     /// The time left: the jobs still to send at the run's rate, plus one mean
-    /// generation time while any job is still to finish.
+    /// generation time while any job is still to finish. `None` until it can be
+    /// told: while jobs run and none has finished yet (no generation time seen), or
+    /// when the sum says nothing is left though jobs are (an upgrade pending).
     fn eta(&self, progress: &Progress) -> Option<Duration> {
-        (progress.rate_per_second > 0.0).then(|| {
-            let c = &self.counts;
-            let mean = self.generation.0.checked_div(self.generation.1);
-            let to_send = c.queued as f64 / progress.rate_per_second;
-            let in_flight = c.queued + c.submitting + c.running;
-            Duration::from_secs_f64(to_send)
-                + if in_flight > 0 {
-                    mean.unwrap_or_default()
-                } else {
-                    Duration::ZERO
-                }
-        })
+        if progress.rate_per_second <= 0.0 {
+            return None;
+        }
+        let c = &self.counts;
+        let to_send = Duration::from_secs_f64(c.queued as f64 / progress.rate_per_second);
+        let unfinished = c.queued + c.submitting + c.running + c.downloading;
+        let eta = match (unfinished, self.generation.0.checked_div(self.generation.1)) {
+            (0, _) => return None,
+            (_, None) => return None,
+            (_, Some(mean)) => to_send + mean,
+        };
+        (!eta.is_zero()).then_some(eta)
     }
 }
 

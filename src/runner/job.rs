@@ -376,6 +376,7 @@ impl JobRunner {
     }
 
     async fn retry_event(&self, code: Option<i64>) {
+        tracing::debug!(job = %self.job.id.escape_debug(), code, "a request will be retried");
         let _ = self.shared.events.send(Event::Retry { code }).await;
     }
 
@@ -433,12 +434,12 @@ impl JobRunner {
             }
             match e.class {
                 ErrorClass::InDoubt => {
-                    tracing::warn!(job = %self.job.id.escape_debug(), error = %e, "in doubt: the request was sent and no answer came; it is not sent again");
+                    tracing::warn!(job = %self.job.id.escape_debug(), code = e.code, error = %e.message, "in doubt: the request was sent and no answer came; it is not sent again");
                     self.save(State::InDoubt).await?;
                     return Err(JobEnd::InDoubt);
                 }
                 ErrorClass::Failed => {
-                    tracing::warn!(job = %self.job.id.escape_debug(), error = %e, "failed");
+                    tracing::warn!(job = %self.job.id.escape_debug(), code = e.code, error = %e.message, "failed");
                     self.record.finished_at = Some(now());
                     self.save(State::Failed).await?;
                     return Err(JobEnd::Failed);
@@ -458,7 +459,7 @@ impl JobRunner {
                     // the wait does not leave the job looking in doubt.
                     self.save(State::Pending).await?;
                     let Some(nominal) = delays.next() else {
-                        tracing::warn!(job = %self.job.id.escape_debug(), error = %e, "failed: gave up after {} attempts", self.shared.settings.retry.max_attempts);
+                        tracing::warn!(job = %self.job.id.escape_debug(), code = e.code, error = %e.message, "failed: gave up after {} attempts", self.shared.settings.retry.max_attempts);
                         self.record.error_message = Some(format!(
                             "gave up after {} attempts: {}",
                             self.shared.settings.retry.max_attempts, e.message
@@ -548,7 +549,7 @@ impl JobRunner {
                             .unwrap_or_else(|| format!("generation failed (successFlag {flag})")),
                     );
                     self.record.finished_at = Some(now());
-                    tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, error = ?self.record.error_message, "generation failed");
+                    tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, code = self.record.error_code, error = self.record.error_message.as_deref().unwrap_or_default(), "generation failed");
                     self.save(State::Failed).await?;
                     return Err(JobEnd::Failed);
                 }
@@ -565,7 +566,7 @@ impl JobRunner {
                     ErrorClass::Failed => {
                         self.set_error(&e);
                         self.record.finished_at = Some(now());
-                        tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, error = %e, "status check failed");
+                        tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, code = e.code, error = %e.message, "status check failed");
                         self.save(State::Failed).await?;
                         return Err(JobEnd::Failed);
                     }
@@ -640,7 +641,7 @@ impl JobRunner {
                     ErrorClass::Failed | ErrorClass::Credits => {
                         // The base video is paid for and kept: record why there is
                         // no upgrade, and download what there is.
-                        tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, error = %e, "{kind} upgrade failed; keeping the base video");
+                        tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, code = e.code, error = %e.message, "{kind} upgrade failed; keeping the base video");
                         self.record.error_code = e.code;
                         self.record.error_message =
                             Some(format!("{kind} {UPGRADE_FAILED}: {}", e.message));
@@ -762,7 +763,7 @@ impl JobRunner {
                         _ => None,
                     };
                     let Some(nominal) = next else {
-                        tracing::warn!(job = %self.job.id.escape_debug(), url = %url, error = %e, "download failed; the next run tries again");
+                        tracing::warn!(job = %self.job.id.escape_debug(), url = %url, code = e.code, error = %e.message, "download failed; the next run tries again");
                         self.record.error_code = e.code;
                         self.record.error_message =
                             Some(format!("{DOWNLOAD_FAILED}: {}", e.message));

@@ -59,9 +59,11 @@ fn status_reads_the_results_file_alone() {
     assert_eq!(text.status.code(), Some(exit::JOBS_FAILED as i32));
     let shown = String::from_utf8_lossy(&text.stdout)
         .lines()
-        .map(|l| match l.splitn(3, ": ").collect::<Vec<_>>()[..] {
+        .map(|l| match (l.split_once("): "), l.rfind(": \"")) {
             // The simulator's failure messages vary; the shape is what is pinned.
-            ["failed", id, _] => format!("failed: {id}: ..."),
+            (Some((group, _)), Some(ids)) if l.starts_with("failed (") => {
+                format!("{group}): ...{}", &l[ids..])
+            }
             _ => l.to_owned(),
         })
         .collect::<Vec<_>>()
@@ -158,4 +160,155 @@ fn help_texts_are_pinned() {
     );
     insta::assert_snapshot!("help", top);
     insta::assert_snapshot!("run_help", help(&["run"]));
+}
+
+/// `status --json` is a document a script can act on: the tally and every job with
+/// its state, task, attempts, error code and message apart, files, credits, times.
+#[test]
+fn status_json_says_where_every_job_stands() {
+    let mut config = fast_sim();
+    config.faults.generation_failure = 1.0;
+    let h = Harness::new(config);
+    let manifest = h.write("b.yaml", &text_jobs(3));
+    let out = h.run(&manifest, &["--limit", "2", "--concurrency", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit::NOT_FINISHED as i32),
+        "{}",
+        stderr(&out)
+    );
+    let json = status(&h, &["b.yaml", "--results", "results.csv", "--json"]);
+    assert_eq!(json.status.code(), Some(exit::NOT_FINISHED as i32));
+    let mut v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    // What varies from run to run (ids, times, the simulator's drawn messages).
+    fn redact(v: &mut serde_json::Value, key: &str) {
+        if !v[key].is_null() {
+            v[key] = serde_json::Value::String(format!("[{key}]"));
+        }
+    }
+    redact(&mut v, "results");
+    for list in ["failed", "download_failed", "in_doubt"] {
+        for p in v[list].as_array_mut().into_iter().flatten() {
+            redact(p, "reason");
+        }
+    }
+    for job in v["job_states"].as_array_mut().expect("job_states") {
+        for key in [
+            "task_id",
+            "error_code",
+            "error_message",
+            "submitted_at",
+            "finished_at",
+            "updated_at",
+        ] {
+            redact(job, key);
+        }
+    }
+    insta::assert_snapshot!(serde_json::to_string_pretty(&v).expect("JSON"));
+}
+
+/// `-q` on a run where every job succeeds prints nothing: cron mails nothing.
+#[test]
+fn quiet_success_prints_nothing() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(2));
+    let mut cmd = h.run_cmd(&manifest);
+    let out = cmd
+        .args(["--rate", "1000/1s"])
+        .arg("-q")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "nothing on success");
+    // A failure still speaks.
+    let mut config = fast_sim();
+    config.faults.generation_failure = 1.0;
+    let h = Harness::new(config);
+    let manifest = h.write("b.yaml", &text_jobs(1));
+    let out = h
+        .run_cmd(&manifest)
+        .args(["-q", "--rate", "1000/1s"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(exit::JOBS_FAILED as i32));
+    assert!(stderr(&out).contains("failed (1 job)"), "{}", stderr(&out));
+}
+
+/// With `--log-format json` every stderr line is one JSON object: failures carry
+/// `code` and `message` apart, and the run ends with one summary event.
+#[test]
+fn json_logs_are_json_to_the_last_line() {
+    let mut config = fast_sim();
+    config.faults.generation_failure = 1.0;
+    let h = Harness::new(config);
+    let manifest = h.write("b.yaml", &text_jobs(2));
+    let out = h.run(
+        &manifest,
+        &["--log-format", "json", "--progress-interval", "10ms"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(exit::JOBS_FAILED as i32),
+        "{}",
+        stderr(&out)
+    );
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let failure = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "generation failed")
+        .expect("a failure event");
+    assert!(failure["fields"]["code"].is_i64(), "{failure}");
+    assert!(failure["fields"]["error"].is_string(), "{failure}");
+    let last = events.last().expect("events");
+    assert_eq!(last["fields"]["message"], "run summary", "{last}");
+    assert_eq!(last["fields"]["failed"], 2);
+    assert_eq!(last["fields"]["exit_code"], exit::JOBS_FAILED);
+    assert_eq!(last["fields"]["spent_credits"], 120.0);
+}
+
+/// Writing into a pipe whose reader is gone (`| head`) ends quietly with success.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(3000));
+    let mut child = h
+        .run_cmd(&manifest)
+        .arg("--dry-run")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    // Read one line, then close the pipe, as `head -1` does.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("a line");
+    drop(stdout);
+    let out = child.wait_with_output().expect("ends");
+    assert!(first.contains("\"action\":\"submit\""), "{first}");
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
+}
+
+/// An error and its cause never print the same text twice.
+#[test]
+fn an_error_says_its_cause_once() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(1));
+    std::fs::create_dir_all(h.path("a-dir")).expect("dir");
+    let out = h
+        .run_cmd_at(&manifest, &h.path("a-dir"), &h.path("videos"))
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(exit::USAGE as i32),
+        "{}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    let said = err.matches("Is a directory").count() + err.matches("is a directory").count();
+    assert_eq!(said, 1, "{err}");
 }
