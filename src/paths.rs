@@ -105,6 +105,58 @@ pub fn superseded_path(path: &Path, label: &str) -> PathBuf {
     candidate
 }
 
+/// `path` without `.` components and with each `..` taking off the component
+/// before it, by its text alone (no file is looked at).
+pub fn normalized(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// The absolute, normalized form of `path` (the current directory before a
+/// relative one); `path` itself if the current directory cannot be read.
+pub fn absolute(path: &Path) -> PathBuf {
+    normalized(&std::path::absolute(path).unwrap_or_else(|_| path.to_owned()))
+}
+
+/// How the results file whose folder is `dir` (absolute) records the file at
+/// `path` (absolute): relative to that folder, so that the folder can be moved or
+/// shared with its videos (`videos/a.mp4`, `../videos/a.mp4`).
+pub fn recorded(dir: &Path, path: &Path) -> String {
+    let from: Vec<_> = dir.components().collect();
+    let to: Vec<_> = path.components().collect();
+    let same = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    // Different roots (another drive): only the absolute path can say where.
+    if same == 0 {
+        return path.to_string_lossy().into_owned();
+    }
+    let mut rel = PathBuf::new();
+    for _ in same..from.len() {
+        rel.push("..");
+    }
+    for c in &to[same..] {
+        rel.push(c.as_os_str());
+    }
+    rel.to_string_lossy().into_owned()
+}
+
+/// Where a path that a results file in `dir` (absolute) records is: relative
+/// paths are the results folder's; an absolute one is as it is.
+pub fn resolve(dir: &Path, recorded: &str) -> PathBuf {
+    normalized(&dir.join(recorded))
+}
+
 /// A job whose file names clash with another's: `job` would write where `other`
 /// does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +366,20 @@ mod tests {
         );
         // A second result URL never meets another job: `~` is in no stem.
         assert!(stems(&[("shot", None), ("shot-2", None)]).1.is_empty());
+    }
+
+    #[test]
+    fn recorded_paths_are_relative_to_the_results_folder() {
+        let dir = Path::new("/work/out/results");
+        for (file, rec) in [
+            ("/work/out/results/videos/a.mp4", "videos/a.mp4"),
+            ("/work/out/videos/a.mp4", "../videos/a.mp4"),
+            ("/elsewhere/a.mp4", "../../../elsewhere/a.mp4"),
+        ] {
+            assert_eq!(recorded(dir, Path::new(file)), rec);
+            assert_eq!(resolve(dir, rec), Path::new(file));
+        }
+        assert_eq!(normalized(Path::new("/a/./b/../c")), Path::new("/a/c"));
     }
 
     proptest! {

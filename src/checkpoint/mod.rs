@@ -225,6 +225,26 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The same, with every recorded file path (`video_paths`, `superseded_paths`:
+    /// relative to the results file's folder) made a path from the current folder,
+    /// for `results`, the path the file was read from.
+    pub fn with_paths_resolved(mut self, results: &Path) -> Loaded {
+        let dir = crate::paths::absolute(
+            results
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        );
+        for r in self.records.values_mut() {
+            for p in r.video_paths.iter_mut().chain(&mut r.superseded_paths) {
+                *p = crate::paths::resolve(&dir, p)
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+        self
+    }
+
     /// True when the file holds more rows than jobs, or a torn row: the shape a kill
     /// leaves, which the run rewrites before appending to it; or when its header is
     /// an earlier version's, which gets today's columns the same way.

@@ -28,6 +28,8 @@ pub struct JobSettings {
     /// How long after submission a "record is null" answer still means "not yet".
     pub record_null_grace: Duration,
     pub videos_dir: PathBuf,
+    /// The results file's folder, absolute: recorded paths are relative to it.
+    pub results_dir: PathBuf,
     pub download: bool,
     pub no_wait: bool,
 }
@@ -687,8 +689,16 @@ impl JobRunner {
             .last()
             .cloned()
             .unwrap_or_else(|| "unrecorded".to_owned());
-        for path in std::mem::take(&mut self.record.video_paths) {
-            self.set_aside(std::path::Path::new(&path), &label);
+        for recorded in std::mem::take(&mut self.record.video_paths) {
+            // A file recorded by a version that wrote paths from the current folder
+            // is found there.
+            let path = crate::paths::resolve(&self.shared.settings.results_dir, &recorded);
+            let path = if path.exists() || !Path::new(&recorded).exists() {
+                path
+            } else {
+                PathBuf::from(&recorded)
+            };
+            self.set_aside(&path, &label);
         }
     }
 
@@ -711,9 +721,10 @@ impl JobRunner {
                     path.display(),
                     to.display()
                 );
+                let dir = &self.shared.settings.results_dir;
                 self.record
                     .superseded_paths
-                    .push(to.to_string_lossy().into_owned());
+                    .push(crate::paths::recorded(dir, &crate::paths::absolute(&to)));
             }
             Err(e) => tracing::warn!(
                 "job {:?}: could not move the superseded video {} aside ({e}); it stays where it is",
@@ -736,7 +747,13 @@ impl JobRunner {
             // download and the row recording it). Any other file there (a
             // superseded task's, or one from a results file since deleted) is kept
             // aside, never overwritten and never left under this task's row.
-            let ours = self.record.video_paths.iter().any(|p| Path::new(p) == dest)
+            let dir = &settings.results_dir;
+            let dest_abs = crate::paths::absolute(dest);
+            let ours = self
+                .record
+                .video_paths
+                .iter()
+                .any(|p| crate::paths::resolve(dir, p) == dest_abs)
                 || self.written_since_submission(dest);
             if !ours {
                 let label = format!("unrecorded-{}", now().replace(':', ""));
@@ -782,7 +799,7 @@ impl JobRunner {
                     }
                 }
             }
-            paths.push(dest.to_string_lossy().into_owned());
+            paths.push(crate::paths::recorded(dir, &dest_abs));
         }
         self.record.video_paths = paths;
         // A download failure recorded by an earlier try is resolved now; the reason

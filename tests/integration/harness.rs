@@ -103,6 +103,7 @@ impl Harness {
         checkpoint::load(&self.path("results.csv"))
             .expect("results file loads")
             .expect("results file exists")
+            .with_paths_resolved(&self.path("results.csv"))
     }
 }
 

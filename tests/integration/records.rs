@@ -340,3 +340,37 @@ fn max_credits_caps_the_batch_across_runs() {
     let spent: f64 = h.results().records.values().map(|r| r.credits).sum();
     assert_eq!(spent, 240.0);
 }
+
+/// The results file records videos relative to its own folder, so the folder can
+/// be moved with its videos: a run from the new place finds them all.
+#[test]
+fn a_results_folder_moved_with_its_videos_still_holds_them() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(2));
+    let out_dir = h.path("out");
+    let out = h
+        .run_cmd_at(
+            &manifest,
+            &out_dir.join("results.csv"),
+            &out_dir.join("videos"),
+        )
+        .args(["--rate", "1000/1s"])
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    let text = std::fs::read_to_string(out_dir.join("results.csv")).expect("results");
+    assert!(text.contains(",videos/job-1.mp4,"), "{text}");
+
+    let moved = h.path("moved");
+    std::fs::rename(&out_dir, &moved).expect("move the folder");
+    let out = h
+        .run_cmd_at(&manifest, &moved.join("results.csv"), &moved.join("videos"))
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(h.stats().tasks_created, 2, "nothing sent again");
+    assert!(
+        !moved.join("videos/superseded").exists(),
+        "nothing moved aside"
+    );
+}
