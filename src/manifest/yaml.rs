@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use crate::cost::PriceTable;
-use crate::request::{Field, did_you_mean, field_names};
+use crate::request::{Field, FieldValue, Kind, did_you_mean, field_names};
 use crate::units::{Rate, Span};
 
 use super::job::{Collector, Draft, diag};
@@ -508,36 +508,16 @@ impl Cx<'_> {
         d
     }
 
-    /// Sets a request field from a YAML value; a value of the wrong type is reported
-    /// and marks the draft bad.
+    /// Sets a request field from a YAML value, read as the field's kind; a value of the
+    /// wrong type is reported and marks the draft bad.
     fn set_field(&mut self, d: &mut Draft, f: Field, v: &Node, job: Option<&str>) {
         if v.value == Value::Null {
             return;
         }
         let name = f.api_name();
-        let ok = match f {
-            Field::Prompt
-            | Field::Model
-            | Field::GenerationType
-            | Field::AspectRatio
-            | Field::CallbackUrl
-            | Field::Watermark => match self.text(v, job, name) {
-                Some(t) => {
-                    let raw = &mut d.raw;
-                    let slot = match f {
-                        Field::Prompt => &mut raw.prompt,
-                        Field::Model => &mut raw.model,
-                        Field::GenerationType => &mut raw.generation_type,
-                        Field::AspectRatio => &mut raw.aspect_ratio,
-                        Field::CallbackUrl => &mut raw.callback_url,
-                        _ => &mut raw.watermark,
-                    };
-                    *slot = Some(t);
-                    true
-                }
-                None => false,
-            },
-            Field::ImageUrls => match &v.value {
+        let value = match f.kind() {
+            Kind::Text | Kind::Token => self.text(v, job, name).map(FieldValue::Text),
+            Kind::Urls => match &v.value {
                 Value::Seq(items) => {
                     let mut urls = Vec::with_capacity(items.len());
                     let mut at = Vec::with_capacity(items.len());
@@ -551,9 +531,15 @@ impl Cx<'_> {
                             None => ok = false,
                         }
                     }
-                    d.raw.image_urls = Some(urls);
                     d.image_at = at;
-                    ok
+                    if ok {
+                        Some(FieldValue::Urls(urls))
+                    } else {
+                        // Kept for the rules, whose complaints about the field are
+                        // left out now that it was reported.
+                        d.raw.image_urls = Some(urls);
+                        None
+                    }
                 }
                 other => {
                     let msg = format!(
@@ -561,47 +547,32 @@ impl Cx<'_> {
                         other.kind()
                     );
                     self.err(v, job, Some(name), msg);
-                    false
+                    None
                 }
             },
-            Field::Seeds => match &v.value {
-                Value::Int(i) => {
-                    d.raw.seeds = Some(*i);
-                    true
-                }
+            Kind::Int => match &v.value {
+                Value::Int(i) => Some(FieldValue::Int(*i)),
                 Value::BigInt(b) => {
-                    let msg = format!(
-                        "{b} is out of range (an integer from {} to {})",
-                        crate::request::SEED_MIN,
-                        crate::request::SEED_MAX
-                    );
+                    let msg = format!("{b} is out of range ({})", f.int_range());
                     self.err(v, job, Some(name), msg);
-                    false
+                    None
                 }
                 other => {
-                    let msg = format!(
-                        "must be an integer from {} to {}, got {}",
-                        crate::request::SEED_MIN,
-                        crate::request::SEED_MAX,
-                        other.kind()
-                    );
+                    let msg = format!("must be {}, got {}", f.int_range(), other.kind());
                     self.err(v, job, Some(name), msg);
-                    false
+                    None
                 }
             },
-            Field::EnableFallback | Field::EnableTranslation => match self.boolean(v, job, name) {
-                Some(b) if f == Field::EnableFallback => {
-                    d.raw.enable_fallback = Some(b);
-                    true
-                }
-                Some(b) => {
-                    d.raw.enable_translation = Some(b);
-                    true
-                }
-                None => false,
-            },
+            Kind::Bool => self.boolean(v, job, name).map(FieldValue::Bool),
         };
-        if ok {
+        let set = match value {
+            Some(value) => d
+                .raw
+                .set(f, value)
+                .map_err(|msg| self.err(v, job, Some(name), msg)),
+            None => Err(()),
+        };
+        if set.is_ok() {
             d.field_at.insert(f, self.at(v));
         } else {
             d.bad = true;
