@@ -13,6 +13,7 @@ use crate::api::{ApiKey, Client, ClientConfig};
 use crate::checkpoint::writer::LockError;
 use crate::checkpoint::{self, CheckpointError, Preloaded};
 use crate::cli::{Cli, ColorChoice, Command, CreditsArgs, LogFormat, RunArgs};
+use crate::cost::credits;
 use crate::exit;
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::runner::{self, ForeignResults, RunReport, Signals};
@@ -188,10 +189,11 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
         Ok(p) => p,
         Err(e) => return report_run_error(&e),
     };
-    let estimate = prepared.estimate();
+    let estimated = prepared.estimate();
+    let estimate = estimated.total();
     let prices = prepared.config.prices;
     tracing::info!(
-        "{}: {} jobs; {} to submit, {} to resume{}; estimated cost {estimate} credits (${:.2}); results in {}, videos in {}",
+        "{}: {} jobs; {} to submit, {} to resume{}; estimated cost {} credits (${:.2}){}; results in {}, videos in {}",
         name,
         prepared.config.jobs.len(),
         prepared.submissions(),
@@ -201,12 +203,34 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
         } else {
             String::new()
         },
+        credits(estimate),
         prices.usd(estimate),
+        estimated.unpriced_note(),
         prepared.config.results.display(),
         prepared.config.videos_dir.display()
     );
     if args.dry_run {
         return print_dry_run(&prepared);
+    }
+    if let Some(max) = prepared.config.max_credits
+        && !estimated.unpriced.is_empty()
+    {
+        let what: Vec<String> = estimated.unpriced.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "error: --max-credits {} cannot be kept: the price table ({}) has no price for {} ({} job{} to submit); \
+             set it under prices: in the manifest (like `veo3_fast: {{720p: 60}}`; a CSV table can be \
+             included from a YAML manifest that sets prices)",
+            credits(max),
+            prices.describe(),
+            what.join(", "),
+            estimated.unpriced_jobs(),
+            if estimated.unpriced_jobs() == 1 {
+                ""
+            } else {
+                "s"
+            },
+        );
+        return exit::USAGE;
     }
     if !args.yes && estimate > args.confirm_above && !confirm(estimate, prices.usd(estimate)) {
         eprintln!("nothing was sent");
@@ -242,7 +266,9 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
     if prepared.submissions() > 0 {
         match client.credit().await {
             Ok(balance) if balance < estimate => tracing::warn!(
-                "the estimate ({estimate} credits) is above the account's balance ({balance}): the run will stop when credits run out"
+                "the estimate ({} credits) is above the account's balance ({}): the run will stop when credits run out",
+                credits(estimate),
+                credits(balance)
             ),
             Ok(balance) => tracing::debug!("credit balance {balance}"),
             Err(e) => tracing::debug!("could not read the credit balance: {e}"),
@@ -316,7 +342,10 @@ fn confirm(credits: f64, usd: f64) -> bool {
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return true;
     }
-    eprint!("This run will spend about {credits} credits (${usd:.2}). Go on? [y/N] ");
+    eprint!(
+        "This run will spend about {} credits (${usd:.2}). Go on? [y/N] ",
+        crate::cost::credits(credits)
+    );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     if std::io::stdin().read_line(&mut answer).is_err() {
@@ -413,9 +442,9 @@ fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable, es
     let _ = writeln!(
         out,
         "  spent about {} credits (${:.2}) on this run's submissions; estimated {} before it",
-        r.spent,
+        credits(r.spent),
         prices.usd(r.spent),
-        estimate
+        credits(estimate)
     );
     if r.held_back > 0 {
         let _ = writeln!(out, "  {} jobs held back by --limit/--sample", r.held_back);

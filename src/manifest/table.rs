@@ -414,7 +414,10 @@ fn read_row(
             Column::Id | Column::Ignore => {}
             Column::ImageN(_) => images_n.push(text.to_owned()),
             Column::Upgrade => match upgrade_value(text) {
-                Some(u) => d.upgrade = Some(u),
+                Some(u) => {
+                    d.upgrade = Some(u);
+                    d.upgrade_at = Some(origin.clone());
+                }
                 None => fail(format!("{text:?} is not allowed (1080p, 4k or none)")),
             },
             Column::KeepOriginal => match parse_bool(text) {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use crate::cost::PriceTable;
-use crate::request::{Field, FieldValue, Kind, did_you_mean, field_names};
+use crate::request::{Field, FieldValue, Kind, Model, Resolution, did_you_mean, field_names};
 use crate::units::{Rate, Span};
 
 use super::job::{Collector, Draft, diag};
@@ -41,13 +41,8 @@ const RUN_KEYS: [&str; 7] = [
     "max_credits",
 ];
 const OUTPUT_KEYS: [&str; 2] = ["results", "videos_dir"];
-const PRICE_KEYS: [&str; 5] = [
-    "veo3",
-    "veo3_fast",
-    "upgrade_1080p",
-    "upgrade_4k",
-    "usd_per_credit",
-];
+/// The keys of `prices:` besides the model names.
+const PRICE_KEYS: [&str; 4] = ["upgrade_1080p", "upgrade_4k", "extend", "usd_per_credit"];
 
 /// What a YAML manifest sets besides its jobs.
 #[derive(Debug, Default)]
@@ -345,6 +340,8 @@ impl Cx<'_> {
         if let Some(n) = top.get("prices") {
             self.prices(n, &mut settings.prices);
         }
+        // Read before the jobs, which are checked against it as they are finished.
+        self.out.prices = settings.prices;
         if let Some(n) = top.get("run") {
             self.run(n, &mut settings.run);
         }
@@ -392,22 +389,63 @@ impl Cx<'_> {
         }
     }
 
+    /// `prices:`: a model's price as one number (every resolution it offers) or a
+    /// mapping by resolution, and the other entries as numbers.
     fn prices(&mut self, n: &Node, prices: &mut PriceTable) {
         for (k, v) in self.entries(n, "prices").unwrap_or_default() {
             let name = k.key_text();
+            if let Some(model) = Model::parse(&name) {
+                self.model_prices(model, v, prices);
+                continue;
+            }
             let slot = match name.as_str() {
-                "veo3" => &mut prices.veo3,
-                "veo3_fast" => &mut prices.veo3_fast,
                 "upgrade_1080p" => &mut prices.upgrade_1080p,
                 "upgrade_4k" => &mut prices.upgrade_4k,
+                "extend" => &mut prices.extend,
                 "usd_per_credit" => &mut prices.usd_per_credit,
                 _ => {
-                    self.unknown_key(k, None, "prices", &PRICE_KEYS);
+                    let allowed: Vec<&str> = Model::ALL
+                        .iter()
+                        .map(|m| m.as_str())
+                        .chain(PRICE_KEYS)
+                        .collect();
+                    self.unknown_key(k, None, "prices", &allowed);
                     continue;
                 }
             };
             if let Some(x) = self.number(v, &name) {
                 *slot = x;
+                prices.overrides += 1;
+            }
+        }
+    }
+
+    fn model_prices(&mut self, model: Model, v: &Node, prices: &mut PriceTable) {
+        let name = model.as_str();
+        if let Value::Map(entries) = &v.value {
+            for (k, cell) in entries {
+                let key = k.key_text();
+                let field = format!("{name}.{key}");
+                let Some(resolution) = Resolution::parse(&key) else {
+                    let msg = match did_you_mean(&key, Resolution::ALL.map(Resolution::as_str)) {
+                        Some(s) => format!("unknown resolution (did you mean {s}?)"),
+                        None => format!("unknown resolution (allowed: {})", Resolution::ALLOWED),
+                    };
+                    self.err(k, None, Some(&field), msg);
+                    continue;
+                };
+                if !model.offers(resolution) {
+                    let msg = format!("{name} has no {key}, so it has no price");
+                    self.err(k, None, Some(&field), msg);
+                    continue;
+                }
+                if let Some(x) = self.number(cell, &field) {
+                    prices.set_generation(model, resolution, x);
+                }
+            }
+        } else if let Some(x) = self.number(v, name) {
+            for r in Resolution::ALL.into_iter().filter(|r| model.offers(*r)) {
+                prices.set_generation(model, r, x);
             }
         }
     }
@@ -586,7 +624,10 @@ impl Cx<'_> {
             return;
         };
         match upgrade_value(&t) {
-            Some(u) => d.upgrade = Some(u),
+            Some(u) => {
+                d.upgrade = Some(u);
+                d.upgrade_at = Some(self.at(v));
+            }
             None => {
                 let msg = format!("{t:?} is not allowed (1080p, 4k or none)");
                 self.err(v, job, Some("upgrade"), msg);

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{AspectRatio, GenerationType, Model};
+use super::{AspectRatio, GenerationType, Model, Resolution};
 
 /// A request every rule holds for, with defaults resolved.
 ///
@@ -23,6 +23,9 @@ pub struct GenerateRequest {
     pub aspect_ratio: AspectRatio,
     #[serde(rename = "callBackUrl", skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Seconds; the service's default (8) when not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u8>,
     #[serde(rename = "enableFallback", skip_serializing_if = "Option::is_none")]
     pub enable_fallback: Option<bool>,
     #[serde(rename = "enableTranslation", skip_serializing_if = "Option::is_none")]
@@ -33,6 +36,9 @@ pub struct GenerateRequest {
     pub image_urls: Vec<String>,
     pub model: Model,
     pub prompt: String,
+    /// Sent only when set: the service's default is 720p.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeds: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,6 +132,8 @@ mod tests {
             prompt: "x".into(),
             seeds: Some(12_345),
             watermark: Some("w".into()),
+            resolution: Some(Resolution::Hd1080),
+            duration: Some(6),
             extra: BTreeMap::new(),
         };
         let mut body = Vec::new();
@@ -195,11 +203,16 @@ mod tests {
                 prop::option::of(text),
                 extra,
             ),
+            (
+                prop::option::of(prop::sample::select(Resolution::ALL.to_vec())),
+                prop::option::of(any::<u8>()),
+            ),
         )
             .prop_map(
                 |(
                     (prompt, image_urls, model, generation_type, aspect_ratio),
                     (seeds, cb, fb, tr, wm, extra),
+                    (resolution, duration),
                 )| GenerateRequest {
                     prompt,
                     image_urls,
@@ -211,6 +224,8 @@ mod tests {
                     enable_fallback: fb,
                     enable_translation: tr,
                     watermark: wm,
+                    resolution,
+                    duration,
                     extra,
                 },
             )
@@ -226,6 +241,21 @@ mod tests {
             proptest::prop_assert_eq!(String::from_utf8(body).unwrap(), r.to_body().to_string());
             proptest::prop_assert_eq!(r.fingerprint(), fingerprint_of_tree(&r));
         }
+    }
+
+    #[test]
+    fn a_resolution_moved_out_of_extra_keeps_its_fingerprint() {
+        // Before `resolution` was a field, manifests sent it through `extra:`; the
+        // same body must give the same fingerprint, or their resume would pay twice.
+        let mut old = check(&raw("a dog")).result.unwrap();
+        old.extra.insert("resolution".into(), Value::from("1080p"));
+        old.extra.insert("duration".into(), Value::from(6));
+        let mut r = raw("a dog");
+        r.resolution = Some("1080p".into());
+        r.duration = Some(6);
+        let new = check(&r).result.unwrap();
+        assert_eq!(new.to_body(), old.to_body());
+        assert_eq!(new.fingerprint(), old.fingerprint());
     }
 
     #[test]

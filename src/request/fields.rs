@@ -162,6 +162,8 @@ fields! {
     EnableFallback enable_fallback: Bool = "enableFallback" | "enable_fallback";
     EnableTranslation enable_translation: Bool = "enableTranslation" | "enable_translation";
     Watermark watermark: Text = "watermark";
+    Resolution resolution: Token = "resolution";
+    Duration duration: Int = "duration";
 }
 
 impl Field {
@@ -176,6 +178,7 @@ impl Field {
     pub fn int_range(self) -> String {
         match self {
             Field::Seeds => format!("an integer from {} to {}", super::SEED_MIN, super::SEED_MAX),
+            Field::Duration => super::DURATION_ALLOWED.to_owned(),
             _ => "an integer".to_owned(),
         }
     }
@@ -269,6 +272,17 @@ macro_rules! value_enum {
             pub fn parse(s: &str) -> Option<$name> {
                 $name::ALL.into_iter().find(|v| v.as_str() == s)
             }
+
+            /// The variant's place in `ALL` (for tables indexed by it).
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
         }
 
         impl Serialize for $name {
@@ -283,6 +297,17 @@ value_enum! {
     pub enum Model {
         Veo3 = "veo3",
         Veo3Fast = "veo3_fast",
+        /// Veo 3.1 Lite: the cheapest, made for high-volume batches; no 4k.
+        Veo3Lite = "veo3_lite",
+    }
+}
+
+value_enum! {
+    /// The resolution asked at generation (`resolution`); the service's default is 720p.
+    pub enum Resolution {
+        Hd720 = "720p",
+        Hd1080 = "1080p",
+        Uhd4k = "4k",
     }
 }
 
@@ -299,6 +324,20 @@ value_enum! {
         Text = "TEXT_2_VIDEO",
         FirstAndLastFrames = "FIRST_AND_LAST_FRAMES_2_VIDEO",
         Reference = "REFERENCE_2_VIDEO",
+    }
+}
+
+impl Model {
+    /// Whether the model renders `r` at generation (Lite has no 4k).
+    pub fn offers(self, r: Resolution) -> bool {
+        !(self == Model::Veo3Lite && r == Resolution::Uhd4k)
+    }
+}
+
+impl Default for Resolution {
+    /// The service's default when `resolution` is not sent.
+    fn default() -> Resolution {
+        Resolution::Hd720
     }
 }
 
@@ -389,7 +428,9 @@ mod tests {
 
     #[test]
     fn value_enums_spell_each_variant_once() {
-        assert_eq!(Model::ALLOWED, "veo3, veo3_fast");
+        assert_eq!(Model::ALLOWED, "veo3, veo3_fast, veo3_lite");
+        assert_eq!(Resolution::ALLOWED, "720p, 1080p, 4k");
+        assert_eq!(Resolution::Uhd4k.index(), 2);
         assert_eq!(Model::parse("veo3_fast"), Some(Model::Veo3Fast));
         assert_eq!(Model::parse("veo4"), None);
         assert_eq!(

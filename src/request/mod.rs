@@ -17,11 +17,11 @@ mod rules;
 
 pub use body::GenerateRequest;
 pub use fields::{
-    AspectRatio, Field, FieldValue, GenerationType, Kind, Model, RawRequest, did_you_mean,
-    field_names,
+    AspectRatio, Field, FieldValue, GenerationType, Kind, Model, RawRequest, Resolution,
+    did_you_mean, field_names,
 };
 pub(crate) use rules::check_parts;
 pub use rules::{
-    Checked, DEFAULT_ASPECT_RATIO, DEFAULT_MODEL, FieldIssue, SEED_MAX, SEED_MIN, check,
-    check_http_url,
+    Checked, DEFAULT_ASPECT_RATIO, DEFAULT_MODEL, DURATION_ALLOWED, DURATIONS, FieldIssue,
+    SEED_MAX, SEED_MIN, check, check_http_url,
 };

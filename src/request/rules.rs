@@ -5,10 +5,13 @@
 
 use std::fmt;
 
-use super::{AspectRatio, Field, GenerateRequest, GenerationType, Model, RawRequest};
+use super::{AspectRatio, Field, GenerateRequest, GenerationType, Model, RawRequest, Resolution};
 
 pub const SEED_MIN: i64 = 10_000;
 pub const SEED_MAX: i64 = 99_999;
+/// The lengths the service renders, in seconds.
+pub const DURATIONS: [i64; 3] = [4, 6, 8];
+pub const DURATION_ALLOWED: &str = "a whole number of seconds: 4, 6 or 8";
 
 /// One broken rule. `field` is `None` for problems with the request as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +84,8 @@ pub(crate) struct Decided {
     seeds: Option<u32>,
     enable_fallback: Option<bool>,
     enable_translation: Option<bool>,
+    resolution: Option<Resolution>,
+    duration: Option<u8>,
 }
 
 impl Decided {
@@ -97,6 +102,8 @@ impl Decided {
             enable_fallback: self.enable_fallback,
             enable_translation: self.enable_translation,
             watermark: raw.watermark,
+            resolution: self.resolution,
+            duration: self.duration,
             extra: raw.extra,
         }
     }
@@ -179,11 +186,11 @@ pub(crate) fn check_parts(raw: &RawRequest) -> (Result<Decided, Vec<FieldIssue>>
             ));
         }
         if mode == GenerationType::Reference {
-            if let Some(m) = model.filter(|m| *m != Model::Veo3Fast) {
+            if let Some(m) = model.filter(|m| !matches!(m, Model::Veo3Fast | Model::Veo3Lite)) {
                 issues.push(FieldIssue::new(
                     Field::Model,
                     format!(
-                        "REFERENCE_2_VIDEO works only with veo3_fast, not {}",
+                        "REFERENCE_2_VIDEO works only with veo3_fast or veo3_lite, not {}",
                         m.as_str()
                     ),
                 ));
@@ -204,6 +211,43 @@ pub(crate) fn check_parts(raw: &RawRequest) -> (Result<Decided, Vec<FieldIssue>>
             issues.push(FieldIssue::new(
                 Field::Seeds,
                 format!("{s} is out of range (an integer from {SEED_MIN} to {SEED_MAX})"),
+            ));
+            None
+        }
+    };
+
+    let resolution = raw.resolution.as_deref().and_then(|r| {
+        Resolution::parse(r).or_else(|| {
+            issues.push(unknown_value(Field::Resolution, r, Resolution::ALLOWED));
+            None
+        })
+    });
+    if let (Some(m), Some(r)) = (model, resolution)
+        && !m.offers(r)
+    {
+        let offered: Vec<&str> = Resolution::ALL
+            .into_iter()
+            .filter(|r| m.offers(*r))
+            .map(Resolution::as_str)
+            .collect();
+        issues.push(FieldIssue::new(
+            Field::Resolution,
+            format!(
+                "{} has no {} ({})",
+                m.as_str(),
+                r.as_str(),
+                offered.join(" or ")
+            ),
+        ));
+    }
+
+    let duration = match raw.duration {
+        None => None,
+        Some(d) if DURATIONS.contains(&d) => u8::try_from(d).ok(),
+        Some(d) => {
+            issues.push(FieldIssue::new(
+                Field::Duration,
+                format!("{d} is not allowed ({DURATION_ALLOWED})"),
             ));
             None
         }
@@ -247,6 +291,8 @@ pub(crate) fn check_parts(raw: &RawRequest) -> (Result<Decided, Vec<FieldIssue>>
             seeds,
             enable_fallback: raw.enable_fallback,
             enable_translation: raw.enable_translation,
+            resolution,
+            duration,
         }),
         _ => Err(issues),
     };
@@ -313,7 +359,7 @@ mod tests {
         assert_eq!(
             issues(&r),
             [
-                "model: \"veo4\" is not allowed (veo3, veo3_fast)",
+                "model: \"veo4\" is not allowed (veo3, veo3_fast, veo3_lite)",
                 "aspect_ratio: \"4:3\" is not allowed (16:9, 9:16, Auto)",
                 "generationType: \"IMAGE\" is not allowed (TEXT_2_VIDEO, FIRST_AND_LAST_FRAMES_2_VIDEO, REFERENCE_2_VIDEO)",
             ]
@@ -362,18 +408,20 @@ mod tests {
     }
 
     #[test]
-    fn reference_mode_needs_fast_model_and_fixed_ratio() {
+    fn reference_mode_needs_fast_or_lite_model_and_fixed_ratio() {
         let mut r = raw("x");
         r.generation_type = Some("REFERENCE_2_VIDEO".into());
         r.image_urls = Some(vec!["https://a.example/1.png".into()]);
         r.aspect_ratio = Some("9:16".into());
         assert!(issues(&r).is_empty(), "9:16 is accepted");
+        r.model = Some("veo3_lite".into());
+        assert!(issues(&r).is_empty(), "veo3_lite takes references");
         r.model = Some("veo3".into());
         r.aspect_ratio = Some("Auto".into());
         assert_eq!(
             issues(&r),
             [
-                "model: REFERENCE_2_VIDEO works only with veo3_fast, not veo3",
+                "model: REFERENCE_2_VIDEO works only with veo3_fast or veo3_lite, not veo3",
                 "aspect_ratio: REFERENCE_2_VIDEO takes 16:9 or 9:16, not Auto",
             ]
         );
@@ -422,11 +470,120 @@ mod tests {
     #[test]
     fn extra_fields_pass_through_but_cannot_shadow() {
         let mut r = raw("x");
-        r.extra.insert("resolution".into(), Value::from("1080p"));
+        r.extra
+            .insert("personGeneration".into(), Value::from("allow_adult"));
+        let body = check(&r).result.unwrap().to_body();
+        assert_eq!(body["personGeneration"], "allow_adult");
+        for field in ["model", "resolution", "duration"] {
+            let mut r = r.clone();
+            r.extra.insert(field.into(), Value::from("x"));
+            assert_eq!(
+                issues(&r),
+                [format!(
+                    "extra: {field} is a request field; set it directly, not under extra"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn lite_is_a_model_without_4k() {
+        let mut r = raw("x");
+        r.model = Some("veo3_lite".into());
+        assert_eq!(check(&r).result.unwrap().model, Model::Veo3Lite);
+        for (res, ok) in [("720p", true), ("1080p", true), ("4k", false)] {
+            r.resolution = Some(res.into());
+            assert_eq!(issues(&r).is_empty(), ok, "veo3_lite at {res}");
+        }
+        assert_eq!(
+            issues(&r),
+            ["resolution: veo3_lite has no 4k (720p or 1080p)"]
+        );
+        r.model = Some("veo3".into());
+        assert_eq!(
+            check(&r).result.unwrap().resolution,
+            Some(Resolution::Uhd4k)
+        );
+    }
+
+    #[test]
+    fn resolution_values_and_default() {
+        let req = check(&raw("x")).result.unwrap();
+        assert_eq!(req.resolution, None, "not sent: the service's 720p");
+        assert!(!req.to_body().to_string().contains("resolution"));
+        let mut r = raw("x");
+        r.resolution = Some("1080p".into());
         let body = check(&r).result.unwrap().to_body();
         assert_eq!(body["resolution"], "1080p");
-        r.extra.insert("model".into(), Value::from("veo3_lite"));
-        assert_eq!(issues(&r).len(), 1);
+        for bad in ["1080", "4K", "8k", ""] {
+            r.resolution = Some(bad.into());
+            assert_eq!(
+                issues(&r),
+                [format!(
+                    "resolution: {bad:?} is not allowed (720p, 1080p, 4k)"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn duration_is_4_6_or_8() {
+        for (d, ok) in [
+            (4, true),
+            (6, true),
+            (8, true),
+            (5, false),
+            (0, false),
+            (10, false),
+        ] {
+            let mut r = raw("x");
+            r.duration = Some(d);
+            assert_eq!(issues(&r).is_empty(), ok, "{d} s");
+            if ok {
+                let body = check(&r).result.unwrap().to_body();
+                assert_eq!(body["duration"], d);
+            } else {
+                assert_eq!(
+                    issues(&r),
+                    [format!(
+                        "duration: {d} is not allowed (a whole number of seconds: 4, 6 or 8)"
+                    )]
+                );
+            }
+        }
+        assert!(
+            !check(&raw("x"))
+                .result
+                .unwrap()
+                .to_body()
+                .to_string()
+                .contains("duration")
+        );
+    }
+
+    #[test]
+    fn new_fields_read_from_json_with_their_types() {
+        let body = serde_json::json!({"prompt": "x", "resolution": "4k", "duration": 6});
+        let req = check(&RawRequest::from_json(&body).unwrap())
+            .result
+            .unwrap();
+        assert_eq!(
+            (req.resolution, req.duration),
+            (Some(Resolution::Uhd4k), Some(6))
+        );
+        let body = serde_json::json!({"prompt": "x", "resolution": 1080, "duration": "8"});
+        let err: Vec<String> = RawRequest::from_json(&body)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            err,
+            [
+                "duration: must be an integer",
+                "resolution: must be a string"
+            ]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::paths::video_path;
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
 use crate::checkpoint::{Record, State, UPGRADE_FAILED, now};
-use crate::cost::PriceTable;
+use crate::cost::{PriceTable, credits};
 use crate::manifest::{Job, Upgrade};
 
 /// How a recorded download failure starts, so that a later successful download
@@ -29,7 +29,8 @@ pub struct JobSettings {
     pub retry: RetryPolicy,
     pub poll_interval: Duration,
     pub task_timeout: Duration,
-    /// How long after submission a "record is null" answer still means "not yet".
+    /// How long a 422 "record ..." answer still means "not yet": after submission on
+    /// record-info, after the first such answer on the upgrade endpoints.
     pub record_null_grace: Duration,
     pub videos_dir: PathBuf,
     pub download: bool,
@@ -367,12 +368,16 @@ impl JobRunner {
             let Some(reserved) = ready_to_submit(&shared).await else {
                 return Err(JobEnd::NotStarted);
             };
-            let cost = shared.budget.prices.job(&self.job);
+            // A job the table has no price for is never sent under a limit (the run
+            // refuses to start), so 0 here counts only where nothing is capped.
+            let cost = shared.budget.prices.job(&self.job).unwrap_or(0.0);
             if !shared.budget.reserve(cost) {
                 let max = shared.budget.max.unwrap_or_default();
                 shared.set_fatal(Fatal::Budget(format!(
-                    "job {:?} ({cost} credits) would take this run past --max-credits {max}",
-                    self.job.id
+                    "job {:?} ({} credits) would take this run past --max-credits {}",
+                    self.job.id,
+                    credits(cost),
+                    credits(max)
                 )));
                 return Err(JobEnd::NotStarted);
             }
@@ -520,7 +525,7 @@ impl JobRunner {
                     return Err(JobEnd::Failed);
                 }
                 Err(e)
-                    if e.is_record_null()
+                    if e.is_record_not_ready()
                         && self
                             .since_submission()
                             .is_none_or(|d| d < settings.record_null_grace) => {}
@@ -555,6 +560,8 @@ impl JobRunner {
         let settings = self.shared.settings.clone();
         let deadline = Instant::now() + settings.task_timeout;
         let mut first = true;
+        // When the upgrade endpoint first said the record is not ready.
+        let mut not_ready_since: Option<Instant> = None;
         loop {
             if !first {
                 let wait = settings.poll_interval.mul_f64(0.8 + 0.4 * self.rng.f64());
@@ -592,6 +599,13 @@ impl JobRunner {
             };
             drop(permit);
             match answer {
+                Err(e)
+                    if e.is_record_not_ready()
+                        && not_ready_since.get_or_insert_with(Instant::now).elapsed()
+                            < settings.record_null_grace =>
+                {
+                    tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, error = %e, "{kind} record not ready yet");
+                }
                 Ok(Some(urls)) if !urls.is_empty() => {
                     self.record.upgrade_urls = urls;
                     self.save(State::Succeeded).await?;
