@@ -81,7 +81,8 @@ pub fn summary(m: &Manifest) -> String {
             *by_upgrade.entry(u.as_str()).or_default() += 1;
         }
     }
-    let by_resolution: BTreeMap<&str, usize> = by_resolution
+    // In the resolutions' own order, not the spellings'.
+    let by_resolution: Vec<(&str, usize)> = by_resolution
         .into_iter()
         .map(|(r, n)| (r.as_str(), n))
         .collect();
@@ -95,22 +96,23 @@ pub fn summary(m: &Manifest) -> String {
         m.name,
         if n == 1 { "" } else { "s" }
     );
-    let mut table = |title: &str, rows: &BTreeMap<&str, usize>| {
+    let mut table = |title: &str, rows: &mut dyn Iterator<Item = (&str, usize)>| {
+        let rows: Vec<(&str, usize)> = rows.collect();
         if rows.is_empty() {
             return;
         }
         let _ = writeln!(s, "{title}:");
-        let width = rows.keys().map(|k| k.len()).max().unwrap_or(0);
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
             let _ = writeln!(s, "  {k:<width$}  {v:>6}");
         }
     };
-    table("by model", &by_model);
-    table("by resolution", &by_resolution);
-    table("by length", &by_duration);
-    table("by generation mode", &by_mode);
-    table("by aspect ratio", &by_ratio);
-    table("upgrades", &by_upgrade);
+    table("by model", &mut by_model.into_iter());
+    table("by resolution", &mut by_resolution.into_iter());
+    table("by length", &mut by_duration.into_iter());
+    table("by generation mode", &mut by_mode.into_iter());
+    table("by aspect ratio", &mut by_ratio.into_iter());
+    table("upgrades", &mut by_upgrade.into_iter());
     let total = estimate.total();
     let _ = writeln!(s, "prices: {}", m.prices.describe());
     let _ = writeln!(

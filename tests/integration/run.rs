@@ -559,7 +559,10 @@ fn killed_at_random_moments_resumes_without_paying_twice() {
 #[test]
 fn max_credits_stops_at_the_job_that_would_pass_it() {
     let h = Harness::new(fast_sim());
-    let manifest = h.write("b.yaml", &text_jobs(5));
+    let manifest = h.write(
+        "b.yaml",
+        &format!("prices:\n  veo3_fast: 60\n{}", text_jobs(5)),
+    );
     // veo3_fast costs 60: 150 credits pay for two jobs, not three.
     let out = h.run(&manifest, &["--max-credits", "150", "--concurrency", "1"]);
     assert_eq!(
@@ -573,6 +576,32 @@ fn max_credits_stops_at_the_job_that_would_pass_it() {
     let done = s.values().filter(|s| **s == State::Succeeded).count();
     assert_eq!(done, 2, "{s:?}");
     assert_eq!(h.stats().tasks_created, 2);
+}
+
+#[test]
+fn max_credits_refuses_jobs_the_price_table_cannot_count() {
+    let h = Harness::new(fast_sim());
+    // veo3_fast at 720p is not in the 2026-09-08 table: a cap could not count it.
+    let manifest = h.write("b.yaml", &text_jobs(3));
+    let out = h.run(&manifest, &["--max-credits", "150"]);
+    assert_eq!(out.status.code(), Some(exit::USAGE as i32), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "error: --max-credits 150 cannot be kept: the price table (the 2026-09-08 table) \
+             has no price for veo3_fast at 720p (3 jobs to submit)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.stats().tasks_created, 0, "nothing was sent");
+    // Without a cap the same jobs run, the estimate saying what it could not count.
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(3 jobs not priced, counted as 0: veo3_fast at 720p)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
