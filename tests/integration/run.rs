@@ -584,7 +584,12 @@ fn max_credits_refuses_jobs_the_price_table_cannot_count() {
     // veo3_fast at 720p is not in the 2026-09-08 table: a cap could not count it.
     let manifest = h.write("b.yaml", &text_jobs(3));
     let out = h.run(&manifest, &["--max-credits", "150"]);
-    assert_eq!(out.status.code(), Some(exit::USAGE as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::USAGE as i32),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         stderr(&out).contains(
             "error: --max-credits 150 cannot be kept: the price table (the 2026-09-08 table) \

@@ -4,6 +4,7 @@
 
 mod faults;
 mod observe;
+mod surface;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -104,7 +104,9 @@ fn every_field_problem_is_located() {
             "{f}:7:5: job \"typo\": aspectRatio: unknown key in a job (did you mean aspect_ratio?)"
         ),
         format!("{f}:9:13: job \"bad-values\": prompt: must not be blank"),
-        format!("{f}:10:12: job \"bad-values\": model: \"veo4\" is not allowed (veo3, veo3_fast, veo3_lite)"),
+        format!(
+            "{f}:10:12: job \"bad-values\": model: \"veo4\" is not allowed (veo3, veo3_fast, veo3_lite)"
+        ),
         format!(
             "{f}:11:12: job \"bad-values\": seeds: 123 is out of range (an integer from 10000 to 99999)"
         ),
