@@ -1,14 +1,16 @@
 //! `veo-batch status`: where the jobs of a run stand, read from its results file
 //! alone. Sends nothing, takes no lock (it only reads).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::checkpoint::{self, HEADER};
+use crate::checkpoint::{self, HEADER, Record, State};
 use crate::cli::StatusArgs;
+use crate::cost::{Estimate, credits};
 use crate::exit;
 use crate::manifest;
 use crate::runner::paths::file_stem;
@@ -115,6 +117,45 @@ fn status(args: &StatusArgs) -> anyhow::Result<u8> {
             outcomes.tally.total()
         )?;
         write!(out, "{}", summary::render(&outcomes))?;
+        if let Some(m) = &manifest {
+            write!(out, "{}", credits_line(m, &loaded.records))?;
+        }
     }
     Ok(outcomes.tally.exit_code())
+}
+
+/// What the manifest's jobs cost at its prices: those with a task that has not
+/// failed (failed tasks are free), and those still to submit. Jobs in doubt are
+/// in neither: whether they were charged is what nobody knows.
+fn credits_line(m: &manifest::Manifest, records: &HashMap<String, Record>) -> String {
+    let mut paid = Vec::new();
+    let mut to_come = Vec::new();
+    for job in &m.jobs {
+        match records
+            .get(&job.id)
+            .filter(|r| r.fingerprint == job.fingerprint)
+        {
+            Some(r) => match r.state() {
+                State::Submitted | State::Succeeded if r.task_id.is_some() => paid.push(job),
+                State::Pending => to_come.push(job),
+                _ => {}
+            },
+            None => to_come.push(job),
+        }
+    }
+    let (paid_n, to_come_n) = (paid.len(), to_come.len());
+    let both = Estimate::of(&m.prices, paid.iter().chain(&to_come).copied());
+    let paid = Estimate::of(&m.prices, paid);
+    let to_come = Estimate::of(&m.prices, to_come);
+    let jobs = |n: usize| if n == 1 { "job" } else { "jobs" };
+    format!(
+        "credits at the manifest's prices ({}): about {} for the {paid_n} {} with a task, \
+         {} for the {to_come_n} {} still to submit{}\n",
+        m.prices.describe(),
+        credits(paid.total()),
+        jobs(paid_n),
+        credits(to_come.total()),
+        jobs(to_come_n),
+        both.unpriced_note()
+    )
 }

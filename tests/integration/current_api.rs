@@ -172,3 +172,34 @@ fn the_estimate_of_a_mixed_manifest_is_the_table_summed() {
         "{err}"
     );
 }
+
+#[test]
+fn status_counts_credits_at_the_manifest_prices() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write(
+        "m.yaml",
+        "defaults:\n  model: veo3_lite\n  resolution: 1080p\njobs:\n  \
+         - id: a\n    prompt: x\n  - id: b\n    prompt: y\n  - id: c\n    prompt: z\n",
+    );
+    let out = h.run(&manifest, &["--limit", "2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit::NOT_FINISHED as i32),
+        "{}",
+        stderr(&out)
+    );
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
+        .env_clear()
+        .current_dir(h.dir.path())
+        .args(["status", "m.yaml", "--results", "results.csv"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.ends_with(
+            "credits at the manifest's prices (the 2026-09-08 table): about 45 for the 2 jobs \
+             with a task, 22.5 for the 1 job still to submit\n"
+        ),
+        "{text}"
+    );
+}
