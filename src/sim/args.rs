@@ -92,7 +92,8 @@ pub struct FaultArgs {
     pub fail_rate: f64,
 
     /// Probability of an injected 429: P for every API endpoint, or ENDPOINT=P
-    /// (generate, record-info, get-1080p-video, get-4k-video, credit, files); repeatable.
+    /// (generate, record-info, get-1080p-video, get-4k-video, credit, files, download-url);
+    /// repeatable.
     #[arg(long, value_name = "[ENDPOINT=]P")]
     pub rate_429: Vec<FaultSpec>,
 
