@@ -72,21 +72,12 @@ pub fn check(raw: &RawRequest) -> Checked {
     Checked { result, warnings }
 }
 
-/// What the rules decide for a request that passes them: the values resolved from its
-/// text. With the raw request's own values it makes the [`GenerateRequest`]; kept apart
-/// so that a caller that owns the raw request (the manifest reader) can move its
-/// strings in rather than copy them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Decided {
-    model: Model,
-    aspect_ratio: AspectRatio,
-    generation_type: GenerationType,
-    seeds: Option<u32>,
-    enable_fallback: Option<bool>,
-    enable_translation: Option<bool>,
-    resolution: Option<Resolution>,
-    duration: Option<u8>,
-}
+/// What the rules decide for a request that passes them: the request with every value
+/// the rules resolve, and its text fields still empty. With the raw request's own text
+/// it makes the [`GenerateRequest`]; kept apart so that a caller that owns the raw
+/// request (the manifest reader) can move its strings in rather than copy them.
+#[derive(Debug, Clone)]
+pub(crate) struct Decided(GenerateRequest);
 
 impl Decided {
     /// The request, taking the text fields of `raw` (the one the rules were applied to).
@@ -94,17 +85,10 @@ impl Decided {
         GenerateRequest {
             prompt: raw.prompt.unwrap_or_default(),
             image_urls: raw.image_urls.unwrap_or_default(),
-            model: self.model,
-            generation_type: self.generation_type,
-            aspect_ratio: self.aspect_ratio,
-            seeds: self.seeds,
             callback_url: raw.callback_url,
-            enable_fallback: self.enable_fallback,
-            enable_translation: self.enable_translation,
             watermark: raw.watermark,
-            resolution: self.resolution,
-            duration: self.duration,
             extra: raw.extra,
+            ..self.0
         }
     }
 }
@@ -284,16 +268,25 @@ pub(crate) fn check_parts(raw: &RawRequest) -> (Result<Decided, Vec<FieldIssue>>
     }
 
     let result = match (issues.is_empty(), model, aspect_ratio, generation_type) {
-        (true, Some(model), Some(aspect_ratio), Some(generation_type)) => Ok(Decided {
-            model,
-            aspect_ratio,
-            generation_type,
-            seeds,
-            enable_fallback: raw.enable_fallback,
-            enable_translation: raw.enable_translation,
-            resolution,
-            duration,
-        }),
+        (true, Some(model), Some(aspect_ratio), Some(generation_type)) => {
+            Ok(Decided(GenerateRequest {
+                aspect_ratio,
+                duration,
+                enable_fallback: raw.enable_fallback,
+                enable_translation: raw.enable_translation,
+                generation_type,
+                model,
+                resolution,
+                seeds,
+                // The text fields come with the raw request (`into_request`): empty
+                // here, they cost no allocation.
+                prompt: String::new(),
+                image_urls: Vec::new(),
+                callback_url: None,
+                watermark: None,
+                extra: std::collections::BTreeMap::new(),
+            }))
+        }
         _ => Err(issues),
     };
     (result, warnings)
