@@ -317,6 +317,11 @@ mod tests {
             vec!["https://x/4k.mp4"]
         );
         assert_eq!(task_id(&json!({"taskId": "veo_1"})), Some("veo_1".into()));
+        // The live service's ids: 32 hex characters, no prefix; opaque to us.
+        assert_eq!(
+            task_id(&json!({"taskId": "9e9a071c779cf8842d269d0d3991d34e"})),
+            Some("9e9a071c779cf8842d269d0d3991d34e".into())
+        );
         assert_eq!(task_id(&json!({"taskId": ""})), None);
     }
 }

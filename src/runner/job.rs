@@ -486,6 +486,7 @@ impl JobRunner {
         }
         let deadline = Instant::now() + settings.task_timeout;
         let interval = settings.poll_interval;
+        let mut not_ready_since: Option<Instant> = None;
         loop {
             let wait = interval.mul_f64(0.8 + 0.4 * self.rng.f64());
             self.sleep_or_stop(wait).await?;
@@ -524,11 +525,15 @@ impl JobRunner {
                     self.save(State::Failed).await?;
                     return Err(JobEnd::Failed);
                 }
+                // Not ready yet: early after submission, or (a task polled long after,
+                // by a later run) for a while from the first such answer.
                 Err(e)
                     if e.is_record_not_ready()
-                        && self
+                        && (self
                             .since_submission()
-                            .is_none_or(|d| d < settings.record_null_grace) => {}
+                            .is_none_or(|d| d < settings.record_null_grace)
+                            || not_ready_since.get_or_insert_with(Instant::now).elapsed()
+                                < settings.record_null_grace) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
                         self.shared.set_fatal(Fatal::Auth(e.message.clone()));
