@@ -235,14 +235,15 @@ async fn run_command(args: RunArgs, quiet: bool, style: SummaryStyle) -> u8 {
         Ok(p) => p,
         Err(e) => return report_run_error(&e),
     };
-    let estimate = prepared.estimate();
+    let estimated = prepared.estimate();
+    let estimate = estimated.total();
     let prices = prepared.config.prices;
     let jobs = crate::summary::jobs(prepared.config.jobs.len());
     let to_submit = prepared.submissions();
     let to_resume = prepared.plan.len() - to_submit;
     let held_back = prepared.held_back;
     tracing::info!(
-        "{name}: {jobs}; {to_submit} to submit, {to_resume} to resume{}; estimated cost {} credits ({}); results in {}, videos in {}",
+        "{name}: {jobs}; {to_submit} to submit, {to_resume} to resume{}; estimated cost {} credits ({}){}; results in {}, videos in {}",
         if held_back > 0 {
             format!(", {held_back} held back by --limit/--sample")
         } else {
@@ -250,11 +251,35 @@ async fn run_command(args: RunArgs, quiet: bool, style: SummaryStyle) -> u8 {
         },
         Credits(estimate),
         Dollars(prices.usd(estimate)),
+        estimated.unpriced_note(),
         prepared.config.results.display(),
         prepared.config.videos_dir.display()
     );
     if args.dry_run {
         return print_dry_run(&prepared);
+    }
+    if let Some(max) = prepared
+        .config
+        .max_credits
+        .or(prepared.config.max_run_credits)
+        && !estimated.unpriced.is_empty()
+    {
+        let what: Vec<String> = estimated.unpriced.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "error: --max-credits {} cannot be kept: the price table ({}) has no price for {} ({} job{} to submit); \
+             set it under prices: in the manifest (like `veo3_fast: {{720p: 60}}`; a CSV table can be \
+             included from a YAML manifest that sets prices)",
+            Credits(max),
+            prices.describe(),
+            what.join(", "),
+            estimated.unpriced_jobs(),
+            if estimated.unpriced_jobs() == 1 {
+                ""
+            } else {
+                "s"
+            },
+        );
+        return exit::USAGE;
     }
     if !args.yes && estimate > args.confirm_above && !confirm(estimate, prices.usd(estimate)) {
         eprintln!("nothing was sent");
@@ -290,7 +315,9 @@ async fn run_command(args: RunArgs, quiet: bool, style: SummaryStyle) -> u8 {
     if prepared.submissions() > 0 {
         match client.credit().await {
             Ok(balance) if balance < estimate => tracing::warn!(
-                "the estimate ({estimate} credits) is above the account's balance ({balance}): the run will stop when credits run out"
+                "the estimate ({} credits) is above the account's balance ({}): the run will stop when credits run out",
+                Credits(estimate),
+                Credits(balance)
             ),
             Ok(balance) => tracing::debug!("credit balance {balance}"),
             Err(e) => tracing::debug!("could not read the credit balance: {e}"),

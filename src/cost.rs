@@ -1,87 +1,262 @@
 //! Prices in credits, in one table a manifest can override (`prices:`), and the
 //! estimate of what a batch will cost.
+//!
+//! A generation's price depends on the model and the resolution, and is often
+//! fractional (22.5, 232.5). The defaults are the table read off the provider's
+//! pricing page on [`PRICES_DATE`]; a cell that table does not list stays empty,
+//! and a job that needs it is reported rather than counted as free.
 
-use serde::Deserialize;
+use std::fmt;
 
 use crate::manifest::{Job, Upgrade};
-use crate::request::Model;
+use crate::request::{Model, Resolution};
 
-/// Credits per item; defaults are the reported prices of the service.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// When the default prices were read off the provider's pricing page.
+pub const PRICES_DATE: &str = "2026-09-08";
+
+const MODELS: usize = Model::ALL.len();
+const RESOLUTIONS: usize = Resolution::ALL.len();
+
+/// Credits per item. `Default` is the [`PRICES_DATE`] table.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PriceTable {
-    pub veo3: f64,
-    pub veo3_fast: f64,
+    /// Credits of one generation, by model then resolution; `None`: not listed.
+    generation: [[Option<f64>; RESOLUTIONS]; MODELS],
     pub upgrade_1080p: f64,
     pub upgrade_4k: f64,
+    /// One extend (`POST /api/v1/veo/extend`); a table entry, not used by a run yet.
+    pub extend: f64,
     /// Dollars per credit.
     pub usd_per_credit: f64,
+    /// How many prices the manifest set (0: the defaults as they are).
+    pub overrides: usize,
 }
 
 impl Default for PriceTable {
     fn default() -> PriceTable {
+        let mut generation = [[None; RESOLUTIONS]; MODELS];
+        generation[Model::Veo3.index()] = [Some(225.0), Some(232.5), Some(285.0)];
+        // 720p is not listed for veo3_fast on that page. The default model at the
+        // default resolution must not count as free, nor stop every --max-credits
+        // run: the other 2026 report's 60 stands in, above the page's 1080p price,
+        // so the estimate and the cap err on the safe side.
+        generation[Model::Veo3Fast.index()] = [Some(60.0), Some(37.5), Some(90.0)];
+        // The page lists 75 for lite at 4k in reference mode only, and lite has no
+        // 4k otherwise (reported): the rules refuse it, so it has no price here.
+        generation[Model::Veo3Lite.index()] = [Some(15.0), Some(22.5), None];
         PriceTable {
-            veo3: 250.0,
-            veo3_fast: 60.0,
+            generation,
             upgrade_1080p: 5.0,
             upgrade_4k: 120.0,
+            extend: 15.0,
             usd_per_credit: 0.005,
+            overrides: 0,
         }
     }
 }
 
 impl PriceTable {
-    pub fn generation(&self, model: Model) -> f64 {
-        match model {
-            Model::Veo3 => self.veo3,
-            Model::Veo3Fast => self.veo3_fast,
+    /// Credits of one generation with `model` at `resolution`; `None` when the table
+    /// has no price for it.
+    pub fn generation(&self, model: Model, resolution: Resolution) -> Option<f64> {
+        self.generation[model.index()][resolution.index()]
+    }
+
+    /// The same table without a price for `model` at `resolution` (for tests of
+    /// what a missing price does).
+    #[cfg(test)]
+    pub(crate) fn without(mut self, model: Model, resolution: Resolution) -> PriceTable {
+        self.generation[model.index()][resolution.index()] = None;
+        self
+    }
+
+    /// Sets the price of `model` at `resolution` (a manifest's override).
+    pub fn set_generation(&mut self, model: Model, resolution: Resolution, credits: f64) {
+        self.generation[model.index()][resolution.index()] = Some(credits);
+        self.overrides += 1;
+    }
+
+    /// Credits of the 1080p or 4K upgrade.
+    pub fn upgrade(&self, upgrade: Upgrade) -> f64 {
+        match upgrade {
+            Upgrade::Hd1080 => self.upgrade_1080p,
+            Upgrade::Uhd4k => self.upgrade_4k,
         }
     }
 
+    /// Credits of a job's generation; `None` when the table has no price for it.
+    pub fn job_generation(&self, job: &Job) -> Option<f64> {
+        let r = &job.request;
+        self.generation(r.model, r.resolution.unwrap_or_default())
+    }
+
     /// Credits one job costs: its generation, plus its upgrade if it asks for one.
-    pub fn job(&self, job: &Job) -> f64 {
-        self.generation(job.request.model)
-            + match job.upgrade {
-                None => 0.0,
-                Some(Upgrade::Hd1080) => self.upgrade_1080p,
-                Some(Upgrade::Uhd4k) => self.upgrade_4k,
-            }
+    /// `None` when the table has no price for its generation.
+    pub fn job(&self, job: &Job) -> Option<f64> {
+        Some(self.job_generation(job)? + job.upgrade.map_or(0.0, |u| self.upgrade(u)))
     }
 
     pub fn usd(&self, credits: f64) -> f64 {
         credits * self.usd_per_credit
     }
-}
 
-/// Credits as people write them: `60`, `22.5`, `447.5`; never `-0`, and no float
-/// noise from sums (`0.1 + 0.2` shows `0.3`).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
-pub struct Credits(pub f64);
+    /// Which table this is, for `validate`: the date, and how many prices the
+    /// manifest set.
+    pub fn describe(&self) -> String {
+        match self.overrides {
+            0 => format!("the {PRICES_DATE} table"),
+            1 => format!("the {PRICES_DATE} table, 1 price set by the manifest"),
+            n => format!("the {PRICES_DATE} table, {n} prices set by the manifest"),
+        }
+    }
 
-impl std::fmt::Display for Credits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let x = (self.0 * 10_000.0).round() / 10_000.0;
-        // `-0.0 == 0.0`: both print as 0.
-        let x = if x == 0.0 { 0.0 } else { x };
-        write!(f, "{x}")
+    /// The cheaper way to a resolution, when the table says so: a job that asks for
+    /// `upgrade` after generating at its own resolution pays more than asking for
+    /// the upgrade's resolution at generation.
+    pub fn native_is_cheaper(&self, job: &Job) -> Option<Cheaper> {
+        let upgrade = job.upgrade?;
+        let target = match upgrade {
+            Upgrade::Hd1080 => Resolution::Hd1080,
+            Upgrade::Uhd4k => Resolution::Uhd4k,
+        };
+        let model = job.request.model;
+        if !model.offers(target) {
+            return None;
+        }
+        let native = self.generation(model, target)?;
+        let base = self.job_generation(job);
+        // An unlisted base price is at least 0: the upgrade alone is a lower bound.
+        let paid = base.unwrap_or(0.0) + self.upgrade(upgrade);
+        (native < paid).then_some(Cheaper {
+            resolution: target,
+            native,
+            paid,
+            base_priced: base.is_some(),
+        })
     }
 }
 
-/// Dollars to the cent (`$0.30`), never `$-0.00`.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
-pub struct Dollars(pub f64);
+/// A resolution asked at generation that costs less than an upgrade to it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cheaper {
+    pub resolution: Resolution,
+    /// Credits of the generation at `resolution`.
+    pub native: f64,
+    /// Credits of the job as written (a lower bound when its base has no price).
+    pub paid: f64,
+    pub base_priced: bool,
+}
 
-impl std::fmt::Display for Dollars {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cents = (self.0 * 100.0).round() / 100.0;
-        let cents = if cents == 0.0 { 0.0 } else { cents };
-        write!(f, "${cents:.2}")
+/// What a list of jobs costs at a price table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Estimate {
+    pub generation: f64,
+    pub upgrades: f64,
+    /// Jobs whose generation the table has no price for, by model and resolution,
+    /// with the index of the first of them; they count 0 in the sums.
+    pub unpriced: Vec<Unpriced>,
+}
+
+/// Jobs of one model and resolution that the table has no price for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unpriced {
+    pub model: Model,
+    pub resolution: Resolution,
+    pub jobs: usize,
+    /// The first such job, by its place in the list.
+    pub first: usize,
+}
+
+impl Estimate {
+    pub fn of<'a>(prices: &PriceTable, jobs: impl IntoIterator<Item = &'a Job>) -> Estimate {
+        let mut e = Estimate::default();
+        for (i, job) in jobs.into_iter().enumerate() {
+            e.upgrades += job.upgrade.map_or(0.0, |u| prices.upgrade(u));
+            match prices.job_generation(job) {
+                Some(credits) => e.generation += credits,
+                None => {
+                    let (model, resolution) = (
+                        job.request.model,
+                        job.request.resolution.unwrap_or_default(),
+                    );
+                    match e
+                        .unpriced
+                        .iter_mut()
+                        .find(|u| u.model == model && u.resolution == resolution)
+                    {
+                        Some(u) => u.jobs += 1,
+                        None => e.unpriced.push(Unpriced {
+                            model,
+                            resolution,
+                            jobs: 1,
+                            first: i,
+                        }),
+                    }
+                }
+            }
+        }
+        e
     }
+
+    pub fn total(&self) -> f64 {
+        self.generation + self.upgrades
+    }
+
+    /// How many jobs have no price.
+    pub fn unpriced_jobs(&self) -> usize {
+        self.unpriced.iter().map(|u| u.jobs).sum()
+    }
+
+    /// ` (3 jobs not priced: veo3_fast at 720p)`, or nothing when every job is priced.
+    pub fn unpriced_note(&self) -> String {
+        if self.unpriced.is_empty() {
+            return String::new();
+        }
+        let n = self.unpriced_jobs();
+        let what: Vec<String> = self.unpriced.iter().map(ToString::to_string).collect();
+        format!(
+            " ({n} job{} not priced, counted as 0: {})",
+            if n == 1 { "" } else { "s" },
+            what.join(", ")
+        )
+    }
+}
+
+impl fmt::Display for Unpriced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}", self.model.as_str(), self.resolution.as_str())
+    }
+}
+
+/// Credits as a person reads them: whole numbers without decimals, others with up
+/// to two (`447.5`, `5916.25`, `1655`).
+pub fn credits(x: f64) -> String {
+    Credits(x).to_string()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Credits, Dollars};
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_dated_table() {
+        let p = PriceTable::default();
+        assert_eq!(p.generation(Model::Veo3, Resolution::Hd1080), Some(232.5));
+        assert_eq!(p.generation(Model::Veo3Fast, Resolution::Uhd4k), Some(90.0));
+        assert_eq!(p.generation(Model::Veo3Lite, Resolution::Hd720), Some(15.0));
+        // Not on the page: the other report's figure stands in (see `Default`).
+        assert_eq!(p.generation(Model::Veo3Fast, Resolution::Hd720), Some(60.0));
+        assert_eq!(p.describe(), "the 2026-09-08 table");
+    }
+
+    #[test]
+    fn credits_show_their_fraction() {
+        assert_eq!(credits(447.5), "447.5");
+        assert_eq!(credits(5916.25), "5916.25");
+        assert_eq!(credits(1655.0), "1655");
+        assert_eq!(credits(0.0), "0");
+        assert_eq!(credits(0.1 + 0.2), "0.3");
+    }
 
     #[test]
     fn dollars_never_show_minus_zero() {
@@ -97,5 +272,31 @@ mod tests {
         assert_eq!(Credits(0.1 + 0.2).to_string(), "0.3");
         assert_eq!(Credits(-0.0).to_string(), "0");
         assert_eq!(Credits(22.5 - 22.5).to_string(), "0");
+    }
+}
+
+/// Credits as people write them, to the hundredth: `60`, `22.5`, `447.5`,
+/// `5916.25`; never `-0`, and no float noise from sums (`0.1 + 0.2` shows `0.3`).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Credits(pub f64);
+
+impl std::fmt::Display for Credits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let x = (self.0 * 100.0).round() / 100.0;
+        // `-0.0 == 0.0`: both print as 0.
+        let x = if x == 0.0 { 0.0 } else { x };
+        write!(f, "{x}")
+    }
+}
+
+/// Dollars to the cent (`$0.30`), never `$-0.00`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Dollars(pub f64);
+
+impl std::fmt::Display for Dollars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cents = (self.0 * 100.0).round() / 100.0;
+        let cents = if cents == 0.0 { 0.0 } else { cents };
+        write!(f, "${cents:.2}")
     }
 }

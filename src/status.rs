@@ -1,6 +1,7 @@
 //! `veo-batch status`: where the jobs of a run stand, read from its results file
 //! alone. Sends nothing, takes no lock (it only reads).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use serde::Serialize;
 use crate::checkpoint::plan::Standing;
 use crate::checkpoint::{self, Record};
 use crate::cli::StatusArgs;
+use crate::cost::{Estimate, credits};
 use crate::manifest;
 use crate::paths::file_stem;
 use crate::summary::{self, Outcomes};
@@ -182,6 +184,45 @@ fn status(args: &StatusArgs) -> anyhow::Result<u8> {
             summary::jobs(outcomes.tally.total())
         )?;
         write!(out, "{}", summary::render(&outcomes))?;
+        if let Some(m) = &manifest {
+            write!(out, "{}", credits_line(m, &loaded.records))?;
+        }
     }
     Ok(outcomes.tally.exit_code())
+}
+
+/// What the batch cost and will cost: the credits the results file records as
+/// spent, and the jobs still to submit at the manifest's prices. Where a job stands
+/// is [`summary::standing_of`]'s answer, as everywhere else.
+fn credits_line(m: &manifest::Manifest, records: &HashMap<String, Record>) -> String {
+    let mut paid = Vec::new();
+    let mut to_come = Vec::new();
+    for job in &m.jobs {
+        let record = records.get(&job.id);
+        match summary::standing_of(summary::JobRef::from(job), record) {
+            Standing::NotStarted => to_come.push(job),
+            Standing::Running
+            | Standing::NotDownloaded
+            | Standing::DownloadFailed
+            | Standing::Succeeded => paid.push(job),
+            Standing::InDoubt | Standing::Failed => {}
+        }
+    }
+    let spent: f64 = records.values().map(|r| r.credits).sum();
+    let (paid_n, to_come_n) = (paid.len(), to_come.len());
+    let both = Estimate::of(&m.prices, paid.iter().chain(&to_come).copied());
+    let paid = Estimate::of(&m.prices, paid);
+    let to_come = Estimate::of(&m.prices, to_come);
+    let jobs = |n: usize| if n == 1 { "job" } else { "jobs" };
+    format!(
+        "credits: {} recorded as spent by the batch; at the manifest's prices ({}): about {} for the {paid_n} {} with a task, \
+         {} for the {to_come_n} {} still to submit{}\n",
+        credits(spent),
+        m.prices.describe(),
+        credits(paid.total()),
+        jobs(paid_n),
+        credits(to_come.total()),
+        jobs(to_come_n),
+        both.unpriced_note()
+    )
 }

@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use crate::cli::{Emit, ValidateArgs};
+use crate::cost::{Estimate, credits};
 use crate::exit;
-use crate::manifest::{self, Manifest, Upgrade};
+use crate::manifest::{self, Manifest};
+use crate::request::Resolution;
 
 /// Runs the subcommand; returns an exit code from [`crate::exit`].
 pub fn run(args: &ValidateArgs) -> u8 {
@@ -27,6 +29,9 @@ pub fn run(args: &ValidateArgs) -> u8 {
     let mut stderr = std::io::stderr().lock();
     for w in &manifest.warnings {
         let _ = writeln!(stderr, "warning: {w}");
+    }
+    for h in &manifest.hints {
+        let _ = writeln!(stderr, "hint: {h}");
     }
     let text = summary(&manifest);
     match args.emit {
@@ -54,29 +59,34 @@ pub fn run(args: &ValidateArgs) -> u8 {
     exit::OK
 }
 
-/// The summary `validate` prints: counts by model, mode, aspect ratio and upgrade, and
-/// the estimated cost from the manifest's price table.
+/// The summary `validate` prints: counts by model, resolution, length, mode, aspect
+/// ratio and upgrade, and the estimated cost from the manifest's price table.
 pub fn summary(m: &Manifest) -> String {
     let mut by_model: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_resolution: BTreeMap<Resolution, usize> = BTreeMap::new();
+    let mut by_duration: BTreeMap<&str, usize> = BTreeMap::new();
     let mut by_mode: BTreeMap<&str, usize> = BTreeMap::new();
     let mut by_ratio: BTreeMap<&str, usize> = BTreeMap::new();
     let mut by_upgrade: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut generation = 0.0;
-    let mut upgrades = 0.0;
     for job in &m.jobs {
         let r = &job.request;
         *by_model.entry(r.model.as_str()).or_default() += 1;
+        *by_resolution
+            .entry(r.resolution.unwrap_or_default())
+            .or_default() += 1;
+        *by_duration.entry(duration_label(r.duration)).or_default() += 1;
         *by_mode.entry(r.generation_type.as_str()).or_default() += 1;
         *by_ratio.entry(r.aspect_ratio.as_str()).or_default() += 1;
-        generation += m.prices.generation(r.model);
         if let Some(u) = job.upgrade {
             *by_upgrade.entry(u.as_str()).or_default() += 1;
-            upgrades += match u {
-                Upgrade::Hd1080 => m.prices.upgrade_1080p,
-                Upgrade::Uhd4k => m.prices.upgrade_4k,
-            };
         }
     }
+    // In the resolutions' own order, not the spellings'.
+    let by_resolution: Vec<(&str, usize)> = by_resolution
+        .into_iter()
+        .map(|(r, n)| (r.as_str(), n))
+        .collect();
+    let estimate = Estimate::of(&m.prices, &m.jobs);
     let n = m.jobs.len();
     let mut s = String::new();
     let _ = writeln!(
@@ -86,39 +96,49 @@ pub fn summary(m: &Manifest) -> String {
         m.name,
         if n == 1 { "" } else { "s" }
     );
-    let mut table = |title: &str, rows: &BTreeMap<&str, usize>| {
+    let mut table = |title: &str, rows: &mut dyn Iterator<Item = (&str, usize)>| {
+        let rows: Vec<(&str, usize)> = rows.collect();
         if rows.is_empty() {
             return;
         }
         let _ = writeln!(s, "{title}:");
-        let width = rows.keys().map(|k| k.len()).max().unwrap_or(0);
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
             let _ = writeln!(s, "  {k:<width$}  {v:>6}");
         }
     };
-    table("by model", &by_model);
-    table("by generation mode", &by_mode);
-    table("by aspect ratio", &by_ratio);
-    table("upgrades", &by_upgrade);
-    let total = generation + upgrades;
+    table("by model", &mut by_model.into_iter());
+    table("by resolution", &mut by_resolution.into_iter());
+    table("by length", &mut by_duration.into_iter());
+    table("by generation mode", &mut by_mode.into_iter());
+    table("by aspect ratio", &mut by_ratio.into_iter());
+    table("upgrades", &mut by_upgrade.into_iter());
+    let total = estimate.total();
+    let _ = writeln!(s, "prices: {}", m.prices.describe());
     let _ = writeln!(
         s,
-        "estimated cost: {} credits (${:.2}): generation {}, upgrades {}",
+        "estimated cost: {} credits (${:.2}): generation {}, upgrades {}{}",
         credits(total),
         m.prices.usd(total),
-        credits(generation),
-        credits(upgrades)
+        credits(estimate.generation),
+        credits(estimate.upgrades),
+        estimate.unpriced_note()
     );
     if !m.warnings.is_empty() {
         let _ = writeln!(s, "warnings: {} (printed to stderr)", m.warnings.len());
     }
+    if !m.hints.is_empty() {
+        let _ = writeln!(s, "hints: {} (printed to stderr)", m.hints.len());
+    }
     s
 }
 
-fn credits(x: f64) -> String {
-    if (x - x.round()).abs() < 1e-9 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.2}")
+/// A length as the summary shows it; the service's default is 8 s.
+fn duration_label(d: Option<u8>) -> &'static str {
+    match d {
+        Some(4) => "4s",
+        Some(6) => "6s",
+        Some(8) | None => "8s",
+        Some(_) => "other",
     }
 }

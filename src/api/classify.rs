@@ -85,9 +85,17 @@ fn by_code(code: i64, msg: &str) -> ApiError {
     };
     let message = match class {
         ErrorClass::Auth => format!("{base} (check {KEY_ENV} or --api-key-file)"),
-        _ => base,
+        _ => explain(code, &base),
     };
     ApiError::new(class, Some(code), message)
+}
+
+/// The service's message, with what to do when the code says more than the message.
+pub(crate) fn explain(code: i64, message: &str) -> String {
+    match code {
+        451 => format!("{message} (check the image URLs: each must be public and reachable)"),
+        _ => message.to_owned(),
+    }
 }
 
 fn default_meaning(code: i64) -> &'static str {
@@ -100,6 +108,7 @@ fn default_meaning(code: i64) -> &'static str {
         422 => "validation error",
         429 => "rate limited",
         433 => "usage cap reached",
+        451 => "an image could not be fetched",
         455 => "service under maintenance",
         500 => "server error",
         501 => "generation failed",
@@ -334,6 +343,41 @@ mod tests {
         let e = err(200, r#"{"code":422,"msg":"record is null","data":null}"#);
         assert_eq!(e.class, ErrorClass::Failed);
         assert!(e.is_record_null());
+    }
+
+    #[test]
+    fn record_not_ready_messages_are_recognised_and_aged_out_is_not() {
+        for msg in [
+            "record is null",
+            "record result data is blank",
+            "Record result data is empty",
+            "record result data not exist",
+            "record status is not success",
+        ] {
+            let e = err(200, &format!(r#"{{"code":422,"msg":"{msg}","data":null}}"#));
+            assert!(e.is_record_not_ready(), "{msg}");
+        }
+        let e = err(
+            200,
+            r#"{"code":422,"msg":"Temporarily supports records within 14 days","data":null}"#,
+        );
+        assert!(!e.is_record_not_ready());
+        assert_eq!(e.class, ErrorClass::Failed);
+        let e = err(200, r#"{"code":400,"msg":"record is null","data":null}"#);
+        assert!(!e.is_record_not_ready(), "only a 422");
+    }
+
+    #[test]
+    fn image_fetch_failure_says_to_check_the_url() {
+        let e = err(
+            200,
+            r#"{"code":451,"msg":"Failed to fetch the image","data":null}"#,
+        );
+        assert_eq!((e.class, e.code), (ErrorClass::Failed, Some(451)));
+        assert_eq!(
+            e.message,
+            "Failed to fetch the image (check the image URLs: each must be public and reachable)"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ const RECORD_INFO: &str = "api/v1/veo/record-info";
 const GET_1080P: &str = "api/v1/veo/get-1080p-video";
 const GET_4K: &str = "api/v1/veo/get-4k-video";
 const CREDIT: &str = "api/v1/chat/credit";
+const DOWNLOAD_URL: &str = "api/v1/common/download-url";
 
 /// A kie.ai client. Cheap to clone: the connection pools are shared.
 #[derive(Clone)]
@@ -81,12 +82,19 @@ impl Client {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.key.expose()))
             .map_err(|_| anyhow::anyhow!("the api key cannot be sent in an http header"))?;
         auth.set_sensitive(true);
-        let endpoints = [GENERATE, RECORD_INFO, GET_1080P, GET_4K, CREDIT]
-            .into_iter()
-            .map(|path| base.join(path).map(|url| (path, url)))
-            .collect::<Result<Vec<_>, _>>()
-            .context("failed to join the api base url and an endpoint")?
-            .into();
+        let endpoints = [
+            GENERATE,
+            RECORD_INFO,
+            GET_1080P,
+            GET_4K,
+            CREDIT,
+            DOWNLOAD_URL,
+        ]
+        .into_iter()
+        .map(|path| base.join(path).map(|url| (path, url)))
+        .collect::<Result<Vec<_>, _>>()
+        .context("failed to join the api base url and an endpoint")?
+        .into();
         let api = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
@@ -252,6 +260,22 @@ impl Client {
         let req = self.request(Method::POST, GET_4K)?.json(&body);
         let answer = self.send(req, "get-4k-video").await?;
         answer.upgrade_4k()
+    }
+
+    /// POST /api/v1/common/download-url: a fresh link (valid 20 minutes) to a result
+    /// file whose URL has expired. A URL that is not a kie result answers 422.
+    pub async fn download_url(&self, url: &str) -> Result<String, ApiError> {
+        let req = self
+            .request(Method::POST, DOWNLOAD_URL)?
+            .json(&json!({ "url": url }));
+        let env = self.call(req, "download-url").await?;
+        wire::fresh_url(&env.data).ok_or_else(|| {
+            ApiError::new(
+                ErrorClass::Failed,
+                Some(env.code),
+                "download-url answered success without a link",
+            )
+        })
     }
 
     /// GET /api/v1/chat/credit: the remaining credits.

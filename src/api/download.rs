@@ -13,12 +13,55 @@ use super::{ApiError, ErrorClass};
 /// How much of an error page is read to quote it.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
+/// What a result host answers for a link that has expired or been blocked.
+const EXPIRED: [i64; 3] = [403, 404, 410];
+
 impl Client {
     /// Downloads `url` to `dest` through a temporary file; the number of bytes.
     ///
+    /// A result URL that answers 403, 404 or 410 has expired or been blocked: the
+    /// file is then fetched through a fresh link from `download-url` (valid 20
+    /// minutes), rather than giving up on a paid video. If that fails too, the error
+    /// is the URL's, and a later run tries again.
+    pub async fn download(&self, url: &str, dest: &Path) -> Result<u64, ApiError> {
+        let first = match self.download_once(url, dest).await {
+            Err(e) if e.code.is_some_and(|c| EXPIRED.contains(&c)) => e,
+            done => return done,
+        };
+        tracing::info!(error = %first, "result url refused; asking download-url for a fresh link");
+        match self.download_url(url).await {
+            Ok(fresh) => self
+                .download_once(&fresh, dest)
+                .await
+                .map_err(|e| ApiError {
+                    message: format!(
+                        "{} (and through a fresh link: {})",
+                        first.message, e.message
+                    ),
+                    ..e
+                }),
+            Err(e) => Err(ApiError {
+                message: format!(
+                    "{} (and download-url gave no fresh link: {e})",
+                    first.message
+                ),
+                // A refusal worth asking again (429, 5xx) makes the download worth
+                // trying again in this run; anything else leaves it to the next run.
+                class: match e.class {
+                    ErrorClass::Retryable | ErrorClass::InDoubt => ErrorClass::Retryable,
+                    _ => first.class,
+                },
+                retry_after: e.retry_after,
+                ..first
+            }),
+        }
+    }
+
+    /// One try at [`Client::download`]'s URL, without a fresh link.
+    ///
     /// No Authorization header is sent: result files live on other hosts. A
     /// download is side-effect free, so lost connections are `Retryable`.
-    pub async fn download(&self, url: &str, dest: &Path) -> Result<u64, ApiError> {
+    async fn download_once(&self, url: &str, dest: &Path) -> Result<u64, ApiError> {
         let parsed = Url::parse(url.trim()).map_err(|e| {
             ApiError::new(ErrorClass::Failed, None, format!("invalid result url: {e}"))
         })?;

@@ -155,4 +155,18 @@ impl ApiError {
     pub fn is_record_null(&self) -> bool {
         self.code == Some(422) && self.message.to_ascii_lowercase().contains("record is null")
     }
+
+    /// A 422 whose message starts with "record" ("record is null", "record result data
+    /// is blank", "... is empty", "... not exist", "record status is not success"), on
+    /// record-info or the upgrade endpoints: the record is not ready yet, which within
+    /// a grace period is no failure. "Temporarily supports records within 14 days" (the
+    /// record aged out) does not start so, and stays final.
+    pub fn is_record_not_ready(&self) -> bool {
+        self.code == Some(422)
+            && self
+                .message
+                .trim_start()
+                .get(..6)
+                .is_some_and(|w| w.eq_ignore_ascii_case("record"))
+    }
 }

@@ -27,6 +27,12 @@ fn str_of(v: &Value) -> Option<String> {
     }
 }
 
+/// [`str_of`], reading the literal string `"null"` (seen in `errorCode` and
+/// `errorMessage`) as null.
+fn nullable_str(v: &Value) -> Option<String> {
+    str_of(v).filter(|s| !s.eq_ignore_ascii_case("null"))
+}
+
 /// A list of URLs given as an array, as a JSON-encoded array string, or as a
 /// single URL string. Empty entries are dropped.
 pub(crate) fn url_list(v: &Value) -> Vec<String> {
@@ -88,14 +94,25 @@ pub(crate) fn task_state(data: &Value) -> Result<TaskState, Unreadable> {
                 Ok(TaskState::Succeeded { result_urls: urls })
             }
         }
-        flag => Ok(TaskState::Failed {
-            flag,
-            error_code: data.get("errorCode").and_then(int_of),
-            error_message: data
-                .get("errorMessage")
-                .and_then(str_of)
-                .map(|m| super::classify::clean_message(&m)),
-        }),
+        flag => {
+            let error_code = data.get("errorCode").and_then(int_of);
+            // 408: the upstream stalled; the task is not finished, ask again later.
+            if error_code == Some(408) {
+                return Ok(TaskState::Generating);
+            }
+            Ok(TaskState::Failed {
+                flag,
+                error_code,
+                error_message: data
+                    .get("errorMessage")
+                    .and_then(nullable_str)
+                    .map(|m| super::classify::clean_message(&m))
+                    .map(|m| match error_code {
+                        Some(code) => super::classify::explain(code, &m),
+                        None => m,
+                    }),
+            })
+        }
     }
 }
 
@@ -109,6 +126,16 @@ pub(crate) fn url_1080(data: &Value) -> Option<String> {
 /// `data.resultUrls` of a 4K answer.
 pub(crate) fn urls_4k(data: &Value) -> Vec<String> {
     data.get("resultUrls").map(url_list).unwrap_or_default()
+}
+
+/// The link of a download-url answer: `data` itself, a string (or, tolerated, an
+/// object with `url` or `downloadUrl`).
+pub(crate) fn fresh_url(data: &Value) -> Option<String> {
+    str_of(data).or_else(|| {
+        ["url", "downloadUrl"]
+            .iter()
+            .find_map(|k| data.get(k).and_then(str_of))
+    })
 }
 
 /// The credit balance: `data` itself, a number (integer or float) or a numeric string.
@@ -207,6 +234,45 @@ mod tests {
     }
 
     #[test]
+    fn null_strings_read_as_null() {
+        let d = json!({"successFlag": 2, "errorCode": "null", "errorMessage": "null"});
+        assert_eq!(
+            task_state(&d),
+            Ok(TaskState::Failed {
+                flag: 2,
+                error_code: None,
+                error_message: None
+            })
+        );
+        let d = json!({"successFlag": 2, "errorCode": "NULL", "errorMessage": "Null"});
+        assert!(matches!(
+            task_state(&d),
+            Ok(TaskState::Failed {
+                error_code: None,
+                error_message: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_stalled_upstream_is_not_a_failure() {
+        let d = json!({"successFlag": 2, "errorCode": 408, "errorMessage": "upstream timed out"});
+        assert_eq!(task_state(&d), Ok(TaskState::Generating));
+        let d = json!({"successFlag": 3, "errorCode": 451, "errorMessage": "Failed to fetch the image"});
+        assert_eq!(
+            task_state(&d),
+            Ok(TaskState::Failed {
+                flag: 3,
+                error_code: Some(451),
+                error_message: Some(
+                    "Failed to fetch the image (check the image URLs: each must be public and reachable)".into()
+                )
+            })
+        );
+    }
+
+    #[test]
     fn unreadable_success_answers_are_reported() {
         assert_eq!(task_state(&json!({})), Err(Unreadable::NoFlag));
         assert_eq!(task_state(&Value::Null), Err(Unreadable::NoFlag));
@@ -226,6 +292,20 @@ mod tests {
     }
 
     #[test]
+    fn fresh_links() {
+        assert_eq!(
+            fresh_url(&json!("https://f/x.mp4?t=1")),
+            Some("https://f/x.mp4?t=1".into())
+        );
+        assert_eq!(
+            fresh_url(&json!({"url": "https://f/y.mp4"})),
+            Some("https://f/y.mp4".into())
+        );
+        assert_eq!(fresh_url(&json!(null)), None);
+        assert_eq!(fresh_url(&json!("")), None);
+    }
+
+    #[test]
     fn upgrade_urls() {
         assert_eq!(
             url_1080(&json!({"resultUrl": "https://x/1080.mp4"})),
@@ -237,6 +317,11 @@ mod tests {
             vec!["https://x/4k.mp4"]
         );
         assert_eq!(task_id(&json!({"taskId": "veo_1"})), Some("veo_1".into()));
+        // The live service's ids: 32 hex characters, no prefix; opaque to us.
+        assert_eq!(
+            task_id(&json!({"taskId": "9e9a071c779cf8842d269d0d3991d34e"})),
+            Some("9e9a071c779cf8842d269d0d3991d34e".into())
+        );
         assert_eq!(task_id(&json!({"taskId": ""})), None);
     }
 }

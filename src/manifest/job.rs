@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxHashMap;
 
-use crate::request::{self, Field, RawRequest};
+use crate::cost::{PriceTable, credits};
+use crate::request::{self, Field, RawRequest, Resolution};
 
 use super::{Diagnostic, Job, Origin, Upgrade};
 
@@ -27,6 +28,8 @@ pub(crate) struct Draft {
     pub image_at: Vec<Origin>,
     /// `Some(None)`: explicitly no upgrade (`upgrade: none`), overriding a default.
     pub upgrade: Option<Option<Upgrade>>,
+    /// Where the upgrade was written.
+    pub upgrade_at: Option<Origin>,
     pub keep_original: Option<bool>,
     /// Without an id, take one from the request's content (CSV tables).
     pub derive_id: bool,
@@ -52,6 +55,7 @@ impl Draft {
         self.raw.apply_defaults(&defaults.raw);
         if self.upgrade.is_none() {
             self.upgrade = defaults.upgrade;
+            self.upgrade_at.clone_from(&defaults.upgrade_at);
         }
         if self.keep_original.is_none() {
             self.keep_original = defaults.keep_original;
@@ -62,6 +66,10 @@ impl Draft {
             }
         }
         self.bad |= defaults.bad;
+    }
+
+    fn upgrade_place(&self) -> Origin {
+        self.upgrade_at.as_ref().unwrap_or(&self.at).clone()
     }
 
     fn place_of(&self, field: Option<Field>, message: &str) -> Origin {
@@ -106,10 +114,14 @@ pub(crate) struct Collector {
     pub jobs: Vec<Job>,
     errors: Vec<(Diagnostic, usize)>,
     warnings: Vec<(Diagnostic, usize)>,
+    hints: Vec<(Diagnostic, usize)>,
+    /// The manifest's prices, for the hints (set before any job is finished).
+    pub prices: PriceTable,
     /// The same problem at the same place (a bad default, a matrix job's field) is
     /// reported once, with how many more jobs share it, not once per job.
     seen_errors: HashMap<(Origin, Option<String>, String), usize>,
     seen_warnings: HashMap<(Origin, Option<String>, String), usize>,
+    seen_hints: HashMap<(Origin, Option<String>, String), usize>,
     /// Where each id was first used. The place is kept without its path (an index
     /// into `files`): a copy of the path per job was a tenth of reading a large table.
     /// Hashed with Fx, not SipHash: ids come from the user's own file (no one else
@@ -156,6 +168,17 @@ impl Collector {
         !self.errors.is_empty()
     }
 
+    /// Advice that is no problem (a cheaper way to the same video).
+    pub fn hint(&mut self, d: Diagnostic) {
+        push(&mut self.hints, &mut self.seen_hints, d);
+    }
+
+    /// The hints given, folded like problems.
+    pub fn take_hints(&mut self) -> Vec<Diagnostic> {
+        self.seen_hints.clear();
+        fold(std::mem::take(&mut self.hints))
+    }
+
     /// The problems found, with shared ones folded (`(and 3 more jobs)`).
     pub fn into_parts(self) -> (Vec<Job>, Vec<Diagnostic>, Vec<Diagnostic>) {
         (self.jobs, fold(self.errors), fold(self.warnings))
@@ -174,6 +197,12 @@ impl Collector {
             }
         }
         let label = draft.id.as_deref();
+        let resolution = draft.raw.resolution.as_deref().and_then(Resolution::parse);
+        if let Some(why) = upgrade_conflict(draft.upgrade.flatten(), resolution) {
+            let d = diag(draft.upgrade_place(), label, Some("upgrade"), why);
+            self.error(d);
+            ok = false;
+        }
         let (decided, warnings) = request::check_parts(&draft.raw);
         for w in &warnings {
             let at = draft.place_of(w.field, &w.message);
@@ -200,6 +229,8 @@ impl Collector {
         if draft.bad {
             return;
         }
+        // Only jobs with an upgrade can get a hint, which is placed at the upgrade.
+        let upgrade_at = draft.upgrade.flatten().map(|_| draft.upgrade_place());
         // The draft is done with: its strings move into the request.
         let req = decided.into_request(draft.raw);
         let fingerprint = req.fingerprint();
@@ -218,7 +249,7 @@ impl Collector {
             }
         };
         if ok && !self.has_errors() {
-            self.jobs.push(Job {
+            let job = Job {
                 id,
                 request: req,
                 fingerprint,
@@ -226,7 +257,24 @@ impl Collector {
                 keep_original: draft.keep_original.unwrap_or(false),
                 origin: draft.at,
                 file_stem: None,
-            });
+            };
+            if let Some(upgrade_at) = upgrade_at
+                && let Some(c) = self.prices.native_is_cheaper(&job)
+            {
+                let why = format!(
+                    "resolution: {} at generation costs {} credits, less than {} then upgrade: {} \
+                     ({}{} credits; prices: {})",
+                    c.resolution,
+                    credits(c.native),
+                    job.request.resolution.unwrap_or_default(),
+                    c.resolution,
+                    if c.base_priced { "" } else { "at least " },
+                    credits(c.paid),
+                    self.prices.describe()
+                );
+                self.hint(diag(upgrade_at, Some(&job.id), Some("upgrade"), why));
+            }
+            self.jobs.push(job);
         }
     }
 
@@ -295,6 +343,21 @@ impl Collector {
             }
         }
         true
+    }
+}
+
+/// Why a job's upgrade would pay twice for the resolution it asks at generation.
+fn upgrade_conflict(upgrade: Option<Upgrade>, resolution: Option<Resolution>) -> Option<String> {
+    match (upgrade?, resolution?) {
+        (Upgrade::Uhd4k, Resolution::Uhd4k) => Some(
+            "4k on a video already asked at resolution 4k pays twice for it (drop the upgrade)"
+                .to_owned(),
+        ),
+        (Upgrade::Hd1080, r @ (Resolution::Hd1080 | Resolution::Uhd4k)) => Some(format!(
+            "1080p on a video already asked at resolution {r} pays again for what it has \
+             (drop the upgrade)"
+        )),
+        _ => None,
     }
 }
 
@@ -526,7 +589,7 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(
             errors[0].to_string(),
-            "m.yaml:2: job \"j0\": model: \"veo4\" is not allowed (veo3, veo3_fast) (and 2 more jobs)"
+            "m.yaml:2: job \"j0\": model: \"veo4\" is not allowed (veo3, veo3_fast, veo3_lite) (and 2 more jobs)"
         );
     }
 

@@ -9,6 +9,8 @@ mod node;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_resolution;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -100,8 +102,10 @@ pub struct Manifest {
     pub run: RunSettings,
     pub output: OutputSettings,
     pub prices: PriceTable,
-    /// Problems that do not stop the run (a deprecated field).
+    /// Problems that do not stop the run (a deprecated field, a job without a price).
     pub warnings: Vec<Diagnostic>,
+    /// Advice (a resolution asked at generation would cost less than an upgrade).
+    pub hints: Vec<Diagnostic>,
 }
 
 /// One located problem: `FILE:LINE[:COL]: job "ID": FIELD: what is wrong (what is allowed)`.
@@ -210,7 +214,9 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
             "is not a manifest: its name must end in .yaml, .yml or .csv",
         )),
     }
-    let (mut jobs, mut errors, warnings) = out.into_parts();
+    let hints = out.take_hints();
+    let (mut jobs, mut errors, mut warnings) = out.into_parts();
+    warnings.extend(unpriced_warnings(&jobs, &prices));
     for clash in crate::paths::assign_stems(&mut jobs) {
         let (job, other) = (&jobs[clash.job], &jobs[clash.other]);
         errors.push(job::diag(
@@ -240,7 +246,39 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         output,
         prices,
         warnings,
+        hints,
     })
+}
+
+/// One warning per model and resolution the price table has no price for, at the
+/// first job that needs it: its cost is not counted, and `--max-credits` cannot be kept.
+fn unpriced_warnings(jobs: &[Job], prices: &PriceTable) -> Vec<Diagnostic> {
+    let estimate = crate::cost::Estimate::of(prices, jobs);
+    estimate
+        .unpriced
+        .iter()
+        .map(|u| {
+            let first = &jobs[u.first];
+            let which = match u.jobs - 1 {
+                0 => "this job counts".to_owned(),
+                1 => "this job and 1 more count".to_owned(),
+                n => format!("this job and {n} more count"),
+            };
+            job::diag(
+                first.origin.clone(),
+                Some(&first.id),
+                None,
+                format!(
+                    "the price table ({}) has no price for {u}: {which} as 0 \
+                     credits in the estimate, and --max-credits cannot be kept; set it under \
+                     prices: (`{}: {{{}: CREDITS}}`)",
+                    prices.describe(),
+                    u.model,
+                    u.resolution
+                ),
+            )
+        })
+        .collect()
 }
 
 /// A file error as a short lowercase phrase (`no such file`), without the OS code.

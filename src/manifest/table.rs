@@ -15,7 +15,7 @@ use std::rc::Rc;
 use csv::{ByteRecord, ErrorKind, ReaderBuilder};
 use serde_json::Value as Json;
 
-use crate::request::{Field, did_you_mean, field_names};
+use crate::request::{Field, FieldValue, Kind, did_you_mean, field_names};
 
 use super::job::{Collector, Draft, diag};
 use super::{Origin, Upgrade};
@@ -414,7 +414,10 @@ fn read_row(
             Column::Id | Column::Ignore => {}
             Column::ImageN(_) => images_n.push(text.to_owned()),
             Column::Upgrade => match upgrade_value(text) {
-                Some(u) => d.upgrade = Some(u),
+                Some(u) => {
+                    d.upgrade = Some(u);
+                    d.upgrade_at = Some(origin.clone());
+                }
                 None => fail(format!("{text:?} is not allowed (1080p, 4k or none)")),
             },
             Column::KeepOriginal => match parse_bool(text) {
@@ -425,16 +428,11 @@ fn read_row(
                 if places {
                     d.field_at.insert(f, origin.clone());
                 }
-                let raw = &mut d.raw;
-                match f {
-                    // Prompt and watermark keep their spaces; the rules decide on blanks.
-                    Field::Prompt => raw.prompt = Some(raw_text.to_owned()),
-                    Field::Watermark => raw.watermark = Some(raw_text.to_owned()),
-                    Field::Model => raw.model = Some(text.to_owned()),
-                    Field::GenerationType => raw.generation_type = Some(text.to_owned()),
-                    Field::AspectRatio => raw.aspect_ratio = Some(text.to_owned()),
-                    Field::CallbackUrl => raw.callback_url = Some(text.to_owned()),
-                    Field::ImageUrls => {
+                let value = match f.kind() {
+                    // Free text keeps its spaces; the rules decide on blanks.
+                    Kind::Text => Ok(FieldValue::Text(raw_text.to_owned())),
+                    Kind::Token => Ok(FieldValue::Text(text.to_owned())),
+                    Kind::Urls => {
                         let urls: Vec<String> = text
                             .split('|')
                             .map(str::trim)
@@ -444,21 +442,18 @@ fn read_row(
                         if places {
                             d.image_at = vec![origin.clone(); urls.len()];
                         }
-                        raw.image_urls = Some(urls);
+                        Ok(FieldValue::Urls(urls))
                     }
-                    Field::Seeds => match text.parse::<i64>() {
-                        Ok(n) => raw.seeds = Some(n),
-                        Err(_) => fail(format!(
-                            "{text:?} is not an integer (an integer from {} to {})",
-                            crate::request::SEED_MIN,
-                            crate::request::SEED_MAX
-                        )),
-                    },
-                    Field::EnableFallback | Field::EnableTranslation => match parse_bool(text) {
-                        Some(b) if f == Field::EnableFallback => raw.enable_fallback = Some(b),
-                        Some(b) => raw.enable_translation = Some(b),
-                        None => fail(bool_message(text)),
-                    },
+                    Kind::Int => text
+                        .parse::<i64>()
+                        .map(FieldValue::Int)
+                        .map_err(|_| format!("{text:?} is not an integer ({})", f.int_range())),
+                    Kind::Bool => parse_bool(text)
+                        .map(FieldValue::Bool)
+                        .ok_or_else(|| bool_message(text)),
+                };
+                if let Err(msg) = value.and_then(|v| d.raw.set(f, v)) {
+                    fail(msg);
                 }
             }
         }

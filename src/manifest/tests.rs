@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use super::*;
-use crate::request::{AspectRatio, GenerationType, Model};
+use crate::request::{AspectRatio, GenerationType, Model, Resolution};
 
-fn write(dir: &TempDir, name: &str, body: impl AsRef<[u8]>) -> PathBuf {
+pub(super) fn write(dir: &TempDir, name: &str, body: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, body).unwrap();
     path
 }
 
-fn ok(path: &Path) -> Manifest {
+pub(super) fn ok(path: &Path) -> Manifest {
     match load(path) {
         Ok(m) => m,
         Err(e) => panic!(
@@ -29,7 +29,7 @@ fn ok(path: &Path) -> Manifest {
 }
 
 /// The problems, each without the file part (the temp dir differs per run).
-fn problems(path: &Path) -> Vec<String> {
+pub(super) fn problems(path: &Path) -> Vec<String> {
     let e = load(path).expect_err("the manifest should be refused");
     let prefix = format!("{}", path.display());
     e.diagnostics
@@ -41,7 +41,7 @@ fn problems(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn ids(m: &Manifest) -> Vec<&str> {
+pub(super) fn ids(m: &Manifest) -> Vec<&str> {
     m.jobs.iter().map(|j| j.id.as_str()).collect()
 }
 
@@ -131,7 +131,7 @@ fn include_adds_csv_rows_with_defaults_and_extra() {
     let p = write(
         &dir,
         "m.yaml",
-        "defaults:\n  model: veo3_fast\n  watermark: Brand\nextra:\n  resolution: 1080p\njobs:\n  - id: y\n    prompt: from yaml\ninclude: rows.csv\n",
+        "defaults:\n  model: veo3_fast\n  watermark: Brand\nextra:\n  personGeneration: allow_adult\njobs:\n  - id: y\n    prompt: from yaml\ninclude: rows.csv\n",
     );
     let m = ok(&p);
     assert_eq!(ids(&m), ["y", "r1", "r2"]);
@@ -142,7 +142,10 @@ fn include_adds_csv_rows_with_defaults_and_extra() {
     );
     assert_eq!(m.jobs[2].request.model, Model::Veo3);
     assert_eq!(m.jobs[1].request.watermark.as_deref(), Some("Brand"));
-    assert_eq!(m.jobs[2].request.to_body()["resolution"], "1080p");
+    assert_eq!(
+        m.jobs[2].request.to_body()["personGeneration"],
+        "allow_adult"
+    );
     assert_eq!(m.jobs[1].origin.file, dir.path().join("rows.csv"));
     assert_eq!(m.jobs[1].origin.line, Some(2));
 }
@@ -189,9 +192,12 @@ fn settings_are_read() {
     assert_eq!(m.run.max_credits, Some(500.0));
     assert_eq!(m.output.results, Some(dir.path().join("out/r.csv")));
     assert_eq!(m.output.videos_dir, Some(dir.path().join("out/v")));
-    assert!((m.prices.veo3_fast - 50.0).abs() < 1e-9);
-    assert!(
-        (m.prices.veo3 - 250.0).abs() < 1e-9,
+    for r in Resolution::ALL {
+        assert_eq!(m.prices.generation(Model::Veo3Fast, r), Some(50.0), "{r}");
+    }
+    assert_eq!(
+        m.prices.generation(Model::Veo3, Resolution::Hd720),
+        Some(225.0),
         "unset prices keep defaults"
     );
 }
@@ -542,7 +548,7 @@ fn csv_rules_are_the_request_rules() {
     assert_eq!(
         problems(&p),
         [
-            ":2: job \"a\": model: \"veo4\" is not allowed (veo3, veo3_fast)",
+            ":2: job \"a\": model: \"veo4\" is not allowed (veo3, veo3_fast, veo3_lite)",
             ":2: job \"a\": seeds: 5 is out of range (an integer from 10000 to 99999)",
             ":2: job \"a\": enableFallback: true requires aspect_ratio 16:9",
             ":3: job \"b\": prompt: is required",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use crate::cost::PriceTable;
-use crate::request::{Field, did_you_mean, field_names};
+use crate::request::{Field, FieldValue, Kind, Model, Resolution, did_you_mean, field_names};
 use crate::units::{Rate, Span};
 
 use super::job::{Collector, Draft, diag};
@@ -41,13 +41,8 @@ const RUN_KEYS: [&str; 7] = [
     "max_credits",
 ];
 const OUTPUT_KEYS: [&str; 2] = ["results", "videos_dir"];
-const PRICE_KEYS: [&str; 5] = [
-    "veo3",
-    "veo3_fast",
-    "upgrade_1080p",
-    "upgrade_4k",
-    "usd_per_credit",
-];
+/// The keys of `prices:` besides the model names.
+const PRICE_KEYS: [&str; 4] = ["upgrade_1080p", "upgrade_4k", "extend", "usd_per_credit"];
 
 /// What a YAML manifest sets besides its jobs.
 #[derive(Debug, Default)]
@@ -345,6 +340,8 @@ impl Cx<'_> {
         if let Some(n) = top.get("prices") {
             self.prices(n, &mut settings.prices);
         }
+        // Read before the jobs, which are checked against it as they are finished.
+        self.out.prices = settings.prices;
         if let Some(n) = top.get("run") {
             self.run(n, &mut settings.run);
         }
@@ -392,22 +389,63 @@ impl Cx<'_> {
         }
     }
 
+    /// `prices:`: a model's price as one number (every resolution it offers) or a
+    /// mapping by resolution, and the other entries as numbers.
     fn prices(&mut self, n: &Node, prices: &mut PriceTable) {
         for (k, v) in self.entries(n, "prices").unwrap_or_default() {
             let name = k.key_text();
+            if let Some(model) = Model::parse(&name) {
+                self.model_prices(model, v, prices);
+                continue;
+            }
             let slot = match name.as_str() {
-                "veo3" => &mut prices.veo3,
-                "veo3_fast" => &mut prices.veo3_fast,
                 "upgrade_1080p" => &mut prices.upgrade_1080p,
                 "upgrade_4k" => &mut prices.upgrade_4k,
+                "extend" => &mut prices.extend,
                 "usd_per_credit" => &mut prices.usd_per_credit,
                 _ => {
-                    self.unknown_key(k, None, "prices", &PRICE_KEYS);
+                    let allowed: Vec<&str> = Model::ALL
+                        .iter()
+                        .map(|m| m.as_str())
+                        .chain(PRICE_KEYS)
+                        .collect();
+                    self.unknown_key(k, None, "prices", &allowed);
                     continue;
                 }
             };
             if let Some(x) = self.number(v, &name) {
                 *slot = x;
+                prices.overrides += 1;
+            }
+        }
+    }
+
+    fn model_prices(&mut self, model: Model, v: &Node, prices: &mut PriceTable) {
+        let name = model.as_str();
+        if let Value::Map(entries) = &v.value {
+            for (k, cell) in entries {
+                let key = k.key_text();
+                let field = format!("{name}.{key}");
+                let Some(resolution) = Resolution::parse(&key) else {
+                    let msg = match did_you_mean(&key, Resolution::ALL.map(Resolution::as_str)) {
+                        Some(s) => format!("unknown resolution (did you mean {s}?)"),
+                        None => format!("unknown resolution (allowed: {})", Resolution::ALLOWED),
+                    };
+                    self.err(k, None, Some(&field), msg);
+                    continue;
+                };
+                if !model.offers(resolution) {
+                    let msg = format!("{name} has no {key}, so it has no price");
+                    self.err(k, None, Some(&field), msg);
+                    continue;
+                }
+                if let Some(x) = self.number(cell, &field) {
+                    prices.set_generation(model, resolution, x);
+                }
+            }
+        } else if let Some(x) = self.number(v, name) {
+            for r in Resolution::ALL.into_iter().filter(|r| model.offers(*r)) {
+                prices.set_generation(model, r, x);
             }
         }
     }
@@ -508,36 +546,16 @@ impl Cx<'_> {
         d
     }
 
-    /// Sets a request field from a YAML value; a value of the wrong type is reported
-    /// and marks the draft bad.
+    /// Sets a request field from a YAML value, read as the field's kind; a value of the
+    /// wrong type is reported and marks the draft bad.
     fn set_field(&mut self, d: &mut Draft, f: Field, v: &Node, job: Option<&str>) {
         if v.value == Value::Null {
             return;
         }
         let name = f.api_name();
-        let ok = match f {
-            Field::Prompt
-            | Field::Model
-            | Field::GenerationType
-            | Field::AspectRatio
-            | Field::CallbackUrl
-            | Field::Watermark => match self.text(v, job, name) {
-                Some(t) => {
-                    let raw = &mut d.raw;
-                    let slot = match f {
-                        Field::Prompt => &mut raw.prompt,
-                        Field::Model => &mut raw.model,
-                        Field::GenerationType => &mut raw.generation_type,
-                        Field::AspectRatio => &mut raw.aspect_ratio,
-                        Field::CallbackUrl => &mut raw.callback_url,
-                        _ => &mut raw.watermark,
-                    };
-                    *slot = Some(t);
-                    true
-                }
-                None => false,
-            },
-            Field::ImageUrls => match &v.value {
+        let value = match f.kind() {
+            Kind::Text | Kind::Token => self.text(v, job, name).map(FieldValue::Text),
+            Kind::Urls => match &v.value {
                 Value::Seq(items) => {
                     let mut urls = Vec::with_capacity(items.len());
                     let mut at = Vec::with_capacity(items.len());
@@ -551,9 +569,15 @@ impl Cx<'_> {
                             None => ok = false,
                         }
                     }
-                    d.raw.image_urls = Some(urls);
                     d.image_at = at;
-                    ok
+                    if ok {
+                        Some(FieldValue::Urls(urls))
+                    } else {
+                        // Kept for the rules, whose complaints about the field are
+                        // left out now that it was reported.
+                        d.raw.image_urls = Some(urls);
+                        None
+                    }
                 }
                 other => {
                     let msg = format!(
@@ -561,47 +585,32 @@ impl Cx<'_> {
                         other.kind()
                     );
                     self.err(v, job, Some(name), msg);
-                    false
+                    None
                 }
             },
-            Field::Seeds => match &v.value {
-                Value::Int(i) => {
-                    d.raw.seeds = Some(*i);
-                    true
-                }
+            Kind::Int => match &v.value {
+                Value::Int(i) => Some(FieldValue::Int(*i)),
                 Value::BigInt(b) => {
-                    let msg = format!(
-                        "{b} is out of range (an integer from {} to {})",
-                        crate::request::SEED_MIN,
-                        crate::request::SEED_MAX
-                    );
+                    let msg = format!("{b} is out of range ({})", f.int_range());
                     self.err(v, job, Some(name), msg);
-                    false
+                    None
                 }
                 other => {
-                    let msg = format!(
-                        "must be an integer from {} to {}, got {}",
-                        crate::request::SEED_MIN,
-                        crate::request::SEED_MAX,
-                        other.kind()
-                    );
+                    let msg = format!("must be {}, got {}", f.int_range(), other.kind());
                     self.err(v, job, Some(name), msg);
-                    false
+                    None
                 }
             },
-            Field::EnableFallback | Field::EnableTranslation => match self.boolean(v, job, name) {
-                Some(b) if f == Field::EnableFallback => {
-                    d.raw.enable_fallback = Some(b);
-                    true
-                }
-                Some(b) => {
-                    d.raw.enable_translation = Some(b);
-                    true
-                }
-                None => false,
-            },
+            Kind::Bool => self.boolean(v, job, name).map(FieldValue::Bool),
         };
-        if ok {
+        let set = match value {
+            Some(value) => d
+                .raw
+                .set(f, value)
+                .map_err(|msg| self.err(v, job, Some(name), msg)),
+            None => Err(()),
+        };
+        if set.is_ok() {
             d.field_at.insert(f, self.at(v));
         } else {
             d.bad = true;
@@ -615,7 +624,10 @@ impl Cx<'_> {
             return;
         };
         match upgrade_value(&t) {
-            Some(u) => d.upgrade = Some(u),
+            Some(u) => {
+                d.upgrade = Some(u);
+                d.upgrade_at = Some(self.at(v));
+            }
             None => {
                 let msg = format!("{t:?} is not allowed (1080p, 4k or none)");
                 self.err(v, job, Some("upgrade"), msg);

@@ -25,7 +25,8 @@ pub struct JobSettings {
     pub retry: RetryPolicy,
     pub poll_interval: Duration,
     pub task_timeout: Duration,
-    /// How long after submission a "record is null" answer still means "not yet".
+    /// How long a 422 "record ..." answer still means "not yet": after submission on
+    /// record-info, after the first such answer on the upgrade endpoints.
     pub record_null_grace: Duration,
     pub videos_dir: PathBuf,
     /// The results file's folder, absolute: recorded paths are relative to it.
@@ -390,7 +391,9 @@ impl JobRunner {
             let Some(reserved) = ready_to_submit(&shared).await else {
                 return Err(JobEnd::NotStarted);
             };
-            let cost = shared.budget.prices.job(&self.job);
+            // A job the table has no price for is never sent under a limit (the run
+            // refuses to start), so 0 here counts only where nothing is capped.
+            let cost = shared.budget.prices.job(&self.job).unwrap_or(0.0);
             if let Err(past) = shared.budget.reserve(cost) {
                 shared.set_fatal(Fatal::Budget(format!(
                     "job {:?} ({} credits) would take {past}",
@@ -517,6 +520,7 @@ impl JobRunner {
         }
         let deadline = Instant::now() + settings.task_timeout;
         let interval = settings.poll_interval;
+        let mut not_ready_since: Option<Instant> = None;
         loop {
             let wait = interval.mul_f64(0.8 + 0.4 * self.rng.f64());
             self.sleep_or_stop(wait).await?;
@@ -555,11 +559,15 @@ impl JobRunner {
                     self.save(State::Failed).await?;
                     return Err(JobEnd::Failed);
                 }
+                // Not ready yet: early after submission, or (a task polled long after,
+                // by a later run) for a while from the first such answer.
                 Err(e)
-                    if e.is_record_null()
-                        && self
+                    if e.is_record_not_ready()
+                        && (self
                             .since_submission()
-                            .is_none_or(|d| d < settings.record_null_grace) => {}
+                            .is_none_or(|d| d < settings.record_null_grace)
+                            || not_ready_since.get_or_insert_with(Instant::now).elapsed()
+                                < settings.record_null_grace) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
                         self.shared.set_fatal(Fatal::Auth(e.message.clone()));
@@ -591,6 +599,8 @@ impl JobRunner {
         let settings = self.shared.settings.clone();
         let deadline = Instant::now() + settings.task_timeout;
         let mut first = true;
+        // When the upgrade endpoint first said the record is not ready.
+        let mut not_ready_since: Option<Instant> = None;
         loop {
             if !first {
                 let wait = settings.poll_interval.mul_f64(0.8 + 0.4 * self.rng.f64());
@@ -628,6 +638,13 @@ impl JobRunner {
             };
             drop(permit);
             match answer {
+                Err(e)
+                    if e.is_record_not_ready()
+                        && not_ready_since.get_or_insert_with(Instant::now).elapsed()
+                            < settings.record_null_grace =>
+                {
+                    tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, error = %e, "{kind} record not ready yet");
+                }
                 Ok(Some(urls)) if !urls.is_empty() => {
                     self.record.upgrade_urls = urls;
                     self.save(State::Succeeded).await?;

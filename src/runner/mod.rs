@@ -20,7 +20,7 @@ pub use crate::checkpoint::ForeignResults;
 use crate::checkpoint::plan::{Action, ResumeOptions, Settled, SubmitReason, Wants, next_action};
 use crate::checkpoint::writer::{Appender, Lock, lock, rewrite};
 use crate::checkpoint::{self, Record, State};
-use crate::cost::PriceTable;
+use crate::cost::{Estimate, PriceTable};
 use crate::exit;
 use crate::manifest::Job;
 use crate::summary::Outcomes;
@@ -187,12 +187,14 @@ pub struct Prepared {
 
 impl Prepared {
     /// Credits the submissions of this run would cost, at the manifest's prices.
-    pub fn estimate(&self) -> f64 {
-        self.plan
-            .iter()
-            .filter(|p| matches!(p.start, Start::Submit(_)))
-            .map(|p| self.config.prices.job(&self.config.jobs[p.index]))
-            .sum()
+    pub fn estimate(&self) -> Estimate {
+        Estimate::of(
+            &self.config.prices,
+            self.plan
+                .iter()
+                .filter(|p| matches!(p.start, Start::Submit(_)))
+                .map(|p| &self.config.jobs[p.index]),
+        )
     }
 
     pub fn submissions(&self) -> usize {

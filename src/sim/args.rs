@@ -56,6 +56,31 @@ pub struct SimArgs {
     /// Do not POST task results to callBackUrl.
     #[arg(long)]
     pub no_callbacks: bool,
+
+    /// Result URLs expire this long after their task ends (they answer 410), or
+    /// "none"; `POST /api/v1/common/download-url` gives a fresh link for 20 minutes.
+    #[arg(long, default_value = "24h", value_name = "DURATION|none")]
+    pub url_ttl: TtlArg,
+
+    /// For this long after a task succeeds, get-1080p-video and get-4k-video answer
+    /// 422 "record result data is blank" (as the live service is seen to).
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub record_lag: Span,
+}
+
+/// `--url-ttl`: a duration or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlArg(pub Option<Span>);
+
+impl FromStr for TtlArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TtlArg, String> {
+        if s.trim().eq_ignore_ascii_case("none") {
+            return Ok(TtlArg(None));
+        }
+        s.parse().map(|d| TtlArg(Some(d)))
+    }
 }
 
 /// The fault-injection flags (boxed so the subcommand enum stays small).
@@ -67,7 +92,8 @@ pub struct FaultArgs {
     pub fail_rate: f64,
 
     /// Probability of an injected 429: P for every API endpoint, or ENDPOINT=P
-    /// (generate, record-info, get-1080p-video, get-4k-video, credit, files); repeatable.
+    /// (generate, record-info, get-1080p-video, get-4k-video, credit, files, download-url);
+    /// repeatable.
     #[arg(long, value_name = "[ENDPOINT=]P")]
     pub rate_429: Vec<FaultSpec>,
 
@@ -251,6 +277,8 @@ impl SimArgs {
             },
             error_style: self.error_style,
             callbacks: !self.no_callbacks,
+            url_ttl: self.url_ttl.0.map(|d| d.0),
+            record_lag: self.record_lag.0,
             ..SimConfig::default()
         })
     }
@@ -283,6 +311,8 @@ mod tests {
         assert_eq!(config.faults, real.faults);
         assert_eq!(config.api_key, DEMO_KEY);
         assert!(config.callbacks);
+        assert_eq!(config.url_ttl, real.url_ttl);
+        assert_eq!(config.record_lag, real.record_lag);
     }
 
     #[test]
@@ -308,6 +338,8 @@ mod tests {
             "--drop-after-rate=0.7",
             "--error-style=http-status",
             "--no-callbacks",
+            "--url-ttl=10m",
+            "--record-lag=3s",
         ])
         .unwrap();
         let c = args.to_config().unwrap();
@@ -331,6 +363,10 @@ mod tests {
         assert_eq!(c.faults.slow_delay, Duration::from_secs(90));
         assert_eq!(c.error_style, ErrorStyle::HttpStatus);
         assert!(!c.callbacks);
+        assert_eq!(c.url_ttl, Some(Duration::from_secs(600)));
+        assert_eq!(c.record_lag, Duration::from_secs(3));
+        let none = parse(&["--url-ttl=none"]).unwrap().to_config().unwrap();
+        assert_eq!(none.url_ttl, None);
     }
 
     #[test]

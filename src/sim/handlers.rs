@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::state::{Admission, Answer, LogLine, Sim};
+use super::state::{Admission, Answer, FileState, LogLine, Sim};
 use super::{Endpoint, ErrorStyle, Kill, SAMPLE_MP4};
 use crate::request::{FieldIssue, GenerateRequest, RawRequest, check};
 
@@ -27,6 +27,7 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/api/v1/veo/get-1080p-video", get(get_1080p))
         .route("/api/v1/veo/get-4k-video", post(get_4k))
         .route("/api/v1/chat/credit", get(credit))
+        .route("/api/v1/common/download-url", post(download_url))
         .route("/files/{name}", get(files))
         .fallback(not_found)
         .with_state(sim)
@@ -339,8 +340,25 @@ async fn credit(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     reply(&sim, e, Answer::ok(data), &Ctx::default())
 }
 
+/// `POST /api/v1/common/download-url`: a fresh link for one of our result URLs.
+async fn download_url(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let e = Endpoint::DownloadUrl;
+    if let Err(r) = pass_gate(&sim, e, &headers, &Ctx::default()).await {
+        return r;
+    }
+    let url = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("url").and_then(Value::as_str).map(str::to_owned));
+    let answer = match url {
+        Some(url) => sim.download_url(&url),
+        None => Answer::err(422, "url is required"),
+    };
+    reply(&sim, e, answer, &Ctx::default())
+}
+
 /// Result files: no auth (result URLs are public links), only per-endpoint faults.
-async fn files(State(sim): State<Arc<Sim>>, Path(name): Path<String>) -> Response {
+/// An expired URL answers 410 unless it carries a fresh `link` from download-url.
+async fn files(State(sim): State<Arc<Sim>>, Path(name): Path<String>, params: Params) -> Response {
     let e = Endpoint::Files;
     sim.count_request(e);
     let faults = &sim.config.faults;
@@ -353,9 +371,21 @@ async fn files(State(sim): State<Arc<Sim>>, Path(name): Path<String>) -> Respons
         log(&sim, e, Some(429), &ctx);
         return (StatusCode::TOO_MANY_REQUESTS, "too many requests").into_response();
     }
-    if !sim.has_file(&name) {
-        log(&sim, e, Some(404), &ctx);
-        return (StatusCode::NOT_FOUND, "not found").into_response();
+    let link = params
+        .as_ref()
+        .ok()
+        .and_then(|Query(p)| p.get("link"))
+        .map(|l| l.parse::<u64>().unwrap_or(0));
+    match sim.file(&name, link) {
+        FileState::Ready => {}
+        FileState::Missing => {
+            log(&sim, e, Some(404), &ctx);
+            return (StatusCode::NOT_FOUND, "not found").into_response();
+        }
+        FileState::Expired => {
+            log(&sim, e, Some(410), &ctx);
+            return (StatusCode::GONE, "this link has expired").into_response();
+        }
     }
     log(&sim, e, Some(200), &ctx);
     (

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cost::PriceTable;
+use crate::request::{Model, Resolution};
 use crate::units::Rate;
 
 pub mod args;
@@ -58,6 +59,14 @@ pub struct SimConfig {
     pub callbacks: bool,
     /// How long one callback delivery may take (scaled); three tries at most.
     pub callback_timeout: Duration,
+    /// For this long after a task succeeds (scaled), its upgrade endpoints answer
+    /// 422 "record result data is blank", as the live service is seen to.
+    pub record_lag: Duration,
+    /// Result URLs stop answering (410) this long after their task ends (scaled);
+    /// `None`: never.
+    pub url_ttl: Option<Duration>,
+    /// A link from `download-url` works this long (scaled).
+    pub download_link_ttl: Duration,
 }
 
 impl Default for SimConfig {
@@ -72,13 +81,26 @@ impl Default for SimConfig {
             request_log: None,
             upgrade_1080p_time: (Duration::from_secs(60), Duration::from_secs(180)),
             upgrade_4k_time: (Duration::from_secs(300), Duration::from_secs(600)),
-            prices: PriceTable::default(),
+            prices: service_prices(),
             faults: Faults::default(),
             error_style: ErrorStyle::Envelope,
             callbacks: true,
             callback_timeout: Duration::from_secs(15),
+            record_lag: Duration::from_secs(10),
+            url_ttl: Some(Duration::from_secs(24 * 60 * 60)),
+            download_link_ttl: Duration::from_secs(20 * 60),
         }
     }
+}
+
+/// What the simulated service charges: the dated table, plus 60 credits for
+/// veo3_fast at 720p, which that table does not list (60 is the other 2026 report's
+/// price, and the one this simulator has always charged).
+pub fn service_prices() -> PriceTable {
+    let mut prices = PriceTable::default();
+    prices.set_generation(Model::Veo3Fast, Resolution::Hd720, 60.0);
+    prices.overrides = 0;
+    prices
 }
 
 impl SimConfig {
@@ -122,16 +144,18 @@ pub enum Endpoint {
     Get4k,
     Credit,
     Files,
+    DownloadUrl,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::Generate,
         Endpoint::RecordInfo,
         Endpoint::Get1080p,
         Endpoint::Get4k,
         Endpoint::Credit,
         Endpoint::Files,
+        Endpoint::DownloadUrl,
     ];
 
     pub fn name(self) -> &'static str {
@@ -142,6 +166,7 @@ impl Endpoint {
             Endpoint::Get4k => "get-4k-video",
             Endpoint::Credit => "credit",
             Endpoint::Files => "files",
+            Endpoint::DownloadUrl => "download-url",
         }
     }
 

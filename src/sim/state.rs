@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Endpoint, SimConfig, SimStats};
-use crate::request::{AspectRatio, GenerateRequest};
+use crate::request::{AspectRatio, GenerateRequest, Resolution};
 
 mod callback;
 
@@ -50,6 +50,31 @@ pub(crate) const MSG_1080P_PROCESSING: &str =
     "1080P is processing. It should be ready in 1-2 minutes. Please check back shortly.";
 pub(crate) const MSG_4K_PROCESSING: &str = "4k is processing, please wait and try again later";
 pub(crate) const MSG_4K_DONE: &str = "The video has been generated successfully";
+/// What the upgrade endpoints answer (422) for a short while after a task succeeds.
+pub(crate) const MSG_RECORD_BLANK: &str = "record result data is blank";
+pub(crate) const MSG_IMAGE_FETCH: &str = "Failed to fetch the image";
+pub(crate) const MSG_URL_WRONG: &str = "url is wrong";
+
+/// Whether the simulated service fails to fetch this image: a host under the
+/// reserved `.invalid` top-level domain, which never resolves anywhere.
+fn unfetchable(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_end_matches('.').ends_with(".invalid"))
+        })
+        .unwrap_or(false)
+}
+
+/// What `/files/<name>` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileState {
+    Missing,
+    /// The task's result URL has expired (`url_ttl`) and no fresh link was given.
+    Expired,
+    Ready,
+}
 
 /// How a failed task fails: (successFlag, errorCode, errorMessage, only at the end).
 /// The delayed ones stand for moderation, which rejects after a normal-looking run.
@@ -280,7 +305,15 @@ impl Sim {
                 ));
             }
         }
-        let price = self.config.prices.generation(req.model);
+        if req.image_urls.iter().any(|u| unfetchable(u)) {
+            return Admission::Refused(Answer::err(451, MSG_IMAGE_FETCH));
+        }
+        let resolution = req.resolution.unwrap_or_default();
+        let price = self
+            .config
+            .prices
+            .generation(req.model, resolution)
+            .unwrap_or(0.0);
         if inner.credits < price {
             return Admission::Refused(Answer::err(402, MSG_NO_CREDITS));
         }
@@ -317,11 +350,7 @@ impl Sim {
             ends,
             self.span(&mut inner.rng, self.config.upgrade_1080p_time),
         );
-        let resolution = body
-            .get("resolution")
-            .and_then(Value::as_str)
-            .unwrap_or("1080p")
-            .to_owned();
+        let resolution = resolution.as_str().to_owned();
         inner.tasks.insert(
             task_id.clone(),
             Task {
@@ -393,7 +422,11 @@ impl Sim {
     }
 
     fn info(&self, task_id: &str, task: &Task) -> Value {
-        let origin: Vec<String> = if task.aspect == AspectRatio::Landscape {
+        // The 720p render comes beside a higher resolution (and beside a non-16:9
+        // video, as the docs say).
+        let origin: Vec<String> = if task.aspect == AspectRatio::Landscape
+            && task.resolution == Resolution::Hd720.as_str()
+        {
             Vec::new()
         } else {
             vec![self.file_url(task_id, "-origin")]
@@ -468,6 +501,9 @@ impl Sim {
         if matches!(task.outcome, Outcome::Failure { .. }) {
             return Answer::err(422, "the task failed; it has no 1080P video");
         }
+        if now < Self::later(task.ends, self.config.scaled(self.config.record_lag)) {
+            return Answer::err(422, MSG_RECORD_BLANK);
+        }
         if task.hd_ready > now {
             return Answer::err(400, MSG_1080P_PROCESSING);
         }
@@ -502,6 +538,9 @@ impl Sim {
         }
         if matches!(task.outcome, Outcome::Failure { .. }) {
             return Answer::err(422, "the task failed; it has no video to upgrade");
+        }
+        if now < Self::later(task.ends, self.config.scaled(self.config.record_lag)) {
+            return Answer::err(422, MSG_RECORD_BLANK);
         }
         let done = json!({
             "taskId": task_id,
@@ -541,10 +580,11 @@ impl Sim {
         }
     }
 
-    /// Whether `/files/<name>` names the video of a task that succeeded.
-    pub fn has_file(&self, name: &str) -> bool {
+    /// What `/files/<name>` serves: the video of a task that succeeded, until its
+    /// URL expires; with `link` (from [`Sim::download_url`]) until that link does.
+    pub fn file(&self, name: &str, link: Option<u64>) -> FileState {
         let Some(stem) = name.strip_suffix(".mp4") else {
-            return false;
+            return FileState::Missing;
         };
         let id = ["-1080p", "-4k", "-origin"]
             .iter()
@@ -552,10 +592,52 @@ impl Sim {
             .unwrap_or(stem);
         let now = Instant::now();
         let inner = self.lock();
-        inner
+        let Some(task) = inner
             .tasks
             .get(id)
-            .is_some_and(|t| t.ends <= now && matches!(t.outcome, Outcome::Success))
+            .filter(|t| t.ends <= now && matches!(t.outcome, Outcome::Success))
+        else {
+            return FileState::Missing;
+        };
+        if let Some(until) = link {
+            return if self.millis_since_start(now) < until {
+                FileState::Ready
+            } else {
+                FileState::Expired
+            };
+        }
+        match self.config.url_ttl {
+            Some(ttl) if Self::later(task.ends, self.config.scaled(ttl)) <= now => {
+                FileState::Expired
+            }
+            _ => FileState::Ready,
+        }
+    }
+
+    fn millis_since_start(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The `download-url` answer: a fresh link to one of this simulator's result
+    /// files, valid for `download_link_ttl`; 422 "url is wrong" for any other URL.
+    pub fn download_url(&self, url: &str) -> Answer {
+        let prefix = format!("{}/files/", self.base_url);
+        let name = url
+            .strip_prefix(&prefix)
+            .map(|rest| rest.split(['?', '#']).next().unwrap_or(rest))
+            .filter(|name| !name.is_empty() && !name.contains('/'));
+        let Some(name) = name else {
+            return Answer::err(422, MSG_URL_WRONG);
+        };
+        let now = Instant::now();
+        let ttl = self.config.scaled(self.config.download_link_ttl);
+        let until = self
+            .millis_since_start(now)
+            .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        match self.file(name, Some(until)) {
+            FileState::Ready => Answer::ok(Value::from(format!("{prefix}{name}?link={until}"))),
+            FileState::Missing | FileState::Expired => Answer::err(422, MSG_URL_WRONG),
+        }
     }
 }
 
@@ -658,6 +740,7 @@ mod tests {
             generation_time: (Duration::from_secs(10), Duration::from_secs(10)),
             upgrade_1080p_time: (Duration::from_secs(60), Duration::from_secs(60)),
             credits: 180.0,
+            record_lag: Duration::ZERO,
             ..SimConfig::default()
         });
         let (req, body) = request("x");

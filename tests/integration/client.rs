@@ -544,6 +544,86 @@ async fn download_http_errors_are_classified_by_status() {
     }
 }
 
+/// A file host whose first URL has expired (410) and a download-url endpoint that
+/// hands out `/fresh.mp4`, or refuses with 422 when `refuse` is set.
+async fn expiring_host(refuse: bool) -> (SocketAddr, Log) {
+    async fn expired() -> Response {
+        (StatusCode::GONE, "expired").into_response()
+    }
+    async fn fresh() -> Vec<u8> {
+        b"fresh video".to_vec()
+    }
+    async fn download_url(
+        State((log, refuse)): State<(Log, bool)>,
+        uri: Uri,
+        headers: HeaderMap,
+        body: String,
+    ) -> String {
+        record(&log, &uri, &headers);
+        let asked: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            asked["url"].as_str().unwrap().ends_with("/old.mp4?sig=1"),
+            "{body}"
+        );
+        let host = headers.get(header::HOST).unwrap().to_str().unwrap();
+        if refuse {
+            json!({"code": 422, "msg": "url is wrong", "data": null}).to_string()
+        } else {
+            json!({"code": 200, "msg": "success", "data": format!("http://{host}/fresh.mp4")})
+                .to_string()
+        }
+    }
+    let log = Log::default();
+    let app = Router::new()
+        .route("/old.mp4", get(expired))
+        .route("/fresh.mp4", get(fresh))
+        .route(
+            "/api/v1/common/download-url",
+            post(download_url).with_state((log.clone(), refuse)),
+        );
+    (serve(app).await, log)
+}
+
+#[tokio::test]
+async fn an_expired_result_url_is_downloaded_through_a_fresh_link() {
+    let (addr, log) = expiring_host(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a.mp4");
+    let n = client(addr)
+        .download(&format!("http://{addr}/old.mp4?sig=1"), &dest)
+        .await
+        .unwrap();
+    assert_eq!(n, 11);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"fresh video");
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "one fresh link asked for");
+    assert_eq!(
+        seen[0].auth.as_deref(),
+        Some(format!("Bearer {KEY}").as_str()),
+        "download-url is an API call"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_fresh_link_leaves_the_download_to_the_next_run() {
+    let (addr, _) = expiring_host(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a.mp4");
+    let e = client(addr)
+        .download(&format!("http://{addr}/old.mp4?sig=1"), &dest)
+        .await
+        .unwrap_err();
+    assert_eq!((e.class, e.code), (ErrorClass::Failed, Some(410)), "{e}");
+    assert!(
+        e.message.contains("http 410 Gone")
+            && e.message
+                .contains("download-url gave no fresh link: 422: url is wrong"),
+        "{e}"
+    );
+    assert!(!dest.exists());
+    assert_no_key(&e);
+}
+
 #[tokio::test]
 async fn invalid_base_url_is_a_clear_error() {
     let e = Client::new(ClientConfig::new("not a url", ApiKey::new(KEY))).unwrap_err();

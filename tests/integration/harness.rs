@@ -23,6 +23,8 @@ pub fn fast_sim() -> SimConfig {
         generation_time: (Duration::from_millis(100), Duration::from_millis(300)),
         time_scale: 1.0,
         rate: None,
+        // The live service's "record ..." answers after success, kept short.
+        record_lag: Duration::from_millis(200),
         ..SimConfig::default()
     }
 }

@@ -559,7 +559,10 @@ fn killed_at_random_moments_resumes_without_paying_twice() {
 #[test]
 fn max_credits_stops_at_the_job_that_would_pass_it() {
     let h = Harness::new(fast_sim());
-    let manifest = h.write("b.yaml", &text_jobs(5));
+    let manifest = h.write(
+        "b.yaml",
+        &format!("prices:\n  veo3_fast: 60\n{}", text_jobs(5)),
+    );
     // veo3_fast costs 60: 150 credits pay for two jobs, not three.
     let out = h.run(&manifest, &["--max-credits", "150", "--concurrency", "1"]);
     assert_eq!(

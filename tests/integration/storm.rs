@@ -997,8 +997,13 @@ fn kills_during_upgrades_pay_each_upgrade_once() {
     }
     assert!(kills >= 3, "only {kills} kills");
     let stats = h.stats();
-    let prices = veo_batch::cost::PriceTable::default();
-    let generation = prices.generation(veo_batch::request::Model::Veo3Fast);
+    let prices = SimConfig::default().prices;
+    let generation = prices
+        .generation(
+            veo_batch::request::Model::Veo3Fast,
+            veo_batch::request::Resolution::Hd720,
+        )
+        .unwrap();
     let spent = SimConfig::default().credits - stats.credits;
     // Every task's generation, and one 4K upgrade per job: a task created by an
     // in-doubt resend is upgraded only if its job records it, never both.

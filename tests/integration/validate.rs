@@ -104,7 +104,9 @@ fn every_field_problem_is_located() {
             "{f}:7:5: job \"typo\": aspectRatio: unknown key in a job (did you mean aspect_ratio?)"
         ),
         format!("{f}:9:13: job \"bad-values\": prompt: must not be blank"),
-        format!("{f}:10:12: job \"bad-values\": model: \"veo4\" is not allowed (veo3, veo3_fast)"),
+        format!(
+            "{f}:10:12: job \"bad-values\": model: \"veo4\" is not allowed (veo3, veo3_fast, veo3_lite)"
+        ),
         format!(
             "{f}:11:12: job \"bad-values\": seeds: 123 is out of range (an integer from 10000 to 99999)"
         ),
@@ -116,7 +118,7 @@ fn every_field_problem_is_located() {
         ),
         format!("{f}:16:24: job \"bad-types\": enableTranslation: must be true or false, got text"),
         format!(
-            "{f}:20:12: job \"bad-images\": model: REFERENCE_2_VIDEO works only with veo3_fast, not veo3"
+            "{f}:20:12: job \"bad-images\": model: REFERENCE_2_VIDEO works only with veo3_fast or veo3_lite, not veo3"
         ),
         format!(
             "{f}:21:19: job \"bad-images\": aspect_ratio: REFERENCE_2_VIDEO takes 16:9 or 9:16, not Auto"
@@ -169,6 +171,10 @@ fn settings_problems_are_located() {
         format!("{f}:7:9: veo3: -5 is not allowed (a number, 0 or more)"),
         format!(
             "{f}:9:3: model: is a request field; set it in defaults: or on jobs, not under extra:"
+        ),
+        // A first-class field since the API grew it: no longer an extra.
+        format!(
+            "{f}:10:3: resolution: is a request field; set it in defaults: or on jobs, not under extra:"
         ),
         format!("{f}:12:3: result: unknown key in output (did you mean results?)"),
         format!("{f}:13:1: jobz: unknown key in the manifest (did you mean jobs?)"),
