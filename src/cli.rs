@@ -117,6 +117,11 @@ pub struct ValidateArgs {
     /// Print the JSON body of every request, one per line, on stdout.
     #[arg(long, value_enum)]
     pub emit: Option<Emit>,
+
+    /// List every job id the manifest expands to (with its video file name), one per
+    /// line; a manifest of 20 jobs or fewer lists them in the summary anyway.
+    #[arg(long, conflicts_with = "emit")]
+    pub jobs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -119,6 +119,14 @@ pub struct Record {
     pub superseded_tasks: Vec<String>,
     /// Where the videos of superseded tasks were moved to (never overwritten).
     pub superseded_paths: Vec<String>,
+    /// The request's seed, empty when the service picks one.
+    pub seeds: String,
+    /// The resolution asked (`720p` when the request left it to the service).
+    pub resolution: String,
+    /// Seconds asked (`8` when the request left it to the service).
+    pub duration: String,
+    /// The request's image URLs.
+    pub image_urls: Vec<String>,
 }
 
 /// How [`Record::superseded_tasks`] names a call that may have created a task whose

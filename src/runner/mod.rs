@@ -678,6 +678,15 @@ fn fresh_record(job: &Job) -> Record {
         fingerprint: job.fingerprint.clone(),
         upgrade: job.upgrade,
         keep_original: job.keep_original,
+        seeds: job.request.seeds.map(|s| s.to_string()).unwrap_or_default(),
+        resolution: job
+            .request
+            .resolution
+            .unwrap_or_default()
+            .as_str()
+            .to_owned(),
+        duration: job.request.duration.unwrap_or(8).to_string(),
+        image_urls: job.request.image_urls.clone(),
         ..Record::default()
     }
 }

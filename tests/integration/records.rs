@@ -374,3 +374,34 @@ fn a_results_folder_moved_with_its_videos_still_holds_them() {
         "nothing moved aside"
     );
 }
+
+/// The results file carries what a data team filters on: seeds, resolution,
+/// duration, upgrade, image URLs and what the job cost.
+#[test]
+fn the_results_file_records_the_inputs_a_data_team_filters_on() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write(
+        "b.yaml",
+        "name: b\njobs:\n  - id: a\n    prompt: x\n    model: veo3_lite\n    resolution: 1080p\n    \
+         duration: 6\n    seeds: 12345\n    imageUrls: [\"https://assets.example.com/a.png\"]\n",
+    );
+    let out = h.run(&manifest, &[]);
+    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    let r = &h.results().records["a"];
+    assert_eq!(
+        (
+            r.seeds.as_str(),
+            r.resolution.as_str(),
+            r.duration.as_str(),
+            r.image_urls.as_slice(),
+            r.credits
+        ),
+        (
+            "12345",
+            "1080p",
+            "6",
+            &["https://assets.example.com/a.png".to_owned()][..],
+            22.5
+        )
+    );
+}
