@@ -751,83 +751,123 @@ impl JobRunner {
         }
     }
 
+    /// Asks the service for the task's result URLs again: they expire, and a run
+    /// resumed later may hold ones that no longer answer (or, for `--simulate`, that
+    /// named the port of the simulator before). True when new URLs came.
+    async fn refresh_urls(&mut self) -> bool {
+        let Some(task_id) = self.record.task_id.clone() else {
+            return false;
+        };
+        let shared = self.shared.clone();
+        let Some(permit) = slot(&shared).await else {
+            return false;
+        };
+        let answer = self.shared.client.record_info(&task_id).await;
+        drop(permit);
+        let Ok(TaskState::Succeeded { result_urls }) = answer else {
+            return false;
+        };
+        if result_urls.is_empty() {
+            return false;
+        }
+        tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, "asked the service for fresh result URLs");
+        self.record.video_urls = result_urls;
+        if !self.record.upgrade_urls.is_empty() {
+            // The upgrade is made already: asking again gives its URL, not a charge.
+            self.record.upgrade_urls.clear();
+            if self.upgrade(&task_id).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     async fn download(&mut self) -> JobEnd {
         let settings = self.shared.settings.clone();
-        let files = self.files();
-        if !settings.download || files.is_empty() {
-            return JobEnd::Succeeded;
-        }
-        let mut paths = Vec::with_capacity(files.len());
-        for (url, dest) in &files {
-            // A file already at `dest` is this task's when the record lists it, or
-            // when it was written after the task was sent (a kill came between its
-            // download and the row recording it). Any other file there (a
-            // superseded task's, or one from a results file since deleted) is kept
-            // aside, never overwritten and never left under this task's row.
-            let dir = &settings.results_dir;
-            let dest_abs = crate::paths::absolute(dest);
-            let ours = self
-                .record
-                .video_paths
-                .iter()
-                .any(|p| crate::paths::resolve(dir, p) == dest_abs)
-                || self.written_since_submission(dest);
-            if !ours {
-                let label = format!("unrecorded-{}", now().replace(':', ""));
-                self.set_aside(dest, &label);
+        let mut refreshed = false;
+        'again: loop {
+            let files = self.files();
+            if !settings.download || files.is_empty() {
+                return JobEnd::Succeeded;
             }
-            // Files only reach their final name complete (temp file, then rename).
-            // A stat of a local file is quicker than the trip to the blocking pool
-            // that `tokio::fs` would make for it.
-            if !dest.try_exists().unwrap_or(false) {
-                let mut delays = settings.retry.nominal_delays();
-                loop {
-                    let shared = self.shared.clone();
-                    let Some(permit) = slot(&shared).await else {
-                        return JobEnd::Unfinished;
-                    };
-                    let got = self.shared.client.download(url, dest).await;
-                    drop(permit);
-                    let e = match got {
-                        Ok(_) => break,
-                        Err(e) => e,
-                    };
-                    let next = match e.class {
-                        ErrorClass::Retryable | ErrorClass::InDoubt => delays.next(),
-                        _ => None,
-                    };
-                    let Some(nominal) = next else {
-                        tracing::warn!(job = %self.job.id.escape_debug(), url = %url, code = e.code, error = %e.message, "download failed; the next run tries again");
-                        self.record.error_code = e.code;
-                        self.record.error_message =
-                            Some(format!("{DOWNLOAD_FAILED}: {}", e.message));
-                        // The files already fetched are this task's: recorded, so
-                        // that the next try keeps them.
-                        self.record.video_paths = paths;
-                        return match self.save(State::Succeeded).await {
-                            Ok(()) => JobEnd::Failed,
-                            Err(end) => end,
+            let mut paths = Vec::with_capacity(files.len());
+            for (url, dest) in &files {
+                // A file already at `dest` is this task's when the record lists it, or
+                // when it was written after the task was sent (a kill came between its
+                // download and the row recording it). Any other file there (a
+                // superseded task's, or one from a results file since deleted) is kept
+                // aside, never overwritten and never left under this task's row.
+                let dir = &settings.results_dir;
+                let dest_abs = crate::paths::absolute(dest);
+                let ours = self
+                    .record
+                    .video_paths
+                    .iter()
+                    .any(|p| crate::paths::resolve(dir, p) == dest_abs)
+                    || self.written_since_submission(dest);
+                if !ours {
+                    let label = format!("unrecorded-{}", now().replace(':', ""));
+                    self.set_aside(dest, &label);
+                }
+                // Files only reach their final name complete (temp file, then rename).
+                // A stat of a local file is quicker than the trip to the blocking pool
+                // that `tokio::fs` would make for it.
+                if !dest.try_exists().unwrap_or(false) {
+                    let mut delays = settings.retry.nominal_delays();
+                    loop {
+                        let shared = self.shared.clone();
+                        let Some(permit) = slot(&shared).await else {
+                            return JobEnd::Unfinished;
                         };
-                    };
-                    self.retry_event(e.code).await;
-                    let delay = settings.retry.delay(nominal, &e, &mut self.rng);
-                    if let Err(end) = self.sleep_or_stop(delay).await {
-                        return end;
+                        let got = self.shared.client.download(url, dest).await;
+                        drop(permit);
+                        let e = match got {
+                            Ok(_) => break,
+                            Err(e) => e,
+                        };
+                        let next = match e.class {
+                            ErrorClass::Retryable | ErrorClass::InDoubt => delays.next(),
+                            _ => None,
+                        };
+                        let Some(nominal) = next else {
+                            // Once per job: the URLs may have expired, or a resumed run
+                            // may hold ones that no longer answer.
+                            if !refreshed && self.refresh_urls().await {
+                                refreshed = true;
+                                continue 'again;
+                            }
+                            tracing::warn!(job = %self.job.id.escape_debug(), url = %url, code = e.code, error = %e.message, "download failed; the next run tries again");
+                            self.record.error_code = e.code;
+                            self.record.error_message =
+                                Some(format!("{DOWNLOAD_FAILED}: {}", e.message));
+                            // The files already fetched are this task's: recorded, so
+                            // that the next try keeps them.
+                            self.record.video_paths = paths;
+                            return match self.save(State::Succeeded).await {
+                                Ok(()) => JobEnd::Failed,
+                                Err(end) => end,
+                            };
+                        };
+                        self.retry_event(e.code).await;
+                        let delay = settings.retry.delay(nominal, &e, &mut self.rng);
+                        if let Err(end) = self.sleep_or_stop(delay).await {
+                            return end;
+                        }
                     }
                 }
+                paths.push(crate::paths::recorded(dir, &dest_abs));
             }
-            paths.push(crate::paths::recorded(dir, &dest_abs));
-        }
-        self.record.video_paths = paths;
-        // A download failure recorded by an earlier try is resolved now; the reason
-        // an upgrade failed is not, and stays on the record.
-        if self.record.download_failed() {
-            self.record.error_code = None;
-            self.record.error_message = None;
-        }
-        match self.save(State::Succeeded).await {
-            Ok(()) => JobEnd::Succeeded,
-            Err(end) => end,
+            self.record.video_paths = paths;
+            // A download failure recorded by an earlier try is resolved now; the reason
+            // an upgrade failed is not, and stays on the record.
+            if self.record.download_failed() {
+                self.record.error_code = None;
+                self.record.error_message = None;
+            }
+            return match self.save(State::Succeeded).await {
+                Ok(()) => JobEnd::Succeeded,
+                Err(end) => end,
+            };
         }
     }
 }
