@@ -184,7 +184,7 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
         if rows_read == SIZING_ROWS
             && let Some(at) = rec.position()
         {
-            out.expect(estimate_rows(rows_read, at.byte(), file_len));
+            out.reserve_rows(estimate_rows(rows_read, at.byte(), file_len));
         }
         let draft = read_row(&rec, &columns, &names, origin, input, out);
         out.finish(draft);
