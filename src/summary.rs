@@ -97,59 +97,81 @@ pub fn outcomes<'a>(
     o
 }
 
+/// Where one job stands, as `status`, the summary and the report page show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Succeeded,
+    Failed,
+    /// Succeeded on the service, but the video is not downloaded yet.
+    NotDownloaded,
+    InDoubt,
+    /// Submitted and still running on the service (or its upgrade is).
+    Running,
+    /// No record, a record of another request (the manifest changed), or nothing
+    /// sent yet.
+    NotStarted,
+}
+
+/// Where `job` stands given its last record: what a run would do with it next (the
+/// planner's answer), so that `status`, the summary, the report page and the next
+/// run never disagree.
+pub fn standing(job: JobRef<'_>, record: Option<&Record>, download: bool) -> Standing {
+    let Some(r) = record.filter(|r| job.fingerprint.is_none_or(|f| f == r.fingerprint)) else {
+        return Standing::NotStarted;
+    };
+    let wants = Wants {
+        upgrade: job.upgrade,
+        keep_original: job.keep_original,
+    };
+    let opts = ResumeOptions {
+        download,
+        ..ResumeOptions::default()
+    };
+    match next_action(&r.fingerprint, wants, Some(r), opts) {
+        Action::Submit(_) => Standing::NotStarted,
+        Action::Poll { .. } | Action::Upgrade { .. } => Standing::Running,
+        Action::Download => Standing::NotDownloaded,
+        Action::Nothing(Settled::Succeeded) => Standing::Succeeded,
+        Action::Nothing(Settled::Failed) => Standing::Failed,
+        Action::Nothing(Settled::InDoubt) => Standing::InDoubt,
+    }
+}
+
+/// Why a job needs attention, from its record: the service's code and message.
+pub fn reason(r: &Record) -> String {
+    r.error_message
+        .clone()
+        .map(|m| match r.error_code {
+            Some(c) => format!("{c}: {m}"),
+            None => m,
+        })
+        .unwrap_or_else(|| "no answer was recorded".into())
+}
+
 impl Outcomes {
     /// Counts one job against its last record, for callers that read records one
     /// at a time instead of holding them all.
     pub fn count(&mut self, job: JobRef<'_>, record: Option<&Record>, download: bool) {
-        let JobRef {
-            id,
-            fingerprint,
-            keep_original,
-            upgrade,
-        } = job;
-        let o = self;
-        let r = record.filter(|r| fingerprint.is_none_or(|f| f == r.fingerprint));
-        let problem = |r: &Record| Problem {
-            job_id: id.to_owned(),
-            reason: r
-                .error_message
-                .clone()
-                .map(|m| match r.error_code {
-                    Some(c) => format!("{c}: {m}"),
-                    None => m,
-                })
-                .unwrap_or_else(|| "no answer was recorded".into()),
+        let problem = |r: Option<&Record>| Problem {
+            job_id: job.id.to_owned(),
+            reason: r.map_or_else(|| "no answer was recorded".into(), reason),
         };
-        let Some(r) = r else {
-            o.tally.not_started += 1;
-            return;
-        };
-        // Where a job stands is what a run would do with it next: the planner's
-        // answer, so that `status`, the summary and the next run never disagree.
-        let wants = Wants {
-            upgrade,
-            keep_original,
-        };
-        let opts = ResumeOptions {
-            download,
-            ..ResumeOptions::default()
-        };
-        let t = &mut o.tally;
-        match next_action(&r.fingerprint, wants, Some(r), opts) {
-            Action::Submit(_) => t.not_started += 1,
-            Action::Poll { .. } | Action::Upgrade { .. } => t.running += 1,
-            Action::Download => {
+        let t = &mut self.tally;
+        match standing(job, record, download) {
+            Standing::NotStarted => t.not_started += 1,
+            Standing::Running => t.running += 1,
+            Standing::Succeeded => t.succeeded += 1,
+            Standing::NotDownloaded => {
                 t.not_downloaded += 1;
-                o.not_downloaded.push(problem(r));
+                self.not_downloaded.push(problem(record));
             }
-            Action::Nothing(Settled::Succeeded) => t.succeeded += 1,
-            Action::Nothing(Settled::Failed) => {
+            Standing::Failed => {
                 t.failed += 1;
-                o.failed.push(problem(r));
+                self.failed.push(problem(record));
             }
-            Action::Nothing(Settled::InDoubt) => {
+            Standing::InDoubt => {
                 t.in_doubt += 1;
-                o.in_doubt.push(problem(r));
+                self.in_doubt.push(problem(record));
             }
         }
     }
