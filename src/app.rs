@@ -25,6 +25,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Validate(args) => crate::validate::run(&args),
         Command::Run(args) => with_runtime(runner::runtime(), || run_command(*args, cli.quiet)),
         Command::Status(args) => crate::status::run(&args),
+        Command::Report(args) => crate::report::run(&args),
         Command::Credits(args) => with_runtime(runner::runtime(), || credits_command(args)),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -258,7 +259,10 @@ async fn run_command(args: RunArgs, quiet: bool) -> u8 {
     }
     match outcome {
         Ok(report) => {
-            print_summary(&name, &report, &prices, estimate);
+            // The page is a convenience: failing to write it fails nothing.
+            let page = crate::report::after_run(&args.manifest, &report.results)
+                .map_err(|e| format!("{e:#}"));
+            print_summary(&name, &report, &prices, estimate, &page);
             report.exit_code()
         }
         Err(e) => report_run_error(&e),
@@ -387,7 +391,13 @@ async fn watch_signals(signals: Signals) {
     signals.abort.cancel();
 }
 
-fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable, estimate: f64) {
+fn print_summary(
+    name: &str,
+    r: &RunReport,
+    prices: &crate::cost::PriceTable,
+    estimate: f64,
+    page: &Result<PathBuf, String>,
+) {
     use std::fmt::Write as _;
     let t = &r.outcomes.tally;
     let mut out = String::new();
@@ -422,9 +432,15 @@ fn print_summary(name: &str, r: &RunReport, prices: &crate::cost::PriceTable, es
     }
     let _ = writeln!(out, "  results: {}", r.results.display());
     let _ = writeln!(out, "  videos:  {}", r.videos_dir.display());
+    if let Ok(page) = page {
+        let _ = writeln!(out, "  report:  {}", page.display());
+    }
     out.push_str(&crate::summary::render(&r.outcomes));
     for w in &r.warnings {
         let _ = writeln!(out, "warning: {w}");
+    }
+    if let Err(e) = page {
+        let _ = writeln!(out, "warning: the report page was not written: {e}");
     }
     if let Some(f) = &r.fatal {
         let _ = writeln!(out, "stopped: {}", describe_fatal(f));

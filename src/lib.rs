@@ -12,6 +12,7 @@ pub mod cost;
 pub mod exit;
 pub mod manifest;
 pub mod progress;
+pub mod report;
 pub mod request;
 pub mod runner;
 pub mod sim;

@@ -1,0 +1,91 @@
+// Filters, search and sort for the cards, and videos that load as they come into
+// view. Without it the page still works: every card shown, in manifest order.
+"use strict";
+(() => {
+  const grid = document.getElementById("cards");
+  const cards = Array.from(grid.children);
+  const search = document.getElementById("search");
+  const sort = document.getElementById("sort");
+  const shown = document.getElementById("shown");
+  const buttons = Array.from(document.querySelectorAll("[data-filter]"));
+  let state = "all";
+  let texts = null;
+  document.getElementById("controls").hidden = false;
+
+  function apply() {
+    const q = search.value.trim().toLowerCase();
+    if (q && !texts) texts = cards.map((c) => c.textContent.toLowerCase());
+    let n = 0;
+    cards.forEach((c, i) => {
+      const ok = (state === "all" || c.dataset.state === state) && (!q || texts[i].includes(q));
+      c.hidden = !ok;
+      if (ok) n++;
+    });
+    document.getElementById("empty").hidden = n > 0;
+    shown.textContent = n === cards.length ? "" : n + " of " + cards.length + " shown";
+  }
+  for (const b of buttons) {
+    b.addEventListener("click", () => {
+      state = b.dataset.filter;
+      for (const o of buttons) o.setAttribute("aria-pressed", String(o === b));
+      apply();
+    });
+  }
+  search.addEventListener("input", apply);
+  sort.addEventListener("change", () => {
+    const by = sort.value;
+    const order = cards.slice();
+    if (by !== "order") {
+      const dir = by === "new" ? -1 : 1;
+      // Jobs with no time yet go last either way.
+      order.sort((a, b) => {
+        const ta = a.dataset.time, tb = b.dataset.time;
+        if (!ta || !tb) return (!ta) - (!tb) || a.dataset.n - b.dataset.n;
+        return dir * ta.localeCompare(tb) || a.dataset.n - b.dataset.n;
+      });
+    }
+    const f = document.createDocumentFragment();
+    for (const c of order) f.appendChild(c);
+    grid.appendChild(f);
+  });
+
+  // A video shows its first frame once its card is near the screen; until then it
+  // loads nothing, so a page of 10,000 jobs opens at once.
+  const near = new IntersectionObserver((seen) => {
+    for (const e of seen) {
+      if (!e.isIntersecting) continue;
+      near.unobserve(e.target);
+      e.target.preload = "metadata";
+      e.target.load();
+    }
+  }, { rootMargin: "600px 0px" });
+  for (const v of document.querySelectorAll("video")) {
+    const frame = v.parentElement;
+    v.addEventListener("loadedmetadata", () => {
+      frame.dataset.media = "ok";
+      frame.querySelector(".missing").hidden = true;
+    });
+    v.addEventListener("error", () => {
+      frame.dataset.media = "missing";
+      frame.querySelector(".missing").hidden = false;
+    });
+    near.observe(v);
+  }
+
+  // A job with several files (an original beside its upgrade): the links switch
+  // the player; without this script they open the file.
+  for (const a of document.querySelectorAll("a[data-video]")) {
+    a.addEventListener("click", (e) => {
+      const card = a.closest("article");
+      const v = card.querySelector("video");
+      if (!v) return;
+      e.preventDefault();
+      v.src = a.getAttribute("href");
+      v.preload = "metadata";
+      v.load();
+      card.querySelector(".missing").textContent = "File not found: " + a.title;
+      for (const o of card.querySelectorAll("a[data-video]")) o.removeAttribute("aria-current");
+      a.setAttribute("aria-current", "true");
+    });
+  }
+})();
