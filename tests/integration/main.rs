@@ -6,6 +6,7 @@ mod disk;
 mod harness;
 mod hostile;
 mod ops;
+mod report;
 mod run;
 mod sim;
 mod storm;
