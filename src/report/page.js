@@ -49,13 +49,14 @@
     grid.appendChild(f);
   });
 
-  // A video shows its first frame once its card is near the screen; until then it
-  // loads nothing, so a page of 10,000 jobs opens at once.
+  // A video loads once its card is near the screen, and shows its first frame
+  // (metadata alone leaves the player black); until then it loads nothing, so a
+  // page of 10,000 jobs opens at once.
   const near = new IntersectionObserver((seen) => {
     for (const e of seen) {
       if (!e.isIntersecting) continue;
       near.unobserve(e.target);
-      e.target.preload = "metadata";
+      e.target.preload = "auto";
       e.target.load();
     }
   }, { rootMargin: "600px 0px" });
@@ -81,7 +82,7 @@
       if (!v) return;
       e.preventDefault();
       v.src = a.getAttribute("href");
-      v.preload = "metadata";
+      v.preload = "auto";
       v.load();
       card.querySelector(".missing").textContent = "File not found: " + a.title;
       for (const o of card.querySelectorAll("a[data-video]")) o.removeAttribute("aria-current");
