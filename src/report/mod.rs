@@ -24,12 +24,12 @@ use askama::Template;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::Loaded;
+use crate::checkpoint::{Listed, Loaded, Record};
 use crate::cli::ReportArgs;
 use crate::cost::PriceTable;
 use crate::exit;
 use crate::manifest::{Job, Manifest};
-use crate::status::{self, Source};
+use crate::status;
 
 use view::{Entry, Header, Place};
 
@@ -60,42 +60,71 @@ struct Page<'a> {
     version: &'a str,
 }
 
+/// A results file as read: keyed by id (as `status` reads it), or a list in the
+/// order the jobs first appear (as a run reads it, without a copy of every id).
+#[derive(Clone, Copy)]
+pub(crate) enum Records<'a> {
+    Table(&'a Loaded),
+    List(&'a Listed),
+}
+
+impl<'a> Records<'a> {
+    fn get(self, id: &str) -> Option<&'a Record> {
+        match self {
+            Records::Table(t) => t.records.get(id),
+            Records::List(l) => l.get(id),
+        }
+    }
+
+    /// Every job's record, in the order the jobs first appear.
+    fn in_order(self) -> Box<dyn Iterator<Item = &'a Record> + 'a> {
+        match self {
+            Records::Table(t) => Box::new(t.order.iter().filter_map(|id| t.records.get(id))),
+            Records::List(l) => Box::new(l.records.iter()),
+        }
+    }
+}
+
 /// A batch as the page shows it.
 pub(crate) struct Batch<'a> {
     pub name: &'a str,
     /// The manifest's jobs, in order; without them, the results file's order.
     pub jobs: Option<&'a [Job]>,
     pub manifest: Option<&'a Path>,
-    pub loaded: &'a Loaded,
+    pub records: Records<'a>,
     pub results: &'a Path,
     pub prices: PriceTable,
 }
 
 impl<'a> Batch<'a> {
-    fn from_source(source: &'a Source, name: &'a str) -> Batch<'a> {
-        let m = source.manifest.as_ref();
+    fn new(
+        name: &'a str,
+        manifest: Option<&'a Manifest>,
+        records: Records<'a>,
+        results: &'a Path,
+    ) -> Batch<'a> {
         Batch {
             name,
-            jobs: m.map(|m| m.jobs.as_slice()),
-            manifest: m.map(|m| m.path.as_path()),
-            loaded: &source.loaded,
-            results: &source.results,
-            prices: m.map(|m| m.prices).unwrap_or_default(),
+            jobs: manifest.map(|m| m.jobs.as_slice()),
+            manifest: manifest.map(|m| m.path.as_path()),
+            records,
+            results,
+            prices: manifest.map(|m| m.prices).unwrap_or_default(),
         }
     }
 
     fn entries(&self) -> Box<dyn Iterator<Item = Entry<'a>> + '_> {
-        let records = &self.loaded.records;
+        let records = self.records;
         match self.jobs {
-            Some(jobs) => Box::new(jobs.iter().map(|j| Entry {
+            Some(jobs) => Box::new(jobs.iter().map(move |j| Entry {
                 id: &j.id,
                 job: Some(j),
                 record: records.get(&j.id),
             })),
-            None => Box::new(self.loaded.order.iter().map(|id| Entry {
-                id,
+            None => Box::new(records.in_order().map(|r| Entry {
+                id: &r.job_id,
                 job: None,
-                record: records.get(id),
+                record: Some(r),
             })),
         }
     }
@@ -194,7 +223,13 @@ pub fn run(args: &ReportArgs) -> u8 {
         .out
         .clone()
         .unwrap_or_else(|| page_path(&source.results));
-    match write(&out, &Batch::from_source(&source, &name)) {
+    let batch = Batch::new(
+        &name,
+        source.manifest.as_ref(),
+        Records::Table(&source.loaded),
+        &source.results,
+    );
+    match write(&out, &batch) {
         Ok(()) => {
             println!("{}", out.display());
             exit::OK
@@ -219,16 +254,14 @@ fn batch_name(manifest: Option<&Manifest>, results: &Path) -> String {
 /// the run's own copy of its jobs is gone; without it if it no longer reads) and
 /// the results file `results`. Returns where it is.
 pub fn after_run(manifest: &Path, results: &Path) -> anyhow::Result<PathBuf> {
-    let loaded = crate::checkpoint::load(results)?
+    let manifest = crate::manifest::load(manifest).ok();
+    let jobs = manifest.as_ref().map_or(0, |m| m.jobs.len());
+    let listed = crate::checkpoint::load_listed(results, jobs)?
         .with_context(|| format!("no results file at `{}`", results.display()))?;
-    let source = Source {
-        results: results.to_path_buf(),
-        manifest: crate::manifest::load(manifest).ok(),
-        loaded,
-    };
-    let name = batch_name(source.manifest.as_ref(), results);
+    let name = batch_name(manifest.as_ref(), results);
     let out = page_path(results);
-    write(&out, &Batch::from_source(&source, &name))?;
+    let batch = Batch::new(&name, manifest.as_ref(), Records::List(&listed), results);
+    write(&out, &batch)?;
     Ok(out)
 }
 

@@ -109,23 +109,29 @@ fn fixture() -> Fixture {
     }
 }
 
-/// The page of `f`, as if written to `<dir>/results/r.html` with the run in `<dir>`.
-fn page_of(f: &Fixture, with_manifest: bool) -> String {
-    let batch = Batch {
+fn batch_of(f: &Fixture, with_manifest: bool) -> Batch<'_> {
+    Batch {
         name: &f.manifest.name,
         jobs: with_manifest.then_some(f.manifest.jobs.as_slice()),
         manifest: with_manifest.then_some(Path::new("m.yaml")),
-        loaded: &f.loaded,
+        records: Records::Table(&f.loaded),
         results: Path::new("results/r.csv"),
         prices: f.manifest.prices,
-    };
-    let place = Place {
+    }
+}
+
+/// As if the page were written to `<dir>/results/r.html` with the run in `<dir>`.
+fn place_of(f: &Fixture) -> Place {
+    Place {
         page_dir: f.dir.path().join("results"),
         cwd: f.dir.path().to_path_buf(),
         results_dir: f.dir.path().join("results"),
-    };
+    }
+}
+
+fn page_of(f: &Fixture, with_manifest: bool) -> String {
     let mut out = Vec::new();
-    render(&mut out, &batch, &place, MADE).unwrap();
+    render(&mut out, &batch_of(f, with_manifest), &place_of(f), MADE).unwrap();
     String::from_utf8(out).unwrap()
 }
 
@@ -279,4 +285,33 @@ fn times_read_as_people_write_them() {
     assert_eq!(view::between("x", "2026-03-01T10:04:12Z"), None);
     assert_eq!(view::credits(370.0), "370");
     assert_eq!(view::credits(2.5), "2.50");
+}
+
+#[test]
+fn a_results_file_read_as_a_list_gives_the_same_page() {
+    let f = fixture();
+    let path = f.dir.path().join("r.csv");
+    let mut w = csv::Writer::from_path(&path).unwrap();
+    w.write_record(crate::checkpoint::HEADER).unwrap();
+    for id in &f.loaded.order {
+        w.write_record(f.loaded.records[id].cells()).unwrap();
+    }
+    w.flush().unwrap();
+    let listed = crate::checkpoint::load_listed(&path, 0).unwrap().unwrap();
+    for with_manifest in [true, false] {
+        let render_with = |records| {
+            let batch = Batch {
+                records,
+                ..batch_of(&f, with_manifest)
+            };
+            let mut out = Vec::new();
+            render(&mut out, &batch, &place_of(&f), MADE).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            render_with(Records::List(&listed)),
+            render_with(Records::Table(&f.loaded)),
+            "with the manifest: {with_manifest}"
+        );
+    }
 }
