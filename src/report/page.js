@@ -49,19 +49,18 @@
     grid.appendChild(f);
   });
 
-  // A video loads once its card is near the screen, and shows its first frame
-  // (metadata alone leaves the player black); until then it loads nothing, so a
-  // page of 10,000 jobs opens at once.
-  const near = new IntersectionObserver((seen) => {
-    for (const e of seen) {
-      if (!e.isIntersecting) continue;
-      near.unobserve(e.target);
-      e.target.preload = "auto";
-      e.target.load();
-    }
-  }, { rootMargin: "600px 0px" });
-  for (const v of document.querySelectorAll("video")) {
-    const frame = v.parentElement;
+  // A card's player is made when the card comes near the screen, and unmade (when
+  // not playing) once it is far: a page of 10,000 <video> elements takes a browser
+  // many seconds to open, even with preload="none". Without this script, the
+  // frame's link opens the file instead.
+  function attach(frame) {
+    if (frame.querySelector("video")) return;
+    const v = document.createElement("video");
+    v.controls = true;
+    v.playsInline = true;
+    // "auto", not "metadata": metadata alone leaves the player black.
+    v.preload = "auto";
+    v.setAttribute("aria-label", frame.dataset.label);
     v.addEventListener("loadedmetadata", () => {
       frame.dataset.media = "ok";
       frame.querySelector(".missing").hidden = true;
@@ -70,21 +69,36 @@
       frame.dataset.media = "missing";
       frame.querySelector(".missing").hidden = false;
     });
-    near.observe(v);
+    v.src = frame.dataset.src;
+    frame.querySelector(".play").hidden = true;
+    frame.prepend(v);
   }
+  function detach(frame) {
+    const v = frame.querySelector("video");
+    if (!v || !v.paused) return;
+    v.removeAttribute("src");
+    v.load();
+    v.remove();
+    frame.querySelector(".play").hidden = false;
+  }
+  const near = new IntersectionObserver((seen) => {
+    for (const e of seen) (e.isIntersecting ? attach : detach)(e.target);
+  }, { rootMargin: "600px 0px" });
+  for (const frame of document.querySelectorAll("figure[data-src]")) near.observe(frame);
 
   // A job with several files (an original beside its upgrade): the links switch
   // the player; without this script they open the file.
   for (const a of document.querySelectorAll("a[data-video]")) {
     a.addEventListener("click", (e) => {
       const card = a.closest("article");
-      const v = card.querySelector("video");
-      if (!v) return;
+      const frame = card.querySelector("figure[data-src]");
       e.preventDefault();
-      v.src = a.getAttribute("href");
-      v.preload = "auto";
-      v.load();
-      card.querySelector(".missing").textContent = "File not found: " + a.title;
+      frame.dataset.src = a.getAttribute("href");
+      frame.querySelector(".play").href = frame.dataset.src;
+      frame.querySelector(".missing").textContent = "File not found: " + a.title;
+      const v = frame.querySelector("video");
+      if (v) v.src = frame.dataset.src;
+      else attach(frame);
       for (const o of card.querySelectorAll("a[data-video]")) o.removeAttribute("aria-current");
       a.setAttribute("aria-current", "true");
     });

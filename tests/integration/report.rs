@@ -49,7 +49,7 @@ fn run_leaves_the_page_and_report_writes_it_again() {
         .count();
     assert_eq!(html.matches("data-state=\"failed\"").count(), failed);
     assert_eq!(
-        html.matches("<video ").count(),
+        html.matches("<figure class=\"frame\" data-src=").count(),
         6 - failed,
         "a player per succeeded job"
     );
