@@ -49,10 +49,9 @@
     grid.appendChild(f);
   });
 
-  // A card's player is made when the card comes near the screen, and unmade (when
-  // not playing) once it is far: a page of 10,000 <video> elements takes a browser
-  // many seconds to open, even with preload="none". Without this script, the
-  // frame's link opens the file instead.
+  // A card's player is made when the card first comes near the screen: a page of
+  // 10,000 <video> elements takes a browser many seconds to open, even with
+  // preload="none". Without this script, the frame's link opens the file instead.
   function attach(frame) {
     if (frame.querySelector("video")) return;
     const v = document.createElement("video");
@@ -73,18 +72,24 @@
     frame.querySelector(".play").hidden = true;
     frame.prepend(v);
   }
-  function detach(frame) {
-    const v = frame.querySelector("video");
-    if (!v || !v.paused) return;
-    v.removeAttribute("src");
-    v.load();
-    v.remove();
-    frame.querySelector(".play").hidden = false;
-  }
   const near = new IntersectionObserver((seen) => {
-    for (const e of seen) (e.isIntersecting ? attach : detach)(e.target);
+    for (const e of seen) {
+      if (!e.isIntersecting) continue;
+      near.unobserve(e.target);
+      attach(e.target);
+    }
   }, { rootMargin: "600px 0px" });
-  for (const frame of document.querySelectorAll("figure[data-src]")) near.observe(frame);
+  // The cards on the first screen get theirs at once, without waiting for the
+  // observer's first report (which needs a frame drawn).
+  const frames = Array.from(document.querySelectorAll("figure[data-src]"));
+  let first = true;
+  for (const frame of frames) {
+    if (first && frame.getBoundingClientRect().top < innerHeight + 600) attach(frame);
+    else {
+      first = false;
+      near.observe(frame);
+    }
+  }
 
   // A job with several files (an original beside its upgrade): the links switch
   // the player; without this script they open the file.
