@@ -57,6 +57,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Show where the jobs of a run stand, from its results file; sends nothing.
     Status(StatusArgs),
+    /// Write the review gallery of a run: one self-contained HTML page; sends nothing.
+    Report(ReportArgs),
     /// Show the account's remaining credits.
     Credits(CreditsArgs),
     /// Serve the kie.ai simulator until stopped.
@@ -84,6 +86,20 @@ pub struct StatusArgs {
     /// List the failed jobs only, one per line: id, a tab, the reason.
     #[arg(long, conflicts_with = "json")]
     pub failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results CSV, or the manifest whose results to show.
+    pub path: PathBuf,
+
+    /// With a manifest: its results CSV, when not the default.
+    #[arg(long, value_name = "PATH")]
+    pub results: Option<PathBuf>,
+
+    /// Where to write the page (default: beside the results file, <results name>.html).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1114,7 +1114,14 @@ fn hostile_job_ids_never_write_outside_the_videos_dir() {
         if f.parent() == Some(h.dir.path()) {
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
             assert!(
-                ["ids.yaml", "results.csv", "results.csv.lock"].contains(&name),
+                // The review page goes beside the results file, named after it.
+                [
+                    "ids.yaml",
+                    "results.csv",
+                    "results.csv.lock",
+                    "results.html"
+                ]
+                .contains(&name),
                 "unexpected file {}",
                 f.display()
             );

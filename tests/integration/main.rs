@@ -8,6 +8,7 @@ mod harness;
 mod hostile;
 mod ops;
 mod records;
+mod report;
 mod run;
 mod sim;
 mod storm;
