@@ -353,12 +353,16 @@ impl JobRunner {
             code = self.record.error_code,
             "state change"
         );
-        let row =
-            Row::new(&self.job, &self.record, self.shared.settings.download).map_err(|e| {
-                let msg = format!("failed to encode a results row: {e}");
-                self.shared.set_fatal(Fatal::Checkpoint(msg));
-                JobEnd::Stopped
-            })?;
+        let row = Row::new(
+            self.job.index(),
+            &self.record,
+            self.shared.settings.download,
+        )
+        .map_err(|e| {
+            let msg = format!("failed to encode a results row: {e}");
+            self.shared.set_fatal(Fatal::Checkpoint(msg));
+            JobEnd::Stopped
+        })?;
         let (tx, rx) = oneshot::channel();
         let event = Event::Row { row, ack: Some(tx) };
         let written = match self.shared.events.send(event).await {
@@ -393,7 +397,7 @@ impl JobRunner {
             };
             // A job the table has no price for is never sent under a limit (the run
             // refuses to start), so 0 here counts only where nothing is capped.
-            let cost = shared.budget.prices.job(&self.job).unwrap_or(0.0);
+            let cost = shared.budget.prices.job(&*self.job).unwrap_or(0.0);
             if let Err(past) = shared.budget.reserve(cost) {
                 shared.set_fatal(Fatal::Budget(format!(
                     "job {:?} ({} credits) would take {past}",
