@@ -8,5 +8,6 @@ mod hostile;
 mod ops;
 mod run;
 mod sim;
+mod simulate;
 mod storm;
 mod validate;
