@@ -6,6 +6,7 @@ mod disk;
 mod harness;
 mod hostile;
 mod ops;
+mod polls;
 mod run;
 mod sim;
 mod simulate;
