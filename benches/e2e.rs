@@ -4,11 +4,13 @@
 //!
 //! `cargo bench --bench e2e` runs every scenario; `cargo bench --bench e2e -- NAME`
 //! runs those whose name contains NAME (`schedule`, `schedule-polls`,
-//! `schedule-polls-by-kind`, `overhead`, `overhead-nosync`). `VEO_BENCH_JOBS`
+//! `schedule-polls-by-kind`, `overhead`, `overhead-nosync`, `overhead-csv`: the
+//! jobs read from a CSV manifest inside the measurement). `VEO_BENCH_JOBS`
 //! changes the job count of the overhead scenarios (default 100,000) and
 //! `VEO_BENCH_SCHEDULE_JOBS` that of the schedule ones (default 2,000);
 //! `VEO_BENCH_DIR` puts their results and videos under another folder (`/dev/shm`:
-//! no disk).
+//! no disk). `VEO_BENCH_KEEP_LOG=<folder>` keeps the simulator's request log of each
+//! schedule scenario there (`<scenario>.jsonl`), to look into its timeline.
 //! `VEO_BENCH_RUNTIME=multi` runs on tokio's multi-thread runtime instead of the one
 //! `run` uses ([`runner::runtime`]), to compare.
 
@@ -133,6 +135,16 @@ fn client(url: &str) -> Client {
     Client::new(ClientConfig::new(url, ApiKey::new("sim-key"))).expect("client")
 }
 
+/// Copies a scenario's request log to `VEO_BENCH_KEEP_LOG`, when set.
+fn keep_log(log: &Path, scenario: &str) {
+    if let Some(dir) = std::env::var_os("VEO_BENCH_KEEP_LOG") {
+        let to = Path::new(&dir).join(format!("{scenario}.jsonl"));
+        if let Err(e) = std::fs::copy(log, &to) {
+            eprintln!("could not keep the request log at {}: {e}", to.display());
+        }
+    }
+}
+
 /// User plus system CPU time of this process.
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -175,6 +187,10 @@ fn schedule(rt: &tokio::runtime::Runtime) {
         // One fixed generation time, so that the floor is well defined.
         "--generation-time",
         "180s..180s",
+        // Status checks unlimited, as before the service's limit on them was
+        // modelled: the schedule-polls scenarios add it.
+        "--poll-rate",
+        "none",
         "--request-log",
         log.to_str().expect("utf-8 path"),
     ]);
@@ -195,6 +211,7 @@ fn schedule(rt: &tokio::runtime::Runtime) {
         .expect("run");
     let wall = started.elapsed();
     assert_eq!(report.outcomes.tally.succeeded, n, "every job succeeded");
+    keep_log(&log, "schedule");
 
     let mut first: Option<Duration> = None;
     let mut last = Duration::ZERO;
@@ -336,12 +353,16 @@ fn schedule_polls(rt: &tokio::runtime::Runtime, by_kind: bool) {
         count: 20,
         per: Duration::from_secs(10).mul_f64(scale),
     };
+    let concurrency = std::env::var("VEO_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let mut cfg = config(
         dir.path(),
         mixed_jobs(n),
         rate,
         Duration::from_secs(15).mul_f64(scale),
-        8,
+        concurrency,
     );
     // The run's defaults, time-scaled as `run --simulate` scales them.
     cfg.poll_rate = Rate {
@@ -355,6 +376,14 @@ fn schedule_polls(rt: &tokio::runtime::Runtime, by_kind: bool) {
         .expect("run");
     let wall = started.elapsed();
     assert_eq!(report.outcomes.tally.succeeded, n, "every job succeeded");
+    keep_log(
+        &log,
+        if by_kind {
+            "schedule-polls-by-kind"
+        } else {
+            "schedule-polls"
+        },
+    );
     let p = read_log(&log);
     let achieved = (p.created as f64 - 1.0) / p.submit_span.as_secs_f64();
     let allowed = rate.per_second();
@@ -365,7 +394,11 @@ fn schedule_polls(rt: &tokio::runtime::Runtime, by_kind: bool) {
         .map(|(d, g)| d.as_secs_f64() / g.as_secs_f64().max(1e-9))
         .collect();
     println!(
-        "schedule-polls{}: {n} jobs, generations {} (time scale {scale}), checks at most 10/s          at the service and 8/s in the run: submitted at {achieved:.2}/s of {allowed:.2}/s          allowed ({:.1}%), {} answers 429 on generate, {} on checks; {:.2} checks per video;          ready to download: median {:.2}s ({:.2}s unscaled), median {:.1}% of the video's          generation time; wall {:.1}s",
+        "schedule-polls{}: {n} jobs, generations {} (time scale {scale}), checks at most 10/s \
+         at the service and 8/s in the run: submitted at {achieved:.2}/s of {allowed:.2}/s \
+         allowed ({:.1}%), {} answers 429 on generate, {} on checks; {:.2} checks per video; \
+         ready to download: median {:.2}s ({:.2}s unscaled), median {:.1}% of the video's \
+         generation time; wall {:.1}s",
         if by_kind { "-by-kind" } else { "" },
         if by_kind {
             "by kind within 60-300s"
@@ -383,9 +416,27 @@ fn schedule_polls(rt: &tokio::runtime::Runtime, by_kind: bool) {
     );
 }
 
+/// Writes a CSV manifest of `n` jobs like [`jobs`] to `path`, row by row.
+fn write_csv(path: &Path, n: usize) {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path).expect("create manifest");
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "id,prompt").expect("write manifest");
+    for i in 0..n {
+        writeln!(
+            out,
+            "job-{i},\"benchmark clip number {i}, a slow pan over a city\""
+        )
+        .expect("write manifest");
+    }
+    out.flush().expect("write manifest");
+}
+
 /// Target 2 and 3: no rate limit, no generation delay: the runner's own cost per
 /// job through submit, poll, download and checkpoint, with and without syncing.
-fn overhead(rt: &tokio::runtime::Runtime, sync: bool) {
+/// `csv`: the jobs come from a CSV manifest read inside the measurement (as `run`
+/// reads one), so that the peak memory is the whole run's, start-up included.
+fn overhead(rt: &tokio::runtime::Runtime, sync: bool, csv: bool) {
     let n: usize = std::env::var("VEO_BENCH_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -397,24 +448,50 @@ fn overhead(rt: &tokio::runtime::Runtime, sync: bool) {
         None => tempfile::tempdir(),
     }
     .expect("temp dir");
-    let sim = start_sim(&["--rate", "none", "--generation-time", "0s..0s"]);
-    let mut cfg = config(
-        dir.path(),
-        jobs(n),
-        Rate {
-            count: 1_000_000,
-            per: Duration::from_secs(1),
-        },
-        Duration::from_millis(1),
-        64,
-    );
-    cfg.sync = sync;
+    let sim = start_sim(&[
+        "--rate",
+        "none",
+        "--poll-rate",
+        "none",
+        "--generation-time",
+        "0s..0s",
+    ]);
+    let manifest = dir.path().join("batch.csv");
+    let built = if csv {
+        write_csv(&manifest, n);
+        Vec::new()
+    } else {
+        jobs(n)
+    };
+    let settings = |jobs: Vec<Job>| {
+        let mut cfg = config(
+            dir.path(),
+            jobs,
+            Rate {
+                count: 1_000_000,
+                per: Duration::from_secs(1),
+            },
+            Duration::from_millis(1),
+            64,
+        );
+        cfg.sync = sync;
+        cfg
+    };
     // Each scenario reports its own peak, not the one an earlier scenario of this
     // process reached (writing 5 to clear_refs resets VmHWM to the current RSS).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = peak_rss_mib();
     let cpu_before = cpu_time();
     let started = Instant::now();
+    let cfg = if csv {
+        settings(
+            veo_batch::manifest::load(&manifest)
+                .expect("manifest loads")
+                .jobs,
+        )
+    } else {
+        settings(built)
+    };
     let report = rt
         .block_on(runner::run(cfg, client(&sim.url), Signals::default()))
         .expect("run");
@@ -429,14 +506,21 @@ fn overhead(rt: &tokio::runtime::Runtime, sync: bool) {
         o.failed.iter().take(3).collect::<Vec<_>>(),
         o.in_doubt.iter().take(3).collect::<Vec<_>>()
     );
+    let peak = peak_rss_mib();
     println!(
-        "overhead ({}): {n} jobs in {:.1}s: {:.0} jobs/s, runner CPU {:.0} µs/job, peak RSS {:.0} MiB (before the run: {:.0} MiB)",
+        "overhead ({}{}): {n} jobs in {:.1}s: {:.0} jobs/s, runner CPU {:.0} µs/job, peak RSS {:.0} MiB (before the run: {:.0} MiB; {:.0} bytes per job above it)",
         if sync { "rows synced" } else { "no sync" },
+        if csv {
+            ", CSV manifest read in the run"
+        } else {
+            ""
+        },
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / n as f64,
-        peak_rss_mib(),
+        peak,
         rss_before,
+        (peak - rss_before) * 1024.0 * 1024.0 / n as f64,
     );
 }
 
@@ -465,9 +549,12 @@ fn main() {
         schedule_polls(&rt, true);
     }
     if wanted("overhead") {
-        overhead(&rt, true);
+        overhead(&rt, true, false);
     }
     if wanted("overhead-nosync") {
-        overhead(&rt, false);
+        overhead(&rt, false, false);
+    }
+    if wanted("overhead-csv") {
+        overhead(&rt, true, true);
     }
 }

@@ -504,17 +504,30 @@ impl JobRunner {
             let (place, epoch) = shared.polls.reserve();
             self.sleep_or_stop(place.saturating_duration_since(Instant::now()))
                 .await?;
-            let Some(permit) = slot(&shared).await else {
-                return Err(JobEnd::Unfinished);
+            // The window of sends is waited for before the request slot, and
+            // checked again with it in hand: the wait for a slot may have let
+            // other checks go first.
+            let permit = loop {
+                shared.polls.until_free().await;
+                let Some(permit) = slot(&shared).await else {
+                    return Err(JobEnd::Unfinished);
+                };
+                if shared.polls.try_send() {
+                    break permit;
+                }
             };
-            shared.polls.send().await;
             let checked = start.elapsed();
             let answer = self.shared.client.record_info(task_id).await;
             drop(permit);
             let refused = matches!(&answer, Err(e) if e.code == Some(429));
             shared.polls.answered(refused, epoch);
             match answer {
-                Ok(TaskState::Generating) => last_generating = Some(checked),
+                Ok(TaskState::Generating) => {
+                    if submitted.is_some() {
+                        shared.polls.generating(&kind, checked);
+                    }
+                    last_generating = Some(checked);
+                }
                 Ok(TaskState::Succeeded { result_urls }) => {
                     if submitted.is_some() {
                         shared.polls.finished(&kind, last_generating, checked);

@@ -4,13 +4,20 @@
 //! shares one budget of checks (`--poll-rate`) among all its tasks. So a task is
 //! first checked near the time tasks of its kind (model and resolution) took in this
 //! run, then at short steps until it is done: a tenth of the time it has taken so
-//! far, so a video waits about 5% of its generation time for its download. Until
-//! the run has seen a kind finish, the other kinds of the run are the prior; until
-//! it has seen any, a task is checked every `--poll-interval`.
+//! far, so a video waits about 5% of its generation time for its download.
+//!
+//! Until the run has seen a few tasks of a kind finish, the prior is what it has
+//! seen of that kind still generating: a task is first checked at the age at which
+//! three others of its kind were last found still generating (never later than any
+//! of its kind was found done). Tasks submitted early in a run are then checked at
+//! about their own age at each check (an early one often, a later one a few times)
+//! instead of every interval; before even that, every `--poll-interval`. Other
+//! kinds are no prior: a batch ordered by model would make its fast kind wait for
+//! the slow one.
 //!
 //! The bounds: a check never comes sooner than `min` after the last one, and never
 //! later than `cap` (`--poll-interval`) once the task may be done; before that, a
-//! task waits for the time its kind was first seen done, and no longer.
+//! task waits for the age its kind's tasks were seen to need, and no longer.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -77,7 +84,13 @@ pub fn observed(last_generating: Option<Duration>, done: Duration) -> Duration {
 #[derive(Debug, Default)]
 struct Times {
     kept: VecDeque<Duration>,
-    expect: Option<Expect>,
+    /// From `kept`, once there are enough of them.
+    trusted: Option<Expect>,
+    /// The shortest of `kept`.
+    shortest: Option<Duration>,
+    /// The largest ages at which tasks of the kind were found generating, smallest
+    /// first; counts only once all are filled.
+    generating: [Option<Duration>; TRUSTED],
 }
 
 impl Times {
@@ -86,12 +99,33 @@ impl Times {
             self.kept.pop_front();
         }
         self.kept.push_back(took);
+        self.shortest = self.kept.iter().min().copied();
         if self.kept.len() >= TRUSTED {
             let mut sorted: Vec<Duration> = self.kept.iter().copied().collect();
             let at = quantile_index(sorted.len(), FIRST_QUANTILE);
             let (_, first, _) = sorted.select_nth_unstable(at);
-            self.expect = Some(Expect { first: *first });
+            self.trusted = Some(Expect { first: *first });
         }
+    }
+
+    fn still_generating(&mut self, age: Duration) {
+        // Replaces the smallest, keeping them sorted: three comparisons at most.
+        if self.generating[0].is_some_and(|least| age <= least) {
+            return;
+        }
+        self.generating[0] = Some(age);
+        self.generating.sort_unstable();
+    }
+
+    fn expect(&self) -> Option<Expect> {
+        if self.trusted.is_some() {
+            return self.trusted;
+        }
+        // The third-oldest age found generating: a single stuck task is no prior.
+        let first = self.generating[0]?;
+        Some(Expect {
+            first: self.shortest.map_or(first, |s| first.min(s)),
+        })
     }
 }
 
@@ -106,34 +140,39 @@ fn quantile_index(len: usize, q: f64) -> usize {
     at.min(len - 1)
 }
 
-/// What the run has seen of its finished tasks, by kind and in all.
+/// What the run has seen of its tasks, by kind.
 #[derive(Debug, Default)]
 pub struct Seen {
     kinds: HashMap<String, Times>,
-    all: Times,
 }
 
 impl Seen {
-    /// A task of `kind` took `took` to generate.
-    pub fn record(&mut self, kind: &str, took: Duration) {
-        match self.kinds.get_mut(kind) {
-            Some(times) => times.push(took),
-            None => {
-                let mut times = Times::default();
-                times.push(took);
-                self.kinds.insert(kind.to_owned(), times);
-            }
+    /// The times of `kind`, made the first time (a lookup by `&str` otherwise, not a
+    /// copy of the kind per check).
+    fn times(&mut self, kind: &str) -> Option<&mut Times> {
+        if !self.kinds.contains_key(kind) {
+            self.kinds.insert(kind.to_owned(), Times::default());
         }
-        self.all.push(took);
+        self.kinds.get_mut(kind)
     }
 
-    /// What to expect of a task of `kind`: its own kind's times once trusted, else
-    /// those of every kind.
+    /// A task of `kind` took `took` to generate.
+    pub fn record(&mut self, kind: &str, took: Duration) {
+        if let Some(times) = self.times(kind) {
+            times.push(took);
+        }
+    }
+
+    /// A task of `kind` was found still generating at `age`.
+    pub fn generating(&mut self, kind: &str, age: Duration) {
+        if let Some(times) = self.times(kind) {
+            times.still_generating(age);
+        }
+    }
+
+    /// What to expect of a task of `kind`: see the module's documentation.
     pub fn expect(&self, kind: &str) -> Option<Expect> {
-        self.kinds
-            .get(kind)
-            .and_then(|t| t.expect)
-            .or(self.all.expect)
+        self.kinds.get(kind).and_then(Times::expect)
     }
 }
 
@@ -200,6 +239,26 @@ mod tests {
         }
 
         #[test]
+        fn an_untrusted_kind_waits_no_longer_than_its_evidence(
+            generating in proptest::collection::vec(1u64..600_000, 0..20),
+            done in proptest::collection::vec(1u64..600_000, 0..TRUSTED),
+        ) {
+            let mut seen = Seen::default();
+            for n in &generating {
+                seen.generating("k", ms(*n));
+            }
+            for n in &done {
+                seen.record("k", ms(*n));
+            }
+            let mut sorted = generating.clone();
+            sorted.sort_unstable();
+            let third = sorted.iter().rev().nth(TRUSTED - 1).copied();
+            let shortest = done.iter().min().copied();
+            let want = third.map(|g| ms(shortest.map_or(g, |d| g.min(d))));
+            prop_assert_eq!(seen.expect("k").map(|e| e.first), want);
+        }
+
+        #[test]
         fn an_observation_lies_between_its_checks(
             lo in proptest::option::of(0u64..600_000),
             done in 0u64..600_000,
@@ -232,7 +291,6 @@ mod tests {
         for s in [118, 120, 121, 125, 130, 119, 122, 124, 126, 128] {
             seen.record("veo3_fast:1080p", Duration::from_secs(s));
         }
-        seen.record("veo3", Duration::from_secs(280));
         let fast = seen.expect("veo3_fast:1080p");
         assert_eq!(
             fast,
@@ -261,12 +319,35 @@ mod tests {
             first: Duration::from_secs(5),
         });
         assert_eq!(next_wait(short, Duration::from_secs(6), limits), limits.min);
-        // A kind seen once leans on every kind seen: the prior.
-        assert_eq!(seen.expect("veo3"), seen.expect("veo3_lite"));
+        assert_eq!(seen.expect("veo3"), None, "another kind is no prior");
+    }
+
+    #[test]
+    fn before_a_kind_is_seen_done_its_tasks_wait_for_the_age_three_were_seen_generating() {
+        let s = Duration::from_secs;
+        let mut seen = Seen::default();
+        seen.generating("veo3", s(40));
+        seen.generating("veo3", s(90));
+        assert_eq!(seen.expect("veo3"), None, "two are not enough");
+        seen.generating("veo3", s(30));
+        assert_eq!(seen.expect("veo3").map(|e| e.first), Some(s(30)));
+        seen.generating("veo3", s(120));
+        seen.generating("veo3", s(10));
         assert_eq!(
             seen.expect("veo3").map(|e| e.first),
-            Some(Duration::from_secs(119))
+            Some(s(40)),
+            "the third oldest"
         );
+        seen.record("veo3", s(35));
+        assert_eq!(
+            seen.expect("veo3").map(|e| e.first),
+            Some(s(35)),
+            "never later than one of its kind was done"
+        );
+        seen.record("veo3", s(200));
+        seen.record("veo3", s(210));
+        assert_eq!(seen.expect("veo3").map(|e| e.first), Some(s(35)), "trusted");
+        assert_eq!(seen.expect("veo3_fast"), None);
     }
 
     #[test]
