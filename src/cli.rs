@@ -177,9 +177,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
 
-    /// Time between status checks of a task [default: 15s].
+    /// Longest wait between status checks of a task that may be done; the first
+    /// check comes when tasks of its kind were done in this run [default: 15s].
     #[arg(long, value_name = "DURATION")]
     pub poll_interval: Option<Span>,
+
+    /// Status checks of the whole run at most, shared by all its tasks, as
+    /// N/DURATION; fewer after a 429 [default: 8/1s, under the service's 10 per second].
+    #[arg(long, value_name = "N/DURATION")]
+    pub poll_rate: Option<Rate>,
 
     /// Stop waiting for a task after this long; it is polled again on the next run [default: 30m].
     #[arg(long, value_name = "DURATION")]

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::collector::{Event, Row};
 use super::pace::{Pace, Place};
+use super::polls::{self, Polls};
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
 use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, now};
@@ -104,6 +105,8 @@ pub struct Shared {
     pub client: Client,
     pub settings: JobSettings,
     pub permits: Semaphore,
+    /// The pace and the schedule of the run's status checks.
+    pub polls: Polls,
     /// The rate limit's record of recent sends.
     pub pace: Mutex<Pace>,
     /// A reserved place's send left (or was given up).
@@ -229,22 +232,22 @@ pub async fn drive(
         rng: fastrand::Rng::with_seed(seed),
     };
     let outcome = async {
-        let task_id = match start {
+        let (task_id, submitted) = match start {
             Start::Submit(_) => {
                 runner.set_aside_superseded_videos();
                 let submitted = runner.submit().await;
                 // The submission phase is over: let the next job start its own.
                 drop(submit_slot);
-                submitted?
+                (submitted?, Some(Instant::now()))
             }
-            Start::Poll(task_id) => task_id,
+            Start::Poll(task_id) => (task_id, None),
             Start::Upgrade(task_id) => {
                 runner.upgrade(&task_id).await?;
                 return Ok(runner.download().await);
             }
             Start::Download => return Ok(runner.download().await),
         };
-        runner.poll(&task_id).await?;
+        runner.poll(&task_id, submitted).await?;
         if runner.job.upgrade.is_some() {
             runner.upgrade(&task_id).await?;
         }
@@ -517,30 +520,62 @@ impl JobRunner {
         SystemTime::now().duration_since(at).ok()
     }
 
-    async fn poll(&mut self, task_id: &str) -> Result<(), JobEnd> {
+    /// Checks the task until it ends, at the times the run's schedule picks and
+    /// within the run's pace of checks (see [`Polls`]). `submitted` is when this run
+    /// submitted it; a task of an earlier run counts from its recorded submission.
+    async fn poll(&mut self, task_id: &str, submitted: Option<Instant>) -> Result<(), JobEnd> {
         let settings = self.shared.settings.clone();
         if settings.no_wait {
             return Err(JobEnd::Unfinished);
         }
+        let shared = self.shared.clone();
+        let kind = polls::kind(&self.job);
         let deadline = Instant::now() + settings.task_timeout;
-        let interval = settings.poll_interval;
         let mut not_ready_since: Option<Instant> = None;
+        let start = submitted.unwrap_or_else(|| {
+            let age = self.since_submission().unwrap_or(Duration::ZERO);
+            Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+        });
+        // When the last check found the task generating, from `start`.
+        let mut last_generating: Option<Duration> = None;
         loop {
-            let wait = interval.mul_f64(0.8 + 0.4 * self.rng.f64());
+            let wait = shared.polls.wait(&kind, start.elapsed());
             self.sleep_or_stop(wait).await?;
             if Instant::now() >= deadline {
                 tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, "still running after --task-timeout; left submitted, the next run polls it again");
                 return Err(JobEnd::Unfinished);
             }
-            let shared = self.shared.clone();
-            let Some(permit) = slot(&shared).await else {
-                return Err(JobEnd::Unfinished);
+            let (place, epoch) = shared.polls.reserve();
+            self.sleep_or_stop(place.saturating_duration_since(Instant::now()))
+                .await?;
+            // The window of sends is waited for before the request slot, and
+            // checked again with it in hand: the wait for a slot may have let
+            // other checks go first.
+            let permit = loop {
+                shared.polls.until_free().await;
+                let Some(permit) = slot(&shared).await else {
+                    return Err(JobEnd::Unfinished);
+                };
+                if shared.polls.try_send() {
+                    break permit;
+                }
             };
+            let checked = start.elapsed();
             let answer = self.shared.client.record_info(task_id).await;
             drop(permit);
+            let refused = matches!(&answer, Err(e) if e.code == Some(429));
+            shared.polls.answered(refused, epoch);
             match answer {
-                Ok(TaskState::Generating) => {}
+                Ok(TaskState::Generating) => {
+                    if submitted.is_some() {
+                        shared.polls.generating(&kind, checked);
+                    }
+                    last_generating = Some(checked);
+                }
                 Ok(TaskState::Succeeded { result_urls }) => {
+                    if submitted.is_some() {
+                        shared.polls.finished(&kind, last_generating, checked);
+                    }
                     self.record.video_urls = result_urls;
                     self.record.finished_at = Some(now());
                     self.save(State::Succeeded).await?;
