@@ -469,7 +469,15 @@ impl Sim {
         let generation = self.span(&mut inner.rng, range);
         let outcome =
             if faults.generation_failure > 0.0 && inner.rng.f64() < faults.generation_failure {
-                let (flag, code, message, _) = FAILURES[inner.rng.usize(..FAILURES.len())];
+                // A job without images never fails to fetch one: the failures
+                // that can happen to it are drawn from, the same number of draws.
+                let possible: Vec<&(u8, i64, &str, bool)> = FAILURES
+                    .iter()
+                    .filter(|f| !req.image_urls.is_empty() || !f.2.contains("image"))
+                    .collect();
+                let &&(flag, code, message, _) = possible
+                    .get(inner.rng.usize(..possible.len()))
+                    .unwrap_or(&&FAILURES[0]);
                 Outcome::Failure {
                     flag,
                     code,
@@ -1027,6 +1035,31 @@ mod tests {
             let failed = ids.iter().filter(|id| flag(&sim, id) > 1).count();
             assert!(failed > 0 || seed > 0, "seed {seed} has failures to refund");
             assert!(sim.lock().refunds.len() <= ids.len());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_text_job_never_fails_to_fetch_an_image() {
+        let config = SimConfig {
+            rate: None,
+            faults: super::super::Faults {
+                generation_failure: 1.0,
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        };
+        let sim = sim(config);
+        let (req, body) = request("no images here");
+        for _ in 0..40 {
+            created(sim.admit(&req, &body));
+        }
+        let inner = sim.lock();
+        assert_eq!(inner.tasks.len(), 40);
+        for t in inner.tasks.values() {
+            let Outcome::Failure { message, .. } = t.outcome else {
+                panic!("every task fails at a failure rate of 1");
+            };
+            assert!(!message.contains("image"), "{message}");
         }
     }
 
