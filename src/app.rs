@@ -597,6 +597,9 @@ fn print_summary(
 
 fn describe_fatal(f: &runner::job::Fatal) -> String {
     match f {
+        runner::job::Fatal::Auth(m) if m.contains("KIE_API_KEY") => {
+            format!("the service refused the API key ({m})")
+        }
         runner::job::Fatal::Auth(m) => {
             format!("the service refused the API key ({m}); check KIE_API_KEY (or --api-key-file)")
         }
