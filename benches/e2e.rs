@@ -70,6 +70,7 @@ fn jobs(n: usize) -> Vec<Job> {
                 keep_original: false,
                 origin: Origin::default(),
                 file_stem: None,
+                local_images: Vec::new(),
             }
         })
         .collect()
