@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::units::{Rate, Span};
+use crate::units::{Rate, Size, Span};
 
 /// Batch runner for the kie.ai Veo 3.1 video API.
 ///
@@ -117,6 +117,10 @@ pub struct ValidateArgs {
     /// Print the JSON body of every request, one per line, on stdout.
     #[arg(long, value_enum)]
     pub emit: Option<Emit>,
+
+    /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_image_size: Option<Size>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,6 +139,16 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub service: ServiceArgs,
+
+    /// Where local images are uploaded [default: the live upload host, or --api-base
+    /// when that is given].
+    #[arg(
+        long,
+        env = "KIE_UPLOAD_BASE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub upload_base: Option<String>,
 
     /// The results CSV (default: results/<manifest name>.csv).
     #[arg(long, value_name = "PATH")]
@@ -167,6 +181,16 @@ pub struct RunArgs {
     /// Give up on one HTTP request after this long [default: 60s].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<Span>,
+
+    /// How long an uploaded local image lives on the service; an upload is used
+    /// until this less a safety margin (a quarter, at most 1h), then uploaded again
+    /// [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub upload_ttl: Option<Span>,
+
+    /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_image_size: Option<Size>,
 
     /// Submit every job and exit (code 4); a later run polls and downloads.
     #[arg(long)]

@@ -130,7 +130,7 @@ impl FromStr for Size {
             .map_err(|_| format!("{t:?} is not a size (write it like 8MiB, 10MB or 500KB)"))?;
         #[expect(clippy::cast_precision_loss, reason = "factors are far below 2^52")]
         let bytes = value * factor as f64;
-        if !bytes.is_finite() || bytes < 1.0 || bytes > 1e15 {
+        if !(1.0..=1e15).contains(&bytes) {
             return Err(format!("{t:?} is out of range (1 byte to 1000 TB)"));
         }
         #[expect(

@@ -105,7 +105,7 @@ fn csv_cells_columns_and_included_tables_take_paths_relative_to_the_table() {
             .collect()
     };
     assert_eq!(ids(&m), ["l1", "l2", "c1"]);
-    assert_eq!(paths(&m.jobs[0]), [a.clone()]);
+    assert_eq!(paths(&m.jobs[0]), std::slice::from_ref(&a));
     assert_eq!(paths(&m.jobs[1]), [b], "a default is relative to the YAML");
     assert_eq!(paths(&m.jobs[2]), [a.clone(), a]);
 

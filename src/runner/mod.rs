@@ -41,6 +41,7 @@ pub mod collector;
 pub mod job;
 pub mod pace;
 pub mod retry;
+pub mod uploads;
 
 use collector::{Collected, Counters, Entry, Progress};
 pub use job::Start;
@@ -78,6 +79,8 @@ pub struct RunConfig {
     pub limit: Option<usize>,
     /// Submit only N jobs still to send, drawn at random (with `seed`).
     pub sample: Option<usize>,
+    /// How long an uploaded local image lives on the service (`--upload-ttl`).
+    pub upload_ttl: Duration,
 }
 
 /// The stop signals from outside: the first Ctrl-C drains, the second aborts.
@@ -447,6 +450,14 @@ pub async fn execute(
     ));
 
     let spent = Arc::new(Mutex::new(0.0));
+    let (uploads, upload_warnings) = uploads::Uploads::load(
+        &config.results,
+        client.upload_base_url().as_str(),
+        config.upload_ttl,
+    );
+    for w in &upload_warnings {
+        tracing::warn!("{w}");
+    }
     let shared = Arc::new(Shared {
         client,
         settings: JobSettings {
@@ -481,6 +492,7 @@ pub async fn execute(
             max_run: config.max_run_credits,
             spent: spent.clone(),
         },
+        uploads,
     });
 
     // The jobs move behind one `Arc` for the job tasks: a task holds the list and its

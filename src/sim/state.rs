@@ -158,6 +158,8 @@ pub(crate) struct Sim {
     http: reqwest::Client,
     log: Option<Mutex<File>>,
     inner: Mutex<Inner>,
+    /// Files on the upload host (`super::uploads`).
+    pub uploads: super::uploads::Store,
 }
 
 /// One line of the request log.
@@ -210,6 +212,7 @@ impl Sim {
             http,
             log: log.map(Mutex::new),
             inner: Mutex::new(inner),
+            uploads: super::uploads::Store::default(),
         }
     }
 
