@@ -393,13 +393,13 @@ impl JobRunner {
             let shared = self.shared.clone();
             // Local images get their URLs now, just before the send (and again
             // before each retry), not when the run starts.
-            let lease = self.lease_images(&mut body).await?;
+            let mut lease = self.lease_images(&mut body).await?;
             let Some(reserved) = ready_to_submit(&shared).await else {
                 return Err(JobEnd::NotStarted);
             };
             if lease.as_ref().is_some_and(|l| !l.fresh()) {
-                // The wait outlived an upload: give the place up and upload again.
-                continue;
+                // The wait outlived an upload: renew it, keeping the place.
+                lease = self.lease_images(&mut body).await?;
             }
             // A job the table has no price for is never sent under a limit (the run
             // refuses to start), so 0 here counts only where nothing is capped.

@@ -454,6 +454,7 @@ pub async fn execute(
         &config.results,
         client.upload_base_url().as_str(),
         config.upload_ttl,
+        config.concurrency,
     );
     for w in &upload_warnings {
         tracing::warn!("{w}");

@@ -4,7 +4,10 @@
 //! than its lifetime minus a safety margin; a job that needs a file being uploaded
 //! waits for that one upload. Uploads are remembered beside the results file
 //! (`<results>.uploads.jsonl`: content hash, URL, time), so a resumed or later run
-//! reuses a URL still young enough and uploads again one that is not.
+//! reuses a URL still young enough and uploads again one that is not. A job takes its
+//! URLs before it waits for its place among the sends, and renews any that aged past
+//! use while it waited, keeping its place. Uploads have slots of their own (as many
+//! as the run's requests), so that a job holding a request slot can wait for one.
 //!
 //! The remembered-uploads file is appended and synced one line per upload (a few
 //! per run, one per distinct file: a lock around one append is all it needs), read
@@ -111,6 +114,10 @@ pub struct Uploads {
     /// The upload host, as remembered lines name it.
     host: String,
     usable: Duration,
+    /// Uploads in flight at most. Their own, not the run's request slots: a job that
+    /// holds a request slot (and a place among the sends) may wait for an upload in
+    /// flight, which must then never wait for a request slot itself.
+    permits: tokio::sync::Semaphore,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     /// Opened at the first upload of the run.
     file: Arc<Mutex<Option<File>>>,
@@ -121,7 +128,12 @@ impl Uploads {
     /// run whose uploads live `ttl`; warnings for what could not be read. The file is
     /// rewritten without lines of no further use (expired, superseded, torn); other
     /// hosts' young lines are kept for their runs.
-    pub fn load(results: &Path, host: &str, ttl: Duration) -> (Uploads, Vec<String>) {
+    pub fn load(
+        results: &Path,
+        host: &str,
+        ttl: Duration,
+        concurrency: usize,
+    ) -> (Uploads, Vec<String>) {
         let path = remembered_path(results);
         let usable = usable_life(ttl);
         let mut warnings = Vec::new();
@@ -161,6 +173,7 @@ impl Uploads {
                 path,
                 host: host.to_owned(),
                 usable,
+                permits: tokio::sync::Semaphore::new(concurrency.max(1)),
                 slots: Mutex::new(slots),
                 file: Arc::new(Mutex::new(None)),
             },
@@ -291,7 +304,7 @@ impl Uploads {
             let permit = tokio::select! {
                 biased;
                 () = shared.stop_submitting.cancelled() => return Err(NoLease::Stopped),
-                p = shared.permits.acquire() => p.map_err(|_| NoLease::Stopped)?,
+                p = self.permits.acquire() => p.map_err(|_| NoLease::Stopped)?,
             };
             let at = SystemTime::now();
             tracing::debug!(job = %job_id.escape_debug(), file = %shown, bytes = bytes.len(), "uploading a local image");
@@ -507,7 +520,7 @@ mod tests {
         ]
         .join("\n");
         std::fs::write(&path, text).unwrap();
-        let (uploads, warnings) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL);
+        let (uploads, warnings) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2);
         assert!(warnings.is_empty(), "{warnings:?}");
         let slots = uploads.slots.lock().unwrap();
         assert_eq!(slots.len(), 1);
@@ -521,15 +534,15 @@ mod tests {
     fn a_remembered_upload_is_appended_and_synced() {
         let dir = tempfile::tempdir().unwrap();
         let results = dir.path().join("r.csv");
-        let (uploads, _) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL);
+        let (uploads, _) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(uploads.remember("a", "u-a", SystemTime::now()));
         rt.block_on(uploads.remember("b", "u-b", SystemTime::now()));
-        let (again, _) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL);
+        let (again, _) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2);
         assert_eq!(again.slots.lock().unwrap().len(), 2);
-        let (elsewhere, _) = Uploads::load(&results, "another-host", DEFAULT_UPLOAD_TTL);
+        let (elsewhere, _) = Uploads::load(&results, "another-host", DEFAULT_UPLOAD_TTL, 2);
         assert!(elsewhere.slots.lock().unwrap().is_empty());
     }
 }

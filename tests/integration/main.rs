@@ -11,4 +11,5 @@ mod records;
 mod run;
 mod sim;
 mod storm;
+mod uploads;
 mod validate;
