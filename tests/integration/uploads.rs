@@ -267,6 +267,30 @@ fn an_expired_upload_is_uploaded_again_and_the_fingerprint_stays() {
 }
 
 #[test]
+fn an_upload_the_service_lost_early_is_uploaded_again_once_and_sent_again() {
+    // The service forgets uploads after 1 s; the runner believes they live 24 h.
+    let h = Harness::new(SimConfig {
+        upload_ttl: Some(Duration::from_secs(1)),
+        ..fast_sim()
+    });
+    put(&h, "a.png", PNG);
+    let manifest = h.write("m.csv", &shared_image_jobs(2, "a.png"));
+    let out = h.run(&manifest, &["--limit", "1"]);
+    assert_eq!(out.status.code(), Some(exit::NOT_FINISHED as i32), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = h.run(&manifest, &[]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    all_succeeded(&h, 2);
+    let stats = h.stats();
+    assert_eq!(stats.codes.get(&451), Some(&1), "{stats:?}");
+    assert_eq!(upload_calls(&h), 2);
+    let r = &h.results().records["job-2"];
+    assert_eq!(r.attempts, 2, "the refused send counts as an attempt");
+    assert!((r.credits - 60.0).abs() < 1e-9, "and costs nothing: {r:?}");
+    assert_eq!(r.error_message, None, "{r:?}");
+}
+
+#[test]
 fn an_upload_that_ages_while_its_job_waits_is_uploaded_again_before_the_send() {
     let h = Harness::new(SimConfig {
         upload_ttl: Some(Duration::from_secs(2)),
