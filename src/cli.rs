@@ -140,16 +140,6 @@ pub struct RunArgs {
     #[command(flatten)]
     pub service: ServiceArgs,
 
-    /// Where local images are uploaded [default: the live upload host, or --api-base
-    /// when that is given].
-    #[arg(
-        long,
-        env = "KIE_UPLOAD_BASE",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    pub upload_base: Option<String>,
-
     /// The results CSV (default: results/<manifest name>.csv).
     #[arg(long, value_name = "PATH")]
     pub results: Option<PathBuf>,
@@ -181,16 +171,6 @@ pub struct RunArgs {
     /// Give up on one HTTP request after this long [default: 60s].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<Span>,
-
-    /// How long an uploaded local image lives on the service; an upload is used
-    /// until this less a safety margin (a quarter, at most 1h), then uploaded again
-    /// [default: 24h].
-    #[arg(long, value_name = "DURATION")]
-    pub upload_ttl: Option<Span>,
-
-    /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
-    #[arg(long, value_name = "SIZE")]
-    pub max_image_size: Option<Size>,
 
     /// Submit every job and exit (code 4); a later run polls and downloads.
     #[arg(long)]
@@ -247,4 +227,24 @@ pub struct RunArgs {
     /// Off a terminal, log a progress line this often.
     #[arg(long, value_name = "DURATION")]
     pub progress_interval: Option<Span>,
+
+    /// Where local images are uploaded [default: the live upload host, or --api-base
+    /// when that is given].
+    #[arg(
+        long,
+        env = "KIE_UPLOAD_BASE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub upload_base: Option<String>,
+
+    /// How long an uploaded local image lives on the service; an upload is used
+    /// until this less a safety margin (a quarter, at most 1h), then uploaded again
+    /// [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub upload_ttl: Option<Span>,
+
+    /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_image_size: Option<Size>,
 }

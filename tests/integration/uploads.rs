@@ -276,7 +276,12 @@ fn an_upload_the_service_lost_early_is_uploaded_again_once_and_sent_again() {
     put(&h, "a.png", PNG);
     let manifest = h.write("m.csv", &shared_image_jobs(2, "a.png"));
     let out = h.run(&manifest, &["--limit", "1"]);
-    assert_eq!(out.status.code(), Some(exit::NOT_FINISHED as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::NOT_FINISHED as i32),
+        "{}",
+        stderr(&out)
+    );
     std::thread::sleep(Duration::from_millis(1200));
     let out = h.run(&manifest, &[]);
     assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
