@@ -74,6 +74,7 @@ fn jobs(n: usize) -> Vec<Job> {
                 keep_original: false,
                 origin: Origin::default(),
                 file_stem: None,
+                local_images: Vec::new(),
             }
         })
         .collect()
@@ -108,6 +109,7 @@ fn mixed_jobs(n: usize) -> Vec<Job> {
                 keep_original: false,
                 origin: Origin::default(),
                 file_stem: None,
+                local_images: Vec::new(),
             }
         })
         .collect()

@@ -178,9 +178,18 @@ pub fn load_for_run(
     manifest_path: &Path,
     results: Option<&Path>,
 ) -> (Result<Manifest, ManifestError>, Option<Preloaded>) {
+    load_for_run_with(manifest_path, results, manifest::LoadOptions::default())
+}
+
+/// [`load_for_run`], reading the manifest with `options`.
+pub fn load_for_run_with(
+    manifest_path: &Path,
+    results: Option<&Path>,
+    options: manifest::LoadOptions,
+) -> (Result<Manifest, ManifestError>, Option<Preloaded>) {
     std::thread::scope(|s| {
         let preload = results.map(|r| s.spawn(move || checkpoint::preload(r)));
-        let manifest = manifest::load(manifest_path);
+        let manifest = manifest::load_with(manifest_path, options);
         // A panicked read is read again, under the lock.
         (manifest, preload.and_then(|h| h.join().ok()))
     })
@@ -203,7 +212,11 @@ pub fn results_path(args: &RunArgs) -> Option<PathBuf> {
 
 async fn run_command(args: RunArgs, quiet: bool, style: SummaryStyle) -> u8 {
     let results = results_path(&args);
-    let (manifest, preloaded) = load_for_run(&args.manifest, results.as_deref());
+    let (manifest, preloaded) = load_for_run_with(
+        &args.manifest,
+        results.as_deref(),
+        load_options(args.max_image_size),
+    );
     let manifest = match manifest {
         Ok(m) => m,
         Err(e) => return report_manifest_error(&e),
@@ -288,7 +301,7 @@ async fn run_command(args: RunArgs, quiet: bool, style: SummaryStyle) -> u8 {
     }
 
     let mut simulator = None;
-    let (base_url, key) = if args.simulate {
+    let (base_url, key, upload_base) = if args.simulate {
         let config = SimConfig::demo();
         let key = ApiKey::new(config.api_key.clone());
         match sim::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await {
@@ -299,17 +312,25 @@ async fn run_command(args: RunArgs, quiet: bool, style: SummaryStyle) -> u8 {
                 );
                 let url = handle.base_url();
                 simulator = Some(handle);
-                (url, key)
+                // The simulator serves uploads too.
+                (url, key, None)
             }
             Err(e) => return report_error(&e.context("failed to start the simulator")),
         }
     } else {
         match ApiKey::load(args.service.api_key_file.as_deref()) {
-            Ok(key) => (args.service.api_base.clone(), key),
+            Ok(key) => (
+                args.service.api_base.clone(),
+                key,
+                Some(crate::api::upload_base(
+                    &args.service.api_base,
+                    args.upload_base.as_deref(),
+                )),
+            ),
             Err(e) => return report_error(&e),
         }
     };
-    let client = match client(base_url, key, request_timeout) {
+    let client = match client(base_url, key, request_timeout, upload_base) {
         Ok(c) => c,
         Err(e) => return report_error(&e),
     };
@@ -344,12 +365,26 @@ async fn run_command(args: RunArgs, quiet: bool, style: SummaryStyle) -> u8 {
     }
 }
 
-fn client(base_url: String, key: ApiKey, request_timeout: Duration) -> anyhow::Result<Client> {
+/// A client of `base_url`; uploads go to `upload_base` (`None`: `base_url`).
+fn client(
+    base_url: String,
+    key: ApiKey,
+    request_timeout: Duration,
+    upload_base: Option<String>,
+) -> anyhow::Result<Client> {
     Client::new(ClientConfig {
         connect_timeout: crate::config::CONNECT_TIMEOUT,
         request_timeout,
+        upload_base_url: upload_base,
         ..ClientConfig::new(base_url, key)
     })
+}
+
+/// How a manifest is read, from `--max-image-size`.
+pub(crate) fn load_options(max_image_size: Option<crate::units::Size>) -> manifest::LoadOptions {
+    manifest::LoadOptions {
+        max_image_bytes: max_image_size.map_or(manifest::images::DEFAULT_MAX_IMAGE_BYTES, |s| s.0),
+    }
 }
 
 fn report_run_error(e: &anyhow::Error) -> u8 {
@@ -425,6 +460,7 @@ async fn credits_command(args: CreditsArgs) -> u8 {
         args.service.api_base,
         key,
         crate::config::DEFAULT_REQUEST_TIMEOUT,
+        None,
     ) {
         Ok(c) => c,
         Err(e) => return report_error(&e),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::units::{Rate, Span};
+use crate::units::{Rate, Size, Span};
 
 /// Batch runner for the kie.ai Veo 3.1 video API.
 ///
@@ -138,6 +138,10 @@ pub struct ValidateArgs {
     /// line; a manifest of 20 jobs or fewer lists them in the summary anyway.
     #[arg(long, conflicts_with = "emit")]
     pub jobs: bool,
+
+    /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_image_size: Option<Size>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -250,4 +254,24 @@ pub struct RunArgs {
     /// Off a terminal, log a progress line this often.
     #[arg(long, value_name = "DURATION")]
     pub progress_interval: Option<Span>,
+
+    /// Where local images are uploaded [default: the live upload host, or --api-base
+    /// when that is given].
+    #[arg(
+        long,
+        env = "KIE_UPLOAD_BASE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub upload_base: Option<String>,
+
+    /// How long an uploaded local image lives on the service; an upload is used
+    /// until this less a safety margin (a quarter, at most 1h), then uploaded again
+    /// [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub upload_ttl: Option<Span>,
+
+    /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_image_size: Option<Size>,
 }

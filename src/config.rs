@@ -137,6 +137,9 @@ pub fn resolve(
     if request_timeout.is_zero() {
         return Err(err("--request-timeout", "must be above 0"));
     }
+    if args.upload_ttl.is_some_and(|t| t.0.is_zero()) {
+        return Err(err("--upload-ttl", "must be above 0"));
+    }
 
     let progress_mode = match output {
         Output::Quiet => Mode::Quiet,
@@ -185,6 +188,10 @@ pub fn resolve(
             max_run_credits: args.max_run_credits,
             limit: args.limit,
             sample: args.sample,
+            upload_ttl: args.upload_ttl.map_or_else(
+                || scale(crate::runner::uploads::DEFAULT_UPLOAD_TTL),
+                |s| s.0,
+            ),
             ..RunConfig::with_defaults(manifest.jobs, results, videos_dir)
         },
         request_timeout,
@@ -221,6 +228,7 @@ impl RunConfig {
             max_run_credits: None,
             limit: None,
             sample: None,
+            upload_ttl: crate::runner::uploads::DEFAULT_UPLOAD_TTL,
         }
     }
 }

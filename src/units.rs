@@ -1,5 +1,5 @@
 //! The one syntax that flags and the manifest's `run:` settings share for
-//! durations (`200ms`, `15s`, `30m`) and rates (`20/10s`, `5/s`).
+//! durations (`200ms`, `15s`, `30m`), rates (`20/10s`, `5/s`) and sizes (`8MiB`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -102,6 +102,73 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
+/// A number of bytes, written `8MiB`, `10MB`, `500KB`, `500KiB` or `1048576` (bytes);
+/// shown in binary units (`612 B`, `1.5 KiB`, `8 MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Size, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let unit = unit.trim().to_ascii_lowercase();
+        let factor: u64 = match unit.as_str() {
+            "" | "b" => 1,
+            "kb" | "k" => 1000,
+            "kib" => 1 << 10,
+            "mb" | "m" => 1000 * 1000,
+            "mib" => 1 << 20,
+            "gb" | "g" => 1000 * 1000 * 1000,
+            "gib" => 1 << 30,
+            _ => {
+                return Err(format!(
+                    "{t:?} is not a size (write it like 8MiB, 10MB or 500KB)"
+                ));
+            }
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{t:?} is not a size (write it like 8MiB, 10MB or 500KB)"))?;
+        #[expect(clippy::cast_precision_loss, reason = "factors are far below 2^52")]
+        let bytes = value * factor as f64;
+        if !(1.0..=1e15).contains(&bytes) {
+            return Err(format!("{t:?} is out of range (1 byte to 1000 TB)"));
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked finite, positive and in range above"
+        )]
+        Ok(Size(bytes.round() as u64))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        #[expect(clippy::cast_precision_loss, reason = "a size to show, rounded anyway")]
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        if value.fract() == 0.0 {
+            write!(f, "{:.0} {}", value, UNITS[unit])
+        } else {
+            write!(f, "{:.1} {}", value, UNITS[unit])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +200,21 @@ mod tests {
         assert!("20".parse::<Rate>().is_err());
         assert!("x/10s".parse::<Rate>().is_err());
         assert!((Rate::KIE_DEFAULT.per_second() - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!("8MiB".parse::<Size>().unwrap(), Size(8 << 20));
+        assert_eq!("10MB".parse::<Size>().unwrap(), Size(10_000_000));
+        assert_eq!(" 500 kb ".parse::<Size>().unwrap(), Size(500_000));
+        assert_eq!("1.5KiB".parse::<Size>().unwrap(), Size(1536));
+        assert_eq!("1024".parse::<Size>().unwrap(), Size(1024));
+        assert!("0".parse::<Size>().is_err());
+        assert!("big".parse::<Size>().unwrap_err().contains("not a size"));
+        assert!("5 parsecs".parse::<Size>().is_err());
+        assert_eq!(Size(612).to_string(), "612 B");
+        assert_eq!(Size(1536).to_string(), "1.5 KiB");
+        assert_eq!(Size(8 << 20).to_string(), "8 MiB");
+        assert_eq!(Size(12_500_000).to_string(), "11.9 MiB");
     }
 }

@@ -11,10 +11,12 @@ use crate::cost::{Estimate, credits};
 use crate::exit;
 use crate::manifest::{self, Manifest};
 use crate::request::Resolution;
+use crate::units::Size;
 
 /// Runs the subcommand; returns an exit code from [`crate::exit`].
 pub fn run(args: &ValidateArgs) -> u8 {
-    let manifest = match manifest::load(&args.manifest) {
+    let options = crate::app::load_options(args.max_image_size);
+    let manifest = match manifest::load_with(&args.manifest, options) {
         Ok(m) => m,
         Err(e) => {
             let mut err = String::new();
@@ -165,6 +167,7 @@ pub fn summary(m: &Manifest) -> String {
         credits(estimate.upgrades),
         estimate.unpriced_note()
     );
+    local_images(&mut s, m);
     if !m.warnings.is_empty() {
         let _ = writeln!(s, "warnings: {} (printed to stderr)", m.warnings.len());
     }
@@ -181,5 +184,51 @@ fn duration_label(d: Option<u8>) -> &'static str {
         Some(6) => "6s",
         Some(8) | None => "8s",
         Some(_) => "other",
+    }
+}
+
+/// The local image files the jobs name, with their sizes and how many jobs use each:
+/// what `run` uploads (each file once, when the first job that needs it is sent).
+fn local_images(s: &mut String, m: &Manifest) {
+    let mut files: BTreeMap<&std::path::Path, (u64, &str, usize)> = BTreeMap::new();
+    for job in &m.jobs {
+        for l in &job.local_images {
+            files
+                .entry(l.image.path.as_path())
+                .or_insert((l.image.size, l.image.sha256.as_str(), 0))
+                .2 += 1;
+        }
+    }
+    if files.is_empty() {
+        return;
+    }
+    let total: u64 = files.values().map(|(size, _, _)| size).sum();
+    let distinct: std::collections::BTreeSet<&str> =
+        files.values().map(|(_, sha, _)| *sha).collect();
+    let n = files.len();
+    let _ = writeln!(
+        s,
+        "local images: {n} file{}, {} in all{}; uploaded when a job that uses them is sent",
+        if n == 1 { "" } else { "s" },
+        Size(total),
+        if distinct.len() < n {
+            format!(" ({} distinct)", distinct.len())
+        } else {
+            String::new()
+        }
+    );
+    let width = files
+        .keys()
+        .map(|p| p.display().to_string().len())
+        .max()
+        .unwrap_or(0);
+    for (path, (size, _, jobs)) in files {
+        let path = path.display().to_string();
+        let _ = writeln!(
+            s,
+            "  {path:<width$}  {:>9}  {jobs} job{}",
+            Size(size).to_string(),
+            if jobs == 1 { "" } else { "s" }
+        );
     }
 }

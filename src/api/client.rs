@@ -35,11 +35,13 @@ pub struct Client {
     /// since result files live on other hosts.
     pub(super) files: reqwest::Client,
     pub(super) base: Url,
+    /// Where local images are uploaded (the API base unless set apart).
+    pub(super) upload_base: Url,
     pub(super) key: ApiKey,
     /// The endpoints joined to `base` once, not at every call.
     endpoints: std::sync::Arc<[(&'static str, Url)]>,
     /// `Bearer <key>`, marked sensitive so that it is never logged.
-    auth: HeaderValue,
+    pub(super) auth: HeaderValue,
     pub(super) request_timeout: Duration,
     pub(super) max_download_bytes: u64,
 }
@@ -48,6 +50,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("base", &self.base.as_str())
+            .field("upload_base", &self.upload_base.as_str())
             .field("key", &self.key)
             .field("request_timeout", &self.request_timeout)
             .field("max_download_bytes", &self.max_download_bytes)
@@ -78,6 +81,15 @@ fn parse_base(raw: &str) -> anyhow::Result<Url> {
 impl Client {
     pub fn new(config: ClientConfig) -> anyhow::Result<Client> {
         let base = parse_base(&config.base_url)?;
+        let upload_base = match &config.upload_base_url {
+            Some(u) => parse_base(u).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    e.to_string().replace("api base url", "upload base url")
+                )
+            })?,
+            None => base.clone(),
+        };
         // Fail here, not on the first call, when the key cannot be a header.
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.key.expose()))
             .map_err(|_| anyhow::anyhow!("the api key cannot be sent in an http header"))?;
@@ -113,6 +125,7 @@ impl Client {
             api,
             files,
             base,
+            upload_base,
             endpoints,
             auth,
             key: config.key,
@@ -142,7 +155,7 @@ impl Client {
 
     /// Sends `req` and reads the answer: the HTTP status, Retry-After and body.
     /// Transport failures are classified here.
-    async fn send(&self, req: RequestBuilder, what: &str) -> Result<Answer, ApiError> {
+    pub(super) async fn send(&self, req: RequestBuilder, what: &str) -> Result<Answer, ApiError> {
         let mut resp = req
             .send()
             .await
@@ -293,14 +306,14 @@ impl Client {
 }
 
 /// What came back from one call, before classification.
-struct Answer {
+pub(super) struct Answer {
     status: u16,
     retry_after: Option<Duration>,
-    body: Vec<u8>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Answer {
-    fn classify(&self) -> Result<Envelope, ApiError> {
+    pub(super) fn classify(&self) -> Result<Envelope, ApiError> {
         classify::classify(self.status, &self.body).map_err(|mut e| {
             e.retry_after = self.retry_after;
             e

@@ -9,6 +9,7 @@ mod classify;
 mod client;
 mod download;
 mod key;
+mod upload;
 mod wire;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use classify::{Envelope, classify, parse_envelope, parse_retry_after};
 pub use client::Client;
 pub use key::{ApiKey, KEY_ENV};
+pub use upload::{DEFAULT_UPLOAD_BASE, UPLOAD_PATH, upload_base};
 
 /// The default cap on one downloaded file: a Veo clip is tens of MB, 4K a few
 /// hundred; anything past this is not a video we asked for.
@@ -25,6 +27,8 @@ pub const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub base_url: String,
+    /// Where local images are uploaded; `None`: `base_url` (see [`upload_base`]).
+    pub upload_base_url: Option<String>,
     pub key: ApiKey,
     pub connect_timeout: Duration,
     /// The whole-call limit for API calls; for downloads, the longest wait for
@@ -39,9 +43,12 @@ pub const DEFAULT_BASE_URL: &str = "https://api.kie.ai";
 
 impl ClientConfig {
     /// A config with the default timeouts (10 s connect, 60 s request) and cap.
+    /// Uploads go where [`upload_base`] says for `base_url` alone.
     pub fn new(base_url: impl Into<String>, key: ApiKey) -> ClientConfig {
+        let base_url = base_url.into();
         ClientConfig {
-            base_url: base_url.into(),
+            upload_base_url: Some(upload_base(&base_url, None)),
+            base_url,
             key,
             ..ClientConfig::default()
         }
@@ -53,6 +60,7 @@ impl Default for ClientConfig {
     fn default() -> ClientConfig {
         ClientConfig {
             base_url: DEFAULT_BASE_URL.to_owned(),
+            upload_base_url: Some(DEFAULT_UPLOAD_BASE.to_owned()),
             key: ApiKey::new(""),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::cost::{PriceTable, credits};
 use crate::request::{self, Field, RawRequest, Resolution};
 
+use super::images::{self, Images, LocalRef};
 use super::{Diagnostic, Job, Origin, Upgrade};
 
 /// One job as read, before any rule is checked.
@@ -114,6 +115,8 @@ pub(crate) struct Collector {
     hints: Vec<(Diagnostic, usize)>,
     /// The manifest's prices, for the hints (set before any job is finished).
     pub prices: PriceTable,
+    /// Local image files, each checked once.
+    pub images: Images,
     /// The same problem at the same place (a bad default, a matrix job's field) is
     /// reported once, with how many more jobs share it, not once per job.
     seen_errors: HashMap<(Origin, Option<String>, String), usize>,
@@ -201,7 +204,9 @@ impl Collector {
             self.error(d);
             ok = false;
         }
-        let (decided, warnings) = request::check_parts(&draft.raw);
+        let local = self.local_images(&draft, label);
+        ok &= local.is_some();
+        let (decided, warnings) = request::check_parts(&draft.raw, &images::is_local);
         for w in &warnings {
             let at = draft.place_of(w.field, &w.message);
             let d = diag(at, label, w.field.map(Field::api_name), w.message.clone());
@@ -230,8 +235,14 @@ impl Collector {
         // Only jobs with an upgrade can get a hint, which is placed at the upgrade.
         let upgrade_at = draft.upgrade.flatten().map(|_| draft.upgrade_place());
         // The draft is done with: its strings move into the request.
-        let req = decided.into_request(draft.raw);
-        let fingerprint = req.fingerprint();
+        let mut req = decided.into_request(draft.raw);
+        let local = local.unwrap_or_default();
+        let fingerprint = images::fingerprint(&req, &local);
+        for l in &local {
+            if let Some(slot) = req.image_urls.get_mut(l.index) {
+                *slot = l.image.shown();
+            }
+        }
         let id = match draft.id {
             Some(id) => id,
             None if draft.derive_id => {
@@ -255,6 +266,7 @@ impl Collector {
                 keep_original: draft.keep_original.unwrap_or(false),
                 origin: draft.at,
                 file_stem: None,
+                local_images: local,
             };
             if let Some(upgrade_at) = upgrade_at
                 && let Some(c) = self.prices.native_is_cheaper(&job)
@@ -274,6 +286,34 @@ impl Collector {
             }
             self.jobs.push(job);
         }
+    }
+
+    /// The draft's images that are local files, each checked (relative paths against
+    /// the file that wrote them); `None`, with each problem reported, when one fails.
+    fn local_images(&mut self, draft: &Draft, label: Option<&str>) -> Option<Vec<LocalRef>> {
+        let urls = draft.raw.image_urls.as_deref().unwrap_or_default();
+        let mut local = Vec::new();
+        let mut ok = true;
+        for (index, url) in urls.iter().enumerate() {
+            if !images::is_local(url) {
+                continue;
+            }
+            let at = draft.image_at.get(index).unwrap_or(&draft.at);
+            let dir = at.file.parent().unwrap_or(std::path::Path::new(""));
+            match self.images.check(url, dir) {
+                Ok(image) => local.push(LocalRef { index, image }),
+                Err(why) => {
+                    self.error(diag(
+                        at.clone(),
+                        label,
+                        Some(Field::ImageUrls.api_name()),
+                        why,
+                    ));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(local)
     }
 
     fn missing_id(&mut self, at: &Origin) {

@@ -4,11 +4,14 @@
 //! Reading is synchronous and does no I/O beyond reading the files. Every problem in
 //! a manifest is collected, located (file, line, column) and reported in one pass.
 
+pub mod images;
 mod job;
 mod node;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_images;
 #[cfg(test)]
 mod tests_resolution;
 mod yaml;
@@ -18,6 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::cost::PriceTable;
+pub use crate::manifest::images::{LocalImage, LocalRef};
 use crate::request::GenerateRequest;
 use crate::units::{Rate, Span};
 
@@ -38,6 +42,8 @@ pub struct Job {
     /// The stem of its video files when it is not the id itself (an id that had to
     /// be cleaned, or that would share a file with another); see [`crate::paths`].
     pub file_stem: Option<String>,
+    /// The request's images that are local files (uploaded just before it is sent).
+    pub local_images: Vec<LocalRef>,
 }
 
 impl Job {
@@ -159,11 +165,32 @@ impl fmt::Display for ManifestError {
 
 impl std::error::Error for ManifestError {}
 
+/// What reading a manifest may be told besides its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The largest local image file accepted (`--max-image-size`).
+    pub max_image_bytes: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            max_image_bytes: images::DEFAULT_MAX_IMAGE_BYTES,
+        }
+    }
+}
+
 /// Reads, expands and validates the manifest at `path` (`.yaml`, `.yml` or `.csv`).
 ///
 /// Every problem is collected; the error lists them all, each located.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    load_with(path, LoadOptions::default())
+}
+
+/// [`load`] with `options`.
+pub fn load_with(path: &Path, options: LoadOptions) -> Result<Manifest, ManifestError> {
     let mut out = job::Collector::default();
+    out.images.max_bytes = options.max_image_bytes;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())

@@ -58,7 +58,7 @@ pub const DEFAULT_ASPECT_RATIO: AspectRatio = AspectRatio::Landscape;
 
 /// Applies every rule of the generate endpoint to `raw`.
 pub fn check(raw: &RawRequest) -> Checked {
-    let (decided, warnings) = check_parts(raw);
+    let (decided, warnings) = check_parts(raw, &|_| false);
     let result = decided.map(|d| {
         d.into_request(RawRequest {
             prompt: raw.prompt.clone(),
@@ -94,8 +94,13 @@ impl Decided {
 }
 
 /// The rules of [`check`], without building the request: the decided values or every
-/// issue, and the warnings.
-pub(crate) fn check_parts(raw: &RawRequest) -> (Result<Decided, Vec<FieldIssue>>, Vec<FieldIssue>) {
+/// issue, and the warnings. An image entry for which `local` is true names a local
+/// file, which the caller (the manifest) checks instead of the URL rule; it still
+/// counts as an image.
+pub(crate) fn check_parts(
+    raw: &RawRequest,
+    local: &dyn Fn(&str) -> bool,
+) -> (Result<Decided, Vec<FieldIssue>>, Vec<FieldIssue>) {
     let mut issues = Vec::new();
     let mut warnings = Vec::new();
 
@@ -121,7 +126,7 @@ pub(crate) fn check_parts(raw: &RawRequest) -> (Result<Decided, Vec<FieldIssue>>
     };
 
     let image_urls: &[String] = raw.image_urls.as_deref().unwrap_or_default();
-    for url in image_urls {
+    for url in image_urls.iter().filter(|u| !local(u)) {
         if let Err(why) = check_http_url(url) {
             issues.push(FieldIssue::new(
                 Field::ImageUrls,

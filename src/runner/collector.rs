@@ -574,6 +574,7 @@ mod tests {
             keep_original: false,
             origin: Origin::default(),
             file_stem: None,
+            local_images: Vec::new(),
         }
     }
 

@@ -122,6 +122,8 @@ pub struct Shared {
     pub stop_waiting: CancellationToken,
     pub fatal: Mutex<Option<Fatal>>,
     pub budget: Budget,
+    /// Local images: their uploads, shared by every job that needs the same file.
+    pub uploads: super::uploads::Uploads,
 }
 
 impl Shared {
@@ -391,13 +393,21 @@ impl JobRunner {
     }
 
     async fn submit(&mut self) -> Result<String, JobEnd> {
-        let body = self.job.request.to_body();
+        let mut body = self.job.request.to_body();
         let mut delays = self.shared.settings.retry.nominal_delays();
+        let mut uploaded_again = false;
         loop {
             let shared = self.shared.clone();
+            // Local images get their URLs now, just before the send (and again
+            // before each retry), not when the run starts.
+            let mut lease = self.lease_images(&mut body).await?;
             let Some(reserved) = ready_to_submit(&shared).await else {
                 return Err(JobEnd::NotStarted);
             };
+            if lease.as_ref().is_some_and(|l| !l.fresh()) {
+                // The wait outlived an upload: renew it, keeping the place.
+                lease = self.lease_images(&mut body).await?;
+            }
             // A job the table has no price for is never sent under a limit (the run
             // refuses to start), so 0 here counts only where nothing is capped.
             let cost = shared.budget.prices.job(&*self.job).unwrap_or(0.0);
@@ -436,6 +446,17 @@ impl JobRunner {
                 Err(e) => e,
             };
             self.set_error(&e);
+            if let Some(lease) = lease.filter(|_| e.code == Some(451) && !uploaded_again) {
+                // The service could not fetch an uploaded image (gone before its
+                // time): no task was made; upload again and send once more.
+                uploaded_again = true;
+                shared.budget.release(cost);
+                self.record.credits = (self.record.credits - cost).max(0.0);
+                shared.uploads.forget(&lease).await;
+                self.save(State::Pending).await?;
+                tracing::info!(job = %self.job.id.escape_debug(), "the service could not fetch an uploaded image; uploading it again");
+                continue;
+            }
             if matches!(
                 e.class,
                 ErrorClass::Retryable | ErrorClass::Failed | ErrorClass::Auth | ErrorClass::Credits
@@ -491,6 +512,46 @@ impl JobRunner {
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// URLs for the job's local images, put into `body`; `None` for a job without.
+    /// A file that cannot be uploaded fails the job; a refused key stops the run.
+    async fn lease_images(
+        &mut self,
+        body: &mut serde_json::Value,
+    ) -> Result<Option<super::uploads::Lease>, JobEnd> {
+        use super::uploads::NoLease;
+        if self.job.local_images.is_empty() {
+            return Ok(None);
+        }
+        let shared = self.shared.clone();
+        match shared
+            .uploads
+            .lease(&shared, &self.job, &mut self.rng)
+            .await
+        {
+            Ok(lease) => {
+                for (index, url) in &lease.urls {
+                    if let Some(slot) = body.get_mut("imageUrls").and_then(|u| u.get_mut(*index)) {
+                        *slot = serde_json::Value::from(url.as_str());
+                    }
+                }
+                Ok(Some(lease))
+            }
+            Err(NoLease::Stopped) => Err(JobEnd::NotStarted),
+            Err(NoLease::Refused(r)) if r.auth => {
+                shared.set_fatal(Fatal::Auth(r.message));
+                Err(JobEnd::Stopped)
+            }
+            Err(NoLease::Refused(r)) => {
+                tracing::warn!(job = %self.job.id.escape_debug(), code = r.code, error = %r.message, "failed");
+                self.record.error_code = r.code;
+                self.record.error_message = Some(r.message);
+                self.record.finished_at = Some(now());
+                self.save(State::Failed).await?;
+                Err(JobEnd::Failed)
             }
         }
     }

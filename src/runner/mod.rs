@@ -43,6 +43,7 @@ pub mod pace;
 pub mod polls;
 pub mod retry;
 pub mod schedule;
+pub mod uploads;
 
 use collector::{Collected, Counters, Entry, Progress};
 pub use job::Start;
@@ -85,6 +86,8 @@ pub struct RunConfig {
     pub limit: Option<usize>,
     /// Submit only N jobs still to send, drawn at random (with `seed`).
     pub sample: Option<usize>,
+    /// How long an uploaded local image lives on the service (`--upload-ttl`).
+    pub upload_ttl: Duration,
 }
 
 /// The stop signals from outside: the first Ctrl-C drains, the second aborts.
@@ -454,6 +457,15 @@ pub async fn execute(
     ));
 
     let spent = Arc::new(Mutex::new(0.0));
+    let (uploads, upload_warnings) = uploads::Uploads::load(
+        &config.results,
+        client.upload_base_url().as_str(),
+        config.upload_ttl,
+        config.concurrency,
+    );
+    for w in &upload_warnings {
+        tracing::warn!("{w}");
+    }
     let shared = Arc::new(Shared {
         client,
         settings: JobSettings {
@@ -495,6 +507,7 @@ pub async fn execute(
             max_run: config.max_run_credits,
             spent: spent.clone(),
         },
+        uploads,
     });
 
     // The jobs move behind one `Arc` for the job tasks: a task holds the list and its

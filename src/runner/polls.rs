@@ -339,6 +339,7 @@ mod tests {
                 keep_original: false,
                 origin: crate::manifest::Origin::default(),
                 file_stem: None,
+                local_images: Vec::new(),
             }
         };
         assert_eq!(kind(&job(serde_json::json!({}))), "veo3");

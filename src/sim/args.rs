@@ -77,6 +77,11 @@ pub struct SimArgs {
     /// 422 "record result data is blank" (as the live service is seen to).
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub record_lag: Span,
+
+    /// Uploaded files are forgotten this long after their upload, or "none"; generate
+    /// answers 451 for an image URL to a forgotten one.
+    #[arg(long, default_value = "24h", value_name = "DURATION|none")]
+    pub upload_ttl: TtlArg,
 }
 
 /// `--url-ttl`: a duration or `none`.
@@ -323,6 +328,7 @@ impl SimArgs {
             callbacks: !self.no_callbacks,
             url_ttl: self.url_ttl.0.map(|d| d.0),
             record_lag: self.record_lag.0,
+            upload_ttl: self.upload_ttl.0.map(|d| d.0),
             ..SimConfig::default()
         })
     }
@@ -363,6 +369,7 @@ mod tests {
         assert!(config.callbacks);
         assert_eq!(config.url_ttl, real.url_ttl);
         assert_eq!(config.record_lag, real.record_lag);
+        assert_eq!(config.upload_ttl, real.upload_ttl);
     }
 
     #[test]
@@ -393,6 +400,7 @@ mod tests {
             "--no-callbacks",
             "--url-ttl=10m",
             "--record-lag=3s",
+            "--upload-ttl=5s",
         ])
         .unwrap();
         let c = args.to_config().unwrap();
@@ -427,6 +435,7 @@ mod tests {
         assert!(!c.callbacks);
         assert_eq!(c.url_ttl, Some(Duration::from_secs(600)));
         assert_eq!(c.record_lag, Duration::from_secs(3));
+        assert_eq!(c.upload_ttl, Some(Duration::from_secs(5)));
         let none = parse(&["--url-ttl=none"]).unwrap().to_config().unwrap();
         assert_eq!(none.url_ttl, None);
     }

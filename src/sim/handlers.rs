@@ -29,13 +29,20 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/api/v1/chat/credit", get(credit))
         .route("/api/v1/common/download-url", post(download_url))
         .route("/files/{name}", get(files))
+        .route(
+            "/api/file-stream-upload",
+            post(super::uploads::upload).layer(axum::extract::DefaultBodyLimit::max(
+                super::uploads::MAX_UPLOAD_BYTES,
+            )),
+        )
+        .route("/tempfile/{*path}", get(super::uploads::serve))
         .fallback(not_found)
         .with_state(sim)
 }
 
 /// What the request log says about one call besides its endpoint and code.
 #[derive(Debug, Default)]
-struct Ctx {
+pub(super) struct Ctx {
     prompt: Option<String>,
     fingerprint: Option<String>,
     task_id: Option<String>,
@@ -53,7 +60,7 @@ impl Ctx {
     }
 }
 
-fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
+pub(super) fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
     tracing::debug!(
         endpoint = endpoint.name(),
         code,
@@ -77,7 +84,7 @@ fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
 }
 
 /// Sends `answer` in the configured error style, and logs it.
-fn reply(sim: &Sim, endpoint: Endpoint, answer: Answer, ctx: &Ctx) -> Response {
+pub(super) fn reply(sim: &Sim, endpoint: Endpoint, answer: Answer, ctx: &Ctx) -> Response {
     log(sim, endpoint, Some(answer.code), ctx);
     let status = match sim.config.error_style {
         _ if answer.code == 200 => StatusCode::OK,
@@ -109,7 +116,7 @@ async fn drop_connection(
 }
 
 /// The checks every API call passes first. `Ok(slow)` says whether to answer late.
-fn gate(
+pub(super) fn gate(
     sim: &Sim,
     endpoint: Endpoint,
     headers: &HeaderMap,
@@ -212,6 +219,10 @@ async fn generate(
         (Ok(value), Ok(req)) => (value, req),
         (Err(answer), _) | (_, Err(answer)) => return reply(&sim, e, answer, &ctx),
     };
+    // An image this simulator's upload host issued, and has forgotten since.
+    if let Some(answer) = sim.uploads.refuse_gone(&sim, &req.image_urls) {
+        return reply(&sim, e, answer, &ctx);
+    }
     match sim.admit(&req, &value) {
         Admission::Refused(answer) => reply(&sim, e, answer, &ctx),
         Admission::DropBefore => drop_connection(&sim, kill, e, &ctx).await,

@@ -27,6 +27,7 @@ use crate::units::Rate;
 pub mod args;
 mod handlers;
 mod state;
+mod uploads;
 
 /// The key `veo-batch run --simulate` and `veo-batch simulate` accept by default.
 pub const DEMO_KEY: &str = "sim-key";
@@ -74,6 +75,9 @@ pub struct SimConfig {
     pub url_ttl: Option<Duration>,
     /// A link from `download-url` works this long (scaled).
     pub download_link_ttl: Duration,
+    /// Uploaded files are forgotten this long after their upload (scaled); an image
+    /// URL to a forgotten one makes generate answer 451. `None`: never.
+    pub upload_ttl: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -98,6 +102,7 @@ impl Default for SimConfig {
             record_lag: Duration::from_secs(10),
             url_ttl: Some(Duration::from_secs(24 * 60 * 60)),
             download_link_ttl: Duration::from_secs(20 * 60),
+            upload_ttl: Some(Duration::from_secs(24 * 60 * 60)),
         }
     }
 }
@@ -168,10 +173,12 @@ pub enum Endpoint {
     Credit,
     Files,
     DownloadUrl,
+    /// `POST /api/file-stream-upload`, on the upload host.
+    Upload,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 7] = [
+    pub const ALL: [Endpoint; 8] = [
         Endpoint::Generate,
         Endpoint::RecordInfo,
         Endpoint::Get1080p,
@@ -179,6 +186,7 @@ impl Endpoint {
         Endpoint::Credit,
         Endpoint::Files,
         Endpoint::DownloadUrl,
+        Endpoint::Upload,
     ];
 
     pub fn name(self) -> &'static str {
@@ -190,6 +198,7 @@ impl Endpoint {
             Endpoint::Credit => "credit",
             Endpoint::Files => "files",
             Endpoint::DownloadUrl => "download-url",
+            Endpoint::Upload => "file-stream-upload",
         }
     }
 
@@ -293,6 +302,8 @@ pub struct SimStats {
     pub requests: BTreeMap<&'static str, u64>,
     /// Callbacks delivered (a 2xx answer from the receiver).
     pub callbacks_delivered: u64,
+    /// Files stored by the upload host, per file name, and how often.
+    pub uploads: BTreeMap<String, u32>,
 }
 
 /// A running simulator.
@@ -309,7 +320,10 @@ impl SimHandle {
     }
 
     pub fn stats(&self) -> SimStats {
-        self.sim.stats()
+        SimStats {
+            uploads: self.sim.uploads.counts(),
+            ..self.sim.stats()
+        }
     }
 
     /// Stops accepting, drops every open connection and pending timer.

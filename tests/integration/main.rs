@@ -14,4 +14,5 @@ mod run;
 mod sim;
 mod simulate;
 mod storm;
+mod uploads;
 mod validate;

@@ -1,0 +1,382 @@
+//! Local images: `imageUrls` entries that name files on this machine instead of
+//! http(s) URLs. Each is resolved against the file that names it, checked (a regular,
+//! readable PNG, JPEG or WebP by its content, under the size cap) and hashed once per
+//! manifest, however many jobs use it. A job's request shows the file's path (what
+//! `validate --emit jsonl` and `run --dry-run` print); its fingerprint takes the file's
+//! content hash in that place (`local:sha256:<hex>`), never the path or the temporary
+//! URL of an upload, so that uploading again never makes a job look edited while a
+//! change to the file's content does.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::request::GenerateRequest;
+use crate::units::Size;
+
+/// The largest local image accepted by default: 8 MiB. The kie.ai docs give no limit
+/// for uploads or for generate's images; the one published limit for Veo 3.1 input
+/// images (another host's, for Lite) is 8 MB. A 4K photo saved as JPEG fits; a file
+/// past it is a camera original the service would scale down anyway, and sending it
+/// costs upload time before a refusal could come. `--max-image-size` changes it.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 8 << 20;
+
+/// The image formats generate takes, told apart by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageKind {
+    Png,
+    Jpeg,
+    Webp,
+}
+
+impl ImageKind {
+    /// The format of an image that starts with `bytes`, if it is one of ours.
+    pub fn sniff(bytes: &[u8]) -> Option<ImageKind> {
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(ImageKind::Png)
+        } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Some(ImageKind::Jpeg)
+        } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+            Some(ImageKind::Webp)
+        } else {
+            None
+        }
+    }
+
+    pub fn mime(self) -> &'static str {
+        match self {
+            ImageKind::Png => "image/png",
+            ImageKind::Jpeg => "image/jpeg",
+            ImageKind::Webp => "image/webp",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageKind::Png => "png",
+            ImageKind::Jpeg => "jpg",
+            ImageKind::Webp => "webp",
+        }
+    }
+}
+
+/// A local image file, checked when the manifest was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalImage {
+    /// The file, as it is opened: resolved against the file that named it.
+    pub path: PathBuf,
+    /// SHA-256 of its content, lowercase hex.
+    pub sha256: String,
+    pub size: u64,
+    pub kind: ImageKind,
+}
+
+impl LocalImage {
+    /// What stands for the image in the fingerprinted body.
+    pub fn token(&self) -> String {
+        format!("local:sha256:{}", self.sha256)
+    }
+
+    /// The name it is uploaded under: its content hash, so that an upload of the
+    /// same name (which the service overwrites) is always the same bytes.
+    pub fn upload_name(&self) -> String {
+        format!("{}.{}", self.sha256, self.kind.extension())
+    }
+
+    /// How the request shows it.
+    pub fn shown(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// The file's bytes read again (just before an upload), when they are still the
+    /// bytes that were checked; otherwise why not, to fail its jobs with.
+    pub fn read_again(&self) -> Result<Vec<u8>, String> {
+        let path = self.path.display();
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "local image `{path}` is gone: it was there when the manifest was read \
+                     (put it back and run again)"
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "local image `{path}` cannot be read any more: {}",
+                    super::io_message(&e)
+                ));
+            }
+        };
+        if hex(&Sha256::digest(&bytes)) != self.sha256 {
+            return Err(format!(
+                "local image `{path}` changed since the manifest was read; nothing was sent \
+                 (run again to send its jobs with the new image)"
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// A local image in a job's request: `request.image_urls[index]` shows its path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalRef {
+    pub index: usize,
+    pub image: Arc<LocalImage>,
+}
+
+/// The path a non-URL `imageUrls` entry names, before it is resolved; `None` for an
+/// entry with a URL scheme other than `file:` (http and https, and anything else the
+/// URL rule refuses). An error for a `file:` URL that names no local path.
+pub fn local_entry(entry: &str) -> Option<Result<PathBuf, String>> {
+    match reqwest::Url::parse(entry) {
+        Ok(u) if u.scheme() == "file" => Some(u.to_file_path().map_err(|()| {
+            format!(
+                "{entry:?} is a file:// URL that names no local file (write file:///absolute/path)"
+            )
+        })),
+        // One letter is a Windows drive (`C:\shots\a.png`), not a scheme.
+        Ok(u) if u.scheme().len() > 1 => None,
+        _ => Some(Ok(PathBuf::from(entry))),
+    }
+}
+
+/// True when `entry` names a local file rather than a URL.
+pub fn is_local(entry: &str) -> bool {
+    local_entry(entry).is_some()
+}
+
+/// The request's fingerprint with each local image's content hash in its place.
+pub fn fingerprint(request: &GenerateRequest, local: &[LocalRef]) -> String {
+    if local.is_empty() {
+        return request.fingerprint();
+    }
+    let mut hashed = request.clone();
+    for l in local {
+        if let Some(slot) = hashed.image_urls.get_mut(l.index) {
+            *slot = l.image.token();
+        }
+    }
+    hashed.fingerprint()
+}
+
+/// Checks local image files, each once per manifest: a file used by a thousand jobs
+/// is read and hashed once.
+#[derive(Debug)]
+pub(crate) struct Images {
+    pub max_bytes: u64,
+    seen: HashMap<PathBuf, Result<Arc<LocalImage>, Problem>>,
+}
+
+impl Default for Images {
+    fn default() -> Images {
+        Images {
+            max_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            seen: HashMap::new(),
+        }
+    }
+}
+
+/// Why a file cannot be used, said after the entry as written.
+#[derive(Debug, Clone)]
+struct Problem(String);
+
+impl Images {
+    /// The image that `entry` (written in a file in `dir`) names, checked; or what is
+    /// wrong with it, as a message that starts with the entry as written.
+    pub fn check(&mut self, entry: &str, dir: &Path) -> Result<Arc<LocalImage>, String> {
+        let path = match local_entry(entry) {
+            Some(Ok(p)) => p,
+            Some(Err(why)) => return Err(why),
+            None => return Err(format!("{entry:?} is not a local file")),
+        };
+        let path = if path.is_absolute() {
+            path
+        } else {
+            dir.join(path)
+        };
+        let max = self.max_bytes;
+        let found = self
+            .seen
+            .entry(path.clone())
+            .or_insert_with(|| inspect(&path, max).map(Arc::new));
+        found
+            .clone()
+            .map_err(|Problem(why)| format!("{entry:?} {why}"))
+    }
+}
+
+/// Reads and checks the file at `path`.
+fn inspect(path: &Path, max_bytes: u64) -> Result<LocalImage, Problem> {
+    let problem = |s: String| Problem(s);
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(problem(format!(
+                "names no file (looked for `{}`: an entry that is not an http(s) URL is a \
+                 local image, its path relative to the file that names it)",
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(problem(format!(
+                "cannot be read: {}",
+                super::io_message(&e)
+            )));
+        }
+    };
+    if meta.is_dir() {
+        return Err(problem("is a directory, not an image file".into()));
+    }
+    if !meta.is_file() {
+        return Err(problem(
+            "is not a regular file (a local image must be a PNG, JPEG or WebP file)".into(),
+        ));
+    }
+    if meta.len() > max_bytes {
+        return Err(problem(format!(
+            "is {}, over the {} limit for a local image (--max-image-size)",
+            Size(meta.len()),
+            Size(max_bytes)
+        )));
+    }
+    if meta.len() == 0 {
+        return Err(problem("is empty, not an image".into()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let read =
+        std::fs::File::open(path).and_then(|f| f.take(max_bytes + 1).read_to_end(&mut bytes));
+    if let Err(e) = read {
+        return Err(problem(format!(
+            "cannot be read: {}",
+            super::io_message(&e)
+        )));
+    }
+    if bytes.len() as u64 > max_bytes {
+        return Err(problem(format!(
+            "is over the {} limit for a local image (--max-image-size)",
+            Size(max_bytes)
+        )));
+    }
+    let Some(kind) = ImageKind::sniff(&bytes) else {
+        return Err(problem(
+            "is not a PNG, JPEG or WebP image (judged by its content, not its name)".into(),
+        ));
+    };
+    Ok(LocalImage {
+        path: path.to_path_buf(),
+        sha256: hex(&Sha256::digest(&bytes)),
+        size: bytes.len() as u64,
+        kind,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// The smallest PNG (1x1, grey), for tests.
+#[cfg(test)]
+pub(crate) const TINY_PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x00, 0x00, 0x00, 0x3A, 0x7E, 0x9B,
+    0x55, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x60, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x01, 0x48, 0xAF, 0xA4, 0x71, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+    0x42, 0x60, 0x82,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_that_are_not_urls_are_local() {
+        for local in [
+            "shoe.png",
+            "images/a b.png",
+            "/abs/shoe.png",
+            "./x:1.png",
+            "C:\\shots\\a.png",
+            "file:///tmp/a.png",
+        ] {
+            assert!(is_local(local), "{local}");
+        }
+        for url in [
+            "https://a.example/x.png",
+            "HTTP://A.EXAMPLE/x.png",
+            "ftp://a.example/x.png",
+            "data:image/png;base64,AA",
+        ] {
+            assert!(!is_local(url), "{url}");
+        }
+        assert_eq!(
+            local_entry("file:///tmp/a.png"),
+            Some(Ok(PathBuf::from("/tmp/a.png")))
+        );
+    }
+
+    #[test]
+    fn formats_are_told_by_content() {
+        assert_eq!(ImageKind::sniff(TINY_PNG), Some(ImageKind::Png));
+        assert_eq!(
+            ImageKind::sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0]),
+            Some(ImageKind::Jpeg)
+        );
+        assert_eq!(
+            ImageKind::sniff(b"RIFF\x10\0\0\0WEBPVP8 "),
+            Some(ImageKind::Webp)
+        );
+        assert_eq!(ImageKind::sniff(b"GIF89a"), None);
+        assert_eq!(ImageKind::sniff(b"RIFF\x10\0\0\0WAVE"), None);
+    }
+
+    #[test]
+    fn each_file_is_checked_once_and_problems_start_with_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), TINY_PNG).unwrap();
+        std::fs::write(dir.path().join("fake.png"), b"not an image").unwrap();
+        std::fs::write(dir.path().join("big.png"), vec![0u8; 2000]).unwrap();
+        let mut images = Images {
+            max_bytes: 1000,
+            ..Images::default()
+        };
+        let a = images.check("a.png", dir.path()).unwrap();
+        assert_eq!(a.kind, ImageKind::Png);
+        assert_eq!(a.size, TINY_PNG.len() as u64);
+        assert_eq!(a.sha256.len(), 64);
+        std::fs::remove_file(dir.path().join("a.png")).unwrap();
+        let again = images.check("a.png", dir.path()).unwrap();
+        assert!(Arc::ptr_eq(&a, &again), "checked once");
+        let err = |entry: &str, images: &mut Images| images.check(entry, dir.path()).unwrap_err();
+        assert!(
+            err("fake.png", &mut images).starts_with("\"fake.png\" is not a PNG, JPEG or WebP")
+        );
+        assert!(err("big.png", &mut images).contains("is 2.0 KiB, over the 1000 B limit"));
+        assert!(err("none.png", &mut images).starts_with("\"none.png\" names no file"));
+        assert!(err(".", &mut images).contains("is a directory"));
+        assert!(err("file://host/x.png", &mut images).contains("names no local file"));
+    }
+
+    #[test]
+    fn a_changed_or_vanished_file_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.png");
+        std::fs::write(&path, TINY_PNG).unwrap();
+        let a = Images::default().check("a.png", dir.path()).unwrap();
+        assert_eq!(a.read_again().unwrap(), TINY_PNG);
+        let mut other = TINY_PNG.to_vec();
+        other.push(0);
+        std::fs::write(&path, &other).unwrap();
+        assert!(a.read_again().unwrap_err().contains("changed since"));
+        std::fs::remove_file(&path).unwrap();
+        assert!(a.read_again().unwrap_err().contains("is gone"));
+    }
+}
