@@ -3,10 +3,14 @@
 //! and peak memory read from /proc/self are the runner's alone.
 //!
 //! `cargo bench --bench e2e` runs every scenario; `cargo bench --bench e2e -- NAME`
-//! runs one (`schedule`, `overhead`, `overhead-nosync`). `VEO_BENCH_JOBS` changes
-//! the job count of the overhead scenarios (default 100,000) and
-//! `VEO_BENCH_SCHEDULE_JOBS` that of `schedule` (default 2,000); `VEO_BENCH_DIR` puts
-//! their results and videos under another folder (`/dev/shm`: no disk).
+//! runs those whose name contains NAME (`schedule`, `schedule-polls`,
+//! `schedule-polls-by-kind`, `overhead`, `overhead-nosync`, `overhead-csv`: the
+//! jobs read from a CSV manifest inside the measurement). `VEO_BENCH_JOBS`
+//! changes the job count of the overhead scenarios (default 100,000) and
+//! `VEO_BENCH_SCHEDULE_JOBS` that of the schedule ones (default 2,000);
+//! `VEO_BENCH_DIR` puts their results and videos under another folder (`/dev/shm`:
+//! no disk). `VEO_BENCH_KEEP_LOG=<folder>` keeps the simulator's request log of each
+//! schedule scenario there (`<scenario>.jsonl`), to look into its timeline.
 //! `VEO_BENCH_RUNTIME=multi` runs on tokio's multi-thread runtime instead of the one
 //! `run` uses ([`runner::runtime`]), to compare.
 
@@ -76,12 +80,54 @@ fn jobs(n: usize) -> Vec<Job> {
         .collect()
 }
 
+/// The kinds of task the polls scenarios mix, one job in four of each: model and
+/// resolution, and the generation time the simulator gives each kind in
+/// `schedule-polls-by-kind` (all within the service's typical 1–5 minutes).
+const KINDS: [(&str, &str, &str); 4] = [
+    ("veo3_fast", "720p", "60s..75s"),
+    ("veo3_fast", "1080p", "100s..125s"),
+    ("veo3", "720p", "180s..225s"),
+    ("veo3", "1080p", "240s..300s"),
+];
+
+fn mixed_jobs(n: usize) -> Vec<Job> {
+    (0..n)
+        .map(|i| {
+            let (model, resolution, _) = KINDS[i % KINDS.len()];
+            let raw = RawRequest {
+                prompt: Some(format!("benchmark clip number {i}, a slow pan over a city")),
+                model: Some(model.to_owned()),
+                resolution: Some(resolution.to_owned()),
+                ..RawRequest::default()
+            };
+            let request = check(&raw).result.expect("valid request");
+            Job {
+                id: format!("job-{i}"),
+                fingerprint: request.fingerprint(),
+                request,
+                upgrade: None,
+                keep_original: false,
+                origin: Origin::default(),
+                file_stem: None,
+                local_images: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// A run's settings; status checks at most `poll_rate`, at least `poll_min` apart.
 fn config(dir: &Path, jobs: Vec<Job>, rate: Rate, poll: Duration, concurrency: usize) -> RunConfig {
     RunConfig {
         concurrency,
         rate,
         retry: RetryPolicy::DEFAULT.scaled(0.05),
         poll_interval: poll,
+        // Unpaced unless a scenario says otherwise.
+        poll_rate: Rate {
+            count: 1_000_000,
+            per: Duration::from_secs(1),
+        },
+        poll_min: Duration::ZERO,
         task_timeout: Duration::from_secs(600),
         record_null_grace: Duration::from_secs(60),
         ..RunConfig::with_defaults(jobs, dir.join("results.csv"), dir.join("videos"))
@@ -90,6 +136,16 @@ fn config(dir: &Path, jobs: Vec<Job>, rate: Rate, poll: Duration, concurrency: u
 
 fn client(url: &str) -> Client {
     Client::new(ClientConfig::new(url, ApiKey::new("sim-key"))).expect("client")
+}
+
+/// Copies a scenario's request log to `VEO_BENCH_KEEP_LOG`, when set.
+fn keep_log(log: &Path, scenario: &str) {
+    if let Some(dir) = std::env::var_os("VEO_BENCH_KEEP_LOG") {
+        let to = Path::new(&dir).join(format!("{scenario}.jsonl"));
+        if let Err(e) = std::fs::copy(log, &to) {
+            eprintln!("could not keep the request log at {}: {e}", to.display());
+        }
+    }
 }
 
 /// User plus system CPU time of this process.
@@ -134,6 +190,10 @@ fn schedule(rt: &tokio::runtime::Runtime) {
         // One fixed generation time, so that the floor is well defined.
         "--generation-time",
         "180s..180s",
+        // Status checks unlimited, as before the service's limit on them was
+        // modelled: the schedule-polls scenarios add it.
+        "--poll-rate",
+        "none",
         "--request-log",
         log.to_str().expect("utf-8 path"),
     ]);
@@ -154,6 +214,7 @@ fn schedule(rt: &tokio::runtime::Runtime) {
         .expect("run");
     let wall = started.elapsed();
     assert_eq!(report.outcomes.tally.succeeded, n, "every job succeeded");
+    keep_log(&log, "schedule");
 
     let mut first: Option<Duration> = None;
     let mut last = Duration::ZERO;
@@ -194,9 +255,191 @@ fn schedule(rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// What the request log of a run says about its status checks and downloads.
+#[derive(Debug, Default)]
+struct Polls {
+    created: usize,
+    refused_generate: usize,
+    /// record-info calls, and those answered 429.
+    checks: usize,
+    refused_checks: usize,
+    /// Per video: from ready to the first request of its file, and its generation time.
+    delays: Vec<(Duration, Duration)>,
+    /// Span of the successful generate calls.
+    submit_span: Duration,
+}
+
+fn ts(v: &serde_json::Value, field: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339(v[field].as_str()?).ok()
+}
+
+fn read_log(log: &Path) -> Polls {
+    use std::collections::HashMap;
+    let mut p = Polls::default();
+    // task id -> (created, ready)
+    let mut tasks: HashMap<String, (std::time::SystemTime, std::time::SystemTime)> = HashMap::new();
+    let mut fetched: HashMap<String, std::time::SystemTime> = HashMap::new();
+    let (mut first, mut last) = (None, None);
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("log line");
+        let at = ts(&v, "ts").expect("ts");
+        let task = v["task_id"].as_str().unwrap_or_default().to_owned();
+        match (v["endpoint"].as_str(), v["code"].as_i64()) {
+            (Some("generate"), Some(429)) => p.refused_generate += 1,
+            (Some("generate"), Some(200)) => {
+                p.created += 1;
+                first = Some(first.map_or(at, |f: std::time::SystemTime| f.min(at)));
+                last = Some(last.map_or(at, |l: std::time::SystemTime| l.max(at)));
+                tasks.insert(task, (at, ts(&v, "ready_at").expect("ready_at")));
+            }
+            (Some("record-info"), code) => {
+                p.checks += 1;
+                p.refused_checks += usize::from(code == Some(429));
+            }
+            (Some("files"), Some(200)) => {
+                fetched.entry(task).or_insert(at);
+            }
+            _ => {}
+        }
+    }
+    if let (Some(f), Some(l)) = (first, last) {
+        p.submit_span = l.duration_since(f).unwrap_or_default();
+    }
+    for (task, (created, ready)) in &tasks {
+        if let Some(got) = fetched.get(task) {
+            p.delays.push((
+                got.duration_since(*ready).unwrap_or_default(),
+                ready.duration_since(*created).unwrap_or_default(),
+            ));
+        }
+    }
+    p
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Target 6: the service's limits on generate (20 per 10 s) and on status checks
+/// (10 per second), generations of 1–5 minutes, so that about 360 tasks run at
+/// once (time-scaled to a tenth): submissions keep the rate, no 429, few checks per
+/// video, and a video downloaded soon after it is ready. `by_kind`: each kind of
+/// task (model and resolution) has its own narrower range within 1–5 minutes, which
+/// the run's schedule can learn; otherwise every task draws from 1–5 minutes.
+fn schedule_polls(rt: &tokio::runtime::Runtime, by_kind: bool) {
+    let scale = 0.1;
+    let n: usize = std::env::var("VEO_BENCH_SCHEDULE_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("requests.jsonl");
+    let mut args = vec![
+        "--time-scale".to_owned(),
+        "0.1".to_owned(),
+        "--generation-time".to_owned(),
+        "60s..300s".to_owned(),
+        "--poll-rate".to_owned(),
+        "10/1s".to_owned(),
+        "--request-log".to_owned(),
+        log.to_str().expect("utf-8 path").to_owned(),
+    ];
+    if by_kind {
+        for (model, resolution, span) in KINDS {
+            args.push(format!("--generation-time-for={model}:{resolution}={span}"));
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sim = start_sim(&args);
+    let rate = Rate {
+        count: 20,
+        per: Duration::from_secs(10).mul_f64(scale),
+    };
+    let concurrency = std::env::var("VEO_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let mut cfg = config(
+        dir.path(),
+        mixed_jobs(n),
+        rate,
+        Duration::from_secs(15).mul_f64(scale),
+        concurrency,
+    );
+    // The run's defaults, time-scaled as `run --simulate` scales them.
+    cfg.poll_rate = Rate {
+        count: 8,
+        per: Duration::from_secs(1).mul_f64(scale),
+    };
+    cfg.poll_min = Duration::from_secs(2).mul_f64(scale);
+    let started = Instant::now();
+    let report = rt
+        .block_on(runner::run(cfg, client(&sim.url), Signals::default()))
+        .expect("run");
+    let wall = started.elapsed();
+    assert_eq!(report.outcomes.tally.succeeded, n, "every job succeeded");
+    keep_log(
+        &log,
+        if by_kind {
+            "schedule-polls-by-kind"
+        } else {
+            "schedule-polls"
+        },
+    );
+    let p = read_log(&log);
+    let achieved = (p.created as f64 - 1.0) / p.submit_span.as_secs_f64();
+    let allowed = rate.per_second();
+    let delays: Vec<f64> = p.delays.iter().map(|(d, _)| d.as_secs_f64()).collect();
+    let shares: Vec<f64> = p
+        .delays
+        .iter()
+        .map(|(d, g)| d.as_secs_f64() / g.as_secs_f64().max(1e-9))
+        .collect();
+    println!(
+        "schedule-polls{}: {n} jobs, generations {} (time scale {scale}), checks at most 10/s \
+         at the service and 8/s in the run: submitted at {achieved:.2}/s of {allowed:.2}/s \
+         allowed ({:.1}%), {} answers 429 on generate, {} on checks; {:.2} checks per video; \
+         ready to download: median {:.2}s ({:.2}s unscaled), median {:.1}% of the video's \
+         generation time; wall {:.1}s",
+        if by_kind { "-by-kind" } else { "" },
+        if by_kind {
+            "by kind within 60-300s"
+        } else {
+            "60-300s"
+        },
+        100.0 * achieved / allowed,
+        p.refused_generate,
+        p.refused_checks,
+        p.checks as f64 / p.created.max(1) as f64,
+        median(delays.clone()),
+        median(delays) / scale,
+        100.0 * median(shares),
+        wall.as_secs_f64(),
+    );
+}
+
+/// Writes a CSV manifest of `n` jobs like [`jobs`] to `path`, row by row.
+fn write_csv(path: &Path, n: usize) {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path).expect("create manifest");
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "id,prompt").expect("write manifest");
+    for i in 0..n {
+        writeln!(
+            out,
+            "job-{i},\"benchmark clip number {i}, a slow pan over a city\""
+        )
+        .expect("write manifest");
+    }
+    out.flush().expect("write manifest");
+}
+
 /// Target 2 and 3: no rate limit, no generation delay: the runner's own cost per
 /// job through submit, poll, download and checkpoint, with and without syncing.
-fn overhead(rt: &tokio::runtime::Runtime, sync: bool) {
+/// `csv`: the jobs come from a CSV manifest read inside the measurement (as `run`
+/// reads one), so that the peak memory is the whole run's, start-up included.
+fn overhead(rt: &tokio::runtime::Runtime, sync: bool, csv: bool) {
     let n: usize = std::env::var("VEO_BENCH_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -208,24 +451,50 @@ fn overhead(rt: &tokio::runtime::Runtime, sync: bool) {
         None => tempfile::tempdir(),
     }
     .expect("temp dir");
-    let sim = start_sim(&["--rate", "none", "--generation-time", "0s..0s"]);
-    let mut cfg = config(
-        dir.path(),
-        jobs(n),
-        Rate {
-            count: 1_000_000,
-            per: Duration::from_secs(1),
-        },
-        Duration::from_millis(1),
-        64,
-    );
-    cfg.sync = sync;
+    let sim = start_sim(&[
+        "--rate",
+        "none",
+        "--poll-rate",
+        "none",
+        "--generation-time",
+        "0s..0s",
+    ]);
+    let manifest = dir.path().join("batch.csv");
+    let built = if csv {
+        write_csv(&manifest, n);
+        Vec::new()
+    } else {
+        jobs(n)
+    };
+    let settings = |jobs: Vec<Job>| {
+        let mut cfg = config(
+            dir.path(),
+            jobs,
+            Rate {
+                count: 1_000_000,
+                per: Duration::from_secs(1),
+            },
+            Duration::from_millis(1),
+            64,
+        );
+        cfg.sync = sync;
+        cfg
+    };
     // Each scenario reports its own peak, not the one an earlier scenario of this
     // process reached (writing 5 to clear_refs resets VmHWM to the current RSS).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = peak_rss_mib();
     let cpu_before = cpu_time();
     let started = Instant::now();
+    let cfg = if csv {
+        settings(
+            veo_batch::manifest::load(&manifest)
+                .expect("manifest loads")
+                .jobs,
+        )
+    } else {
+        settings(built)
+    };
     let report = rt
         .block_on(runner::run(cfg, client(&sim.url), Signals::default()))
         .expect("run");
@@ -240,14 +509,21 @@ fn overhead(rt: &tokio::runtime::Runtime, sync: bool) {
         o.failed.iter().take(3).collect::<Vec<_>>(),
         o.in_doubt.iter().take(3).collect::<Vec<_>>()
     );
+    let peak = peak_rss_mib();
     println!(
-        "overhead ({}): {n} jobs in {:.1}s: {:.0} jobs/s, runner CPU {:.0} µs/job, peak RSS {:.0} MiB (before the run: {:.0} MiB)",
+        "overhead ({}{}): {n} jobs in {:.1}s: {:.0} jobs/s, runner CPU {:.0} µs/job, peak RSS {:.0} MiB (before the run: {:.0} MiB; {:.0} bytes per job above it)",
         if sync { "rows synced" } else { "no sync" },
+        if csv {
+            ", CSV manifest read in the run"
+        } else {
+            ""
+        },
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / n as f64,
-        peak_rss_mib(),
+        peak,
         rss_before,
+        (peak - rss_before) * 1024.0 * 1024.0 / n as f64,
     );
 }
 
@@ -269,10 +545,19 @@ fn main() {
     if wanted("schedule") {
         schedule(&rt);
     }
+    if wanted("schedule-polls") {
+        schedule_polls(&rt, false);
+    }
+    if wanted("schedule-polls-by-kind") {
+        schedule_polls(&rt, true);
+    }
     if wanted("overhead") {
-        overhead(&rt, true);
+        overhead(&rt, true, false);
     }
     if wanted("overhead-nosync") {
-        overhead(&rt, false);
+        overhead(&rt, false, false);
+    }
+    if wanted("overhead-csv") {
+        overhead(&rt, true, true);
     }
 }

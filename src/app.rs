@@ -33,6 +33,7 @@ pub fn main(cli: Cli) -> ExitCode {
             with_runtime(runner::runtime(), || run_command(*args, cli.quiet, style))
         }
         Command::Status(args) => crate::status::run(&args),
+        Command::Report(args) => crate::report::run(&args),
         Command::Credits(args) => with_runtime(runner::runtime(), || credits_command(args)),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -354,7 +355,10 @@ async fn run_command(args: RunArgs, quiet: bool, style: SummaryStyle) -> u8 {
     }
     match outcome {
         Ok(report) => {
-            print_summary(&name, &report, &prices, estimate, style);
+            // The page is a convenience: failing to write it fails nothing.
+            let page = crate::report::after_run(&args.manifest, &report.results)
+                .map_err(|e| format!("{e:#}"));
+            print_summary(&name, &report, &prices, estimate, style, &page);
             report.exit_code()
         }
         Err(e) => report_run_error(&e),
@@ -523,6 +527,7 @@ fn print_summary(
     prices: &crate::cost::PriceTable,
     estimate: f64,
     style: SummaryStyle,
+    page: &Result<PathBuf, String>,
 ) {
     use std::fmt::Write as _;
     let code = r.exit_code();
@@ -608,8 +613,14 @@ fn print_summary(
     }
     let _ = writeln!(out, "  results: {}", r.results.display());
     let _ = writeln!(out, "  videos:  {}", r.videos_dir.display());
+    if let Ok(page) = page {
+        let _ = writeln!(out, "  report:  {}", page.display());
+    }
     for w in &r.warnings {
         let _ = writeln!(out, "warning: {w}");
+    }
+    if let Err(e) = page {
+        let _ = writeln!(out, "warning: the report page was not written: {e}");
     }
     let hint = match &r.fatal {
         Some(runner::job::Fatal::Budget(_)) => crate::summary::NotStartedHint::Budget,
@@ -622,6 +633,9 @@ fn print_summary(
 
 fn describe_fatal(f: &runner::job::Fatal) -> String {
     match f {
+        runner::job::Fatal::Auth(m) if m.contains("KIE_API_KEY") => {
+            format!("the service refused the API key ({m})")
+        }
         runner::job::Fatal::Auth(m) => {
             format!("the service refused the API key ({m}); check KIE_API_KEY (or --api-key-file)")
         }

@@ -57,6 +57,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Show where the jobs of a run stand, from its results file; sends nothing.
     Status(StatusArgs),
+    /// Write the review gallery of a run: one self-contained HTML page; sends nothing.
+    Report(ReportArgs),
     /// Show the account's remaining credits.
     Credits(CreditsArgs),
     /// Serve the kie.ai simulator until stopped.
@@ -84,6 +86,20 @@ pub struct StatusArgs {
     /// List the failed jobs only, one per line: id, a tab, the reason.
     #[arg(long, conflicts_with = "json")]
     pub failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results CSV, or the manifest whose results to show.
+    pub path: PathBuf,
+
+    /// With a manifest: its results CSV, when not the default.
+    #[arg(long, value_name = "PATH")]
+    pub results: Option<PathBuf>,
+
+    /// Where to write the page (default: beside the results file, <results name>.html).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +133,11 @@ pub struct ValidateArgs {
     /// Print the JSON body of every request, one per line, on stdout.
     #[arg(long, value_enum)]
     pub emit: Option<Emit>,
+
+    /// List every job id the manifest expands to (with its video file name), one per
+    /// line; a manifest of 20 jobs or fewer lists them in the summary anyway.
+    #[arg(long, conflicts_with = "emit")]
+    pub jobs: bool,
 
     /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
     #[arg(long, value_name = "SIZE")]
@@ -160,9 +181,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
 
-    /// Time between status checks of a task [default: 15s].
+    /// Longest wait between status checks of a task that may be done; the first
+    /// check comes when tasks of its kind were done in this run [default: 15s].
     #[arg(long, value_name = "DURATION")]
     pub poll_interval: Option<Span>,
+
+    /// Status checks of the whole run at most, shared by all its tasks, as
+    /// N/DURATION; fewer after a 429 [default: 8/1s, under the service's 10 per second].
+    #[arg(long, value_name = "N/DURATION")]
+    pub poll_rate: Option<Rate>,
 
     /// Stop waiting for a task after this long; it is polled again on the next run [default: 30m].
     #[arg(long, value_name = "DURATION")]

@@ -17,6 +17,14 @@ use crate::units::Rate;
 
 pub const DEFAULT_CONCURRENCY: usize = 8;
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
+/// The shortest wait between two checks of a task.
+pub const POLL_MIN: Duration = Duration::from_secs(2);
+/// Status checks per run: the service's 10 per second per key, with a margin for
+/// the jitter between a send and its arrival.
+pub const DEFAULT_POLL_RATE: Rate = Rate {
+    count: 8,
+    per: Duration::from_secs(1),
+};
 pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,6 +93,19 @@ pub fn resolve(
             }
         }
     };
+    let poll_rate = match args.poll_rate {
+        Some(r) => r,
+        None => Rate {
+            per: scale(DEFAULT_POLL_RATE.per),
+            ..DEFAULT_POLL_RATE
+        },
+    };
+    if poll_rate.count == 0 || poll_rate.per.is_zero() {
+        return Err(err(
+            "--poll-rate",
+            "must allow at least one check per period",
+        ));
+    }
     let max_attempts = args
         .max_attempts
         .or(m.max_attempts)
@@ -150,6 +171,8 @@ pub fn resolve(
                 ..RetryPolicy::DEFAULT.scaled(time_scale)
             },
             poll_interval,
+            poll_min: scale(POLL_MIN).min(poll_interval),
+            poll_rate,
             task_timeout,
             record_null_grace: scale(RECORD_NULL_GRACE),
             no_wait: args.no_wait,
@@ -187,6 +210,8 @@ impl RunConfig {
             rate: Rate::KIE_DEFAULT,
             retry: RetryPolicy::DEFAULT,
             poll_interval: DEFAULT_POLL_INTERVAL,
+            poll_min: POLL_MIN,
+            poll_rate: DEFAULT_POLL_RATE,
             task_timeout: DEFAULT_TASK_TIMEOUT,
             record_null_grace: RECORD_NULL_GRACE,
             no_wait: false,

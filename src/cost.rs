@@ -8,8 +8,15 @@
 
 use std::fmt;
 
-use crate::manifest::{Job, Upgrade};
-use crate::request::{Model, Resolution};
+use crate::request::{GenerateRequest, Model, Resolution, Upgrade};
+
+/// What a price is asked of: a checked request, and the upgrade asked after it (a
+/// manifest's job). Prices depend on nothing else, so the price table needs nothing
+/// of the manifest.
+pub trait Priced {
+    fn request(&self) -> &GenerateRequest;
+    fn upgrade(&self) -> Option<Upgrade>;
+}
 
 /// When the default prices were read off the provider's pricing page.
 pub const PRICES_DATE: &str = "2026-09-08";
@@ -85,15 +92,15 @@ impl PriceTable {
     }
 
     /// Credits of a job's generation; `None` when the table has no price for it.
-    pub fn job_generation(&self, job: &Job) -> Option<f64> {
-        let r = &job.request;
+    pub fn job_generation(&self, job: &impl Priced) -> Option<f64> {
+        let r = job.request();
         self.generation(r.model, r.resolution.unwrap_or_default())
     }
 
     /// Credits one job costs: its generation, plus its upgrade if it asks for one.
     /// `None` when the table has no price for its generation.
-    pub fn job(&self, job: &Job) -> Option<f64> {
-        Some(self.job_generation(job)? + job.upgrade.map_or(0.0, |u| self.upgrade(u)))
+    pub fn job(&self, job: &impl Priced) -> Option<f64> {
+        Some(self.job_generation(job)? + job.upgrade().map_or(0.0, |u| self.upgrade(u)))
     }
 
     pub fn usd(&self, credits: f64) -> f64 {
@@ -113,13 +120,13 @@ impl PriceTable {
     /// The cheaper way to a resolution, when the table says so: a job that asks for
     /// `upgrade` after generating at its own resolution pays more than asking for
     /// the upgrade's resolution at generation.
-    pub fn native_is_cheaper(&self, job: &Job) -> Option<Cheaper> {
-        let upgrade = job.upgrade?;
+    pub fn native_is_cheaper(&self, job: &impl Priced) -> Option<Cheaper> {
+        let upgrade = job.upgrade()?;
         let target = match upgrade {
             Upgrade::Hd1080 => Resolution::Hd1080,
             Upgrade::Uhd4k => Resolution::Uhd4k,
         };
-        let model = job.request.model;
+        let model = job.request().model;
         if !model.offers(target) {
             return None;
         }
@@ -168,16 +175,19 @@ pub struct Unpriced {
 }
 
 impl Estimate {
-    pub fn of<'a>(prices: &PriceTable, jobs: impl IntoIterator<Item = &'a Job>) -> Estimate {
+    pub fn of<'a, J: Priced + 'a>(
+        prices: &PriceTable,
+        jobs: impl IntoIterator<Item = &'a J>,
+    ) -> Estimate {
         let mut e = Estimate::default();
         for (i, job) in jobs.into_iter().enumerate() {
-            e.upgrades += job.upgrade.map_or(0.0, |u| prices.upgrade(u));
+            e.upgrades += job.upgrade().map_or(0.0, |u| prices.upgrade(u));
             match prices.job_generation(job) {
                 Some(credits) => e.generation += credits,
                 None => {
                     let (model, resolution) = (
-                        job.request.model,
-                        job.request.resolution.unwrap_or_default(),
+                        job.request().model,
+                        job.request().resolution.unwrap_or_default(),
                     );
                     match e
                         .unpriced

@@ -13,6 +13,7 @@ pub mod exit;
 pub mod manifest;
 pub mod paths;
 pub mod progress;
+pub mod report;
 pub mod request;
 pub mod runner;
 pub mod sim;

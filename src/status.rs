@@ -13,7 +13,6 @@ use crate::checkpoint::{self, Record};
 use crate::cli::StatusArgs;
 use crate::cost::{Estimate, credits};
 use crate::manifest;
-use crate::paths::file_stem;
 use crate::summary::{self, Outcomes};
 
 /// What `status --json` prints: the tally, the problem lists, and where every job
@@ -95,40 +94,80 @@ fn is_results_file(path: &Path) -> bool {
     checkpoint::schema::is_header_line(first.trim_end())
 }
 
-fn status(args: &StatusArgs) -> anyhow::Result<u8> {
+/// What `status` and `report` read: a results file, and the manifest when PATH
+/// named one rather than the results file itself.
+pub(crate) struct Source {
+    pub results: PathBuf,
+    pub manifest: Option<manifest::Manifest>,
+    pub loaded: checkpoint::Loaded,
+}
+
+/// Why a [`Source`] could not be read.
+pub(crate) enum SourceError {
+    /// The manifest has problems, each located.
+    Manifest(manifest::ManifestError),
+    Other(anyhow::Error),
+}
+
+impl SourceError {
+    /// Prints the error and gives the exit code for it.
+    pub(crate) fn report(&self) -> u8 {
+        match self {
+            SourceError::Manifest(e) => crate::app::report_manifest_error(e),
+            SourceError::Other(e) => crate::app::report_error(e),
+        }
+    }
+}
+
+/// Reads PATH (a results CSV, or a manifest whose results file is `results` or its
+/// default) and its results file, printing the loader's warnings.
+pub(crate) fn read_source(path: &Path, results: Option<&Path>) -> Result<Source, SourceError> {
     let is_manifest = matches!(
-        args.path.extension().and_then(|e| e.to_str()),
+        path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
-    ) || (args.path.extension().is_some_and(|e| e == "csv")
-        && !is_results_file(&args.path));
+    ) || (path.extension().is_some_and(|e| e == "csv") && !is_results_file(path));
 
     let (results, manifest) = if is_manifest {
-        let m = match manifest::load(&args.path) {
-            Ok(m) => m,
-            Err(e) => return Ok(crate::app::report_manifest_error(&e)),
-        };
+        let m = manifest::load(path).map_err(SourceError::Manifest)?;
         // The manifest's `output:` paths come resolved against its folder.
-        let results = args
-            .results
-            .clone()
+        let results = results
+            .map(Path::to_path_buf)
             .or_else(|| m.output.results.clone())
-            .unwrap_or_else(|| {
-                PathBuf::from("results").join(format!("{}.csv", file_stem(&m.name)))
-            });
+            .unwrap_or_else(|| crate::config::default_results(&m.name));
         (results, Some(m))
     } else {
-        (args.path.clone(), None)
+        (path.to_path_buf(), None)
     };
 
-    let Some(loaded) = checkpoint::load(&results)? else {
-        anyhow::bail!(
-            "no results file at `{}`: nothing has run yet (or pass --results)",
-            results.display()
-        );
+    let loaded = match checkpoint::load(&results) {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => {
+            return Err(SourceError::Other(anyhow::anyhow!(
+                "no results file at `{}`: nothing has run yet (or pass --results)",
+                results.display()
+            )));
+        }
+        Err(e) => return Err(SourceError::Other(e.into())),
     };
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
+    Ok(Source {
+        results,
+        manifest,
+        loaded,
+    })
+}
+
+fn status(args: &StatusArgs) -> anyhow::Result<u8> {
+    let Source {
+        results,
+        manifest,
+        loaded,
+    } = match read_source(&args.path, args.results.as_deref()) {
+        Ok(source) => source,
+        Err(e) => return Ok(e.report()),
+    };
     let outcomes = match &manifest {
         Some(m) => {
             let ids: std::collections::HashSet<&str> =

@@ -161,6 +161,18 @@ impl Outcomes {
     }
 }
 
+/// Why a job stands where it does, as the summary says it: the service's code and
+/// message, or that no answer was recorded.
+pub fn reason(r: &Record) -> String {
+    r.error_message
+        .as_deref()
+        .map(|m| match r.error_code {
+            Some(c) => format!("{c}: {m}"),
+            None => m.to_owned(),
+        })
+        .unwrap_or_else(|| "no answer was recorded".into())
+}
+
 /// What the summary tells the user to do about jobs not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NotStartedHint {

@@ -55,6 +55,12 @@ impl Rate {
         per: Duration::from_secs(10),
     };
 
+    /// The documented cap on status queries: 10 per second per key.
+    pub const KIE_POLLS: Rate = Rate {
+        count: 10,
+        per: Duration::from_secs(1),
+    };
+
     /// Events per second.
     pub fn per_second(self) -> f64 {
         f64::from(self.count) / self.per.as_secs_f64()

@@ -55,10 +55,51 @@ pub fn run(args: &ValidateArgs) -> u8 {
             let _ = out.flush();
         }
         None => {
-            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut listing = text.into_bytes();
+            if args.jobs || manifest.jobs.len() <= JOBS_LISTED {
+                listing.extend_from_slice(job_table(&manifest).as_bytes());
+            }
+            // A closed pipe (`| head`) is not a manifest problem: stop quietly.
+            let _ = out.write_all(&listing).and_then(|()| out.flush());
         }
     }
     exit::OK
+}
+
+/// A manifest of this many jobs or fewer lists them in its summary.
+const JOBS_LISTED: usize = 20;
+
+/// The expanded jobs, one per line: id, model, resolution, aspect ratio, and the
+/// name of its video file.
+fn job_table(m: &Manifest) -> String {
+    let mut s = String::from("jobs:\n");
+    let width = m
+        .jobs
+        .iter()
+        .map(|j| j.id.chars().count())
+        .max()
+        .unwrap_or(0);
+    for j in &m.jobs {
+        let r = &j.request;
+        let _ = writeln!(
+            s,
+            "  {:<width$}  {:<9}  {:<5}  {:<4}  {}.mp4{}",
+            j.id,
+            r.model.as_str(),
+            r.resolution.unwrap_or_default().as_str(),
+            r.aspect_ratio.as_str(),
+            j.stem(),
+            j.upgrade
+                .map(|u| format!(
+                    " (+{}{}.mp4)",
+                    j.stem(),
+                    crate::paths::upgrade_suffix(Some(u))
+                ))
+                .unwrap_or_default()
+        );
+    }
+    s
 }
 
 /// The summary `validate` prints: counts by model, resolution, length, mode, aspect

@@ -119,6 +119,14 @@ pub struct Record {
     pub superseded_tasks: Vec<String>,
     /// Where the videos of superseded tasks were moved to (never overwritten).
     pub superseded_paths: Vec<String>,
+    /// The request's seed, empty when the service picks one.
+    pub seeds: String,
+    /// The resolution asked (`720p` when the request left it to the service).
+    pub resolution: String,
+    /// Seconds asked (`8` when the request left it to the service).
+    pub duration: String,
+    /// The request's image URLs.
+    pub image_urls: Vec<String>,
 }
 
 /// How [`Record::superseded_tasks`] names a call that may have created a task whose
@@ -306,19 +314,17 @@ impl Listed {
 }
 
 /// Where each job's record is in [`Listed::records`], by a hash of its id: no copy
-/// of the id is kept. Two ids with the same hash (which 64 bits make next to
-/// impossible, but which the hash cannot rule out) are told apart through `same_hash`.
+/// of the id is kept. Two ids of one hash (which 64 bits make next to impossible)
+/// are told apart by comparing the records' ids, as `hashbrown`'s table does.
 #[derive(Debug, Default)]
 struct Index {
-    by_hash: rustc_hash::FxHashMap<u64, usize>,
-    same_hash: HashMap<String, usize>,
+    table: hashbrown::HashTable<usize>,
 }
 
 impl Index {
     fn with_capacity(n: usize) -> Index {
         Index {
-            by_hash: rustc_hash::FxHashMap::with_capacity_and_hasher(n, Default::default()),
-            same_hash: HashMap::new(),
+            table: hashbrown::HashTable::with_capacity(n),
         }
     }
 
@@ -332,27 +338,23 @@ impl Index {
     }
 
     fn find_hashed(&self, hash: u64, id: &str, records: &[Record]) -> Option<usize> {
-        match self.by_hash.get(&hash) {
-            Some(&at) if records.get(at).is_some_and(|r| r.job_id == id) => Some(at),
-            Some(_) => self.same_hash.get(id).copied(),
-            None => None,
-        }
+        self.table
+            .find(hash, |&at| records.get(at).is_some_and(|r| r.job_id == id))
+            .copied()
     }
 
-    /// Notes that job `id`, not in the index yet, is at `at`.
-    fn insert(&mut self, id: &str, at: usize) {
-        self.insert_hashed(Index::hash(id), id, at);
+    /// Notes that the job at `at` of `records`, whose id hashes to `hash` and is not
+    /// in the index yet, is there.
+    fn insert_hashed(&mut self, hash: u64, at: usize, records: &[Record]) {
+        self.table.insert_unique(hash, at, |&i| {
+            records.get(i).map_or(0, |r| Index::hash(&r.job_id))
+        });
     }
 
-    fn insert_hashed(&mut self, hash: u64, id: &str, at: usize) {
-        match self.by_hash.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(at);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.same_hash.insert(id.to_owned(), at);
-            }
-        }
+    fn reserve(&mut self, more: usize, records: &[Record]) {
+        let _ = self.table.try_reserve(more, |&i| {
+            records.get(i).map_or(0, |r| Index::hash(&r.job_id))
+        });
     }
 }
 
@@ -613,13 +615,16 @@ fn parse(
                     let rows = usize::try_from(sizing.len / per_row + 1).unwrap_or(0);
                     let more = rows.min(1 << 22).saturating_sub(loaded.records.len());
                     let _ = loaded.records.try_reserve(more);
-                    let _ = loaded.index.by_hash.try_reserve(more);
+                    loaded.index.reserve(more, &loaded.records);
                 }
                 match loaded.index.find(&scratch.job_id, &loaded.records) {
                     Some(at) => std::mem::swap(&mut loaded.records[at], &mut scratch),
                     None => {
-                        loaded.index.insert(&scratch.job_id, loaded.records.len());
+                        let at = loaded.records.len();
                         loaded.records.push(std::mem::take(&mut scratch));
+                        let id = loaded.records[at].job_id.as_str();
+                        let hash = Index::hash(id);
+                        loaded.index.insert_hashed(hash, at, &loaded.records);
                     }
                 }
             }
@@ -824,15 +829,23 @@ mod tests {
             record("b", State::Failed),
             record("c", State::Failed),
         ];
-        let mut index = Index::default();
-        index.insert_hashed(7, "a", 0);
-        index.insert_hashed(7, "b", 1);
-        index.insert_hashed(8, "c", 2);
+        // Room for all three: a table that grows rehashes by the ids' real hashes,
+        // not the forced ones.
+        let mut index = Index::with_capacity(16);
+        index.insert_hashed(7, 0, &records);
+        index.insert_hashed(7, 1, &records);
+        index.insert_hashed(8, 2, &records);
         assert_eq!(index.find_hashed(7, "a", &records), Some(0));
         assert_eq!(index.find_hashed(7, "b", &records), Some(1));
         assert_eq!(index.find_hashed(8, "c", &records), Some(2));
-        assert_eq!(index.find_hashed(7, "c", &records), None);
-        assert_eq!(index.find_hashed(9, "a", &records), None);
+        assert_eq!(index.find_hashed(8, "d", &records), None);
+        // By their real hashes, as a run looks them up.
+        let mut index = Index::default();
+        for (at, r) in records.iter().enumerate() {
+            index.insert_hashed(Index::hash(&r.job_id), at, &records);
+        }
+        assert_eq!(index.find("b", &records), Some(1));
+        assert_eq!(index.find("z", &records), None);
     }
 
     #[test]

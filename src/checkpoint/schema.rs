@@ -66,7 +66,7 @@ pub struct Column {
 }
 
 /// Every column, in file order.
-pub const COLUMNS: [Column; 22] = [
+pub const COLUMNS: [Column; 26] = [
     Column {
         name: "job_id",
         write: |r, out| out.push_str(&r.job_id),
@@ -183,6 +183,12 @@ pub const COLUMNS: [Column; 22] = [
     },
     list_column!("superseded_tasks", superseded_tasks),
     list_column!("superseded_paths", superseded_paths),
+    // What was asked beyond model, mode, ratio and prompt, for a data team to filter
+    // on: the values the request had, with the service's defaults filled in.
+    text_column!("seeds", seeds),
+    text_column!("resolution", resolution),
+    text_column!("duration", duration),
+    list_column!("image_urls", image_urls),
 ];
 
 /// The column names, in file order: the header row.

@@ -109,10 +109,32 @@ pub fn encode_row(record: &Record, out: &mut Vec<u8>) -> io::Result<()> {
     for column in &COLUMNS {
         cell.clear();
         (column.write)(record, &mut cell);
+        clip_cell(&mut cell);
         w.write_field(&cell).map_err(io::Error::other)?;
     }
     w.write_record(None::<&[u8]>).map_err(io::Error::other)?;
     w.flush()
+}
+
+/// The longest cell written, in bytes: Python's `csv` module refuses a field over
+/// 131,072 characters by default, and a data team reads this file with it. Only a
+/// prompt (or a service's message) that long is cut; the request fingerprint
+/// covers the whole prompt, so resuming is not affected.
+pub const MAX_CELL: usize = 100_000;
+
+fn clip_cell(cell: &mut String) {
+    if cell.len() <= MAX_CELL {
+        return;
+    }
+    let total = cell.len();
+    let mut end = MAX_CELL - 100;
+    while !cell.is_char_boundary(end) {
+        end -= 1;
+    }
+    cell.truncate(end);
+    cell.push_str(&format!(
+        "... [cut: {total} bytes in all; the results file keeps cells under {MAX_CELL} bytes]"
+    ));
 }
 
 /// Replaces the file at `path` with `rows`, atomically: readers see the old file or
@@ -306,6 +328,33 @@ mod tests {
                 String::from_utf8(want).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn a_huge_prompt_is_cut_so_pythons_csv_reads_the_row() {
+        let mut r = Record {
+            job_id: "big".into(),
+            state: Some(crate::checkpoint::State::Pending),
+            prompt: "é".repeat(200_000),
+            ..Record::default()
+        };
+        let mut row = Vec::new();
+        encode_row(&r, &mut row).unwrap();
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(row.as_slice());
+        let cells = rdr.records().next().unwrap().unwrap();
+        let prompt = &cells[7];
+        assert!(prompt.chars().count() < 131_072, "{}", prompt.len());
+        assert!(
+            prompt.ends_with("bytes]"),
+            "{}",
+            &prompt[prompt.len() - 80..]
+        );
+        r.prompt = "short".into();
+        row.clear();
+        encode_row(&r, &mut row).unwrap();
+        assert!(String::from_utf8(row).unwrap().contains(",short,"));
     }
 
     #[test]

@@ -3,10 +3,7 @@
 //! with the one set of request rules, assigns ids, catches duplicates and gathers every
 //! problem located.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-
-use rustc_hash::FxHashMap;
 
 use crate::cost::{PriceTable, credits};
 use crate::request::{self, Field, RawRequest, Resolution};
@@ -130,13 +127,11 @@ pub(crate) struct Collector {
     /// Hashed with Fx, not SipHash: ids come from the user's own file (no one else
     /// can choose them to collide), and SipHash was a tenth of reading a table.
     /// Keyed by the id's hash, the id itself kept in `id_text`: a copy of each id
-    /// (allocated, then freed with the table) was a fifth of reading a table.
-    ids: FxHashMap<u64, Place>,
+    /// (allocated, then freed with the table) was a fifth of reading a table. Two
+    /// ids of one hash are told apart by their text, as `hashbrown`'s table does.
+    ids: hashbrown::HashTable<Place>,
     /// Every claimed id, one after another (see [`Place::id`]).
     id_text: String,
-    /// Ids whose hash an earlier, different id has (64 bits make it next to
-    /// impossible, but the hash cannot rule it out).
-    same_hash: FxHashMap<String, Place>,
     files: Vec<std::path::PathBuf>,
 }
 
@@ -160,11 +155,14 @@ impl Collector {
     }
 
     /// Makes room for about `rows` more jobs (a table's estimate of its size).
-    pub fn expect(&mut self, rows: usize) {
+    pub fn reserve_rows(&mut self, rows: usize) {
         // Only an estimate: what cannot be had now is grown into later.
         let rows = rows.min(1 << 22);
         let _ = self.jobs.try_reserve(rows);
-        let _ = self.ids.try_reserve(rows);
+        let text = &self.id_text;
+        let _ = self.ids.try_reserve(rows, |p| {
+            id_hash(text.get(p.id.clone()).unwrap_or_default())
+        });
     }
 
     pub fn has_errors(&self) -> bool {
@@ -329,17 +327,16 @@ impl Collector {
 
     /// Records `id` as used at `at`; false (and an error naming both places) if it was.
     fn claim_id(&mut self, id: &str, at: &Origin, derived: bool) -> bool {
-        use std::hash::BuildHasher as _;
-        self.claim_hashed(rustc_hash::FxBuildHasher.hash_one(id), id, at, derived)
+        self.claim_hashed(id_hash(id), id, at, derived)
     }
 
     /// [`Collector::claim_id`], with the id's `hash` given (tests give two ids one).
     fn claim_hashed(&mut self, hash: u64, id: &str, at: &Origin, derived: bool) -> bool {
-        let first = match self.ids.get(&hash) {
-            None => None,
-            Some(p) if self.id_text.get(p.id.clone()) == Some(id) => Some(p.clone()),
-            Some(_) => self.same_hash.get(id).cloned(),
-        };
+        let text = &self.id_text;
+        let first = self
+            .ids
+            .find(hash, |p| text.get(p.id.clone()) == Some(id))
+            .cloned();
         if let Some(first) = first {
             let first = Origin {
                 file: self.files.get(first.file).cloned().unwrap_or_default(),
@@ -374,16 +371,18 @@ impl Collector {
             column: at.column,
             id: start..self.id_text.len(),
         };
-        match self.ids.entry(hash) {
-            Entry::Vacant(slot) => {
-                slot.insert(place);
-            }
-            Entry::Occupied(_) => {
-                self.same_hash.insert(id.to_owned(), place);
-            }
-        }
+        let text = &self.id_text;
+        self.ids.insert_unique(hash, place, |p| {
+            id_hash(text.get(p.id.clone()).unwrap_or_default())
+        });
         true
     }
+}
+
+/// The hash an id is kept under in [`Collector::ids`].
+fn id_hash(id: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    rustc_hash::FxBuildHasher.hash_one(id)
 }
 
 /// Why a job's upgrade would pay twice for the resolution it asks at generation.
@@ -596,6 +595,9 @@ mod tests {
     #[test]
     fn ids_of_the_same_hash_are_told_apart() {
         let mut c = Collector::default();
+        // Room for every id: a table that grows rehashes by the ids' real hashes,
+        // not the forced ones.
+        c.reserve_rows(16);
         assert!(c.claim_hashed(7, "a", &at(3), false));
         assert!(
             c.claim_hashed(7, "b", &at(4), false),

@@ -25,12 +25,7 @@ pub use crate::manifest::images::{LocalImage, LocalRef};
 use crate::request::GenerateRequest;
 use crate::units::{Rate, Span};
 
-/// After the task succeeds, ask for a higher-resolution file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Upgrade {
-    Hd1080,
-    Uhd4k,
-}
+pub use crate::request::Upgrade;
 
 /// One job: a validated request and the id that is its resume key.
 #[derive(Debug, Clone, PartialEq)]
@@ -327,8 +322,12 @@ pub(crate) fn io_message(e: &std::io::Error) -> String {
     }
 }
 
-impl fmt::Display for Upgrade {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+impl crate::cost::Priced for Job {
+    fn request(&self) -> &GenerateRequest {
+        &self.request
+    }
+
+    fn upgrade(&self) -> Option<Upgrade> {
+        self.upgrade
     }
 }

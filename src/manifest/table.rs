@@ -112,6 +112,28 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
             return Ok(());
         }
     };
+    // A European spreadsheet export separates cells with `;`: the whole header
+    // reads as one cell. Say so, rather than call it an unknown column.
+    if headers.len() == 1
+        && let Some(only) = headers.get(0)
+        && only.contains(&b';')
+    {
+        out.error(diag(
+            at(Some(1)),
+            None,
+            None,
+            format!(
+                "the header `{}` is separated by semicolons (`;`), as spreadsheets set to a \
+                 European locale export it; veo-batch reads comma-separated tables: export \
+                 again with `,` as the field delimiter",
+                String::from_utf8_lossy(only)
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+            ),
+        ));
+        return Ok(());
+    }
     let columns = read_header(&headers, &at(Some(1)), out);
     if columns.is_empty() {
         return Ok(());
@@ -162,7 +184,7 @@ pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), st
         if rows_read == SIZING_ROWS
             && let Some(at) = rec.position()
         {
-            out.expect(estimate_rows(rows_read, at.byte(), file_len));
+            out.reserve_rows(estimate_rows(rows_read, at.byte(), file_len));
         }
         let draft = read_row(&rec, &columns, &names, origin, input, out);
         out.finish(draft);

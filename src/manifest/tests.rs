@@ -569,3 +569,15 @@ fn an_id_that_is_not_text_is_reported_once() {
     let p = write(&dir, "m.yaml", "jobs:\n  - id: [a]\n    prompt: x\n");
     assert_eq!(problems(&p), [":2:9: id: must be text, got a list"]);
 }
+
+#[test]
+fn a_semicolon_separated_table_gets_a_hint_naming_the_delimiter() {
+    let dir = TempDir::new().unwrap();
+    let p = write(&dir, "eu.csv", "id;prompt\na;ein Hund im Park\n");
+    let said = problems(&p);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with(":1: the header `id;prompt` is separated by semicolons"),
+        "{said:?}"
+    );
+}

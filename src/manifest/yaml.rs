@@ -17,7 +17,7 @@ use crate::units::{Rate, Span};
 use super::job::{Collector, Draft, diag};
 use super::node::{Node, Value, scalar_text};
 use super::table::{self, TableInput, upgrade_value};
-use super::{Origin, OutputSettings, RunSettings, Upgrade};
+use super::{Origin, OutputSettings, RunSettings};
 
 mod expand;
 
@@ -680,14 +680,4 @@ fn to_json(n: &Node) -> Result<Json, String> {
                 .collect::<Result<_, String>>()?,
         ),
     })
-}
-
-impl Upgrade {
-    /// How the manifest spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Upgrade::Hd1080 => "1080p",
-            Upgrade::Uhd4k => "4k",
-        }
-    }
 }

@@ -371,24 +371,10 @@ pub fn did_you_mean<'a>(
         // The distance is at least the difference in length: skipping hopeless
         // candidates keeps a megabyte-long unknown key from costing minutes.
         .filter(|c| wanted_len.abs_diff(c.chars().count()) <= 2.max(c.len() / 4))
-        .map(|c| (edit_distance(&wanted, &norm(c)), c))
+        .map(|c| (strsim::levenshtein(&wanted, &norm(c)), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// All accepted field names (API spellings and aliases), for suggestions.

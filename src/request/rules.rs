@@ -147,12 +147,22 @@ pub(crate) fn check_parts(
         None => match image_urls.len() {
             0 => Some(GenerationType::Text),
             1 | 2 => Some(GenerationType::FirstAndLastFrames),
+            3 => {
+                issues.push(FieldIssue::new(
+                    Field::ImageUrls,
+                    "3 images need generationType REFERENCE_2_VIDEO (without it, 0 images \
+                     mean TEXT_2_VIDEO and 1-2 mean FIRST_AND_LAST_FRAMES_2_VIDEO)",
+                ));
+                None
+            }
             n => {
+                // No mode takes more than 3: naming one would send the user to
+                // another error.
                 issues.push(FieldIssue::new(
                     Field::ImageUrls,
                     format!(
-                        "{n} images need generationType REFERENCE_2_VIDEO (without it, 0 images \
-                         mean TEXT_2_VIDEO and 1-2 mean FIRST_AND_LAST_FRAMES_2_VIDEO)"
+                        "{n} images is more than any generation mode takes (REFERENCE_2_VIDEO \
+                         takes up to 3, FIRST_AND_LAST_FRAMES_2_VIDEO 1 or 2)"
                     ),
                 ));
                 None
@@ -403,6 +413,15 @@ mod tests {
         assert!(!case("REFERENCE_2_VIDEO", 0));
         assert!(case("REFERENCE_2_VIDEO", 3));
         assert!(!case("REFERENCE_2_VIDEO", 4));
+        // Four images and no mode: the message names no mode that would refuse them.
+        let mut four = raw("p");
+        four.image_urls = Some(vec!["https://x/a.png".into(); 4]);
+        let said = issues(&four).join("; ");
+        assert!(
+            said.contains("more than any generation mode takes"),
+            "{said}"
+        );
+        assert!(!said.contains("need generationType"), "{said}");
     }
 
     #[test]

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::job::JobHandle;
 use crate::checkpoint::writer::{Appender, encode_header, encode_row, rewrite_with};
 use crate::checkpoint::{Record, State};
 use crate::manifest::Job;
@@ -54,12 +53,13 @@ pub struct Row {
 }
 
 impl Row {
-    /// Encodes `record`, the new last record of `job`.
-    pub fn new(job: &JobHandle, record: &Record, download: bool) -> io::Result<Row> {
+    /// Encodes `record`, the new last record of the job at `index` of the run's
+    /// job list.
+    pub fn new(index: usize, record: &Record, download: bool) -> io::Result<Row> {
         let mut bytes = Vec::with_capacity(512);
         encode_row(record, &mut bytes)?;
         Ok(Row {
-            index: job.index(),
+            index,
             bytes,
             state: record.state(),
             bucket: progress::bucket(Some(record), download),
@@ -586,17 +586,17 @@ mod tests {
         attempts: u32,
         message: Option<&str>,
     ) -> (Event, oneshot::Receiver<Result<(), String>>) {
-        let handle = JobHandle::new(jobs.clone(), i).unwrap();
+        let job = &jobs[i];
         let record = Record {
-            job_id: handle.id.clone(),
+            job_id: job.id.clone(),
             state: Some(state),
             attempts,
-            fingerprint: handle.fingerprint.clone(),
+            fingerprint: job.fingerprint.clone(),
             error_message: message.map(str::to_owned),
             updated_at: "t".into(),
             ..Record::default()
         };
-        let row = Row::new(&handle, &record, false).unwrap();
+        let row = Row::new(i, &record, false).unwrap();
         let (ack, heard) = oneshot::channel();
         (
             Event::Row {

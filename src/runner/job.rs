@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::collector::{Event, Row};
 use super::pace::{Pace, Place};
+use super::polls::{self, Polls};
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
 use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, now};
@@ -104,6 +105,8 @@ pub struct Shared {
     pub client: Client,
     pub settings: JobSettings,
     pub permits: Semaphore,
+    /// The pace and the schedule of the run's status checks.
+    pub polls: Polls,
     /// The rate limit's record of recent sends.
     pub pace: Mutex<Pace>,
     /// A reserved place's send left (or was given up).
@@ -231,22 +234,22 @@ pub async fn drive(
         rng: fastrand::Rng::with_seed(seed),
     };
     let outcome = async {
-        let task_id = match start {
+        let (task_id, submitted) = match start {
             Start::Submit(_) => {
                 runner.set_aside_superseded_videos();
                 let submitted = runner.submit().await;
                 // The submission phase is over: let the next job start its own.
                 drop(submit_slot);
-                submitted?
+                (submitted?, Some(Instant::now()))
             }
-            Start::Poll(task_id) => task_id,
+            Start::Poll(task_id) => (task_id, None),
             Start::Upgrade(task_id) => {
                 runner.upgrade(&task_id).await?;
                 return Ok(runner.download().await);
             }
             Start::Download => return Ok(runner.download().await),
         };
-        runner.poll(&task_id).await?;
+        runner.poll(&task_id, submitted).await?;
         if runner.job.upgrade.is_some() {
             runner.upgrade(&task_id).await?;
         }
@@ -355,12 +358,16 @@ impl JobRunner {
             code = self.record.error_code,
             "state change"
         );
-        let row =
-            Row::new(&self.job, &self.record, self.shared.settings.download).map_err(|e| {
-                let msg = format!("failed to encode a results row: {e}");
-                self.shared.set_fatal(Fatal::Checkpoint(msg));
-                JobEnd::Stopped
-            })?;
+        let row = Row::new(
+            self.job.index(),
+            &self.record,
+            self.shared.settings.download,
+        )
+        .map_err(|e| {
+            let msg = format!("failed to encode a results row: {e}");
+            self.shared.set_fatal(Fatal::Checkpoint(msg));
+            JobEnd::Stopped
+        })?;
         let (tx, rx) = oneshot::channel();
         let event = Event::Row { row, ack: Some(tx) };
         let written = match self.shared.events.send(event).await {
@@ -403,7 +410,7 @@ impl JobRunner {
             }
             // A job the table has no price for is never sent under a limit (the run
             // refuses to start), so 0 here counts only where nothing is capped.
-            let cost = shared.budget.prices.job(&self.job).unwrap_or(0.0);
+            let cost = shared.budget.prices.job(&*self.job).unwrap_or(0.0);
             if let Err(past) = shared.budget.reserve(cost) {
                 shared.set_fatal(Fatal::Budget(format!(
                     "job {:?} ({} credits) would take {past}",
@@ -574,30 +581,62 @@ impl JobRunner {
         SystemTime::now().duration_since(at).ok()
     }
 
-    async fn poll(&mut self, task_id: &str) -> Result<(), JobEnd> {
+    /// Checks the task until it ends, at the times the run's schedule picks and
+    /// within the run's pace of checks (see [`Polls`]). `submitted` is when this run
+    /// submitted it; a task of an earlier run counts from its recorded submission.
+    async fn poll(&mut self, task_id: &str, submitted: Option<Instant>) -> Result<(), JobEnd> {
         let settings = self.shared.settings.clone();
         if settings.no_wait {
             return Err(JobEnd::Unfinished);
         }
+        let shared = self.shared.clone();
+        let kind = polls::kind(&self.job);
         let deadline = Instant::now() + settings.task_timeout;
-        let interval = settings.poll_interval;
         let mut not_ready_since: Option<Instant> = None;
+        let start = submitted.unwrap_or_else(|| {
+            let age = self.since_submission().unwrap_or(Duration::ZERO);
+            Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+        });
+        // When the last check found the task generating, from `start`.
+        let mut last_generating: Option<Duration> = None;
         loop {
-            let wait = interval.mul_f64(0.8 + 0.4 * self.rng.f64());
+            let wait = shared.polls.wait(&kind, start.elapsed());
             self.sleep_or_stop(wait).await?;
             if Instant::now() >= deadline {
                 tracing::warn!(job = %self.job.id.escape_debug(), task = %task_id, "still running after --task-timeout; left submitted, the next run polls it again");
                 return Err(JobEnd::Unfinished);
             }
-            let shared = self.shared.clone();
-            let Some(permit) = slot(&shared).await else {
-                return Err(JobEnd::Unfinished);
+            let (place, epoch) = shared.polls.reserve();
+            self.sleep_or_stop(place.saturating_duration_since(Instant::now()))
+                .await?;
+            // The window of sends is waited for before the request slot, and
+            // checked again with it in hand: the wait for a slot may have let
+            // other checks go first.
+            let permit = loop {
+                shared.polls.until_free().await;
+                let Some(permit) = slot(&shared).await else {
+                    return Err(JobEnd::Unfinished);
+                };
+                if shared.polls.try_send() {
+                    break permit;
+                }
             };
+            let checked = start.elapsed();
             let answer = self.shared.client.record_info(task_id).await;
             drop(permit);
+            let refused = matches!(&answer, Err(e) if e.code == Some(429));
+            shared.polls.answered(refused, epoch);
             match answer {
-                Ok(TaskState::Generating) => {}
+                Ok(TaskState::Generating) => {
+                    if submitted.is_some() {
+                        shared.polls.generating(&kind, checked);
+                    }
+                    last_generating = Some(checked);
+                }
                 Ok(TaskState::Succeeded { result_urls }) => {
+                    if submitted.is_some() {
+                        shared.polls.finished(&kind, last_generating, checked);
+                    }
                     self.record.video_urls = result_urls;
                     self.record.finished_at = Some(now());
                     self.save(State::Succeeded).await?;
@@ -812,83 +851,123 @@ impl JobRunner {
         }
     }
 
+    /// Asks the service for the task's result URLs again: they expire, and a run
+    /// resumed later may hold ones that no longer answer (or, for `--simulate`, that
+    /// named the port of the simulator before). True when new URLs came.
+    async fn refresh_urls(&mut self) -> bool {
+        let Some(task_id) = self.record.task_id.clone() else {
+            return false;
+        };
+        let shared = self.shared.clone();
+        let Some(permit) = slot(&shared).await else {
+            return false;
+        };
+        let answer = self.shared.client.record_info(&task_id).await;
+        drop(permit);
+        let Ok(TaskState::Succeeded { result_urls }) = answer else {
+            return false;
+        };
+        if result_urls.is_empty() {
+            return false;
+        }
+        tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, "asked the service for fresh result URLs");
+        self.record.video_urls = result_urls;
+        if !self.record.upgrade_urls.is_empty() {
+            // The upgrade is made already: asking again gives its URL, not a charge.
+            self.record.upgrade_urls.clear();
+            if self.upgrade(&task_id).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     async fn download(&mut self) -> JobEnd {
         let settings = self.shared.settings.clone();
-        let files = self.files();
-        if !settings.download || files.is_empty() {
-            return JobEnd::Succeeded;
-        }
-        let mut paths = Vec::with_capacity(files.len());
-        for (url, dest) in &files {
-            // A file already at `dest` is this task's when the record lists it, or
-            // when it was written after the task was sent (a kill came between its
-            // download and the row recording it). Any other file there (a
-            // superseded task's, or one from a results file since deleted) is kept
-            // aside, never overwritten and never left under this task's row.
-            let dir = &settings.results_dir;
-            let dest_abs = crate::paths::absolute(dest);
-            let ours = self
-                .record
-                .video_paths
-                .iter()
-                .any(|p| crate::paths::resolve(dir, p) == dest_abs)
-                || self.written_since_submission(dest);
-            if !ours {
-                let label = format!("unrecorded-{}", now().replace(':', ""));
-                self.set_aside(dest, &label);
+        let mut refreshed = false;
+        'again: loop {
+            let files = self.files();
+            if !settings.download || files.is_empty() {
+                return JobEnd::Succeeded;
             }
-            // Files only reach their final name complete (temp file, then rename).
-            // A stat of a local file is quicker than the trip to the blocking pool
-            // that `tokio::fs` would make for it.
-            if !dest.try_exists().unwrap_or(false) {
-                let mut delays = settings.retry.nominal_delays();
-                loop {
-                    let shared = self.shared.clone();
-                    let Some(permit) = slot(&shared).await else {
-                        return JobEnd::Unfinished;
-                    };
-                    let got = self.shared.client.download(url, dest).await;
-                    drop(permit);
-                    let e = match got {
-                        Ok(_) => break,
-                        Err(e) => e,
-                    };
-                    let next = match e.class {
-                        ErrorClass::Retryable | ErrorClass::InDoubt => delays.next(),
-                        _ => None,
-                    };
-                    let Some(nominal) = next else {
-                        tracing::warn!(job = %self.job.id.escape_debug(), url = %url, code = e.code, error = %e.message, "download failed; the next run tries again");
-                        self.record.error_code = e.code;
-                        self.record.error_message =
-                            Some(format!("{DOWNLOAD_FAILED}: {}", e.message));
-                        // The files already fetched are this task's: recorded, so
-                        // that the next try keeps them.
-                        self.record.video_paths = paths;
-                        return match self.save(State::Succeeded).await {
-                            Ok(()) => JobEnd::Failed,
-                            Err(end) => end,
+            let mut paths = Vec::with_capacity(files.len());
+            for (url, dest) in &files {
+                // A file already at `dest` is this task's when the record lists it, or
+                // when it was written after the task was sent (a kill came between its
+                // download and the row recording it). Any other file there (a
+                // superseded task's, or one from a results file since deleted) is kept
+                // aside, never overwritten and never left under this task's row.
+                let dir = &settings.results_dir;
+                let dest_abs = crate::paths::absolute(dest);
+                let ours = self
+                    .record
+                    .video_paths
+                    .iter()
+                    .any(|p| crate::paths::resolve(dir, p) == dest_abs)
+                    || self.written_since_submission(dest);
+                if !ours {
+                    let label = format!("unrecorded-{}", now().replace(':', ""));
+                    self.set_aside(dest, &label);
+                }
+                // Files only reach their final name complete (temp file, then rename).
+                // A stat of a local file is quicker than the trip to the blocking pool
+                // that `tokio::fs` would make for it.
+                if !dest.try_exists().unwrap_or(false) {
+                    let mut delays = settings.retry.nominal_delays();
+                    loop {
+                        let shared = self.shared.clone();
+                        let Some(permit) = slot(&shared).await else {
+                            return JobEnd::Unfinished;
                         };
-                    };
-                    self.retry_event(e.code).await;
-                    let delay = settings.retry.delay(nominal, &e, &mut self.rng);
-                    if let Err(end) = self.sleep_or_stop(delay).await {
-                        return end;
+                        let got = self.shared.client.download(url, dest).await;
+                        drop(permit);
+                        let e = match got {
+                            Ok(_) => break,
+                            Err(e) => e,
+                        };
+                        let next = match e.class {
+                            ErrorClass::Retryable | ErrorClass::InDoubt => delays.next(),
+                            _ => None,
+                        };
+                        let Some(nominal) = next else {
+                            // Once per job: the URLs may have expired, or a resumed run
+                            // may hold ones that no longer answer.
+                            if !refreshed && self.refresh_urls().await {
+                                refreshed = true;
+                                continue 'again;
+                            }
+                            tracing::warn!(job = %self.job.id.escape_debug(), url = %url, code = e.code, error = %e.message, "download failed; the next run tries again");
+                            self.record.error_code = e.code;
+                            self.record.error_message =
+                                Some(format!("{DOWNLOAD_FAILED}: {}", e.message));
+                            // The files already fetched are this task's: recorded, so
+                            // that the next try keeps them.
+                            self.record.video_paths = paths;
+                            return match self.save(State::Succeeded).await {
+                                Ok(()) => JobEnd::Failed,
+                                Err(end) => end,
+                            };
+                        };
+                        self.retry_event(e.code).await;
+                        let delay = settings.retry.delay(nominal, &e, &mut self.rng);
+                        if let Err(end) = self.sleep_or_stop(delay).await {
+                            return end;
+                        }
                     }
                 }
+                paths.push(crate::paths::recorded(dir, &dest_abs));
             }
-            paths.push(crate::paths::recorded(dir, &dest_abs));
-        }
-        self.record.video_paths = paths;
-        // A download failure recorded by an earlier try is resolved now; the reason
-        // an upgrade failed is not, and stays on the record.
-        if self.record.download_failed() {
-            self.record.error_code = None;
-            self.record.error_message = None;
-        }
-        match self.save(State::Succeeded).await {
-            Ok(()) => JobEnd::Succeeded,
-            Err(end) => end,
+            self.record.video_paths = paths;
+            // A download failure recorded by an earlier try is resolved now; the reason
+            // an upgrade failed is not, and stays on the record.
+            if self.record.download_failed() {
+                self.record.error_code = None;
+                self.record.error_message = None;
+            }
+            return match self.save(State::Succeeded).await {
+                Ok(()) => JobEnd::Succeeded,
+                Err(end) => end,
+            };
         }
     }
 }

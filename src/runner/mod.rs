@@ -40,7 +40,9 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub mod collector;
 pub mod job;
 pub mod pace;
+pub mod polls;
 pub mod retry;
+pub mod schedule;
 pub mod uploads;
 
 use collector::{Collected, Counters, Entry, Progress};
@@ -58,7 +60,12 @@ pub struct RunConfig {
     pub concurrency: usize,
     pub rate: Rate,
     pub retry: RetryPolicy,
+    /// The longest wait between two checks of a task that may be done.
     pub poll_interval: Duration,
+    /// The shortest wait between two checks of a task.
+    pub poll_min: Duration,
+    /// Status checks of the whole run, at most.
+    pub poll_rate: Rate,
     pub task_timeout: Duration,
     pub record_null_grace: Duration,
     pub no_wait: bool,
@@ -478,6 +485,13 @@ pub async fn execute(
             no_wait: config.no_wait,
         },
         permits: Semaphore::new(config.concurrency.max(1)),
+        polls: polls::Polls::new(
+            config.poll_rate,
+            schedule::Limits {
+                min: config.poll_min,
+                cap: config.poll_interval,
+            },
+        ),
         pace: Mutex::new(pace),
         place_left: tokio::sync::Notify::new(),
         submit_turn: tokio::sync::Mutex::new(()),
@@ -691,6 +705,15 @@ fn fresh_record(job: &Job) -> Record {
         fingerprint: job.fingerprint.clone(),
         upgrade: job.upgrade,
         keep_original: job.keep_original,
+        seeds: job.request.seeds.map(|s| s.to_string()).unwrap_or_default(),
+        resolution: job
+            .request
+            .resolution
+            .unwrap_or_default()
+            .as_str()
+            .to_owned(),
+        duration: job.request.duration.unwrap_or(8).to_string(),
+        image_urls: job.request.image_urls.clone(),
         ..Record::default()
     }
 }

@@ -24,9 +24,20 @@ pub struct SimArgs {
     #[arg(long, default_value = "20/10s", value_name = "N/DURATION|none")]
     pub rate: RateArg,
 
+    /// record-info calls allowed per window, as N/DURATION, or "none" for no limit
+    /// (the documented cap is 10 per second per key). Calls past it answer 429.
+    #[arg(long, default_value = "10/1s", value_name = "N/DURATION|none")]
+    pub poll_rate: RateArg,
+
     /// Range the generation time of a task is drawn from, as MIN..MAX.
     #[arg(long, default_value = "60s..300s", value_name = "MIN..MAX")]
     pub generation_time: SpanRange,
+
+    /// The generation time of one kind of task, as MODEL=MIN..MAX or
+    /// MODEL:RESOLUTION=MIN..MAX (e.g. veo3:1080p=240s..300s); repeatable. The most
+    /// specific one applies; other tasks use --generation-time.
+    #[arg(long, value_name = "KIND=MIN..MAX")]
+    pub generation_time_for: Vec<KindSpan>,
 
     /// Multiply every duration by this (generation, rate window, maintenance, slow
     /// answers, upgrades, callback timeout): 0.01 runs an hour in 36 s.
@@ -170,6 +181,33 @@ impl FromStr for SpanRange {
     }
 }
 
+/// `MODEL[:RESOLUTION]=MIN..MAX`: the generation time of one kind of task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindSpan {
+    pub kind: String,
+    pub span: SpanRange,
+}
+
+impl FromStr for KindSpan {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<KindSpan, String> {
+        let Some((kind, span)) = s.split_once('=') else {
+            return Err(format!(
+                "{s:?} names no kind of task (write it like veo3=180s..240s or veo3:1080p=4m..5m)"
+            ));
+        };
+        let kind = kind.trim();
+        if kind.is_empty() {
+            return Err(format!("{s:?}: the model before `=` is empty"));
+        }
+        Ok(KindSpan {
+            kind: kind.to_owned(),
+            span: span.parse()?,
+        })
+    }
+}
+
 /// A probability for all API endpoints, or `ENDPOINT=P` for one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaultSpec {
@@ -264,7 +302,13 @@ impl SimArgs {
         Ok(SimConfig {
             api_key: self.api_key.clone(),
             rate: self.rate.0,
+            poll_rate: self.poll_rate.0,
             generation_time: (self.generation_time.0.0, self.generation_time.1.0),
+            generation_time_for: self
+                .generation_time_for
+                .iter()
+                .map(|k| (k.kind.clone(), (k.span.0.0, k.span.1.0)))
+                .collect(),
             time_scale: self.time_scale,
             credits: self.credits,
             seed: self.seed,
@@ -313,7 +357,13 @@ mod tests {
         let config = parse(&[]).unwrap().to_config().unwrap();
         let real = SimConfig::default();
         assert_eq!(config.rate, real.rate);
+        assert_eq!(
+            config.poll_rate,
+            Some(Rate::KIE_POLLS),
+            "the documented cap"
+        );
         assert_eq!(config.generation_time, real.generation_time);
+        assert!(config.generation_time_for.is_empty());
         assert_eq!(config.faults, real.faults);
         assert_eq!(config.api_key, DEMO_KEY);
         assert!(config.callbacks);
@@ -328,7 +378,10 @@ mod tests {
             "--port=0",
             "--api-key=k",
             "--rate=none",
+            "--poll-rate=5/2s",
             "--generation-time=1s..2s",
+            "--generation-time-for=veo3=3s..4s",
+            "--generation-time-for=veo3:4k=5s",
             "--time-scale=0.01",
             "--credits=100",
             "--seed=7",
@@ -352,6 +405,15 @@ mod tests {
         .unwrap();
         let c = args.to_config().unwrap();
         assert_eq!(c.rate, None);
+        assert_eq!(c.poll_rate, Some("5/2s".parse().unwrap()));
+        let secs = Duration::from_secs;
+        assert_eq!(
+            c.generation_time_for,
+            [
+                ("veo3".to_owned(), (secs(3), secs(4))),
+                ("veo3:4k".to_owned(), (secs(5), secs(5)))
+            ]
+        );
         assert_eq!(
             c.generation_time,
             (Duration::from_secs(1), Duration::from_secs(2))
@@ -385,6 +447,9 @@ mod tests {
         assert!(parse(&["--generation-time=5m..1m"]).is_err());
         assert!(parse(&["--maintenance=30s"]).is_err());
         assert!(parse(&["--rate=fast"]).is_err());
+        assert!(parse(&["--poll-rate=often"]).is_err());
+        assert!(parse(&["--generation-time-for=3s..4s"]).is_err());
+        assert!(parse(&["--generation-time-for==3s"]).is_err());
         assert!(parse(&["--time-scale=-1"]).unwrap().to_config().is_err());
         assert!(parse(&["--fail-rate=2"]).unwrap().to_config().is_err());
     }

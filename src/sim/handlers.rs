@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::state::{Admission, Answer, FileState, LogLine, Sim};
+use super::state::{Admission, Answer, FileState, LogLine, Sim, file_task};
 use super::{Endpoint, ErrorStyle, Kill, SAMPLE_MP4};
 use crate::request::{FieldIssue, GenerateRequest, RawRequest, check};
 
@@ -47,6 +47,8 @@ pub(super) struct Ctx {
     fingerprint: Option<String>,
     task_id: Option<String>,
     created: bool,
+    /// When the created task's video (or failure) is ready.
+    ready: Option<SystemTime>,
 }
 
 impl Ctx {
@@ -74,6 +76,9 @@ pub(super) fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
         task_id: ctx.task_id.as_deref(),
         code,
         task_created: ctx.created,
+        ready_at: ctx
+            .ready
+            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
         dropped: code.is_none(),
     });
 }
@@ -223,11 +228,13 @@ async fn generate(
         Admission::DropBefore => drop_connection(&sim, kill, e, &ctx).await,
         Admission::Created {
             task_id,
+            ready,
             drop_after,
             slow,
         } => {
             ctx.task_id = Some(task_id.clone());
             ctx.created = true;
+            ctx.ready = Some(ready);
             if drop_after {
                 return drop_connection(&sim, kill, e, &ctx).await;
             }
@@ -272,7 +279,7 @@ async fn record_info(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Pa
     }
     match task_param(&params) {
         Ok(id) => {
-            let answer = sim.record_info(&id);
+            let answer = sim.admit_poll().unwrap_or_else(|| sim.record_info(&id));
             reply(&sim, e, answer, &Ctx::task(&id))
         }
         Err(answer) => reply(&sim, e, answer, &Ctx::default()),
@@ -373,7 +380,7 @@ async fn files(State(sim): State<Arc<Sim>>, Path(name): Path<String>, params: Pa
     let e = Endpoint::Files;
     sim.count_request(e);
     let faults = &sim.config.faults;
-    let ctx = Ctx::default();
+    let ctx = file_task(&name).map(Ctx::task).unwrap_or_default();
     if sim.draw(faults.http_500.for_endpoint(e)) {
         log(&sim, e, Some(500), &ctx);
         return (StatusCode::INTERNAL_SERVER_ERROR, "server error").into_response();

@@ -41,8 +41,15 @@ pub struct SimConfig {
     pub api_key: String,
     /// Generate calls allowed per window; `None` for no limit.
     pub rate: Option<Rate>,
+    /// record-info calls allowed per window (the documented 10 per second per key);
+    /// `None` for no limit. Off in `Default`, on in [`SimConfig::demo`] and in
+    /// `veo-batch simulate`.
+    pub poll_rate: Option<Rate>,
     /// Generation time is drawn from this range (before time scaling).
     pub generation_time: (Duration, Duration),
+    /// The range of one kind of task instead, by `model` or `model:resolution` (the
+    /// more specific wins).
+    pub generation_time_for: Vec<(String, (Duration, Duration))>,
     /// Every duration is multiplied by this (0.01: an hour in 36 s).
     pub time_scale: f64,
     pub credits: f64,
@@ -78,7 +85,9 @@ impl Default for SimConfig {
         SimConfig {
             api_key: DEMO_KEY.to_owned(),
             rate: Some(Rate::KIE_DEFAULT),
+            poll_rate: None,
             generation_time: (Duration::from_secs(60), Duration::from_secs(300)),
+            generation_time_for: Vec::new(),
             time_scale: 1.0,
             credits: 1_000_000.0,
             seed: 1,
@@ -114,8 +123,22 @@ impl SimConfig {
         SimConfig {
             time_scale: 0.02,
             api_key: DEMO_KEY.to_owned(),
+            poll_rate: Some(Rate::KIE_POLLS),
             ..SimConfig::default()
         }
+    }
+
+    /// The range the generation time of a `model` task at `resolution` is drawn from.
+    pub fn generation_time_of(&self, model: &str, resolution: &str) -> (Duration, Duration) {
+        let find = |kind: &str| {
+            self.generation_time_for
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map(|(_, r)| *r)
+        };
+        find(&format!("{model}:{resolution}"))
+            .or_else(|| find(model))
+            .unwrap_or(self.generation_time)
     }
 
     /// `d` after time scaling, capped at ten years so that no deadline overflows.
@@ -266,8 +289,10 @@ pub struct SimStats {
     pub tasks_created: u64,
     /// Generate calls that got past the user-agent check.
     pub generate_calls: u64,
-    /// Answers with code 429 (rate window and injected).
+    /// Answers with code 429 (rate windows and injected).
     pub answered_429: u64,
+    /// record-info calls refused with 429 by the poll limit.
+    pub polls_refused: u64,
     /// Answers per code (HTTP 403 from the "CDN" counts as 403).
     pub codes: BTreeMap<i64, u64>,
     /// Connections dropped on purpose.
@@ -469,6 +494,7 @@ mod tests {
         assert_eq!(d.api_key, DEMO_KEY);
         assert!((d.time_scale - 0.02).abs() < 1e-12);
         assert_eq!(d.rate, Some(Rate::KIE_DEFAULT));
+        assert_eq!(d.poll_rate, Some(Rate::KIE_POLLS));
     }
 
     #[test]

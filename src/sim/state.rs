@@ -1,8 +1,14 @@
 //! The simulator's state: tasks and their timelines, the credit balance, the
-//! generate rate window, the seeded generator behind every random draw, the
-//! counters and the request log. One mutex, never held across an await.
+//! generate and poll rate windows, the seeded generator behind every random draw,
+//! the counters and the request log. One mutex, never held across an await.
+//!
+//! Every request costs O(1) or O(log N) of the tasks held: tasks are found by id in
+//! a hash map, failed tasks are refunded from a queue ordered by their end, and a
+//! task created by an earlier simulator with the same seed is re-derived from its
+//! id (see `ids`) the first time it is asked about.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +23,7 @@ use super::{Endpoint, SimConfig, SimStats};
 use crate::request::{AspectRatio, GenerateRequest, Resolution};
 
 mod callback;
+mod ids;
 
 /// One answer in the service's envelope.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +122,55 @@ enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome as an id holds it: 0 for success, else 1 + its place in `FAILURES`.
+    fn code(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Failure { message, .. } => FAILURES
+                .iter()
+                .position(|f| f.2 == message)
+                .and_then(|i| u8::try_from(i + 1).ok())
+                .unwrap_or(1),
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Outcome> {
+        match code {
+            0 => Some(Outcome::Success),
+            n => {
+                let (flag, code, message, _) = *FAILURES.get(usize::from(n) - 1)?;
+                Some(Outcome::Failure {
+                    flag,
+                    code,
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Whether the failure shows only at the end of the generation time.
+    fn shows_early(self) -> bool {
+        matches!(self, Outcome::Failure { message, .. } if FAILURES.iter().any(|f| f.2 == message && !f.3))
+    }
+}
+
+/// The resolution a task without one in its request renders at: the service's default.
+const DEFAULT_RESOLUTION: &str = "720p";
+/// Resolutions and models as ids hold them (by place; the last code is "other").
+const RESOLUTIONS: [&str; 3] = ["720p", "1080p", "4k"];
+const MODELS: [&str; 3] = ["veo3", "veo3_fast", "veo3_lite"];
+const ASPECTS: [AspectRatio; 3] = [
+    AspectRatio::Landscape,
+    AspectRatio::Portrait,
+    AspectRatio::Auto,
+];
+
+fn code_of<T: PartialEq>(table: &[T], value: &T) -> u8 {
+    let at = table.iter().position(|v| v == value).unwrap_or(table.len());
+    u8::try_from(at).unwrap_or(u8::MAX)
+}
+
 #[derive(Debug)]
 struct Task {
     param_json: String,
@@ -124,11 +180,61 @@ struct Task {
     created_wall: SystemTime,
     ends: Instant,
     outcome: Outcome,
+    /// What this simulator charged for it (0 for a task an earlier one created).
     charged: f64,
     settled: bool,
     hd_ready: Instant,
     hd_charged: bool,
     uhd_ready: Option<Instant>,
+}
+
+impl Task {
+    /// The timeline and kind of a task, from the fields its id carries; `None` when
+    /// they name no outcome or aspect ratio this simulator knows.
+    fn from_sealed(
+        sealed: &ids::Sealed,
+        created: Instant,
+        created_wall: SystemTime,
+        param_json: Option<String>,
+    ) -> Option<Task> {
+        let outcome = Outcome::from_code(sealed.outcome)?;
+        let aspect = *ASPECTS.get(usize::from(sealed.aspect))?;
+        let resolution = RESOLUTIONS
+            .get(usize::from(sealed.resolution))
+            .copied()
+            .unwrap_or(DEFAULT_RESOLUTION);
+        let generation = ids::decode_span(sealed.generation);
+        let ends = Sim::later(
+            created,
+            if outcome.shows_early() {
+                generation / 10
+            } else {
+                generation
+            },
+        );
+        let param_json = param_json.unwrap_or_else(|| {
+            // The prompt is not in the id: an earlier simulator's task says what it can.
+            let mut p = json!({ "aspect_ratio": aspect.as_str(), "resolution": resolution });
+            if let Some(model) = MODELS.get(usize::from(sealed.model)) {
+                p["model"] = Value::from(*model);
+            }
+            p.to_string()
+        });
+        Some(Task {
+            param_json,
+            aspect,
+            resolution: resolution.to_owned(),
+            created,
+            created_wall,
+            ends,
+            outcome,
+            charged: 0.0,
+            settled: true,
+            hd_ready: Sim::later(ends, ids::decode_span(sealed.hd)),
+            hd_charged: false,
+            uhd_ready: None,
+        })
+    }
 }
 
 /// What happened to one generate call that passed validation.
@@ -137,6 +243,8 @@ pub(crate) enum Admission {
     DropBefore,
     Created {
         task_id: String,
+        /// When its video (or its failure) is ready, on the wall clock.
+        ready: SystemTime,
         drop_after: bool,
         slow: bool,
     },
@@ -146,7 +254,14 @@ struct Inner {
     rng: fastrand::Rng,
     credits: f64,
     window: VecDeque<Instant>,
-    tasks: HashMap<String, Task>,
+    /// Send times of the record-info calls within the poll window.
+    poll_window: VecDeque<Instant>,
+    /// Tasks by the value of their id.
+    tasks: HashMap<u128, Task>,
+    /// Failed tasks this simulator charged for, by the time their refund is due.
+    refunds: BinaryHeap<Reverse<(Instant, u128)>>,
+    /// Tasks created by this instance.
+    created: u64,
     stats: SimStats,
 }
 
@@ -157,9 +272,28 @@ pub(crate) struct Sim {
     pub stop: CancellationToken,
     http: reqwest::Client,
     log: Option<Mutex<File>>,
+    codec: ids::Codec,
+    /// Where this instance's task counter starts (see `ids`).
+    nonce: u32,
     inner: Mutex<Inner>,
     /// Files on the upload host (`super::uploads`).
     pub uploads: super::uploads::Store,
+}
+
+/// A sliding window log: true (and the call counted) when one more call at `now`
+/// stays within `rate` (already scaled).
+fn window_admits(window: &mut VecDeque<Instant>, count: u32, per: Duration, now: Instant) -> bool {
+    while window
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= per)
+    {
+        window.pop_front();
+    }
+    if window.len() >= count as usize {
+        return false;
+    }
+    window.push_back(now);
+    true
 }
 
 /// One line of the request log.
@@ -174,6 +308,9 @@ pub(crate) struct LogLine<'a> {
     pub code: Option<i64>,
     pub task_created: bool,
     pub dropped: bool,
+    /// For the call that created a task: when its video (or failure) is ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<String>,
 }
 
 /// `2025-06-06 10:30:00`, the record-info time format.
@@ -196,10 +333,14 @@ impl Sim {
             rng: fastrand::Rng::with_seed(config.seed),
             credits: config.credits,
             window: VecDeque::new(),
+            poll_window: VecDeque::new(),
             tasks: HashMap::new(),
+            refunds: BinaryHeap::new(),
+            created: 0,
             stats: SimStats::default(),
         };
         // A client without a UA would be refused by a real CDN; ours is polite.
+        let config_seed = config.seed;
         let http = reqwest::Client::builder()
             .user_agent(concat!("veo-batch-simulator/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -211,6 +352,8 @@ impl Sim {
             stop,
             http,
             log: log.map(Mutex::new),
+            codec: ids::Codec::new(config_seed),
+            nonce: ids::instance_nonce(),
             inner: Mutex::new(inner),
             uploads: super::uploads::Store::default(),
         }
@@ -294,14 +437,7 @@ impl Sim {
         }
         if let Some(rate) = self.config.rate {
             let per = self.config.scaled(rate.per);
-            while inner
-                .window
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) >= per)
-            {
-                inner.window.pop_front();
-            }
-            if inner.window.len() >= rate.count as usize {
+            if !window_admits(&mut inner.window, rate.count, per, now) {
                 return Admission::Refused(Answer::err(
                     429,
                     "Your call frequency is too high. Please try again later.",
@@ -318,23 +454,33 @@ impl Sim {
             .generation(req.model, resolution)
             .unwrap_or(0.0);
         if inner.credits < price {
+            if self.config.rate.is_some() {
+                // Refused calls do not count against the window.
+                inner.window.pop_back();
+            }
             return Admission::Refused(Answer::err(402, MSG_NO_CREDITS));
-        }
-        if self.config.rate.is_some() {
-            inner.window.push_back(now);
         }
         inner.credits -= price;
 
-        let task_id = loop {
-            let id = format!("veo_task_{:016x}", inner.rng.u64(..));
-            if !inner.tasks.contains_key(&id) {
-                break id;
-            }
-        };
-        let generation = self.span(&mut inner.rng, self.config.generation_time);
+        let resolution = body
+            .get("resolution")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_RESOLUTION);
+        let range = self
+            .config
+            .generation_time_of(req.model.as_str(), resolution);
+        let generation = self.span(&mut inner.rng, range);
         let outcome =
             if faults.generation_failure > 0.0 && inner.rng.f64() < faults.generation_failure {
-                let (flag, code, message, _) = FAILURES[inner.rng.usize(..FAILURES.len())];
+                // A job without images never fails to fetch one: the failures
+                // that can happen to it are drawn from, the same number of draws.
+                let possible: Vec<&(u8, i64, &str, bool)> = FAILURES
+                    .iter()
+                    .filter(|f| !req.image_urls.is_empty() || !f.2.contains("image"))
+                    .collect();
+                let &&(flag, code, message, _) = possible
+                    .get(inner.rng.usize(..possible.len()))
+                    .unwrap_or(&&FAILURES[0]);
                 Outcome::Failure {
                     flag,
                     code,
@@ -343,34 +489,42 @@ impl Sim {
             } else {
                 Outcome::Success
             };
-        let ends = match outcome {
-            Outcome::Failure { message, .. } if FAILURES.iter().any(|f| f.2 == message && !f.3) => {
-                Self::later(now, generation / 10)
-            }
-            _ => Self::later(now, generation),
+        let hd = self.span(&mut inner.rng, self.config.upgrade_1080p_time);
+        let created_wall = SystemTime::now();
+        let mut sealed = ids::Sealed {
+            created_ms: ids::Sealed::created_ms_of(created_wall),
+            uniq: 0,
+            outcome: outcome.code(),
+            aspect: code_of(&ASPECTS, &req.aspect_ratio),
+            resolution: code_of(&RESOLUTIONS, &resolution),
+            model: code_of(&MODELS, &req.model.as_str()),
+            generation: ids::encode_span(generation),
+            hd: ids::encode_span(hd),
         };
-        let hd_ready = Self::later(
-            ends,
-            self.span(&mut inner.rng, self.config.upgrade_1080p_time),
-        );
-        let resolution = resolution.as_str().to_owned();
-        inner.tasks.insert(
-            task_id.clone(),
-            Task {
-                param_json: body.to_string(),
-                aspect: req.aspect_ratio,
-                resolution,
-                created: now,
-                created_wall: SystemTime::now(),
-                ends,
-                outcome,
-                charged: price,
-                settled: false,
-                hd_ready,
-                hd_charged: false,
-                uhd_ready: None,
-            },
-        );
+        let id = loop {
+            sealed.uniq = ids::uniq(self.nonce, inner.created);
+            inner.created += 1;
+            let id = self.codec.seal(&sealed);
+            if !inner.tasks.contains_key(&id) {
+                break id;
+            }
+        };
+        // The timeline is the one the id carries, so that a later simulator that
+        // re-derives this task from its id sees it end at the same moment.
+        let Some(mut task) = Task::from_sealed(&sealed, now, created_wall, Some(body.to_string()))
+        else {
+            return Admission::Refused(Answer::err(500, "Server error, please try again later"));
+        };
+        task.resolution = resolution.to_owned();
+        task.charged = price;
+        task.settled = false;
+        let ends = task.ends;
+        if matches!(outcome, Outcome::Failure { .. }) {
+            inner.refunds.push(Reverse((ends, id)));
+        }
+        let ready = created_wall + ends.saturating_duration_since(now);
+        inner.tasks.insert(id, task);
+        let task_id = ids::format(id);
         inner.stats.tasks_created += 1;
         *inner
             .stats
@@ -387,23 +541,61 @@ impl Sim {
         }
         Admission::Created {
             task_id,
+            ready,
             drop_after,
             slow,
         }
     }
 
-    /// Refunds every failed task whose end has come (failed tasks are free).
+    /// The record-info poll limit: `None` when the call may go on, else the 429
+    /// answer (counted in the stats).
+    pub fn admit_poll(&self) -> Option<Answer> {
+        let rate = self.config.poll_rate?;
+        let per = self.config.scaled(rate.per);
+        let mut inner = self.lock();
+        if window_admits(&mut inner.poll_window, rate.count, per, Instant::now()) {
+            return None;
+        }
+        inner.stats.polls_refused += 1;
+        Some(Answer::err(
+            429,
+            "Your call frequency is too high. Please try again later.",
+        ))
+    }
+
+    /// Refunds the failed tasks whose end has come (failed tasks are free), each
+    /// once: they leave the queue as they are refunded.
     fn settle(inner: &mut Inner, now: Instant) {
-        let mut refund = 0.0;
-        for task in inner.tasks.values_mut() {
-            if !task.settled && task.ends <= now {
+        while let Some(Reverse((ends, id))) = inner.refunds.peek().copied() {
+            if ends > now {
+                break;
+            }
+            inner.refunds.pop();
+            if let Some(task) = inner.tasks.get_mut(&id)
+                && !task.settled
+            {
                 task.settled = true;
-                if matches!(task.outcome, Outcome::Failure { .. }) {
-                    refund += task.charged;
-                }
+                inner.credits += task.charged;
             }
         }
-        inner.credits += refund;
+    }
+
+    /// The task `task_id` names: one this simulator holds, or one an earlier
+    /// simulator with the same seed created, re-derived from its id and kept.
+    fn task<'a>(&self, inner: &'a mut Inner, task_id: &str) -> Option<(u128, &'a mut Task)> {
+        let id = ids::parse(task_id)?;
+        let task = match inner.tasks.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let sealed = self.codec.open(id)?;
+                let created_wall = sealed.created_wall();
+                let (now, wall) = (Instant::now(), SystemTime::now());
+                let age = wall.duration_since(created_wall).unwrap_or(Duration::ZERO);
+                let created = now.checked_sub(age).unwrap_or(now);
+                e.insert(Task::from_sealed(&sealed, created, created_wall, None)?)
+            }
+        };
+        Some((id, task))
     }
 
     pub fn stats(&self) -> SimStats {
@@ -446,9 +638,10 @@ impl Sim {
         let now = Instant::now();
         let mut inner = self.lock();
         Self::settle(&mut inner, now);
-        let Some(task) = inner.tasks.get(task_id) else {
+        let Some((_, task)) = self.task(&mut inner, task_id) else {
             return Answer::err(422, MSG_RECORD_NULL);
         };
+        let task = &*task;
         let done = task.ends <= now;
         let complete_wall = task
             .created_wall
@@ -489,10 +682,10 @@ impl Sim {
     pub fn get_1080p(&self, task_id: &str, index: u32) -> Answer {
         let now = Instant::now();
         let price = self.config.prices.upgrade_1080p;
-        let mut inner = self.lock();
-        Self::settle(&mut inner, now);
-        let inner = &mut *inner;
-        let Some(task) = inner.tasks.get_mut(task_id) else {
+        let mut guard = self.lock();
+        Self::settle(&mut guard, now);
+        let inner = &mut *guard;
+        let Some((id, task)) = self.task(inner, task_id) else {
             return Answer::err(422, MSG_RECORD_NULL);
         };
         if index != 0 {
@@ -515,7 +708,9 @@ impl Sim {
                 return Answer::err(402, MSG_NO_CREDITS);
             }
             inner.credits -= price;
-            task.hd_charged = true;
+            if let Some(task) = inner.tasks.get_mut(&id) {
+                task.hd_charged = true;
+            }
         }
         Answer::ok(json!({ "resultUrl": self.file_url(task_id, "-1080p") }))
     }
@@ -527,7 +722,7 @@ impl Sim {
         let mut guard = self.lock();
         Self::settle(&mut guard, now);
         let inner = &mut *guard;
-        let Some(task) = inner.tasks.get_mut(task_id) else {
+        let Some((id, task)) = self.task(inner, task_id) else {
             return Answer::err(422, MSG_RECORD_NULL);
         };
         if index != 0 {
@@ -564,7 +759,7 @@ impl Sim {
                 inner.credits -= price;
                 let took = self.span(&mut inner.rng, self.config.upgrade_4k_time);
                 let ready = Self::later(now, took);
-                if let Some(task) = inner.tasks.get_mut(task_id) {
+                if let Some(task) = inner.tasks.get_mut(&id) {
                     task.uhd_ready = Some(ready);
                 }
                 drop(guard);
@@ -586,20 +781,17 @@ impl Sim {
     /// What `/files/<name>` serves: the video of a task that succeeded, until its
     /// URL expires; with `link` (from [`Sim::download_url`]) until that link does.
     pub fn file(&self, name: &str, link: Option<u64>) -> FileState {
-        let Some(stem) = name.strip_suffix(".mp4") else {
+        let Some(id) = file_task(name) else {
             return FileState::Missing;
         };
-        let id = ["-1080p", "-4k", "-origin"]
-            .iter()
-            .find_map(|s| stem.strip_suffix(s))
-            .unwrap_or(stem);
         let now = Instant::now();
-        let inner = self.lock();
-        let Some(task) = inner
-            .tasks
-            .get(id)
-            .filter(|t| t.ends <= now && matches!(t.outcome, Outcome::Success))
-        else {
+        let ends = {
+            let mut inner = self.lock();
+            self.task(&mut inner, id)
+                .filter(|(_, t)| t.ends <= now && matches!(t.outcome, Outcome::Success))
+                .map(|(_, t)| t.ends)
+        };
+        let Some(ends) = ends else {
             return FileState::Missing;
         };
         if let Some(until) = link {
@@ -610,9 +802,7 @@ impl Sim {
             };
         }
         match self.config.url_ttl {
-            Some(ttl) if Self::later(task.ends, self.config.scaled(ttl)) <= now => {
-                FileState::Expired
-            }
+            Some(ttl) if Self::later(ends, self.config.scaled(ttl)) <= now => FileState::Expired,
             _ => FileState::Ready,
         }
     }
@@ -642,6 +832,17 @@ impl Sim {
             FileState::Missing | FileState::Expired => Answer::err(422, MSG_URL_WRONG),
         }
     }
+}
+
+/// The task id in a result file's name (`<id>.mp4`, `<id>-1080p.mp4` ...).
+pub(crate) fn file_task(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".mp4")?;
+    Some(
+        ["-1080p", "-4k", "-origin"]
+            .iter()
+            .find_map(|s| stem.strip_suffix(s))
+            .unwrap_or(stem),
+    )
 }
 
 #[cfg(test)]
@@ -758,6 +959,242 @@ mod tests {
         assert!((sim.credits() - 115.0).abs() < 1e-9, "1080p charged once");
         assert_eq!(sim.get_4k(&id, 0, None).code, 402, "4k costs 120");
         assert!((sim.credits() - 115.0).abs() < 1e-9);
+    }
+
+    /// Refunds follow the tasks that failed and are due, exactly once, whatever
+    /// asks (record-info, credit, stats, upgrades), in any order and repeated.
+    #[tokio::test(start_paused = true)]
+    async fn failed_tasks_are_refunded_once_whatever_asks_and_when() {
+        for seed in 0..40u64 {
+            let sim = sim(SimConfig {
+                generation_time: (Duration::from_secs(10), Duration::from_secs(60)),
+                upgrade_1080p_time: (Duration::from_secs(5), Duration::from_secs(5)),
+                upgrade_4k_time: (Duration::from_secs(5), Duration::from_secs(5)),
+                rate: None,
+                credits: 100_000.0,
+                seed,
+                faults: super::super::Faults {
+                    generation_failure: 0.5,
+                    ..Default::default()
+                },
+                ..SimConfig::default()
+            });
+            let start = sim.credits();
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut ids: Vec<String> = Vec::new();
+            let mut upgraded = std::collections::HashSet::new();
+            let mut charged = 0.0;
+            for _ in 0..80 {
+                tokio::time::advance(Duration::from_millis(rng.u64(0..4000))).await;
+                let id = (!ids.is_empty()).then(|| ids[rng.usize(..ids.len())].clone());
+                match (rng.u8(0..6), id) {
+                    (0, _) | (_, None) => {
+                        let (req, body) = request("x");
+                        ids.push(created(sim.admit(&req, &body)));
+                        charged += 60.0;
+                    }
+                    (1, Some(id)) => {
+                        sim.record_info(&id);
+                    }
+                    (2, Some(id)) => {
+                        // Charged once, however often it is asked.
+                        if sim.get_1080p(&id, 0).code == 200 && upgraded.insert(id) {
+                            charged += 5.0;
+                        }
+                    }
+                    (3, Some(id)) => {
+                        if sim.get_4k(&id, 0, None).code == 200 {
+                            charged += 120.0;
+                        }
+                    }
+                    (4, _) => {
+                        sim.stats();
+                    }
+                    (_, _) => {
+                        sim.credits();
+                    }
+                }
+                // What must have come back: every failed task whose end has come.
+                let due = {
+                    let inner = sim.lock();
+                    let now = Instant::now();
+                    inner
+                        .tasks
+                        .values()
+                        .filter(|t| t.ends <= now && matches!(t.outcome, Outcome::Failure { .. }))
+                        .map(|t| t.charged)
+                        .sum::<f64>()
+                };
+                let credits = sim.credits();
+                assert!(
+                    (credits - (start - charged + due)).abs() < 1e-6,
+                    "seed {seed}: {credits} != {start} - {charged} + {due}"
+                );
+                assert!(
+                    (sim.credits() - credits).abs() < 1e-9,
+                    "asking again changes nothing"
+                );
+            }
+            let failed = ids.iter().filter(|id| flag(&sim, id) > 1).count();
+            assert!(failed > 0 || seed > 0, "seed {seed} has failures to refund");
+            assert!(sim.lock().refunds.len() <= ids.len());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_text_job_never_fails_to_fetch_an_image() {
+        let config = SimConfig {
+            rate: None,
+            faults: super::super::Faults {
+                generation_failure: 1.0,
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        };
+        let sim = sim(config);
+        let (req, body) = request("no images here");
+        for _ in 0..40 {
+            created(sim.admit(&req, &body));
+        }
+        let inner = sim.lock();
+        assert_eq!(inner.tasks.len(), 40);
+        for t in inner.tasks.values() {
+            let Outcome::Failure { message, .. } = t.outcome else {
+                panic!("every task fails at a failure rate of 1");
+            };
+            assert!(!message.contains("image"), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_are_32_hex_never_repeat_and_a_later_simulator_re_derives_them() {
+        let config = SimConfig {
+            generation_time: (Duration::from_millis(40), Duration::from_millis(80)),
+            upgrade_1080p_time: (Duration::from_millis(30), Duration::from_millis(30)),
+            rate: None,
+            faults: super::super::Faults {
+                generation_failure: 0.4,
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        };
+        // Made first: a simulator's HTTP client takes a while to build.
+        let [first, second, later] = [(); 3].map(|()| sim(config.clone()));
+        let unknown = sim(SimConfig { seed: 2, ..config });
+        let (req, _) = request("x");
+        let tall = json!({ "prompt": "x", "aspect_ratio": "9:16", "resolution": "720p" });
+        let tall_req = {
+            let raw = crate::request::RawRequest::from_json(&tall).unwrap();
+            crate::request::check(&raw).result.unwrap()
+        };
+        let ids: Vec<String> = (0..30)
+            .map(|i| {
+                if i % 2 == 0 {
+                    created(first.admit(&req, &json!({ "prompt": "x" })))
+                } else {
+                    created(first.admit(&tall_req, &tall))
+                }
+            })
+            .collect();
+        // Another simulator with the same seed and the same calls: other ids.
+        let again: Vec<String> = (0..30)
+            .map(|_| created(second.admit(&req, &json!({ "prompt": "x" }))))
+            .collect();
+        let mut all: Vec<&String> = ids.iter().chain(&again).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 60, "no id repeats");
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+        }
+
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut pending = 0;
+        for id in &ids {
+            let (mine, theirs) = (first.record_info(id), later.record_info(id));
+            assert_eq!(theirs.code, 200, "{id}: {}", theirs.msg);
+            pending += usize::from(mine.data["successFlag"] == 0);
+            // Done or not may differ at the very end: an id keeps the creation
+            // time to the millisecond.
+            for field in ["taskId", "createTime"] {
+                assert_eq!(mine.data[field], theirs.data[field], "{field}");
+            }
+        }
+        assert!(pending > 0, "some are still generating");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        for id in &ids {
+            let (mine, theirs) = (first.record_info(id).data, later.record_info(id).data);
+            for field in ["successFlag", "response", "errorCode", "completeTime"] {
+                assert_eq!(mine[field], theirs[field], "{id} {field}");
+            }
+            let ok = mine["successFlag"] == 1;
+            assert_eq!(
+                later.file(&format!("{id}.mp4"), None) == FileState::Ready,
+                ok
+            );
+            // A task it re-derived is one it knows: its 1080p file is made (or,
+            // right after success, "record ..." not ready yet), a failed one's never.
+            let hd = later.get_1080p(id, 0);
+            if ok {
+                assert!(
+                    hd.code == 200 || hd.msg.starts_with("record"),
+                    "{id}: {hd:?}"
+                );
+            } else {
+                assert_ne!(hd.code, 200, "{id}");
+            }
+        }
+        assert_eq!(
+            unknown.record_info(&ids[0]).msg,
+            MSG_RECORD_NULL,
+            "another seed"
+        );
+        assert_eq!(later.record_info("veo_task_0000").msg, MSG_RECORD_NULL);
+        assert_eq!(later.file("veo_task_0000.mp4", None), FileState::Missing);
+        assert_eq!(later.stats().tasks_created, 0, "re-derived, not created");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_past_the_limit_answer_429_and_are_counted() {
+        let limited = sim(SimConfig {
+            poll_rate: Some(crate::units::Rate::KIE_POLLS),
+            ..SimConfig::default()
+        });
+        assert!((0..10).all(|_| limited.admit_poll().is_none()));
+        assert_eq!(limited.admit_poll().map(|a| a.code), Some(429));
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        assert!(limited.admit_poll().is_none(), "the window slid");
+        assert_eq!(limited.stats().polls_refused, 1);
+        let free = sim(SimConfig::default());
+        assert!(
+            (0..100).all(|_| free.admit_poll().is_none()),
+            "off by default"
+        );
+    }
+
+    #[test]
+    fn a_kind_of_task_can_have_its_own_generation_time() {
+        let secs = Duration::from_secs;
+        let config = SimConfig {
+            generation_time_for: vec![
+                ("veo3".into(), (secs(1), secs(2))),
+                ("veo3:4k".into(), (secs(3), secs(4))),
+            ],
+            ..SimConfig::default()
+        };
+        assert_eq!(config.generation_time_of("veo3", "4k"), (secs(3), secs(4)));
+        assert_eq!(
+            config.generation_time_of("veo3", "720p"),
+            (secs(1), secs(2))
+        );
+        assert_eq!(
+            config.generation_time_of("veo3_fast", "4k"),
+            config.generation_time
+        );
     }
 
     #[test]

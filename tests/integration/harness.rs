@@ -83,6 +83,8 @@ impl Harness {
             .arg("--videos-dir")
             .arg(videos)
             .args(["--poll-interval", "30ms"])
+            // Tests poll fast; the run's pace of checks is tested on its own.
+            .args(["--poll-rate", "1000/1s"])
             .args(["--request-timeout", "2s"]);
         cmd
     }

@@ -764,6 +764,7 @@ fn run_against(dir: &Path, stub: &Stub, jobs: usize, extra: &[&str]) -> Output {
             .arg("--videos-dir")
             .arg(dir.join("videos"))
             .args(["--poll-interval", "30ms", "--request-timeout", "3s"])
+            .args(["--poll-rate", "1000/1s"])
             .args(["--max-attempts", "2", "--rate", "1000/1s"])
             .args(extra),
     )
@@ -956,6 +957,7 @@ fn hostile_upgrade_answers_keep_the_base_video_or_ask_again() {
                 ])
                 .args(["--results", "results.csv", "--videos-dir", "videos"])
                 .args(["--poll-interval", "30ms", "--request-timeout", "3s"])
+                .args(["--poll-rate", "1000/1s"])
                 .args(["--max-attempts", "2", "--task-timeout", "1s"]),
         );
         let loaded = check_aftermath(dir.path(), &o, &what);
@@ -1114,7 +1116,14 @@ fn hostile_job_ids_never_write_outside_the_videos_dir() {
         if f.parent() == Some(h.dir.path()) {
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
             assert!(
-                ["ids.yaml", "results.csv", "results.csv.lock"].contains(&name),
+                // The review page goes beside the results file, named after it.
+                [
+                    "ids.yaml",
+                    "results.csv",
+                    "results.csv.lock",
+                    "results.html"
+                ]
+                .contains(&name),
                 "unexpected file {}",
                 f.display()
             );

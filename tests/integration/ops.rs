@@ -312,3 +312,56 @@ fn an_error_says_its_cause_once() {
     let said = err.matches("Is a directory").count() + err.matches("is a directory").count();
     assert_eq!(said, 1, "{err}");
 }
+
+/// A refused key is said before the summary, and the summary then does not tell
+/// the user to run the same command again.
+#[test]
+fn a_refused_key_is_said_first_and_not_run_again() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(3));
+    let out = h
+        .run_cmd(&manifest)
+        .env("KIE_API_KEY", "not-the-key")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(exit::SERVICE_STOPPED as i32));
+    let err = stderr(&out);
+    let refused = err
+        .find("error: the service refused the API key")
+        .expect(&err);
+    let summary = err.find("\nbatch: 3 jobs").expect(&err);
+    assert!(refused < summary, "{err}");
+    assert!(!err.contains("run the same command again"), "{err}");
+    assert_eq!(
+        err.matches("KIE_API_KEY").count(),
+        2,
+        "said once, and in the advice: {err}"
+    );
+}
+
+/// `-v` shows veo-batch's own debug lines, not the HTTP and TLS libraries'.
+#[test]
+fn verbose_shows_our_debug_lines_not_the_libraries() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(1));
+    let out = h.run(&manifest, &["-v", "--log-format", "json"]);
+    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["level"] == "DEBUG" && e["fields"]["message"] == "state change"),
+        "our debug lines show"
+    );
+    let foreign: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            let target = e["target"].as_str().unwrap_or_default();
+            !target.is_empty() && !target.starts_with("veo_batch")
+        })
+        .collect();
+    assert!(foreign.is_empty(), "{foreign:?}");
+}

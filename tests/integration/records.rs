@@ -374,3 +374,62 @@ fn a_results_folder_moved_with_its_videos_still_holds_them() {
         "nothing moved aside"
     );
 }
+
+/// The results file carries what a data team filters on: seeds, resolution,
+/// duration, upgrade, image URLs and what the job cost.
+#[test]
+fn the_results_file_records_the_inputs_a_data_team_filters_on() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write(
+        "b.yaml",
+        "name: b\njobs:\n  - id: a\n    prompt: x\n    model: veo3_lite\n    resolution: 1080p\n    \
+         duration: 6\n    seeds: 12345\n    imageUrls: [\"https://assets.example.com/a.png\"]\n",
+    );
+    let out = h.run(&manifest, &[]);
+    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    let r = &h.results().records["a"];
+    assert_eq!(
+        (
+            r.seeds.as_str(),
+            r.resolution.as_str(),
+            r.duration.as_str(),
+            r.image_urls.as_slice(),
+            r.credits
+        ),
+        (
+            "12345",
+            "1080p",
+            "6",
+            &["https://assets.example.com/a.png".to_owned()][..],
+            22.5
+        )
+    );
+}
+
+/// Result URLs that no longer answer (expired, or a simulator's old port after a
+/// `--simulate` resume) are asked for again through record-info, once per job, and
+/// the paid video is downloaded rather than given up.
+#[test]
+fn dead_result_urls_are_asked_for_again() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &one_job("a take"));
+    let out = h.run(&manifest, &["--no-download"]);
+    assert_eq!(
+        code(&out),
+        Some(exit::NOT_FINISHED as i32),
+        "{}",
+        stderr(&out)
+    );
+    let results = h.path("results.csv");
+    let text = std::fs::read_to_string(&results).expect("results");
+    let base = h.sim.base_url();
+    assert!(text.contains(&base), "{text}");
+    // Port 1 on loopback: nothing listens there.
+    std::fs::write(&results, text.replace(&base, "http://127.0.0.1:1")).expect("edit");
+
+    let out = h.run(&manifest, &["--max-attempts", "1"]);
+    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    let r = &h.results().records["a"];
+    assert_eq!(std::fs::read(&r.video_paths[0]).expect("video"), SAMPLE_MP4);
+    assert!(r.video_urls[0].starts_with(&base), "{:?}", r.video_urls);
+}

@@ -162,7 +162,12 @@ async fn lifecycle_to_a_downloadable_mp4() {
     let api = Api::new(&h);
     let body = json!({"prompt": "a red fox", "aspect_ratio": "9:16"});
     let id = api.task("a red fox").await;
-    assert!(id.starts_with("veo_task_"), "{id}");
+    // Opaque, as the live service's: 32 lowercase hex characters, no prefix.
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(
+        id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "{id}"
+    );
 
     let first = api.record(&id).await;
     assert_eq!(first["data"]["successFlag"], 0);
@@ -438,19 +443,49 @@ async fn upgrades_to_1080p_and_4k() {
     h.shutdown().await;
 }
 
+/// The same seed draws the same outcomes, but task ids never repeat across
+/// simulators; one with the same seed answers for the tasks of an earlier one.
 #[tokio::test]
-async fn same_seed_same_run() {
-    let mut ids = Vec::new();
+async fn same_seed_same_run_new_ids_and_old_tasks_known() {
+    let config = SimConfig {
+        seed: 42,
+        faults: sim::Faults {
+            generation_failure: 0.5,
+            ..sim::Faults::default()
+        },
+        ..quick()
+    };
+    let mut runs: Vec<(Vec<String>, Vec<Value>)> = Vec::new();
     for _ in 0..2 {
-        let h = start(SimConfig {
-            seed: 42,
-            ..quick()
-        })
-        .await;
-        ids.push(Api::new(&h).task("seeded").await);
+        let h = start(config.clone()).await;
+        let api = Api::new(&h);
+        let mut ids = Vec::new();
+        for i in 0..8 {
+            ids.push(api.task(&format!("seeded {i}")).await);
+        }
+        let mut flags = Vec::new();
+        for id in &ids {
+            flags.push(api.wait_done(id).await["successFlag"].clone());
+        }
+        runs.push((ids, flags));
         h.shutdown().await;
     }
-    assert_eq!(ids[0], ids[1]);
+    assert_eq!(runs[0].1, runs[1].1, "the same draws");
+    assert!(runs[0].1.contains(&json!(1)) && runs[0].1.iter().any(|f| f != 1));
+    assert!(
+        runs[0].0.iter().all(|id| !runs[1].0.contains(id)),
+        "{:?} vs {:?}",
+        runs[0].0,
+        runs[1].0
+    );
+    let h = start(config).await;
+    let api = Api::new(&h);
+    for (id, flag) in runs[0].0.iter().zip(&runs[0].1) {
+        let known = api.record(id).await;
+        assert_eq!(known["code"], 200, "{known}");
+        assert_eq!(&known["data"]["successFlag"], flag, "{known}");
+    }
+    h.shutdown().await;
 }
 
 /// The simulator accepts exactly the bodies the manifest rules accept.

@@ -48,6 +48,7 @@ fn storm_cmd(h: &Harness, manifest: &Path, flags: &[&str], log: &Path) -> Comman
         .arg(h.path("results.csv"))
         .arg("--videos-dir")
         .arg(h.path("videos"))
+        .args(["--poll-rate", "1000/1s"])
         .args(flags)
         .stdout(Stdio::null())
         .stderr(stderr);

@@ -255,3 +255,24 @@ fn deprecated_fallback_warns_but_passes() {
     );
     assert!(text(&out.stdout).contains("2 jobs"));
 }
+
+/// `--jobs` lists every expanded job with its video file, one per line (the summary
+/// of a small manifest lists them anyway).
+#[test]
+fn jobs_lists_the_expanded_ids_and_their_files() {
+    let out = validate(&["manifests/campaign.yaml", "--jobs"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let listed: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| *l != "jobs:")
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(listed.len(), 16, "{stdout}");
+    assert!(listed.contains(&"colour-ember-16:9"), "{stdout}");
+    assert!(
+        stdout.contains("colour-ember-16_9.mp4") && stdout.contains("(+hero-sunrise-1080p.mp4)"),
+        "{stdout}"
+    );
+}
