@@ -320,3 +320,21 @@ fn a_results_file_read_as_a_list_gives_the_same_page() {
         );
     }
 }
+
+#[test]
+fn a_local_image_is_shown_by_its_path_and_not_linked() {
+    let urls = [
+        "https://a.example/x.png".to_owned(),
+        "shots/a.png".to_owned(),
+    ];
+    let fact = view::Fact::links("Images", &urls);
+    assert_eq!(
+        fact.items[0].href.as_deref(),
+        Some("https://a.example/x.png")
+    );
+    assert_eq!(fact.items[1].text, "shots/a.png");
+    assert_eq!(
+        fact.items[1].href, None,
+        "a path is not a link from the page"
+    );
+}

@@ -178,6 +178,8 @@ impl Fact {
         }
     }
 
+    /// A list of URLs, each a link; an entry that is not an http(s) URL (a local
+    /// image's path, relative to where the run was started) is shown as text.
     pub fn links(label: &'static str, urls: &[String]) -> Fact {
         Fact {
             label,
@@ -185,7 +187,7 @@ impl Fact {
                 .iter()
                 .map(|u| Item {
                     text: u.clone(),
-                    href: Some(u.clone()),
+                    href: (!crate::manifest::images::is_local(u)).then(|| u.clone()),
                 })
                 .collect(),
             code: false,
