@@ -9,7 +9,8 @@
 //! changes the job count of the overhead scenarios (default 100,000) and
 //! `VEO_BENCH_SCHEDULE_JOBS` that of the schedule ones (default 2,000);
 //! `VEO_BENCH_DIR` puts their results and videos under another folder (`/dev/shm`:
-//! no disk). `VEO_BENCH_KEEP_LOG=<folder>` keeps the simulator's request log of each
+//! no disk); `VEO_BENCH_NO_DOWNLOAD=1` runs the overhead scenarios without
+//! downloading the videos. `VEO_BENCH_KEEP_LOG=<folder>` keeps the simulator's request log of each
 //! schedule scenario there (`<scenario>.jsonl`), to look into its timeline.
 //! `VEO_BENCH_RUNTIME=multi` runs on tokio's multi-thread runtime instead of the one
 //! `run` uses ([`runner::runtime`]), to compare.
@@ -150,7 +151,12 @@ fn keep_log(log: &Path, scenario: &str) {
 
 /// User plus system CPU time of this process.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_time_of("self")
+}
+
+/// User plus system CPU time of process `pid` (`self` for this one).
+fn cpu_time_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after ")".
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<u64> = rest
@@ -478,12 +484,19 @@ fn overhead(rt: &tokio::runtime::Runtime, sync: bool, csv: bool) {
             64,
         );
         cfg.sync = sync;
+        // Without the videos: what is left when the file system's cost of a
+        // folder of 100,000 files is taken out.
+        if std::env::var_os("VEO_BENCH_NO_DOWNLOAD").is_some() {
+            cfg.resume.download = false;
+        }
         cfg
     };
     // Each scenario reports its own peak, not the one an earlier scenario of this
     // process reached (writing 5 to clear_refs resets VmHWM to the current RSS).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = peak_rss_mib();
+    let sim_pid = sim.child.id().to_string();
+    let sim_cpu_before = cpu_time_of(&sim_pid);
     let cpu_before = cpu_time();
     let started = Instant::now();
     let cfg = if csv {
@@ -500,6 +513,7 @@ fn overhead(rt: &tokio::runtime::Runtime, sync: bool, csv: bool) {
         .expect("run");
     let wall = started.elapsed();
     let cpu = cpu_time() - cpu_before;
+    let sim_cpu = cpu_time_of(&sim_pid).saturating_sub(sim_cpu_before);
     let o = &report.outcomes;
     assert_eq!(
         o.tally.succeeded,
@@ -511,7 +525,7 @@ fn overhead(rt: &tokio::runtime::Runtime, sync: bool, csv: bool) {
     );
     let peak = peak_rss_mib();
     println!(
-        "overhead ({}{}): {n} jobs in {:.1}s: {:.0} jobs/s, runner CPU {:.0} µs/job, peak RSS {:.0} MiB (before the run: {:.0} MiB; {:.0} bytes per job above it)",
+        "overhead ({}{}): {n} jobs in {:.1}s: {:.0} jobs/s, runner CPU {:.0} µs/job, peak RSS {:.0} MiB (before the run: {:.0} MiB; {:.0} bytes per job above it); simulator CPU {:.0} µs/job",
         if sync { "rows synced" } else { "no sync" },
         if csv {
             ", CSV manifest read in the run"
@@ -524,6 +538,7 @@ fn overhead(rt: &tokio::runtime::Runtime, sync: bool, csv: bool) {
         peak,
         rss_before,
         (peak - rss_before) * 1024.0 * 1024.0 / n as f64,
+        sim_cpu.as_secs_f64() * 1e6 / n as f64,
     );
 }
 

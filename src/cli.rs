@@ -169,7 +169,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub videos_dir: Option<PathBuf>,
 
-    /// Requests in flight at most [default: 8].
+    /// Requests in flight at most, and as many status checks [default: 8].
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
 

@@ -609,18 +609,18 @@ impl JobRunner {
             let (place, epoch) = shared.polls.reserve();
             self.sleep_or_stop(place.saturating_duration_since(Instant::now()))
                 .await?;
-            // The window of sends is waited for before the request slot, and
-            // checked again with it in hand: the wait for a slot may have let
-            // other checks go first.
-            let permit = loop {
-                shared.polls.until_free().await;
-                let Some(permit) = slot(&shared).await else {
-                    return Err(JobEnd::Unfinished);
-                };
-                if shared.polls.try_send() {
-                    break permit;
-                }
+            let turn = shared.polls.turn().await;
+            shared.polls.until_free().await;
+            let permit = tokio::select! {
+                biased;
+                () = shared.stop_waiting.cancelled() => None,
+                p = shared.polls.slot() => p,
             };
+            let Some(permit) = permit else {
+                return Err(JobEnd::Unfinished);
+            };
+            shared.polls.send().await;
+            drop(turn);
             let checked = start.elapsed();
             let answer = self.shared.client.record_info(task_id).await;
             drop(permit);

@@ -491,6 +491,7 @@ pub async fn execute(
                 min: config.poll_min,
                 cap: config.poll_interval,
             },
+            config.concurrency,
         ),
         pace: Mutex::new(pace),
         place_left: tokio::sync::Notify::new(),

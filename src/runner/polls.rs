@@ -3,6 +3,14 @@
 //! key: 10 per second), and fewer after a 429. What the checks find feeds the
 //! schedule ([`super::schedule`]) that decides when each task is checked next.
 //!
+//! Checks have request slots of their own (as many as `--concurrency`), not the
+//! ones submissions and downloads share: a submission holds its slot from the
+//! moment it reserves its place among the sends until it leaves, up to a window
+//! of the rate limit, so at the limit most of those slots are held by waiting
+//! submissions, and checks queued behind them came one a second (seen in the
+//! schedule-polls bench: a median of 37 s from a video being ready to its
+//! download, at a tenth of real time).
+//!
 //! A check takes the next free place of an evenly spaced timetable, which costs
 //! O(1) however many tasks wait (a sliding window alone would wake every waiting
 //! task at each free place). Just before it leaves, with its request slot in hand,
@@ -140,6 +148,8 @@ impl PollPace {
 #[derive(Debug)]
 pub struct Polls {
     pace: Mutex<PollPace>,
+    turn: tokio::sync::Mutex<()>,
+    slots: tokio::sync::Semaphore,
     seen: Mutex<Seen>,
     pub limits: Limits,
 }
@@ -160,9 +170,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Polls {
-    pub fn new(rate: Rate, limits: Limits) -> Polls {
+    /// Checks at most `rate`, `slots` of them in flight at most.
+    pub fn new(rate: Rate, limits: Limits, slots: usize) -> Polls {
         Polls {
             pace: Mutex::new(PollPace::new(rate)),
+            turn: tokio::sync::Mutex::new(()),
+            slots: tokio::sync::Semaphore::new(slots.max(1)),
             seen: Mutex::new(Seen::default()),
             limits,
         }
@@ -179,8 +192,19 @@ impl Polls {
         lock(&self.pace).reserve(Instant::now())
     }
 
-    /// Waits until the window would let a check leave (without a request slot
-    /// held meanwhile: a check waiting here must not keep a submission waiting).
+    /// Takes the turn to send a check: one check at a time waits for the window,
+    /// and then for a request slot, so that checks that come due together neither
+    /// hold request slots while they wait for the window nor race for it.
+    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
+    }
+
+    /// A request slot for a check; `None` once the slots are closed.
+    pub async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.slots.acquire().await.ok()
+    }
+
+    /// Waits until the window lets a check leave (the caller holds the turn).
     pub async fn until_free(&self) {
         loop {
             let free = lock(&self.pace).free_at(Instant::now());
@@ -191,9 +215,16 @@ impl Polls {
         }
     }
 
-    /// True when a check may leave now, and then it is counted.
-    pub fn try_send(&self) -> bool {
-        lock(&self.pace).send(Instant::now()).is_none()
+    /// Counts a check that leaves now; waits first if the window is full after
+    /// all (it is not, while the caller holds the turn).
+    pub async fn send(&self) {
+        loop {
+            let free = lock(&self.pace).send(Instant::now());
+            match free {
+                None => return,
+                Some(at) => tokio::time::sleep_until(at).await,
+            }
+        }
     }
 
     /// A check placed in `epoch` was answered, `refused` with a 429 or not.

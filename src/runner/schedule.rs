@@ -3,15 +3,19 @@
 //! Every status check of a task that is still generating is wasted, and a run
 //! shares one budget of checks (`--poll-rate`) among all its tasks. So a task is
 //! first checked near the time tasks of its kind (model and resolution) took in this
-//! run, then at short steps until it is done: a tenth of the time it has taken so
-//! far, so a video waits about 5% of its generation time for its download.
+//! run: when the first twentieth of them were done, plus a tenth, but not after
+//! the first third were; then at short steps until it is done: a tenth of the time
+//! it has taken so far, so a video waits about 5% of its generation time for its
+//! download. A kind whose times are close together is then mostly done at its
+//! first or second check; one whose times spread wide is checked from its earliest.
 //!
 //! Until the run has seen a few tasks of a kind finish, the prior is what it has
 //! seen of that kind still generating: a task is first checked at the age at which
 //! three others of its kind were last found still generating (never later than any
 //! of its kind was found done). Tasks submitted early in a run are then checked at
 //! about their own age at each check (an early one often, a later one a few times)
-//! instead of every interval; before even that, every `--poll-interval`. Other
+//! instead of every interval; the oldest of a kind (and every task before anything
+//! is known), every `--poll-interval`. Other
 //! kinds are no prior: a batch ordered by model would make its fast kind wait for
 //! the slow one.
 //!
@@ -27,9 +31,12 @@ use std::time::Duration;
 const KEPT: usize = 64;
 /// A kind's times are trusted once this many were seen.
 const TRUSTED: usize = 3;
-/// The first check comes at this quantile of the kind's times: most tasks are
-/// still generating then, and the few that finished earlier wait little.
-const FIRST_QUANTILE: f64 = 0.1;
+/// The first check comes at most at this quantile of the kind's times ...
+const FIRST_QUANTILE: f64 = 0.3;
+/// ... and at most a tenth after this one (a kind's earliest, but for outliers).
+const EARLY_QUANTILE: f64 = 0.05;
+/// How much later than its kind's earliest a task is first checked, at most.
+const EARLY_SLACK: f64 = 1.1;
 /// After the first check, the step is this share of the time the task has taken.
 const STEP: f64 = 0.1;
 
@@ -54,6 +61,10 @@ impl Limits {
 pub struct Expect {
     /// When to check first, from the task's submission.
     pub first: Duration,
+    /// Whether tasks of the kind were seen done. If not, `first` only says how
+    /// long some were seen generating, and a task past it (one of the oldest of its
+    /// kind) is checked every `cap`: nothing says it may be done soon.
+    pub seen_done: bool,
 }
 
 /// How long to wait before the next check of a task submitted `elapsed` ago.
@@ -65,18 +76,25 @@ pub fn next_wait(expect: Option<Expect>, elapsed: Duration, limits: Limits) -> D
     if elapsed + floor <= expect.first {
         return expect.first - elapsed;
     }
+    if !expect.seen_done {
+        return limits.cap;
+    }
     elapsed.mul_f64(STEP).clamp(floor, limits.cap)
 }
 
+/// A task done at its first check is taken to have finished this much before it
+/// (a share of its age): a little, so that a kind's first check moves earlier
+/// when its tasks get faster, and not so much that it drifts below them.
+const DONE_AT_FIRST: f64 = 0.03;
+
 /// The generation time a finished task stands for: the middle between the last
-/// check that found it generating and the one that found it done. A task done at
-/// its first check is taken to have finished a step before it, so that a kind's
-/// first check can move earlier when tasks get faster.
+/// check that found it generating and the one that found it done, or a little
+/// before the check that found it done at once.
 pub fn observed(last_generating: Option<Duration>, done: Duration) -> Duration {
     match last_generating {
         Some(lo) if lo < done => lo + (done - lo) / 2,
         Some(_) => done,
-        None => done.saturating_sub(done.mul_f64(STEP)),
+        None => done.saturating_sub(done.mul_f64(DONE_AT_FIRST)),
     }
 }
 
@@ -102,9 +120,13 @@ impl Times {
         self.shortest = self.kept.iter().min().copied();
         if self.kept.len() >= TRUSTED {
             let mut sorted: Vec<Duration> = self.kept.iter().copied().collect();
-            let at = quantile_index(sorted.len(), FIRST_QUANTILE);
-            let (_, first, _) = sorted.select_nth_unstable(at);
-            self.trusted = Some(Expect { first: *first });
+            sorted.sort_unstable();
+            let at = |q| sorted[quantile_index(sorted.len(), q)];
+            let first = at(FIRST_QUANTILE).min(at(EARLY_QUANTILE).mul_f64(EARLY_SLACK));
+            self.trusted = Some(Expect {
+                first,
+                seen_done: true,
+            });
         }
     }
 
@@ -125,6 +147,7 @@ impl Times {
         let first = self.generating[0]?;
         Some(Expect {
             first: self.shortest.map_or(first, |s| first.min(s)),
+            seen_done: self.shortest.is_some(),
         })
     }
 }
@@ -196,7 +219,12 @@ mod tests {
     }
 
     fn expect() -> impl Strategy<Value = Option<Expect>> {
-        proptest::option::of((0u64..600_000).prop_map(|n| Expect { first: ms(n) }))
+        proptest::option::of(
+            (0u64..600_000, any::<bool>()).prop_map(|(n, seen_done)| Expect {
+                first: ms(n),
+                seen_done,
+            }),
+        )
     }
 
     proptest! {
@@ -233,6 +261,10 @@ mod tests {
                 Some(e) => {
                     prop_assert!(e.first >= lo && e.first <= hi, "{:?} outside {lo:?}..{hi:?}", e.first);
                     let below = kept.iter().filter(|n| ms(**n) < e.first).count();
+                    let mut sorted = kept.to_vec();
+                    sorted.sort_unstable();
+                    let early = ms(sorted[quantile_index(sorted.len(), EARLY_QUANTILE)]);
+                    prop_assert!(e.first <= early.mul_f64(EARLY_SLACK), "{:?}: beyond the earliest + 10%", e.first);
                     prop_assert!(below as f64 <= FIRST_QUANTILE * kept.len() as f64, "{below} of {} sooner", kept.len());
                 }
             }
@@ -283,43 +315,63 @@ mod tests {
 
     #[test]
     fn a_task_is_first_checked_when_its_kind_finishes_then_at_short_steps() {
+        let secs = Duration::from_secs;
         let limits = Limits {
             min: 2000 * MS,
             cap: 15_000 * MS,
         };
         let mut seen = Seen::default();
         for s in [118, 120, 121, 125, 130, 119, 122, 124, 126, 128] {
-            seen.record("veo3_fast:1080p", Duration::from_secs(s));
+            seen.record("veo3_fast:1080p", secs(s));
         }
         let fast = seen.expect("veo3_fast:1080p");
+        // A third of the way through the sorted times (120 s), which is within a
+        // tenth of the earliest.
         assert_eq!(
             fast,
             Some(Expect {
-                first: Duration::from_secs(118)
+                first: secs(120),
+                seen_done: true
             })
         );
         assert_eq!(
             next_wait(fast, Duration::ZERO, limits),
-            Duration::from_secs(118),
-            "beyond the cap: nothing of its kind was ever done sooner"
+            secs(120),
+            "beyond the cap: hardly any of its kind was done sooner"
         );
-        assert_eq!(
-            next_wait(fast, Duration::from_secs(10), limits),
-            Duration::from_secs(108)
-        );
-        assert_eq!(
-            next_wait(fast, Duration::from_secs(118), limits),
-            11_800 * MS
-        );
-        assert_eq!(
-            next_wait(fast, Duration::from_secs(300), limits),
-            limits.cap
-        );
+        assert_eq!(next_wait(fast, secs(10), limits), secs(110));
+        assert_eq!(next_wait(fast, secs(120), limits), 12_000 * MS);
+        assert_eq!(next_wait(fast, secs(300), limits), limits.cap);
         let short = Some(Expect {
-            first: Duration::from_secs(5),
+            first: secs(5),
+            seen_done: true,
         });
-        assert_eq!(next_wait(short, Duration::from_secs(6), limits), limits.min);
+        assert_eq!(next_wait(short, secs(6), limits), limits.min);
+        let unseen = Some(Expect {
+            first: secs(5),
+            seen_done: false,
+        });
+        assert_eq!(next_wait(unseen, secs(1), limits), secs(4));
+        assert_eq!(
+            next_wait(unseen, secs(6), limits),
+            limits.cap,
+            "an explorer"
+        );
         assert_eq!(seen.expect("veo3"), None, "another kind is no prior");
+    }
+
+    #[test]
+    fn a_wide_kind_is_first_checked_near_its_earliest() {
+        let mut seen = Seen::default();
+        for s in (60..=300).step_by(4) {
+            seen.record("veo3", Duration::from_secs(s));
+        }
+        // A third of the way would be 132 s: more than a minute's wait for the
+        // fastest. The twentieth (72 s) plus a tenth instead.
+        assert_eq!(
+            seen.expect("veo3").map(|e| e.first),
+            Some(Duration::from_secs(72).mul_f64(EARLY_SLACK))
+        );
     }
 
     #[test]
@@ -369,7 +421,7 @@ mod tests {
     fn observations() {
         let s = Duration::from_secs;
         assert_eq!(observed(Some(s(100)), s(110)), s(105));
-        assert_eq!(observed(None, s(100)), s(90));
+        assert_eq!(observed(None, s(100)), s(97));
         assert_eq!(observed(Some(s(120)), s(110)), s(110));
     }
 }
