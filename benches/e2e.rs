@@ -76,6 +76,7 @@ fn jobs(n: usize) -> Vec<Job> {
                 origin: Origin::default(),
                 file_stem: None,
                 local_images: Vec::new(),
+                extend: None,
             }
         })
         .collect()
@@ -111,6 +112,7 @@ fn mixed_jobs(n: usize) -> Vec<Job> {
                 origin: Origin::default(),
                 file_stem: None,
                 local_images: Vec::new(),
+                extend: None,
             }
         })
         .collect()

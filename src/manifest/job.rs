@@ -35,11 +35,39 @@ pub(crate) struct Draft {
     /// complaints about these fields (now unset) are not repeated.
     pub bad: bool,
     pub bad_fields: Vec<Field>,
+    /// `extend:`: the id of the job whose video this one continues.
+    pub extend: Option<String>,
+    /// Where `extend:` was written.
+    pub extend_at: Option<Origin>,
 }
+
+/// The request fields an extend job takes: the extend endpoint's, besides the task.
+pub(crate) const EXTEND_FIELDS: [Field; 5] = [
+    Field::Prompt,
+    Field::Seeds,
+    Field::Model,
+    Field::Watermark,
+    Field::CallbackUrl,
+];
+
+/// The fields `defaults:` gives an extend job: not `model`, which is its parent's
+/// unless the job sets its own, so that a continuation looks like what it continues.
+const EXTEND_DEFAULTED: [Field; 4] = [
+    Field::Prompt,
+    Field::Seeds,
+    Field::Watermark,
+    Field::CallbackUrl,
+];
 
 impl Draft {
     /// Fills what this draft leaves unset from `defaults`, with the defaults' places.
+    /// An extend job takes only the defaults that apply to it (see [`EXTEND_DEFAULTED`]):
+    /// a campaign's defaults for generations keep working beside its extends.
     pub fn apply_defaults(&mut self, defaults: &Draft) {
+        if self.extend.is_some() {
+            self.apply_extend_defaults(defaults);
+            return;
+        }
         for f in Field::ALL {
             if !self.field_at.contains_key(&f)
                 && let Some(at) = defaults.field_at.get(&f)
@@ -60,6 +88,34 @@ impl Draft {
         }
         for f in &defaults.bad_fields {
             if !self.field_at.contains_key(f) && !self.bad_fields.contains(f) {
+                self.bad_fields.push(*f);
+            }
+        }
+        self.bad |= defaults.bad;
+    }
+
+    fn apply_extend_defaults(&mut self, defaults: &Draft) {
+        let d = &defaults.raw;
+        let applicable = RawRequest {
+            prompt: d.prompt.clone(),
+            seeds: d.seeds,
+            watermark: d.watermark.clone(),
+            callback_url: d.callback_url.clone(),
+            ..RawRequest::default()
+        };
+        for f in EXTEND_DEFAULTED {
+            if !self.field_at.contains_key(&f)
+                && let Some(at) = defaults.field_at.get(&f)
+            {
+                self.field_at.insert(f, at.clone());
+            }
+        }
+        self.raw.apply_defaults(&applicable);
+        for f in &defaults.bad_fields {
+            if EXTEND_DEFAULTED.contains(f)
+                && !self.field_at.contains_key(f)
+                && !self.bad_fields.contains(f)
+            {
                 self.bad_fields.push(*f);
             }
         }
@@ -133,6 +189,8 @@ pub(crate) struct Collector {
     /// Every claimed id, one after another (see [`Place::id`]).
     id_text: String,
     files: Vec<std::path::PathBuf>,
+    /// Every `extend:` read, checked once all jobs are (see [`super::chains`]).
+    pub links: Vec<super::chains::Link>,
 }
 
 /// An [`Origin`] whose file is an index into [`Collector::files`].
@@ -196,6 +254,10 @@ impl Collector {
             } else if !self.claim_id(id, id_at, false) {
                 ok = false;
             }
+        }
+        if draft.extend.is_some() {
+            self.finish_extend(draft, ok);
+            return;
         }
         let label = draft.id.as_deref();
         let resolution = draft.raw.resolution.as_deref().and_then(Resolution::parse);
@@ -267,6 +329,7 @@ impl Collector {
                 origin: draft.at,
                 file_stem: None,
                 local_images: local,
+                extend: None,
             };
             if let Some(upgrade_at) = upgrade_at
                 && let Some(c) = self.prices.native_is_cheaper(&job)
@@ -286,6 +349,150 @@ impl Collector {
             }
             self.jobs.push(job);
         }
+    }
+
+    /// [`Collector::finish`] for a job with `extend:`: only the extend endpoint's
+    /// fields, each set on the job itself; any other is an error, not dropped. Its
+    /// parent is checked, and what it takes from it filled in, once every job is read.
+    fn finish_extend(&mut self, mut draft: Draft, mut ok: bool) {
+        let label = draft.id.clone();
+        let label = label.as_deref();
+        let parent = draft.extend.take().unwrap_or_default();
+        let extend_at = draft.extend_at.take().unwrap_or_else(|| draft.at.clone());
+        let not_here = |what: &str| {
+            format!(
+                "does not apply to an extend job: it continues the video of job {parent:?},                  and the extend endpoint takes only prompt, seeds, model, watermark and                  callBackUrl{what}"
+            )
+        };
+        let r = &draft.raw;
+        let set: [(Field, bool); 7] = [
+            (Field::ImageUrls, r.image_urls.is_some()),
+            (Field::GenerationType, r.generation_type.is_some()),
+            (Field::AspectRatio, r.aspect_ratio.is_some()),
+            (Field::EnableFallback, r.enable_fallback.is_some()),
+            (Field::EnableTranslation, r.enable_translation.is_some()),
+            (Field::Resolution, r.resolution.is_some()),
+            (Field::Duration, r.duration.is_some()),
+        ];
+        for (field, _) in set.into_iter().filter(|(_, is_set)| *is_set) {
+            let at = draft.field_at.get(&field).unwrap_or(&draft.at).clone();
+            let d = diag(at, label, Some(field.api_name()), not_here(""));
+            self.error(d);
+            ok = false;
+        }
+        if draft.upgrade.flatten().is_some() {
+            let why = not_here(" (a 1080p or 4k file of a continuation is not asked here)");
+            let d = diag(draft.upgrade_place(), label, Some("upgrade"), why);
+            self.error(d);
+            ok = false;
+        }
+        if draft.keep_original == Some(true) {
+            let d = diag(draft.at.clone(), label, Some("keep_original"), not_here(""));
+            self.error(d);
+            ok = false;
+        }
+        if let Some(why) = id_problem(&parent) {
+            let d = diag(extend_at.clone(), label, Some("extend"), why);
+            self.error(d);
+            ok = false;
+        }
+        // A parent still holding a placeholder was reported (unknown placeholder).
+        let linked = placeholders(&parent).is_empty();
+        if let Some(id) = draft.id.as_ref().filter(|_| linked) {
+            self.links.push(super::chains::Link {
+                child: id.clone(),
+                parent: parent.clone(),
+                at: extend_at.clone(),
+            });
+        }
+        // The rules of the fields it takes, the generation's own (prompt, seeds,
+        // model, callback URL); what it does not take was reported above.
+        let own_model = draft.raw.model.is_some();
+        let raw = RawRequest {
+            prompt: draft.raw.prompt.take(),
+            model: draft.raw.model.take(),
+            seeds: draft.raw.seeds,
+            watermark: draft.raw.watermark.take(),
+            callback_url: draft.raw.callback_url.take(),
+            ..RawRequest::default()
+        };
+        let (decided, _) = request::check_parts(&raw, &|_| false);
+        let decided = match decided {
+            Ok(decided) => decided,
+            Err(issues) => {
+                let fresh = issues
+                    .into_iter()
+                    .filter(|i| !i.field.is_some_and(|f| draft.bad_fields.contains(&f)));
+                for i in fresh {
+                    let at = draft.place_of(i.field, &i.message);
+                    let d = diag(at, label, i.field.map(Field::api_name), i.message);
+                    self.error(d);
+                }
+                if draft.id.is_none() && !draft.derive_id {
+                    self.missing_id(&draft.at);
+                }
+                return;
+            }
+        };
+        if draft.bad {
+            return;
+        }
+        let req = decided.into_request(raw);
+        let fingerprint = request::extend_fingerprint(&req, &parent);
+        let id = match draft.id {
+            Some(id) => id,
+            None if draft.derive_id => {
+                let id = format!("job-{}", &fingerprint[..12.min(fingerprint.len())]);
+                if !self.claim_id(&id, &draft.at, true) {
+                    return;
+                }
+                if linked {
+                    self.links.push(super::chains::Link {
+                        child: id.clone(),
+                        parent: parent.clone(),
+                        at: extend_at.clone(),
+                    });
+                }
+                id
+            }
+            None => {
+                self.missing_id(&draft.at);
+                return;
+            }
+        };
+        if ok && !self.has_errors() {
+            self.jobs.push(Job {
+                id,
+                request: req,
+                fingerprint,
+                upgrade: None,
+                keep_original: false,
+                origin: draft.at,
+                file_stem: None,
+                local_images: Vec::new(),
+                extend: Some(super::Extend {
+                    parent,
+                    parent_index: usize::MAX,
+                    own_model,
+                    at: extend_at,
+                }),
+            });
+        }
+    }
+
+    /// Whether `id` is the id of a job read so far (kept or not).
+    pub fn has_id(&self, id: &str) -> bool {
+        let text = &self.id_text;
+        self.ids
+            .find(id_hash(id), |p| text.get(p.id.clone()) == Some(id))
+            .is_some()
+    }
+
+    /// Every id read so far, for suggestions.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.ids
+            .iter()
+            .filter_map(|p| self.id_text.get(p.id.clone()))
     }
 
     /// The draft's images that are local files, each checked (relative paths against

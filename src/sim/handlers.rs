@@ -16,13 +16,16 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::state::{Admission, Answer, FileState, LogLine, Sim, file_task};
+use super::state::{Admission, Answer, FULL_SUFFIX, FileState, LogLine, Sim, file_task};
 use super::{Endpoint, ErrorStyle, Kill, SAMPLE_MP4};
-use crate::request::{FieldIssue, GenerateRequest, RawRequest, check};
+use crate::request::{
+    FieldIssue, GenerateRequest, RawRequest, check, check_extend_json, extend_fingerprint,
+};
 
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/api/v1/veo/generate", post(generate))
+        .route("/api/v1/veo/extend", post(extend))
         .route("/api/v1/veo/record-info", get(record_info))
         .route("/api/v1/veo/get-1080p-video", get(get_1080p))
         .route("/api/v1/veo/get-4k-video", post(get_4k))
@@ -46,6 +49,8 @@ pub(super) struct Ctx {
     prompt: Option<String>,
     fingerprint: Option<String>,
     task_id: Option<String>,
+    /// For an extend: the task it continues.
+    extends: Option<String>,
     created: bool,
     /// When the created task's video (or failure) is ready.
     ready: Option<SystemTime>,
@@ -74,6 +79,7 @@ pub(super) fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
         prompt: ctx.prompt.as_deref(),
         fingerprint: ctx.fingerprint.as_deref(),
         task_id: ctx.task_id.as_deref(),
+        extends: ctx.extends.as_deref(),
         code,
         task_created: ctx.created,
         ready_at: ctx
@@ -158,7 +164,7 @@ pub(super) fn gate(
         return Err(Box::new(reply(sim, endpoint, answer, ctx)));
     }
     // A generate call is slow after its task exists; that is decided in `admit`.
-    Ok(endpoint != Endpoint::Generate && sim.draw(faults.slow))
+    Ok(!matches!(endpoint, Endpoint::Generate | Endpoint::Extend) && sim.draw(faults.slow))
 }
 
 async fn slow_down(sim: &Sim) {
@@ -224,6 +230,65 @@ async fn generate(
         return reply(&sim, e, answer, &ctx);
     }
     match sim.admit(&req, &value) {
+        Admission::Refused(answer) => reply(&sim, e, answer, &ctx),
+        Admission::DropBefore => drop_connection(&sim, kill, e, &ctx).await,
+        Admission::Created {
+            task_id,
+            ready,
+            drop_after,
+            slow,
+        } => {
+            ctx.task_id = Some(task_id.clone());
+            ctx.created = true;
+            ctx.ready = Some(ready);
+            if drop_after {
+                return drop_connection(&sim, kill, e, &ctx).await;
+            }
+            if slow {
+                slow_down(&sim).await;
+            }
+            reply(&sim, e, Answer::ok(json!({ "taskId": task_id })), &ctx)
+        }
+    }
+}
+
+/// `POST /api/v1/veo/extend`: a new task continuing a finished video of this
+/// account, refused (422) for any other (unknown, unfinished, failed, or with its
+/// 1080p version made); faults, the rate window and credits as for generate.
+async fn extend(
+    State(sim): State<Arc<Sim>>,
+    kill: Option<Extension<Kill>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let e = Endpoint::Extend;
+    let value = serde_json::from_slice::<Value>(&body)
+        .map_err(|err| Answer::err(422, format!("the body is not valid JSON: {err}")));
+    let checked = value.as_ref().map_err(Clone::clone).and_then(|value| {
+        check_extend_json(value).map_err(|issues| Answer::err(422, issues_msg(&issues)))
+    });
+    let mut ctx = Ctx {
+        prompt: value
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("prompt"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        fingerprint: checked
+            .as_ref()
+            .ok()
+            .map(|c| extend_fingerprint(&c.request, &c.task_id)),
+        extends: checked.as_ref().ok().map(|c| c.task_id.clone()),
+        ..Ctx::default()
+    };
+    if let Err(r) = gate(&sim, e, &headers, &ctx) {
+        return *r;
+    }
+    let (value, call) = match (value, checked) {
+        (Ok(value), Ok(call)) => (value, call),
+        (Err(answer), _) | (_, Err(answer)) => return reply(&sim, e, answer, &ctx),
+    };
+    match sim.admit_extend(&call, &value) {
         Admission::Refused(answer) => reply(&sim, e, answer, &ctx),
         Admission::DropBefore => drop_connection(&sim, kill, e, &ctx).await,
         Admission::Created {
@@ -406,11 +471,11 @@ async fn files(State(sim): State<Arc<Sim>>, Path(name): Path<String>, params: Pa
         }
     }
     log(&sim, e, Some(200), &ctx);
-    (
-        [(header::CONTENT_TYPE, "video/mp4")],
-        Bytes::from_static(SAMPLE_MP4),
-    )
-        .into_response()
+    let bytes = match (name.ends_with(FULL_SUFFIX), file_task(&name)) {
+        (true, Some(task)) => Bytes::from(super::stitched_mp4(task)),
+        _ => Bytes::from_static(SAMPLE_MP4),
+    };
+    ([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response()
 }
 
 async fn not_found() -> Response {
