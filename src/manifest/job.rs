@@ -41,15 +41,6 @@ pub(crate) struct Draft {
     pub extend_at: Option<Origin>,
 }
 
-/// The request fields an extend job takes: the extend endpoint's, besides the task.
-pub(crate) const EXTEND_FIELDS: [Field; 5] = [
-    Field::Prompt,
-    Field::Seeds,
-    Field::Model,
-    Field::Watermark,
-    Field::CallbackUrl,
-];
-
 /// The fields `defaults:` gives an extend job: not `model`, which is its parent's
 /// unless the job sets its own, so that a continuation looks like what it continues.
 const EXTEND_DEFAULTED: [Field; 4] = [

@@ -291,8 +291,8 @@ fn the_extend_fields_follow_the_generate_rules() {
         &dir,
         "m.yaml",
         "defaults:\n  extend: a\njobs:\n  - id: a\n    prompt: x\n  - id: b\n    extend: a\n    \
-         prompt: \" \"\n    model: fast\n    seeds: 5\n  - id: c-{n}\n    extend: a-{m}\n    \
-         prompt: y\n    matrix:\n      n: [1]\n",
+         prompt: \" \"\n    model: fast\n    seeds: 5\n  - id: c-{k}\n    extend: a-{m}\n    \
+         prompt: y\n    matrix:\n      k: [1]\n",
     ));
     assert_eq!(
         errors,
@@ -301,7 +301,7 @@ fn the_extend_fields_follow_the_generate_rules() {
             ":8:13: job \"b\": prompt: must not be blank",
             ":9:12: job \"b\": model: \"fast\" is not allowed (veo3, veo3_fast, veo3_lite)",
             ":10:12: job \"b\": seeds: 5 is out of range (an integer from 10000 to 99999)",
-            ":12:13: job \"c-{n}\": extend: unknown placeholder {m} (the matrix has: n; write {{ for a \
+            ":12:13: job \"c-{k}\": extend: unknown placeholder {m} (the matrix has: k; write {{ for a \
              literal brace)",
         ]
     );

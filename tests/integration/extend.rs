@@ -265,7 +265,8 @@ fn a_parent_in_doubt_leaves_its_children_waiting() {
         );
     }
     assert_eq!(dropping.stats().requests.get("extend"), None);
-    let status = dropping.status(&["results.csv", "--json"]);
+    let status = dropping.status(&["m.yaml", "--results", "results.csv", "--json"]);
+    assert_eq!(status.status.code(), Some(exit::NOT_FINISHED.into()));
     let v: Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(v["tally"]["in_doubt"], 2, "hero and other");
     assert_eq!(v["tally"]["not_started"], 2, "the children wait");

@@ -153,6 +153,7 @@ fn counts(loaded: &Loaded) -> Counts {
     for r in loaded.records.values() {
         match (r.state(), r.task_id.is_some()) {
             (State::Pending, _) => c.not_started += 1,
+            (State::Blocked, _) => panic!("{}: blocked, in a batch without extends", r.job_id),
             (State::Submitting | State::Submitted, true) => c.running += 1,
             (State::Submitting | State::Submitted | State::InDoubt, _) => c.in_doubt += 1,
             (State::Failed, _) => c.failed += 1,
@@ -308,7 +309,7 @@ fn at_kill(jobs: usize, loaded: &Loaded) -> AtKill {
     let mut k = AtKill::default();
     for r in loaded.records.values() {
         match r.state() {
-            State::Pending => k.not_sent += 1,
+            State::Pending | State::Blocked => k.not_sent += 1,
             State::Submitting if r.task_id.is_none() => k.submitting += 1,
             State::InDoubt => {}
             State::Submitting | State::Submitted => k.polling += 1,
