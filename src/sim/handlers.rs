@@ -92,6 +92,20 @@ pub(super) fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
 /// Sends `answer` in the configured error style, and logs it.
 pub(super) fn reply(sim: &Sim, endpoint: Endpoint, answer: Answer, ctx: &Ctx) -> Response {
     log(sim, endpoint, Some(answer.code), ctx);
+    respond(sim, answer)
+}
+
+/// A call that created a task and answers late: logged now, answered after the
+/// delay. A client that dies meanwhile drops the connection and this handler with
+/// it, and the log must still say the task was created.
+async fn reply_late(sim: &Sim, endpoint: Endpoint, answer: Answer, ctx: &Ctx) -> Response {
+    log(sim, endpoint, Some(answer.code), ctx);
+    slow_down(sim).await;
+    respond(sim, answer)
+}
+
+/// `answer` in the configured error style.
+fn respond(sim: &Sim, answer: Answer) -> Response {
     let status = match sim.config.error_style {
         _ if answer.code == 200 => StatusCode::OK,
         ErrorStyle::Envelope => StatusCode::OK,
@@ -244,10 +258,11 @@ async fn generate(
             if drop_after {
                 return drop_connection(&sim, kill, e, &ctx).await;
             }
+            let answer = Answer::ok(json!({ "taskId": task_id }));
             if slow {
-                slow_down(&sim).await;
+                return reply_late(&sim, e, answer, &ctx).await;
             }
-            reply(&sim, e, Answer::ok(json!({ "taskId": task_id })), &ctx)
+            reply(&sim, e, answer, &ctx)
         }
     }
 }
@@ -303,10 +318,11 @@ async fn extend(
             if drop_after {
                 return drop_connection(&sim, kill, e, &ctx).await;
             }
+            let answer = Answer::ok(json!({ "taskId": task_id }));
             if slow {
-                slow_down(&sim).await;
+                return reply_late(&sim, e, answer, &ctx).await;
             }
-            reply(&sim, e, Answer::ok(json!({ "taskId": task_id })), &ctx)
+            reply(&sim, e, answer, &ctx)
         }
     }
 }
