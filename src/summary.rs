@@ -449,7 +449,10 @@ mod tests {
                 Some("the job it extends, \"hero\", failed: 400: content policy".into());
             o.count(JobRef::recorded(&r), Some(&r));
         }
-        assert_eq!((o.tally.failed, o.tally.blocked, o.tally.total()), (1, 2, 3));
+        assert_eq!(
+            (o.tally.failed, o.tally.blocked, o.tally.total()),
+            (1, 2, 3)
+        );
         assert_eq!(o.tally.exit_code(), exit::JOBS_FAILED);
         let text = render(&o);
         assert!(

@@ -985,7 +985,10 @@ mod tests {
         w.write_record(&HEADER[..26]).unwrap();
         w.write_record(&r.cells()[..26]).unwrap();
         let loaded = parse(&w.into_inner().unwrap()).unwrap();
-        assert!(loaded.old_header, "rewritten with today's header by the next run");
+        assert!(
+            loaded.old_header,
+            "rewritten with today's header by the next run"
+        );
         assert_eq!(loaded.records["a"], r);
         assert_eq!(loaded.records["a"].parent_task_id, None);
         // And an extend's row round-trips with its own.

@@ -342,8 +342,14 @@ mod tests {
             fingerprint: "fp".into(),
             ..Record::default()
         };
-        assert_eq!(standing(Some("fp"), Wants::default(), Some(&r)), Standing::Blocked);
-        assert_eq!(standing(None, Wants::default(), Some(&r)), Standing::Blocked);
+        assert_eq!(
+            standing(Some("fp"), Wants::default(), Some(&r)),
+            Standing::Blocked
+        );
+        assert_eq!(
+            standing(None, Wants::default(), Some(&r)),
+            Standing::Blocked
+        );
         assert_eq!(
             standing(Some("other"), Wants::default(), Some(&r)),
             Standing::NotStarted

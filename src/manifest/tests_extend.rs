@@ -36,7 +36,12 @@ fn a_chain_of_three_takes_its_parents_model_and_the_defaults_that_apply() {
     let dir = TempDir::new().unwrap();
     let m = ok(&write(&dir, "m.yaml", CHAIN));
     assert_eq!(ids(&m), ["hero", "hero-part-2", "hero-part-3", "other"]);
-    let parent = |i: usize| m.jobs[i].extend.as_ref().map(|e| (e.parent.as_str(), e.parent_index));
+    let parent = |i: usize| {
+        m.jobs[i]
+            .extend
+            .as_ref()
+            .map(|e| (e.parent.as_str(), e.parent_index))
+    };
     assert_eq!(parent(0), None);
     assert_eq!(parent(1), Some(("hero", 0)));
     assert_eq!(parent(2), Some(("hero-part-2", 1)));
@@ -76,7 +81,12 @@ fn an_extend_may_set_its_own_model_and_name_a_parent_written_after_it() {
     ));
     assert_eq!(m.jobs[0].request.model, Model::Veo3Lite);
     assert_eq!(m.jobs[0].extend.as_ref().map(|e| e.parent_index), Some(1));
-    assert!(m.jobs[0].body("t").to_string().contains(r#""model":"lite""#));
+    assert!(
+        m.jobs[0]
+            .body("t")
+            .to_string()
+            .contains(r#""model":"lite""#)
+    );
 }
 
 #[test]
@@ -92,7 +102,11 @@ fn the_fingerprint_follows_the_parent_and_its_model() {
     };
     let first = load("veo3", "a");
     assert_eq!(first, load("veo3", "a"), "stable");
-    assert_ne!(first, load("veo3_fast", "a"), "the inherited model is in it");
+    assert_ne!(
+        first,
+        load("veo3_fast", "a"),
+        "the inherited model is in it"
+    );
     assert_ne!(first, load("veo3", "a2"), "another parent");
 }
 
@@ -109,17 +123,19 @@ fn a_matrix_of_extends_continues_the_matching_expanded_jobs() {
     ));
     assert_eq!(
         ids(&m),
-        ["hero-red", "hero-blue", "hero-red-part-2", "hero-blue-part-2"]
+        [
+            "hero-red",
+            "hero-blue",
+            "hero-red-part-2",
+            "hero-blue-part-2"
+        ]
     );
     let parents: Vec<Option<&str>> = m
         .jobs
         .iter()
         .map(|j| j.extend.as_ref().map(|e| e.parent.as_str()))
         .collect();
-    assert_eq!(
-        parents,
-        [None, None, Some("hero-red"), Some("hero-blue")]
-    );
+    assert_eq!(parents, [None, None, Some("hero-red"), Some("hero-blue")]);
     assert_eq!(m.jobs[3].request.prompt, "the blue jacket runs on");
     let c = Chains::of(&m.jobs);
     assert_eq!((c.chains, c.extends, c.longest), (2, 2, 2));
@@ -173,7 +189,11 @@ fn extends_are_priced_from_the_table() {
     assert!((Estimate::of(&m.prices, &m.jobs).extends - 200.0).abs() < 1e-9);
     assert!((m.prices.extend(Model::Veo3Lite) - 15.0).abs() < 1e-9);
     assert_eq!(
-        problems(&write(&dir, "q.yaml", "prices:\n  extend: {veo4: 1}\njobs:\n  - id: a\n    prompt: x\n")),
+        problems(&write(
+            &dir,
+            "q.yaml",
+            "prices:\n  extend: {veo4: 1}\njobs:\n  - id: a\n    prompt: x\n"
+        )),
         [":2:12: extend.veo4: unknown model (did you mean veo3?)"]
     );
 }
@@ -188,8 +208,10 @@ fn an_unknown_parent_is_located_with_a_suggestion() {
     ));
     assert_eq!(
         errors,
-        [":5:13: job \"next\": extend: no job \"heroo\" in this manifest (did you mean \"hero\"?); \
-          extend: names the id of the job whose video this one continues"]
+        [
+            ":5:13: job \"next\": extend: no job \"heroo\" in this manifest (did you mean \"hero\"?); \
+          extend: names the id of the job whose video this one continues"
+        ]
     );
 }
 
@@ -238,7 +260,9 @@ fn a_parent_the_service_cannot_extend_is_refused() {
         "{errors:?}"
     );
     assert!(
-        errors[1].starts_with(":15:13: job \"big-2\": extend: job \"big\" is generated at resolution 1080p"),
+        errors[1].starts_with(
+            ":15:13: job \"big-2\": extend: job \"big\" is generated at resolution 1080p"
+        ),
         "{errors:?}"
     );
 }
@@ -255,7 +279,10 @@ fn fields_that_do_not_apply_are_errors_on_the_job_and_skipped_from_defaults() {
          jobs:\n  - id: a\n    prompt: x\n  - id: b\n    extend: a\n    prompt: y\n",
     ));
     assert_eq!(m.jobs[1].upgrade, None);
-    assert_eq!(m.jobs[1].body("t").to_string(), r#"{"model":"fast","prompt":"y","taskId":"t"}"#);
+    assert_eq!(
+        m.jobs[1].body("t").to_string(),
+        r#"{"model":"fast","prompt":"y","taskId":"t"}"#
+    );
     // On the job itself: errors, each at its field.
     let errors = problems(&write(
         &dir,
@@ -280,8 +307,13 @@ fn fields_that_do_not_apply_are_errors_on_the_job_and_skipped_from_defaults() {
         ],
         "{errors:?}"
     );
-    assert!(errors[0].starts_with(":7:16: job \"b\": imageUrls: does not apply to an extend job: it \
-         continues the video of job \"a\""), "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            ":7:16: job \"b\": imageUrls: does not apply to an extend job: it \
+         continues the video of job \"a\""
+        ),
+        "{errors:?}"
+    );
 }
 
 #[test]

@@ -207,8 +207,8 @@ mod tests {
 
     #[test]
     fn a_body_is_read_with_the_manifests_rules() {
-        let call = check_extend_json(&json!({"taskId": "t", "prompt": "on", "model": "lite"}))
-            .unwrap();
+        let call =
+            check_extend_json(&json!({"taskId": "t", "prompt": "on", "model": "lite"})).unwrap();
         assert_eq!(call.task_id, "t");
         assert_eq!(call.request.model, Model::Veo3Lite);
         let call = check_extend_json(&json!({"taskId": "t", "prompt": "on"})).unwrap();

@@ -106,7 +106,8 @@ pub(super) fn plan_chains(
         let record = record_of(i);
         // Sent for the request it has now: a task exists, or may, for that video.
         let sent = record.filter(|r| {
-            r.fingerprint == job.fingerprint && !matches!(r.state(), State::Pending | State::Blocked)
+            r.fingerprint == job.fingerprint
+                && !matches!(r.state(), State::Pending | State::Blocked)
         });
         let planned = at[i].filter(|&k| !removed[k]);
         // Sends it again (its parent's video is not the one it continued), now

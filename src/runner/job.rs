@@ -585,7 +585,11 @@ impl JobRunner {
     /// The URLs of the video to keep from a task that succeeded: for an extend, the
     /// stitched whole (`fullResultUrls`), never the new segment alone; `None` when
     /// there is none yet.
-    fn kept_urls(&self, result_urls: Vec<String>, full_result_urls: Vec<String>) -> Option<Vec<String>> {
+    fn kept_urls(
+        &self,
+        result_urls: Vec<String>,
+        full_result_urls: Vec<String>,
+    ) -> Option<Vec<String>> {
         let urls = if self.job.extend.is_some() {
             full_result_urls
         } else {

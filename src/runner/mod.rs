@@ -741,7 +741,12 @@ async fn follow(
     };
     let mut stack: Vec<(Planned, String)> = children
         .into_iter()
-        .map(|c| (c, format!("the job it extends, {:?}, failed: {why}", jobs[index].id)))
+        .map(|c| {
+            (
+                c,
+                format!("the job it extends, {:?}, failed: {why}", jobs[index].id),
+            )
+        })
         .collect();
     while let Some((child, reason)) = stack.pop() {
         let Some(job) = jobs.get(child.index) else {

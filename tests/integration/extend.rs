@@ -77,7 +77,10 @@ fn a_chain_of_three_runs_parents_first_and_keeps_the_stitched_videos() {
     // Each extend records the job and the task it continued.
     assert_eq!(rec("hero-part-2").extends, "hero");
     assert_eq!(rec("hero-part-2").parent_task_id, rec("hero").task_id);
-    assert_eq!(rec("hero-part-3").parent_task_id, rec("hero-part-2").task_id);
+    assert_eq!(
+        rec("hero-part-3").parent_task_id,
+        rec("hero-part-2").task_id
+    );
     assert_eq!(rec("hero-part-3").generation_type, "EXTEND");
     assert_eq!(rec("hero").parent_task_id, None);
 
@@ -190,7 +193,10 @@ fn a_failed_parent_blocks_its_children_until_retry_failed_unblocks_them() {
     assert_eq!(part2.task_id, None);
     assert_eq!(part2.attempts, 0, "nothing was sent for it");
     assert_eq!(failing.stats().requests.get("extend"), None);
-    assert!(text.contains("blocked (1 job): the job it extends, \"hero\", failed: "), "{text}");
+    assert!(
+        text.contains("blocked (1 job): the job it extends, \"hero\", failed: "),
+        "{text}"
+    );
     assert!(text.contains("  blocked              2"), "{text}");
 
     // `status` says the same, from the file alone.
@@ -317,7 +323,10 @@ fn an_edited_parent_runs_its_children_again_and_an_unchanged_one_never() {
         assert!(rec.superseded_tasks.contains(&first[i]), "{id}: {rec:?}");
         assert_eq!(rec.state(), State::Succeeded);
     }
-    assert_eq!(r.records["other"].task_id.as_deref(), Some(first[3].as_str()));
+    assert_eq!(
+        r.records["other"].task_id.as_deref(),
+        Some(first[3].as_str())
+    );
     assert_eq!(
         r.records["hero-part-3"].parent_task_id,
         r.records["hero-part-2"].task_id
@@ -386,7 +395,11 @@ fn limit_never_lets_a_child_jump_ahead_of_its_parent() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(h.stats().requests.get("extend"), Some(&1), "120 spent, 60 more passes 150");
+    assert_eq!(
+        h.stats().requests.get("extend"),
+        Some(&1),
+        "120 spent, 60 more passes 150"
+    );
 }
 
 #[test]

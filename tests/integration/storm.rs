@@ -1137,7 +1137,10 @@ fn kill_storm_on_extend_chains() {
             break;
         }
     }
-    assert!(kills >= MIN_KILLS, "only {kills} kills: the run finished too soon");
+    assert!(
+        kills >= MIN_KILLS,
+        "only {kills} kills: the run finished too soon"
+    );
     assert!(
         chained_at_kill > 0,
         "no kill landed while an extend was in flight: {kills} kills"

@@ -74,7 +74,10 @@ fn emit_jsonl_prints_one_body_per_job_and_the_summary_on_stderr() {
     // The extend's body is the extend endpoint's: its model spelled that way, and
     // its parent's task named, as it is known only once that video is made.
     let extend = &bodies[3];
-    assert_eq!(extend["taskId"], "(the task of job \"spot-ridge\")", "{extend}");
+    assert_eq!(
+        extend["taskId"], "(the task of job \"spot-ridge\")",
+        "{extend}"
+    );
     assert_eq!(extend["model"], "fast");
     assert!(extend.get("aspect_ratio").is_none() && extend.get("duration").is_none());
     assert!(text(&out.stderr).contains("18 jobs"));
