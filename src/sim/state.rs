@@ -1314,6 +1314,114 @@ mod tests {
         );
     }
 
+    fn extend_call(task_id: &str, model: &str) -> (ExtendCall, Value) {
+        let body = json!({ "taskId": task_id, "prompt": "on", "model": model });
+        (crate::request::check_extend_json(&body).unwrap(), body)
+    }
+
+    /// Extend continues only a finished, successful video of this account without its
+    /// 1080p version, charges the extend price, and its task (re-derived by a later
+    /// simulator too) reports the segment and a distinct stitched file.
+    #[tokio::test(start_paused = true)]
+    async fn extend_takes_only_a_finished_720p_video_and_reports_the_stitched_one() {
+        let config = SimConfig {
+            generation_time: (Duration::from_secs(10), Duration::from_secs(10)),
+            upgrade_1080p_time: (Duration::from_secs(1), Duration::from_secs(1)),
+            record_lag: Duration::ZERO,
+            rate: None,
+            ..SimConfig::default()
+        };
+        let sim = sim(config.clone());
+        let (req, body) = request("base");
+        let base = created(sim.admit(&req, &body));
+        let refused = |a: Admission| match a {
+            Admission::Refused(answer) => answer,
+            _ => panic!("created"),
+        };
+        let (call, body) = extend_call(&base, "lite");
+        assert_eq!(
+            refused(sim.admit_extend(&call, &body)).msg,
+            "the video is still being generated; extend it after it succeeds"
+        );
+        let (unknown, unknown_body) = extend_call("veo_task_0000", "fast");
+        assert_eq!(
+            refused(sim.admit_extend(&unknown, &unknown_body)).msg,
+            MSG_RECORD_NULL
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let before = sim.credits();
+        let ext = created(sim.admit_extend(&call, &body));
+        assert!(
+            (before - sim.credits() - 15.0).abs() < 1e-9,
+            "lite's extend price"
+        );
+        // A chain: an extend of the extend.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let (next, next_body) = extend_call(&ext, "lite");
+        created(sim.admit_extend(&next, &next_body));
+        let info = sim.record_info(&ext).data;
+        assert_eq!(info["successFlag"], 1);
+        let segment = info["response"]["resultUrls"][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let full = info["response"]["fullResultUrls"][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(full.ends_with(&format!("{ext}-full.mp4")) && segment != full);
+        assert_eq!(sim.file(&format!("{ext}-full.mp4"), None), FileState::Ready);
+        assert_eq!(
+            sim.file(&format!("{base}-full.mp4"), None),
+            FileState::Missing,
+            "a generation has no stitched file"
+        );
+        assert!(
+            sim.record_info(&base).data["response"]
+                .get("fullResultUrls")
+                .is_none()
+        );
+        // A later simulator (the next `run --simulate`) knows it is an extend. Its
+        // clock counts from the wall clock, which the paused test clock leaves
+        // behind: the task is new to it, and done once its generation time passed.
+        let later = self::sim(config);
+        assert_eq!(later.record_info(&ext).data["successFlag"], 0);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(later.record_info(&ext).data["response"], info["response"]);
+        // Its 1080p version made, a video cannot be extended.
+        assert_eq!(sim.get_1080p(&base, 0).code, 200);
+        assert_eq!(
+            refused(sim.admit_extend(&call, &body)).msg,
+            MSG_NO_EXTEND_1080P
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_video_cannot_be_extended() {
+        let sim = sim(SimConfig {
+            generation_time: (Duration::from_secs(10), Duration::from_secs(10)),
+            rate: None,
+            faults: super::super::Faults {
+                generation_failure: 1.0,
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        });
+        let (req, body) = request("base");
+        let base = created(sim.admit(&req, &body));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let (call, body) = extend_call(&base, "fast");
+        match sim.admit_extend(&call, &body) {
+            Admission::Refused(a) => {
+                assert_eq!(
+                    (a.code, a.msg.as_str()),
+                    (422, "the task failed; it has no video to extend")
+                );
+            }
+            _ => panic!("extended a failed video"),
+        }
+    }
+
     #[test]
     fn failures_have_terminal_flags() {
         assert!(FAILURES.iter().all(|f| f.0 == 2 || f.0 == 3));

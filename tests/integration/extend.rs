@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use veo_batch::checkpoint::State;
 use veo_batch::exit;
-use veo_batch::sim::{SAMPLE_MP4, SimConfig, stitched_mp4};
+use veo_batch::sim::{Endpoint, FaultRate, SAMPLE_MP4, SimConfig, stitched_mp4};
 
 use crate::harness::{Harness, fast_sim, stderr};
 
@@ -419,4 +419,111 @@ fn a_parent_still_running_at_the_end_leaves_its_children_not_started() {
     assert_eq!(h.stats().requests.get("extend"), None);
     let r = h.results();
     assert_eq!(r.records["hero"].state(), State::Submitted);
+}
+
+#[test]
+fn extend_calls_meet_the_faults_of_generate_and_are_retried() {
+    let h = Harness::new(SimConfig {
+        seed: 12,
+        faults: veo_batch::sim::Faults {
+            http_500: FaultRate::only(Endpoint::Extend, 0.4),
+            http_429: FaultRate::only(Endpoint::Extend, 0.2),
+            ..Default::default()
+        },
+        ..fast_sim()
+    });
+    let m = h.write("m.yaml", CHAIN);
+    let out = h.run(&m, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats = h.stats();
+    let refused = stats.requests.get("extend").copied().unwrap_or(0) - 2;
+    assert!(refused > 0, "the faults were drawn: {stats:?}");
+    // Refused calls made no task: one task per extend, whatever the retries.
+    assert!(
+        stats.tasks_by_fingerprint.values().all(|n| *n == 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.tasks_created, 4);
+    let r = h.results();
+    let attempts: u32 = ["hero-part-2", "hero-part-3"]
+        .iter()
+        .map(|id| r.records[*id].attempts)
+        .sum();
+    assert_eq!(
+        u64::from(attempts),
+        2 + refused,
+        "every refused call was retried"
+    );
+}
+
+#[test]
+fn an_extend_in_doubt_is_sent_again_only_when_asked() {
+    // The parent made on a calm service; its extend's connection dropped after the
+    // task was made; sent again with --resubmit-in-doubt. The same seed throughout:
+    // each simulator knows the others' tasks.
+    let calm = |faults| SimConfig {
+        seed: 21,
+        faults,
+        ..fast_sim()
+    };
+    let first = Harness::new(calm(veo_batch::sim::Faults::default()));
+    let m = first.write("m.yaml", CHAIN);
+    let (results, videos) = (first.path("results.csv"), first.path("videos"));
+    let out = first.run(&m, &["--limit", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit::NOT_FINISHED.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(first.results().records["hero"].state(), State::Succeeded);
+
+    let dropping = Harness::new(calm(veo_batch::sim::Faults {
+        drop_after: 1.0,
+        ..Default::default()
+    }));
+    let run = |h: &Harness, extra: &[&str]| {
+        h.run_cmd_at(&m, &results, &videos)
+            .args(["--rate", "1000/1s"])
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+    let out = run(&dropping, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit::NOT_FINISHED.into()),
+        "{}",
+        stderr(&out)
+    );
+    let r = first.results();
+    let part2 = &r.records["hero-part-2"];
+    assert_eq!(part2.state(), State::InDoubt);
+    assert_eq!(part2.parent_task_id, r.records["hero"].task_id);
+    assert!(
+        !r.records.contains_key("hero-part-3"),
+        "it waits for its parent"
+    );
+    assert_eq!(
+        dropping.stats().tasks_created,
+        2,
+        "the extend and other: made, unanswered"
+    );
+
+    // Without the flag, nothing is sent again.
+    let again = Harness::new(calm(veo_batch::sim::Faults::default()));
+    let out = run(&again, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit::NOT_FINISHED.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(again.stats().requests.get("extend"), None);
+    let out = run(&again, &["--resubmit-in-doubt"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = first.results();
+    assert_eq!(r.records["hero-part-3"].state(), State::Succeeded);
+    assert_eq!(r.records["hero-part-2"].superseded_tasks, ["(in doubt)"]);
+    assert_eq!(again.stats().requests.get("extend"), Some(&2));
 }
