@@ -23,9 +23,11 @@ enum Fate {
     Stuck,
 }
 
-/// A job whose row says it is blocked: its record, to write before anything is sent.
+/// A row the plan decides before anything is sent: a job now blocked, or a child
+/// whose parent is made again in this run (its video continued the old one, so it is
+/// pending again, its task kept among its superseded ones).
 #[derive(Debug, Clone)]
-pub struct Blocked {
+pub struct Decided {
     pub index: usize,
     pub record: Record,
 }
@@ -70,20 +72,34 @@ pub fn blocked_record(last: Option<&Record>, job: &Job, reason: String) -> Recor
     record
 }
 
+/// The record of a child sent before whose parent is made again: pending, as the
+/// manifest has it, its task among its superseded ones and its video still listed
+/// (it moves aside when the child is sent again). So `status` and the summary say it
+/// is not started, whatever happens to the run meanwhile.
+fn pending_again(last: &Record, job: &Job) -> Record {
+    let mut record = resumed_record(last, &Start::Submit(SubmitReason::Changed), job);
+    record.state = Some(State::Pending);
+    record.task_id = None;
+    record.parent_task_id = None;
+    record.updated_at = now();
+    record
+}
+
 /// Why a job is blocked, told from its parent's fate.
 fn because(parent: &Job, why: &str) -> String {
     format!("the job it extends, {:?}, {why}", parent.id)
 }
 
 /// Adjusts `plan` (one step per job that has one, in manifest order) for the jobs
-/// that extend others, parents first; the rows of the jobs now blocked; and how
-/// many jobs are sent again because their parent's video was made again.
+/// that extend others, parents first; the rows it decides (jobs now blocked, children
+/// pending again behind a parent made again); and how many jobs are sent again
+/// because their parent's video was made again.
 pub(super) fn plan_chains(
     config: &RunConfig,
     records: &[Record],
     last: &[Option<usize>],
     plan: &mut Vec<Planned>,
-) -> (Vec<Blocked>, usize) {
+) -> (Vec<Decided>, usize) {
     let jobs = &config.jobs;
     let mut at: Vec<Option<usize>> = vec![None; jobs.len()];
     for (k, p) in plan.iter().enumerate() {
@@ -150,7 +166,13 @@ pub(super) fn plan_chains(
                 }
             },
             Fate::Coming => match sent {
-                Some(_) => again(plan, None, Some(ext.parent_index)),
+                Some(last) => {
+                    again(plan, None, Some(ext.parent_index));
+                    blocked.push(Decided {
+                        index: i,
+                        record: pending_again(last, job),
+                    });
+                }
                 None => {
                     if let Some(k) = planned {
                         plan[k].after = Some(ext.parent_index);
@@ -168,7 +190,7 @@ pub(super) fn plan_chains(
                         && r.error_message.as_deref() == Some(reason.as_str())
                 });
                 if !already {
-                    blocked.push(Blocked {
+                    blocked.push(Decided {
                         index: i,
                         record: blocked_record(record, job, reason.clone()),
                     });

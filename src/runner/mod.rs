@@ -192,8 +192,9 @@ pub struct Prepared {
     pub superseding: Vec<Superseding>,
     /// Credits the results file records as spent by earlier runs.
     pub recorded_spend: f64,
-    /// Extend jobs blocked by a parent that failed: their rows, written first.
-    blocked: Vec<chain::Blocked>,
+    /// Rows of extend jobs decided by the plan (blocked, or pending again behind a
+    /// parent made again), written before anything is sent.
+    blocked: Vec<chain::Decided>,
     /// The results file's last record of each job, in the order they first appear.
     records: Vec<Record>,
     /// Where each job's last record is in `records`, by the job's place in the manifest.
@@ -762,15 +763,18 @@ async fn follow(
     }
 }
 
-/// Writes the row of a job blocked by its parent. Nothing is sent on it, so it is
-/// not waited for: a kill before it is on disk leaves the job not started, which
-/// the next run decides again.
+/// Writes the row of an extend job the plan of its chain decided (blocked by its
+/// parent, or pending again behind it). Nothing is sent on it, so it is not waited
+/// for: a kill before it is on disk leaves the row before it, which the next run
+/// decides again the same way.
 async fn write_blocked(shared: &Shared, index: usize, record: &Record) {
-    tracing::warn!(
-        "job {:?}: blocked: {}",
-        record.job_id,
-        record.error_message.as_deref().unwrap_or_default()
-    );
+    if record.state() == State::Blocked {
+        tracing::warn!(
+            "job {:?}: blocked: {}",
+            record.job_id,
+            record.error_message.as_deref().unwrap_or_default()
+        );
+    }
     match collector::Row::new(index, record, shared.settings.download) {
         Ok(row) => {
             let _ = shared
