@@ -15,6 +15,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 pub mod plan;
+pub mod rows;
 pub mod schema;
 pub mod writer;
 
@@ -264,7 +265,7 @@ impl Loaded {
 /// A results file as a run reads it: the last record of every job, in the order
 /// the jobs first appear. A run finds its jobs by place when the file lists them in
 /// manifest order (as every file a run finished does), so no table keyed by id is
-/// built: building one of 100,000 records was a third of reading the file.
+/// built.
 #[derive(Debug, Default)]
 pub struct Listed {
     /// The last record of each job, in the order the jobs first appear.

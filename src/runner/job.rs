@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::collector::{Event, Row};
-use super::pace::{Pace, Place};
+use super::pace::{Pace, Reservation};
 use super::polls::{self, Polls};
 use super::retry::RetryPolicy;
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
@@ -264,7 +264,7 @@ pub async fn drive(
 /// it never wait for it and never leave too early.
 struct Reserved<'a> {
     shared: &'a Shared,
-    place: Place,
+    place: Reservation,
     permit: Option<SemaphorePermit<'a>>,
 }
 

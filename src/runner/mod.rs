@@ -17,14 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 pub use crate::checkpoint::ForeignResults;
-use crate::checkpoint::plan::{Action, ResumeOptions, Settled, SubmitReason, Wants, next_action};
+use crate::checkpoint::plan::{Action, Settled, SubmitReason, Wants, next_action};
 use crate::checkpoint::writer::{Appender, Lock, lock, rewrite};
 use crate::checkpoint::{self, Record, State};
-use crate::cost::{Estimate, PriceTable};
-use crate::exit;
+use crate::cost::Estimate;
 use crate::manifest::Job;
 use crate::summary::Outcomes;
-use crate::units::Rate;
 
 /// The runtime a run is driven on: one thread. A run's work is waiting on the
 /// network; on one thread its tasks hand nothing between threads, which on two
@@ -45,50 +43,12 @@ pub mod retry;
 pub mod schedule;
 pub mod uploads;
 
-use collector::{Collected, Counters, Entry, Progress};
+use collector::{CallCounts, Collected, LastRow, Progress};
 pub use job::Start;
 use job::{Budget, Fatal, JobHandle, JobSettings, Shared};
 use pace::Pace;
-use retry::RetryPolicy;
 
-/// Everything a run needs, resolved from flags, manifest and defaults.
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    pub jobs: Vec<Job>,
-    pub results: PathBuf,
-    pub videos_dir: PathBuf,
-    pub concurrency: usize,
-    pub rate: Rate,
-    pub retry: RetryPolicy,
-    /// The longest wait between two checks of a task that may be done.
-    pub poll_interval: Duration,
-    /// The shortest wait between two checks of a task.
-    pub poll_min: Duration,
-    /// Status checks of the whole run, at most.
-    pub poll_rate: Rate,
-    pub task_timeout: Duration,
-    pub record_null_grace: Duration,
-    pub no_wait: bool,
-    pub resume: ResumeOptions,
-    pub progress: crate::progress::Mode,
-    /// Sync every batch of rows to disk before acting on it.
-    pub sync: bool,
-    /// Jobs worked on at once (waiting on the rate limit, polling, downloading).
-    pub max_active: usize,
-    pub seed: u64,
-    pub prices: PriceTable,
-    /// Stop submitting before the batch's spend (what the results file records
-    /// plus this run's) would pass this many credits.
-    pub max_credits: Option<f64>,
-    /// Stop submitting before this run's own spend would pass this many credits.
-    pub max_run_credits: Option<f64>,
-    /// Submit only the first N jobs still to send (jobs already sent always go on).
-    pub limit: Option<usize>,
-    /// Submit only N jobs still to send, drawn at random (with `seed`).
-    pub sample: Option<usize>,
-    /// How long an uploaded local image lives on the service (`--upload-ttl`).
-    pub upload_ttl: Duration,
-}
+pub use crate::config::RunConfig;
 
 /// The stop signals from outside: the first Ctrl-C drains, the second aborts.
 #[derive(Debug, Clone, Default)]
@@ -101,7 +61,7 @@ pub struct Signals {
 #[derive(Debug)]
 pub struct RunReport {
     pub outcomes: Outcomes,
-    pub counters: Counters,
+    pub counters: CallCounts,
     /// Jobs this run submitted because the manifest changed their request.
     pub changed: usize,
     /// Outstanding jobs left out by `--limit` or `--sample`.
@@ -118,21 +78,6 @@ pub struct RunReport {
     pub results: PathBuf,
     pub videos_dir: PathBuf,
     pub warnings: Vec<String>,
-}
-
-impl RunReport {
-    pub fn exit_code(&self) -> u8 {
-        if self.interrupted {
-            return exit::INTERRUPTED;
-        }
-        match &self.fatal {
-            Some(Fatal::Auth(_) | Fatal::Credits(_)) => return exit::SERVICE_STOPPED,
-            Some(Fatal::Checkpoint(_)) => return exit::JOBS_FAILED,
-            Some(Fatal::Budget(_)) => return exit::BUDGET,
-            None => {}
-        }
-        self.outcomes.tally.exit_code()
-    }
 }
 
 /// A task, running, finished or in doubt, that a submission of this run replaces:
@@ -167,8 +112,7 @@ pub struct Planned {
     pub start: Start,
     /// The job's last record, which it starts from, as its place in the results
     /// file's records ([`Prepared::record`]); `None` for a fresh start. The record is
-    /// copied when the job starts: copying 100,000 of them up front was a third of
-    /// planning, and each one was held twice for the whole run.
+    /// copied when the job starts, so that no record is held twice for the run.
     pub from: Option<usize>,
 }
 
@@ -447,7 +391,7 @@ pub async fn execute(
         rx,
         appender,
         loaded_records.clone(),
-        last.into_iter().map(|at| at.map(Entry::Loaded)).collect(),
+        last.into_iter().map(|at| at.map(LastRow::Loaded)).collect(),
         Progress {
             mode: config.progress,
             total: config.jobs.len(),
@@ -492,6 +436,7 @@ pub async fn execute(
                 cap: config.poll_interval,
             },
             config.concurrency,
+            config.learn_schedule,
         ),
         pace: Mutex::new(pace),
         place_left: tokio::sync::Notify::new(),
@@ -596,7 +541,7 @@ pub async fn execute(
         set.abort_all();
         return Ok(RunReport {
             outcomes: Outcomes::default(),
-            counters: Counters::default(),
+            counters: CallCounts::default(),
             changed,
             held_back,
             spent: 0.0,
