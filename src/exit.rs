@@ -1,13 +1,12 @@
 //! The exit codes, in one table: each code is written once, with the line `--help`
-//! prints for it (the README's table is checked against it), and the one mapping
-//! from what ended a command to its code.
+//! prints for it (the README's table is checked against it), and the mappings from
+//! an error or a batch's standing to a code (a run's stop reasons map in
+//! `RunReport::exit`, which falls back on [`Exit::of_tally`]).
 
 use std::process::ExitCode;
 
 use crate::checkpoint::CheckpointError;
 use crate::checkpoint::writer::LockError;
-use crate::runner::RunReport;
-use crate::runner::job::Fatal;
 use crate::summary::Tally;
 
 /// How a command ended, as the process reports it.
@@ -89,20 +88,6 @@ impl Exit {
         }
     }
 
-    /// The code a run ends with: why it stopped, if something stopped it, else
-    /// where its jobs stand.
-    pub fn of_run(r: &RunReport) -> Exit {
-        if r.interrupted {
-            return Exit::Interrupted;
-        }
-        match &r.fatal {
-            Some(Fatal::Auth(_) | Fatal::Credits(_)) => Exit::ServiceStopped,
-            Some(Fatal::Checkpoint(_)) => Exit::JobsFailed,
-            Some(Fatal::Budget(_)) => Exit::Budget,
-            None => Exit::of_tally(&r.outcomes.tally),
-        }
-    }
-
     /// The code an error that ended a command calls for. A closed stdout (`| head`)
     /// is no failure: the reader had what it wanted.
     pub fn of_error(e: &anyhow::Error) -> Exit {
@@ -110,7 +95,7 @@ impl Exit {
             return Exit::Ok;
         }
         if e.downcast_ref::<CheckpointError>().is_some()
-            || e.downcast_ref::<crate::runner::ForeignResults>().is_some()
+            || e.downcast_ref::<crate::checkpoint::ForeignResults>().is_some()
         {
             return Exit::Usage;
         }

@@ -180,7 +180,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let page =
         crate::report::after_run(&args.manifest, &report.results).map_err(|e| format!("{e:#}"));
     run_summary::print(&name, &report, &prices, estimate, style, &page);
-    Ok(Exit::of_run(&report))
+    Ok(report.exit())
 }
 
 /// A client of `base_url`; uploads go to `upload_base` (`None`: `base_url`).

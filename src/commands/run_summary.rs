@@ -28,7 +28,7 @@ pub fn print(
     page: &Result<PathBuf, String>,
 ) {
     use std::fmt::Write as _;
-    let exit = Exit::of_run(r);
+    let exit = r.exit();
     let t = &r.outcomes.tally;
     match style {
         Style::Quiet if exit == Exit::Ok => return,

@@ -21,6 +21,7 @@ use crate::checkpoint::plan::{Action, Settled, SubmitReason, Wants, next_action}
 use crate::checkpoint::writer::{Appender, Lock, lock, rewrite};
 use crate::checkpoint::{self, Record, State};
 use crate::cost::Estimate;
+use crate::exit::Exit;
 use crate::manifest::Job;
 use crate::summary::Outcomes;
 
@@ -78,6 +79,22 @@ pub struct RunReport {
     pub results: PathBuf,
     pub videos_dir: PathBuf,
     pub warnings: Vec<String>,
+}
+
+impl RunReport {
+    /// The code the run ends with: why it stopped, if something stopped it, else
+    /// where its jobs stand.
+    pub fn exit(&self) -> Exit {
+        if self.interrupted {
+            return Exit::Interrupted;
+        }
+        match &self.fatal {
+            Some(Fatal::Auth(_) | Fatal::Credits(_)) => Exit::ServiceStopped,
+            Some(Fatal::Checkpoint(_)) => Exit::JobsFailed,
+            Some(Fatal::Budget(_)) => Exit::Budget,
+            None => Exit::of_tally(&self.outcomes.tally),
+        }
+    }
 }
 
 /// A task, running, finished or in doubt, that a submission of this run replaces:

@@ -674,7 +674,7 @@ fn a_file_that_vanished_before_its_upload_fails_its_jobs_clearly() {
     let report = rt
         .block_on(veo_batch::runner::run(config, client, Default::default()))
         .unwrap();
-    assert_eq!(Exit::of_run(&report), Exit::JobsFailed);
+    assert_eq!(report.exit(), Exit::JobsFailed);
     let results = h.results();
     assert_eq!(results.records["kept"].state(), State::Succeeded);
     let gone = &results.records["gone"];
