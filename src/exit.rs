@@ -95,7 +95,8 @@ impl Exit {
             return Exit::Ok;
         }
         if e.downcast_ref::<CheckpointError>().is_some()
-            || e.downcast_ref::<crate::checkpoint::ForeignResults>().is_some()
+            || e.downcast_ref::<crate::checkpoint::ForeignResults>()
+                .is_some()
         {
             return Exit::Usage;
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::cost::{Credits, Dollars};
 use crate::exit::Exit;
-use crate::runner::{self, RunReport};
+use crate::runner::{RunReport, StopReason};
 
 /// How the end of a run is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +51,8 @@ pub fn print(
                 batch_credits = r.recorded_spend + r.spent,
                 estimated_credits = estimate,
                 elapsed_ms = r.elapsed.as_millis() as u64,
-                interrupted = r.interrupted,
-                stopped = r.fatal.as_ref().map(describe_fatal).as_deref(),
+                interrupted = r.stopped == Some(StopReason::Interrupted),
+                stopped = r.stopped.as_ref().and_then(describe_stop).as_deref(),
                 results = %r.results.display(),
                 exit_code = exit.code(),
                 "run summary"
@@ -63,15 +63,19 @@ pub fn print(
     }
     let mut out = String::new();
     // Why the run stopped comes first: the summary after it says what it means.
-    if let Some(f) = &r.fatal {
-        let _ = writeln!(out, "error: {}", describe_fatal(f));
+    if let Some(why) = r.stopped.as_ref().and_then(describe_stop) {
+        let _ = writeln!(out, "error: {why}");
     }
     let _ = writeln!(
         out,
         "\n{name}: {}, {:.1}s{}",
         crate::summary::jobs(t.total()),
         r.elapsed.as_secs_f64(),
-        if r.interrupted { " (interrupted)" } else { "" }
+        if r.stopped == Some(StopReason::Interrupted) {
+            " (interrupted)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
@@ -120,29 +124,32 @@ pub fn print(
     if let Err(e) = page {
         let _ = writeln!(out, "warning: the report page was not written: {e}");
     }
-    let hint = match &r.fatal {
-        Some(runner::job::Fatal::Budget(_)) => crate::summary::NotStartedHint::Budget,
-        Some(runner::job::Fatal::Auth(_)) => crate::summary::NotStartedHint::Key,
+    let hint = match &r.stopped {
+        Some(StopReason::Budget(_)) => crate::summary::NotStartedHint::Budget,
+        Some(StopReason::Auth(_)) => crate::summary::NotStartedHint::Key,
         _ => crate::summary::NotStartedHint::RunAgain,
     };
     out.push_str(&crate::summary::render_with(&r.outcomes, hint));
     eprint!("{out}");
 }
 
-fn describe_fatal(f: &runner::job::Fatal) -> String {
-    match f {
-        runner::job::Fatal::Auth(m) if m.contains("KIE_API_KEY") => {
+/// Why the run stopped, as the summary's first line says it (an interruption
+/// says so in the summary's heading instead).
+fn describe_stop(why: &StopReason) -> Option<String> {
+    Some(match why {
+        StopReason::Auth(m) if m.contains("KIE_API_KEY") => {
             format!("the service refused the API key ({m})")
         }
-        runner::job::Fatal::Auth(m) => {
+        StopReason::Auth(m) => {
             format!("the service refused the API key ({m}); check KIE_API_KEY (or --api-key-file)")
         }
-        runner::job::Fatal::Credits(m) => {
+        StopReason::Credits(m) => {
             format!("the service has no credits left for this key ({m}); top up, then run again")
         }
-        runner::job::Fatal::Budget(m) => format!("{m}; raise that limit to go on"),
-        runner::job::Fatal::Checkpoint(m) => {
+        StopReason::Budget(m) => format!("{m}; raise that limit to go on"),
+        StopReason::Checkpoint(m) => {
             format!("{m}; nothing more was sent, fix the disk problem and run again")
         }
-    }
+        StopReason::Interrupted => return None,
+    })
 }

@@ -42,12 +42,15 @@ pub mod pace;
 pub mod polls;
 pub mod retry;
 pub mod schedule;
+pub mod stop;
 pub mod uploads;
 
 use collector::{CallCounts, Collected, LastRow, Progress};
 pub use job::Start;
-use job::{Budget, Fatal, JobHandle, JobSettings, Shared};
+use job::{Budget, JobHandle, JobSettings, Shared};
 use pace::Pace;
+use stop::Stop;
+pub use stop::StopReason;
 
 pub use crate::config::RunConfig;
 
@@ -73,8 +76,8 @@ pub struct RunReport {
     pub recorded_spend: f64,
     /// Paid tasks this run replaced with new ones.
     pub superseded: usize,
-    pub fatal: Option<Fatal>,
-    pub interrupted: bool,
+    /// Why the run stopped before its end, if it did.
+    pub stopped: Option<StopReason>,
     pub elapsed: Duration,
     pub results: PathBuf,
     pub videos_dir: PathBuf,
@@ -85,13 +88,11 @@ impl RunReport {
     /// The code the run ends with: why it stopped, if something stopped it, else
     /// where its jobs stand.
     pub fn exit(&self) -> Exit {
-        if self.interrupted {
-            return Exit::Interrupted;
-        }
-        match &self.fatal {
-            Some(Fatal::Auth(_) | Fatal::Credits(_)) => Exit::ServiceStopped,
-            Some(Fatal::Checkpoint(_)) => Exit::JobsFailed,
-            Some(Fatal::Budget(_)) => Exit::Budget,
+        match &self.stopped {
+            Some(StopReason::Interrupted) => Exit::Interrupted,
+            Some(StopReason::Auth(_) | StopReason::Credits(_)) => Exit::ServiceStopped,
+            Some(StopReason::Checkpoint(_)) => Exit::JobsFailed,
+            Some(StopReason::Budget(_)) => Exit::Budget,
             None => Exit::of_tally(&self.outcomes.tally),
         }
     }
@@ -460,9 +461,7 @@ pub async fn execute(
         submit_turn: tokio::sync::Mutex::new(()),
         pause_until: Mutex::new(None),
         events: tx,
-        stop_submitting: signals.drain.child_token(),
-        stop_waiting: signals.drain.child_token(),
-        fatal: Mutex::new(None),
+        stop: Stop::new(&signals.drain),
         budget: Budget {
             prices: config.prices,
             max: config.max_credits,
@@ -503,8 +502,8 @@ pub async fn execute(
             // Once submissions stop, jobs that would submit are not started; jobs
             // with a task go on being polled unless everything stops.
             let stopped = match start {
-                Start::Submit(_) => shared.stop_submitting.is_cancelled(),
-                _ => shared.stop_waiting.is_cancelled(),
+                Start::Submit(_) => shared.stop.submitting().is_cancelled(),
+                _ => shared.stop.waiting().is_cancelled(),
             };
             if stopped {
                 continue;
@@ -564,15 +563,17 @@ pub async fn execute(
             spent: 0.0,
             recorded_spend,
             superseded: superseding.len(),
-            fatal: None,
-            interrupted: true,
+            stopped: Some(StopReason::Interrupted),
             elapsed: started.elapsed(),
             results: config.results,
             videos_dir: config.videos_dir,
             warnings,
         });
     }
-    let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
+    if signals.drain.is_cancelled() {
+        shared.stop.stop(StopReason::Interrupted);
+    }
+    let stopped = shared.stop.reason();
     drop(shared);
     let Collected {
         entries,
@@ -611,8 +612,8 @@ pub async fn execute(
         spent,
         recorded_spend,
         superseded: superseding.len(),
-        fatal: fatal.or(write_error.map(Fatal::Checkpoint)),
-        interrupted: signals.drain.is_cancelled(),
+        // The stronger reason, as `Stop` keeps it.
+        stopped: stopped.max(write_error.map(StopReason::Checkpoint)),
         elapsed: started.elapsed(),
         results: config.results,
         videos_dir: config.videos_dir,

@@ -398,7 +398,11 @@ mod tests {
         );
         seen.record("veo3", s(200));
         seen.record("veo3", s(210));
-        assert_eq!(seen.outlook("veo3").map(|e| e.first), Some(s(35)), "trusted");
+        assert_eq!(
+            seen.outlook("veo3").map(|e| e.first),
+            Some(s(35)),
+            "trusted"
+        );
         assert_eq!(seen.outlook("veo3_fast"), None);
     }
 
