@@ -13,7 +13,9 @@
 //! downloading the videos. `VEO_BENCH_KEEP_LOG=<folder>` keeps the simulator's request log of each
 //! schedule scenario there (`<scenario>.jsonl`), to look into its timeline.
 //! `VEO_BENCH_RUNTIME=multi` runs on tokio's multi-thread runtime instead of the one
-//! `run` uses ([`runner::runtime`]), to compare.
+//! `run` uses ([`runner::runtime`]), to compare. `VEO_BENCH_POLL=fixed` makes the
+//! schedule-polls scenarios check every task every poll interval, as the runner did
+//! before it learned when tasks finish, to compare.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -381,6 +383,8 @@ fn schedule_polls(rt: &tokio::runtime::Runtime, by_kind: bool) {
         per: Duration::from_secs(1).mul_f64(scale),
     };
     cfg.poll_min = Duration::from_secs(2).mul_f64(scale);
+    let fixed = std::env::var("VEO_BENCH_POLL").as_deref() == Ok("fixed");
+    cfg.learn_schedule = !fixed;
     let started = Instant::now();
     let report = rt
         .block_on(runner::run(cfg, client(&sim.url), Signals::default()))
@@ -405,12 +409,17 @@ fn schedule_polls(rt: &tokio::runtime::Runtime, by_kind: bool) {
         .map(|(d, g)| d.as_secs_f64() / g.as_secs_f64().max(1e-9))
         .collect();
     println!(
-        "schedule-polls{}: {n} jobs, generations {} (time scale {scale}), checks at most 10/s \
+        "schedule-polls{}{}: {n} jobs, generations {} (time scale {scale}), checks at most 10/s \
          at the service and 8/s in the run: submitted at {achieved:.2}/s of {allowed:.2}/s \
          allowed ({:.1}%), {} answers 429 on generate, {} on checks; {:.2} checks per video; \
          ready to download: median {:.2}s ({:.2}s unscaled), median {:.1}% of the video's \
          generation time; wall {:.1}s",
         if by_kind { "-by-kind" } else { "" },
+        if fixed {
+            " (fixed: every poll interval)"
+        } else {
+            ""
+        },
         if by_kind {
             "by kind within 60-300s"
         } else {

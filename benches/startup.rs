@@ -19,9 +19,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Bencher, Criterion, Throughput, criterion_group};
-use veo_batch::app;
 use veo_batch::checkpoint::writer::rewrite;
 use veo_batch::checkpoint::{self, Record, State};
+use veo_batch::commands::run as app;
 use veo_batch::manifest::{self, Manifest};
 use veo_batch::runner::{self, RunConfig};
 

@@ -13,7 +13,7 @@ use crate::units::{Rate, Size, Span};
 /// checkpointed to a results CSV, so that an interrupted run resumes where it stopped
 /// without paying twice for a video.
 #[derive(Debug, Parser)]
-#[command(name = "veo-batch", version, after_help = crate::exit::TABLE)]
+#[command(name = "veo-batch", version, after_help = crate::exit::help())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -53,7 +53,7 @@ pub enum Command {
     /// Check a manifest and print what it would send and cost; sends nothing.
     Validate(ValidateArgs),
     /// Take every job of a manifest to the end: submit, poll, download, record.
-    #[command(after_help = crate::exit::TABLE)]
+    #[command(after_help = crate::exit::help())]
     Run(Box<RunArgs>),
     /// Show where the jobs of a run stand, from its results file; sends nothing.
     Status(StatusArgs),

@@ -11,7 +11,6 @@ use crate::cost::PriceTable;
 use crate::manifest::{Job, Manifest};
 use crate::paths::file_stem;
 use crate::progress::Mode;
-use crate::runner::RunConfig;
 use crate::runner::retry::RetryPolicy;
 use crate::units::Rate;
 
@@ -33,6 +32,49 @@ pub const RECORD_NULL_GRACE: Duration = Duration::from_secs(5 * 60);
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// Jobs worked on at once; bounds memory, far above what the rate limit keeps busy.
 pub const MAX_ACTIVE: usize = 4096;
+
+/// Everything a run needs, resolved from flags, manifest and defaults.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub jobs: Vec<Job>,
+    pub results: PathBuf,
+    pub videos_dir: PathBuf,
+    pub concurrency: usize,
+    pub rate: Rate,
+    pub retry: RetryPolicy,
+    /// The longest wait between two checks of a task that may be done.
+    pub poll_interval: Duration,
+    /// The shortest wait between two checks of a task.
+    pub poll_min: Duration,
+    /// Status checks of the whole run, at most.
+    pub poll_rate: Rate,
+    /// Learn when to check a task from the tasks of its kind seen done (on by
+    /// default); off, every task is checked every `poll_interval`, as before the
+    /// schedule existed (the benchmarks compare the two).
+    pub learn_schedule: bool,
+    pub task_timeout: Duration,
+    pub record_null_grace: Duration,
+    pub no_wait: bool,
+    pub resume: ResumeOptions,
+    pub progress: crate::progress::Mode,
+    /// Sync every batch of rows to disk before acting on it.
+    pub sync: bool,
+    /// Jobs worked on at once (waiting on the rate limit, polling, downloading).
+    pub max_active: usize,
+    pub seed: u64,
+    pub prices: PriceTable,
+    /// Stop submitting before the batch's spend (what the results file records
+    /// plus this run's) would pass this many credits.
+    pub max_credits: Option<f64>,
+    /// Stop submitting before this run's own spend would pass this many credits.
+    pub max_run_credits: Option<f64>,
+    /// Submit only the first N jobs still to send (jobs already sent always go on).
+    pub limit: Option<usize>,
+    /// Submit only N jobs still to send, drawn at random (with `seed`).
+    pub sample: Option<usize>,
+    /// How long an uploaded local image lives on the service (`--upload-ttl`).
+    pub upload_ttl: Duration,
+}
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -151,11 +193,7 @@ pub fn resolve(
     };
     // `output:` paths come from the manifest already resolved against its folder.
     let stem = file_stem(&manifest.name);
-    let results = args
-        .results
-        .clone()
-        .or_else(|| manifest.output.results.clone())
-        .unwrap_or_else(|| default_results(&manifest.name));
+    let results = results_file(args.results.as_deref(), &manifest);
     let videos_dir = args
         .videos_dir
         .clone()
@@ -212,6 +250,7 @@ impl RunConfig {
             poll_interval: DEFAULT_POLL_INTERVAL,
             poll_min: POLL_MIN,
             poll_rate: DEFAULT_POLL_RATE,
+            learn_schedule: true,
             task_timeout: DEFAULT_TASK_TIMEOUT,
             record_null_grace: RECORD_NULL_GRACE,
             no_wait: false,
@@ -231,6 +270,14 @@ impl RunConfig {
             upload_ttl: crate::runner::uploads::DEFAULT_UPLOAD_TTL,
         }
     }
+}
+
+/// The results file of a batch: `--results`, else the manifest's `output.results`
+/// (already resolved against the manifest's folder), else [`default_results`].
+pub fn results_file(flag: Option<&std::path::Path>, manifest: &Manifest) -> PathBuf {
+    flag.map(std::path::Path::to_path_buf)
+        .or_else(|| manifest.output.results.clone())
+        .unwrap_or_else(|| default_results(&manifest.name))
 }
 
 /// The results file of a manifest named `name` when neither a flag nor the

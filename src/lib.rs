@@ -1,12 +1,12 @@
 //! veo-batch: a batch pipeline runner for the kie.ai Veo 3.1 video API.
 //!
-//! `main.rs` parses the command line and calls [`app::main`]; everything else lives
+//! `main.rs` parses the command line and calls [`commands::main`]; everything else lives
 //! here so that tests and benches drive the whole program in process.
 
 pub mod api;
-pub mod app;
 pub mod checkpoint;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod cost;
 pub mod exit;
@@ -17,7 +17,5 @@ pub mod report;
 pub mod request;
 pub mod runner;
 pub mod sim;
-pub mod status;
 pub mod summary;
 pub mod units;
-pub mod validate;

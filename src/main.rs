@@ -3,5 +3,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    veo_batch::app::main(veo_batch::cli::Cli::parse())
+    veo_batch::commands::main(veo_batch::cli::Cli::parse())
 }

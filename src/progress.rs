@@ -63,7 +63,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 
 /// Counts of jobs by where they stand, for progress output.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counts {
+pub struct PhaseCounts {
     pub queued: usize,
     pub submitting: usize,
     pub running: usize,
@@ -75,8 +75,11 @@ pub struct Counts {
 
 /// Counts jobs by their last records, one item per job (`None`: no record yet, so
 /// the job is queued).
-pub fn counts<'a>(records: impl IntoIterator<Item = Option<&'a Record>>, download: bool) -> Counts {
-    let mut c = Counts::default();
+pub fn counts<'a>(
+    records: impl IntoIterator<Item = Option<&'a Record>>,
+    download: bool,
+) -> PhaseCounts {
+    let mut c = PhaseCounts::default();
     for r in records {
         c.add(r, 1, download);
     }
@@ -118,7 +121,7 @@ pub fn bucket(record: Option<&Record>, download: bool) -> Bucket {
     }
 }
 
-impl Counts {
+impl PhaseCounts {
     /// Moves one job in or out of its bucket (`None`: the job has no record yet,
     /// so it is queued).
     pub fn add(&mut self, record: Option<&Record>, delta: isize, download: bool) {
@@ -194,7 +197,7 @@ fn short_duration(d: Duration) -> String {
 }
 
 /// A bar drawn to `target`: elapsed time, the bar, the count done and the
-/// [`Counts::compact`] message, cut to the terminal's width.
+/// [`PhaseCounts::compact`] message, cut to the terminal's width.
 fn new_bar(total: usize, target: ProgressDrawTarget) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total as u64), target);
     if let Ok(style) =
@@ -233,7 +236,7 @@ impl Reporter {
 
     /// Updates the display; `submitted` is this run's submissions so far and
     /// `eta` the estimate of the time left, when there is one.
-    pub fn update(&mut self, c: &Counts, submitted: u64, eta: Option<Duration>) {
+    pub fn update(&mut self, c: &PhaseCounts, submitted: u64, eta: Option<Duration>) {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = submitted as f64 / elapsed;
         let eta_secs = eta.map(|d| d.as_secs());
@@ -392,7 +395,7 @@ mod tests {
     #[test]
     fn the_bar_fits_80_columns() {
         // The widest a run of 10,000 jobs shows: every bucket busy, an ETA.
-        let c = Counts {
+        let c = PhaseCounts {
             queued: 9999,
             submitting: 20,
             running: 9999,
@@ -422,9 +425,9 @@ mod tests {
                 line.chars().count()
             );
         }
-        let quiet = Counts {
+        let quiet = PhaseCounts {
             queued: 3,
-            ..Counts::default()
+            ..PhaseCounts::default()
         };
         assert_eq!(
             quiet.compact(0.0, None),

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::checkpoint::plan::{Standing, Wants, standing};
 use crate::checkpoint::{DOWNLOAD_FAILED, Record};
-use crate::exit;
 
 /// How many jobs stand where.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -37,17 +36,6 @@ impl Tally {
             + self.running
             + self.not_started
             + self.blocked
-    }
-
-    /// The exit code these counts call for, when nothing stopped the run.
-    pub fn exit_code(&self) -> u8 {
-        if self.in_doubt + self.running + self.not_started + self.not_downloaded > 0 {
-            exit::NOT_FINISHED
-        } else if self.failed + self.download_failed + self.blocked > 0 {
-            exit::JOBS_FAILED
-        } else {
-            exit::OK
-        }
     }
 }
 
@@ -346,6 +334,7 @@ fn videos(n: usize) -> String {
 mod tests {
     use super::*;
     use crate::checkpoint::State;
+    use crate::exit::Exit;
 
     fn rec(id: &str, state: State, task: Option<&str>) -> Record {
         Record {
@@ -406,7 +395,7 @@ mod tests {
             }
         );
         assert_eq!(o.tally.total(), ids.len());
-        assert_eq!(o.tally.exit_code(), exit::NOT_FINISHED);
+        assert_eq!(Exit::of_tally(&o.tally), Exit::NotFinished);
         insta::assert_snapshot!(render(&o));
     }
 
@@ -453,7 +442,7 @@ mod tests {
             (o.tally.failed, o.tally.blocked, o.tally.total()),
             (1, 2, 3)
         );
-        assert_eq!(o.tally.exit_code(), exit::JOBS_FAILED);
+        assert_eq!(Exit::of_tally(&o.tally), Exit::JobsFailed);
         let text = render(&o);
         assert!(
             text.contains(
@@ -470,18 +459,5 @@ mod tests {
             wants: Some(Wants::default()),
         };
         assert_eq!(standing_of(job, Some(&r)), Standing::NotStarted);
-    }
-
-    #[test]
-    fn exit_codes_follow_the_worst_state() {
-        let mut t = Tally {
-            succeeded: 3,
-            ..Tally::default()
-        };
-        assert_eq!(t.exit_code(), exit::OK);
-        t.failed = 1;
-        assert_eq!(t.exit_code(), exit::JOBS_FAILED);
-        t.running = 1;
-        assert_eq!(t.exit_code(), exit::NOT_FINISHED);
     }
 }

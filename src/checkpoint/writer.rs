@@ -1,9 +1,12 @@
-//! Writing the results file: appending rows durably, rewriting it whole through a
-//! temporary file and a rename, and the lock that keeps two runs off one file.
+//! Writing the results file: appending rows durably (from a thread of its own during
+//! a run, so that no job waits on the disk), rewriting it whole through a temporary
+//! file and a rename, and the lock that keeps two runs off one file.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use tokio::sync::oneshot;
 
 use super::schema::COLUMNS;
 use super::{HEADER, Record};
@@ -84,6 +87,51 @@ impl Appender {
             self.buf = Vec::with_capacity(64 * 1024);
         }
         Ok(start)
+    }
+}
+
+/// A batch's write as the writer thread hands it back: the buffer, to be reused,
+/// and where the batch starts in the file.
+pub struct Written {
+    /// The buffer handed in, to be reused.
+    pub buf: Vec<u8>,
+    /// Where the batch starts in the file.
+    pub result: io::Result<u64>,
+}
+
+/// The thread that appends and syncs batches of rows, one at a time.
+pub struct Writer {
+    batches: std::sync::mpsc::Sender<(Vec<u8>, oneshot::Sender<Written>)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    pub fn start(mut appender: Appender) -> io::Result<Writer> {
+        let (batches, rx) = std::sync::mpsc::channel::<(Vec<u8>, oneshot::Sender<Written>)>();
+        let thread = std::thread::Builder::new()
+            .name("results-writer".into())
+            .spawn(move || {
+                for (buf, done) in rx {
+                    let result = appender.append_encoded([buf.as_slice()]);
+                    let _ = done.send(Written { buf, result });
+                }
+            })?;
+        Ok(Writer { batches, thread })
+    }
+
+    /// Hands `buf` (whole rows) to the thread; the receiver hears when it is on disk.
+    pub fn write(&self, buf: Vec<u8>) -> oneshot::Receiver<Written> {
+        let (done, heard) = oneshot::channel();
+        // A thread that is gone drops `done`, which the receiver hears as an error.
+        let _ = self.batches.send((buf, done));
+        heard
+    }
+
+    /// Lets the thread end once its last batch is written, and waits for it.
+    pub async fn stop(self) {
+        let Writer { batches, thread } = self;
+        drop(batches);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 }
 

@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 
 use crate::request::{Resolution, Upgrade, did_you_mean, extend_fingerprint};
 
-use super::job::{Collector, diag};
+use super::job::{Gatherer, diag};
 use super::{Diagnostic, Job, Origin};
 
 /// One `extend:` as read: the job that has it, the id it names, and where.
@@ -21,7 +21,7 @@ pub(crate) struct Link {
 /// Reports every `extend:` naming no job of the manifest (with the likeliest id
 /// meant) and every cycle (naming each job in it). Run on every link read, whether
 /// or not the jobs had other problems, so that one pass reports them all.
-pub(crate) fn check_links(out: &mut Collector) {
+pub(crate) fn check_links(out: &mut Gatherer) {
     let links = std::mem::take(&mut out.links);
     let mut found = Vec::new();
     for l in &links {

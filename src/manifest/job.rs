@@ -1,5 +1,5 @@
 //! The part both formats share: a job as read (a [`Draft`], every value with the place
-//! it was written), defaults, placeholders, and the [`Collector`] that checks each draft
+//! it was written), defaults, placeholders, and the [`Gatherer`] that checks each draft
 //! with the one set of request rules, assigns ids, catches duplicates and gathers every
 //! problem located.
 
@@ -155,7 +155,7 @@ pub(crate) fn id_problem(id: &str) -> Option<String> {
 
 /// Gathers jobs and problems as drafts are finished, in one pass.
 #[derive(Debug, Default)]
-pub(crate) struct Collector {
+pub(crate) struct Gatherer {
     pub jobs: Vec<Job>,
     errors: Vec<(Diagnostic, usize)>,
     warnings: Vec<(Diagnostic, usize)>,
@@ -169,32 +169,29 @@ pub(crate) struct Collector {
     seen_errors: HashMap<(Origin, Option<String>, String), usize>,
     seen_warnings: HashMap<(Origin, Option<String>, String), usize>,
     seen_hints: HashMap<(Origin, Option<String>, String), usize>,
-    /// Where each id was first used. The place is kept without its path (an index
-    /// into `files`): a copy of the path per job was a tenth of reading a large table.
-    /// Hashed with Fx, not SipHash: ids come from the user's own file (no one else
-    /// can choose them to collide), and SipHash was a tenth of reading a table.
-    /// Keyed by the id's hash, the id itself kept in `id_text`: a copy of each id
-    /// (allocated, then freed with the table) was a fifth of reading a table. Two
-    /// ids of one hash are told apart by their text, as `hashbrown`'s table does.
-    ids: hashbrown::HashTable<Place>,
-    /// Every claimed id, one after another (see [`Place::id`]).
+    /// Where each id was first used, keyed by the id's hash (Fx: ids come from the
+    /// user's own file, so no one else can choose them to collide). The place holds
+    /// an index into `files` and the id's range in `id_text`, so that no path or id
+    /// is copied per job; two ids of one hash are told apart by their text.
+    ids: hashbrown::HashTable<IdSite>,
+    /// Every claimed id, one after another (see [`IdSite::id`]).
     id_text: String,
     files: Vec<std::path::PathBuf>,
     /// Every `extend:` read, checked once all jobs are (see [`super::chains`]).
     pub links: Vec<super::chains::Link>,
 }
 
-/// An [`Origin`] whose file is an index into [`Collector::files`].
+/// An [`Origin`] whose file is an index into [`Gatherer::files`].
 #[derive(Debug, Clone)]
-struct Place {
+struct IdSite {
     file: usize,
     line: Option<usize>,
     column: Option<usize>,
-    /// Where the id is in [`Collector::id_text`].
+    /// Where the id is in [`Gatherer::id_text`].
     id: std::ops::Range<usize>,
 }
 
-impl Collector {
+impl Gatherer {
     pub fn error(&mut self, d: Diagnostic) {
         push(&mut self.errors, &mut self.seen_errors, d);
     }
@@ -342,7 +339,7 @@ impl Collector {
         }
     }
 
-    /// [`Collector::finish`] for a job with `extend:`: only the extend endpoint's
+    /// [`Gatherer::finish`] for a job with `extend:`: only the extend endpoint's
     /// fields, each set on the job itself; any other is an error, not dropped. Its
     /// parent is checked, and what it takes from it filled in, once every job is read.
     fn finish_extend(&mut self, mut draft: Draft, mut ok: bool) {
@@ -528,7 +525,7 @@ impl Collector {
         self.claim_hashed(id_hash(id), id, at, derived)
     }
 
-    /// [`Collector::claim_id`], with the id's `hash` given (tests give two ids one).
+    /// [`Gatherer::claim_id`], with the id's `hash` given (tests give two ids one).
     fn claim_hashed(&mut self, hash: u64, id: &str, at: &Origin, derived: bool) -> bool {
         let text = &self.id_text;
         let first = self
@@ -563,7 +560,7 @@ impl Collector {
         };
         let start = self.id_text.len();
         self.id_text.push_str(id);
-        let place = Place {
+        let place = IdSite {
             file,
             line: at.line,
             column: at.column,
@@ -577,7 +574,7 @@ impl Collector {
     }
 }
 
-/// The hash an id is kept under in [`Collector::ids`].
+/// The hash an id is kept under in [`Gatherer::ids`].
 fn id_hash(id: &str) -> u64 {
     use std::hash::BuildHasher as _;
     rustc_hash::FxBuildHasher.hash_one(id)
@@ -780,7 +777,7 @@ mod tests {
 
     #[test]
     fn duplicates_name_both_places() {
-        let mut c = Collector::default();
+        let mut c = Gatherer::default();
         c.finish(draft("a", "x", 3));
         c.finish(draft("a", "y", 9));
         let (_, errors, _) = c.into_parts();
@@ -792,7 +789,7 @@ mod tests {
 
     #[test]
     fn ids_of_the_same_hash_are_told_apart() {
-        let mut c = Collector::default();
+        let mut c = Gatherer::default();
         // Room for every id: a table that grows rehashes by the ids' real hashes,
         // not the forced ones.
         c.reserve_rows(16);
@@ -817,7 +814,7 @@ mod tests {
 
     #[test]
     fn issues_are_located_at_their_field_and_shared_ones_fold() {
-        let mut c = Collector::default();
+        let mut c = Gatherer::default();
         for i in 0..3 {
             let mut d = draft(&format!("j{i}"), "x", 10 + i * 5);
             d.raw.model = Some("veo4".into());
@@ -835,7 +832,7 @@ mod tests {
 
     #[test]
     fn derived_ids_come_from_content() {
-        let mut c = Collector::default();
+        let mut c = Gatherer::default();
         let mut d = Draft {
             derive_id: true,
             at: at(2),

@@ -237,7 +237,7 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
 
 /// [`load`] with `options`.
 pub fn load_with(path: &Path, options: LoadOptions) -> Result<Manifest, ManifestError> {
-    let mut out = job::Collector::default();
+    let mut out = job::Gatherer::default();
     out.images.max_bytes = options.max_image_bytes;
     let ext = path
         .extension()

@@ -17,7 +17,7 @@ use serde_json::Value as Json;
 
 use crate::request::{Field, FieldValue, Kind, did_you_mean, field_names};
 
-use super::job::{Collector, Draft, diag};
+use super::job::{Draft, Gatherer, diag};
 use super::{Origin, Upgrade};
 
 /// What a header names.
@@ -80,7 +80,7 @@ pub(crate) struct TableInput<'a> {
 
 /// Reads every row of the table at `input.path` into `out`. `Err` only when the file
 /// cannot be opened at all (the caller says where it was named).
-pub(crate) fn read(input: &TableInput<'_>, out: &mut Collector) -> Result<(), std::io::Error> {
+pub(crate) fn read(input: &TableInput<'_>, out: &mut Gatherer) -> Result<(), std::io::Error> {
     let file = File::open(input.path)?;
     let file_len = file.metadata().map_or(0, |m| m.len());
     let mut buf = BufReader::with_capacity(64 * 1024, file);
@@ -252,7 +252,7 @@ impl<R: Read> Read for CountingReader<R> {
         let mut i = 0;
         while i < bytes.len() {
             // Runs of bytes that leave the quoting as it is, and are no line end, are
-            // skipped whole: stepping byte by byte was a tenth of reading a table.
+            // skipped whole, not byte by byte.
             let next = match self.quoting {
                 Quoting::Quoted => bytes[i..].iter().position(|&b| b == b'"' || b == b'\n'),
                 Quoting::Unquoted => bytes[i..]
@@ -310,7 +310,7 @@ fn csv_message(e: &csv::Error) -> String {
 }
 
 /// Maps every header to a column; reports unknown, duplicate and conflicting ones.
-fn read_header(headers: &ByteRecord, at: &Origin, out: &mut Collector) -> Vec<Column> {
+fn read_header(headers: &ByteRecord, at: &Origin, out: &mut Gatherer) -> Vec<Column> {
     let mut columns = Vec::with_capacity(headers.len());
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (i, raw) in headers.iter().enumerate() {
@@ -363,11 +363,12 @@ fn read_header(headers: &ByteRecord, at: &Origin, out: &mut Collector) -> Vec<Co
     let has_list = columns.contains(&Column::Field(Field::ImageUrls));
     let has_n = columns.iter().any(|c| matches!(c, Column::ImageN(_)));
     if has_list && has_n {
+        let list = Field::ImageUrls.api_name();
         out.error(diag(
             at.clone(),
             None,
-            Some("imageUrls"),
-            "use either an imageUrls column or image_url_1..3 columns, not both",
+            Some(list),
+            format!("use either an {list} column or image_url_1..3 columns, not both"),
         ));
     }
     columns
@@ -380,7 +381,7 @@ fn read_row(
     names: &[String],
     origin: Origin,
     input: &TableInput<'_>,
-    out: &mut Collector,
+    out: &mut Gatherer,
 ) -> Draft {
     // Where each value was written matters only to place a default's problem apart
     // from the row's; every value of a row is at the row (the draft's own place, where

@@ -14,7 +14,7 @@ use crate::cost::PriceTable;
 use crate::request::{Field, FieldValue, Kind, Model, Resolution, did_you_mean, field_names};
 use crate::units::{Rate, Span};
 
-use super::job::{Collector, Draft, diag};
+use super::job::{Draft, Gatherer, diag};
 use super::node::{Node, Value, scalar_text};
 use super::table::{self, TableInput, upgrade_value};
 use super::{Origin, OutputSettings, RunSettings};
@@ -54,7 +54,7 @@ pub(crate) struct Settings {
 }
 
 /// Reads the YAML manifest at `path`; jobs and problems go to `out`.
-pub(crate) fn read(path: &Path, out: &mut Collector) -> Settings {
+pub(crate) fn read(path: &Path, out: &mut Gatherer) -> Settings {
     let mut settings = Settings::default();
     let file_at = Origin {
         file: path.to_path_buf(),
@@ -189,7 +189,7 @@ struct Cx<'a> {
     src: &'a str,
     file: PathBuf,
     dir: PathBuf,
-    out: &'a mut Collector,
+    out: &'a mut Gatherer,
 }
 
 impl Cx<'_> {

@@ -25,13 +25,10 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{Listed, Loaded, Record};
-use crate::cli::ReportArgs;
 use crate::cost::PriceTable;
-use crate::exit;
 use crate::manifest::{Job, Manifest};
-use crate::status;
 
-use view::{Entry, Header, Place};
+use view::{CardSource, Header, PageDirs};
 
 const CSS: &str = include_str!("page.css");
 const JS: &str = include_str!("page.js");
@@ -113,15 +110,15 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn entries(&self) -> Box<dyn Iterator<Item = Entry<'a>> + '_> {
+    fn entries(&self) -> Box<dyn Iterator<Item = CardSource<'a>> + '_> {
         let records = self.records;
         match self.jobs {
-            Some(jobs) => Box::new(jobs.iter().map(move |j| Entry {
+            Some(jobs) => Box::new(jobs.iter().map(move |j| CardSource {
                 id: &j.id,
                 job: Some(j),
                 record: records.get(&j.id),
             })),
-            None => Box::new(records.in_order().map(|r| Entry {
+            None => Box::new(records.in_order().map(|r| CardSource {
                 id: &r.job_id,
                 job: None,
                 record: Some(r),
@@ -133,7 +130,7 @@ impl<'a> Batch<'a> {
 /// The cards, rendered one by one as the page is written.
 struct Cards<'a> {
     batch: &'a Batch<'a>,
-    place: &'a Place,
+    place: &'a PageDirs,
 }
 
 impl fmt::Display for Cards<'_> {
@@ -158,7 +155,7 @@ pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
     let out_abs = links::absolute(out, &cwd);
     let page_dir = out_abs.parent().map(Path::to_path_buf).unwrap_or_default();
     let results_abs = links::absolute(batch.results, &cwd);
-    let place = Place {
+    let place = PageDirs {
         page_dir: page_dir.clone(),
         results_dir: results_abs
             .parent()
@@ -192,7 +189,7 @@ pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
 fn render(
     w: &mut impl std::io::Write,
     batch: &Batch<'_>,
-    place: &Place,
+    place: &PageDirs,
     made: &str,
 ) -> std::io::Result<()> {
     let mut header = view::header(batch.entries(), &batch.prices);
@@ -212,33 +209,19 @@ fn render(
     page.write_into(w)
 }
 
-/// Runs `report`: writes the page and prints its path.
-pub fn run(args: &ReportArgs) -> u8 {
-    let source = match status::read_source(&args.path, args.results.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return e.report(),
-    };
-    let name = batch_name(source.manifest.as_ref(), &source.results);
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| page_path(&source.results));
-    let batch = Batch::new(
-        &name,
-        source.manifest.as_ref(),
-        Records::Table(&source.loaded),
-        &source.results,
-    );
-    match write(&out, &batch) {
-        Ok(()) => {
-            println!("{}", out.display());
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            exit::USAGE
-        }
-    }
+/// Writes the page of a batch read from `results` (and its manifest, when known)
+/// to `out`, by default beside the results file; gives the page's path.
+pub fn write_for(
+    manifest: Option<&Manifest>,
+    results: &Path,
+    loaded: &crate::checkpoint::Loaded,
+    out: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    let name = batch_name(manifest, results);
+    let out = out.unwrap_or_else(|| page_path(results));
+    let batch = Batch::new(&name, manifest, Records::Table(loaded), results);
+    write(&out, &batch)?;
+    Ok(out)
 }
 
 fn batch_name(manifest: Option<&Manifest>, results: &Path) -> String {

@@ -126,8 +126,8 @@ fn batch_of(f: &Fixture, with_manifest: bool) -> Batch<'_> {
 }
 
 /// As if the page were written to `<dir>/results/r.html` with the run in `<dir>`.
-fn place_of(f: &Fixture) -> Place {
-    Place {
+fn place_of(f: &Fixture) -> PageDirs {
+    PageDirs {
         page_dir: f.dir.path().join("results"),
         cwd: f.dir.path().to_path_buf(),
         results_dir: f.dir.path().join("results"),

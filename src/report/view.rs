@@ -19,13 +19,13 @@ use super::links;
 
 /// One job as the page sees it: its id, its manifest job when known, its last record.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Entry<'a> {
+pub(crate) struct CardSource<'a> {
     pub id: &'a str,
     pub job: Option<&'a Job>,
     pub record: Option<&'a Record>,
 }
 
-impl Entry<'_> {
+impl CardSource<'_> {
     pub fn standing(&self) -> Standing {
         let job = match self.job {
             Some(job) => JobRef::from(job),
@@ -232,7 +232,7 @@ pub(crate) struct Card {
 
 /// What the cards need to know about where the page is.
 #[derive(Debug, Clone)]
-pub(crate) struct Place {
+pub(crate) struct PageDirs {
     /// The folder the page is written to (absolute).
     pub page_dir: PathBuf,
     /// The current folder (absolute), against which recorded paths are read.
@@ -242,7 +242,7 @@ pub(crate) struct Place {
 }
 
 /// The card of `entry`, the `n`th job.
-pub(crate) fn card(n: usize, entry: Entry<'_>, place: &Place, prices: &PriceTable) -> Card {
+pub(crate) fn card(n: usize, entry: CardSource<'_>, place: &PageDirs, prices: &PriceTable) -> Card {
     let standing = entry.standing();
     let record = entry.record;
     let job = entry.job;
@@ -347,7 +347,7 @@ pub(crate) fn card(n: usize, entry: Entry<'_>, place: &Place, prices: &PriceTabl
 }
 
 /// What a card says beside its state: the service's reason and what to do.
-fn note(entry: &Entry<'_>, standing: Standing) -> Option<String> {
+fn note(entry: &CardSource<'_>, standing: Standing) -> Option<String> {
     let r = entry.record;
     let why = r.map(summary::reason);
     match standing {
@@ -392,7 +392,7 @@ fn note(entry: &Entry<'_>, standing: Standing) -> Option<String> {
 }
 
 /// The downloaded files of record `r`, the upgraded one first, each labelled.
-fn videos(r: &Record, entry: &Entry<'_>, place: &Place) -> Vec<Video> {
+fn videos(r: &Record, entry: &CardSource<'_>, place: &PageDirs) -> Vec<Video> {
     let upgrade = entry.upgrade(r);
     let upgraded = !r.upgrade_urls.is_empty();
     // The run saves the base files first, then the upgraded ones (see
@@ -501,7 +501,10 @@ pub(crate) struct Header {
 }
 
 /// Adds up the header's figures over `entries`.
-pub(crate) fn header<'a>(entries: impl Iterator<Item = Entry<'a>>, prices: &PriceTable) -> Header {
+pub(crate) fn header<'a>(
+    entries: impl Iterator<Item = CardSource<'a>>,
+    prices: &PriceTable,
+) -> Header {
     let mut counts = [0usize; STANDINGS.len()];
     let (mut spent, mut estimated) = (0.0, 0.0);
     let mut first: Option<&str> = None;

@@ -9,18 +9,18 @@
 //! reads those last rows back to rewrite the file to one row per job and to count
 //! the outcomes.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::checkpoint::writer::{Appender, encode_header, encode_row, rewrite_with};
+use crate::checkpoint::rows::RowReader;
+use crate::checkpoint::writer::{
+    Appender, Writer, Written, encode_header, encode_row, rewrite_with,
+};
 use crate::checkpoint::{Record, State};
 use crate::manifest::Job;
 use crate::progress::{self, Bucket, Mode, Reporter};
@@ -70,7 +70,7 @@ impl Row {
 
 /// Counts of what happened during the run.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Counters {
+pub struct CallCounts {
     pub retries: u64,
     pub rate_limited: u64,
     pub submitted: u64,
@@ -78,7 +78,7 @@ pub struct Counters {
 
 /// Where a job's last record is.
 #[derive(Debug, Clone, Copy)]
-pub enum Entry {
+pub enum LastRow {
     /// Loaded from the results file before the run and not changed since: its place
     /// in the run's list of loaded records (shared with the runner, not copied).
     Loaded(usize),
@@ -95,8 +95,8 @@ pub enum Entry {
 pub struct Collected {
     /// Where the last record of every job is, this run's and earlier ones', by the
     /// job's place in the manifest (`None`: the job has no record).
-    pub entries: Vec<Option<Entry>>,
-    pub counters: Counters,
+    pub entries: Vec<Option<LastRow>>,
+    pub counters: CallCounts,
     /// The first write that failed: the run cannot go on without its checkpoint.
     pub write_error: Option<String>,
 }
@@ -121,10 +121,10 @@ pub async fn collect(
     mut rx: mpsc::Receiver<Event>,
     appender: Appender,
     loaded: Arc<Vec<Record>>,
-    entries: Vec<Option<Entry>>,
+    entries: Vec<Option<LastRow>>,
     progress: Progress,
 ) -> Collected {
-    let mut tally = Tally::new(loaded, entries, &progress);
+    let mut tally = Ledger::new(loaded, entries, &progress);
     let path = appender.path().to_owned();
     let writer = match Writer::start(appender) {
         Ok(writer) => Some(writer),
@@ -227,28 +227,28 @@ pub async fn collect(
 
 /// What the collector knows of the run: every job's last row, the counters and the
 /// first write that failed.
-struct Tally {
-    entries: Vec<Option<Entry>>,
-    /// The records loaded before the run, which [`Entry::Loaded`] points into.
+struct Ledger {
+    entries: Vec<Option<LastRow>>,
+    /// The records loaded before the run, which [`LastRow::Loaded`] points into.
     loaded: Arc<Vec<Record>>,
-    counters: Counters,
-    counts: progress::Counts,
+    counters: CallCounts,
+    counts: progress::PhaseCounts,
     /// The generation times seen: their sum and how many.
     generation: (Duration, u32),
     download: bool,
     write_error: Option<String>,
 }
 
-impl Tally {
-    fn new(loaded: Arc<Vec<Record>>, entries: Vec<Option<Entry>>, progress: &Progress) -> Tally {
+impl Ledger {
+    fn new(loaded: Arc<Vec<Record>>, entries: Vec<Option<LastRow>>, progress: &Progress) -> Ledger {
         let counts = progress::counts(
             entries.iter().map(|e| record_of(e.as_ref(), &loaded)),
             progress.download,
         );
-        Tally {
+        Ledger {
             entries,
             loaded,
-            counters: Counters::default(),
+            counters: CallCounts::default(),
             counts,
             generation: (Duration::ZERO, 0),
             download: progress.download,
@@ -304,7 +304,7 @@ impl Tally {
             self.generation.1 += 1;
         }
         let len = row.bytes.len() as u64;
-        let entry = Entry::Logged {
+        let entry = LastRow::Logged {
             offset,
             // A row is a few hundred bytes: far from 4 GiB.
             len: u32::try_from(len).unwrap_or(u32::MAX),
@@ -318,8 +318,8 @@ impl Tally {
         let old = self.entries[index].replace(entry);
         let old_bucket = match &old {
             None => Bucket::Queued,
-            Some(Entry::Loaded(i)) => progress::bucket(self.loaded.get(*i), self.download),
-            Some(Entry::Logged { bucket, .. }) => *bucket,
+            Some(LastRow::Loaded(i)) => progress::bucket(self.loaded.get(*i), self.download),
+            Some(LastRow::Logged { bucket, .. }) => *bucket,
         };
         self.counts.shift(old_bucket, -1);
         len
@@ -345,53 +345,10 @@ impl Tally {
     }
 }
 
-/// A batch's write as the writer thread hands it back: the buffer, to be reused,
-/// and where the batch starts in the file.
-struct Written {
-    buf: Vec<u8>,
-    result: io::Result<u64>,
-}
-
-/// The thread that appends and syncs batches of rows, one at a time.
-struct Writer {
-    batches: std::sync::mpsc::Sender<(Vec<u8>, oneshot::Sender<Written>)>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(mut appender: Appender) -> io::Result<Writer> {
-        let (batches, rx) = std::sync::mpsc::channel::<(Vec<u8>, oneshot::Sender<Written>)>();
-        let thread = std::thread::Builder::new()
-            .name("results-writer".into())
-            .spawn(move || {
-                for (buf, done) in rx {
-                    let result = appender.append_encoded([buf.as_slice()]);
-                    let _ = done.send(Written { buf, result });
-                }
-            })?;
-        Ok(Writer { batches, thread })
-    }
-
-    /// Hands `buf` (whole rows) to the thread; the receiver hears when it is on disk.
-    fn write(&self, buf: Vec<u8>) -> oneshot::Receiver<Written> {
-        let (done, heard) = oneshot::channel();
-        // A thread that is gone drops `done`, which the receiver hears as an error.
-        let _ = self.batches.send((buf, done));
-        heard
-    }
-
-    /// Lets the thread end once its last batch is written, and waits for it.
-    async fn stop(self) {
-        let Writer { batches, thread } = self;
-        drop(batches);
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    }
-}
-
 /// A loaded record an entry points at (`None` for a row this run wrote).
-fn record_of<'a>(entry: Option<&Entry>, loaded: &'a [Record]) -> Option<&'a Record> {
+fn record_of<'a>(entry: Option<&LastRow>, loaded: &'a [Record]) -> Option<&'a Record> {
     match entry {
-        Some(&Entry::Loaded(i)) => loaded.get(i),
+        Some(&LastRow::Loaded(i)) => loaded.get(i),
         _ => None,
     }
 }
@@ -405,7 +362,7 @@ pub fn finish(
     path: &Path,
     jobs: &[Job],
     foreign: &[usize],
-    entries: &[Option<Entry>],
+    entries: &[Option<LastRow>],
     loaded: &[Record],
     rewrite: bool,
 ) -> io::Result<Outcomes> {
@@ -425,12 +382,12 @@ pub fn finish(
             .iter()
             .enumerate()
             .map(|(i, j)| (Some(JobRef::from(j)), entries.get(i).copied().flatten()));
-        let foreign = foreign.iter().map(|&at| (None, Some(Entry::Loaded(at))));
+        let foreign = foreign.iter().map(|&at| (None, Some(LastRow::Loaded(at))));
         for (job, entry) in jobs.chain(foreign.filter(|_| rewriting)) {
             let read_back;
             let record = match entry {
                 None => None,
-                Some(Entry::Loaded(i)) => {
+                Some(LastRow::Loaded(i)) => {
                     let r = loaded.get(i);
                     if let (Some(out), Some(r)) = (out.as_mut(), r) {
                         buf.clear();
@@ -439,7 +396,7 @@ pub fn finish(
                     }
                     r
                 }
-                Some(Entry::Logged { offset, len, .. }) => {
+                Some(LastRow::Logged { offset, len, .. }) => {
                     reader.read(offset, len)?;
                     if let Some(out) = out.as_mut() {
                         out.write_all(&reader.bytes)?;
@@ -464,82 +421,6 @@ pub fn finish(
         pass(None)?;
     }
     Ok(outcomes)
-}
-
-/// Reads single rows of the results file back by their place in it.
-struct RowReader<'a> {
-    source: &'a File,
-    bytes: Vec<u8>,
-    /// One csv reader for every row: building one costs more than parsing a row.
-    rdr: csv::Reader<Feed>,
-    feed: Rc<RefCell<VecDeque<u8>>>,
-    cells: csv::StringRecord,
-}
-
-/// The bytes handed to [`RowReader`]'s csv reader, one row at a time.
-struct Feed(Rc<RefCell<VecDeque<u8>>>);
-
-impl io::Read for Feed {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.borrow_mut().read(buf)
-    }
-}
-
-impl RowReader<'_> {
-    fn new(source: &File) -> RowReader<'_> {
-        let feed = Rc::new(RefCell::new(VecDeque::new()));
-        RowReader {
-            source,
-            bytes: Vec::with_capacity(1024),
-            rdr: csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .from_reader(Feed(feed.clone())),
-            feed,
-            cells: csv::StringRecord::new(),
-        }
-    }
-
-    /// Reads the `len` bytes at `offset` into `bytes`.
-    fn read(&mut self, offset: u64, len: u32) -> io::Result<()> {
-        self.bytes.resize(len as usize, 0);
-        read_exact_at(self.source, &mut self.bytes, offset)
-    }
-
-    /// The record of the row in `bytes`, read from `offset`.
-    fn parse(&mut self, offset: u64) -> io::Result<Record> {
-        let row_at = |why: String| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("the row at byte {offset} does not read back: {why}"),
-            )
-        };
-        // The row ends with its line end, so the reader stops right after it and
-        // keeps nothing of it for the next row.
-        self.feed.borrow_mut().extend(&self.bytes);
-        let read = self.rdr.read_record(&mut self.cells);
-        let leftover = !self.feed.borrow().is_empty();
-        self.feed.borrow_mut().clear();
-        if !read.map_err(|e| row_at(e.to_string()))? {
-            return Err(row_at("it is empty".into()));
-        }
-        if leftover {
-            return Err(row_at("it holds more than one row".into()));
-        }
-        Record::from_cells(&self.cells).map_err(|(_, why)| row_at(why))
-    }
-}
-
-#[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(not(unix))]
-fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(buf)
 }
 
 /// How long the service took to generate, for a row that records a success.
@@ -657,7 +538,7 @@ mod tests {
             collected
                 .entries
                 .iter()
-                .all(|e| matches!(e, Some(Entry::Logged { .. })))
+                .all(|e| matches!(e, Some(LastRow::Logged { .. })))
         );
         let loaded = crate::checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(loaded.rows, jobs.len());
@@ -693,7 +574,7 @@ mod tests {
             collected
                 .entries
                 .iter()
-                .all(|e| matches!(e, Some(Entry::Logged { .. })))
+                .all(|e| matches!(e, Some(LastRow::Logged { .. })))
         );
         let before = crate::checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(before.rows, 3 * 200 + 2);

@@ -8,12 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::collector::{Event, Row};
-use super::pace::{Pace, Place};
+use super::pace::{Pace, Reservation};
 use super::polls::{self, Polls};
 use super::retry::RetryPolicy;
+use super::stop::{Stop, StopReason};
 use crate::api::{ApiError, Client, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
 use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, now};
 use crate::cost::{Credits, PriceTable};
@@ -34,19 +34,6 @@ pub struct JobSettings {
     pub results_dir: PathBuf,
     pub download: bool,
     pub no_wait: bool,
-}
-
-/// Why the run stops early.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fatal {
-    /// The key was refused: nothing else can work.
-    Auth(String),
-    /// Credits ran out: nothing more can be submitted.
-    Credits(String),
-    /// The results file cannot be written: nothing may be sent without a checkpoint.
-    Checkpoint(String),
-    /// The next submission would take the run past `--max-credits`.
-    Budget(String),
 }
 
 /// The run's spending limits and what it has spent.
@@ -116,28 +103,14 @@ pub struct Shared {
     /// After a 429, no job submits before this instant.
     pub pause_until: Mutex<Option<Instant>>,
     pub events: mpsc::Sender<Event>,
-    /// No new generate request (first Ctrl-C, credits exhausted, a fatal error).
-    pub stop_submitting: CancellationToken,
-    /// No new poll or download either (first Ctrl-C, a fatal error).
-    pub stop_waiting: CancellationToken,
-    pub fatal: Mutex<Option<Fatal>>,
+    /// Why the run stops early, and the tokens that stop its jobs.
+    pub stop: Stop,
     pub budget: Budget,
     /// Local images: their uploads, shared by every job that needs the same file.
     pub uploads: super::uploads::Uploads,
 }
 
 impl Shared {
-    fn set_fatal(&self, fatal: Fatal) {
-        let stop_all = !matches!(fatal, Fatal::Credits(_) | Fatal::Budget(_));
-        if let Ok(mut slot) = self.fatal.lock() {
-            slot.get_or_insert(fatal);
-        }
-        self.stop_submitting.cancel();
-        if stop_all {
-            self.stop_waiting.cancel();
-        }
-    }
-
     fn pause_submissions(&self, delay: Duration) {
         if let Ok(mut until) = self.pause_until.lock() {
             let candidate = Instant::now() + delay;
@@ -282,7 +255,7 @@ pub async fn drive(
 /// it never wait for it and never leave too early.
 struct Reserved<'a> {
     shared: &'a Shared,
-    place: Place,
+    place: Reservation,
     permit: Option<SemaphorePermit<'a>>,
 }
 
@@ -342,8 +315,8 @@ async fn ready_to_submit(shared: &Shared) -> Option<Reserved<'_>> {
     };
     tokio::select! {
         biased;
-        () = shared.stop_submitting.cancelled() => None,
-        reserved = wait => reserved.filter(|_| !shared.stop_submitting.is_cancelled()),
+        () = shared.stop.submitting().cancelled() => None,
+        reserved = wait => reserved.filter(|_| !shared.stop.submitting().is_cancelled()),
     }
 }
 
@@ -351,7 +324,7 @@ async fn ready_to_submit(shared: &Shared) -> Option<Reserved<'_>> {
 async fn slot(shared: &Shared) -> Option<SemaphorePermit<'_>> {
     tokio::select! {
         biased;
-        () = shared.stop_waiting.cancelled() => None,
+        () = shared.stop.waiting().cancelled() => None,
         p = shared.permits.acquire() => p.ok(),
     }
 }
@@ -383,7 +356,7 @@ impl JobRunner {
         )
         .map_err(|e| {
             let msg = format!("failed to encode a results row: {e}");
-            self.shared.set_fatal(Fatal::Checkpoint(msg));
+            self.shared.stop.stop(StopReason::Checkpoint(msg));
             JobEnd::Stopped
         })?;
         let (tx, rx) = oneshot::channel();
@@ -395,7 +368,7 @@ impl JobRunner {
             Err(_) => Err("the results writer stopped".into()),
         };
         written.map_err(|e| {
-            self.shared.set_fatal(Fatal::Checkpoint(e));
+            self.shared.stop.stop(StopReason::Checkpoint(e));
             JobEnd::Stopped
         })
     }
@@ -434,7 +407,7 @@ impl JobRunner {
             // refuses to start), so 0 here counts only where nothing is capped.
             let cost = shared.budget.prices.job(&*self.job).unwrap_or(0.0);
             if let Err(past) = shared.budget.reserve(cost) {
-                shared.set_fatal(Fatal::Budget(format!(
+                shared.stop.stop(StopReason::Budget(format!(
                     "job {:?} ({} credits) would take {past}",
                     self.job.id,
                     Credits(cost)
@@ -505,12 +478,12 @@ impl JobRunner {
                 }
                 ErrorClass::Auth => {
                     self.save(State::Pending).await?;
-                    self.shared.set_fatal(Fatal::Auth(e.message.clone()));
+                    self.shared.stop.stop(StopReason::Auth(e.message.clone()));
                     return Err(JobEnd::Stopped);
                 }
                 ErrorClass::Credits => {
                     self.save(State::Pending).await?;
-                    self.shared.set_fatal(Fatal::Credits(e.to_string()));
+                    self.shared.stop.stop(StopReason::Credits(e.to_string()));
                     return Err(JobEnd::Stopped);
                 }
                 ErrorClass::Retryable => {
@@ -534,7 +507,7 @@ impl JobRunner {
                     self.retry_event(e.code).await;
                     tracing::info!(job = %self.job.id.escape_debug(), attempt = self.record.attempts, code = e.code, delay_ms = delay.as_millis() as u64, "retrying submit: {}", e.message);
                     tokio::select! {
-                        () = self.shared.stop_submitting.cancelled() => return Err(JobEnd::NotStarted),
+                        () = self.shared.stop.submitting().cancelled() => return Err(JobEnd::NotStarted),
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -568,7 +541,7 @@ impl JobRunner {
             }
             Err(NoLease::Stopped) => Err(JobEnd::NotStarted),
             Err(NoLease::Refused(r)) if r.auth => {
-                shared.set_fatal(Fatal::Auth(r.message));
+                shared.stop.stop(StopReason::Auth(r.message));
                 Err(JobEnd::Stopped)
             }
             Err(NoLease::Refused(r)) => {
@@ -601,7 +574,7 @@ impl JobRunner {
     async fn sleep_or_stop(&self, d: Duration) -> Result<(), JobEnd> {
         tokio::select! {
             biased;
-            () = self.shared.stop_waiting.cancelled() => Err(JobEnd::Unfinished),
+            () = self.shared.stop.waiting().cancelled() => Err(JobEnd::Unfinished),
             () = tokio::time::sleep(d) => Ok(()),
         }
     }
@@ -655,7 +628,7 @@ impl JobRunner {
             shared.polls.until_free().await;
             let permit = tokio::select! {
                 biased;
-                () = shared.stop_waiting.cancelled() => None,
+                () = shared.stop.waiting().cancelled() => None,
                 p = shared.polls.slot() => p,
             };
             let Some(permit) = permit else {
@@ -721,7 +694,7 @@ impl JobRunner {
                                 < settings.record_null_grace) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
-                        self.shared.set_fatal(Fatal::Auth(e.message.clone()));
+                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Failed => {
@@ -805,7 +778,7 @@ impl JobRunner {
                 Ok(_) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
-                        self.shared.set_fatal(Fatal::Auth(e.message.clone()));
+                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Failed | ErrorClass::Credits => {

@@ -17,14 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 pub use crate::checkpoint::ForeignResults;
-use crate::checkpoint::plan::{Action, ResumeOptions, Settled, SubmitReason, Wants, next_action};
+use crate::checkpoint::plan::{Action, Settled, SubmitReason, Wants, next_action};
 use crate::checkpoint::writer::{Appender, Lock, lock, rewrite};
 use crate::checkpoint::{self, Record, State};
-use crate::cost::{Estimate, PriceTable};
-use crate::exit;
+use crate::cost::Estimate;
+use crate::exit::Exit;
 use crate::manifest::Job;
 use crate::summary::Outcomes;
-use crate::units::Rate;
 
 /// The runtime a run is driven on: one thread. A run's work is waiting on the
 /// network; on one thread its tasks hand nothing between threads, which on two
@@ -44,52 +43,17 @@ pub mod pace;
 pub mod polls;
 pub mod retry;
 pub mod schedule;
+pub mod stop;
 pub mod uploads;
 
-use collector::{Collected, Counters, Entry, Progress};
+use collector::{CallCounts, Collected, LastRow, Progress};
 pub use job::Start;
-use job::{Budget, Fatal, JobHandle, JobSettings, Shared};
+use job::{Budget, JobHandle, JobSettings, Shared};
 use pace::Pace;
-use retry::RetryPolicy;
+use stop::Stop;
+pub use stop::StopReason;
 
-/// Everything a run needs, resolved from flags, manifest and defaults.
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    pub jobs: Vec<Job>,
-    pub results: PathBuf,
-    pub videos_dir: PathBuf,
-    pub concurrency: usize,
-    pub rate: Rate,
-    pub retry: RetryPolicy,
-    /// The longest wait between two checks of a task that may be done.
-    pub poll_interval: Duration,
-    /// The shortest wait between two checks of a task.
-    pub poll_min: Duration,
-    /// Status checks of the whole run, at most.
-    pub poll_rate: Rate,
-    pub task_timeout: Duration,
-    pub record_null_grace: Duration,
-    pub no_wait: bool,
-    pub resume: ResumeOptions,
-    pub progress: crate::progress::Mode,
-    /// Sync every batch of rows to disk before acting on it.
-    pub sync: bool,
-    /// Jobs worked on at once (waiting on the rate limit, polling, downloading).
-    pub max_active: usize,
-    pub seed: u64,
-    pub prices: PriceTable,
-    /// Stop submitting before the batch's spend (what the results file records
-    /// plus this run's) would pass this many credits.
-    pub max_credits: Option<f64>,
-    /// Stop submitting before this run's own spend would pass this many credits.
-    pub max_run_credits: Option<f64>,
-    /// Submit only the first N jobs still to send (jobs already sent always go on).
-    pub limit: Option<usize>,
-    /// Submit only N jobs still to send, drawn at random (with `seed`).
-    pub sample: Option<usize>,
-    /// How long an uploaded local image lives on the service (`--upload-ttl`).
-    pub upload_ttl: Duration,
-}
+pub use crate::config::RunConfig;
 
 /// The stop signals from outside: the first Ctrl-C drains, the second aborts.
 #[derive(Debug, Clone, Default)]
@@ -102,7 +66,7 @@ pub struct Signals {
 #[derive(Debug)]
 pub struct RunReport {
     pub outcomes: Outcomes,
-    pub counters: Counters,
+    pub counters: CallCounts,
     /// Jobs this run submitted because the manifest changed their request.
     pub changed: usize,
     /// Outstanding jobs left out by `--limit` or `--sample`.
@@ -113,8 +77,8 @@ pub struct RunReport {
     pub recorded_spend: f64,
     /// Paid tasks this run replaced with new ones.
     pub superseded: usize,
-    pub fatal: Option<Fatal>,
-    pub interrupted: bool,
+    /// Why the run stopped before its end, if it did.
+    pub stopped: Option<StopReason>,
     pub elapsed: Duration,
     pub results: PathBuf,
     pub videos_dir: PathBuf,
@@ -122,17 +86,16 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    pub fn exit_code(&self) -> u8 {
-        if self.interrupted {
-            return exit::INTERRUPTED;
+    /// The code the run ends with: why it stopped, if something stopped it, else
+    /// where its jobs stand.
+    pub fn exit(&self) -> Exit {
+        match &self.stopped {
+            Some(StopReason::Interrupted) => Exit::Interrupted,
+            Some(StopReason::Auth(_) | StopReason::Credits(_)) => Exit::ServiceStopped,
+            Some(StopReason::Checkpoint(_)) => Exit::JobsFailed,
+            Some(StopReason::Budget(_)) => Exit::Budget,
+            None => Exit::of_tally(&self.outcomes.tally),
         }
-        match &self.fatal {
-            Some(Fatal::Auth(_) | Fatal::Credits(_)) => return exit::SERVICE_STOPPED,
-            Some(Fatal::Checkpoint(_)) => return exit::JOBS_FAILED,
-            Some(Fatal::Budget(_)) => return exit::BUDGET,
-            None => {}
-        }
-        self.outcomes.tally.exit_code()
     }
 }
 
@@ -168,8 +131,7 @@ pub struct Planned {
     pub start: Start,
     /// The job's last record, which it starts from, as its place in the results
     /// file's records ([`Prepared::record`]); `None` for a fresh start. The record is
-    /// copied when the job starts: copying 100,000 of them up front was a third of
-    /// planning, and each one was held twice for the whole run.
+    /// copied when the job starts, so that no record is held twice for the run.
     pub from: Option<usize>,
     /// An extend job that waits for the job at this place to make its video in this
     /// run before it is sent.
@@ -468,7 +430,7 @@ pub async fn execute(
         rx,
         appender,
         loaded_records.clone(),
-        last.into_iter().map(|at| at.map(Entry::Loaded)).collect(),
+        last.into_iter().map(|at| at.map(LastRow::Loaded)).collect(),
         Progress {
             mode: config.progress,
             total: config.jobs.len(),
@@ -513,15 +475,14 @@ pub async fn execute(
                 cap: config.poll_interval,
             },
             config.concurrency,
+            config.learn_schedule,
         ),
         pace: Mutex::new(pace),
         place_left: tokio::sync::Notify::new(),
         submit_turn: tokio::sync::Mutex::new(()),
         pause_until: Mutex::new(None),
         events: tx,
-        stop_submitting: signals.drain.child_token(),
-        stop_waiting: signals.drain.child_token(),
-        fatal: Mutex::new(None),
+        stop: Stop::new(&signals.drain),
         budget: Budget {
             prices: config.prices,
             max: config.max_credits,
@@ -580,8 +541,8 @@ pub async fn execute(
             // Once submissions stop, jobs that would submit are not started; jobs
             // with a task go on being polled unless everything stops.
             let stopped = match start {
-                Start::Submit(_) => shared.stop_submitting.is_cancelled(),
-                _ => shared.stop_waiting.is_cancelled(),
+                Start::Submit(_) => shared.stop.submitting().is_cancelled(),
+                _ => shared.stop.waiting().is_cancelled(),
             };
             if stopped {
                 continue;
@@ -653,21 +614,23 @@ pub async fn execute(
         set.abort_all();
         return Ok(RunReport {
             outcomes: Outcomes::default(),
-            counters: Counters::default(),
+            counters: CallCounts::default(),
             changed,
             held_back,
             spent: 0.0,
             recorded_spend,
             superseded: superseding.len(),
-            fatal: None,
-            interrupted: true,
+            stopped: Some(StopReason::Interrupted),
             elapsed: started.elapsed(),
             results: config.results,
             videos_dir: config.videos_dir,
             warnings,
         });
     }
-    let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
+    if signals.drain.is_cancelled() {
+        shared.stop.stop(StopReason::Interrupted);
+    }
+    let stopped = shared.stop.reason();
     drop(shared);
     let Collected {
         entries,
@@ -706,8 +669,8 @@ pub async fn execute(
         spent,
         recorded_spend,
         superseded: superseding.len(),
-        fatal: fatal.or(write_error.map(Fatal::Checkpoint)),
-        interrupted: signals.drain.is_cancelled(),
+        // The stronger reason, as `Stop` keeps it.
+        stopped: stopped.max(write_error.map(StopReason::Checkpoint)),
         elapsed: started.elapsed(),
         results: config.results,
         videos_dir: config.videos_dir,

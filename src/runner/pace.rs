@@ -49,7 +49,7 @@ pub struct Pace {
 
 /// A reserved place among the sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Place {
+pub struct Reservation {
     pub number: u64,
     /// When the send may leave (`None`: now).
     pub slot: Option<Instant>,
@@ -70,7 +70,7 @@ impl Pace {
 
     /// Reserves the next send's place; `None` while the send it must follow by a
     /// window has not left yet.
-    pub fn reserve(&mut self) -> Option<Place> {
+    pub fn reserve(&mut self) -> Option<Reservation> {
         let slot = if self.places.len() < self.count {
             None
         } else {
@@ -80,7 +80,7 @@ impl Pace {
             Some(oldest + self.window)
         };
         self.places.push_back(None);
-        Some(Place {
+        Some(Reservation {
             number: self.first + self.places.len() as u64 - 1,
             slot,
         })

@@ -151,6 +151,7 @@ pub struct Polls {
     turn: tokio::sync::Mutex<()>,
     slots: tokio::sync::Semaphore,
     seen: Mutex<Seen>,
+    learn: bool,
     pub limits: Limits,
 }
 
@@ -174,20 +175,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Polls {
-    /// Checks at most `rate`, `slots` of them in flight at most.
-    pub fn new(rate: Rate, limits: Limits, slots: usize) -> Polls {
+    /// Checks at most `rate`, `slots` of them in flight at most; `learn`: when to
+    /// check from the tasks seen done, else every `limits.cap`.
+    pub fn new(rate: Rate, limits: Limits, slots: usize, learn: bool) -> Polls {
         Polls {
             pace: Mutex::new(PollPace::new(rate)),
             turn: tokio::sync::Mutex::new(()),
             slots: tokio::sync::Semaphore::new(slots.max(1)),
             seen: Mutex::new(Seen::default()),
+            learn,
             limits,
         }
     }
 
     /// How long a task of `kind` submitted `elapsed` ago waits for its next check.
     pub fn wait(&self, kind: &str, elapsed: Duration) -> Duration {
-        let expect = lock(&self.seen).expect(kind);
+        let expect = if self.learn {
+            lock(&self.seen).outlook(kind)
+        } else {
+            None
+        };
         schedule::next_wait(expect, elapsed, self.limits)
     }
 

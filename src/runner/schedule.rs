@@ -139,7 +139,7 @@ impl Times {
         self.generating.sort_unstable();
     }
 
-    fn expect(&self) -> Option<Expect> {
+    fn outlook(&self) -> Option<Expect> {
         if self.trusted.is_some() {
             return self.trusted;
         }
@@ -194,8 +194,8 @@ impl Seen {
     }
 
     /// What to expect of a task of `kind`: see the module's documentation.
-    pub fn expect(&self, kind: &str) -> Option<Expect> {
-        self.kinds.get(kind).and_then(Times::expect)
+    pub fn outlook(&self, kind: &str) -> Option<Expect> {
+        self.kinds.get(kind).and_then(Times::outlook)
     }
 }
 
@@ -256,7 +256,7 @@ mod tests {
             let kept = &times[times.len().saturating_sub(KEPT)..];
             let lo = ms(kept.iter().min().copied().unwrap_or_default());
             let hi = ms(kept.iter().max().copied().unwrap_or_default());
-            match seen.expect("veo3_fast") {
+            match seen.outlook("veo3_fast") {
                 None => prop_assert!(times.len() < TRUSTED),
                 Some(e) => {
                     prop_assert!(e.first >= lo && e.first <= hi, "{:?} outside {lo:?}..{hi:?}", e.first);
@@ -287,7 +287,7 @@ mod tests {
             let third = sorted.iter().rev().nth(TRUSTED - 1).copied();
             let shortest = done.iter().min().copied();
             let want = third.map(|g| ms(shortest.map_or(g, |d| g.min(d))));
-            prop_assert_eq!(seen.expect("k").map(|e| e.first), want);
+            prop_assert_eq!(seen.outlook("k").map(|e| e.first), want);
         }
 
         #[test]
@@ -324,7 +324,7 @@ mod tests {
         for s in [118, 120, 121, 125, 130, 119, 122, 124, 126, 128] {
             seen.record("veo3_fast:1080p", secs(s));
         }
-        let fast = seen.expect("veo3_fast:1080p");
+        let fast = seen.outlook("veo3_fast:1080p");
         // A third of the way through the sorted times (120 s), which is within a
         // tenth of the earliest.
         assert_eq!(
@@ -357,7 +357,7 @@ mod tests {
             limits.cap,
             "an explorer"
         );
-        assert_eq!(seen.expect("veo3"), None, "another kind is no prior");
+        assert_eq!(seen.outlook("veo3"), None, "another kind is no prior");
     }
 
     #[test]
@@ -369,7 +369,7 @@ mod tests {
         // A third of the way would be 132 s: more than a minute's wait for the
         // fastest. The twentieth (72 s) plus a tenth instead.
         assert_eq!(
-            seen.expect("veo3").map(|e| e.first),
+            seen.outlook("veo3").map(|e| e.first),
             Some(Duration::from_secs(72).mul_f64(EARLY_SLACK))
         );
     }
@@ -380,26 +380,30 @@ mod tests {
         let mut seen = Seen::default();
         seen.generating("veo3", s(40));
         seen.generating("veo3", s(90));
-        assert_eq!(seen.expect("veo3"), None, "two are not enough");
+        assert_eq!(seen.outlook("veo3"), None, "two are not enough");
         seen.generating("veo3", s(30));
-        assert_eq!(seen.expect("veo3").map(|e| e.first), Some(s(30)));
+        assert_eq!(seen.outlook("veo3").map(|e| e.first), Some(s(30)));
         seen.generating("veo3", s(120));
         seen.generating("veo3", s(10));
         assert_eq!(
-            seen.expect("veo3").map(|e| e.first),
+            seen.outlook("veo3").map(|e| e.first),
             Some(s(40)),
             "the third oldest"
         );
         seen.record("veo3", s(35));
         assert_eq!(
-            seen.expect("veo3").map(|e| e.first),
+            seen.outlook("veo3").map(|e| e.first),
             Some(s(35)),
             "never later than one of its kind was done"
         );
         seen.record("veo3", s(200));
         seen.record("veo3", s(210));
-        assert_eq!(seen.expect("veo3").map(|e| e.first), Some(s(35)), "trusted");
-        assert_eq!(seen.expect("veo3_fast"), None);
+        assert_eq!(
+            seen.outlook("veo3").map(|e| e.first),
+            Some(s(35)),
+            "trusted"
+        );
+        assert_eq!(seen.outlook("veo3_fast"), None);
     }
 
     #[test]
@@ -412,7 +416,7 @@ mod tests {
             seen.record("k", Duration::from_secs(60));
         }
         assert_eq!(
-            seen.expect("k").map(|e| e.first),
+            seen.outlook("k").map(|e| e.first),
             Some(Duration::from_secs(60))
         );
     }

@@ -242,7 +242,7 @@ impl Uploads {
         // Held through the upload: jobs that need the same file wait for this one.
         let mut slot = tokio::select! {
             biased;
-            () = shared.stop_submitting.cancelled() => return Err(NoLease::Stopped),
+            () = shared.stop.submitting().cancelled() => return Err(NoLease::Stopped),
             s = slot.lock() => s,
         };
         match &*slot {
@@ -303,7 +303,7 @@ impl Uploads {
         loop {
             let permit = tokio::select! {
                 biased;
-                () = shared.stop_submitting.cancelled() => return Err(NoLease::Stopped),
+                () = shared.stop.submitting().cancelled() => return Err(NoLease::Stopped),
                 p = self.permits.acquire() => p.map_err(|_| NoLease::Stopped)?,
             };
             let at = SystemTime::now();
@@ -338,7 +338,7 @@ impl Uploads {
                     tracing::info!(job = %job_id.escape_debug(), file = %shown, code = e.code, delay_ms = delay.as_millis() as u64, "retrying upload: {}", e.message);
                     tokio::select! {
                         biased;
-                        () = shared.stop_submitting.cancelled() => return Err(NoLease::Stopped),
+                        () = shared.stop.submitting().cancelled() => return Err(NoLease::Stopped),
                         () = tokio::time::sleep(delay) => {}
                     }
                 }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -14,10 +13,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use super::state::{Admission, Answer, FULL_SUFFIX, FileState, LogLine, Sim, file_task};
-use super::{Endpoint, ErrorStyle, Kill, SAMPLE_MP4};
+use super::http::{Ctx, drop_connection, gate, log, pass_gate, reply, reply_late};
+use super::state::{Admission, Answer, FULL_SUFFIX, FileState, Sim, file_task};
+use super::{Endpoint, Kill, SAMPLE_MP4};
 use crate::request::{
     FieldIssue, GenerateRequest, RawRequest, check, check_extend_json, extend_fingerprint,
 };
@@ -41,162 +40,6 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/tempfile/{*path}", get(super::uploads::serve))
         .fallback(not_found)
         .with_state(sim)
-}
-
-/// What the request log says about one call besides its endpoint and code.
-#[derive(Debug, Default)]
-pub(super) struct Ctx {
-    prompt: Option<String>,
-    fingerprint: Option<String>,
-    task_id: Option<String>,
-    /// For an extend: the task it continues.
-    extends: Option<String>,
-    created: bool,
-    /// When the created task's video (or failure) is ready.
-    ready: Option<SystemTime>,
-}
-
-impl Ctx {
-    fn task(id: &str) -> Ctx {
-        Ctx {
-            task_id: Some(id.to_owned()),
-            ..Ctx::default()
-        }
-    }
-}
-
-pub(super) fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
-    tracing::debug!(
-        endpoint = endpoint.name(),
-        code,
-        task_id = ctx.task_id.as_deref(),
-        "simulator answered"
-    );
-    sim.count_answer(code);
-    sim.write_log(&LogLine {
-        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        endpoint: endpoint.name(),
-        prompt: ctx.prompt.as_deref(),
-        fingerprint: ctx.fingerprint.as_deref(),
-        task_id: ctx.task_id.as_deref(),
-        extends: ctx.extends.as_deref(),
-        code,
-        task_created: ctx.created,
-        ready_at: ctx
-            .ready
-            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
-        dropped: code.is_none(),
-    });
-}
-
-/// Sends `answer` in the configured error style, and logs it.
-pub(super) fn reply(sim: &Sim, endpoint: Endpoint, answer: Answer, ctx: &Ctx) -> Response {
-    log(sim, endpoint, Some(answer.code), ctx);
-    respond(sim, answer)
-}
-
-/// A call that created a task and answers late: logged now, answered after the
-/// delay. A client that dies meanwhile drops the connection and this handler with
-/// it, and the log must still say the task was created.
-async fn reply_late(sim: &Sim, endpoint: Endpoint, answer: Answer, ctx: &Ctx) -> Response {
-    log(sim, endpoint, Some(answer.code), ctx);
-    slow_down(sim).await;
-    respond(sim, answer)
-}
-
-/// `answer` in the configured error style.
-fn respond(sim: &Sim, answer: Answer) -> Response {
-    let status = match sim.config.error_style {
-        _ if answer.code == 200 => StatusCode::OK,
-        ErrorStyle::Envelope => StatusCode::OK,
-        ErrorStyle::HttpStatus => u16::try_from(answer.code)
-            .ok()
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    };
-    let body = json!({ "code": answer.code, "msg": answer.msg, "data": answer.data });
-    (status, Json(body)).into_response()
-}
-
-/// Drops the connection this request came on, without an answer.
-async fn drop_connection(
-    sim: &Sim,
-    kill: Option<Extension<Kill>>,
-    endpoint: Endpoint,
-    ctx: &Ctx,
-) -> Response {
-    let Some(Extension(Kill(token))) = kill else {
-        // Served outside our accept loop: the closest thing is a server error.
-        return reply(sim, endpoint, Answer::err(500, "connection dropped"), ctx);
-    };
-    log(sim, endpoint, None, ctx);
-    token.cancel();
-    // The connection task drops this future with the connection.
-    std::future::pending().await
-}
-
-/// The checks every API call passes first. `Ok(slow)` says whether to answer late.
-pub(super) fn gate(
-    sim: &Sim,
-    endpoint: Endpoint,
-    headers: &HeaderMap,
-    ctx: &Ctx,
-) -> Result<bool, Box<Response>> {
-    sim.count_request(endpoint);
-    if !headers.contains_key(header::USER_AGENT) {
-        log(sim, endpoint, Some(403), ctx);
-        return Err(Box::new(
-            (StatusCode::FORBIDDEN, "error code: 1010").into_response(),
-        ));
-    }
-    let wanted = format!("Bearer {}", sim.config.api_key);
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if given != Some(wanted.as_str()) {
-        let answer = Answer::err(401, "You do not have access permissions");
-        return Err(Box::new(reply(sim, endpoint, answer, ctx)));
-    }
-    let faults = &sim.config.faults;
-    let answer =
-        if sim.in_maintenance(Instant::now()) || sim.draw(faults.http_455.for_endpoint(endpoint)) {
-            Some(Answer::err(
-                455,
-                "The service is under maintenance, please try again later",
-            ))
-        } else if sim.draw(faults.http_500.for_endpoint(endpoint)) {
-            Some(Answer::err(500, "Server error, please try again later"))
-        } else if sim.draw(faults.http_429.for_endpoint(endpoint)) {
-            Some(Answer::err(
-                429,
-                "Your call frequency is too high. Please try again later.",
-            ))
-        } else {
-            None
-        };
-    if let Some(answer) = answer {
-        return Err(Box::new(reply(sim, endpoint, answer, ctx)));
-    }
-    // A generate call is slow after its task exists; that is decided in `admit`.
-    Ok(!matches!(endpoint, Endpoint::Generate | Endpoint::Extend) && sim.draw(faults.slow))
-}
-
-async fn slow_down(sim: &Sim) {
-    tokio::time::sleep(sim.config.scaled(sim.config.faults.slow_delay)).await;
-}
-
-/// [`gate`], then the slow-answer delay when one was drawn: the start of every
-/// call but generate, whose delay comes after its task exists.
-async fn pass_gate(
-    sim: &Sim,
-    endpoint: Endpoint,
-    headers: &HeaderMap,
-    ctx: &Ctx,
-) -> Result<(), Response> {
-    if gate(sim, endpoint, headers, ctx).map_err(|r| *r)? {
-        slow_down(sim).await;
-    }
-    Ok(())
 }
 
 fn issues_msg(issues: &[FieldIssue]) -> String {
@@ -240,7 +83,7 @@ async fn generate(
         (Err(answer), _) | (_, Err(answer)) => return reply(&sim, e, answer, &ctx),
     };
     // An image this simulator's upload host issued, and has forgotten since.
-    if let Some(answer) = sim.uploads.refuse_gone(&sim, &req.image_urls) {
+    if let Some(answer) = super::uploads::refuse_gone(&sim, &req.image_urls) {
         return reply(&sim, e, answer, &ctx);
     }
     match sim.admit(&req, &value) {

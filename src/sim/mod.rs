@@ -25,7 +25,9 @@ use crate::request::{Model, Resolution};
 use crate::units::Rate;
 
 pub mod args;
+mod files;
 mod handlers;
+mod http;
 mod state;
 mod uploads;
 

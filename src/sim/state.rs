@@ -304,8 +304,8 @@ pub(crate) struct Sim {
     /// Where this instance's task counter starts (see `ids`).
     nonce: u32,
     inner: Mutex<Inner>,
-    /// Files on the upload host (`super::uploads`).
-    pub uploads: super::uploads::Store,
+    /// Files on the upload host (`super::files`).
+    pub uploads: super::files::Store,
 }
 
 /// A sliding window log: true (and the call counted) when one more call at `now`
@@ -386,7 +386,7 @@ impl Sim {
             codec: ids::Codec::new(config_seed),
             nonce: ids::instance_nonce(),
             inner: Mutex::new(inner),
-            uploads: super::uploads::Store::default(),
+            uploads: super::files::Store::default(),
         }
     }
 

@@ -5,20 +5,19 @@
 //! URLs it issued: one that has expired, or never existed, cannot be fetched (451).
 //! A file uploaded under a name already taken replaces it, as on the live service.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::Endpoint;
-use super::handlers::{Ctx, gate, log, reply};
+use super::files::Stored;
+use super::http::{Ctx, gate, log, reply};
 use super::state::{Answer, MSG_IMAGE_FETCH, Sim};
 use crate::manifest::images::ImageKind;
 
@@ -29,69 +28,21 @@ const PREFIX: &str = "/tempfile/";
 /// The account folder the live service puts before `uploadPath`.
 const ACCOUNT: &str = "kieai/sim";
 
-#[derive(Debug)]
-struct Stored {
-    bytes: Bytes,
-    mime: String,
-    at: Instant,
+/// A 451 answer when one of `urls` is an upload of this simulator that is gone
+/// (expired or never made): the service could not fetch it.
+pub(crate) fn refuse_gone(sim: &Sim, urls: &[String]) -> Option<Answer> {
+    let prefix = format!("{}{PREFIX}", sim.base_url);
+    let gone = urls.iter().any(|u| {
+        u.strip_prefix(&prefix)
+            .map(|p| p.split(['?', '#']).next().unwrap_or(p))
+            .is_some_and(|p| sim.uploads.get(p, upload_ttl(sim)).is_none())
+    });
+    gone.then(|| Answer::err(451, MSG_IMAGE_FETCH))
 }
 
-/// Uploaded files, by their path under [`PREFIX`], and how often each name was
-/// stored (for tests that count uploads).
-#[derive(Debug, Default)]
-pub(crate) struct Store {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    files: HashMap<String, Stored>,
-    stored: BTreeMap<String, u32>,
-}
-
-impl Store {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Uploads stored so far, per file name.
-    pub fn counts(&self) -> BTreeMap<String, u32> {
-        self.lock().stored.clone()
-    }
-
-    /// The file at `path`, while it lives.
-    fn get(&self, sim: &Sim, path: &str) -> Option<(Bytes, String)> {
-        let mut inner = self.lock();
-        let alive = inner.files.get(path).is_some_and(|f| alive(sim, f.at));
-        if !alive {
-            // Forgotten, as the live service deletes them.
-            inner.files.remove(path);
-            return None;
-        }
-        inner
-            .files
-            .get(path)
-            .map(|f| (f.bytes.clone(), f.mime.clone()))
-    }
-
-    /// A 451 answer when one of `urls` is an upload of this simulator that is gone
-    /// (expired or never made): the service could not fetch it.
-    pub fn refuse_gone(&self, sim: &Sim, urls: &[String]) -> Option<Answer> {
-        let prefix = format!("{}{PREFIX}", sim.base_url);
-        let gone = urls.iter().any(|u| {
-            u.strip_prefix(&prefix)
-                .map(|p| p.split(['?', '#']).next().unwrap_or(p))
-                .is_some_and(|p| self.get(sim, p).is_none())
-        });
-        gone.then(|| Answer::err(451, MSG_IMAGE_FETCH))
-    }
-}
-
-fn alive(sim: &Sim, at: Instant) -> bool {
-    match sim.config.upload_ttl {
-        Some(ttl) => at.elapsed() < sim.config.scaled(ttl),
-        None => true,
-    }
+/// How long an upload lives, scaled; `None`: for ever.
+fn upload_ttl(sim: &Sim) -> Option<std::time::Duration> {
+    sim.config.upload_ttl.map(|ttl| sim.config.scaled(ttl))
 }
 
 /// A folder or file name the simulator will store under: no empty, `.` or `..`
@@ -207,7 +158,7 @@ pub(crate) async fn serve(State(sim): State<Arc<Sim>>, Path(path): Path<String>)
     let e = Endpoint::Files;
     sim.count_request(e);
     let ctx = Ctx::default();
-    match sim.uploads.get(&sim, &path) {
+    match sim.uploads.get(&path, upload_ttl(&sim)) {
         Some((bytes, mime)) => {
             log(&sim, e, Some(200), &ctx);
             ([(header::CONTENT_TYPE, mime)], bytes).into_response()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use veo_batch::checkpoint::State;
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::{self, SimConfig};
 
 use crate::harness::{Harness, fast_sim, stderr};
@@ -32,7 +32,7 @@ fn result_urls_that_expire_before_download_are_still_downloaded() {
          - id: c\n    prompt: z\n    model: veo3\n    upgrade: 1080p\n",
     );
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert_eq!(succeeded(&h), 3);
     for name in ["a.mp4", "b.mp4", "c-1080p.mp4"] {
         let bytes = std::fs::read(h.path("videos").join(name)).unwrap();
@@ -57,7 +57,7 @@ fn an_upgrade_that_first_answers_record_blank_is_still_fetched() {
         "jobs:\n  - id: sharp\n    prompt: x\n    model: veo3_lite\n    upgrade: 1080p\n",
     );
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let r = &h.results().records["sharp"];
     assert_eq!(r.state(), State::Succeeded);
     assert_eq!(r.upgrade_urls.len(), 1, "{r:?}");
@@ -94,7 +94,7 @@ fn fractional_credits_end_to_end() {
          - id: a\n    prompt: x\n  - id: b\n    prompt: y\n  - id: c\n    prompt: z\n",
     );
     let out = h.run(&manifest, &["--max-credits", "70"]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let log = stderr(&out);
     assert!(log.contains("estimated cost 67.5 credits ($0.34)"), "{log}");
     assert!(
@@ -117,7 +117,7 @@ fn a_budget_of_fractional_credits_stops_at_the_job_that_would_pass_it() {
     let out = h.run(&manifest, &["--max-credits", "45", "--concurrency", "1"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::BUDGET as i32),
+        Some(Exit::Budget as i32),
         "{}",
         stderr(&out)
     );
@@ -185,7 +185,7 @@ fn status_counts_credits_at_the_manifest_prices() {
     let out = h.run(&manifest, &["--limit", "2"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );

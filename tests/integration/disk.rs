@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use veo_batch::checkpoint::State;
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
 
@@ -50,7 +50,7 @@ fn a_full_videos_disk_loses_no_paid_video() {
         .expect("runs");
     assert_eq!(
         out.status.code(),
-        Some(exit::JOBS_FAILED as i32),
+        Some(Exit::JobsFailed as i32),
         "{}",
         stderr(&out)
     );
@@ -94,7 +94,7 @@ fn a_full_videos_disk_loses_no_paid_video() {
         .args(["--rate", "1000/1s"])
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert_eq!(h.stats().tasks_created, 20);
 }
 
@@ -112,7 +112,7 @@ fn a_full_results_disk_stops_the_run_and_the_file_still_loads() {
         .output()
         .expect("runs");
     assert!(!stderr(&out).contains("panicked"));
-    assert_ne!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_ne!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("results file"),
         "says what could not be written: {}",
@@ -138,7 +138,7 @@ fn a_full_results_disk_stops_the_run_and_the_file_still_loads() {
         .filter(|r| matches!(r.state(), State::Submitting | State::InDoubt))
         .count();
     let out = h.run(&manifest, &["--resubmit-in-doubt"]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let stats = h.stats();
     let twice = stats
         .tasks_by_fingerprint

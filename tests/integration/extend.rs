@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use veo_batch::checkpoint::State;
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::{Endpoint, FaultRate, SAMPLE_MP4, SimConfig, stitched_mp4};
 
 use crate::harness::{Harness, fast_sim, stderr};
@@ -173,7 +173,7 @@ fn a_failed_parent_blocks_its_children_until_retry_failed_unblocks_them() {
     let m = failing.write("m.yaml", CHAIN);
     let out = failing.run(&m, &[]);
     let text = stderr(&out);
-    assert_eq!(out.status.code(), Some(exit::JOBS_FAILED.into()), "{text}");
+    assert_eq!(out.status.code(), Some(i32::from(Exit::JobsFailed)), "{text}");
     let r = failing.results();
     assert_eq!(r.records["hero"].state(), State::Failed);
     let part2 = &r.records["hero-part-2"];
@@ -201,7 +201,7 @@ fn a_failed_parent_blocks_its_children_until_retry_failed_unblocks_them() {
 
     // `status` says the same, from the file alone.
     let status = failing.status(&["results.csv", "--json"]);
-    assert_eq!(status.status.code(), Some(exit::JOBS_FAILED.into()));
+    assert_eq!(status.status.code(), Some(i32::from(Exit::JobsFailed)));
     let v: Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(v["tally"]["blocked"], 2);
     assert_eq!(v["blocked"][0]["job_id"], "hero-part-2");
@@ -215,7 +215,7 @@ fn a_failed_parent_blocks_its_children_until_retry_failed_unblocks_them() {
 
     // Run again: nothing is sent, the children are still blocked.
     let again = failing.run(&m, &[]);
-    assert_eq!(again.status.code(), Some(exit::JOBS_FAILED.into()));
+    assert_eq!(again.status.code(), Some(i32::from(Exit::JobsFailed)));
     assert_eq!(failing.stats().requests.get("extend"), None);
 
     // --retry-failed, on a service that no longer fails: the parent, then its children.
@@ -255,7 +255,7 @@ fn a_parent_in_doubt_leaves_its_children_waiting() {
     let out = dropping.run(&m, &[]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED.into()),
+        Some(i32::from(Exit::NotFinished)),
         "{}",
         stderr(&out)
     );
@@ -272,7 +272,7 @@ fn a_parent_in_doubt_leaves_its_children_waiting() {
     }
     assert_eq!(dropping.stats().requests.get("extend"), None);
     let status = dropping.status(&["m.yaml", "--results", "results.csv", "--json"]);
-    assert_eq!(status.status.code(), Some(exit::NOT_FINISHED.into()));
+    assert_eq!(status.status.code(), Some(i32::from(Exit::NotFinished)));
     let v: Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(v["tally"]["in_doubt"], 2, "hero and other");
     assert_eq!(v["tally"]["not_started"], 2, "the children wait");
@@ -317,12 +317,12 @@ fn an_edited_parent_runs_its_children_again_and_an_unchanged_one_never() {
     let out = h.run(&m, &["--no-wait"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED.into()),
+        Some(i32::from(Exit::NotFinished)),
         "{}",
         stderr(&out)
     );
     let status = h.status(&["results.csv", "--json"]);
-    assert_eq!(status.status.code(), Some(exit::NOT_FINISHED.into()));
+    assert_eq!(status.status.code(), Some(i32::from(Exit::NotFinished)));
     let v: Value = serde_json::from_slice(&status.stdout).expect("json");
     let states: Vec<&str> = v["job_states"]
         .as_array()
@@ -392,7 +392,7 @@ fn limit_never_lets_a_child_jump_ahead_of_its_parent() {
     let out = h.run(&m, &["--limit", "1"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED.into()),
+        Some(i32::from(Exit::NotFinished)),
         "{}",
         stderr(&out)
     );
@@ -410,7 +410,7 @@ fn limit_never_lets_a_child_jump_ahead_of_its_parent() {
     let out = h.run(&m, &["--limit", "2"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED.into()),
+        Some(i32::from(Exit::NotFinished)),
         "{}",
         stderr(&out)
     );
@@ -422,7 +422,7 @@ fn limit_never_lets_a_child_jump_ahead_of_its_parent() {
     let out = h.run(&m, &["--max-credits", "150"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::BUDGET.into()),
+        Some(i32::from(Exit::Budget)),
         "{}",
         stderr(&out)
     );
@@ -443,7 +443,7 @@ fn a_parent_still_running_at_the_end_leaves_its_children_not_started() {
     let out = h.run(&m, &["--no-wait"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED.into()),
+        Some(i32::from(Exit::NotFinished)),
         "{}",
         stderr(&out)
     );
@@ -503,7 +503,7 @@ fn an_extend_in_doubt_is_sent_again_only_when_asked() {
     let out = first.run(&m, &["--limit", "1"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED.into()),
+        Some(i32::from(Exit::NotFinished)),
         "{}",
         stderr(&out)
     );
@@ -523,7 +523,7 @@ fn an_extend_in_doubt_is_sent_again_only_when_asked() {
     let out = run(&dropping, &[]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED.into()),
+        Some(i32::from(Exit::NotFinished)),
         "{}",
         stderr(&out)
     );
@@ -546,7 +546,7 @@ fn an_extend_in_doubt_is_sent_again_only_when_asked() {
     let out = run(&again, &[]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED.into()),
+        Some(i32::from(Exit::NotFinished)),
         "{}",
         stderr(&out)
     );

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use veo_batch::api::{ApiKey, Client, ClientConfig, ErrorClass};
 use veo_batch::checkpoint::{self, State};
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::{FaultRate, SAMPLE_MP4, SimConfig};
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
@@ -188,7 +188,7 @@ fn assert_refused(o: &Output, path: &Path, located: &str, what: &str) {
     let err = stderr(o);
     assert_eq!(
         o.status.code(),
-        Some(exit::USAGE as i32),
+        Some(Exit::Usage as i32),
         "{what}: exit 2 expected:\n{err}"
     );
     let expected = format!("{}{located}", path.display());
@@ -275,7 +275,7 @@ fn huge_cells_are_refused_quickly_or_passed_through() {
     std::fs::write(&long, format!("id,prompt\na,{}\n", "p".repeat(16 * mb))).expect("write");
     let o = bounded(bin().arg("validate").arg(&long));
     assert_no_panic(&o, "a 16 MB prompt");
-    assert_eq!(o.status.code(), Some(exit::OK as i32), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
 }
 
 /// A results file that cannot be used stops the run before anything is sent, and
@@ -309,7 +309,7 @@ fn broken_results_files_are_refused_located_and_kept() {
         assert_no_panic(&o, &what);
         assert_eq!(
             o.status.code(),
-            Some(exit::USAGE as i32),
+            Some(Exit::Usage as i32),
             "{what}:\n{}",
             stderr(&o)
         );
@@ -327,7 +327,7 @@ fn broken_results_files_are_refused_located_and_kept() {
         let s = bounded(bin().arg("status").arg(&results));
         assert_no_panic(&s, &format!("status {name}"));
         if *name != "other-manifest.csv" {
-            assert_eq!(s.status.code(), Some(exit::USAGE as i32), "status {name}");
+            assert_eq!(s.status.code(), Some(Exit::Usage as i32), "status {name}");
         }
     }
     assert_eq!(h.stats().generate_calls, 0, "nothing was sent");
@@ -340,7 +340,7 @@ fn a_torn_last_results_row_is_dropped_with_a_warning_and_the_run_resumes() {
     std::fs::copy(fixture("results/torn-last.csv"), h.path("results.csv")).expect("copy");
     let o = run_bounded(&h, &manifest, &[]);
     assert_no_panic(&o, "torn last row");
-    assert_eq!(o.status.code(), Some(exit::OK as i32), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("warning:") && stderr(&o).contains("torn last row"),
         "{}",
@@ -810,15 +810,15 @@ fn hostile_api_answers_become_job_outcomes() {
     let rt = runtime();
     // (mode, expected exit, expected state, text the error must contain)
     let cases = [
-        (Gen::TruncatedJson, exit::NOT_FINISHED, State::InDoubt, ""),
-        (Gen::Huge, exit::NOT_FINISHED, State::InDoubt, "larger than"),
+        (Gen::TruncatedJson, Exit::NotFinished, State::InDoubt, ""),
+        (Gen::Huge, Exit::NotFinished, State::InDoubt, "larger than"),
         (
             Gen::Html502,
-            exit::JOBS_FAILED,
+            Exit::JobsFailed,
             State::Failed,
             "502 Bad Gateway",
         ),
-        (Gen::WrongContentType, exit::OK, State::Succeeded, ""),
+        (Gen::WrongContentType, Exit::Ok, State::Succeeded, ""),
     ];
     for (mode, code, state, msg) in cases {
         let what = format!("{mode:?}");
@@ -865,7 +865,7 @@ fn hostile_downloads_never_leave_a_half_written_video() {
     let stub = start_stub(&rt, Gen::Ok, Files::RedirectTo(other.addr));
     let o = run_against(dir.path(), &stub, 2, &[]);
     let loaded = check_aftermath(dir.path(), &o, "redirected download");
-    assert_eq!(o.status.code(), Some(exit::OK as i32), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
     assert_eq!(only_state(&loaded), State::Succeeded);
     assert!(loaded.records.values().all(|r| r.video_paths.len() == 1));
     let other_auth = other.auth.lock().expect("log").clone();
@@ -884,7 +884,7 @@ fn hostile_downloads_never_leave_a_half_written_video() {
     let loaded = check_aftermath(dir.path(), &o, "cut download");
     assert_eq!(
         o.status.code(),
-        Some(exit::JOBS_FAILED as i32),
+        Some(Exit::JobsFailed as i32),
         "{}",
         stderr(&o)
     );
@@ -916,7 +916,7 @@ fn hostile_status_answers_are_asked_again_and_never_resubmitted() {
         let loaded = check_aftermath(dir.path(), &o, &what);
         assert_eq!(
             o.status.code(),
-            Some(exit::NOT_FINISHED as i32),
+            Some(Exit::NotFinished as i32),
             "{what}:\n{}",
             stderr(&o)
         );
@@ -970,7 +970,7 @@ fn hostile_upgrade_answers_keep_the_base_video_or_ask_again() {
             Hd::Ready => {
                 assert_eq!(
                     o.status.code(),
-                    Some(exit::OK as i32),
+                    Some(Exit::Ok as i32),
                     "{what}:\n{}",
                     stderr(&o)
                 );
@@ -982,7 +982,7 @@ fn hostile_upgrade_answers_keep_the_base_video_or_ask_again() {
                 let code = o.status.code();
                 assert_eq!(
                     code,
-                    Some(exit::NOT_FINISHED as i32),
+                    Some(Exit::NotFinished as i32),
                     "{what}:\n{}",
                     stderr(&o)
                 );
@@ -1023,7 +1023,7 @@ fn unreachable_and_non_http_result_urls_are_not_downloaded() {
         let loaded = check_aftermath(dir.path(), &o, &what);
         assert_eq!(
             o.status.code(),
-            Some(exit::JOBS_FAILED as i32),
+            Some(Exit::JobsFailed as i32),
             "{what}:\n{}",
             stderr(&o)
         );
@@ -1108,7 +1108,7 @@ fn hostile_job_ids_never_write_outside_the_videos_dir() {
     let manifest = h.write("ids.yaml", &yaml);
     let o = run_bounded(&h, &manifest, &[]);
     assert_no_panic(&o, "hostile ids");
-    assert_eq!(o.status.code(), Some(exit::OK as i32), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
 
     let videos = h.path("videos");
     let mut names = std::collections::BTreeSet::new();
@@ -1206,7 +1206,7 @@ fn the_key_never_shows_after_runs_that_fail_every_way() {
             check_aftermath(dir.path(), &o, &what);
             assert_eq!(
                 o.status.code(),
-                Some(exit::JOBS_FAILED as i32),
+                Some(Exit::JobsFailed as i32),
                 "{what}:\n{}",
                 stderr(&o)
             );
@@ -1277,10 +1277,10 @@ fn two_runs_started_together_one_runs_one_exits_5() {
     let mut codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap_or(-1)).collect();
     codes.sort_unstable();
     let texts: Vec<String> = outs.iter().map(stderr).collect();
-    assert_eq!(codes, [0, exit::LOCKED as i32], "{texts:#?}");
+    assert_eq!(codes, [0, Exit::Locked as i32], "{texts:#?}");
     let loser = outs
         .iter()
-        .find(|o| o.status.code() == Some(exit::LOCKED as i32))
+        .find(|o| o.status.code() == Some(Exit::Locked as i32))
         .expect("one exited 5");
     let results = h.path("results.csv");
     assert!(
@@ -1312,7 +1312,7 @@ fn a_results_path_that_cannot_be_created_is_a_clear_error_before_sending() {
     let results = h.path("file.txt/results.csv");
     let o = bounded(&mut run_cmd_at(&h, &manifest, &results, &h.path("videos")));
     assert_no_panic(&o, "results under a file");
-    assert_eq!(o.status.code(), Some(exit::USAGE as i32), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(Exit::Usage as i32), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&format!(
             "`{}` is a file, not a directory",
@@ -1341,7 +1341,7 @@ fn a_videos_dir_that_cannot_be_made_stops_the_run_before_anything_is_paid() {
         &blocked,
     ));
     assert_no_panic(&o, "videos under a file");
-    assert_eq!(o.status.code(), Some(exit::USAGE as i32), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(Exit::Usage as i32), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&blocked.display().to_string()),
         "names the path: {}",
@@ -1350,7 +1350,7 @@ fn a_videos_dir_that_cannot_be_made_stops_the_run_before_anything_is_paid() {
     assert_eq!(h.stats().generate_calls, 0, "nothing was paid for");
     // Given a usable folder, the next run does the whole job.
     let o = run_bounded(&h, &manifest, &[]);
-    assert_eq!(o.status.code(), Some(exit::OK as i32), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
     assert_eq!(h.stats().tasks_created, 2);
     assert!(
         h.results()
@@ -1385,7 +1385,7 @@ fn read_only_directories_give_a_clear_error() {
         &h.path("videos"),
     ));
     assert_no_panic(&o, "read-only results dir");
-    assert_eq!(o.status.code(), Some(exit::USAGE as i32), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(Exit::Usage as i32), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&ro.display().to_string()),
         "{}",
@@ -1402,7 +1402,7 @@ fn read_only_directories_give_a_clear_error() {
     assert_no_panic(&o, "read-only videos dir");
     assert_eq!(
         o.status.code(),
-        Some(exit::JOBS_FAILED as i32),
+        Some(Exit::JobsFailed as i32),
         "{}",
         stderr(&o)
     );

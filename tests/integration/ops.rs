@@ -1,7 +1,7 @@
 //! The operator's view: `credits`, `status` (text, JSON, failed list), JSON logs,
 //! and progress lines off a terminal.
 
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::{self, SimConfig};
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
@@ -18,7 +18,7 @@ fn credits_prints_the_balance() {
         .args(["credits", "--api-base", &h.sim.base_url()])
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1234");
 
     let refused = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
@@ -27,7 +27,7 @@ fn credits_prints_the_balance() {
         .args(["credits", "--api-base", &h.sim.base_url()])
         .output()
         .expect("runs");
-    assert_eq!(refused.status.code(), Some(exit::SERVICE_STOPPED as i32));
+    assert_eq!(refused.status.code(), Some(Exit::ServiceStopped as i32));
 }
 
 fn status(h: &Harness, args: &[&str]) -> std::process::Output {
@@ -49,14 +49,14 @@ fn status_reads_the_results_file_alone() {
     let out = h.run(&manifest, &["--limit", "2"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
 
     // From the results file: two failed jobs (the third was never run).
     let text = status(&h, &["results.csv"]);
-    assert_eq!(text.status.code(), Some(exit::JOBS_FAILED as i32));
+    assert_eq!(text.status.code(), Some(Exit::JobsFailed as i32));
     let shown = String::from_utf8_lossy(&text.stdout)
         .lines()
         .map(|l| match (l.split_once("): "), l.rfind(": \"")) {
@@ -72,7 +72,7 @@ fn status_reads_the_results_file_alone() {
 
     // Through the manifest: the job that never ran counts as not started.
     let json = status(&h, &["b.yaml", "--results", "results.csv", "--json"]);
-    assert_eq!(json.status.code(), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(json.status.code(), Some(Exit::NotFinished as i32));
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     assert_eq!(v["jobs"], 3);
     assert_eq!(v["tally"]["failed"], 2);
@@ -92,7 +92,7 @@ fn json_logs_carry_the_job_state_and_attempt() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("b.yaml", &text_jobs(2));
     let out = h.run(&manifest, &["--log-format", "json", "-v"]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let events: Vec<serde_json::Value> = stderr(&out)
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -123,7 +123,7 @@ fn progress_off_a_terminal_is_plain_lines() {
     });
     let manifest = h.write("b.yaml", &text_jobs(4));
     let out = h.run(&manifest, &["--progress-interval", "50ms"]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let err = stderr(&out);
     let progress: Vec<&str> = err.lines().filter(|l| l.contains("progress: ")).collect();
     assert!(!progress.is_empty(), "{err}");
@@ -173,12 +173,12 @@ fn status_json_says_where_every_job_stands() {
     let out = h.run(&manifest, &["--limit", "2", "--concurrency", "1"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
     let json = status(&h, &["b.yaml", "--results", "results.csv", "--json"]);
-    assert_eq!(json.status.code(), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(json.status.code(), Some(Exit::NotFinished as i32));
     let mut v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     // What varies from run to run (ids, times, the simulator's drawn messages).
     fn redact(v: &mut serde_json::Value, key: &str) {
@@ -218,7 +218,7 @@ fn quiet_success_prints_nothing() {
         .arg("-q")
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "nothing on success");
     // A failure still speaks.
     let mut config = fast_sim();
@@ -230,7 +230,7 @@ fn quiet_success_prints_nothing() {
         .args(["-q", "--rate", "1000/1s"])
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(exit::JOBS_FAILED as i32));
+    assert_eq!(out.status.code(), Some(Exit::JobsFailed as i32));
     assert!(stderr(&out).contains("failed (1 job)"), "{}", stderr(&out));
 }
 
@@ -248,7 +248,7 @@ fn json_logs_are_json_to_the_last_line() {
     );
     assert_eq!(
         out.status.code(),
-        Some(exit::JOBS_FAILED as i32),
+        Some(Exit::JobsFailed as i32),
         "{}",
         stderr(&out)
     );
@@ -265,7 +265,7 @@ fn json_logs_are_json_to_the_last_line() {
     let last = events.last().expect("events");
     assert_eq!(last["fields"]["message"], "run summary", "{last}");
     assert_eq!(last["fields"]["failed"], 2);
-    assert_eq!(last["fields"]["exit_code"], exit::JOBS_FAILED);
+    assert_eq!(last["fields"]["exit_code"], Exit::JobsFailed.code());
     assert_eq!(last["fields"]["spent_credits"], 120.0);
 }
 
@@ -288,7 +288,7 @@ fn a_closed_pipe_ends_quietly() {
     drop(stdout);
     let out = child.wait_with_output().expect("ends");
     assert!(first.contains("\"action\":\"submit\""), "{first}");
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert!(!stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
 }
 
@@ -304,7 +304,7 @@ fn an_error_says_its_cause_once() {
         .expect("runs");
     assert_eq!(
         out.status.code(),
-        Some(exit::USAGE as i32),
+        Some(Exit::Usage as i32),
         "{}",
         stderr(&out)
     );
@@ -324,7 +324,7 @@ fn a_refused_key_is_said_first_and_not_run_again() {
         .env("KIE_API_KEY", "not-the-key")
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(exit::SERVICE_STOPPED as i32));
+    assert_eq!(out.status.code(), Some(Exit::ServiceStopped as i32));
     let err = stderr(&out);
     let refused = err
         .find("error: the service refused the API key")
@@ -345,7 +345,7 @@ fn verbose_shows_our_debug_lines_not_the_libraries() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("b.yaml", &text_jobs(1));
     let out = h.run(&manifest, &["-v", "--log-format", "json"]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let events: Vec<serde_json::Value> = stderr(&out)
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON"))

@@ -5,7 +5,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::{self, SimConfig};
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
@@ -45,7 +45,7 @@ fn checks_are_paced_for_the_whole_run_under_the_service_limit() {
     let h = Harness::new(busy_sim());
     // Under the service's 100 per second, with the default's margin.
     let out = run(&h, "40/500ms");
-    assert_eq!(out.status.code(), Some(exit::OK.into()), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok.into()), "{}", stderr(&out));
     let stats = h.stats();
     assert_eq!(stats.polls_refused, 0, "{stats:?}");
     let checks = stats.requests.get("record-info").copied().unwrap_or(0);
@@ -57,7 +57,7 @@ fn a_429_on_checks_slows_them_down() {
     let h = Harness::new(busy_sim());
     // Four times what the service allows: only its 429s can slow the run down.
     let out = run(&h, "200/500ms");
-    assert_eq!(out.status.code(), Some(exit::OK.into()), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok.into()), "{}", stderr(&out));
     let stats = h.stats();
     let checks = stats.requests.get("record-info").copied().unwrap_or(0);
     // At the asked pace, about two checks in three are refused for the whole run

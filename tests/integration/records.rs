@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use veo_batch::checkpoint::State;
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::{SAMPLE_MP4, SimConfig};
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
@@ -35,7 +35,7 @@ fn an_edited_job_gets_its_new_video_and_the_old_one_is_kept_aside() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("b.yaml", &one_job("first take"));
     let out = h.run(&manifest, &[]);
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     let first = h.results().records["a"].clone();
     let video = h.path("videos/a.mp4");
     assert_eq!(first.video_paths, [video.to_string_lossy()]);
@@ -44,7 +44,7 @@ fn an_edited_job_gets_its_new_video_and_the_old_one_is_kept_aside() {
 
     h.write("b.yaml", &one_job("second take"));
     let out = h.run(&manifest, &[]);
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     let old_task = first.task_id.clone().expect("task");
     assert!(
         stderr(&out).contains(&format!("replaces task {old_task}")),
@@ -87,7 +87,7 @@ fn a_video_the_results_file_does_not_record_is_kept_aside_not_reused() {
         .expect("age the file");
 
     let out = h.run(&manifest, &[]);
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert_eq!(std::fs::read(&stale).expect("video"), SAMPLE_MP4);
     let r = &h.results().records["a"];
     assert_eq!(r.superseded_paths.len(), 1, "{r:?}");
@@ -106,7 +106,7 @@ fn an_id_that_is_another_jobs_upgrade_file_is_a_located_manifest_error() {
         "name: b\njobs:\n  - id: hero\n    prompt: x\n    upgrade: 1080p\n  - id: hero-1080p\n    prompt: y\n",
     );
     let out = h.run(&manifest, &[]);
-    assert_eq!(code(&out), Some(exit::USAGE as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Usage as i32), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
         err.contains(":6:")
@@ -127,7 +127,7 @@ fn second_urls_and_cleaned_ids_never_share_a_file() {
         "name: b\njobs:\n  - id: shot\n    prompt: x\n  - id: shot-2\n    prompt: y\n  - id: \"cut-16:9\"\n    prompt: z\n",
     );
     let out = h.run(&manifest, &[]);
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     let results = h.results();
     let paths: Vec<&str> = ["shot", "shot-2", "cut-16:9"]
         .iter()
@@ -153,7 +153,7 @@ fn a_superseded_running_task_stays_on_record() {
     let out = h.run(&manifest, &["--no-wait"]);
     assert_eq!(
         code(&out),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -164,7 +164,7 @@ fn a_superseded_running_task_stays_on_record() {
     let out = h.run(&manifest, &["--no-wait"]);
     assert_eq!(
         code(&out),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -189,7 +189,7 @@ fn limit_chooses_jobs_to_send_and_collects_every_paid_task() {
     let out = h.run(&manifest, &["--no-wait", "--limit", "3"]);
     assert_eq!(
         code(&out),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -198,7 +198,7 @@ fn limit_chooses_jobs_to_send_and_collects_every_paid_task() {
     let out = h.run(&manifest, &["--limit", "1"]);
     assert_eq!(
         code(&out),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -227,7 +227,7 @@ fn run_and_status_agree_after_a_no_download_run() {
     let out = h.run(&manifest, &["--no-download"]);
     let run_code = code(&out);
     let run_err = stderr(&out);
-    assert_eq!(run_code, Some(exit::NOT_FINISHED as i32), "{run_err}");
+    assert_eq!(run_code, Some(Exit::NotFinished as i32), "{run_err}");
     assert!(
         run_err.contains("3 videos made and not downloaded yet"),
         "{run_err}"
@@ -245,8 +245,8 @@ fn run_and_status_agree_after_a_no_download_run() {
     }
     // The next run downloads them.
     let out = h.run(&manifest, &[]);
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
-    assert_eq!(code(&h.status(&["results.csv"])), Some(exit::OK as i32));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
+    assert_eq!(code(&h.status(&["results.csv"])), Some(Exit::Ok as i32));
 }
 
 /// Case 5, second form: a job waiting for its 1080p file is running, whether
@@ -264,13 +264,13 @@ fn status_of_the_results_file_knows_a_job_waits_for_its_upgrade() {
     let out = h.run(&manifest, &["--task-timeout", "1s"]);
     assert_eq!(
         code(&out),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
     let alone = h.status(&["results.csv"]);
     let with_manifest = h.status(&["b.yaml", "--results", "results.csv"]);
-    assert_eq!(code(&alone), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(code(&alone), Some(Exit::NotFinished as i32));
     // The same counts; with its manifest, status adds what the batch costs.
     let counts = |o: &std::process::Output| -> Vec<String> {
         String::from_utf8_lossy(&o.stdout)
@@ -291,14 +291,14 @@ fn status_refuses_another_manifests_results_like_run() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("b.yaml", &text_jobs(2));
     let out = h.run(&manifest, &[]);
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     let other = h.write(
         "other.yaml",
         "name: other\njobs:\n  - id: x\n    prompt: y\n",
     );
     let run = h.run(&other, &[]);
     let status = h.status(&["other.yaml", "--results", "results.csv"]);
-    assert_eq!(code(&run), Some(exit::USAGE as i32), "{}", stderr(&run));
+    assert_eq!(code(&run), Some(Exit::Usage as i32), "{}", stderr(&run));
     assert_eq!(code(&status), code(&run), "{}", stderr(&status));
     assert!(
         stderr(&status).contains("belongs to another manifest"),
@@ -315,12 +315,12 @@ fn max_credits_caps_the_batch_across_runs() {
     let manifest = h.write("b.yaml", &text_jobs(5));
     let cap = ["--max-credits", "150", "--concurrency", "1"];
     let out = h.run(&manifest, &cap);
-    assert_eq!(code(&out), Some(exit::BUDGET as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Budget as i32), "{}", stderr(&out));
     assert_eq!(h.stats().tasks_created, 2);
 
     let out = h.run(&manifest, &cap);
     let err = stderr(&out);
-    assert_eq!(code(&out), Some(exit::BUDGET as i32), "{err}");
+    assert_eq!(code(&out), Some(Exit::Budget as i32), "{err}");
     assert_eq!(
         h.stats().tasks_created,
         2,
@@ -335,7 +335,7 @@ fn max_credits_caps_the_batch_across_runs() {
         &manifest,
         &["--max-run-credits", "120", "--concurrency", "1"],
     );
-    assert_eq!(code(&out), Some(exit::BUDGET as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Budget as i32), "{}", stderr(&out));
     assert_eq!(h.stats().tasks_created, 4);
     let spent: f64 = h.results().records.values().map(|r| r.credits).sum();
     assert_eq!(spent, 240.0);
@@ -357,7 +357,7 @@ fn a_results_folder_moved_with_its_videos_still_holds_them() {
         .args(["--rate", "1000/1s"])
         .output()
         .expect("runs");
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     let text = std::fs::read_to_string(out_dir.join("results.csv")).expect("results");
     assert!(text.contains(",videos/job-1.mp4,"), "{text}");
 
@@ -367,7 +367,7 @@ fn a_results_folder_moved_with_its_videos_still_holds_them() {
         .run_cmd_at(&manifest, &moved.join("results.csv"), &moved.join("videos"))
         .output()
         .expect("runs");
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert_eq!(h.stats().tasks_created, 2, "nothing sent again");
     assert!(
         !moved.join("videos/superseded").exists(),
@@ -386,7 +386,7 @@ fn the_results_file_records_the_inputs_a_data_team_filters_on() {
          duration: 6\n    seeds: 12345\n    imageUrls: [\"https://assets.example.com/a.png\"]\n",
     );
     let out = h.run(&manifest, &[]);
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     let r = &h.results().records["a"];
     assert_eq!(
         (
@@ -416,7 +416,7 @@ fn dead_result_urls_are_asked_for_again() {
     let out = h.run(&manifest, &["--no-download"]);
     assert_eq!(
         code(&out),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -428,7 +428,7 @@ fn dead_result_urls_are_asked_for_again() {
     std::fs::write(&results, text.replace(&base, "http://127.0.0.1:1")).expect("edit");
 
     let out = h.run(&manifest, &["--max-attempts", "1"]);
-    assert_eq!(code(&out), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     let r = &h.results().records["a"];
     assert_eq!(std::fs::read(&r.video_paths[0]).expect("video"), SAMPLE_MP4);
     assert!(r.video_urls[0].starts_with(&base), "{:?}", r.video_urls);

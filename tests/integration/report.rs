@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use veo_batch::checkpoint::{HEADER, Record, State};
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::SAMPLE_MP4;
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
@@ -61,7 +61,7 @@ fn run_leaves_the_page_and_report_writes_it_again() {
         .args(["report", "results.csv"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(exit::OK as i32), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
     assert_eq!(stdout(&o), "results.html\n");
     assert!(
         std::fs::read_to_string(&page)
@@ -89,7 +89,7 @@ fn a_page_that_cannot_be_written_fails_nothing() {
     // A folder where the page would go.
     std::fs::create_dir(h.path("results.html")).unwrap();
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert!(
         stderr(&out)
             .contains("warning: the report page was not written: failed to write the report page"),
@@ -112,7 +112,7 @@ fn report_without_results_says_so() {
         .args(["report", "m.yaml"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(exit::USAGE as i32));
+    assert_eq!(o.status.code(), Some(Exit::Usage as i32));
     assert_eq!(
         stderr(&o),
         "error: no results file at `results/b.csv`: nothing has run yet (or pass --results)\n"

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use veo_batch::checkpoint::State;
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::{FaultRate, SAMPLE_MP4, SimConfig};
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
@@ -47,7 +47,7 @@ fn every_mode_runs_to_playable_videos() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("modes.yaml", EVERY_MODE);
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
 
     let results = h.results();
     assert_eq!(results.rows, 5, "one row per job after a clean end");
@@ -73,7 +73,7 @@ fn every_mode_runs_to_playable_videos() {
 
     // A second run finds everything done and sends nothing.
     let again = h.run(&manifest, &[]);
-    assert_eq!(again.status.code(), Some(exit::OK as i32));
+    assert_eq!(again.status.code(), Some(Exit::Ok as i32));
     assert_eq!(h.stats().generate_calls, stats.generate_calls);
 }
 
@@ -87,7 +87,7 @@ fn no_wait_then_collect() {
     let first = h.run(&manifest, &["--no-wait"]);
     assert_eq!(
         first.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&first)
     );
@@ -101,7 +101,7 @@ fn no_wait_then_collect() {
     let second = h.run(&manifest, &[]);
     assert_eq!(
         second.status.code(),
-        Some(exit::OK as i32),
+        Some(Exit::Ok as i32),
         "{}",
         stderr(&second)
     );
@@ -115,7 +115,7 @@ fn a_second_run_on_the_same_results_exits_5() {
     let manifest = h.write("b.yaml", &text_jobs(2));
     let _held = veo_batch::checkpoint::writer::lock(&h.path("results.csv")).expect("lock");
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::LOCKED as i32));
+    assert_eq!(out.status.code(), Some(Exit::Locked as i32));
     assert!(
         stderr(&out).contains("another run is using results file"),
         "{}",
@@ -133,7 +133,7 @@ fn generation_failures_are_recorded_and_retried_on_request() {
     let out = h.run(&manifest, &[]);
     assert_eq!(
         out.status.code(),
-        Some(exit::JOBS_FAILED as i32),
+        Some(Exit::JobsFailed as i32),
         "{}",
         stderr(&out)
     );
@@ -147,12 +147,12 @@ fn generation_failures_are_recorded_and_retried_on_request() {
     // Without the flag, failed jobs stay failed and nothing is sent.
     let calls = h.stats().generate_calls;
     let again = h.run(&manifest, &[]);
-    assert_eq!(again.status.code(), Some(exit::JOBS_FAILED as i32));
+    assert_eq!(again.status.code(), Some(Exit::JobsFailed as i32));
     assert_eq!(h.stats().generate_calls, calls);
 
     // With it, they are sent again (and fail again: the simulator still says so).
     let retried = h.run(&manifest, &["--retry-failed"]);
-    assert_eq!(retried.status.code(), Some(exit::JOBS_FAILED as i32));
+    assert_eq!(retried.status.code(), Some(Exit::JobsFailed as i32));
     assert_eq!(h.stats().generate_calls, calls + 3);
     assert!(h.results().records.values().all(|r| r.attempts == 2));
 }
@@ -168,7 +168,7 @@ fn a_refused_key_stops_the_run_with_exit_3() {
         .expect("runs");
     assert_eq!(
         out.status.code(),
-        Some(exit::SERVICE_STOPPED as i32),
+        Some(Exit::ServiceStopped as i32),
         "{}",
         stderr(&out)
     );
@@ -197,7 +197,7 @@ fn exhausted_credits_stop_submitting_with_exit_3() {
     let out = h.run(&manifest, &["--concurrency", "1"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::SERVICE_STOPPED as i32),
+        Some(Exit::ServiceStopped as i32),
         "{}",
         stderr(&out)
     );
@@ -215,7 +215,7 @@ fn rate_limited_answers_are_retried() {
     let h = Harness::new(config);
     let manifest = h.write("b.yaml", &text_jobs(8));
     let out = h.run(&manifest, &["--max-attempts", "30"]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let stats = h.stats();
     assert!(
         stats.answered_429 > 0,
@@ -242,7 +242,7 @@ fn the_default_rate_draws_no_429() {
         .args(["--rate", "20/5s"])
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let stats = h.stats();
     // The margin (1% of the window, 50 ms here) absorbs the delay between a send
     // and its arrival; cores loaded by the other tests may still, rarely, delay one
@@ -276,10 +276,10 @@ fn a_run_resumed_at_once_counts_the_sends_of_the_one_before() {
             .expect("runs");
         assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
     };
-    run(&["--no-wait"], exit::NOT_FINISHED as i32);
+    run(&["--no-wait"], Exit::NotFinished as i32);
     assert_eq!(h.stats().tasks_created, 20);
     h.write("b.yaml", &text_jobs(40));
-    run(&[], exit::OK as i32);
+    run(&[], Exit::Ok as i32);
     let stats = h.stats();
     assert_eq!(stats.tasks_created, 40, "each job created exactly one task");
     assert!(
@@ -298,7 +298,7 @@ fn connections_dropped_after_creation_are_in_doubt_and_never_resent() {
     let out = h.run(&manifest, &[]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -311,7 +311,7 @@ fn connections_dropped_after_creation_are_in_doubt_and_never_resent() {
     assert!(stderr(&out).contains("--resubmit-in-doubt"));
 
     let again = h.run(&manifest, &[]);
-    assert_eq!(again.status.code(), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(again.status.code(), Some(Exit::NotFinished as i32));
     assert_eq!(
         h.stats().tasks_created,
         2,
@@ -326,9 +326,9 @@ fn in_doubt_jobs_are_resent_on_request() {
     let h = Harness::new(config);
     let manifest = h.write("b.yaml", &text_jobs(1));
     let first = h.run(&manifest, &[]);
-    assert_eq!(first.status.code(), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(first.status.code(), Some(Exit::NotFinished as i32));
     let resent = h.run(&manifest, &["--resubmit-in-doubt"]);
-    assert_eq!(resent.status.code(), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(resent.status.code(), Some(Exit::NotFinished as i32));
     assert_eq!(
         h.stats().tasks_created,
         2,
@@ -341,11 +341,11 @@ fn in_doubt_jobs_are_resent_on_request() {
 fn an_edited_job_runs_again_and_the_rest_do_not() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("b.yaml", &text_jobs(3));
-    assert_eq!(h.run(&manifest, &[]).status.code(), Some(exit::OK as i32));
+    assert_eq!(h.run(&manifest, &[]).status.code(), Some(Exit::Ok as i32));
     let edited = text_jobs(3).replace("clip number 2", "clip number two, in the rain");
     std::fs::write(&manifest, edited).expect("edit manifest");
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert_eq!(
         h.stats().tasks_created,
         4,
@@ -368,7 +368,7 @@ fn an_edited_job_runs_again_and_the_rest_do_not() {
 fn a_dropped_job_keeps_its_row_and_reordered_jobs_are_not_sent_again() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("b.yaml", &text_jobs(3));
-    assert_eq!(h.run(&manifest, &[]).status.code(), Some(exit::OK as i32));
+    assert_eq!(h.run(&manifest, &[]).status.code(), Some(Exit::Ok as i32));
     let before = h.results();
     std::fs::write(
         &manifest,
@@ -377,7 +377,7 @@ fn a_dropped_job_keeps_its_row_and_reordered_jobs_are_not_sent_again() {
     )
     .expect("edit manifest");
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("1 jobs in the results file are no longer in the manifest"),
         "{}",
@@ -402,7 +402,7 @@ fn a_bad_manifest_sends_nothing() {
     let out = h.run(&manifest, &[]);
     assert_eq!(
         out.status.code(),
-        Some(exit::USAGE as i32),
+        Some(Exit::Usage as i32),
         "{}",
         stderr(&out)
     );
@@ -415,7 +415,7 @@ fn a_bad_manifest_sends_nothing() {
 fn a_results_file_of_another_manifest_is_refused() {
     let h = Harness::new(fast_sim());
     let one = h.write("one.yaml", &text_jobs(2));
-    assert_eq!(h.run(&one, &[]).status.code(), Some(exit::OK as i32));
+    assert_eq!(h.run(&one, &[]).status.code(), Some(Exit::Ok as i32));
     let other = h.write(
         "other.yaml",
         "name: other\njobs:\n  - id: x\n    prompt: something else\n",
@@ -424,7 +424,7 @@ fn a_results_file_of_another_manifest_is_refused() {
     let out = h.run(&other, &[]);
     assert_eq!(
         out.status.code(),
-        Some(exit::USAGE as i32),
+        Some(Exit::Usage as i32),
         "{}",
         stderr(&out)
     );
@@ -464,7 +464,7 @@ fn sigint_drains_and_exits_130_then_resumes() {
         .expect("kill runs");
     assert!(kill.success());
     let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(exit::INTERRUPTED as i32));
+    assert_eq!(status.code(), Some(Exit::Interrupted as i32));
     let results = h.results();
     assert!(
         !results.needs_compaction(),
@@ -478,7 +478,7 @@ fn sigint_drains_and_exits_130_then_resumes() {
     );
 
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     assert_eq!(
         h.stats().tasks_created,
         5,
@@ -525,7 +525,7 @@ fn killed_at_random_moments_resumes_without_paying_twice() {
         }
     }
     let out = h.run(&manifest, &["--resubmit-in-doubt"]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let results = h.results();
     assert_eq!(results.records.len(), jobs);
     assert!(
@@ -567,7 +567,7 @@ fn max_credits_stops_at_the_job_that_would_pass_it() {
     let out = h.run(&manifest, &["--max-credits", "150", "--concurrency", "1"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::BUDGET as i32),
+        Some(Exit::Budget as i32),
         "{}",
         stderr(&out)
     );
@@ -585,7 +585,7 @@ fn limit_runs_the_first_outstanding_jobs() {
     let out = h.run(&manifest, &["--limit", "2"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -593,7 +593,7 @@ fn limit_runs_the_first_outstanding_jobs() {
     assert_eq!(ids, ["job-1", "job-2"]);
     // The next preview takes the next two.
     let out = h.run(&manifest, &["--limit", "2"]);
-    assert_eq!(out.status.code(), Some(exit::NOT_FINISHED as i32));
+    assert_eq!(out.status.code(), Some(Exit::NotFinished as i32));
     assert_eq!(h.results().order, ["job-1", "job-2", "job-3", "job-4"]);
 }
 
@@ -603,7 +603,7 @@ fn sample_draws_a_repeatable_subset() {
     let manifest = h.write("b.yaml", &text_jobs(10));
     let dry = |seed: &str| {
         let out = h.run(&manifest, &["--sample", "3", "--seed", seed, "--dry-run"]);
-        assert_eq!(out.status.code(), Some(exit::OK as i32));
+        assert_eq!(out.status.code(), Some(Exit::Ok as i32));
         String::from_utf8(out.stdout).expect("utf-8")
     };
     let a = dry("7");
@@ -622,7 +622,7 @@ fn dry_run_prints_every_body_and_sends_nothing() {
         .arg("--dry-run")
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -657,7 +657,7 @@ jobs:
 "#,
     );
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let results = h.results();
     let hd = &results.records["hd"];
     assert_eq!(hd.upgrade_urls.len(), 1);

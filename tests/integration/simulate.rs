@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use veo_batch::checkpoint::{self, State};
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 
 fn simulate(dir: &Path, extra: &[&str]) -> Output {
     Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
@@ -36,14 +36,14 @@ fn a_resumed_simulate_run_finds_its_tasks_and_never_reuses_their_ids() {
     let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(
         first.status.code(),
-        Some(exit::NOT_FINISHED.into()),
+        Some(Exit::NotFinished.into()),
         "{}",
         stderr(&first)
     );
     let second = simulate(dir.path(), &[]);
     assert_eq!(
         second.status.code(),
-        Some(exit::OK.into()),
+        Some(Exit::Ok.into()),
         "{}",
         stderr(&second)
     );

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use veo_batch::api::{ApiKey, Client, ClientConfig, TaskState};
 use veo_batch::checkpoint::{self, Loaded, Record, State};
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::{self, FaultRate, Maintenance, SAMPLE_MP4, SimConfig};
 
 use crate::harness::{Harness, fast_sim, text_jobs};
@@ -166,11 +166,11 @@ fn counts(loaded: &Loaded) -> Counts {
 
 fn expected_exit(c: &Counts) -> i32 {
     if c.in_doubt + c.running + c.not_started > 0 {
-        i32::from(exit::NOT_FINISHED)
+        i32::from(Exit::NotFinished)
     } else if c.failed + c.not_downloaded > 0 {
-        i32::from(exit::JOBS_FAILED)
+        i32::from(Exit::JobsFailed)
     } else {
-        i32::from(exit::OK)
+        i32::from(Exit::Ok)
     }
 }
 
@@ -461,9 +461,9 @@ fn kill_storm() {
         assert!(
             matches!(
                 status.code(),
-                Some(c) if c == i32::from(exit::OK)
-                    || c == i32::from(exit::JOBS_FAILED)
-                    || c == i32::from(exit::NOT_FINISHED)
+                Some(c) if c == i32::from(Exit::Ok)
+                    || c == i32::from(Exit::JobsFailed)
+                    || c == i32::from(Exit::NotFinished)
             ),
             "{status:?}\n{}",
             tail(&run_log)
@@ -990,7 +990,7 @@ fn kills_during_upgrades_pay_each_upgrade_once() {
         &run_log,
         Duration::from_secs(60),
     );
-    assert_eq!(code, i32::from(exit::OK), "{}", tail(&run_log));
+    assert_eq!(code, i32::from(Exit::Ok), "{}", tail(&run_log));
     let loaded = h.results();
     for r in loaded.records.values() {
         assert_eq!(r.state(), State::Succeeded);
@@ -1178,9 +1178,9 @@ fn kill_storm_on_extend_chains() {
         }
     }
     let expected = if failed + blocked > 0 {
-        exit::JOBS_FAILED
+        Exit::JobsFailed
     } else {
-        exit::OK
+        Exit::Ok
     };
     assert_eq!(code, i32::from(expected), "{}", tail(&run_log));
     // Every extend that succeeded continued its parent's video as it stands, and

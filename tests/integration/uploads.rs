@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use veo_batch::checkpoint::State;
-use veo_batch::exit;
+use veo_batch::exit::Exit;
 use veo_batch::sim::{self, Endpoint, FaultRate, Faults, SimConfig};
 
 use crate::harness::{Harness, fast_sim, stderr};
@@ -135,7 +135,7 @@ fn yaml_and_csv_local_images_run_end_to_end() {
          include:\n  - tables/rows.csv\n",
     );
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     all_succeeded(&h, 6);
     // Three files, one upload each, though the default one serves four jobs.
     assert_eq!(upload_calls(&h), 3);
@@ -174,7 +174,7 @@ fn one_file_shared_by_many_jobs_is_uploaded_once() {
     put(&h, "packshot.png", PNG);
     let manifest = h.write("m.csv", &shared_image_jobs(40, "packshot.png"));
     let out = h.run(&manifest, &["--concurrency", "16"]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     all_succeeded(&h, 40);
     assert_eq!(upload_calls(&h), 1);
     assert_eq!(stored(&h), BTreeMap::from([(sha_name(PNG), 1)]));
@@ -189,7 +189,7 @@ fn a_resumed_run_reuses_the_upload_and_a_changed_file_is_an_edit() {
     let out = h.run(&manifest, &["--limit", "2"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -199,7 +199,7 @@ fn a_resumed_run_reuses_the_upload_and_a_changed_file_is_an_edit() {
 
     // The rest, from the upload the first run remembered.
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     all_succeeded(&h, 4);
     assert_eq!(upload_calls(&h), 1, "the remembered upload was used");
     assert_eq!(generate_calls(&h), 4);
@@ -217,7 +217,7 @@ fn a_resumed_run_reuses_the_upload_and_a_changed_file_is_an_edit() {
     // New content at the same path: every job's request changed.
     put(&h, "a.png", &png(9));
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let log = stderr(&out);
     assert!(
         log.contains("4 resubmitted because the manifest changed"),
@@ -240,7 +240,7 @@ fn an_expired_upload_is_uploaded_again_and_the_fingerprint_stays() {
     let out = h.run(&manifest, &[&ttl[..], &["--limit", "1"]].concat());
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -249,7 +249,7 @@ fn an_expired_upload_is_uploaded_again_and_the_fingerprint_stays() {
 
     std::thread::sleep(Duration::from_millis(2200));
     let out = h.run(&manifest, &ttl);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     all_succeeded(&h, 3);
     assert_eq!(upload_calls(&h), 2, "uploaded again before use");
     assert_eq!(h.stats().codes.get(&451), None, "no expired URL was sent");
@@ -278,13 +278,13 @@ fn an_upload_the_service_lost_early_is_uploaded_again_once_and_sent_again() {
     let out = h.run(&manifest, &["--limit", "1"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
     std::thread::sleep(Duration::from_millis(1200));
     let out = h.run(&manifest, &[]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     all_succeeded(&h, 2);
     let stats = h.stats();
     assert_eq!(stats.codes.get(&451), Some(&1), "{stats:?}");
@@ -308,7 +308,7 @@ fn an_upload_that_ages_while_its_job_waits_is_uploaded_again_before_the_send() {
         &manifest,
         &["--upload-ttl", "2s", "--rate", "1/1s", "--concurrency", "4"],
     );
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     all_succeeded(&h, 4);
     assert!(upload_calls(&h) >= 2, "{:?}", h.stats());
     assert_eq!(h.stats().codes.get(&451), None, "no expired URL was sent");
@@ -336,7 +336,7 @@ fn bad_local_images_are_located_errors_and_nothing_is_sent() {
     let out = h.run(&manifest, &["--max-image-size", "4KB"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::USAGE as i32),
+        Some(Exit::Usage as i32),
         "{}",
         stderr(&out)
     );
@@ -370,7 +370,7 @@ fn bad_local_images_are_located_errors_and_nothing_is_sent() {
         .args(["validate", "m.yaml"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(exit::USAGE as i32));
+    assert_eq!(out.status.code(), Some(Exit::Usage as i32));
     assert!(
         stderr(&out).contains("m.yaml:7:17: job \"missing\""),
         "{}",
@@ -394,7 +394,7 @@ fn an_unreadable_image_is_a_located_error() {
     let out = h.run(&manifest, &[]);
     assert_eq!(
         out.status.code(),
-        Some(exit::USAGE as i32),
+        Some(Exit::Usage as i32),
         "{}",
         stderr(&out)
     );
@@ -473,7 +473,7 @@ fn jobs_that_are_not_submitted_upload_nothing() {
     let out = h.run(&manifest, &["--limit", "1"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -482,7 +482,7 @@ fn jobs_that_are_not_submitted_upload_nothing() {
     let out = h.run(&manifest, &["--limit", "0"]);
     assert_eq!(
         out.status.code(),
-        Some(exit::NOT_FINISHED as i32),
+        Some(Exit::NotFinished as i32),
         "{}",
         stderr(&out)
     );
@@ -506,7 +506,7 @@ fn upload_faults_are_retried() {
     }
     let manifest = h.write("m.csv", &csv);
     let out = h.run(&manifest, &["--max-attempts", "10"]);
-    assert_eq!(out.status.code(), Some(exit::OK as i32), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     all_succeeded(&h, 6);
     let stats = h.stats();
     let refused =
@@ -558,7 +558,7 @@ fn a_refused_key_on_the_upload_host_stops_the_run() {
     let log = stderr(&out);
     assert_eq!(
         out.status.code(),
-        Some(exit::SERVICE_STOPPED as i32),
+        Some(Exit::ServiceStopped as i32),
         "{log}"
     );
     assert!(log.contains("KIE_API_KEY"), "{log}");
@@ -623,7 +623,7 @@ fn an_upload_the_service_refuses_fails_only_the_jobs_that_need_that_file() {
         .output()
         .unwrap();
     let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(exit::JOBS_FAILED as i32), "{log}");
+    assert_eq!(out.status.code(), Some(Exit::JobsFailed as i32), "{log}");
     let results = h.results();
     assert_eq!(results.records["plain"].state(), State::Succeeded);
     for id in ["one", "two", "three"] {
@@ -674,7 +674,7 @@ fn a_file_that_vanished_before_its_upload_fails_its_jobs_clearly() {
     let report = rt
         .block_on(veo_batch::runner::run(config, client, Default::default()))
         .unwrap();
-    assert_eq!(report.exit_code(), exit::JOBS_FAILED);
+    assert_eq!(report.exit(), Exit::JobsFailed);
     let results = h.results();
     assert_eq!(results.records["kept"].state(), State::Succeeded);
     let gone = &results.records["gone"];

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use crate::checkpoint::plan::Standing;
 use crate::checkpoint::{self, Record};
-use crate::cli::StatusArgs;
+use crate::cli::{ReportArgs, StatusArgs};
 use crate::cost::{Estimate, credits};
+use crate::exit::Exit;
 use crate::manifest;
 use crate::summary::{self, Outcomes};
 
@@ -77,14 +78,6 @@ impl<'a> JobStatus<'a> {
     }
 }
 
-/// Runs `status`; the exit code is the one the run would have ended with.
-pub fn run(args: &StatusArgs) -> u8 {
-    match status(args) {
-        Ok(code) => code,
-        Err(e) => crate::app::report_error(&e),
-    }
-}
-
 fn is_results_file(path: &Path) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
@@ -96,58 +89,34 @@ fn is_results_file(path: &Path) -> bool {
 
 /// What `status` and `report` read: a results file, and the manifest when PATH
 /// named one rather than the results file itself.
-pub(crate) struct Source {
+struct Source {
     pub results: PathBuf,
     pub manifest: Option<manifest::Manifest>,
     pub loaded: checkpoint::Loaded,
 }
 
-/// Why a [`Source`] could not be read.
-pub(crate) enum SourceError {
-    /// The manifest has problems, each located.
-    Manifest(manifest::ManifestError),
-    Other(anyhow::Error),
-}
-
-impl SourceError {
-    /// Prints the error and gives the exit code for it.
-    pub(crate) fn report(&self) -> u8 {
-        match self {
-            SourceError::Manifest(e) => crate::app::report_manifest_error(e),
-            SourceError::Other(e) => crate::app::report_error(e),
-        }
-    }
-}
-
 /// Reads PATH (a results CSV, or a manifest whose results file is `results` or its
 /// default) and its results file, printing the loader's warnings.
-pub(crate) fn read_source(path: &Path, results: Option<&Path>) -> Result<Source, SourceError> {
+fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
     let is_manifest = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
     ) || (path.extension().is_some_and(|e| e == "csv") && !is_results_file(path));
 
     let (results, manifest) = if is_manifest {
-        let m = manifest::load(path).map_err(SourceError::Manifest)?;
+        let m = manifest::load(path)?;
         // The manifest's `output:` paths come resolved against its folder.
-        let results = results
-            .map(Path::to_path_buf)
-            .or_else(|| m.output.results.clone())
-            .unwrap_or_else(|| crate::config::default_results(&m.name));
+        let results = crate::config::results_file(results, &m);
         (results, Some(m))
     } else {
         (path.to_path_buf(), None)
     };
 
-    let loaded = match checkpoint::load(&results) {
-        Ok(Some(loaded)) => loaded,
-        Ok(None) => {
-            return Err(SourceError::Other(anyhow::anyhow!(
-                "no results file at `{}`: nothing has run yet (or pass --results)",
-                results.display()
-            )));
-        }
-        Err(e) => return Err(SourceError::Other(e.into())),
+    let Some(loaded) = checkpoint::load(&results)? else {
+        anyhow::bail!(
+            "no results file at `{}`: nothing has run yet (or pass --results)",
+            results.display()
+        );
     };
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
@@ -159,15 +128,13 @@ pub(crate) fn read_source(path: &Path, results: Option<&Path>) -> Result<Source,
     })
 }
 
-fn status(args: &StatusArgs) -> anyhow::Result<u8> {
+/// Runs `status`; it ends with the code the run would have ended with.
+pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
     let Source {
         results,
         manifest,
         loaded,
-    } = match read_source(&args.path, args.results.as_deref()) {
-        Ok(source) => source,
-        Err(e) => return Ok(e.report()),
-    };
+    } = read_source(&args.path, args.results.as_deref())?;
     let outcomes = match &manifest {
         Some(m) => {
             let ids: std::collections::HashSet<&str> =
@@ -227,7 +194,19 @@ fn status(args: &StatusArgs) -> anyhow::Result<u8> {
             write!(out, "{}", credits_line(m, &loaded.records))?;
         }
     }
-    Ok(outcomes.tally.exit_code())
+    Ok(Exit::of_tally(&outcomes.tally))
+}
+
+/// Runs `report`: writes the page of PATH's batch and prints its path.
+pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
+    let source = read_source(&args.path, args.results.as_deref())?;
+    let out = crate::report::write_for(
+        source.manifest.as_ref(),
+        &source.results,
+        &source.loaded,
+        args.out.clone(),
+    )?;
+    super::print_stdout(format!("{}\n", out.display()).as_bytes())
 }
 
 /// What the batch cost and will cost: the credits the results file records as

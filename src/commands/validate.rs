@@ -8,26 +8,15 @@ use std::io::Write as _;
 
 use crate::cli::{Emit, ValidateArgs};
 use crate::cost::{Estimate, credits};
-use crate::exit;
+use crate::exit::Exit;
 use crate::manifest::{self, Manifest};
 use crate::request::Resolution;
 use crate::units::Size;
 
-/// Runs the subcommand; returns an exit code from [`crate::exit`].
-pub fn run(args: &ValidateArgs) -> u8 {
-    let options = crate::app::load_options(args.max_image_size);
-    let manifest = match manifest::load_with(&args.manifest, options) {
-        Ok(m) => m,
-        Err(e) => {
-            let mut err = String::new();
-            for d in &e.diagnostics {
-                let _ = writeln!(err, "{d}");
-            }
-            let _ = writeln!(err, "error: {e}");
-            let _ = std::io::stderr().lock().write_all(err.as_bytes());
-            return exit::USAGE;
-        }
-    };
+/// Runs `validate`: a manifest with problems ends it with [`Exit::Usage`].
+pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
+    let options = super::load_options(args.max_image_size);
+    let manifest = manifest::load_with(&args.manifest, options)?;
     let mut stderr = std::io::stderr().lock();
     for w in &manifest.warnings {
         let _ = writeln!(stderr, "warning: {w}");
@@ -55,7 +44,7 @@ pub fn run(args: &ValidateArgs) -> u8 {
                 line.push(b'\n');
                 // A closed pipe (`| head`) is not a manifest problem: stop quietly.
                 if out.write_all(&line).is_err() {
-                    return exit::OK;
+                    return Ok(Exit::Ok);
                 }
             }
             let _ = out.flush();
@@ -70,7 +59,7 @@ pub fn run(args: &ValidateArgs) -> u8 {
             let _ = out.write_all(&listing).and_then(|()| out.flush());
         }
     }
-    exit::OK
+    Ok(Exit::Ok)
 }
 
 /// A manifest of this many jobs or fewer lists them in its summary.

@@ -1,0 +1,23 @@
+//! `veo-batch credits`: the account's remaining credits, as the service says them.
+
+use crate::api::ApiKey;
+use crate::cli::CreditsArgs;
+use crate::exit::Exit;
+
+/// Runs `credits`. A refused key or exhausted credits end it with
+/// [`Exit::ServiceStopped`], any other failure of the call with
+/// [`Exit::JobsFailed`] ([`Exit::of_error`] reads the service's error).
+pub async fn run(args: CreditsArgs) -> anyhow::Result<Exit> {
+    let key = ApiKey::load(args.service.api_key_file.as_deref())?;
+    let client = super::run::client(
+        args.service.api_base,
+        key,
+        crate::config::DEFAULT_REQUEST_TIMEOUT,
+        None,
+    )?;
+    let credits = client
+        .credit()
+        .await
+        .map_err(|e| anyhow::Error::from(e).context("failed to read the credit balance"))?;
+    super::print_stdout(format!("{credits}\n").as_bytes())
+}
