@@ -173,7 +173,11 @@ fn a_failed_parent_blocks_its_children_until_retry_failed_unblocks_them() {
     let m = failing.write("m.yaml", CHAIN);
     let out = failing.run(&m, &[]);
     let text = stderr(&out);
-    assert_eq!(out.status.code(), Some(i32::from(Exit::JobsFailed)), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(Exit::JobsFailed)),
+        "{text}"
+    );
     let r = failing.results();
     assert_eq!(r.records["hero"].state(), State::Failed);
     let part2 = &r.records["hero-part-2"];
