@@ -113,11 +113,11 @@ impl Draft {
         self.bad |= defaults.bad;
     }
 
-    fn upgrade_place(&self) -> Origin {
+    pub(super) fn upgrade_place(&self) -> Origin {
         self.upgrade_at.as_ref().unwrap_or(&self.at).clone()
     }
 
-    fn place_of(&self, field: Option<Field>, message: &str) -> Origin {
+    pub(super) fn place_of(&self, field: Option<Field>, message: &str) -> Origin {
         if field == Some(Field::ImageUrls)
             && let Some(urls) = &self.raw.image_urls
         {
@@ -339,135 +339,6 @@ impl Gatherer {
         }
     }
 
-    /// [`Gatherer::finish`] for a job with `extend:`: only the extend endpoint's
-    /// fields, each set on the job itself; any other is an error, not dropped. Its
-    /// parent is checked, and what it takes from it filled in, once every job is read.
-    fn finish_extend(&mut self, mut draft: Draft, mut ok: bool) {
-        let label = draft.id.clone();
-        let label = label.as_deref();
-        let parent = draft.extend.take().unwrap_or_default();
-        let extend_at = draft.extend_at.take().unwrap_or_else(|| draft.at.clone());
-        let not_here = |what: &str| {
-            format!(
-                "does not apply to an extend job: it continues the video of job {parent:?},                  and the extend endpoint takes only prompt, seeds, model, watermark and                  callBackUrl{what}"
-            )
-        };
-        let r = &draft.raw;
-        let set: [(Field, bool); 7] = [
-            (Field::ImageUrls, r.image_urls.is_some()),
-            (Field::GenerationType, r.generation_type.is_some()),
-            (Field::AspectRatio, r.aspect_ratio.is_some()),
-            (Field::EnableFallback, r.enable_fallback.is_some()),
-            (Field::EnableTranslation, r.enable_translation.is_some()),
-            (Field::Resolution, r.resolution.is_some()),
-            (Field::Duration, r.duration.is_some()),
-        ];
-        for (field, _) in set.into_iter().filter(|(_, is_set)| *is_set) {
-            let at = draft.field_at.get(&field).unwrap_or(&draft.at).clone();
-            let d = diag(at, label, Some(field.api_name()), not_here(""));
-            self.error(d);
-            ok = false;
-        }
-        if draft.upgrade.flatten().is_some() {
-            let why = not_here(" (a 1080p or 4k file of a continuation is not asked here)");
-            let d = diag(draft.upgrade_place(), label, Some("upgrade"), why);
-            self.error(d);
-            ok = false;
-        }
-        if draft.keep_original == Some(true) {
-            let d = diag(draft.at.clone(), label, Some("keep_original"), not_here(""));
-            self.error(d);
-            ok = false;
-        }
-        if let Some(why) = id_problem(&parent) {
-            let d = diag(extend_at.clone(), label, Some("extend"), why);
-            self.error(d);
-            ok = false;
-        }
-        // A parent still holding a placeholder was reported (unknown placeholder).
-        let linked = placeholders(&parent).is_empty();
-        if let Some(id) = draft.id.as_ref().filter(|_| linked) {
-            self.links.push(super::chains::Link {
-                child: id.clone(),
-                parent: parent.clone(),
-                at: extend_at.clone(),
-            });
-        }
-        // The rules of the fields it takes, the generation's own (prompt, seeds,
-        // model, callback URL); what it does not take was reported above.
-        let own_model = draft.raw.model.is_some();
-        let raw = RawRequest {
-            prompt: draft.raw.prompt.take(),
-            model: draft.raw.model.take(),
-            seeds: draft.raw.seeds,
-            watermark: draft.raw.watermark.take(),
-            callback_url: draft.raw.callback_url.take(),
-            ..RawRequest::default()
-        };
-        let (decided, _) = request::check_parts(&raw, &|_| false);
-        let decided = match decided {
-            Ok(decided) => decided,
-            Err(issues) => {
-                let fresh = issues
-                    .into_iter()
-                    .filter(|i| !i.field.is_some_and(|f| draft.bad_fields.contains(&f)));
-                for i in fresh {
-                    let at = draft.place_of(i.field, &i.message);
-                    let d = diag(at, label, i.field.map(Field::api_name), i.message);
-                    self.error(d);
-                }
-                if draft.id.is_none() && !draft.derive_id {
-                    self.missing_id(&draft.at);
-                }
-                return;
-            }
-        };
-        if draft.bad {
-            return;
-        }
-        let req = decided.into_request(raw);
-        let fingerprint = request::extend_fingerprint(&req, &parent);
-        let id = match draft.id {
-            Some(id) => id,
-            None if draft.derive_id => {
-                let id = format!("job-{}", &fingerprint[..12.min(fingerprint.len())]);
-                if !self.claim_id(&id, &draft.at, true) {
-                    return;
-                }
-                if linked {
-                    self.links.push(super::chains::Link {
-                        child: id.clone(),
-                        parent: parent.clone(),
-                        at: extend_at.clone(),
-                    });
-                }
-                id
-            }
-            None => {
-                self.missing_id(&draft.at);
-                return;
-            }
-        };
-        if ok && !self.has_errors() {
-            self.jobs.push(Job {
-                id,
-                request: req,
-                fingerprint,
-                upgrade: None,
-                keep_original: false,
-                origin: draft.at,
-                file_stem: None,
-                local_images: Vec::new(),
-                extend: Some(super::Extend {
-                    parent,
-                    parent_index: usize::MAX,
-                    own_model,
-                    at: extend_at,
-                }),
-            });
-        }
-    }
-
     /// Whether `id` is the id of a job read so far (kept or not).
     pub fn has_id(&self, id: &str) -> bool {
         let text = &self.id_text;
@@ -511,7 +382,7 @@ impl Gatherer {
         ok.then_some(local)
     }
 
-    fn missing_id(&mut self, at: &Origin) {
+    pub(super) fn missing_id(&mut self, at: &Origin) {
         self.error(diag(
             at.clone(),
             None,
@@ -521,7 +392,7 @@ impl Gatherer {
     }
 
     /// Records `id` as used at `at`; false (and an error naming both places) if it was.
-    fn claim_id(&mut self, id: &str, at: &Origin, derived: bool) -> bool {
+    pub(super) fn claim_id(&mut self, id: &str, at: &Origin, derived: bool) -> bool {
         self.claim_hashed(id_hash(id), id, at, derived)
     }
 
