@@ -78,6 +78,7 @@ fn jobs(n: usize) -> Vec<Job> {
                 origin: Origin::default(),
                 file_stem: None,
                 local_images: Vec::new(),
+                extend: None,
             }
         })
         .collect()
@@ -113,6 +114,7 @@ fn mixed_jobs(n: usize) -> Vec<Job> {
                 origin: Origin::default(),
                 file_stem: None,
                 local_images: Vec::new(),
+                extend: None,
             }
         })
         .collect()

@@ -16,6 +16,10 @@ use crate::request::{GenerateRequest, Model, Resolution, Upgrade};
 pub trait Priced {
     fn request(&self) -> &GenerateRequest;
     fn upgrade(&self) -> Option<Upgrade>;
+    /// The request continues another video (`POST /api/v1/veo/extend`).
+    fn is_extend(&self) -> bool {
+        false
+    }
 }
 
 /// When the default prices were read off the provider's pricing page.
@@ -31,8 +35,8 @@ pub struct PriceTable {
     generation: [[Option<f64>; RESOLUTIONS]; MODELS],
     pub upgrade_1080p: f64,
     pub upgrade_4k: f64,
-    /// One extend (`POST /api/v1/veo/extend`); a table entry, not used by a run yet.
-    pub extend: f64,
+    /// One extend (`POST /api/v1/veo/extend`), by model.
+    extend: [f64; MODELS],
     /// Dollars per credit.
     pub usd_per_credit: f64,
     /// How many prices the manifest set (0: the defaults as they are).
@@ -55,7 +59,9 @@ impl Default for PriceTable {
             generation,
             upgrade_1080p: 5.0,
             upgrade_4k: 120.0,
-            extend: 15.0,
+            // One report: lite about 15. An extend renders one more clip, so each
+            // model's extend stands at its 720p generation (lite's is that 15).
+            extend: [225.0, 60.0, 15.0],
             usd_per_credit: 0.005,
             overrides: 0,
         }
@@ -83,6 +89,16 @@ impl PriceTable {
         self.overrides += 1;
     }
 
+    /// Credits of one extend with `model`.
+    pub fn extend(&self, model: Model) -> f64 {
+        self.extend[model.index()]
+    }
+
+    /// Sets the price of an extend with `model` (a manifest's override).
+    pub fn set_extend(&mut self, model: Model, credits: f64) {
+        self.extend[model.index()] = credits;
+    }
+
     /// Credits of the 1080p or 4K upgrade.
     pub fn upgrade(&self, upgrade: Upgrade) -> f64 {
         match upgrade {
@@ -91,9 +107,13 @@ impl PriceTable {
         }
     }
 
-    /// Credits of a job's generation; `None` when the table has no price for it.
+    /// Credits of a job's generation (or extend); `None` when the table has no price
+    /// for it.
     pub fn job_generation(&self, job: &impl Priced) -> Option<f64> {
         let r = job.request();
+        if job.is_extend() {
+            return Some(self.extend(r.model));
+        }
         self.generation(r.model, r.resolution.unwrap_or_default())
     }
 
@@ -159,6 +179,8 @@ pub struct Cheaper {
 pub struct Estimate {
     pub generation: f64,
     pub upgrades: f64,
+    /// Credits of the extend jobs (not in `generation`).
+    pub extends: f64,
     /// Jobs whose generation the table has no price for, by model and resolution,
     /// with the index of the first of them; they count 0 in the sums.
     pub unpriced: Vec<Unpriced>,
@@ -182,6 +204,10 @@ impl Estimate {
         let mut e = Estimate::default();
         for (i, job) in jobs.into_iter().enumerate() {
             e.upgrades += job.upgrade().map_or(0.0, |u| prices.upgrade(u));
+            if job.is_extend() {
+                e.extends += prices.extend(job.request().model);
+                continue;
+            }
             match prices.job_generation(job) {
                 Some(credits) => e.generation += credits,
                 None => {
@@ -209,7 +235,7 @@ impl Estimate {
     }
 
     pub fn total(&self) -> f64 {
-        self.generation + self.upgrades
+        self.generation + self.upgrades + self.extends
     }
 
     /// How many jobs have no price.

@@ -81,7 +81,7 @@ impl Exit {
     pub fn of_tally(t: &Tally) -> Exit {
         if t.in_doubt + t.running + t.not_started + t.not_downloaded > 0 {
             Exit::NotFinished
-        } else if t.failed + t.download_failed > 0 {
+        } else if t.failed + t.download_failed + t.blocked > 0 {
             Exit::JobsFailed
         } else {
             Exit::Ok

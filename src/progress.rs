@@ -115,7 +115,7 @@ pub fn bucket(record: Option<&Record>, download: bool) -> Bucket {
         Standing::NotStarted => Bucket::Queued,
         Standing::Running => Bucket::Running,
         Standing::InDoubt => Bucket::InDoubt,
-        Standing::Failed | Standing::DownloadFailed => Bucket::Failed,
+        Standing::Failed | Standing::DownloadFailed | Standing::Blocked => Bucket::Failed,
         Standing::NotDownloaded if download => Bucket::Downloading,
         Standing::NotDownloaded | Standing::Succeeded => Bucket::Done,
     }

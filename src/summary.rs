@@ -22,6 +22,8 @@ pub struct Tally {
     /// Submitted and still running on the service.
     pub running: usize,
     pub not_started: usize,
+    /// Extend jobs not sent because the job they continue failed.
+    pub blocked: usize,
 }
 
 impl Tally {
@@ -33,6 +35,7 @@ impl Tally {
             + self.in_doubt
             + self.running
             + self.not_started
+            + self.blocked
     }
 }
 
@@ -50,6 +53,8 @@ pub struct Outcomes {
     pub failed: Vec<Problem>,
     pub download_failed: Vec<Problem>,
     pub in_doubt: Vec<Problem>,
+    /// Extend jobs not sent, each with its parent and why it failed.
+    pub blocked: Vec<Problem>,
 }
 
 /// A job as the manifest has it now, for counting: its id, its request's
@@ -144,6 +149,16 @@ impl Outcomes {
             (Standing::InDoubt, Some(r)) => {
                 t.in_doubt += 1;
                 self.in_doubt.push(problem(r, None));
+            }
+            (Standing::Blocked, Some(r)) => {
+                t.blocked += 1;
+                self.blocked.push(Problem {
+                    job_id: job.id.to_owned(),
+                    reason: r
+                        .error_message
+                        .clone()
+                        .unwrap_or_else(|| format!("the job it extends ({:?}) failed", r.extends)),
+                });
             }
         }
     }
@@ -246,6 +261,12 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         &o.in_doubt,
         "a task may exist and be billed: check your kie.ai logs, then --resubmit-in-doubt sends the job again",
     );
+    write_groups(
+        &mut out,
+        "blocked",
+        &o.blocked,
+        "nothing was sent for them: once the job they extend succeeds (--retry-failed retries it), they follow",
+    );
     let again = match hint {
         NotStartedHint::Key => "once the key is fixed, run again",
         NotStartedHint::RunAgain | NotStartedHint::Budget => "run the same command again",
@@ -287,6 +308,7 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         ("in doubt", t.in_doubt),
         ("running", t.running),
         ("not started", t.not_started),
+        ("blocked", t.blocked),
     ] {
         if n > 0 || label == "succeeded" {
             let _ = writeln!(out, "  {label:<15}{n:>7}");
@@ -369,6 +391,7 @@ mod tests {
                 in_doubt: 1,
                 running: 1,
                 not_started: 3,
+                blocked: 0,
             }
         );
         assert_eq!(o.tally.total(), ids.len());
@@ -399,5 +422,42 @@ mod tests {
             text.trim_end().ends_with("failed             169"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_blocked_extend_counts_apart_names_its_parent_and_fails_the_run() {
+        let mut o = Outcomes::default();
+        let mut parent = rec("hero", State::Failed, Some("t"));
+        parent.error_code = Some(400);
+        parent.error_message = Some("content policy".into());
+        o.count(JobRef::recorded(&parent), Some(&parent));
+        for id in ["hero-2", "hero-3"] {
+            let mut r = rec(id, State::Blocked, None);
+            r.extends = "hero".into();
+            r.error_message =
+                Some("the job it extends, \"hero\", failed: 400: content policy".into());
+            o.count(JobRef::recorded(&r), Some(&r));
+        }
+        assert_eq!(
+            (o.tally.failed, o.tally.blocked, o.tally.total()),
+            (1, 2, 3)
+        );
+        assert_eq!(Exit::of_tally(&o.tally), Exit::JobsFailed);
+        let text = render(&o);
+        assert!(
+            text.contains(
+                "blocked (2 jobs): the job it extends, \"hero\", failed: 400: content policy: \"hero-2\", \"hero-3\""
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  blocked              2"), "{text}");
+        // Edited since (another fingerprint): no longer blocked, not started.
+        let r = rec("hero-2", State::Blocked, None);
+        let job = JobRef {
+            id: "hero-2",
+            fingerprint: Some("g"),
+            wants: Some(Wants::default()),
+        };
+        assert_eq!(standing_of(job, Some(&r)), Standing::NotStarted);
     }
 }

@@ -20,6 +20,7 @@ const MAX_API_BODY: usize = 8 * 1024 * 1024;
 const MAX_REDIRECTS: usize = 5;
 
 const GENERATE: &str = "api/v1/veo/generate";
+const EXTEND: &str = "api/v1/veo/extend";
 const RECORD_INFO: &str = "api/v1/veo/record-info";
 const GET_1080P: &str = "api/v1/veo/get-1080p-video";
 const GET_4K: &str = "api/v1/veo/get-4k-video";
@@ -96,6 +97,7 @@ impl Client {
         auth.set_sensitive(true);
         let endpoints = [
             GENERATE,
+            EXTEND,
             RECORD_INFO,
             GET_1080P,
             GET_4K,
@@ -220,6 +222,19 @@ impl Client {
                 ErrorClass::InDoubt,
                 Some(env.code),
                 "generate answered success without a taskId",
+            )
+        })
+    }
+
+    /// POST /api/v1/veo/extend; the new task's id. Not idempotent, like generate.
+    pub async fn extend(&self, body: &Value) -> Result<String, ApiError> {
+        let req = self.request(Method::POST, EXTEND)?.json(body);
+        let env = self.call(req, "extend").await?;
+        wire::task_id(&env.data).ok_or_else(|| {
+            ApiError::new(
+                ErrorClass::InDoubt,
+                Some(env.code),
+                "extend answered success without a taskId",
             )
         })
     }

@@ -121,6 +121,9 @@ pub enum TaskState {
     Generating,
     Succeeded {
         result_urls: Vec<String>,
+        /// For an extend task: the whole stitched video (`resultUrls` is then only
+        /// the new segment). Empty for other tasks.
+        full_result_urls: Vec<String>,
     },
     Failed {
         flag: i64,

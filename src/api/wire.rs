@@ -88,10 +88,19 @@ pub(crate) fn task_state(data: &Value) -> Result<TaskState, Unreadable> {
             } else {
                 urls
             };
-            if urls.is_empty() {
+            let full = data
+                .get("response")
+                .and_then(|r| r.get("fullResultUrls"))
+                .or_else(|| data.get("fullResultUrls"))
+                .map(url_list)
+                .unwrap_or_default();
+            if urls.is_empty() && full.is_empty() {
                 Err(Unreadable::NoUrls)
             } else {
-                Ok(TaskState::Succeeded { result_urls: urls })
+                Ok(TaskState::Succeeded {
+                    result_urls: urls,
+                    full_result_urls: full,
+                })
             }
         }
         flag => {
@@ -169,7 +178,8 @@ mod tests {
         assert_eq!(
             task_state(&d),
             Ok(TaskState::Succeeded {
-                result_urls: vec!["http://example.com/video1.mp4".into()]
+                result_urls: vec!["http://example.com/video1.mp4".into()],
+                full_result_urls: Vec::new(),
             })
         );
     }
@@ -180,7 +190,18 @@ mod tests {
         assert_eq!(
             task_state(&d),
             Ok(TaskState::Succeeded {
-                result_urls: vec!["https://a/1.mp4".into(), "https://a/2.mp4".into()]
+                result_urls: vec!["https://a/1.mp4".into(), "https://a/2.mp4".into()],
+                full_result_urls: Vec::new(),
+            })
+        );
+        // An extend: the segment, and the stitched whole beside it.
+        let d = json!({"successFlag": 1, "response": {"resultUrls": ["https://a/seg.mp4"],
+                       "fullResultUrls": "[\"https://a/full.mp4\"]"}});
+        assert_eq!(
+            task_state(&d),
+            Ok(TaskState::Succeeded {
+                result_urls: vec!["https://a/seg.mp4".into()],
+                full_result_urls: vec!["https://a/full.mp4".into()],
             })
         );
         assert_eq!(url_list(&json!("https://a/x.mp4")), vec!["https://a/x.mp4"]);

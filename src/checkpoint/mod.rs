@@ -48,10 +48,15 @@ pub enum State {
     Failed,
     /// The request was sent and no answer came: a task may exist and be billed.
     InDoubt,
+    /// An extend job not sent because the job it continues failed (`error_message`
+    /// says which, and why). Nothing was sent for it; it is sent once its parent
+    /// succeeds (`--retry-failed` retries the parent).
+    Blocked,
 }
 
 impl State {
-    pub const ALLOWED: &'static str = "pending, submitting, submitted, succeeded, failed, in_doubt";
+    pub const ALLOWED: &'static str =
+        "pending, submitting, submitted, succeeded, failed, in_doubt, blocked";
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,6 +66,7 @@ impl State {
             State::Succeeded => "succeeded",
             State::Failed => "failed",
             State::InDoubt => "in_doubt",
+            State::Blocked => "blocked",
         }
     }
 
@@ -72,6 +78,7 @@ impl State {
             "succeeded" => State::Succeeded,
             "failed" => State::Failed,
             "in_doubt" => State::InDoubt,
+            "blocked" => State::Blocked,
             _ => return None,
         })
     }
@@ -129,6 +136,11 @@ pub struct Record {
     pub duration: String,
     /// The request's image URLs.
     pub image_urls: Vec<String>,
+    /// For an extend job: the id of the job whose video it continues.
+    pub extends: String,
+    /// For an extend job sent: the task of the video it continued. A parent whose
+    /// task is another one now (generated again) has its children sent again.
+    pub parent_task_id: Option<String>,
 }
 
 /// How [`Record::superseded_tasks`] names a call that may have created a task whose
@@ -486,6 +498,27 @@ mod tests {
         std::fs::copy(&path, &tmp).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         assert!(pre.take_for(&path).is_none(), "replaced");
+    }
+
+    #[test]
+    fn a_file_from_before_extend_jobs_loads_with_their_columns_empty() {
+        let r = record("a", State::Succeeded);
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&HEADER[..26]).unwrap();
+        w.write_record(&r.cells()[..26]).unwrap();
+        let loaded = parse(&w.into_inner().unwrap()).unwrap();
+        assert!(
+            loaded.old_header,
+            "rewritten with today's header by the next run"
+        );
+        assert_eq!(loaded.records["a"], r);
+        assert_eq!(loaded.records["a"].parent_task_id, None);
+        // And an extend's row round-trips with its own.
+        let mut e = record("e", State::Blocked);
+        e.extends = "a".into();
+        e.parent_task_id = Some("t9".into());
+        let loaded = parse(&to_csv(&[e.clone()])).unwrap();
+        assert_eq!(loaded.records["e"], e);
     }
 
     #[test]

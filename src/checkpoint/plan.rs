@@ -75,7 +75,9 @@ pub fn next_action(
         return Action::Submit(SubmitReason::Changed);
     }
     match (last.state(), &last.task_id) {
-        (State::Pending, _) => Action::Submit(SubmitReason::New),
+        // Never sent: a blocked extend goes once its parent succeeded (which the
+        // runner's plan of the chain decides).
+        (State::Pending | State::Blocked, _) => Action::Submit(SubmitReason::New),
         (State::Submitting | State::Submitted, Some(task_id)) => Action::Poll {
             task_id: task_id.clone(),
         },
@@ -126,6 +128,8 @@ pub enum Standing {
     DownloadFailed,
     /// Done: every file the job asks for is downloaded.
     Succeeded,
+    /// An extend job not sent because the job whose video it continues failed.
+    Blocked,
 }
 
 impl Standing {
@@ -139,6 +143,7 @@ impl Standing {
             Standing::NotDownloaded => "not downloaded",
             Standing::DownloadFailed => "download failed",
             Standing::Succeeded => "succeeded",
+            Standing::Blocked => "blocked",
         }
     }
 }
@@ -152,6 +157,9 @@ pub fn standing(fingerprint: Option<&str>, wants: Wants, last: Option<&Record>) 
         return Standing::NotStarted;
     };
     let fingerprint = fingerprint.unwrap_or(&last.fingerprint);
+    if last.state() == State::Blocked && last.fingerprint == fingerprint {
+        return Standing::Blocked;
+    }
     let opts = ResumeOptions {
         download: true,
         ..ResumeOptions::default()
@@ -181,6 +189,7 @@ mod tests {
             Just(State::Succeeded),
             Just(State::Failed),
             Just(State::InDoubt),
+            Just(State::Blocked),
         ]
     }
 
@@ -247,7 +256,7 @@ mod tests {
                     SubmitReason::Changed
                 } else {
                     match last.state() {
-                        State::Pending => SubmitReason::New,
+                        State::Pending | State::Blocked => SubmitReason::New,
                         State::Failed => SubmitReason::RetryFailed,
                         _ => SubmitReason::ResubmitInDoubt,
                     }
@@ -322,6 +331,33 @@ mod tests {
         assert_eq!(
             next_action("fp", wants, Some(&r), opts),
             Action::Nothing(Settled::Succeeded)
+        );
+    }
+
+    #[test]
+    fn a_blocked_extend_stands_blocked_and_is_sent_once_unblocked() {
+        let r = Record {
+            job_id: "j".into(),
+            state: Some(State::Blocked),
+            fingerprint: "fp".into(),
+            ..Record::default()
+        };
+        assert_eq!(
+            standing(Some("fp"), Wants::default(), Some(&r)),
+            Standing::Blocked
+        );
+        assert_eq!(
+            standing(None, Wants::default(), Some(&r)),
+            Standing::Blocked
+        );
+        assert_eq!(
+            standing(Some("other"), Wants::default(), Some(&r)),
+            Standing::NotStarted
+        );
+        // Never sent: the plan of its chain decides when (see runner::chain).
+        assert_eq!(
+            next_action("fp", Wants::default(), Some(&r), ResumeOptions::default()),
+            Action::Submit(SubmitReason::New)
         );
     }
 

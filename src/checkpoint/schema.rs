@@ -66,7 +66,7 @@ pub struct Column {
 }
 
 /// Every column, in file order.
-pub const COLUMNS: [Column; 26] = [
+pub const COLUMNS: [Column; 28] = [
     Column {
         name: "job_id",
         write: |r, out| out.push_str(&r.job_id),
@@ -189,6 +189,9 @@ pub const COLUMNS: [Column; 26] = [
     text_column!("resolution", resolution),
     text_column!("duration", duration),
     list_column!("image_urls", image_urls),
+    // Added with extend jobs.
+    text_column!("extends", extends),
+    opt_column!("parent_task_id", parent_task_id),
 ];
 
 /// The column names, in file order: the header row.
@@ -203,8 +206,8 @@ pub const HEADER: [&str; COLUMNS.len()] = {
 };
 
 /// The widths of the headers veo-batch has written: the first release's 17
-/// columns, and today's.
-pub const KNOWN_WIDTHS: [usize; 2] = [17, COLUMNS.len()];
+/// columns, the 26 before extend jobs, and today's.
+pub const KNOWN_WIDTHS: [usize; 3] = [17, 26, COLUMNS.len()];
 
 /// The number of columns of a header that veo-batch wrote, if `names` is one.
 pub fn known_width<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<usize> {

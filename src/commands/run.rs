@@ -211,8 +211,15 @@ fn print_dry_run(prepared: &runner::Prepared) -> anyhow::Result<Exit> {
                     .iter()
                     .find(|s| s.index == p.index)
                     .map(|s| s.task.clone());
+                // An extend waiting for its parent has no task to name yet.
+                let parent_task = p.parent_task.clone().or_else(|| {
+                    job.extend
+                        .as_ref()
+                        .map(|e| format!("(the task of job {:?}, once made)", e.parent))
+                });
                 serde_json::json!({
-                    "job_id": job.id, "action": "submit", "body": job.request.to_body(),
+                    "job_id": job.id, "action": "submit",
+                    "body": job.body(parent_task.as_deref().unwrap_or_default()),
                     "supersedes": supersedes,
                 })
             }

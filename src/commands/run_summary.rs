@@ -43,6 +43,7 @@ pub fn print(
                 in_doubt = t.in_doubt,
                 running = t.running,
                 not_started = t.not_started,
+                blocked = t.blocked,
                 submitted = r.counters.submitted,
                 retries = r.counters.retries,
                 rate_limited = r.counters.rate_limited,

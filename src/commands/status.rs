@@ -223,7 +223,7 @@ fn credits_line(m: &manifest::Manifest, records: &HashMap<String, Record>) -> St
             | Standing::NotDownloaded
             | Standing::DownloadFailed
             | Standing::Succeeded => paid.push(job),
-            Standing::InDoubt | Standing::Failed => {}
+            Standing::InDoubt | Standing::Failed | Standing::Blocked => {}
         }
     }
     let spent: f64 = records.values().map(|r| r.credits).sum();

@@ -34,7 +34,13 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
             let mut line = Vec::with_capacity(1024);
             for job in &manifest.jobs {
                 line.clear();
-                job.request.write_body(&mut line);
+                // An extend's task is its parent's, known once that is made.
+                let parent_task = job
+                    .extend
+                    .as_ref()
+                    .map(|e| format!("(the task of job {:?})", e.parent))
+                    .unwrap_or_default();
+                job.write_body(&parent_task, &mut line);
                 line.push(b'\n');
                 // A closed pipe (`| head`) is not a manifest problem: stop quietly.
                 if out.write_all(&line).is_err() {
@@ -79,13 +85,15 @@ fn job_table(m: &Manifest) -> String {
             r.resolution.unwrap_or_default().as_str(),
             r.aspect_ratio.as_str(),
             j.stem(),
-            j.upgrade
-                .map(|u| format!(
+            match (&j.extend, j.upgrade) {
+                (Some(e), _) => format!(" (extends {})", e.parent),
+                (None, Some(u)) => format!(
                     " (+{}{}.mp4)",
                     j.stem(),
                     crate::paths::upgrade_suffix(Some(u))
-                ))
-                .unwrap_or_default()
+                ),
+                (None, None) => String::new(),
+            }
         );
     }
     s
@@ -107,7 +115,7 @@ pub fn summary(m: &Manifest) -> String {
             .entry(r.resolution.unwrap_or_default())
             .or_default() += 1;
         *by_duration.entry(duration_label(r.duration)).or_default() += 1;
-        *by_mode.entry(r.generation_type.as_str()).or_default() += 1;
+        *by_mode.entry(job.mode()).or_default() += 1;
         *by_ratio.entry(r.aspect_ratio.as_str()).or_default() += 1;
         if let Some(u) = job.upgrade {
             *by_upgrade.entry(u.as_str()).or_default() += 1;
@@ -145,15 +153,21 @@ pub fn summary(m: &Manifest) -> String {
     table("by generation mode", &mut by_mode.into_iter());
     table("by aspect ratio", &mut by_ratio.into_iter());
     table("upgrades", &mut by_upgrade.into_iter());
+    chains(&mut s, m);
     let total = estimate.total();
     let _ = writeln!(s, "prices: {}", m.prices.describe());
     let _ = writeln!(
         s,
-        "estimated cost: {} credits (${:.2}): generation {}, upgrades {}{}",
+        "estimated cost: {} credits (${:.2}): generation {}, upgrades {}{}{}",
         credits(total),
         m.prices.usd(total),
         credits(estimate.generation),
         credits(estimate.upgrades),
+        if estimate.extends > 0.0 {
+            format!(", extends {}", credits(estimate.extends))
+        } else {
+            String::new()
+        },
         estimate.unpriced_note()
     );
     local_images(&mut s, m);
@@ -164,6 +178,25 @@ pub fn summary(m: &Manifest) -> String {
         let _ = writeln!(s, "hints: {} (printed to stderr)", m.hints.len());
     }
     s
+}
+
+/// The extend chains: how many videos are continued, by how many extends, and the
+/// longest chain.
+fn chains(s: &mut String, m: &Manifest) {
+    let c = manifest::Chains::of(&m.jobs);
+    if c.extends == 0 {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "extend chains: {} (a generated video and its continuations), {} extend{}; the \
+         longest is {} videos: {}",
+        c.chains,
+        c.extends,
+        if c.extends == 1 { "" } else { "s" },
+        c.longest,
+        c.longest_ids.join(" -> ")
+    );
 }
 
 /// A length as the summary shows it; the service's default is 8 s.

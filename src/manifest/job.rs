@@ -35,11 +35,30 @@ pub(crate) struct Draft {
     /// complaints about these fields (now unset) are not repeated.
     pub bad: bool,
     pub bad_fields: Vec<Field>,
+    /// `extend:`: the id of the job whose video this one continues.
+    pub extend: Option<String>,
+    /// Where `extend:` was written.
+    pub extend_at: Option<Origin>,
 }
+
+/// The fields `defaults:` gives an extend job: not `model`, which is its parent's
+/// unless the job sets its own, so that a continuation looks like what it continues.
+const EXTEND_DEFAULTED: [Field; 4] = [
+    Field::Prompt,
+    Field::Seeds,
+    Field::Watermark,
+    Field::CallbackUrl,
+];
 
 impl Draft {
     /// Fills what this draft leaves unset from `defaults`, with the defaults' places.
+    /// An extend job takes only the defaults that apply to it (see [`EXTEND_DEFAULTED`]):
+    /// a campaign's defaults for generations keep working beside its extends.
     pub fn apply_defaults(&mut self, defaults: &Draft) {
+        if self.extend.is_some() {
+            self.apply_extend_defaults(defaults);
+            return;
+        }
         for f in Field::ALL {
             if !self.field_at.contains_key(&f)
                 && let Some(at) = defaults.field_at.get(&f)
@@ -66,11 +85,39 @@ impl Draft {
         self.bad |= defaults.bad;
     }
 
-    fn upgrade_place(&self) -> Origin {
+    fn apply_extend_defaults(&mut self, defaults: &Draft) {
+        let d = &defaults.raw;
+        let applicable = RawRequest {
+            prompt: d.prompt.clone(),
+            seeds: d.seeds,
+            watermark: d.watermark.clone(),
+            callback_url: d.callback_url.clone(),
+            ..RawRequest::default()
+        };
+        for f in EXTEND_DEFAULTED {
+            if !self.field_at.contains_key(&f)
+                && let Some(at) = defaults.field_at.get(&f)
+            {
+                self.field_at.insert(f, at.clone());
+            }
+        }
+        self.raw.apply_defaults(&applicable);
+        for f in &defaults.bad_fields {
+            if EXTEND_DEFAULTED.contains(f)
+                && !self.field_at.contains_key(f)
+                && !self.bad_fields.contains(f)
+            {
+                self.bad_fields.push(*f);
+            }
+        }
+        self.bad |= defaults.bad;
+    }
+
+    pub(super) fn upgrade_place(&self) -> Origin {
         self.upgrade_at.as_ref().unwrap_or(&self.at).clone()
     }
 
-    fn place_of(&self, field: Option<Field>, message: &str) -> Origin {
+    pub(super) fn place_of(&self, field: Option<Field>, message: &str) -> Origin {
         if field == Some(Field::ImageUrls)
             && let Some(urls) = &self.raw.image_urls
         {
@@ -130,6 +177,8 @@ pub(crate) struct Gatherer {
     /// Every claimed id, one after another (see [`IdSite::id`]).
     id_text: String,
     files: Vec<std::path::PathBuf>,
+    /// Every `extend:` read, checked once all jobs are (see [`super::chains`]).
+    pub links: Vec<super::chains::Link>,
 }
 
 /// An [`Origin`] whose file is an index into [`Gatherer::files`].
@@ -193,6 +242,10 @@ impl Gatherer {
             } else if !self.claim_id(id, id_at, false) {
                 ok = false;
             }
+        }
+        if draft.extend.is_some() {
+            self.finish_extend(draft, ok);
+            return;
         }
         let label = draft.id.as_deref();
         let resolution = draft.raw.resolution.as_deref().and_then(Resolution::parse);
@@ -264,6 +317,7 @@ impl Gatherer {
                 origin: draft.at,
                 file_stem: None,
                 local_images: local,
+                extend: None,
             };
             if let Some(upgrade_at) = upgrade_at
                 && let Some(c) = self.prices.native_is_cheaper(&job)
@@ -283,6 +337,21 @@ impl Gatherer {
             }
             self.jobs.push(job);
         }
+    }
+
+    /// Whether `id` is the id of a job read so far (kept or not).
+    pub fn has_id(&self, id: &str) -> bool {
+        let text = &self.id_text;
+        self.ids
+            .find(id_hash(id), |p| text.get(p.id.clone()) == Some(id))
+            .is_some()
+    }
+
+    /// Every id read so far, for suggestions.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.ids
+            .iter()
+            .filter_map(|p| self.id_text.get(p.id.clone()))
     }
 
     /// The draft's images that are local files, each checked (relative paths against
@@ -313,7 +382,7 @@ impl Gatherer {
         ok.then_some(local)
     }
 
-    fn missing_id(&mut self, at: &Origin) {
+    pub(super) fn missing_id(&mut self, at: &Origin) {
         self.error(diag(
             at.clone(),
             None,
@@ -323,7 +392,7 @@ impl Gatherer {
     }
 
     /// Records `id` as used at `at`; false (and an error naming both places) if it was.
-    fn claim_id(&mut self, id: &str, at: &Origin, derived: bool) -> bool {
+    pub(super) fn claim_id(&mut self, id: &str, at: &Origin, derived: bool) -> bool {
         self.claim_hashed(id_hash(id), id, at, derived)
     }
 

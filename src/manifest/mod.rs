@@ -4,12 +4,15 @@
 //! Reading is synchronous and does no I/O beyond reading the files. Every problem in
 //! a manifest is collected, located (file, line, column) and reported in one pass.
 
+mod chains;
 pub mod images;
 mod job;
 mod node;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_extend;
 #[cfg(test)]
 mod tests_images;
 #[cfg(test)]
@@ -26,6 +29,7 @@ use crate::request::GenerateRequest;
 use crate::units::{Rate, Span};
 
 pub use crate::request::Upgrade;
+pub use chains::{Chains, parents_first};
 
 /// One job: a validated request and the id that is its resume key.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,12 +48,56 @@ pub struct Job {
     pub file_stem: Option<String>,
     /// The request's images that are local files (uploaded just before it is sent).
     pub local_images: Vec<LocalRef>,
+    /// Set when the job continues another job's video (`extend:`): its request then
+    /// holds the extend endpoint's fields (prompt, model, seeds, watermark, callback).
+    pub extend: Option<Extend>,
 }
+
+/// What an extend job continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extend {
+    /// The id of the job whose video this one continues.
+    pub parent: String,
+    /// The parent's place in the manifest's jobs.
+    pub parent_index: usize,
+    /// The job sets its own model (otherwise it is the parent's).
+    pub own_model: bool,
+    /// Where `extend:` was written.
+    pub at: Origin,
+}
+
+/// How the results file and `validate` name the mode of an extend job.
+pub const EXTEND_MODE: &str = "EXTEND";
 
 impl Job {
     /// The stem of the job's video files: `<stem>.mp4`, `<stem>-1080p.mp4`, ...
     pub fn stem(&self) -> &str {
         self.file_stem.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The job's mode: its generation type, or [`EXTEND_MODE`].
+    pub fn mode(&self) -> &'static str {
+        match self.extend {
+            Some(_) => EXTEND_MODE,
+            None => self.request.generation_type.as_str(),
+        }
+    }
+
+    /// The body the job sends; an extend's names `parent_task`, the task of the
+    /// video it continues.
+    pub fn body(&self, parent_task: &str) -> serde_json::Value {
+        match self.extend {
+            Some(_) => crate::request::extend_body(&self.request, parent_task),
+            None => self.request.to_body(),
+        }
+    }
+
+    /// Appends the text of [`Job::body`] to `out`.
+    pub fn write_body(&self, parent_task: &str, out: &mut Vec<u8>) {
+        match self.extend {
+            Some(_) => crate::request::write_extend_body(&self.request, parent_task, out),
+            None => self.request.write_body(out),
+        }
     }
 }
 
@@ -236,8 +284,12 @@ pub fn load_with(path: &Path, options: LoadOptions) -> Result<Manifest, Manifest
             "is not a manifest: its name must end in .yaml, .yml or .csv",
         )),
     }
+    chains::check_links(&mut out);
     let hints = out.take_hints();
     let (mut jobs, mut errors, mut warnings) = out.into_parts();
+    if errors.is_empty() {
+        errors.extend(chains::resolve(&mut jobs));
+    }
     warnings.extend(unpriced_warnings(&jobs, &prices));
     for clash in crate::paths::assign_stems(&mut jobs) {
         let (job, other) = (&jobs[clash.job], &jobs[clash.other]);
@@ -329,5 +381,9 @@ impl crate::cost::Priced for Job {
 
     fn upgrade(&self) -> Option<Upgrade> {
         self.upgrade
+    }
+
+    fn is_extend(&self) -> bool {
+        self.extend.is_some()
     }
 }

@@ -29,6 +29,8 @@ enum Column {
     ImageN(usize),
     Upgrade,
     KeepOriginal,
+    /// The id of the job whose video this row's job continues.
+    Extend,
     /// A column that could not be understood (already reported).
     Ignore,
 }
@@ -36,10 +38,11 @@ enum Column {
 const MAX_IMAGE_COLUMNS: usize = 3;
 
 /// Every column name a table accepts besides request fields, for suggestions.
-const OTHER_COLUMNS: [&str; 6] = [
+const OTHER_COLUMNS: [&str; 7] = [
     "id",
     "upgrade",
     "keep_original",
+    "extend",
     "image_url_1",
     "image_url_2",
     "image_url_3",
@@ -58,6 +61,7 @@ fn column_for(name: &str) -> Option<Column> {
         "id" => Some(Column::Id),
         "upgrade" => Some(Column::Upgrade),
         "keep_original" => Some(Column::KeepOriginal),
+        "extend" => Some(Column::Extend),
         _ => lower
             .strip_prefix("image_url_")
             .and_then(|n| n.parse::<usize>().ok())
@@ -331,7 +335,7 @@ fn read_header(headers: &ByteRecord, at: &Origin, out: &mut Gatherer) -> Vec<Col
             let msg = match did_you_mean(name, candidates) {
                 Some(s) => format!("unknown column (did you mean {s}?)"),
                 None => "unknown column (columns are request fields like prompt, imageUrls, \
-                         model, aspect_ratio, seeds, or id, upgrade, keep_original, image_url_1..3)"
+                         model, aspect_ratio, seeds, or id, upgrade, keep_original, extend, image_url_1..3)"
                     .to_owned(),
             };
             out.error(diag(at.clone(), None, Some(name), msg));
@@ -344,6 +348,7 @@ fn read_header(headers: &ByteRecord, at: &Origin, out: &mut Gatherer) -> Vec<Col
             Column::Id => "id".into(),
             Column::Upgrade => "upgrade".into(),
             Column::KeepOriginal => "keep_original".into(),
+            Column::Extend => "extend".into(),
             Column::Ignore => String::new(),
         };
         if let Some(first) = seen.get(&key) {
@@ -447,6 +452,10 @@ fn read_row(
                 Some(b) => d.keep_original = Some(b),
                 None => fail(bool_message(text)),
             },
+            Column::Extend => {
+                d.extend = Some(text.to_owned());
+                d.extend_at = Some(origin.clone());
+            }
             Column::Field(f) => {
                 if places {
                     d.field_at.insert(f, origin.clone());

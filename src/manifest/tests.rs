@@ -499,7 +499,7 @@ fn csv_header_problems() {
         problems(&p),
         [
             ":1: image_urls: the same column as \"imageUrls\"; keep one of them",
-            ":1: colour: unknown column (columns are request fields like prompt, imageUrls, model, aspect_ratio, seeds, or id, upgrade, keep_original, image_url_1..3)",
+            ":1: colour: unknown column (columns are request fields like prompt, imageUrls, model, aspect_ratio, seeds, or id, upgrade, keep_original, extend, image_url_1..3)",
             ":1: column 7 has no name in the header row",
             ":1: imageUrls: use either an imageUrls column or image_url_1..3 columns, not both",
         ]

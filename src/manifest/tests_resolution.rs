@@ -208,7 +208,9 @@ fn prices_by_model_and_resolution() {
     }
     assert_eq!(pr.generation(Model::Veo3, Resolution::Hd1080), Some(232.5));
     assert!((pr.upgrade_4k - 100.0).abs() < 1e-9);
-    assert!((pr.extend - 14.0).abs() < 1e-9);
+    for m in Model::ALL {
+        assert!((pr.extend(m) - 14.0).abs() < 1e-9);
+    }
     assert_eq!(
         pr.describe(),
         "the 2026-09-08 table, 7 prices set by the manifest"

@@ -29,7 +29,7 @@ pub(crate) const MAX_EXPANSION: usize = 100_000;
 const TOP_KEYS: [&str; 8] = [
     "name", "defaults", "jobs", "include", "output", "run", "prices", "extra",
 ];
-const JOB_ONLY_KEYS: [&str; 3] = ["id", "matrix", "repeat"];
+const JOB_ONLY_KEYS: [&str; 4] = ["id", "matrix", "repeat", "extend"];
 const JOB_EXTRA_KEYS: [&str; 2] = ["upgrade", "keep_original"];
 const RUN_KEYS: [&str; 7] = [
     "concurrency",
@@ -398,10 +398,13 @@ impl Cx<'_> {
                 self.model_prices(model, v, prices);
                 continue;
             }
+            if name == "extend" {
+                self.extend_prices(v, prices);
+                continue;
+            }
             let slot = match name.as_str() {
                 "upgrade_1080p" => &mut prices.upgrade_1080p,
                 "upgrade_4k" => &mut prices.upgrade_4k,
-                "extend" => &mut prices.extend,
                 "usd_per_credit" => &mut prices.usd_per_credit,
                 _ => {
                     let allowed: Vec<&str> = Model::ALL
@@ -417,6 +420,33 @@ impl Cx<'_> {
                 *slot = x;
                 prices.overrides += 1;
             }
+        }
+    }
+
+    /// `extend:` under `prices:`: one number (every model) or a mapping by model.
+    fn extend_prices(&mut self, v: &Node, prices: &mut PriceTable) {
+        if let Value::Map(entries) = &v.value {
+            for (k, cell) in entries {
+                let key = k.key_text();
+                let field = format!("extend.{key}");
+                let Some(model) = Model::parse(&key) else {
+                    let msg = match did_you_mean(&key, Model::ALL.map(Model::as_str)) {
+                        Some(s) => format!("unknown model (did you mean {s}?)"),
+                        None => format!("unknown model (allowed: {})", Model::ALLOWED),
+                    };
+                    self.err(k, None, Some(&field), msg);
+                    continue;
+                };
+                if let Some(x) = self.number(cell, &field) {
+                    prices.set_extend(model, x);
+                    prices.overrides += 1;
+                }
+            }
+        } else if let Some(x) = self.number(v, "extend") {
+            for m in Model::ALL {
+                prices.set_extend(m, x);
+            }
+            prices.overrides += 1;
         }
     }
 

@@ -120,9 +120,10 @@ pub(crate) struct Look {
 }
 
 /// Every state, in the order the header counts them.
-pub(crate) const STANDINGS: [Standing; 7] = [
+pub(crate) const STANDINGS: [Standing; 8] = [
     Standing::Succeeded,
     Standing::Failed,
+    Standing::Blocked,
     Standing::NotDownloaded,
     Standing::DownloadFailed,
     Standing::InDoubt,
@@ -139,6 +140,7 @@ pub(crate) fn look(s: Standing) -> Look {
         Standing::InDoubt => ("in-doubt", "in doubt", "?"),
         Standing::Running => ("running", "running", "◔"),
         Standing::NotStarted => ("not-started", "not started", "○"),
+        Standing::Blocked => ("blocked", "blocked", "⊘"),
     };
     Look { key, label, icon }
 }
@@ -372,6 +374,10 @@ fn note(entry: &CardSource<'_>, standing: Standing) -> Option<String> {
         Standing::Running => {
             Some("Still running on the service: run the same command again to collect it.".into())
         }
+        Standing::Blocked => Some(format!(
+            "Not sent: {}. Once that job succeeds (--retry-failed retries it), this one follows.",
+            r.and_then(|r| r.error_message.clone()).unwrap_or_default()
+        )),
         Standing::NotStarted => Some(match r {
             Some(_) if entry.current().is_none() => {
                 "The manifest changed this job since it ran: the next run sends it again.".into()

@@ -69,13 +69,7 @@ impl GenerateRequest {
     pub fn fingerprint(&self) -> String {
         let mut body = Vec::with_capacity(128 + self.prompt.len());
         self.write_body(&mut body);
-        let digest = Sha256::digest(&body);
-        let mut hex = String::with_capacity(16);
-        for b in &digest[..8] {
-            hex.push(char::from(HEX[usize::from(b >> 4)]));
-            hex.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        hex
+        hex16(&Sha256::digest(&body))
     }
 
     /// Appends the body's JSON text to `out`, byte for byte as `to_body().to_string()`
@@ -94,6 +88,16 @@ impl GenerateRequest {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The first 8 bytes of `digest` in hex: how every fingerprint is written.
+pub(crate) fn hex16(digest: &[u8]) -> String {
+    let mut hex = String::with_capacity(16);
+    for b in digest.iter().take(8) {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    hex
+}
 
 #[cfg(test)]
 mod tests {

@@ -12,10 +12,15 @@
 //! the wire.
 
 mod body;
+mod extend;
 mod fields;
 mod rules;
 
 pub use body::GenerateRequest;
+pub use extend::{
+    EXTEND_DEFAULT_MODEL, EXTEND_MODELS, ExtendCall, check_extend_json, extend_body,
+    extend_fingerprint, write_extend_body,
+};
 pub use fields::{
     AspectRatio, Field, FieldValue, GenerationType, Kind, Model, RawRequest, Resolution,
     did_you_mean, field_names,

@@ -456,6 +456,7 @@ mod tests {
             origin: Origin::default(),
             file_stem: None,
             local_images: Vec::new(),
+            extend: None,
         }
     }
 

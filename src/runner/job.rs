@@ -180,6 +180,16 @@ pub enum JobEnd {
     Stopped,
 }
 
+/// What a job's part in this run left behind, for the jobs that extend it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub end: JobEnd,
+    /// The task whose video is made (it succeeded), when it is.
+    pub made: Option<String>,
+    /// Why the job failed, when its last record says it did.
+    pub failed: Option<String>,
+}
+
 /// Where a job starts in this run.
 #[derive(Debug, Clone)]
 pub enum Start {
@@ -199,7 +209,7 @@ pub async fn drive(
     start: Start,
     seed: u64,
     submit_slot: Option<OwnedSemaphorePermit>,
-) -> JobEnd {
+) -> Ended {
     let mut runner = JobRunner {
         shared,
         job,
@@ -228,7 +238,15 @@ pub async fn drive(
         }
         Ok(runner.download().await)
     };
-    outcome.await.unwrap_or_else(|end| end)
+    let end = outcome.await.unwrap_or_else(|end| end);
+    let r = &runner.record;
+    Ended {
+        end,
+        made: (r.state() == State::Succeeded)
+            .then(|| r.task_id.clone())
+            .flatten(),
+        failed: (r.state() == State::Failed).then(|| crate::summary::reason(r)),
+    }
 }
 
 /// A submission's reserved place among the sends, with its request slot. Given
@@ -366,7 +384,11 @@ impl JobRunner {
     }
 
     async fn submit(&mut self) -> Result<String, JobEnd> {
-        let mut body = self.job.request.to_body();
+        // An extend names the task of the video it continues, which its record
+        // holds (set when its parent's video was made).
+        let parent_task = self.record.parent_task_id.clone().unwrap_or_default();
+        let mut body = self.job.body(&parent_task);
+        let extend = self.job.extend.is_some();
         let mut delays = self.shared.settings.retry.nominal_delays();
         let mut uploaded_again = false;
         loop {
@@ -404,7 +426,11 @@ impl JobRunner {
                 tokio::time::sleep_until(slot).await;
             }
             let permit = reserved.leave();
-            let sent = self.shared.client.generate(&body).await;
+            let sent = if extend {
+                self.shared.client.extend(&body).await
+            } else {
+                self.shared.client.generate(&body).await
+            };
             drop(permit);
             let e = match sent {
                 Ok(task_id) => {
@@ -529,6 +555,22 @@ impl JobRunner {
         }
     }
 
+    /// The URLs of the video to keep from a task that succeeded: for an extend, the
+    /// stitched whole (`fullResultUrls`), never the new segment alone; `None` when
+    /// there is none yet.
+    fn kept_urls(
+        &self,
+        result_urls: Vec<String>,
+        full_result_urls: Vec<String>,
+    ) -> Option<Vec<String>> {
+        let urls = if self.job.extend.is_some() {
+            full_result_urls
+        } else {
+            result_urls
+        };
+        (!urls.is_empty()).then_some(urls)
+    }
+
     async fn sleep_or_stop(&self, d: Duration) -> Result<(), JobEnd> {
         tokio::select! {
             biased;
@@ -606,11 +648,20 @@ impl JobRunner {
                     }
                     last_generating = Some(checked);
                 }
-                Ok(TaskState::Succeeded { result_urls }) => {
+                Ok(TaskState::Succeeded {
+                    result_urls,
+                    full_result_urls,
+                }) => {
+                    let Some(urls) = self.kept_urls(result_urls, full_result_urls) else {
+                        // An extend's stitched video is the one to keep: its segment
+                        // alone would lose what was paid for. Ask again.
+                        tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, "extend succeeded without its stitched video yet");
+                        continue;
+                    };
                     if submitted.is_some() {
                         shared.polls.finished(&kind, last_generating, checked);
                     }
-                    self.record.video_urls = result_urls;
+                    self.record.video_urls = urls;
                     self.record.finished_at = Some(now());
                     self.save(State::Succeeded).await?;
                     tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, "generated");
@@ -837,12 +888,16 @@ impl JobRunner {
         };
         let answer = self.shared.client.record_info(&task_id).await;
         drop(permit);
-        let Ok(TaskState::Succeeded { result_urls }) = answer else {
+        let Ok(TaskState::Succeeded {
+            result_urls,
+            full_result_urls,
+        }) = answer
+        else {
             return false;
         };
-        if result_urls.is_empty() {
+        let Some(result_urls) = self.kept_urls(result_urls, full_result_urls) else {
             return false;
-        }
+        };
         tracing::debug!(job = %self.job.id.escape_debug(), task = %task_id, "asked the service for fresh result URLs");
         self.record.video_urls = result_urls;
         if !self.record.upgrade_urls.is_empty() {

@@ -5,7 +5,7 @@
 //! One task (the collector) owns the results file and the counters; job tasks send
 //! it events. Jobs share only the client, the limits and the stop signals.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+mod chain;
 pub mod collector;
 pub mod job;
 pub mod pace;
@@ -118,7 +119,7 @@ fn superseded_task(last: &Record) -> Option<String> {
         (None, State::Submitting | State::Submitted | State::InDoubt) => {
             Some(checkpoint::IN_DOUBT_TASK.to_owned())
         }
-        (None, State::Pending | State::Succeeded | State::Failed) => None,
+        (None, State::Pending | State::Succeeded | State::Failed | State::Blocked) => None,
     }
 }
 
@@ -132,6 +133,11 @@ pub struct Planned {
     /// file's records ([`Prepared::record`]); `None` for a fresh start. The record is
     /// copied when the job starts, so that no record is held twice for the run.
     pub from: Option<usize>,
+    /// An extend job that waits for the job at this place to make its video in this
+    /// run before it is sent.
+    pub after: Option<usize>,
+    /// An extend job sent with this task of its parent's (made in an earlier run).
+    pub parent_task: Option<String>,
 }
 
 /// A run ready to go: the results file locked and loaded, and what is left to do.
@@ -148,6 +154,9 @@ pub struct Prepared {
     pub superseding: Vec<Superseding>,
     /// Credits the results file records as spent by earlier runs.
     pub recorded_spend: f64,
+    /// Rows of extend jobs decided by the plan (blocked, or pending again behind a
+    /// parent made again), written before anything is sent.
+    blocked: Vec<chain::Decided>,
     /// The results file's last record of each job, in the order they first appear.
     records: Vec<Record>,
     /// Where each job's last record is in `records`, by the job's place in the manifest.
@@ -281,7 +290,17 @@ pub fn prepare_from(
             index,
             start,
             from: last.and(at),
+            after: None,
+            parent_task: None,
         });
+    }
+    // Extend jobs follow their parents: sent with the parent's task once it is made,
+    // blocked when it failed.
+    let mut blocked = Vec::new();
+    if config.jobs.iter().any(|j| j.extend.is_some()) {
+        let (rows, again) = chain::plan_chains(&config, &loaded.records, &last_at, &mut plan);
+        blocked = rows;
+        changed += again;
     }
     // `--limit` and `--sample` choose among the jobs to send; tasks already paid
     // for are always collected.
@@ -328,6 +347,7 @@ pub fn prepare_from(
         held_back,
         superseding,
         recorded_spend,
+        blocked,
         config,
         plan,
         changed,
@@ -359,6 +379,7 @@ pub async fn execute(
         warnings,
         superseding,
         recorded_spend,
+        blocked,
         records: loaded_records,
         last,
         foreign,
@@ -482,11 +503,22 @@ pub async fn execute(
     let submit_slots = Arc::new(Semaphore::new(config.concurrency.max(1) * 2));
     let mut set = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
-    let mut queue = plan.into_iter().peekable();
+    // Extend jobs that wait for their parent's video, by the parent's place.
+    let mut waiting: HashMap<usize, Vec<Planned>> = HashMap::new();
+    let mut queue: VecDeque<Planned> = VecDeque::with_capacity(plan.len());
+    for p in plan {
+        match p.after {
+            Some(parent) => waiting.entry(parent).or_default().push(p),
+            None => queue.push_back(p),
+        }
+    }
+    for b in blocked {
+        write_blocked(&shared, b.index, &b.record).await;
+    }
     let mut aborted = false;
     loop {
         while set.len() < config.max_active.max(1) {
-            let Some(next) = queue.peek() else {
+            let Some(next) = queue.front() else {
                 break;
             };
             let slot = match next.start {
@@ -496,7 +528,14 @@ pub async fn execute(
                 },
                 _ => None,
             };
-            let Some(Planned { index, start, from }) = queue.next() else {
+            let Some(Planned {
+                index,
+                start,
+                from,
+                after: _,
+                parent_task,
+            }) = queue.pop_front()
+            else {
                 break;
             };
             // Once submissions stop, jobs that would submit are not started; jobs
@@ -512,16 +551,19 @@ pub async fn execute(
             let Some(job) = JobHandle::new(jobs.clone(), index) else {
                 continue;
             };
-            let record = match from.and_then(|i| loaded_records.get(i)) {
+            let mut record = match from.and_then(|i| loaded_records.get(i)) {
                 Some(last) => resumed_record(last, &start, &job),
                 None => fresh_record(&job),
             };
+            if let (Start::Submit(_), Some(task)) = (&start, parent_task) {
+                record.parent_task_id = Some(task);
+            }
             let handle = set.spawn(job::drive(shared.clone(), job, record, start, seed, slot));
             running.insert(handle.id(), index);
         }
         let waiting_for_slot = set.len() < config.max_active.max(1)
             && queue
-                .peek()
+                .front()
                 .is_some_and(|p| matches!(p.start, Start::Submit(_)));
         if set.is_empty() && !waiting_for_slot {
             break;
@@ -540,10 +582,25 @@ pub async fn execute(
             joined = set.join_next_with_id(), if !set.is_empty() => joined,
         };
         match joined {
-            Some(Ok((id, _end))) => {
-                running.remove(&id);
+            Some(Ok((id, ended))) => {
+                if let Some(index) = running.remove(&id)
+                    && let Some(children) = waiting.remove(&index)
+                {
+                    follow(
+                        &shared,
+                        &jobs,
+                        &loaded_records,
+                        index,
+                        &ended,
+                        children,
+                        &mut queue,
+                        &mut waiting,
+                    )
+                    .await;
+                }
             }
             Some(Err(e)) => {
+                // Its children stay waiting: not started in this run.
                 let job = running
                     .remove(&e.id())
                     .map(|i| jobs[i].id.clone())
@@ -621,6 +678,77 @@ pub async fn execute(
     })
 }
 
+/// The children of the job at `index`, which just ended as `ended`: sent (first in
+/// the queue) with its task when its video is made; blocked, with their own
+/// children, when it failed; otherwise left waiting, not started in this run.
+#[expect(clippy::too_many_arguments, reason = "the run loop's own state, lent")]
+async fn follow(
+    shared: &Shared,
+    jobs: &[Job],
+    loaded: &[Record],
+    index: usize,
+    ended: &job::Ended,
+    children: Vec<Planned>,
+    queue: &mut VecDeque<Planned>,
+    waiting: &mut HashMap<usize, Vec<Planned>>,
+) {
+    if let Some(task) = &ended.made {
+        for mut child in children.into_iter().rev() {
+            child.parent_task = Some(task.clone());
+            queue.push_front(child);
+        }
+        return;
+    }
+    let Some(why) = &ended.failed else {
+        waiting.insert(index, children);
+        return;
+    };
+    let mut stack: Vec<(Planned, String)> = children
+        .into_iter()
+        .map(|c| {
+            (
+                c,
+                format!("the job it extends, {:?}, failed: {why}", jobs[index].id),
+            )
+        })
+        .collect();
+    while let Some((child, reason)) = stack.pop() {
+        let Some(job) = jobs.get(child.index) else {
+            continue;
+        };
+        let last = child.from.and_then(|i| loaded.get(i));
+        let record = chain::blocked_record(last, job, reason.clone());
+        write_blocked(shared, child.index, &record).await;
+        for grandchild in waiting.remove(&child.index).unwrap_or_default() {
+            let why = format!("the job it extends, {:?}, is blocked: {reason}", job.id);
+            stack.push((grandchild, why));
+        }
+    }
+}
+
+/// Writes the row of an extend job the plan of its chain decided (blocked by its
+/// parent, or pending again behind it). Nothing is sent on it, so it is not waited
+/// for: a kill before it is on disk leaves the row before it, which the next run
+/// decides again the same way.
+async fn write_blocked(shared: &Shared, index: usize, record: &Record) {
+    if record.state() == State::Blocked {
+        tracing::warn!(
+            "job {:?}: blocked: {}",
+            record.job_id,
+            record.error_message.as_deref().unwrap_or_default()
+        );
+    }
+    match collector::Row::new(index, record, shared.settings.download) {
+        Ok(row) => {
+            let _ = shared
+                .events
+                .send(collector::Event::Row { row, ack: None })
+                .await;
+        }
+        Err(e) => tracing::error!("failed to encode a results row: {e}"),
+    }
+}
+
 fn shared_spent(spent: &Mutex<f64>) -> f64 {
     spent.lock().map(|s| *s).unwrap_or_default()
 }
@@ -663,7 +791,6 @@ fn fresh_record(job: &Job) -> Record {
         job_id: job.id.clone(),
         state: Some(State::Pending),
         model: job.request.model.as_str().to_owned(),
-        generation_type: job.request.generation_type.as_str().to_owned(),
         aspect_ratio: job.request.aspect_ratio.as_str().to_owned(),
         prompt: job.request.prompt.clone(),
         fingerprint: job.fingerprint.clone(),
@@ -678,6 +805,12 @@ fn fresh_record(job: &Job) -> Record {
             .to_owned(),
         duration: job.request.duration.unwrap_or(8).to_string(),
         image_urls: job.request.image_urls.clone(),
+        generation_type: job.mode().to_owned(),
+        extends: job
+            .extend
+            .as_ref()
+            .map(|e| e.parent.clone())
+            .unwrap_or_default(),
         ..Record::default()
     }
 }

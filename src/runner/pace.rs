@@ -137,8 +137,8 @@ impl Pace {
                     State::Submitted | State::Succeeded | State::Failed => {
                         r.submitted_at.as_deref()
                     }
-                    // Refused before any task existed.
-                    State::Pending => None,
+                    // Refused before any task existed, or never sent.
+                    State::Pending | State::Blocked => None,
                 }
                 .filter(|at| *at >= cutoff.as_str())?;
                 let at = humantime::parse_rfc3339(at).ok()? + Duration::from_secs(1);

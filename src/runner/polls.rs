@@ -159,6 +159,10 @@ pub struct Polls {
 /// resolution when the request names one.
 pub fn kind(job: &Job) -> String {
     let model = job.request.model.as_str();
+    if job.extend.is_some() {
+        // An extend renders a continuation: a kind of its own.
+        return format!("{model}:extend");
+    }
     match job.request.resolution {
         Some(resolution) => format!("{model}:{}", resolution.as_str()),
         None => model.to_owned(),
@@ -378,6 +382,7 @@ mod tests {
                 origin: crate::manifest::Origin::default(),
                 file_stem: None,
                 local_images: Vec::new(),
+                extend: None,
             }
         };
         assert_eq!(kind(&job(serde_json::json!({}))), "veo3");

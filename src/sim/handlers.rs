@@ -14,14 +14,17 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::http::{Ctx, drop_connection, gate, log, pass_gate, reply, slow_down};
-use super::state::{Admission, Answer, FileState, Sim, file_task};
+use super::http::{Ctx, drop_connection, gate, log, pass_gate, reply, reply_late};
+use super::state::{Admission, Answer, FULL_SUFFIX, FileState, Sim, file_task};
 use super::{Endpoint, Kill, SAMPLE_MP4};
-use crate::request::{FieldIssue, GenerateRequest, RawRequest, check};
+use crate::request::{
+    FieldIssue, GenerateRequest, RawRequest, check, check_extend_json, extend_fingerprint,
+};
 
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/api/v1/veo/generate", post(generate))
+        .route("/api/v1/veo/extend", post(extend))
         .route("/api/v1/veo/record-info", get(record_info))
         .route("/api/v1/veo/get-1080p-video", get(get_1080p))
         .route("/api/v1/veo/get-4k-video", post(get_4k))
@@ -98,10 +101,71 @@ async fn generate(
             if drop_after {
                 return drop_connection(&sim, kill, e, &ctx).await;
             }
+            let answer = Answer::ok(json!({ "taskId": task_id }));
             if slow {
-                slow_down(&sim).await;
+                return reply_late(&sim, e, answer, &ctx).await;
             }
-            reply(&sim, e, Answer::ok(json!({ "taskId": task_id })), &ctx)
+            reply(&sim, e, answer, &ctx)
+        }
+    }
+}
+
+/// `POST /api/v1/veo/extend`: a new task continuing a finished video of this
+/// account, refused (422) for any other (unknown, unfinished, failed, or with its
+/// 1080p version made); faults, the rate window and credits as for generate.
+async fn extend(
+    State(sim): State<Arc<Sim>>,
+    kill: Option<Extension<Kill>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let e = Endpoint::Extend;
+    let value = serde_json::from_slice::<Value>(&body)
+        .map_err(|err| Answer::err(422, format!("the body is not valid JSON: {err}")));
+    let checked = value.as_ref().map_err(Clone::clone).and_then(|value| {
+        check_extend_json(value).map_err(|issues| Answer::err(422, issues_msg(&issues)))
+    });
+    let mut ctx = Ctx {
+        prompt: value
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("prompt"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        fingerprint: checked
+            .as_ref()
+            .ok()
+            .map(|c| extend_fingerprint(&c.request, &c.task_id)),
+        extends: checked.as_ref().ok().map(|c| c.task_id.clone()),
+        ..Ctx::default()
+    };
+    if let Err(r) = gate(&sim, e, &headers, &ctx) {
+        return *r;
+    }
+    let (value, call) = match (value, checked) {
+        (Ok(value), Ok(call)) => (value, call),
+        (Err(answer), _) | (_, Err(answer)) => return reply(&sim, e, answer, &ctx),
+    };
+    match sim.admit_extend(&call, &value) {
+        Admission::Refused(answer) => reply(&sim, e, answer, &ctx),
+        Admission::DropBefore => drop_connection(&sim, kill, e, &ctx).await,
+        Admission::Created {
+            task_id,
+            ready,
+            drop_after,
+            slow,
+        } => {
+            ctx.task_id = Some(task_id.clone());
+            ctx.created = true;
+            ctx.ready = Some(ready);
+            if drop_after {
+                return drop_connection(&sim, kill, e, &ctx).await;
+            }
+            let answer = Answer::ok(json!({ "taskId": task_id }));
+            if slow {
+                return reply_late(&sim, e, answer, &ctx).await;
+            }
+            reply(&sim, e, answer, &ctx)
         }
     }
 }
@@ -266,11 +330,11 @@ async fn files(State(sim): State<Arc<Sim>>, Path(name): Path<String>, params: Pa
         }
     }
     log(&sim, e, Some(200), &ctx);
-    (
-        [(header::CONTENT_TYPE, "video/mp4")],
-        Bytes::from_static(SAMPLE_MP4),
-    )
-        .into_response()
+    let bytes = match (name.ends_with(FULL_SUFFIX), file_task(&name)) {
+        (true, Some(task)) => Bytes::from(super::stitched_mp4(task)),
+        _ => Bytes::from_static(SAMPLE_MP4),
+    };
+    ([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response()
 }
 
 async fn not_found() -> Response {

@@ -20,6 +20,8 @@ pub(super) struct Ctx {
     pub prompt: Option<String>,
     pub fingerprint: Option<String>,
     pub task_id: Option<String>,
+    /// For an extend: the task it continues.
+    pub extends: Option<String>,
     pub created: bool,
     /// When the created task's video (or failure) is ready.
     pub ready: Option<SystemTime>,
@@ -48,6 +50,7 @@ pub(super) fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
         prompt: ctx.prompt.as_deref(),
         fingerprint: ctx.fingerprint.as_deref(),
         task_id: ctx.task_id.as_deref(),
+        extends: ctx.extends.as_deref(),
         code,
         task_created: ctx.created,
         ready_at: ctx
@@ -60,6 +63,25 @@ pub(super) fn log(sim: &Sim, endpoint: Endpoint, code: Option<i64>, ctx: &Ctx) {
 /// Sends `answer` in the configured error style, and logs it.
 pub(super) fn reply(sim: &Sim, endpoint: Endpoint, answer: Answer, ctx: &Ctx) -> Response {
     log(sim, endpoint, Some(answer.code), ctx);
+    respond(sim, answer)
+}
+
+/// A call that created a task and answers late: logged now, answered after the
+/// delay. A client that dies meanwhile drops the connection and the handler with
+/// it, and the log must still say the task was created.
+pub(super) async fn reply_late(
+    sim: &Sim,
+    endpoint: Endpoint,
+    answer: Answer,
+    ctx: &Ctx,
+) -> Response {
+    log(sim, endpoint, Some(answer.code), ctx);
+    slow_down(sim).await;
+    respond(sim, answer)
+}
+
+/// `answer` in the configured error style.
+fn respond(sim: &Sim, answer: Answer) -> Response {
     let status = match sim.config.error_style {
         _ if answer.code == 200 => StatusCode::OK,
         ErrorStyle::Envelope => StatusCode::OK,
@@ -131,8 +153,9 @@ pub(super) fn gate(
     if let Some(answer) = answer {
         return Err(Box::new(reply(sim, endpoint, answer, ctx)));
     }
-    // A generate call is slow after its task exists; that is decided in `admit`.
-    Ok(endpoint != Endpoint::Generate && sim.draw(faults.slow))
+    // A generate or extend call is slow after its task exists; that is decided in
+    // `admit`.
+    Ok(!matches!(endpoint, Endpoint::Generate | Endpoint::Extend) && sim.draw(faults.slow))
 }
 
 pub(super) async fn slow_down(sim: &Sim) {
@@ -140,7 +163,7 @@ pub(super) async fn slow_down(sim: &Sim) {
 }
 
 /// [`gate`], then the slow-answer delay when one was drawn: the start of every
-/// call but generate, whose delay comes after its task exists.
+/// call but generate and extend, whose delay comes after their task exists.
 pub(super) async fn pass_gate(
     sim: &Sim,
     endpoint: Endpoint,

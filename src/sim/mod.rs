@@ -37,6 +37,21 @@ pub const DEMO_KEY: &str = "sim-key";
 /// The playable MP4 every result URL serves.
 pub const SAMPLE_MP4: &[u8] = include_bytes!("assets/sample.mp4");
 
+/// The stitched video of extend task `task_id` (its `fullResultUrls` file): the
+/// sample followed by an MP4 `free` box naming the task, which players skip. It is
+/// longer than any segment and differs from task to task, so that a test can tell
+/// the kept file is the stitched one.
+pub fn stitched_mp4(task_id: &str) -> Vec<u8> {
+    let text = format!("veo-batch simulator: the stitched video of extend task {task_id}");
+    let size = u32::try_from(8 + text.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(SAMPLE_MP4.len() + 8 + text.len());
+    out.extend_from_slice(SAMPLE_MP4);
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(b"free");
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
 /// How the simulator behaves. `Default` is the realistic service at real speed.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -169,6 +184,7 @@ pub enum ErrorStyle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Endpoint {
     Generate,
+    Extend,
     RecordInfo,
     Get1080p,
     Get4k,
@@ -180,8 +196,9 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 9] = [
         Endpoint::Generate,
+        Endpoint::Extend,
         Endpoint::RecordInfo,
         Endpoint::Get1080p,
         Endpoint::Get4k,
@@ -194,6 +211,7 @@ impl Endpoint {
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::Generate => "generate",
+            Endpoint::Extend => "extend",
             Endpoint::RecordInfo => "record-info",
             Endpoint::Get1080p => "get-1080p-video",
             Endpoint::Get4k => "get-4k-video",

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Endpoint, SimConfig, SimStats};
-use crate::request::{AspectRatio, GenerateRequest, Resolution};
+use crate::request::{AspectRatio, ExtendCall, GenerateRequest, Resolution, extend_fingerprint};
 
 mod callback;
 mod ids;
@@ -186,6 +186,8 @@ struct Task {
     hd_ready: Instant,
     hd_charged: bool,
     uhd_ready: Option<Instant>,
+    /// An extend task: its `fullResultUrls` is the stitched video.
+    extend: bool,
 }
 
 impl Task {
@@ -199,6 +201,7 @@ impl Task {
     ) -> Option<Task> {
         let outcome = Outcome::from_code(sealed.outcome)?;
         let aspect = *ASPECTS.get(usize::from(sealed.aspect))?;
+        let extend = sealed.resolution == EXTEND_CODE;
         let resolution = RESOLUTIONS
             .get(usize::from(sealed.resolution))
             .copied()
@@ -233,9 +236,34 @@ impl Task {
             hd_ready: Sim::later(ends, ids::decode_span(sealed.hd)),
             hd_charged: false,
             uhd_ready: None,
+            extend,
         })
     }
 }
+
+/// What a new task is: the request, what it costs, and how its id seals its kind.
+struct New<'a> {
+    request: &'a GenerateRequest,
+    /// What the stats count its tasks under.
+    fingerprint: String,
+    price: f64,
+    aspect: AspectRatio,
+    /// The resolution, or [`EXTEND_KIND`], for its generation time.
+    resolution: &'a str,
+    resolution_code: u8,
+    param_json: String,
+}
+
+/// What an extend task's id holds in place of a resolution (the code past the
+/// resolutions): an extend continues a 720p video, and says it is an extend.
+const EXTEND_CODE: u8 = 3;
+/// The kind an extend's generation time is looked up by (`veo3_fast:extend`).
+const EXTEND_KIND: &str = "extend";
+/// What extend answers for a video whose 1080p version was made (documented).
+pub(crate) const MSG_NO_EXTEND_1080P: &str =
+    "a video whose 1080P version has been generated cannot be extended";
+/// The name ending of an extend task's stitched video (`<id>-full.mp4`).
+pub(crate) const FULL_SUFFIX: &str = "-full.mp4";
 
 /// What happened to one generate call that passed validation.
 pub(crate) enum Admission {
@@ -304,6 +332,9 @@ pub(crate) struct LogLine<'a> {
     pub prompt: Option<&'a str>,
     pub fingerprint: Option<&'a str>,
     pub task_id: Option<&'a str>,
+    /// For an extend: the task whose video it continues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extends: Option<&'a str>,
     /// The answer code; null when the connection was dropped instead.
     pub code: Option<i64>,
     pub task_created: bool,
@@ -429,20 +460,10 @@ impl Sim {
     /// Rate window, credits, faults and, when all pass, a new task.
     pub fn admit(self: &Arc<Self>, req: &GenerateRequest, body: &Value) -> Admission {
         let now = Instant::now();
-        let faults = &self.config.faults;
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        if faults.drop_before > 0.0 && inner.rng.f64() < faults.drop_before {
-            return Admission::DropBefore;
-        }
-        if let Some(rate) = self.config.rate {
-            let per = self.config.scaled(rate.per);
-            if !window_admits(&mut inner.window, rate.count, per, now) {
-                return Admission::Refused(Answer::err(
-                    429,
-                    "Your call frequency is too high. Please try again later.",
-                ));
-            }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if let Some(refused) = self.enter(inner, now) {
+            return refused;
         }
         if req.image_urls.iter().any(|u| unfetchable(u)) {
             return Admission::Refused(Answer::err(451, MSG_IMAGE_FETCH));
@@ -453,22 +474,108 @@ impl Sim {
             .prices
             .generation(req.model, resolution)
             .unwrap_or(0.0);
-        if inner.credits < price {
-            if self.config.rate.is_some() {
-                // Refused calls do not count against the window.
-                inner.window.pop_back();
-            }
-            return Admission::Refused(Answer::err(402, MSG_NO_CREDITS));
-        }
-        inner.credits -= price;
-
         let resolution = body
             .get("resolution")
             .and_then(Value::as_str)
             .unwrap_or(DEFAULT_RESOLUTION);
+        self.create(
+            inner,
+            now,
+            &New {
+                request: req,
+                fingerprint: req.fingerprint(),
+                price,
+                aspect: req.aspect_ratio,
+                resolution,
+                resolution_code: code_of(&RESOLUTIONS, &resolution),
+                param_json: body.to_string(),
+            },
+        )
+    }
+
+    /// [`Sim::admit`] for an extend: the task it names must be this account's, done,
+    /// succeeded, and without its 1080p version (a 720p video).
+    pub fn admit_extend(self: &Arc<Self>, call: &ExtendCall, body: &Value) -> Admission {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if let Some(refused) = self.enter(inner, now) {
+            return refused;
+        }
+        let parent = self.task(inner, &call.task_id).map(|(_, t)| {
+            let has_1080p = t.hd_charged || t.resolution != DEFAULT_RESOLUTION;
+            (t.ends <= now, t.outcome, has_1080p, t.aspect)
+        });
+        let refusal = match parent {
+            None => Some(MSG_RECORD_NULL),
+            Some((false, _, _, _)) => {
+                Some("the video is still being generated; extend it after it succeeds")
+            }
+            Some((true, Outcome::Failure { .. }, _, _)) => {
+                Some("the task failed; it has no video to extend")
+            }
+            Some((true, Outcome::Success, true, _)) => Some(MSG_NO_EXTEND_1080P),
+            Some((true, Outcome::Success, false, _)) => None,
+        };
+        if let Some(msg) = refusal {
+            self.leave_window(inner);
+            return Admission::Refused(Answer::err(422, msg));
+        }
+        let aspect = parent.map_or(AspectRatio::Landscape, |p| p.3);
+        self.create(
+            inner,
+            now,
+            &New {
+                request: &call.request,
+                fingerprint: extend_fingerprint(&call.request, &call.task_id),
+                price: self.config.prices.extend(call.request.model),
+                aspect,
+                resolution: EXTEND_KIND,
+                resolution_code: EXTEND_CODE,
+                param_json: body.to_string(),
+            },
+        )
+    }
+
+    /// The checks every call that creates a task passes first: a connection dropped
+    /// before anything happens, and the rate window (shared by generate and extend).
+    fn enter(&self, inner: &mut Inner, now: Instant) -> Option<Admission> {
+        let faults = &self.config.faults;
+        if faults.drop_before > 0.0 && inner.rng.f64() < faults.drop_before {
+            return Some(Admission::DropBefore);
+        }
+        if let Some(rate) = self.config.rate {
+            let per = self.config.scaled(rate.per);
+            if !window_admits(&mut inner.window, rate.count, per, now) {
+                return Some(Admission::Refused(Answer::err(
+                    429,
+                    "Your call frequency is too high. Please try again later.",
+                )));
+            }
+        }
+        None
+    }
+
+    /// Refused calls do not count against the window.
+    fn leave_window(&self, inner: &mut Inner) {
+        if self.config.rate.is_some() {
+            inner.window.pop_back();
+        }
+    }
+
+    /// Credits, then a new task of the kind `new` says, and the faults drawn for it.
+    fn create(self: &Arc<Self>, inner: &mut Inner, now: Instant, new: &New<'_>) -> Admission {
+        let faults = &self.config.faults;
+        let req = new.request;
+        if inner.credits < new.price {
+            self.leave_window(inner);
+            return Admission::Refused(Answer::err(402, MSG_NO_CREDITS));
+        }
+        inner.credits -= new.price;
+
         let range = self
             .config
-            .generation_time_of(req.model.as_str(), resolution);
+            .generation_time_of(req.model.as_str(), new.resolution);
         let generation = self.span(&mut inner.rng, range);
         let outcome =
             if faults.generation_failure > 0.0 && inner.rng.f64() < faults.generation_failure {
@@ -495,8 +602,8 @@ impl Sim {
             created_ms: ids::Sealed::created_ms_of(created_wall),
             uniq: 0,
             outcome: outcome.code(),
-            aspect: code_of(&ASPECTS, &req.aspect_ratio),
-            resolution: code_of(&RESOLUTIONS, &resolution),
+            aspect: code_of(&ASPECTS, &new.aspect),
+            resolution: new.resolution_code,
             model: code_of(&MODELS, &req.model.as_str()),
             generation: ids::encode_span(generation),
             hd: ids::encode_span(hd),
@@ -511,12 +618,15 @@ impl Sim {
         };
         // The timeline is the one the id carries, so that a later simulator that
         // re-derives this task from its id sees it end at the same moment.
-        let Some(mut task) = Task::from_sealed(&sealed, now, created_wall, Some(body.to_string()))
+        let Some(mut task) =
+            Task::from_sealed(&sealed, now, created_wall, Some(new.param_json.clone()))
         else {
             return Admission::Refused(Answer::err(500, "Server error, please try again later"));
         };
-        task.resolution = resolution.to_owned();
-        task.charged = price;
+        if !task.extend {
+            task.resolution = new.resolution.to_owned();
+        }
+        task.charged = new.price;
         task.settled = false;
         let ends = task.ends;
         if matches!(outcome, Outcome::Failure { .. }) {
@@ -529,7 +639,7 @@ impl Sim {
         *inner
             .stats
             .tasks_by_fingerprint
-            .entry(req.fingerprint())
+            .entry(new.fingerprint.clone())
             .or_default() += 1;
         let drop_after = faults.drop_after > 0.0 && inner.rng.f64() < faults.drop_after;
         let slow = faults.slow > 0.0 && inner.rng.f64() < faults.slow;
@@ -626,11 +736,16 @@ impl Sim {
         } else {
             vec![self.file_url(task_id, "-origin")]
         };
-        json!({
+        let mut info = json!({
             "resultUrls": [self.file_url(task_id, "")],
             "originUrls": origin,
             "resolution": task.resolution,
-        })
+        });
+        if task.extend {
+            // The new segment above; the whole stitched video here.
+            info["fullResultUrls"] = json!([self.file_url(task_id, "-full")]);
+        }
+        info
     }
 
     /// The record-info answer for `task_id`.
@@ -785,10 +900,12 @@ impl Sim {
             return FileState::Missing;
         };
         let now = Instant::now();
+        let full = name.ends_with(FULL_SUFFIX);
         let ends = {
             let mut inner = self.lock();
             self.task(&mut inner, id)
                 .filter(|(_, t)| t.ends <= now && matches!(t.outcome, Outcome::Success))
+                .filter(|(_, t)| t.extend || !full)
                 .map(|(_, t)| t.ends)
         };
         let Some(ends) = ends else {
@@ -838,7 +955,7 @@ impl Sim {
 pub(crate) fn file_task(name: &str) -> Option<&str> {
     let stem = name.strip_suffix(".mp4")?;
     Some(
-        ["-1080p", "-4k", "-origin"]
+        ["-1080p", "-4k", "-origin", "-full"]
             .iter()
             .find_map(|s| stem.strip_suffix(s))
             .unwrap_or(stem),
@@ -1195,6 +1312,114 @@ mod tests {
             config.generation_time_of("veo3_fast", "4k"),
             config.generation_time
         );
+    }
+
+    fn extend_call(task_id: &str, model: &str) -> (ExtendCall, Value) {
+        let body = json!({ "taskId": task_id, "prompt": "on", "model": model });
+        (crate::request::check_extend_json(&body).unwrap(), body)
+    }
+
+    /// Extend continues only a finished, successful video of this account without its
+    /// 1080p version, charges the extend price, and its task (re-derived by a later
+    /// simulator too) reports the segment and a distinct stitched file.
+    #[tokio::test(start_paused = true)]
+    async fn extend_takes_only_a_finished_720p_video_and_reports_the_stitched_one() {
+        let config = SimConfig {
+            generation_time: (Duration::from_secs(10), Duration::from_secs(10)),
+            upgrade_1080p_time: (Duration::from_secs(1), Duration::from_secs(1)),
+            record_lag: Duration::ZERO,
+            rate: None,
+            ..SimConfig::default()
+        };
+        let sim = sim(config.clone());
+        let (req, body) = request("base");
+        let base = created(sim.admit(&req, &body));
+        let refused = |a: Admission| match a {
+            Admission::Refused(answer) => answer,
+            _ => panic!("created"),
+        };
+        let (call, body) = extend_call(&base, "lite");
+        assert_eq!(
+            refused(sim.admit_extend(&call, &body)).msg,
+            "the video is still being generated; extend it after it succeeds"
+        );
+        let (unknown, unknown_body) = extend_call("veo_task_0000", "fast");
+        assert_eq!(
+            refused(sim.admit_extend(&unknown, &unknown_body)).msg,
+            MSG_RECORD_NULL
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let before = sim.credits();
+        let ext = created(sim.admit_extend(&call, &body));
+        assert!(
+            (before - sim.credits() - 15.0).abs() < 1e-9,
+            "lite's extend price"
+        );
+        // A chain: an extend of the extend.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let (next, next_body) = extend_call(&ext, "lite");
+        created(sim.admit_extend(&next, &next_body));
+        let info = sim.record_info(&ext).data;
+        assert_eq!(info["successFlag"], 1);
+        let segment = info["response"]["resultUrls"][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let full = info["response"]["fullResultUrls"][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(full.ends_with(&format!("{ext}-full.mp4")) && segment != full);
+        assert_eq!(sim.file(&format!("{ext}-full.mp4"), None), FileState::Ready);
+        assert_eq!(
+            sim.file(&format!("{base}-full.mp4"), None),
+            FileState::Missing,
+            "a generation has no stitched file"
+        );
+        assert!(
+            sim.record_info(&base).data["response"]
+                .get("fullResultUrls")
+                .is_none()
+        );
+        // A later simulator (the next `run --simulate`) knows it is an extend. Its
+        // clock counts from the wall clock, which the paused test clock leaves
+        // behind: the task is new to it, and done once its generation time passed.
+        let later = self::sim(config);
+        assert_eq!(later.record_info(&ext).data["successFlag"], 0);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(later.record_info(&ext).data["response"], info["response"]);
+        // Its 1080p version made, a video cannot be extended.
+        assert_eq!(sim.get_1080p(&base, 0).code, 200);
+        assert_eq!(
+            refused(sim.admit_extend(&call, &body)).msg,
+            MSG_NO_EXTEND_1080P
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_video_cannot_be_extended() {
+        let sim = sim(SimConfig {
+            generation_time: (Duration::from_secs(10), Duration::from_secs(10)),
+            rate: None,
+            faults: super::super::Faults {
+                generation_failure: 1.0,
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        });
+        let (req, body) = request("base");
+        let base = created(sim.admit(&req, &body));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let (call, body) = extend_call(&base, "fast");
+        match sim.admit_extend(&call, &body) {
+            Admission::Refused(a) => {
+                assert_eq!(
+                    (a.code, a.msg.as_str()),
+                    (422, "the task failed; it has no video to extend")
+                );
+            }
+            _ => panic!("extended a failed video"),
+        }
     }
 
     #[test]

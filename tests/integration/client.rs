@@ -157,7 +157,8 @@ async fn every_endpoint_sends_bearer_and_user_agent() {
     assert_eq!(
         c.record_info("veo_t").await.unwrap(),
         TaskState::Succeeded {
-            result_urls: vec!["http://example.com/v.mp4".into()]
+            result_urls: vec!["http://example.com/v.mp4".into()],
+            full_result_urls: Vec::new(),
         }
     );
     assert!(matches!(

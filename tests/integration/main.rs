@@ -4,6 +4,7 @@
 mod client;
 mod current_api;
 mod disk;
+mod extend;
 mod harness;
 mod hostile;
 mod ops;

@@ -153,6 +153,7 @@ fn counts(loaded: &Loaded) -> Counts {
     for r in loaded.records.values() {
         match (r.state(), r.task_id.is_some()) {
             (State::Pending, _) => c.not_started += 1,
+            (State::Blocked, _) => panic!("{}: blocked, in a batch without extends", r.job_id),
             (State::Submitting | State::Submitted, true) => c.running += 1,
             (State::Submitting | State::Submitted | State::InDoubt, _) => c.in_doubt += 1,
             (State::Failed, _) => c.failed += 1,
@@ -308,7 +309,7 @@ fn at_kill(jobs: usize, loaded: &Loaded) -> AtKill {
     let mut k = AtKill::default();
     for r in loaded.records.values() {
         match r.state() {
-            State::Pending => k.not_sent += 1,
+            State::Pending | State::Blocked => k.not_sent += 1,
             State::Submitting if r.task_id.is_none() => k.submitting += 1,
             State::InDoubt => {}
             State::Submitting | State::Submitted => k.polling += 1,
@@ -1017,5 +1018,241 @@ fn kills_during_upgrades_pay_each_upgrade_once() {
     eprintln!(
         "upgrade storm: {JOBS} 4K jobs, {kills} kills ({mid_upgrade} while an upgrade was pending), {} tasks, {spent} credits spent: each generation and each upgrade paid once",
         stats.tasks_created
+    );
+}
+
+/// SIGKILLs at random points of a batch of extend chains (a generation, then two
+/// continuations), resuming after each: a child is sent only once its parent's
+/// video is made, with that video's task; the simulator's log proves each job's
+/// task (generation or extend) was created once, but for jobs recorded in doubt at
+/// a kill, which are counted; a failed parent blocks its descendants; and every
+/// extend keeps its stitched video.
+#[cfg(unix)]
+#[test]
+fn kill_storm_on_extend_chains() {
+    const CHAINS: usize = 30;
+    const PARTS: usize = 3;
+    const JOBS: usize = CHAINS * PARTS;
+    const MIN_KILLS: usize = 12;
+    const MAX_KILLS: usize = 60;
+    let seed = storm_seed("extend storm");
+    let logs = tempfile::tempdir().expect("temp dir");
+    let request_log_path = logs.path().join("requests.jsonl");
+    let mut config = SimConfig {
+        generation_time: (Duration::from_millis(600), Duration::from_millis(2000)),
+        seed,
+        request_log: Some(request_log_path.clone()),
+        ..fast_sim()
+    };
+    config.faults.generation_failure = 0.05;
+    // A third of the answers come late (the task exists meanwhile, for generate
+    // and extend): kills then catch submissions in flight, which end in doubt.
+    config.faults.slow = 0.3;
+    config.faults.slow_delay = Duration::from_millis(400);
+    let h = Harness::new(config);
+    let mut text = String::from("name: chains\njobs:\n");
+    let mut job_of_prompt: BTreeMap<String, String> = BTreeMap::new();
+    for c in 1..=CHAINS {
+        for p in 1..=PARTS {
+            let id = format!("chain-{c}-part-{p}");
+            let prompt = format!("chain {c}, shot {p} of the spot");
+            text.push_str(&format!("  - id: {id}\n    prompt: \"{prompt}\"\n"));
+            if p > 1 {
+                text.push_str(&format!("    extend: chain-{c}-part-{}\n", p - 1));
+            }
+            job_of_prompt.insert(prompt, id);
+        }
+    }
+    let manifest = h.write("chains.yaml", &text);
+    let run_log = logs.path().join("runs.log");
+    let flags = [
+        "--rate",
+        "20/1s",
+        "--concurrency",
+        "12",
+        "--poll-interval",
+        "100ms",
+        "--request-timeout",
+        "5s",
+    ];
+
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut in_flight_at_kill: BTreeSet<String> = BTreeSet::new();
+    let mut kills = 0;
+    let mut chained_at_kill = 0;
+    let mut first_task: BTreeMap<String, String> = BTreeMap::new();
+    while kills < MAX_KILLS {
+        let mut child = storm_cmd(&h, &manifest, &flags, &run_log)
+            .spawn()
+            .expect("spawn veo-batch");
+        let deadline = Instant::now() + Duration::from_millis(rng.u64(80..900));
+        let mut ended = false;
+        while Instant::now() < deadline {
+            if child.try_wait().expect("try_wait").is_some() {
+                ended = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if ended {
+            break;
+        }
+        child.kill().expect("SIGKILL veo-batch");
+        let _ = child.wait();
+        kills += 1;
+        let loaded = match checkpoint::load(&h.path("results.csv")) {
+            Ok(Some(l)) => l,
+            Ok(None) => Loaded::default(),
+            Err(e) => panic!("after kill {kills}, the results file must load: {e}"),
+        };
+        let mut extending = false;
+        for r in loaded.records.values() {
+            if let Some(task) = &r.task_id {
+                let first = first_task
+                    .entry(r.job_id.clone())
+                    .or_insert_with(|| task.clone());
+                assert_eq!(first, task, "after kill {kills}: {} changed task", r.job_id);
+            }
+            // A child sent names its parent's task, which its parent's row holds.
+            if let Some(parent_task) = &r.parent_task_id {
+                let parent = &loaded.records[&r.extends];
+                assert_eq!(
+                    parent.task_id.as_ref(),
+                    Some(parent_task),
+                    "after kill {kills}: {} continues a task its parent does not hold",
+                    r.job_id
+                );
+                assert_eq!(parent.state(), State::Succeeded, "{}", r.job_id);
+                extending |= r.state() != State::Succeeded;
+            }
+            let doubt = r.state() == State::InDoubt
+                || (matches!(r.state(), State::Submitting | State::Submitted)
+                    && r.task_id.is_none());
+            if doubt {
+                in_flight_at_kill.insert(r.job_id.clone());
+            }
+        }
+        chained_at_kill += usize::from(extending);
+        if kills >= MIN_KILLS && chained_at_kill >= 3 {
+            break;
+        }
+    }
+    assert!(
+        kills >= MIN_KILLS,
+        "only {kills} kills: the run finished too soon"
+    );
+    assert!(
+        chained_at_kill > 0,
+        "no kill landed while an extend was in flight: {kills} kills"
+    );
+
+    // Resume, then send the in-doubt jobs again: every job ends.
+    run_bounded(&h, &manifest, &flags, &run_log, Duration::from_secs(120));
+    let code = run_bounded(
+        &h,
+        &manifest,
+        &[&flags[..], &["--resubmit-in-doubt"]].concat(),
+        &run_log,
+        Duration::from_secs(120),
+    );
+    let loaded = h.results();
+    assert_eq!(loaded.records.len(), JOBS);
+    let (mut succeeded, mut failed, mut blocked) = (0, 0, 0);
+    for r in loaded.records.values() {
+        match r.state() {
+            State::Succeeded => succeeded += 1,
+            State::Failed => failed += 1,
+            State::Blocked => {
+                blocked += 1;
+                let parent = &loaded.records[&r.extends];
+                assert!(
+                    matches!(parent.state(), State::Failed | State::Blocked),
+                    "{} is blocked by {} which is {}",
+                    r.job_id,
+                    parent.job_id,
+                    parent.state()
+                );
+                assert_eq!(r.task_id, None, "{}", r.job_id);
+            }
+            s => panic!("{} ended {s}\n{}", r.job_id, tail(&run_log)),
+        }
+    }
+    let expected = if failed + blocked > 0 {
+        Exit::JobsFailed
+    } else {
+        Exit::Ok
+    };
+    assert_eq!(code, i32::from(expected), "{}", tail(&run_log));
+    // Every extend that succeeded continued its parent's video as it stands, and
+    // kept the stitched whole.
+    for r in loaded.records.values() {
+        if r.extends.is_empty() || r.state() != State::Succeeded {
+            continue;
+        }
+        let parent = &loaded.records[&r.extends];
+        assert_eq!(r.parent_task_id, parent.task_id, "{}", r.job_id);
+        let task = r.task_id.as_deref().expect("task");
+        let kept = std::fs::read(&r.video_paths[0]).expect("the kept video");
+        assert_eq!(kept, sim::stitched_mp4(task), "{}", r.job_id);
+    }
+
+    // The log: tasks per job, two only for jobs recorded in doubt at a kill.
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(&request_log_path)
+        .expect("request log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a log line"))
+        .collect();
+    let mut created: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut extends_created = 0;
+    for l in &log {
+        if l["task_created"] != true {
+            continue;
+        }
+        let prompt = l["prompt"].as_str().expect("a prompt");
+        let job = job_of_prompt[prompt].as_str();
+        *created.entry(job).or_default() += 1;
+        if l["endpoint"] == "extend" {
+            extends_created += 1;
+            // Sent with a task the simulator made and finished with success.
+            let parent_task = l["extends"].as_str().expect("the extended task");
+            assert!(
+                log.iter().any(|p| p["task_created"] == true
+                    && p["task_id"] == parent_task
+                    && p["prompt"].as_str().map(|q| job_of_prompt[q].as_str())
+                        == Some(loaded.records[job].extends.as_str())),
+                "{job} extended {parent_task}, not a task of its parent"
+            );
+        }
+    }
+    let stats = h.stats();
+    assert_eq!(
+        u64::from(created.values().sum::<u32>()),
+        stats.tasks_created,
+        "the log names every task the simulator created"
+    );
+    let (mut twice, mut extends_twice) = (0, 0);
+    for (job, n) in &created {
+        if *n > 1 {
+            twice += 1;
+            extends_twice += usize::from(!loaded.records[*job].extends.is_empty());
+            assert!(
+                in_flight_at_kill.contains(*job) && *n == 2,
+                "{job} created {n} tasks without being recorded in doubt"
+            );
+        }
+    }
+    for r in loaded.records.values() {
+        let n = created.get(r.job_id.as_str()).copied().unwrap_or(0);
+        match r.state() {
+            State::Blocked => assert_eq!(n, 0, "{} is blocked and was sent", r.job_id),
+            _ => assert!(n >= 1, "{} ended {} without a task", r.job_id, r.state()),
+        }
+    }
+    eprintln!(
+        "extend storm: {CHAINS} chains of {PARTS} ({JOBS} jobs), {kills} kills ({chained_at_kill} with an extend in flight); \
+         {} tasks ({extends_created} extends), {} jobs in flight at a kill, {twice} with a second task \
+         ({extends_twice} of them extends; all were in doubt); {succeeded} succeeded, {failed} failed, {blocked} blocked",
+        stats.tasks_created,
+        in_flight_at_kill.len(),
     );
 }

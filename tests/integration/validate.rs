@@ -64,14 +64,23 @@ fn emit_jsonl_prints_one_body_per_job_and_the_summary_on_stderr() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    assert_eq!(bodies.len(), 16);
+    assert_eq!(bodies.len(), 18);
     for b in &bodies {
         assert!(b["prompt"].is_string(), "{b}");
         assert!(b.get("image_urls").is_none(), "API spelling only: {b}");
     }
     assert_eq!(bodies[0]["model"], "veo3");
     assert_eq!(bodies[0]["seeds"], 24681);
-    assert!(text(&out.stderr).contains("16 jobs"));
+    // The extend's body is the extend endpoint's: its model spelled that way, and
+    // its parent's task named, as it is known only once that video is made.
+    let extend = &bodies[3];
+    assert_eq!(
+        extend["taskId"], "(the task of job \"spot-ridge\")",
+        "{extend}"
+    );
+    assert_eq!(extend["model"], "fast");
+    assert!(extend.get("aspect_ratio").is_none() && extend.get("duration").is_none());
+    assert!(text(&out.stderr).contains("18 jobs"));
 }
 
 #[test]
@@ -269,7 +278,8 @@ fn jobs_lists_the_expanded_ids_and_their_files() {
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(listed.len(), 16, "{stdout}");
+    assert_eq!(listed.len(), 18, "{stdout}");
+    assert!(stdout.contains("(extends spot-ridge)"), "{stdout}");
     assert!(listed.contains(&"colour-ember-16:9"), "{stdout}");
     assert!(
         stdout.contains("colour-ember-16_9.mp4") && stdout.contains("(+hero-sunrise-1080p.mp4)"),

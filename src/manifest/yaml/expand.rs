@@ -55,6 +55,7 @@ impl Cx<'_> {
         let mut matrix: Option<&Node> = None;
         let mut repeat: Option<(usize, &Node)> = None;
         let mut seed_list: Option<&Node> = None;
+        let mut extend: Option<(String, &Node)> = None;
         for (k, v) in entries {
             let name = k.key_str();
             let name = name.as_ref();
@@ -68,6 +69,14 @@ impl Cx<'_> {
                         base.bad = true;
                     }
                 }
+                "extend" => match self.text(v, job, "extend") {
+                    Some(t) => {
+                        base.extend = Some(t.clone());
+                        base.extend_at = Some(self.at(v));
+                        extend = Some((t, v));
+                    }
+                    None => base.bad = true,
+                },
                 "upgrade" => self.set_upgrade(&mut base, v, job),
                 "keep_original" => match self.boolean(v, job, name) {
                     Some(b) => base.keep_original = Some(b),
@@ -135,6 +144,19 @@ impl Cx<'_> {
                         "unknown placeholder {{{p}}} ({known_list}; write {{{{ for a literal brace)"
                     );
                     self.err(idn, job, Some("id"), msg);
+                    base.bad = true;
+                }
+            }
+        }
+        if let Some((parent, at)) = &extend {
+            for p in placeholders(parent) {
+                if known.contains(&p) {
+                    used.push(p.to_owned());
+                } else {
+                    let msg = format!(
+                        "unknown placeholder {{{p}}} ({known_list}; write {{{{ for a literal brace)"
+                    );
+                    self.err(at, job, Some("extend"), msg);
                     base.bad = true;
                 }
             }
@@ -240,6 +262,9 @@ impl Cx<'_> {
                     _ => scalar_text(v, self.src).unwrap_or_default(),
                 };
                 values.insert(k.name.as_str(), text);
+            }
+            if let Some((parent, _)) = &extend {
+                d.extend = Some(substitute(parent, &values));
             }
             d.apply_defaults(defaults);
             for (k, v) in extra {
