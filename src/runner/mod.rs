@@ -43,13 +43,15 @@ pub mod pace;
 pub mod polls;
 pub mod retry;
 pub mod schedule;
+mod shared;
 pub mod stop;
 pub mod uploads;
 
 use collector::{CallCounts, Collected, LastRow, Progress};
+use job::JobHandle;
 pub use job::Start;
-use job::{Budget, JobHandle, JobSettings, Shared};
 use pace::Pace;
+use shared::{Budget, JobSettings, Shared};
 use stop::Stop;
 pub use stop::StopReason;
 

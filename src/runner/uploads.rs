@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::collector::Event;
-use super::job::Shared;
 use crate::api::ErrorClass;
 use crate::manifest::{Job, LocalImage};
 
@@ -105,6 +104,15 @@ impl Lease {
     pub fn fresh(&self) -> bool {
         SystemTime::now() < self.until
     }
+}
+
+/// What an upload needs of the run: the client, the retry policy, the token that
+/// stops submissions, and the collector (which counts retries).
+pub struct Run<'a> {
+    pub client: &'a crate::api::Client,
+    pub retry: super::retry::RetryPolicy,
+    pub stop: &'a tokio_util::sync::CancellationToken,
+    pub events: &'a tokio::sync::mpsc::Sender<Event>,
 }
 
 /// The run's uploads: what is known of each file, and the remembered-uploads file.
@@ -200,7 +208,7 @@ impl Uploads {
     /// URLs for every local image of `job`, uploading what has no usable URL yet.
     pub async fn lease(
         &self,
-        shared: &Shared,
+        run: &Run<'_>,
         job: &Job,
         rng: &mut fastrand::Rng,
     ) -> Result<Lease, NoLease> {
@@ -210,7 +218,7 @@ impl Uploads {
             until: SystemTime::now() + self.usable,
         };
         for local in &job.local_images {
-            let (url, at) = self.url(shared, &local.image, &job.id, rng).await?;
+            let (url, at) = self.url(run, &local.image, rng).await?;
             lease.until = lease.until.min(at + self.usable);
             lease.urls.push((local.index, url));
             lease.used.push((local.image.sha256.clone(), at));
@@ -233,16 +241,15 @@ impl Uploads {
     /// A usable URL of `image` and when it was uploaded: the one known, or a new upload.
     async fn url(
         &self,
-        shared: &Shared,
+        run: &Run<'_>,
         image: &LocalImage,
-        job_id: &str,
         rng: &mut fastrand::Rng,
     ) -> Result<(String, SystemTime), NoLease> {
         let slot = self.slot(&image.sha256);
         // Held through the upload: jobs that need the same file wait for this one.
         let mut slot = tokio::select! {
             biased;
-            () = shared.stop.submitting().cancelled() => return Err(NoLease::Stopped),
+            () = run.stop.cancelled() => return Err(NoLease::Stopped),
             s = slot.lock() => s,
         };
         match &*slot {
@@ -250,7 +257,7 @@ impl Uploads {
             Slot::Failed(refusal) => return Err(NoLease::Refused(refusal.clone())),
             Slot::Ready { .. } | Slot::Empty => {}
         }
-        match self.upload(shared, image, job_id, rng).await {
+        match self.upload(run, image, rng).await {
             Ok((url, at)) => {
                 *slot = Slot::Ready {
                     url: url.clone(),
@@ -269,9 +276,8 @@ impl Uploads {
     /// Uploads `image` with the run's retries; remembers it on success.
     async fn upload(
         &self,
-        shared: &Shared,
+        run: &Run<'_>,
         image: &LocalImage,
-        job_id: &str,
         rng: &mut fastrand::Rng,
     ) -> Result<(String, SystemTime), NoLease> {
         let shown = image.path.display().to_string();
@@ -297,25 +303,25 @@ impl Uploads {
                 ));
             }
         };
-        let retry = shared.settings.retry;
+        let retry = run.retry;
         let mut delays = retry.nominal_delays();
         let name = image.upload_name();
         loop {
             let permit = tokio::select! {
                 biased;
-                () = shared.stop.submitting().cancelled() => return Err(NoLease::Stopped),
+                () = run.stop.cancelled() => return Err(NoLease::Stopped),
                 p = self.permits.acquire() => p.map_err(|_| NoLease::Stopped)?,
             };
             let at = SystemTime::now();
-            tracing::debug!(job = %job_id.escape_debug(), file = %shown, bytes = bytes.len(), "uploading a local image");
-            let sent = shared
+            tracing::debug!(file = %shown, bytes = bytes.len(), "uploading a local image");
+            let sent = run
                 .client
                 .upload(bytes.clone(), &name, image.kind.mime())
                 .await;
             drop(permit);
             let e = match sent {
                 Ok(url) => {
-                    tracing::info!(job = %job_id.escape_debug(), file = %shown, "uploaded a local image");
+                    tracing::info!(file = %shown, "uploaded a local image");
                     self.remember(&image.sha256, &url, at).await;
                     return Ok((url, at));
                 }
@@ -334,11 +340,11 @@ impl Uploads {
                         return Err(refused(e.code, message, false));
                     };
                     let delay = retry.delay(nominal, &e, rng);
-                    let _ = shared.events.send(Event::Retry { code: e.code }).await;
-                    tracing::info!(job = %job_id.escape_debug(), file = %shown, code = e.code, delay_ms = delay.as_millis() as u64, "retrying upload: {}", e.message);
+                    let _ = run.events.send(Event::Retry { code: e.code }).await;
+                    tracing::info!(file = %shown, code = e.code, delay_ms = delay.as_millis() as u64, "retrying upload: {}", e.message);
                     tokio::select! {
                         biased;
-                        () = shared.stop.submitting().cancelled() => return Err(NoLease::Stopped),
+                        () = run.stop.cancelled() => return Err(NoLease::Stopped),
                         () = tokio::time::sleep(delay) => {}
                     }
                 }

@@ -1,0 +1,229 @@
+//! Waiting for a job's task: status checks on the run's schedule, and the 1080p
+//! or 4K upgrade.
+
+use super::*;
+
+impl JobRunner {
+    /// The URLs of the video to keep from a task that succeeded: for an extend, the
+    /// stitched whole (`fullResultUrls`), never the new segment alone; `None` when
+    /// there is none yet.
+    pub(super) fn kept_urls(
+        &self,
+        result_urls: Vec<String>,
+        full_result_urls: Vec<String>,
+    ) -> Option<Vec<String>> {
+        let urls = if self.job.extend.is_some() {
+            full_result_urls
+        } else {
+            result_urls
+        };
+        (!urls.is_empty()).then_some(urls)
+    }
+
+    /// Checks the task until it ends, at the times the run's schedule picks and
+    /// within the run's pace of checks (see [`Polls`]). `submitted` is when this run
+    /// submitted it; a task of an earlier run counts from its recorded submission.
+    pub(super) async fn poll(
+        &mut self,
+        task_id: &str,
+        submitted: Option<Instant>,
+    ) -> Result<(), JobEnd> {
+        let settings = self.shared.settings.clone();
+        if settings.no_wait {
+            return Err(JobEnd::Unfinished);
+        }
+        let shared = self.shared.clone();
+        let kind = polls::kind(&self.job);
+        let deadline = Instant::now() + settings.task_timeout;
+        let mut not_ready_since: Option<Instant> = None;
+        let start = submitted.unwrap_or_else(|| {
+            let age = self.since_submission().unwrap_or(Duration::ZERO);
+            Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+        });
+        // When the last check found the task generating, from `start`.
+        let mut last_generating: Option<Duration> = None;
+        loop {
+            let wait = shared.polls.wait(&kind, start.elapsed());
+            self.sleep_or_stop(wait).await?;
+            if Instant::now() >= deadline {
+                tracing::warn!(task = %task_id, "still running after --task-timeout; left submitted, the next run polls it again");
+                return Err(JobEnd::Unfinished);
+            }
+            let (place, epoch) = shared.polls.reserve();
+            self.sleep_or_stop(place.saturating_duration_since(Instant::now()))
+                .await?;
+            let turn = shared.polls.turn().await;
+            shared.polls.until_free().await;
+            let permit = tokio::select! {
+                biased;
+                () = shared.stop.waiting().cancelled() => None,
+                p = shared.polls.slot() => p,
+            };
+            let Some(permit) = permit else {
+                return Err(JobEnd::Unfinished);
+            };
+            shared.polls.send().await;
+            drop(turn);
+            let checked = start.elapsed();
+            let answer = self.shared.client.record_info(task_id).await;
+            drop(permit);
+            let refused = matches!(&answer, Err(e) if e.code == Some(429));
+            shared.polls.answered(refused, epoch);
+            match answer {
+                Ok(TaskState::Generating) => {
+                    if submitted.is_some() {
+                        shared.polls.generating(&kind, checked);
+                    }
+                    last_generating = Some(checked);
+                }
+                Ok(TaskState::Succeeded {
+                    result_urls,
+                    full_result_urls,
+                }) => {
+                    let Some(urls) = self.kept_urls(result_urls, full_result_urls) else {
+                        // An extend's stitched video is the one to keep: its segment
+                        // alone would lose what was paid for. Ask again.
+                        tracing::debug!(task = %task_id, "extend succeeded without its stitched video yet");
+                        continue;
+                    };
+                    if submitted.is_some() {
+                        shared.polls.finished(&kind, last_generating, checked);
+                    }
+                    self.record.video_urls = urls;
+                    self.record.finished_at = Some(now());
+                    self.save(State::Succeeded).await?;
+                    tracing::debug!(task = %task_id, "generated");
+                    return Ok(());
+                }
+                Ok(TaskState::Failed {
+                    flag,
+                    error_code,
+                    error_message,
+                }) => {
+                    self.record.error_code = error_code;
+                    self.record.error_message = Some(
+                        error_message
+                            .filter(|m| !m.is_empty())
+                            .unwrap_or_else(|| format!("generation failed (successFlag {flag})")),
+                    );
+                    self.record.finished_at = Some(now());
+                    tracing::warn!(task = %task_id, code = self.record.error_code, error = self.record.error_message.as_deref().unwrap_or_default(), "generation failed");
+                    self.save(State::Failed).await?;
+                    return Err(JobEnd::Failed);
+                }
+                // Not ready yet: early after submission, or (a task polled long after,
+                // by a later run) for a while from the first such answer.
+                Err(e)
+                    if e.is_record_not_ready()
+                        && (self
+                            .since_submission()
+                            .is_none_or(|d| d < settings.record_null_grace)
+                            || not_ready_since.get_or_insert_with(Instant::now).elapsed()
+                                < settings.record_null_grace) => {}
+                Err(e) => match e.class {
+                    ErrorClass::Auth => {
+                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                        return Err(JobEnd::Stopped);
+                    }
+                    ErrorClass::Failed => {
+                        self.set_error(&e);
+                        self.record.finished_at = Some(now());
+                        tracing::warn!(task = %task_id, code = e.code, error = %e.message, "status check failed");
+                        self.save(State::Failed).await?;
+                        return Err(JobEnd::Failed);
+                    }
+                    // A status check changes nothing on the service: ask again at the
+                    // next interval, within the task timeout.
+                    ErrorClass::Retryable | ErrorClass::InDoubt | ErrorClass::Credits => {
+                        self.retry_event(e.code).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Asks for the 1080p or 4K file until it is ready. The service charges a 4K
+    /// upgrade once, however often it is asked, so asking again after a kill is safe.
+    pub(super) async fn upgrade(&mut self, task_id: &str) -> Result<(), JobEnd> {
+        let Some(kind) = self.job.upgrade else {
+            return Ok(());
+        };
+        let settings = self.shared.settings.clone();
+        let deadline = Instant::now() + settings.task_timeout;
+        let mut first = true;
+        // When the upgrade endpoint first said the record is not ready.
+        let mut not_ready_since: Option<Instant> = None;
+        loop {
+            if !first {
+                let wait = settings.poll_interval.mul_f64(0.8 + 0.4 * self.rng.f64());
+                self.sleep_or_stop(wait).await?;
+                if Instant::now() >= deadline {
+                    tracing::warn!(task = %task_id, "{kind} file not ready after --task-timeout; the next run asks again");
+                    return Err(JobEnd::Unfinished);
+                }
+            }
+            first = false;
+            let shared = self.shared.clone();
+            let Some(permit) = slot(&shared).await else {
+                return Err(JobEnd::Unfinished);
+            };
+            let answer = match kind {
+                Upgrade::Hd1080 => {
+                    self.shared
+                        .client
+                        .get_1080p(task_id, 0)
+                        .await
+                        .map(|a| match a {
+                            Upgrade1080::Ready(url) => Some(vec![url]),
+                            Upgrade1080::Processing(_) => None,
+                        })
+                }
+                Upgrade::Uhd4k => self
+                    .shared
+                    .client
+                    .get_4k(task_id, 0)
+                    .await
+                    .map(|a| match a {
+                        Upgrade4k::Ready(urls) => Some(urls),
+                        Upgrade4k::Processing(_) => None,
+                    }),
+            };
+            drop(permit);
+            match answer {
+                Err(e)
+                    if e.is_record_not_ready()
+                        && not_ready_since.get_or_insert_with(Instant::now).elapsed()
+                            < settings.record_null_grace =>
+                {
+                    tracing::debug!(task = %task_id, error = %e, "{kind} record not ready yet");
+                }
+                Ok(Some(urls)) if !urls.is_empty() => {
+                    self.record.upgrade_urls = urls;
+                    self.save(State::Succeeded).await?;
+                    tracing::debug!(task = %task_id, "{kind} file ready");
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => match e.class {
+                    ErrorClass::Auth => {
+                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                        return Err(JobEnd::Stopped);
+                    }
+                    ErrorClass::Failed | ErrorClass::Credits => {
+                        // The base video is paid for and kept: record why there is
+                        // no upgrade, and download what there is.
+                        tracing::warn!(task = %task_id, code = e.code, error = %e.message, "{kind} upgrade failed; keeping the base video");
+                        self.record.error_code = e.code;
+                        self.record.error_message =
+                            Some(format!("{kind} {UPGRADE_FAILED}: {}", e.message));
+                        self.save(State::Succeeded).await?;
+                        return Ok(());
+                    }
+                    ErrorClass::Retryable | ErrorClass::InDoubt => {
+                        self.retry_event(e.code).await;
+                    }
+                },
+            }
+        }
+    }
+}
