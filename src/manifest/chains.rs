@@ -10,16 +10,8 @@ use crate::request::{
     self, Field, RawRequest, Resolution, Upgrade, did_you_mean, extend_fingerprint,
 };
 
-use super::job::{Draft, Gatherer, diag, id_problem, placeholders};
-use super::{Diagnostic, Job, Origin};
-
-/// One `extend:` as read: the job that has it, the id it names, and where.
-#[derive(Debug, Clone)]
-pub(crate) struct Link {
-    pub child: String,
-    pub parent: String,
-    pub at: Origin,
-}
+use super::job::{Draft, Gatherer, Link, diag, id_problem, placeholders};
+use super::{Diagnostic, Job};
 
 impl Gatherer {
     /// [`Gatherer::finish`] for a job with `extend:`: only the extend endpoint's
@@ -70,7 +62,7 @@ impl Gatherer {
         // A parent still holding a placeholder was reported (unknown placeholder).
         let linked = placeholders(&parent).is_empty();
         if let Some(id) = draft.id.as_ref().filter(|_| linked) {
-            self.links.push(super::chains::Link {
+            self.links.push(Link {
                 child: id.clone(),
                 parent: parent.clone(),
                 at: extend_at.clone(),
@@ -118,7 +110,7 @@ impl Gatherer {
                     return;
                 }
                 if linked {
-                    self.links.push(super::chains::Link {
+                    self.links.push(Link {
                         child: id.clone(),
                         parent: parent.clone(),
                         at: extend_at.clone(),

@@ -153,6 +153,14 @@ pub(crate) fn id_problem(id: &str) -> Option<String> {
     None
 }
 
+/// One `extend:` as read: the job that has it, the id it names, and where.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub child: String,
+    pub parent: String,
+    pub at: Origin,
+}
+
 /// Gathers jobs and problems as drafts are finished, in one pass.
 #[derive(Debug, Default)]
 pub(crate) struct Gatherer {
@@ -178,7 +186,7 @@ pub(crate) struct Gatherer {
     id_text: String,
     files: Vec<std::path::PathBuf>,
     /// Every `extend:` read, checked once all jobs are (see [`super::chains`]).
-    pub links: Vec<super::chains::Link>,
+    pub links: Vec<Link>,
 }
 
 /// An [`Origin`] whose file is an index into [`Gatherer::files`].

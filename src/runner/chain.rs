@@ -8,7 +8,9 @@ use crate::checkpoint::plan::SubmitReason;
 use crate::checkpoint::{Record, State, now};
 use crate::manifest::Job;
 
-use super::{Planned, RunConfig, Start, fresh_record, resumed_record};
+use super::RunConfig;
+use super::job::Start;
+use super::planned::{Planned, fresh_record, resumed_record};
 
 /// Where a job's video stands for the jobs that extend it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,10 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 pub use crate::checkpoint::ForeignResults;
-use crate::checkpoint::plan::{Action, Settled, SubmitReason, Wants, next_action};
-use crate::checkpoint::writer::{Appender, Lock, lock, rewrite};
-use crate::checkpoint::{self, Record, State};
-use crate::cost::Estimate;
+use crate::checkpoint::plan::SubmitReason;
+use crate::checkpoint::writer::Appender;
+use crate::checkpoint::{Record, State};
 use crate::exit::Exit;
 use crate::manifest::Job;
 use crate::summary::Outcomes;
@@ -40,7 +39,9 @@ mod chain;
 pub mod collector;
 pub mod job;
 pub mod pace;
+mod planned;
 pub mod polls;
+mod prepare;
 pub mod retry;
 pub mod schedule;
 mod shared;
@@ -51,6 +52,9 @@ use collector::{CallCounts, Collected, LastRow, Progress};
 use job::JobHandle;
 pub use job::Start;
 use pace::Pace;
+pub use planned::Planned;
+use planned::{fresh_record, resumed_record};
+pub use prepare::{Prepared, Superseding, prepare, prepare_from};
 use shared::{Budget, JobSettings, Shared};
 use stop::Stop;
 pub use stop::StopReason;
@@ -99,266 +103,6 @@ impl RunReport {
             None => Exit::of_tally(&self.outcomes.tally),
         }
     }
-}
-
-/// A task, running, finished or in doubt, that a submission of this run replaces:
-/// it was paid for, and stays on record in the job's `superseded_tasks`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Superseding {
-    /// The job's place in the manifest.
-    pub index: usize,
-    /// The task's id, or [`checkpoint::IN_DOUBT_TASK`].
-    pub task: String,
-    /// Where the task stood.
-    pub state: State,
-    pub reason: SubmitReason,
-}
-
-/// The task a submission replaces, if the last record has one (or may have one).
-fn superseded_task(last: &Record) -> Option<String> {
-    match (&last.task_id, last.state()) {
-        (Some(task), _) => Some(task.clone()),
-        (None, State::Submitting | State::Submitted | State::InDoubt) => {
-            Some(checkpoint::IN_DOUBT_TASK.to_owned())
-        }
-        (None, State::Pending | State::Succeeded | State::Failed | State::Blocked) => None,
-    }
-}
-
-/// One job's place in this run.
-#[derive(Debug, Clone)]
-pub struct Planned {
-    /// Index of the job in the manifest.
-    pub index: usize,
-    pub start: Start,
-    /// The job's last record, which it starts from, as its place in the results
-    /// file's records ([`Prepared::record`]); `None` for a fresh start. The record is
-    /// copied when the job starts, so that no record is held twice for the run.
-    pub from: Option<usize>,
-    /// An extend job that waits for the job at this place to make its video in this
-    /// run before it is sent.
-    pub after: Option<usize>,
-    /// An extend job sent with this task of its parent's (made in an earlier run).
-    pub parent_task: Option<String>,
-}
-
-/// A run ready to go: the results file locked and loaded, and what is left to do.
-#[derive(Debug)]
-pub struct Prepared {
-    pub config: RunConfig,
-    pub plan: Vec<Planned>,
-    /// Jobs submitted because the manifest changed their request.
-    pub changed: usize,
-    /// Jobs to send left out by `--limit` or `--sample`.
-    pub held_back: usize,
-    pub warnings: Vec<String>,
-    /// Tasks that this run's submissions replace, in manifest order.
-    pub superseding: Vec<Superseding>,
-    /// Credits the results file records as spent by earlier runs.
-    pub recorded_spend: f64,
-    /// Rows of extend jobs decided by the plan (blocked, or pending again behind a
-    /// parent made again), written before anything is sent.
-    blocked: Vec<chain::Decided>,
-    /// The results file's last record of each job, in the order they first appear.
-    records: Vec<Record>,
-    /// Where each job's last record is in `records`, by the job's place in the manifest.
-    last: Vec<Option<usize>>,
-    /// The places in `records` of jobs no longer in the manifest.
-    foreign: Vec<usize>,
-    lock: Lock,
-}
-
-impl Prepared {
-    /// Credits the submissions of this run would cost, at the manifest's prices.
-    pub fn estimate(&self) -> Estimate {
-        Estimate::of(
-            &self.config.prices,
-            self.plan
-                .iter()
-                .filter(|p| matches!(p.start, Start::Submit(_)))
-                .map(|p| &self.config.jobs[p.index]),
-        )
-    }
-
-    pub fn submissions(&self) -> usize {
-        self.plan
-            .iter()
-            .filter(|p| matches!(p.start, Start::Submit(_)))
-            .count()
-    }
-
-    /// The job of a planned step.
-    pub fn job(&self, planned: &Planned) -> &Job {
-        &self.config.jobs[planned.index]
-    }
-
-    /// The last record a planned step starts from (see [`Planned::from`]).
-    pub fn record(&self, planned: &Planned) -> Option<&Record> {
-        planned.from.and_then(|i| self.records.get(i))
-    }
-}
-
-/// Takes the results file's lock, loads it, and decides what is left to do. Sends
-/// nothing; a kill-shaped results file is rewritten clean.
-pub fn prepare(config: RunConfig) -> anyhow::Result<Prepared> {
-    prepare_from(config, None)
-}
-
-/// [`prepare`], taking the results file as `preloaded` read it when that is still the
-/// file (read while the manifest was, see [`checkpoint::Preloaded`]).
-pub fn prepare_from(
-    config: RunConfig,
-    preloaded: Option<checkpoint::Preloaded>,
-) -> anyhow::Result<Prepared> {
-    let lock = lock(&config.results)?;
-    let loaded = match preloaded.and_then(|p| p.take_for(&config.results)) {
-        Some(read) => read,
-        None => checkpoint::load_listed(&config.results, config.jobs.len()),
-    };
-    let mut loaded = loaded?.unwrap_or_default();
-    let mut warnings = std::mem::take(&mut loaded.warnings);
-
-    // A results file the run wrote holds the manifest's jobs in manifest order: then
-    // every recorded job is in the manifest, seen without a set of 100,000 ids, and
-    // each job's record is found by its place.
-    let in_order = loaded.records.len() <= config.jobs.len()
-        && loaded
-            .records
-            .iter()
-            .zip(&config.jobs)
-            .all(|(r, job)| r.job_id == job.id);
-    let foreign: Vec<usize> = if in_order {
-        Vec::new()
-    } else {
-        let manifest_ids: rustc_hash::FxHashSet<&str> =
-            config.jobs.iter().map(|j| j.id.as_str()).collect();
-        checkpoint::check_belongs(
-            &config.results,
-            loaded.records.iter().map(|r| r.job_id.as_str()),
-            |id| manifest_ids.contains(id),
-        )?;
-        (0..loaded.records.len())
-            .filter(|&at| !manifest_ids.contains(loaded.records[at].job_id.as_str()))
-            .collect()
-    };
-    if !foreign.is_empty() {
-        warnings.push(format!(
-            "{} jobs in the results file are no longer in the manifest; their rows are kept",
-            foreign.len()
-        ));
-    }
-    if loaded.needs_compaction() {
-        // A kill left several rows per job or a torn row: start from a clean file.
-        rewrite(&config.results, &loaded.records).with_context(|| {
-            format!(
-                "failed to rewrite results file `{}`",
-                config.results.display()
-            )
-        })?;
-    }
-
-    // What is left to do, job by job.
-    let mut plan: Vec<Planned> = Vec::with_capacity(config.jobs.len());
-    let mut last_at = Vec::with_capacity(config.jobs.len());
-    let mut changed = 0;
-    for (index, job) in config.jobs.iter().enumerate() {
-        let at = if in_order {
-            (index < loaded.records.len()).then_some(index)
-        } else {
-            loaded.position(&job.id)
-        };
-        last_at.push(at);
-        let last = at.and_then(|i| loaded.records.get(i));
-        let wants = Wants {
-            upgrade: job.upgrade.is_some(),
-            keep_original: job.keep_original,
-        };
-        let action = next_action(&job.fingerprint, wants, last, config.resume);
-        let start = match action {
-            Action::Nothing(Settled::Succeeded | Settled::Failed | Settled::InDoubt) => continue,
-            Action::Submit(reason) => {
-                if reason == SubmitReason::Changed {
-                    changed += 1;
-                }
-                Start::Submit(reason)
-            }
-            Action::Poll { task_id } => Start::Poll(task_id),
-            Action::Upgrade { task_id } => Start::Upgrade(task_id),
-            Action::Download => Start::Download,
-        };
-        // Every job with a record starts from it: a job submitted again keeps its
-        // attempts, its credits and its superseded tasks (see `resumed_record`).
-        plan.push(Planned {
-            index,
-            start,
-            from: last.and(at),
-            after: None,
-            parent_task: None,
-        });
-    }
-    // Extend jobs follow their parents: sent with the parent's task once it is made,
-    // blocked when it failed.
-    let mut blocked = Vec::new();
-    if config.jobs.iter().any(|j| j.extend.is_some()) {
-        let (rows, again) = chain::plan_chains(&config, &loaded.records, &last_at, &mut plan);
-        blocked = rows;
-        changed += again;
-    }
-    // `--limit` and `--sample` choose among the jobs to send; tasks already paid
-    // for are always collected.
-    let to_send: Vec<usize> = (0..plan.len())
-        .filter(|&i| matches!(plan[i].start, Start::Submit(_)))
-        .collect();
-    let keep = match (config.sample, config.limit) {
-        (Some(n), _) => {
-            let mut rng = fastrand::Rng::with_seed(config.seed);
-            let mut picked = rng.choose_multiple(to_send.iter().copied(), n.min(to_send.len()));
-            picked.sort_unstable();
-            Some(picked)
-        }
-        (None, Some(n)) => Some(to_send.iter().copied().take(n).collect()),
-        (None, None) => None,
-    };
-    let mut held_back = 0;
-    if let Some(keep) = keep {
-        held_back = to_send.len() - keep.len();
-        let mut i = 0;
-        plan.retain(|p| {
-            let kept = !matches!(p.start, Start::Submit(_)) || keep.binary_search(&i).is_ok();
-            i += 1;
-            kept
-        });
-    }
-    let superseding = plan
-        .iter()
-        .filter_map(|p| {
-            let Start::Submit(reason) = p.start else {
-                return None;
-            };
-            let last = p.from.and_then(|at| loaded.records.get(at))?;
-            Some(Superseding {
-                index: p.index,
-                task: superseded_task(last)?,
-                state: last.state(),
-                reason,
-            })
-        })
-        .collect();
-    let recorded_spend = loaded.records.iter().map(|r| r.credits).sum();
-    Ok(Prepared {
-        held_back,
-        superseding,
-        recorded_spend,
-        blocked,
-        config,
-        plan,
-        changed,
-        warnings,
-        records: loaded.records,
-        last: last_at,
-        foreign,
-        lock,
-    })
 }
 
 /// Runs every job of `config` to the end of what this run can do.
@@ -755,71 +499,10 @@ fn shared_spent(spent: &Mutex<f64>) -> f64 {
     spent.lock().map(|s| *s).unwrap_or_default()
 }
 
-/// The record a job starts from when it resumes from `last`: the same, or, when it
-/// is submitted again, a record of the job's request as the manifest has it now
-/// that keeps what the job's history must not lose: its attempts and credits, the
-/// tasks it superseded (with the one it supersedes now), and, while the request is
-/// the one recorded, the last error. The superseded task's files stay listed in
-/// `video_paths` until the job moves them aside, before it sends anything.
-fn resumed_record(last: &Record, start: &Start, job: &Job) -> Record {
-    match start {
-        Start::Submit(_) => {
-            let mut record = fresh_record(job);
-            record.attempts = last.attempts;
-            record.credits = last.credits;
-            record.superseded_tasks.clone_from(&last.superseded_tasks);
-            record.superseded_tasks.extend(superseded_task(last));
-            record.superseded_paths.clone_from(&last.superseded_paths);
-            record.video_paths.clone_from(&last.video_paths);
-            record.updated_at.clone_from(&last.updated_at);
-            if last.fingerprint == job.fingerprint {
-                record.error_code = last.error_code;
-                record.error_message.clone_from(&last.error_message);
-            }
-            record
-        }
-        Start::Poll(_) | Start::Upgrade(_) | Start::Download => {
-            let mut record = last.clone();
-            // What the job asks beyond its request is the manifest's to say.
-            record.upgrade = job.upgrade;
-            record.keep_original = job.keep_original;
-            record
-        }
-    }
-}
-
-fn fresh_record(job: &Job) -> Record {
-    Record {
-        job_id: job.id.clone(),
-        state: Some(State::Pending),
-        model: job.request.model.as_str().to_owned(),
-        aspect_ratio: job.request.aspect_ratio.as_str().to_owned(),
-        prompt: job.request.prompt.clone(),
-        fingerprint: job.fingerprint.clone(),
-        upgrade: job.upgrade,
-        keep_original: job.keep_original,
-        seeds: job.request.seeds.map(|s| s.to_string()).unwrap_or_default(),
-        resolution: job
-            .request
-            .resolution
-            .unwrap_or_default()
-            .as_str()
-            .to_owned(),
-        duration: job.request.duration.unwrap_or(8).to_string(),
-        image_urls: job.request.image_urls.clone(),
-        generation_type: job.mode().to_owned(),
-        extends: job
-            .extend
-            .as_ref()
-            .map(|e| e.parent.clone())
-            .unwrap_or_default(),
-        ..Record::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint;
 
     /// Each planned job starts from its own last record, whether the results file
     /// lists the jobs in manifest order (found by place) or not (found by id).
