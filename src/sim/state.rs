@@ -23,7 +23,15 @@ use super::{Endpoint, SimConfig, SimStats};
 use crate::request::{AspectRatio, ExtendCall, GenerateRequest, Resolution, extend_fingerprint};
 
 mod callback;
+mod files;
 mod ids;
+mod task;
+
+pub(crate) use files::file_task;
+use task::{
+    ASPECTS, DEFAULT_RESOLUTION, EXTEND_CODE, FAILURES, MODELS, Outcome, RESOLUTIONS, Task,
+    code_of, later,
+};
 
 /// One answer in the service's envelope.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,164 +91,6 @@ pub(crate) enum FileState {
     Ready,
 }
 
-/// How a failed task fails: (successFlag, errorCode, errorMessage, only at the end).
-/// The delayed ones stand for moderation, which rejects after a normal-looking run.
-const FAILURES: [(u8, i64, &str, bool); 4] = [
-    (
-        2,
-        400,
-        "Your prompt was flagged by the content policy after review",
-        true,
-    ),
-    (
-        2,
-        400,
-        "Failed to fetch the image from imageUrls; check that it is public",
-        false,
-    ),
-    (
-        3,
-        501,
-        "Generation failed upstream; the task was created but produced no video",
-        false,
-    ),
-    (
-        2,
-        500,
-        "Internal error during generation, please try again",
-        true,
-    ),
-];
-
-#[derive(Debug, Clone, Copy)]
-enum Outcome {
-    Success,
-    Failure {
-        flag: u8,
-        code: i64,
-        message: &'static str,
-    },
-}
-
-impl Outcome {
-    /// The outcome as an id holds it: 0 for success, else 1 + its place in `FAILURES`.
-    fn code(self) -> u8 {
-        match self {
-            Outcome::Success => 0,
-            Outcome::Failure { message, .. } => FAILURES
-                .iter()
-                .position(|f| f.2 == message)
-                .and_then(|i| u8::try_from(i + 1).ok())
-                .unwrap_or(1),
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Outcome> {
-        match code {
-            0 => Some(Outcome::Success),
-            n => {
-                let (flag, code, message, _) = *FAILURES.get(usize::from(n) - 1)?;
-                Some(Outcome::Failure {
-                    flag,
-                    code,
-                    message,
-                })
-            }
-        }
-    }
-
-    /// Whether the failure shows only at the end of the generation time.
-    fn shows_early(self) -> bool {
-        matches!(self, Outcome::Failure { message, .. } if FAILURES.iter().any(|f| f.2 == message && !f.3))
-    }
-}
-
-/// The resolution a task without one in its request renders at: the service's default.
-const DEFAULT_RESOLUTION: &str = "720p";
-/// Resolutions and models as ids hold them (by place; the last code is "other").
-const RESOLUTIONS: [&str; 3] = ["720p", "1080p", "4k"];
-const MODELS: [&str; 3] = ["veo3", "veo3_fast", "veo3_lite"];
-const ASPECTS: [AspectRatio; 3] = [
-    AspectRatio::Landscape,
-    AspectRatio::Portrait,
-    AspectRatio::Auto,
-];
-
-fn code_of<T: PartialEq>(table: &[T], value: &T) -> u8 {
-    let at = table.iter().position(|v| v == value).unwrap_or(table.len());
-    u8::try_from(at).unwrap_or(u8::MAX)
-}
-
-#[derive(Debug)]
-struct Task {
-    param_json: String,
-    aspect: AspectRatio,
-    resolution: String,
-    created: Instant,
-    created_wall: SystemTime,
-    ends: Instant,
-    outcome: Outcome,
-    /// What this simulator charged for it (0 for a task an earlier one created).
-    charged: f64,
-    settled: bool,
-    hd_ready: Instant,
-    hd_charged: bool,
-    uhd_ready: Option<Instant>,
-    /// An extend task: its `fullResultUrls` is the stitched video.
-    extend: bool,
-}
-
-impl Task {
-    /// The timeline and kind of a task, from the fields its id carries; `None` when
-    /// they name no outcome or aspect ratio this simulator knows.
-    fn from_sealed(
-        sealed: &ids::Sealed,
-        created: Instant,
-        created_wall: SystemTime,
-        param_json: Option<String>,
-    ) -> Option<Task> {
-        let outcome = Outcome::from_code(sealed.outcome)?;
-        let aspect = *ASPECTS.get(usize::from(sealed.aspect))?;
-        let extend = sealed.resolution == EXTEND_CODE;
-        let resolution = RESOLUTIONS
-            .get(usize::from(sealed.resolution))
-            .copied()
-            .unwrap_or(DEFAULT_RESOLUTION);
-        let generation = ids::decode_span(sealed.generation);
-        let ends = Sim::later(
-            created,
-            if outcome.shows_early() {
-                generation / 10
-            } else {
-                generation
-            },
-        );
-        let param_json = param_json.unwrap_or_else(|| {
-            // The prompt is not in the id: an earlier simulator's task says what it can.
-            let mut p = json!({ "aspect_ratio": aspect.as_str(), "resolution": resolution });
-            if let Some(model) = MODELS.get(usize::from(sealed.model)) {
-                p["model"] = Value::from(*model);
-            }
-            p.to_string()
-        });
-        Some(Task {
-            param_json,
-            aspect,
-            resolution: resolution.to_owned(),
-            created,
-            created_wall,
-            ends,
-            outcome,
-            charged: 0.0,
-            settled: true,
-            hd_ready: Sim::later(ends, ids::decode_span(sealed.hd)),
-            hd_charged: false,
-            uhd_ready: None,
-            extend,
-        })
-    }
-}
-
 /// What a new task is: the request, what it costs, and how its id seals its kind.
 struct New<'a> {
     request: &'a GenerateRequest,
@@ -254,9 +104,6 @@ struct New<'a> {
     param_json: String,
 }
 
-/// What an extend task's id holds in place of a resolution (the code past the
-/// resolutions): an extend continues a 720p video, and says it is an extend.
-const EXTEND_CODE: u8 = 3;
 /// The kind an extend's generation time is looked up by (`veo3_fast:extend`).
 const EXTEND_KIND: &str = "extend";
 /// What extend answers for a video whose 1080p version was made (documented).
@@ -410,16 +257,12 @@ impl Sim {
         Duration::from_micros(rng.u64(lo_us..=hi_us))
     }
 
-    fn later(at: Instant, d: Duration) -> Instant {
-        at.checked_add(d).unwrap_or(at)
-    }
-
     pub fn in_maintenance(&self, now: Instant) -> bool {
         let Some(m) = self.config.faults.maintenance else {
             return false;
         };
-        let start = Self::later(self.started, self.config.scaled(m.start));
-        let end = Self::later(start, self.config.scaled(m.duration));
+        let start = later(self.started, self.config.scaled(m.start));
+        let end = later(start, self.config.scaled(m.duration));
         now >= start && now < end
     }
 
@@ -792,174 +635,6 @@ impl Sim {
             "fallbackFlag": false,
         }))
     }
-
-    /// The get-1080p-video answer.
-    pub fn get_1080p(&self, task_id: &str, index: u32) -> Answer {
-        let now = Instant::now();
-        let price = self.config.prices.upgrade_1080p;
-        let mut guard = self.lock();
-        Self::settle(&mut guard, now);
-        let inner = &mut *guard;
-        let Some((id, task)) = self.task(inner, task_id) else {
-            return Answer::err(422, MSG_RECORD_NULL);
-        };
-        if index != 0 {
-            return Answer::err(422, format!("index {index} is out of range (0)"));
-        }
-        if task.ends > now {
-            return Answer::err(400, MSG_1080P_PROCESSING);
-        }
-        if matches!(task.outcome, Outcome::Failure { .. }) {
-            return Answer::err(422, "the task failed; it has no 1080P video");
-        }
-        if now < Self::later(task.ends, self.config.scaled(self.config.record_lag)) {
-            return Answer::err(422, MSG_RECORD_BLANK);
-        }
-        if task.hd_ready > now {
-            return Answer::err(400, MSG_1080P_PROCESSING);
-        }
-        if !task.hd_charged {
-            if inner.credits < price {
-                return Answer::err(402, MSG_NO_CREDITS);
-            }
-            inner.credits -= price;
-            if let Some(task) = inner.tasks.get_mut(&id) {
-                task.hd_charged = true;
-            }
-        }
-        Answer::ok(json!({ "resultUrl": self.file_url(task_id, "-1080p") }))
-    }
-
-    /// The get-4k-video answer; the first call starts (and pays for) the upgrade.
-    pub fn get_4k(self: &Arc<Self>, task_id: &str, index: u32, callback: Option<String>) -> Answer {
-        let now = Instant::now();
-        let price = self.config.prices.upgrade_4k;
-        let mut guard = self.lock();
-        Self::settle(&mut guard, now);
-        let inner = &mut *guard;
-        let Some((id, task)) = self.task(inner, task_id) else {
-            return Answer::err(422, MSG_RECORD_NULL);
-        };
-        if index != 0 {
-            return Answer::err(422, format!("index {index} is out of range (0)"));
-        }
-        if task.ends > now {
-            return Answer::err(
-                422,
-                "the video is still being generated; ask for 4K after it succeeds",
-            );
-        }
-        if matches!(task.outcome, Outcome::Failure { .. }) {
-            return Answer::err(422, "the task failed; it has no video to upgrade");
-        }
-        if now < Self::later(task.ends, self.config.scaled(self.config.record_lag)) {
-            return Answer::err(422, MSG_RECORD_BLANK);
-        }
-        let done = json!({
-            "taskId": task_id,
-            "resultUrls": [self.file_url(task_id, "-4k")],
-            "imageUrls": [],
-        });
-        match task.uhd_ready {
-            Some(ready) if ready <= now => Answer {
-                code: 422,
-                msg: MSG_4K_DONE.into(),
-                data: done,
-            },
-            Some(_) => Answer::err(422, MSG_4K_PROCESSING),
-            None => {
-                if inner.credits < price {
-                    return Answer::err(402, MSG_NO_CREDITS);
-                }
-                inner.credits -= price;
-                let took = self.span(&mut inner.rng, self.config.upgrade_4k_time);
-                let ready = Self::later(now, took);
-                if let Some(task) = inner.tasks.get_mut(&id) {
-                    task.uhd_ready = Some(ready);
-                }
-                drop(guard);
-                if self.config.callbacks
-                    && let Some(url) = callback
-                {
-                    let body = json!({
-                        "code": 200,
-                        "msg": "4K Video generated successfully.",
-                        "data": done,
-                    });
-                    self.spawn_callback(url, ready, move |_| Some(body));
-                }
-                Answer::ok(json!({ "taskId": task_id }))
-            }
-        }
-    }
-
-    /// What `/files/<name>` serves: the video of a task that succeeded, until its
-    /// URL expires; with `link` (from [`Sim::download_url`]) until that link does.
-    pub fn file(&self, name: &str, link: Option<u64>) -> FileState {
-        let Some(id) = file_task(name) else {
-            return FileState::Missing;
-        };
-        let now = Instant::now();
-        let full = name.ends_with(FULL_SUFFIX);
-        let ends = {
-            let mut inner = self.lock();
-            self.task(&mut inner, id)
-                .filter(|(_, t)| t.ends <= now && matches!(t.outcome, Outcome::Success))
-                .filter(|(_, t)| t.extend || !full)
-                .map(|(_, t)| t.ends)
-        };
-        let Some(ends) = ends else {
-            return FileState::Missing;
-        };
-        if let Some(until) = link {
-            return if self.millis_since_start(now) < until {
-                FileState::Ready
-            } else {
-                FileState::Expired
-            };
-        }
-        match self.config.url_ttl {
-            Some(ttl) if Self::later(ends, self.config.scaled(ttl)) <= now => FileState::Expired,
-            _ => FileState::Ready,
-        }
-    }
-
-    fn millis_since_start(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// The `download-url` answer: a fresh link to one of this simulator's result
-    /// files, valid for `download_link_ttl`; 422 "url is wrong" for any other URL.
-    pub fn download_url(&self, url: &str) -> Answer {
-        let prefix = format!("{}/files/", self.base_url);
-        let name = url
-            .strip_prefix(&prefix)
-            .map(|rest| rest.split(['?', '#']).next().unwrap_or(rest))
-            .filter(|name| !name.is_empty() && !name.contains('/'));
-        let Some(name) = name else {
-            return Answer::err(422, MSG_URL_WRONG);
-        };
-        let now = Instant::now();
-        let ttl = self.config.scaled(self.config.download_link_ttl);
-        let until = self
-            .millis_since_start(now)
-            .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        match self.file(name, Some(until)) {
-            FileState::Ready => Answer::ok(Value::from(format!("{prefix}{name}?link={until}"))),
-            FileState::Missing | FileState::Expired => Answer::err(422, MSG_URL_WRONG),
-        }
-    }
-}
-
-/// The task id in a result file's name (`<id>.mp4`, `<id>-1080p.mp4` ...).
-pub(crate) fn file_task(name: &str) -> Option<&str> {
-    let stem = name.strip_suffix(".mp4")?;
-    Some(
-        ["-1080p", "-4k", "-origin", "-full"]
-            .iter()
-            .find_map(|s| stem.strip_suffix(s))
-            .unwrap_or(stem),
-    )
 }
 
 #[cfg(test)]
