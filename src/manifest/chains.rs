@@ -24,7 +24,9 @@ impl Gatherer {
         let extend_at = draft.extend_at.take().unwrap_or_else(|| draft.at.clone());
         let not_here = |what: &str| {
             format!(
-                "does not apply to an extend job: it continues the video of job {parent:?},                  and the extend endpoint takes only prompt, seeds, model, watermark and                  callBackUrl{what}"
+                "does not apply to an extend job: it continues the video of job {parent:?}, \
+                 and the extend endpoint takes only prompt, seeds, model, watermark and \
+                 callBackUrl{what}"
             )
         };
         let r = &draft.raw;

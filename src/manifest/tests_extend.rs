@@ -313,6 +313,14 @@ fn fields_that_do_not_apply_are_errors_on_the_job_and_skipped_from_defaults() {
          continues the video of job \"a\""
         ),
         "{errors:?}"
+    );    // One sentence, spaced as one (a broken line continuation once put a run of
+    // blanks in the middle of it).
+    assert!(
+        errors[0].ends_with(
+            "it continues the video of job \"a\", and the extend endpoint takes only \
+             prompt, seeds, model, watermark and callBackUrl"
+        ),
+        "{errors:?}"
     );
 }
 
