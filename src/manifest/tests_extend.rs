@@ -313,7 +313,8 @@ fn fields_that_do_not_apply_are_errors_on_the_job_and_skipped_from_defaults() {
          continues the video of job \"a\""
         ),
         "{errors:?}"
-    );    // One sentence, spaced as one (a broken line continuation once put a run of
+    );
+    // One sentence, spaced as one (a broken line continuation once put a run of
     // blanks in the middle of it).
     assert!(
         errors[0].ends_with(

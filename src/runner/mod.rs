@@ -251,13 +251,15 @@ pub async fn execute(
     let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
     // Extend jobs that wait for their parent's video, by the parent's place.
     let mut waiting: HashMap<usize, Vec<Planned>> = HashMap::new();
-    let mut queue: VecDeque<Planned> = VecDeque::with_capacity(plan.len());
-    for p in plan {
-        match p.after {
-            Some(parent) => waiting.entry(parent).or_default().push(p),
-            None => queue.push_back(p),
+    // The plan's own buffer becomes the queue (no second copy of every planned job
+    // at the peak); only the waiting extends move out of it.
+    let mut plan = plan;
+    for child in plan.extract_if(.., |p| p.after.is_some()) {
+        if let Some(parent) = child.after {
+            waiting.entry(parent).or_default().push(child);
         }
     }
+    let mut queue = VecDeque::from(plan);
     for b in blocked {
         write_blocked(&shared, b.index, &b.record).await;
     }
