@@ -135,12 +135,12 @@ impl Gatherer {
                 origin: draft.at,
                 file_stem: None,
                 local_images: Vec::new(),
-                extend: Some(super::Extend {
+                extend: Some(Box::new(super::Extend {
                     parent,
                     parent_index: usize::MAX,
                     own_model,
                     at: extend_at,
-                }),
+                })),
             });
         }
     }

@@ -50,7 +50,8 @@ pub struct Job {
     pub local_images: Vec<LocalRef>,
     /// Set when the job continues another job's video (`extend:`): its request then
     /// holds the extend endpoint's fields (prompt, model, seeds, watermark, callback).
-    pub extend: Option<Extend>,
+    /// Boxed: most jobs are not extends, and every job would carry its size.
+    pub extend: Option<Box<Extend>>,
 }
 
 /// What an extend job continues.
