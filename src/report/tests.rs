@@ -338,3 +338,59 @@ fn a_local_image_is_shown_by_its_path_and_not_linked() {
         "a path is not a link from the page"
     );
 }
+
+#[test]
+fn an_extend_names_the_job_it_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.yaml");
+    std::fs::write(
+        &path,
+        "jobs:\n  - id: base\n    prompt: A ridge at dawn\n  - id: base-part-2\n    extend: base\n    prompt: Down the far slope\n",
+    )
+    .unwrap();
+    let m = crate::manifest::load(&path).unwrap();
+    let mut parent = record(&m.jobs[0], State::Failed);
+    parent.error_message = Some("content policy".into());
+    let mut child = record(&m.jobs[1], State::Blocked);
+    child.extends = "base".into();
+    child.error_message = Some("the job it extends, \"base\", failed: content policy".into());
+    let mut records = HashMap::new();
+    let order = vec!["base".to_owned(), "base-part-2".to_owned()];
+    records.insert("base".to_owned(), parent);
+    records.insert("base-part-2".to_owned(), child);
+    let loaded = Loaded {
+        rows: 2,
+        records,
+        order,
+        ..Loaded::default()
+    };
+    let place = PageDirs {
+        page_dir: dir.path().join("results"),
+        cwd: dir.path().to_path_buf(),
+        results_dir: dir.path().join("results"),
+    };
+    for with_manifest in [true, false] {
+        let batch = Batch {
+            name: &m.name,
+            jobs: with_manifest.then_some(m.jobs.as_slice()),
+            manifest: with_manifest.then_some(Path::new("m.yaml")),
+            records: Records::Table(&loaded),
+            results: Path::new("results/r.csv"),
+            prices: m.prices,
+        };
+        let mut out = Vec::new();
+        render(&mut out, &batch, &place, MADE).unwrap();
+        let html = String::from_utf8(out).unwrap();
+        let card = |n: usize| between(&html, &format!("id=\"job-{n}\""), "</article>").to_owned();
+        assert!(
+            card(2).contains("<dt>Continues</dt><dd>base</dd>"),
+            "with manifest {with_manifest}: {}",
+            card(2)
+        );
+        assert!(card(2).contains("data-state=\"blocked\""), "{}", card(2));
+        assert!(
+            !card(1).contains("<dt>Continues</dt>"),
+            "the base continues nothing"
+        );
+    }
+}

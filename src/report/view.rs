@@ -274,6 +274,16 @@ pub(crate) fn card(n: usize, entry: CardSource<'_>, place: &PageDirs, prices: &P
     if !mode.is_empty() {
         facts.push(Fact::code("Mode", mode));
     }
+    // An extend's card names the job whose video it continues (its kept file is the
+    // stitched whole, so the parent's card is where the first part shows alone).
+    let continues = job
+        .and_then(|j| j.extend.as_ref())
+        .map(|e| e.parent.clone())
+        .or_else(|| record.map(|r| r.extends.clone()))
+        .filter(|p| !p.is_empty());
+    if let Some(parent) = continues {
+        facts.push(Fact::text("Continues", parent));
+    }
     if let Some(q) = request {
         if let Some(seed) = q.seeds {
             facts.push(Fact::text("Seed", seed.to_string()));
