@@ -258,48 +258,7 @@ pub(crate) fn resolve(jobs: &mut [Job]) -> Vec<Diagnostic> {
     if jobs.iter().all(|j| j.extend.is_none()) {
         return Vec::new();
     }
-    let index: FxHashMap<&str, usize> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.id.as_str(), i))
-        .collect();
-    let mut errors = Vec::new();
-    let mut parents: Vec<Option<usize>> = vec![None; jobs.len()];
-    for (i, job) in jobs.iter().enumerate() {
-        let Some(ext) = &job.extend else { continue };
-        let Some(&p) = index.get(ext.parent.as_str()) else {
-            continue;
-        };
-        parents[i] = Some(p);
-        let parent = &jobs[p];
-        if parent.upgrade == Some(Upgrade::Hd1080) {
-            errors.push(diag(
-                ext.at.clone(),
-                Some(&job.id),
-                Some("extend"),
-                format!(
-                    "job {:?} asks for upgrade: 1080p, and the service cannot extend a video \
-                     once its 1080p version is made; drop that upgrade, or extend another job",
-                    parent.id
-                ),
-            ));
-        }
-        if parent.extend.is_none()
-            && let Some(r @ (Resolution::Hd1080 | Resolution::Uhd4k)) = parent.request.resolution
-        {
-            errors.push(diag(
-                ext.at.clone(),
-                Some(&job.id),
-                Some("extend"),
-                format!(
-                    "job {:?} is generated at resolution {r}, and the service extends a video \
-                     only while it has no 1080p version (a video made at 1080p or above has \
-                     one); generate it at 720p to extend it",
-                    parent.id
-                ),
-            ));
-        }
-    }
+    let (errors, parents) = parent_problems(jobs);
     if !errors.is_empty() {
         return errors;
     }
@@ -407,4 +366,55 @@ impl Chains {
         }
         c
     }
+}
+
+/// The rules on an extend's parent that the service sets (no 1080p version made or
+/// to be made), and each extend's parent by place (`None`: not among `jobs`, a
+/// problem reported where the links were checked). Reads only: it also runs when
+/// other problems keep the manifest from being used, so that they are all reported
+/// at once.
+pub(crate) fn parent_problems(jobs: &[Job]) -> (Vec<Diagnostic>, Vec<Option<usize>>) {
+    let index: FxHashMap<&str, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id.as_str(), i))
+        .collect();
+    let mut errors = Vec::new();
+    let mut parents: Vec<Option<usize>> = vec![None; jobs.len()];
+    for (i, job) in jobs.iter().enumerate() {
+        let Some(ext) = &job.extend else { continue };
+        let Some(&p) = index.get(ext.parent.as_str()) else {
+            continue;
+        };
+        parents[i] = Some(p);
+        let parent = &jobs[p];
+        if parent.upgrade == Some(Upgrade::Hd1080) {
+            errors.push(diag(
+                ext.at.clone(),
+                Some(&job.id),
+                Some("extend"),
+                format!(
+                    "job {:?} asks for upgrade: 1080p, and the service cannot extend a video \
+                     once its 1080p version is made; drop that upgrade, or extend another job",
+                    parent.id
+                ),
+            ));
+        }
+        if parent.extend.is_none()
+            && let Some(r @ (Resolution::Hd1080 | Resolution::Uhd4k)) = parent.request.resolution
+        {
+            errors.push(diag(
+                ext.at.clone(),
+                Some(&job.id),
+                Some("extend"),
+                format!(
+                    "job {:?} is generated at resolution {r}, and the service extends a video \
+                     only while it has no 1080p version (a video made at 1080p or above has \
+                     one); generate it at 720p to extend it",
+                    parent.id
+                ),
+            ));
+        }
+    }
+    (errors, parents)
 }

@@ -290,6 +290,8 @@ pub fn load_with(path: &Path, options: LoadOptions) -> Result<Manifest, Manifest
     let (mut jobs, mut errors, mut warnings) = out.into_parts();
     if errors.is_empty() {
         errors.extend(chains::resolve(&mut jobs));
+    } else {
+        errors.extend(chains::parent_problems(&jobs).0);
     }
     warnings.extend(unpriced_warnings(&jobs, &prices));
     for clash in crate::paths::assign_stems(&mut jobs) {

@@ -267,6 +267,31 @@ fn a_parent_the_service_cannot_extend_is_refused() {
     );
 }
 
+/// A parent the service cannot extend is reported with the manifest's other
+/// problems, not only once they are fixed.
+#[test]
+fn a_parent_the_service_cannot_extend_is_reported_beside_other_problems() {
+    let dir = TempDir::new().unwrap();
+    let errors = problems(&write(
+        &dir,
+        "m.yaml",
+        "jobs:\n  - id: hd\n    prompt: x\n    upgrade: 1080p\n  \
+         - id: hd-2\n    extend: hd\n    prompt: y\n  \
+         - id: other\n    prompt: z\n    duration: 7\n",
+    ));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("job \"other\": duration")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("job \"hd-2\": extend: job \"hd\" asks for upgrade: 1080p")),
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn fields_that_do_not_apply_are_errors_on_the_job_and_skipped_from_defaults() {
     let dir = TempDir::new().unwrap();
