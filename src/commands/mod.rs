@@ -32,15 +32,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 (LogFormat::Text, true) => run_summary::Style::Quiet,
                 (LogFormat::Text, false) => run_summary::Style::Text,
             };
-            crate::runner::runtime()
-                .map_err(|e| anyhow::Error::from(e).context("failed to start the async runtime"))
-                .and_then(|rt| rt.block_on(run::run(*args, cli.quiet, style)))
+            block_on(crate::runner::runtime(), run::run(*args, cli.quiet, style))
         }
         Command::Status(args) => status::run(&args),
         Command::Report(args) => status::report(&args),
-        Command::Credits(args) => crate::runner::runtime()
-            .map_err(|e| anyhow::Error::from(e).context("failed to start the async runtime"))
-            .and_then(|rt| rt.block_on(credits::run(args))),
+        Command::Credits(args) => block_on(crate::runner::runtime(), credits::run(args)),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
@@ -48,17 +44,29 @@ pub fn main(cli: Cli) -> ExitCode {
             print_stdout(&script)
         }
         // The simulator serves many clients at once: every core is its to use.
-        Command::Simulate(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| anyhow::Error::from(e).context("failed to start the async runtime"))
-            .and_then(|rt| rt.block_on(crate::sim::serve(args)))
-            .map(|()| Exit::Ok),
+        Command::Simulate(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build();
+            block_on(runtime, async {
+                crate::sim::serve(args).await.map(|()| Exit::Ok)
+            })
+        }
     };
     match ended {
         Ok(exit) => exit.into(),
         Err(e) => report_error(&e, sends).into(),
     }
+}
+
+/// Runs `command` to its end on `runtime`.
+fn block_on(
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    command: impl Future<Output = anyhow::Result<Exit>>,
+) -> anyhow::Result<Exit> {
+    let runtime =
+        runtime.map_err(|e| anyhow::Error::from(e).context("failed to start the async runtime"))?;
+    runtime.block_on(command)
 }
 
 fn init_logging(cli: &Cli) {

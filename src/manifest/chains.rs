@@ -85,17 +85,7 @@ impl Gatherer {
         let decided = match decided {
             Ok(decided) => decided,
             Err(issues) => {
-                let fresh = issues
-                    .into_iter()
-                    .filter(|i| !i.field.is_some_and(|f| draft.bad_fields.contains(&f)));
-                for i in fresh {
-                    let at = draft.place_of(i.field, &i.message);
-                    let d = diag(at, label, i.field.map(Field::api_name), i.message);
-                    self.error(d);
-                }
-                if draft.id.is_none() && !draft.derive_id {
-                    self.missing_id(&draft.at);
-                }
+                self.request_problems(&draft, label, issues);
                 return;
             }
         };

@@ -200,6 +200,27 @@ struct IdSite {
 }
 
 impl Gatherer {
+    /// Reports the problems of a draft's request that its fields did not report
+    /// already, and, for a draft without an id that cannot derive one, the id.
+    pub(super) fn request_problems(
+        &mut self,
+        draft: &Draft,
+        label: Option<&str>,
+        issues: Vec<crate::request::FieldIssue>,
+    ) {
+        let fresh = issues
+            .into_iter()
+            .filter(|i| !i.field.is_some_and(|f| draft.bad_fields.contains(&f)));
+        for i in fresh {
+            let at = draft.place_of(i.field, &i.message);
+            let d = diag(at, label, i.field.map(Field::api_name), i.message);
+            self.error(d);
+        }
+        if draft.id.is_none() && !draft.derive_id {
+            self.missing_id(&draft.at);
+        }
+    }
+
     pub fn error(&mut self, d: Diagnostic) {
         push(&mut self.errors, &mut self.seen_errors, d);
     }
@@ -273,17 +294,7 @@ impl Gatherer {
         let decided = match decided {
             Ok(decided) => decided,
             Err(issues) => {
-                let fresh = issues
-                    .into_iter()
-                    .filter(|i| !i.field.is_some_and(|f| draft.bad_fields.contains(&f)));
-                for i in fresh {
-                    let at = draft.place_of(i.field, &i.message);
-                    let d = diag(at, label, i.field.map(Field::api_name), i.message);
-                    self.error(d);
-                }
-                if draft.id.is_none() && !draft.derive_id {
-                    self.missing_id(&draft.at);
-                }
+                self.request_problems(&draft, label, issues);
                 return;
             }
         };

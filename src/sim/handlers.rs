@@ -65,7 +65,7 @@ async fn generate(
             .result
             .map_err(|issues| Answer::err(422, issues_msg(&issues)))
     });
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         prompt: value
             .as_ref()
             .ok()
@@ -86,9 +86,22 @@ async fn generate(
     if let Some(answer) = super::uploads::refuse_gone(&sim, &req.image_urls) {
         return reply(&sim, e, answer, &ctx);
     }
-    match sim.admit(&req, &value) {
-        Admission::Refused(answer) => reply(&sim, e, answer, &ctx),
-        Admission::DropBefore => drop_connection(&sim, kill, e, &ctx).await,
+    let admission = sim.admit(&req, &value);
+    answer_admission(&sim, kill, e, admission, ctx).await
+}
+
+/// The answer to a call that creates a task (generate, extend), as its admission
+/// decided: refused, dropped before or after the task exists, late, or on time.
+async fn answer_admission(
+    sim: &Sim,
+    kill: Option<Extension<Kill>>,
+    e: Endpoint,
+    admission: Admission,
+    mut ctx: Ctx,
+) -> Response {
+    match admission {
+        Admission::Refused(answer) => reply(sim, e, answer, &ctx),
+        Admission::DropBefore => drop_connection(sim, kill, e, &ctx).await,
         Admission::Created {
             task_id,
             ready,
@@ -99,13 +112,13 @@ async fn generate(
             ctx.created = true;
             ctx.ready = Some(ready);
             if drop_after {
-                return drop_connection(&sim, kill, e, &ctx).await;
+                return drop_connection(sim, kill, e, &ctx).await;
             }
             let answer = Answer::ok(json!({ "taskId": task_id }));
             if slow {
-                return reply_late(&sim, e, answer, &ctx).await;
+                return reply_late(sim, e, answer, &ctx).await;
             }
-            reply(&sim, e, answer, &ctx)
+            reply(sim, e, answer, &ctx)
         }
     }
 }
@@ -125,7 +138,7 @@ async fn extend(
     let checked = value.as_ref().map_err(Clone::clone).and_then(|value| {
         check_extend_json(value).map_err(|issues| Answer::err(422, issues_msg(&issues)))
     });
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         prompt: value
             .as_ref()
             .ok()
@@ -146,28 +159,8 @@ async fn extend(
         (Ok(value), Ok(call)) => (value, call),
         (Err(answer), _) | (_, Err(answer)) => return reply(&sim, e, answer, &ctx),
     };
-    match sim.admit_extend(&call, &value) {
-        Admission::Refused(answer) => reply(&sim, e, answer, &ctx),
-        Admission::DropBefore => drop_connection(&sim, kill, e, &ctx).await,
-        Admission::Created {
-            task_id,
-            ready,
-            drop_after,
-            slow,
-        } => {
-            ctx.task_id = Some(task_id.clone());
-            ctx.created = true;
-            ctx.ready = Some(ready);
-            if drop_after {
-                return drop_connection(&sim, kill, e, &ctx).await;
-            }
-            let answer = Answer::ok(json!({ "taskId": task_id }));
-            if slow {
-                return reply_late(&sim, e, answer, &ctx).await;
-            }
-            reply(&sim, e, answer, &ctx)
-        }
-    }
+    let admission = sim.admit_extend(&call, &value);
+    answer_admission(&sim, kill, e, admission, ctx).await
 }
 
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
