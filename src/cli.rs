@@ -123,6 +123,11 @@ pub struct ServiceArgs {
     /// Read the API key from this file instead of KIE_API_KEY.
     #[arg(long, value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
+
+    /// Accept a plain-http API or upload base on a host that is not loopback: the
+    /// key then travels in clear. Meant only for a private test server you trust.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,5 +15,6 @@ mod run;
 mod sim;
 mod simulate;
 mod storm;
+mod transport;
 mod uploads;
 mod validate;
