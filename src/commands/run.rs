@@ -89,6 +89,12 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         crate::config::Output::Plain
     };
     let name = manifest.name.clone();
+    let notify = crate::notify::Settings::resolve(
+        &args.notify,
+        args.notify_secret_file.as_deref(),
+        args.metrics_file.as_deref(),
+        &manifest.output,
+    )?;
     let resolved = crate::config::resolve(&args, manifest, time_scale, output)?;
     let request_timeout = resolved.request_timeout;
     let prepared = runner::prepare_from(resolved.run, preloaded)?;
@@ -193,6 +199,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let page =
         crate::report::after_run(&args.manifest, &report.results).map_err(|e| format!("{e:#}"));
     run_summary::print(&name, &report, &prices, estimate, style, &page);
+    crate::notify::after_run(&notify, &name, &report, estimate).await;
     Ok(report.exit())
 }
 
