@@ -147,8 +147,11 @@ fn secrets_are_whsec_base64_or_plain_text_and_never_shown() {
     assert!(Secret::parse(" \n").unwrap_err().contains("empty"));
 }
 
+/// A sample: its metric name, its labels in order, its value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// A sample line of the text format: `name{labels} value`.
-fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64), String> {
+fn parse_sample(line: &str) -> Result<Sample, String> {
     let (name, rest) = line
         .split_once('{')
         .ok_or_else(|| format!("no labels: {line}"))?;
@@ -202,10 +205,7 @@ fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64), Stri
 
 /// Every line of a metrics text: HELP and TYPE before each metric's samples, names
 /// and labels well-formed, every sample with the batch label; the samples by name.
-pub(crate) fn check_exposition(
-    text: &str,
-    batch: &str,
-) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn check_exposition(text: &str, batch: &str) -> Vec<Sample> {
     assert!(text.ends_with('\n'), "the last line ends");
     let mut samples = Vec::new();
     let mut typed: Option<String> = None;
@@ -236,11 +236,7 @@ pub(crate) fn check_exposition(
     samples
 }
 
-fn sample(
-    samples: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    state: Option<&str>,
-) -> Option<f64> {
+fn sample(samples: &[Sample], name: &str, state: Option<&str>) -> Option<f64> {
     samples
         .iter()
         .find(|(n, labels, _)| {

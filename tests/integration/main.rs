@@ -7,6 +7,7 @@ mod disk;
 mod extend;
 mod harness;
 mod hostile;
+mod notify;
 mod ops;
 mod polls;
 mod records;
