@@ -40,7 +40,7 @@ pub struct RunEnd {
     pub stopped: Option<Stopped>,
     pub jobs: Jobs,
     pub credits: CreditFigures,
-    /// Generate calls this run made (retries included).
+    /// Tasks this run submitted to the service (each one paid for).
     pub submissions: u64,
     pub retries: u64,
     /// Answers of HTTP 429 (or the service's rate-limit code) this run saw.

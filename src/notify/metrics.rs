@@ -118,7 +118,7 @@ pub fn render(end: &RunEnd) -> String {
     gauges.extend([
         Gauge {
             name: "veo_batch_submissions",
-            help: "Generate calls this run made, retries included.",
+            help: "Tasks this run submitted to the service (each one paid for).",
             samples: one(end.submissions as f64),
         },
         Gauge {
