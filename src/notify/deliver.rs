@@ -99,8 +99,9 @@ pub(super) async fn deliver_all(urls: &[Url], secret: Option<&Secret>, end: &Run
                     tracing::info!("notified {} (try {tries})", shown(&url))
                 }
                 Ok((url, Delivered::Failed { tries, why })) => tracing::warn!(
-                    "the notification to {} was not delivered after {tries} tries: {why}",
-                    shown(&url)
+                    "the notification to {} was not delivered after {tries} {}: {why}",
+                    shown(&url),
+                    if tries == 1 { "try" } else { "tries" }
                 ),
                 Err(e) => tracing::warn!("a notification task failed: {e}"),
             }

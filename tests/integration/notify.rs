@@ -204,10 +204,18 @@ fn a_receiver_that_is_down_or_failing_changes_nothing_but_a_warning() {
     let down_url = format!("http://{}/hook", down.local_addr().unwrap());
     drop(down);
     let failing = Receiver::start(StatusCode::SERVICE_UNAVAILABLE);
+    let refusing = Receiver::start(StatusCode::BAD_REQUEST);
     let manifest = h.write("batch.yaml", &text_jobs(3));
     let o = h.run(
         &manifest,
-        &["--notify", &down_url, "--notify", &failing.url],
+        &[
+            "--notify",
+            &down_url,
+            "--notify",
+            &failing.url,
+            "--notify",
+            &refusing.url,
+        ],
     );
     assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
     let results = h.results();
@@ -219,6 +227,8 @@ fn a_receiver_that_is_down_or_failing_changes_nothing_but_a_warning() {
             .all(|r| r.state() == JobState::Succeeded)
     );
     assert_eq!(failing.posts().len(), 3, "three tries, then a warning");
+    // A refusal another try would not change is not tried again.
+    assert_eq!(refusing.posts().len(), 1);
     let err = stderr(&o);
     let origin = |url: &str| url.trim_end_matches("/hook").to_owned();
     for url in [&down_url, &failing.url] {
@@ -231,6 +241,13 @@ fn a_receiver_that_is_down_or_failing_changes_nothing_but_a_warning() {
         );
     }
     assert!(err.contains("HTTP 503"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the notification to {} was not delivered after 1 try: the receiver answered HTTP 400",
+            origin(&refusing.url)
+        )),
+        "{err}"
+    );
     // The webhook's path (often its secret) is not logged.
     assert!(!err.contains("/hook"), "{err}");
 }
