@@ -156,18 +156,6 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         (args.service.api_base.clone(), key, Some(uploads))
     };
     let client = client(base_url, key, request_timeout, upload_base)?;
-    if prepared.submissions() > 0 {
-        match client.credit().await {
-            Ok(balance) if balance < estimate => tracing::warn!(
-                "the estimate ({} credits) is above the account's balance ({}): the run will stop when credits run out",
-                Credits(estimate),
-                Credits(balance)
-            ),
-            Ok(balance) => tracing::debug!("credit balance {balance}"),
-            Err(e) => tracing::debug!("could not read the credit balance: {e}"),
-        }
-    }
-
     let signals = Signals::default();
     let watcher = tokio::spawn(watch_signals(signals.clone()));
     let outcome = runner::execute(prepared, client, signals).await;

@@ -27,6 +27,10 @@ struct StatusJson<'a> {
     outcomes: &'a Outcomes,
     /// Credits the results file records as spent, over all runs.
     credits: f64,
+    /// Of them, the credits measured from the balance (a job of a kind whose price
+    /// the run learned), and those taken from the price table.
+    credits_measured: f64,
+    credits_table: f64,
     /// Every job, in manifest order (or the results file's, without a manifest).
     job_states: Vec<JobStatus<'a>>,
 }
@@ -174,6 +178,18 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
             jobs: outcomes.tally.total(),
             outcomes: &outcomes,
             credits: loaded.records.values().map(|r| r.credits).sum(),
+            credits_measured: loaded
+                .records
+                .values()
+                .filter(|r| r.credits_source == "measured")
+                .map(|r| r.credits)
+                .sum(),
+            credits_table: loaded
+                .records
+                .values()
+                .filter(|r| r.credits_source != "measured")
+                .map(|r| r.credits)
+                .sum(),
             job_states,
         };
         serde_json::to_writer_pretty(&mut out, &json)?;

@@ -14,6 +14,7 @@ mod report;
 mod run;
 mod sim;
 mod simulate;
+mod spend;
 mod storm;
 mod uploads;
 mod validate;

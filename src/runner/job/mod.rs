@@ -20,7 +20,7 @@ use super::polls;
 use super::shared::Shared;
 use super::stop::StopReason;
 use crate::api::{ApiError, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
-use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, now};
+use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, UPGRADE_NOT_MADE, now};
 use crate::cost::Credits;
 use crate::manifest::{Job, Upgrade};
 use crate::paths::{superseded_path, upgrade_suffix, video_path};
