@@ -177,19 +177,22 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
             results: &results,
             jobs: outcomes.tally.total(),
             outcomes: &outcomes,
-            credits: loaded.records.values().map(|r| r.credits).sum(),
+            credits: loaded.records.values().map(|r| r.credits).sum::<f64>() + 0.0,
             credits_measured: loaded
                 .records
                 .values()
                 .filter(|r| r.credits_source == "measured")
                 .map(|r| r.credits)
-                .sum(),
+                .sum::<f64>()
+                // An empty sum is -0.0, which must not print as `-0`.
+                + 0.0,
             credits_table: loaded
                 .records
                 .values()
                 .filter(|r| r.credits_source != "measured")
                 .map(|r| r.credits)
-                .sum(),
+                .sum::<f64>()
+                + 0.0,
             job_states,
         };
         serde_json::to_writer_pretty(&mut out, &json)?;

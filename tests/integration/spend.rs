@@ -91,6 +91,8 @@ fn the_json_summary_and_status_carry_the_measured_spend() {
     assert_eq!(spend["kinds"][0]["paste"], "veo3_fast: {720p: 168}");
     let status = h.status(&["results.csv", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("\"credits_table\": 0.0,"), "never -0: {text}");
     assert_eq!(json["credits_measured"], 336.0, "{json}");
     assert_eq!(json["credits_table"], 0.0, "{json}");
 }
