@@ -93,7 +93,7 @@ fn is_results_file(path: &Path) -> bool {
 
 /// What `status` and `report` read: a results file, and the manifest when PATH
 /// named one rather than the results file itself.
-struct Source {
+pub(super) struct Source {
     pub results: PathBuf,
     pub manifest: Option<manifest::Manifest>,
     pub loaded: checkpoint::Loaded,
@@ -101,7 +101,7 @@ struct Source {
 
 /// Reads PATH (a results CSV, or a manifest whose results file is `results` or its
 /// default) and its results file, printing the loader's warnings.
-fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
+pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
     let is_manifest = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")

@@ -281,6 +281,8 @@ impl Spend {
                 ledger.start = Some(b);
                 Some(b)
             }
+            // A refused key is the first send's to report: it stops the run.
+            Err(e) if e.class == crate::api::ErrorClass::Auth => None,
             Err(e) => {
                 let problem = format!("the balance could not be read at the start ({e})");
                 tracing::warn!(

@@ -71,6 +71,29 @@ fn without_a_cap_the_summary_reconciles_and_warns() {
     // The results file says where each figure comes from.
     let text = std::fs::read_to_string(h.path("results.csv")).unwrap();
     assert!(text.lines().next().unwrap().ends_with(",credits_source"));
+
+    let credits = |args: &[&str]| {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
+            .env_clear()
+            .env("KIE_API_KEY", veo_batch::sim::DEMO_KEY)
+            .current_dir(h.dir.path())
+            .arg("credits")
+            .args(args)
+            .args(["--api-base", &h.sim.base_url()])
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        credits(&["results.csv"]),
+        "98320\nbatch: 1680 credits spent, 1680 measured from the balance and 0 at the price table\n"
+    );
+    assert_eq!(
+        credits(&["m.yaml", "--results", "results.csv"]),
+        "98320\nbatch: 1680 credits spent, 1680 measured from the balance and 0 at the price table\n\
+         estimated: 600 credits for the same jobs at the manifest's prices (the 2026-09-08 table)\n"
+    );
 }
 
 #[test]
