@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use crate::api::ApiKey;
-use crate::cost::Credits;
 use crate::cli::CreditsArgs;
+use crate::cost::Credits;
 use crate::exit::Exit;
 
 /// Runs `credits`. A refused key or exhausted credits end it with

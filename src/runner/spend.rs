@@ -200,7 +200,10 @@ impl Entry<'_> {
     /// this call measured, when it measured one.
     pub async fn done(self, client: &Client, billed: bool) -> Option<f64> {
         let Entry::Learning {
-            spend, kind, before, ..
+            spend,
+            kind,
+            before,
+            ..
         } = self
         else {
             return None;
@@ -347,7 +350,12 @@ impl Spend {
     }
 
     /// Records what the balance's fall after a billed call says of its kind's price.
-    fn learn(&self, kind: Kind, before: Result<f64, String>, after: Result<f64, String>) -> Option<f64> {
+    fn learn(
+        &self,
+        kind: Kind,
+        before: Result<f64, String>,
+        after: Result<f64, String>,
+    ) -> Option<f64> {
         let learned = match (before, after) {
             (Ok(b), Ok(a)) if b - a > 0.0 => Learned::Price(b - a),
             // Asked again for an upgrade paid for before: the next one tells.
@@ -500,7 +508,10 @@ mod tests {
             .insert(fast720(), Learned::Price(168.0));
         assert_eq!(spend.price(fast720()).reserve, 168.0);
         assert_eq!(spend.price(fast720()).source, Source::Measured);
-        spend.ledger().learned.insert(fast720(), Learned::Price(30.0));
+        spend
+            .ledger()
+            .learned
+            .insert(fast720(), Learned::Price(30.0));
         let p = spend.price(fast720());
         assert_eq!((p.reserve, p.billed), (60.0, 30.0));
         spend.ledger().learned.insert(fast720(), Learned::Not);
@@ -539,8 +550,14 @@ mod tests {
         assert_eq!(drifted[0].kind, "veo3_fast 720p 8s");
         assert_eq!(drifted[0].paste.as_deref(), Some("veo3_fast: {720p: 168}"));
         // Within a quarter of the table: no warning; a fall the tasks explain: none.
-        spend.ledger().learned.insert(fast720(), Learned::Price(70.0));
-        spend.ledger().counts.insert(fast720(), Count { made: 2, failed: 0 });
+        spend
+            .ledger()
+            .learned
+            .insert(fast720(), Learned::Price(70.0));
+        spend
+            .ledger()
+            .counts
+            .insert(fast720(), Count { made: 2, failed: 0 });
         let r = spend.report(Some(140.0), Some(0.0));
         assert_eq!(r.drifted().count(), 0);
         assert_eq!(r.unexplained, None);

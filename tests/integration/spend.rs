@@ -153,7 +153,9 @@ fn an_unreadable_balance_leaves_the_table_with_its_margin() {
     assert_eq!(out.status.code(), Some(Exit::Budget as i32), "{err}");
     assert_eq!(h.stats().tasks_created, 1, "{err}");
     assert!(
-        err.contains("warning: the spend could not be measured: the balance could not be read at the start"),
+        err.contains(
+            "warning: the spend could not be measured: the balance could not be read at the start"
+        ),
         "{err}"
     );
     assert!(err.contains("reserved at 2 times its table price"), "{err}");
@@ -173,7 +175,11 @@ fn a_refused_upgrade_is_made_after_a_top_up_and_nothing_is_generated_again() {
     );
     let out = h.run(&manifest, &[]);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(Exit::ServiceStopped as i32), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(Exit::ServiceStopped as i32),
+        "{err}"
+    );
     assert!(
         err.contains("error: credits exhausted: 1 upgrade not made"),
         "{err}"
@@ -196,4 +202,33 @@ fn a_refused_upgrade_is_made_after_a_top_up_and_nothing_is_generated_again() {
     assert_eq!(after.error_message, None);
     assert_eq!(after.credits, 65.0);
     assert_eq!(h.stats().credits, 95.0);
+}
+
+#[test]
+fn an_upgrade_price_is_learned_like_a_generation() {
+    let mut config = SimConfig {
+        upgrade_1080p_time: (Duration::from_millis(50), Duration::from_millis(100)),
+        ..fast_sim()
+    };
+    config.prices.upgrade_1080p = 20.0;
+    let h = Harness::new(config);
+    let manifest = h.write(
+        "m.yaml",
+        "jobs:\n  - id: a\n    prompt: one\n    upgrade: 1080p\n  - id: b\n    prompt: two\n    upgrade: 1080p\n",
+    );
+    let out = h.run(&manifest, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{err}");
+    assert!(
+        err.contains(
+            "warning: 1080p upgrade: the service billed 20 credits a video, the price table says 5;"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("    upgrade_1080p: 20\n"), "{err}");
+    assert!(err.contains("the balance fell by 160 credits"), "{err}");
+    assert!(!err.contains("unexplained"), "{err}");
+    for r in h.results().records.values() {
+        assert_eq!(r.credits, 80.0, "{err}");
+    }
 }

@@ -106,6 +106,7 @@ pub async fn drive(
         job,
         record,
         rng: fastrand::Rng::with_seed(seed),
+        upgrade_reserved: None,
     };
     let outcome = async {
         let (task_id, submitted) = match start {
@@ -145,6 +146,9 @@ struct JobRunner {
     job: JobHandle,
     record: Record,
     rng: fastrand::Rng,
+    /// The upgrade's price as this run reserved it: settled against the price
+    /// its kind has once the upgrade is made (learned meanwhile, perhaps).
+    upgrade_reserved: Option<crate::runner::spend::Price>,
 }
 
 impl JobRunner {

@@ -166,6 +166,7 @@ impl JobRunner {
                 return Err(JobEnd::NotStarted);
             }
             self.record.credits += price.billed;
+            self.upgrade_reserved = Some(price);
         }
         // A 4K upgrade is charged by its first accepted call; this run's calls
         // after that one are not.
@@ -222,6 +223,7 @@ impl JobRunner {
             charged |= billed;
             if let Some(measured) = entry.done(&shared.client, billed).await {
                 self.measured(billed_as, price, measured);
+                self.upgrade_reserved = None;
             }
             match answer {
                 Err(e)
@@ -237,6 +239,10 @@ impl JobRunner {
                         self.record.error_message = None;
                     }
                     shared.spend.made(billed_as);
+                    if let Some(reserved) = self.upgrade_reserved.take() {
+                        // Reserved before its kind's price was learned.
+                        self.settle(reserved, shared.spend.price(billed_as));
+                    }
                     self.record.upgrade_urls = urls;
                     self.save(State::Succeeded).await?;
                     tracing::debug!(task = %task_id, "{kind} file ready");
@@ -253,8 +259,9 @@ impl JobRunner {
                         // made, its price given back, and the next run (after a
                         // top-up) asks for it again, generating nothing.
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "{kind} upgrade not made: credits exhausted; keeping the base video");
-                        self.shared.budget.release(price.reserve);
-                        self.record.credits = (self.record.credits - price.billed).max(0.0);
+                        let reserved = self.upgrade_reserved.take().unwrap_or(price);
+                        self.shared.budget.release(reserved.reserve);
+                        self.record.credits = (self.record.credits - reserved.billed).max(0.0);
                         self.record.error_code = e.code;
                         self.record.error_message =
                             Some(format!("{kind} {UPGRADE_NOT_MADE}: {}", e.message));

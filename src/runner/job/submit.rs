@@ -118,6 +118,7 @@ impl JobRunner {
                 )));
                 return Err(JobEnd::NotStarted);
             }
+            self.upgrade_reserved = upgrade;
             self.record.attempts += 1;
             self.record.credits += billed;
             self.record.credits_source = generation.source.as_str().to_owned();
@@ -244,6 +245,22 @@ impl JobRunner {
                 "the first {kind} task cost {} credits (the table said {}), which took {past}",
                 Credits(price),
                 Credits(reserved.billed)
+            )));
+        }
+    }
+
+    /// Replaces what was `reserved` for a billed call with its kind's price `now`.
+    pub(super) fn settle(&mut self, reserved: Price, now: Price) {
+        self.shared.budget.release(reserved.reserve - now.reserve);
+        self.record.credits = (self.record.credits + now.billed - reserved.billed).max(0.0);
+        if now.source == Source::Measured {
+            self.record.credits_source = Source::Measured.as_str().to_owned();
+        }
+        if let Err(past) = self.shared.budget.reserve(0.0) {
+            self.shared.stop.stop(StopReason::Budget(format!(
+                "job {:?} cost {} credits more than reserved, at its kind's learned price, which took {past}",
+                self.job.id,
+                Credits(now.reserve - reserved.reserve)
             )));
         }
     }
