@@ -18,12 +18,18 @@ pub async fn run(args: CreditsArgs) -> anyhow::Result<Exit> {
         Some(path) => Some(super::status::read_source(path, args.results.as_deref())?),
         None => None,
     };
+    crate::api::check_bases(
+        &args.service.api_base,
+        None,
+        args.service.allow_insecure_http,
+    )?;
     let key = ApiKey::load(args.service.api_key_file.as_deref())?;
     let client = super::run::client(
         args.service.api_base,
         key,
         crate::config::DEFAULT_REQUEST_TIMEOUT,
         None,
+        args.service.allow_insecure_http,
     )?;
     let credits = client
         .credit()
