@@ -16,6 +16,7 @@ mod report;
 mod run;
 mod sim;
 mod simulate;
+mod spend;
 mod storm;
 mod transport;
 mod uploads;
