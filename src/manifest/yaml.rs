@@ -525,6 +525,8 @@ impl Cx<'_> {
             if let Some(t) = self.text(v, None, &name) {
                 if t.trim().is_empty() {
                     self.err(v, None, Some(&name), "must not be blank");
+                } else if let Err(msg) = crate::store::refuse_url(t.trim()) {
+                    self.err(v, None, Some(&name), msg);
                 } else {
                     // Like include:, relative to the manifest, so it works from any folder.
                     *slot = Some(self.dir.join(t));

@@ -87,6 +87,22 @@ pub fn url_scheme(value: &str) -> Option<String> {
     valid.then(|| scheme.to_ascii_lowercase())
 }
 
+/// Why `value` cannot be a run's local results file or videos folder when it is
+/// written as a URL: runs write only local files until bucket output is wired into
+/// the run loop, and a URL taken as a path would make a folder named `s3:`. The
+/// message reads after the flag or field that gave it.
+pub fn refuse_url(value: &str) -> Result<(), String> {
+    match url_scheme(value).as_deref() {
+        None => Ok(()),
+        Some("s3") => Err(format!(
+            "`{value}` is a bucket URL, and runs cannot write to a bucket yet (bucket output is not wired into runs); give a local path"
+        )),
+        Some(scheme) => Err(format!(
+            "`{value}` has the scheme `{scheme}://`, which veo-batch cannot write to; give a local path"
+        )),
+    }
+}
+
 /// Reads `value`, given by `flag` (`--results`, `output.videos_dir`, ...), as a
 /// location: `s3://bucket/prefix`, any other `scheme://` an error naming the flag,
 /// anything else a local path.

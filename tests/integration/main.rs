@@ -1,12 +1,14 @@
 //! The integration tests: one binary, one module per area. Servers bind
 //! 127.0.0.1:0; nothing leaves the machine.
 
+mod bucket;
 mod client;
 mod current_api;
 mod disk;
 mod extend;
 mod harness;
 mod hostile;
+mod moto;
 mod ops;
 mod polls;
 mod records;
