@@ -83,6 +83,23 @@ fn commit_number(key: &Key) -> Option<u64> {
 /// Reads the results at `results` from the bucket: the compacted CSV and the log
 /// after it. Nothing there reads as no rows.
 pub async fn read(bucket: &Bucket, results: &Key) -> Result<Rebuilt, LogError> {
+    // A commit listed and then gone was compacted meanwhile by the run writing the
+    // record: reading again finds it in the compacted CSV.
+    for _ in 0..3 {
+        if let Some(rebuilt) = read_once(bucket, results).await? {
+            return Ok(rebuilt);
+        }
+    }
+    Err(StoreError {
+        bucket: bucket.name().to_owned(),
+        operation: format!("read {}", bucket.url(results)),
+        reason: "its log kept changing while it was read (compacted three times over)".into(),
+    }
+    .into())
+}
+
+/// [`read`] once; None when a commit vanished between the list and its read.
+async fn read_once(bucket: &Bucket, results: &Key) -> Result<Option<Rebuilt>, LogError> {
     let mut rebuilt = Rebuilt::default();
     let store = bucket.store();
     match store.get_opts(results, GetOptions::default()).await {
@@ -126,18 +143,14 @@ pub async fn read(bucket: &Bucket, results: &Key) -> Result<Rebuilt, LogError> {
         };
         let bytes = match bytes {
             Ok(bytes) => bytes,
-            // Compacted and deleted by another reader's run between the list and
-            // the read: the compacted CSV it went into is read again below.
-            Err(object_store::Error::NotFound { .. }) => {
-                return Box::pin(read(bucket, results)).await;
-            }
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(bucket.error(format!("read {url}"), &e).into()),
         };
         let part = parse_reader(&bytes[..], &PathBuf::from(url), false)?;
         merge(&mut rebuilt.loaded, part);
     }
     rebuilt.commits = commits;
-    Ok(rebuilt)
+    Ok(Some(rebuilt))
 }
 
 /// Adds the rows of `later` to `into`: a job's later row replaces its earlier one.

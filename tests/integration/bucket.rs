@@ -106,12 +106,20 @@ async fn the_probe_names_the_bucket_and_the_operation_refused() {
     // A policy that lets the run read but not write.
     let proxy = Proxy::start(
         moto.endpoint(),
-        vec![Rule {
-            method: "PUT",
-            contains: "/runs/",
-            nth: 0,
-            fault: Fault::Forbidden,
-        }],
+        vec![
+            Rule {
+                method: "PUT",
+                contains: "/runs/",
+                nth: 0,
+                fault: Fault::Forbidden("AccessDenied"),
+            },
+            Rule {
+                method: "GET",
+                contains: "/wrong-key",
+                nth: 0,
+                fault: Fault::Forbidden("InvalidAccessKeyId"),
+            },
+        ],
     )
     .await;
     let read_only = bucket_at(&proxy.endpoint(), "runs")
@@ -125,7 +133,18 @@ async fn the_probe_names_the_bucket_and_the_operation_refused() {
         ),
         "{read_only}"
     );
-    for text in [&missing, &read_only] {
+    let wrong_key = bucket_at(&proxy.endpoint(), "wrong-key")
+        .probe("batch")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wrong_key.starts_with(
+            "bucket `wrong-key`: cannot list objects under s3://wrong-key/batch: the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) are wrong"
+        ),
+        "{wrong_key}"
+    );
+    for text in [&missing, &read_only, &wrong_key] {
         assert!(!text.contains(SECRET), "{text}");
     }
 }

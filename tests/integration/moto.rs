@@ -130,8 +130,8 @@ pub enum Fault {
     DropMidBody,
     /// Passes the request on, then answers 500 as if it had failed.
     ServerErrorAfter,
-    /// Answers 403 AccessDenied without passing it on.
-    Forbidden,
+    /// Answers 403 with this S3 error code without passing it on.
+    Forbidden(&'static str),
 }
 
 /// A rule: the `nth` (1-based) request whose method is `method` and whose path
@@ -254,8 +254,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         }
         return Err(Dropped);
     }
-    if fault == Some(Fault::Forbidden) {
-        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+    if let Some(Fault::Forbidden(code)) = fault {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>refused by the test proxy</Message></Error>"
+        );
         return Ok(Response::builder()
             .status(StatusCode::FORBIDDEN)
             .body(Body::from(xml))
