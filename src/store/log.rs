@@ -166,10 +166,10 @@ fn merge(into: &mut Loaded, later: Loaded) {
     into.warnings.extend(warnings);
     let mut records = records;
     for id in order {
-        if let Some(record) = records.remove(&id) {
-            if into.records.insert(id.clone(), record).is_none() {
-                into.order.push(id);
-            }
+        if let Some(record) = records.remove(&id)
+            && into.records.insert(id.clone(), record).is_none()
+        {
+            into.order.push(id);
         }
     }
 }

@@ -234,12 +234,10 @@ async fn upload_parts(
         }),
         Err(e) => Err(e),
     };
-    if result.is_err() {
-        if let Err(e) = upload.abort().await {
-            tracing::warn!(
-                "failed to abort the upload of {url} (a lifecycle rule removes it): {e}"
-            );
-        }
+    if result.is_err()
+        && let Err(e) = upload.abort().await
+    {
+        tracing::warn!("failed to abort the upload of {url} (a lifecycle rule removes it): {e}");
     }
     result
 }
