@@ -193,6 +193,7 @@ fn every_flag_the_docs_name_exists() {
     // Chromium and pngquant.
     let others = [
         "--release",
+        "--profile",
         "--test",
         "--bench",
         "--lib",
