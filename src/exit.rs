@@ -125,9 +125,13 @@ impl From<Exit> for i32 {
 
 /// True when `e` comes from writing into a pipe whose reader closed it.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    // serde_json keeps the I/O error inside its own, out of the source chain.
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(BrokenPipe))
     })
 }
 
@@ -198,6 +202,26 @@ mod tests {
     fn a_closed_pipe_is_no_failure() {
         let e = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
             .context("failed to write to stdout");
+        assert_eq!(Exit::of_error(&e), Exit::Ok);
+    }
+
+    /// `status --json | head -1`: the pipe closes inside serde_json's writer.
+    #[test]
+    fn a_closed_pipe_under_json_is_no_failure() {
+        struct Closed;
+        impl std::io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let Err(e) = serde_json::to_writer_pretty(Closed, &[1, 2, 3]) else {
+            panic!("a closed pipe takes nothing");
+        };
+        let e = anyhow::Error::from(e);
+        assert!(is_broken_pipe(&e));
         assert_eq!(Exit::of_error(&e), Exit::Ok);
     }
 

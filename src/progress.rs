@@ -28,6 +28,12 @@ pub fn set_structured(structured: bool) {
     STRUCTURED.store(structured, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// True when log lines are JSON events (`--log-format json`): then everything
+/// on stderr goes through `tracing`, errors included, never as prose.
+pub fn structured() -> bool {
+    STRUCTURED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 static ACTIVE_BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
 
 fn active() -> &'static Mutex<Option<ProgressBar>> {

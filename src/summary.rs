@@ -186,6 +186,9 @@ pub enum NotStartedHint {
     Budget,
     /// The service refused the key: fix it first.
     Key,
+    /// `--limit N` or `--sample N` held them back: the same command sends the
+    /// next N, not all of them.
+    Held { flag: &'static str, per_run: usize },
 }
 
 /// The table of counts and the advice for each problem job.
@@ -269,7 +272,9 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
     );
     let again = match hint {
         NotStartedHint::Key => "once the key is fixed, run again",
-        NotStartedHint::RunAgain | NotStartedHint::Budget => "run the same command again",
+        NotStartedHint::RunAgain | NotStartedHint::Budget | NotStartedHint::Held { .. } => {
+            "run the same command again"
+        }
     };
     if t.not_downloaded > 0 {
         let _ = writeln!(
@@ -293,6 +298,10 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
             NotStartedHint::Budget => format!(
                 "the spending limit holds {0} back; raise it (--max-credits, max_credits, --max-run-credits) to send {0}",
                 them(t.not_started)
+            ),
+            NotStartedHint::Held { flag, per_run } => format!(
+                "run the same command again to send the next {per_run} ({flag} {per_run} sends {per_run} a run), or leave out {flag} to send {} at once",
+                if t.not_started == 1 { "it" } else { "them all" }
             ),
             NotStartedHint::Key => {
                 "check KIE_API_KEY (or --api-key-file): nothing is sent until the service accepts the key".to_owned()

@@ -98,6 +98,16 @@ struct Source {
 /// Reads PATH (a results CSV, or a manifest whose results file is `results` or its
 /// default) and its results file, printing the loader's warnings.
 fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
+    // A CSV that is not there is most likely a results file not written yet: a
+    // manifest's read error would send the user looking for the wrong file.
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        && std::fs::symlink_metadata(path).is_err()
+    {
+        anyhow::bail!(
+            "no results file at `{}`: nothing has run with it yet (and no CSV manifest is there either)",
+            path.display()
+        );
+    }
     let is_manifest = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
@@ -119,7 +129,7 @@ fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
         );
     };
     for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+        super::warn(w);
     }
     Ok(Source {
         results,
@@ -182,6 +192,10 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         for p in &outcomes.failed {
             writeln!(out, "{}\t{}", p.job_id, p.reason.replace(['\t', '\n'], " "))?;
         }
+        // A list, read through `| head` as often as not: its code says it was
+        // listed, never whether the reader left before its end (which only timing
+        // decides). Where the batch stands is the plain `status`'s code.
+        return Ok(Exit::Ok);
     } else {
         writeln!(
             out,

@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 pub use crate::checkpoint::ForeignResults;
-use crate::checkpoint::plan::SubmitReason;
 use crate::checkpoint::writer::Appender;
 use crate::checkpoint::{Record, State};
 use crate::exit::Exit;
@@ -45,6 +44,7 @@ mod prepare;
 pub mod retry;
 pub mod schedule;
 mod shared;
+mod supersede;
 pub mod stop;
 pub mod uploads;
 
@@ -133,27 +133,8 @@ pub async fn execute(
     } = prepared;
     // Said before anything is sent: these tasks were paid for, and a new one
     // replaces each.
-    for s in &superseding {
-        let Some(job) = config.jobs.get(s.index) else {
-            continue;
-        };
-        let why = match s.reason {
-            SubmitReason::Changed => "the manifest changed its request",
-            SubmitReason::RetryFailed => "--retry-failed",
-            SubmitReason::ResubmitInDoubt => "--resubmit-in-doubt",
-            SubmitReason::New => "it is sent again",
-        };
-        tracing::warn!(
-            "job {:?}: {why}: a new task replaces task {} ({}); the old task stays on record in superseded_tasks{}",
-            job.id,
-            s.task,
-            s.state,
-            if s.state == State::Succeeded {
-                ", and its video moves to the videos folder's superseded/"
-            } else {
-                ""
-            }
-        );
+    for line in supersede::lines(&superseding, &config.jobs) {
+        tracing::warn!("{line}");
     }
     // A videos folder that cannot be made is found now, before anything is paid for.
     if config.resume.download && !plan.is_empty() {

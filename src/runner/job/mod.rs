@@ -191,9 +191,17 @@ impl JobRunner {
         self.record.error_message = Some(e.message.clone());
     }
 
-    async fn retry_event(&self, code: Option<i64>) {
-        tracing::debug!(code, "a request will be retried");
-        let _ = self.shared.events.send(Event::Retry { code }).await;
+    /// Counts a retry of `request` and says why at debug level (`-v`): the
+    /// service's status code or the transport failure, as the error tells it.
+    async fn retry_event(&self, request: &str, e: &crate::api::ApiError) {
+        tracing::debug!(
+            job = %self.job.id,
+            request,
+            code = e.code,
+            class = e.class.as_str(),
+            "retrying {request}: {e}"
+        );
+        let _ = self.shared.events.send(Event::Retry { code: e.code }).await;
     }
 
     async fn sleep_or_stop(&self, d: Duration) -> Result<(), JobEnd> {

@@ -135,7 +135,7 @@ impl JobRunner {
                     // A status check changes nothing on the service: ask again at the
                     // next interval, within the task timeout.
                     ErrorClass::Retryable | ErrorClass::InDoubt | ErrorClass::Credits => {
-                        self.retry_event(e.code).await;
+                        self.retry_event("record-info", &e).await;
                     }
                 },
             }
@@ -220,7 +220,14 @@ impl JobRunner {
                         return Ok(());
                     }
                     ErrorClass::Retryable | ErrorClass::InDoubt => {
-                        self.retry_event(e.code).await;
+                        self.retry_event(
+                            match kind {
+                                Upgrade::Hd1080 => "get-1080p-video",
+                                Upgrade::Uhd4k => "get-4k-video",
+                            },
+                            &e,
+                        )
+                        .await;
                     }
                 },
             }

@@ -196,7 +196,7 @@ impl JobRunner {
                     if e.code == Some(429) {
                         self.shared.pause_submissions(delay);
                     }
-                    self.retry_event(e.code).await;
+                    self.retry_event(if extend { "extend" } else { "generate" }, &e).await;
                     tracing::info!(
                         attempt = self.record.attempts,
                         code = e.code,
