@@ -142,6 +142,15 @@ pub struct ValidateArgs {
     /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_image_size: Option<Size>,
+
+    /// Compare the estimate with this batch spending limit, as `run --max-credits`
+    /// would keep it (instead of the manifest's max_credits).
+    #[arg(long, value_name = "N")]
+    pub max_credits: Option<f64>,
+
+    /// Compare the estimate with this per-run limit, as `run --max-run-credits`.
+    #[arg(long, value_name = "N")]
+    pub max_run_credits: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

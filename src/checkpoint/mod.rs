@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+mod error_kind;
 pub mod plan;
 mod read;
 pub mod rows;
@@ -20,6 +21,7 @@ pub use read::{
     CheckpointError, ForeignResults, Listed, Loaded, Preloaded, check_belongs, load, load_listed,
     parse_reader, preload,
 };
+pub use error_kind::ErrorKind;
 pub use schema::HEADER;
 
 /// How `error_message` begins when the service refused a job's 1080p or 4K upgrade
@@ -141,6 +143,9 @@ pub struct Record {
     /// For an extend job sent: the task of the video it continued. A parent whose
     /// task is another one now (generated again) has its children sent again.
     pub parent_task_id: Option<String>,
+    /// Why the last step failed, with `error_message`; `None` with no error, or in
+    /// a row written before the column existed (see [`Record::error_kind`]).
+    pub error_kind: Option<ErrorKind>,
 }
 
 /// How [`Record::superseded_tasks`] names a call that may have created a task whose
@@ -160,11 +165,33 @@ impl Record {
         }
     }
 
+    /// Why the last step failed: the `error_kind` column, or in a row from before
+    /// it, what its message says; `None` without an error message.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        let message = self.error_message.as_deref()?;
+        Some(
+            self.error_kind
+                .unwrap_or_else(|| ErrorKind::of_legacy(self.state(), message)),
+        )
+    }
+
+    /// Records a failure: its kind, the service's code and the message.
+    pub fn set_failure(&mut self, kind: ErrorKind, code: Option<i64>, message: String) {
+        self.error_kind = Some(kind);
+        self.error_code = code;
+        self.error_message = Some(message);
+    }
+
+    /// Forgets the last failure.
+    pub fn clear_failure(&mut self) {
+        self.error_kind = None;
+        self.error_code = None;
+        self.error_message = None;
+    }
+
     /// True when the service refused this job's upgrade for good.
     pub fn upgrade_refused(&self) -> bool {
-        self.error_message
-            .as_deref()
-            .is_some_and(|m| m.contains(&format!("{UPGRADE_FAILED}: ")))
+        self.error_kind() == Some(ErrorKind::Upgrade)
     }
 
     /// True when a succeeded job still has files to download.
@@ -174,9 +201,7 @@ impl Record {
 
     /// True when the last try to download this job's videos failed.
     pub fn download_failed(&self) -> bool {
-        self.error_message
-            .as_deref()
-            .is_some_and(|m| m.starts_with(DOWNLOAD_FAILED))
+        self.error_kind() == Some(ErrorKind::Download)
     }
 
     /// The state, which every loaded or written record has.

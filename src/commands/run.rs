@@ -108,15 +108,17 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     if args.dry_run {
         return print_dry_run(&prepared);
     }
-    if let Some(max) = prepared
-        .config
-        .max_credits
-        .or(prepared.config.max_run_credits)
+    let limit = match (prepared.config.max_credits, prepared.config.max_run_credits) {
+        (Some(max), _) => Some((prepared.config.max_credits_setting, max)),
+        (None, Some(max)) => Some(("--max-run-credits", max)),
+        (None, None) => None,
+    };
+    if let Some((setting, max)) = limit
         && !estimated.unpriced.is_empty()
     {
         let what: Vec<String> = estimated.unpriced.iter().map(ToString::to_string).collect();
         anyhow::bail!(
-            "--max-credits {} cannot be kept: the price table ({}) has no price for {} ({} job{} to submit); \
+            "{setting} {} cannot be kept: the price table ({}) has no price for {} ({} job{} to submit); \
              set it under prices: in the manifest (like `veo3_fast: {{720p: 60}}`; a CSV table can be \
              included from a YAML manifest that sets prices)",
             Credits(max),

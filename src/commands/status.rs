@@ -44,6 +44,8 @@ struct JobStatus<'a> {
     attempts: u32,
     error_code: Option<i64>,
     error_message: Option<&'a str>,
+    /// Why the last step failed, as a stable word (the results file's `error_kind`).
+    error_kind: Option<&'static str>,
     video_urls: &'a [String],
     upgrade_urls: &'a [String],
     video_paths: &'a [String],
@@ -66,6 +68,7 @@ impl<'a> JobStatus<'a> {
             attempts: r.map_or(0, |r| r.attempts),
             error_code: r.and_then(|r| r.error_code),
             error_message: r.and_then(|r| r.error_message.as_deref()),
+            error_kind: r.and_then(Record::error_kind).map(checkpoint::ErrorKind::as_str),
             video_urls: r.map_or(NONE, |r| &r.video_urls),
             upgrade_urls: r.map_or(NONE, |r| &r.upgrade_urls),
             video_paths: r.map_or(NONE, |r| &r.video_paths),

@@ -213,6 +213,7 @@ pub async fn execute(
         budget: Budget {
             prices: config.prices,
             max: config.max_credits,
+            max_setting: config.max_credits_setting,
             recorded: recorded_spend,
             max_run: config.max_run_credits,
             spent: spent.clone(),
@@ -542,7 +543,7 @@ mod tests {
             assert_eq!(prepared.foreign.len(), usize::from(!in_order));
             let b_start = resumed_record(
                 prepared.record(&prepared.plan[1]).unwrap(),
-                &Start::Submit(SubmitReason::New),
+                &Start::Submit(crate::checkpoint::plan::SubmitReason::New),
                 &jobs[1],
             );
             assert_eq!(b_start, b);

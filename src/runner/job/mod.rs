@@ -20,7 +20,7 @@ use super::polls;
 use super::shared::Shared;
 use super::stop::StopReason;
 use crate::api::{ApiError, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
-use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, now};
+use crate::checkpoint::{DOWNLOAD_FAILED, ErrorKind, Record, State, UPGRADE_FAILED, now};
 use crate::cost::Credits;
 use crate::manifest::{Job, Upgrade};
 use crate::paths::{superseded_path, upgrade_suffix, video_path};
@@ -186,9 +186,8 @@ impl JobRunner {
         })
     }
 
-    fn set_error(&mut self, e: &ApiError) {
-        self.record.error_code = e.code;
-        self.record.error_message = Some(e.message.clone());
+    fn set_error(&mut self, e: &ApiError, kind: ErrorKind) {
+        self.record.set_failure(kind, e.code, e.message.clone());
     }
 
     /// Counts a retry of `request` and says why at debug level (`-v`): the

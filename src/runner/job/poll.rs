@@ -100,12 +100,11 @@ impl JobRunner {
                     error_code,
                     error_message,
                 }) => {
-                    self.record.error_code = error_code;
-                    self.record.error_message = Some(
-                        error_message
-                            .filter(|m| !m.is_empty())
-                            .unwrap_or_else(|| format!("generation failed (successFlag {flag})")),
-                    );
+                    let message = error_message
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| format!("generation failed (successFlag {flag})"));
+                    let kind = ErrorKind::of_refusal(&message, ErrorKind::GenerationFailed);
+                    self.record.set_failure(kind, error_code, message);
                     self.record.finished_at = Some(now());
                     tracing::warn!(task = %task_id, code = self.record.error_code, error = self.record.error_message.as_deref().unwrap_or_default(), "generation failed");
                     self.save(State::Failed).await?;
@@ -126,7 +125,7 @@ impl JobRunner {
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Failed => {
-                        self.set_error(&e);
+                        self.set_error(&e, ErrorKind::StatusCheck);
                         self.record.finished_at = Some(now());
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "status check failed");
                         self.save(State::Failed).await?;
@@ -213,9 +212,11 @@ impl JobRunner {
                         // The base video is paid for and kept: record why there is
                         // no upgrade, and download what there is.
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "{kind} upgrade failed; keeping the base video");
-                        self.record.error_code = e.code;
-                        self.record.error_message =
-                            Some(format!("{kind} {UPGRADE_FAILED}: {}", e.message));
+                        self.record.set_failure(
+                            ErrorKind::Upgrade,
+                            e.code,
+                            format!("{kind} {UPGRADE_FAILED}: {}", e.message),
+                        );
                         self.save(State::Succeeded).await?;
                         return Ok(());
                     }
