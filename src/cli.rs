@@ -212,6 +212,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_wait: bool,
 
+    /// For cron: a batch left running on the service is no failure. Exit 0, not 4,
+    /// when jobs still running (or made and not downloaded) are all that is left,
+    /// and exit 0 quietly when another run holds the results file (it carries the
+    /// batch on). Jobs in doubt still end with 4; failures, a refused key and the
+    /// spending limit keep their codes.
+    #[arg(long)]
+    pub running_ok: bool,
+
     /// Record result URLs, download nothing.
     #[arg(long)]
     pub no_download: bool,

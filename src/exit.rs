@@ -80,6 +80,21 @@ impl Exit {
         }
     }
 
+    /// The code under `run --running-ok`: a batch whose only unfinished jobs run on
+    /// the service (or wait for their download), with nothing else wrong, is 0.
+    pub fn running_ok(self, t: &Tally) -> Exit {
+        let unfinished = t.in_doubt + t.not_started;
+        if self == Exit::NotFinished && unfinished == 0 {
+            Exit::of_tally(&Tally {
+                running: 0,
+                not_downloaded: 0,
+                ..t.clone()
+            })
+        } else {
+            self
+        }
+    }
+
     /// The code an error that ended a command calls for. A closed stdout (`| head`)
     /// is no failure: the reader had what it wanted.
     pub fn of_error(e: &anyhow::Error) -> Exit {
@@ -223,6 +238,37 @@ mod tests {
         let e = anyhow::Error::from(e);
         assert!(is_broken_pipe(&e));
         assert_eq!(Exit::of_error(&e), Exit::Ok);
+    }
+
+    /// Running jobs end with 0 under `--running-ok`; doubt, jobs not sent and
+    /// failures do not.
+    #[test]
+    fn running_ok_forgives_only_running_jobs() {
+        let running = Tally {
+            succeeded: 2,
+            running: 3,
+            not_downloaded: 1,
+            ..Tally::default()
+        };
+        let ok = |t: &Tally| Exit::of_tally(t).running_ok(t);
+        assert_eq!(Exit::of_tally(&running), Exit::NotFinished);
+        assert_eq!(ok(&running), Exit::Ok);
+        let failed = Tally {
+            failed: 1,
+            ..running.clone()
+        };
+        assert_eq!(ok(&failed), Exit::JobsFailed);
+        let doubt = Tally {
+            in_doubt: 1,
+            ..running.clone()
+        };
+        assert_eq!(ok(&doubt), Exit::NotFinished);
+        let unsent = Tally {
+            not_started: 1,
+            ..running
+        };
+        assert_eq!(ok(&unsent), Exit::NotFinished);
+        assert_eq!(Exit::Budget.running_ok(&unsent), Exit::Budget);
     }
 
     #[test]

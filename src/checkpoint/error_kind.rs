@@ -131,15 +131,27 @@ mod tests {
     fn old_rows_get_their_kind_from_the_message() {
         let of = ErrorKind::of_legacy;
         assert_eq!(
-            of(State::Succeeded, "download failed: download of h/a.mp4 failed: http 404"),
+            of(
+                State::Succeeded,
+                "download failed: download of h/a.mp4 failed: http 404"
+            ),
             ErrorKind::Download
         );
         assert_eq!(
             of(State::Succeeded, "1080p upgrade failed: 422: not available"),
             ErrorKind::Upgrade
         );
-        assert_eq!(of(State::Failed, "content policy"), ErrorKind::ContentPolicy);
-        assert_eq!(of(State::Failed, "internal error"), ErrorKind::GenerationFailed);
-        assert_eq!(of(State::Blocked, "the job it extends failed"), ErrorKind::Blocked);
+        assert_eq!(
+            of(State::Failed, "content policy"),
+            ErrorKind::ContentPolicy
+        );
+        assert_eq!(
+            of(State::Failed, "internal error"),
+            ErrorKind::GenerationFailed
+        );
+        assert_eq!(
+            of(State::Blocked, "the job it extends failed"),
+            ErrorKind::Blocked
+        );
     }
 }

@@ -17,11 +17,11 @@ pub mod rows;
 pub mod schema;
 pub mod writer;
 
+pub use error_kind::ErrorKind;
 pub use read::{
     CheckpointError, ForeignResults, Listed, Loaded, Preloaded, check_belongs, load, load_listed,
     parse_reader, preload,
 };
-pub use error_kind::ErrorKind;
 pub use schema::HEADER;
 
 /// How `error_message` begins when the service refused a job's 1080p or 4K upgrade

@@ -201,7 +201,10 @@ pub const COLUMNS: [Column; 29] = [
                 "" => None,
                 word => Some(ErrorKind::parse(word).ok_or_else(|| {
                     let words: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
-                    format!("{word:?} is not an error kind ({} or empty)", words.join(", "))
+                    format!(
+                        "{word:?} is not an error kind ({} or empty)",
+                        words.join(", ")
+                    )
                 })?),
             };
             Ok(())

@@ -84,7 +84,14 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let name = manifest.name.clone();
     let resolved = crate::config::resolve(&args, manifest, time_scale, output)?;
     let request_timeout = resolved.request_timeout;
-    let prepared = runner::prepare_from(resolved.run, preloaded)?;
+    let prepared = match runner::prepare_from(resolved.run, preloaded) {
+        Err(e) if args.running_ok && Exit::of_error(&e) == Exit::Locked => {
+            // Under cron the run that holds the file is the batch going on.
+            tracing::info!("{e:#}; it carries the batch on (--running-ok)");
+            return Ok(Exit::Ok);
+        }
+        prepared => prepared?,
+    };
     let estimated = prepared.estimate();
     let estimate = estimated.total();
     let prices = prepared.config.prices;
@@ -170,6 +177,8 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     }
 
     let planned = run_summary::Planned {
+        prices: &prices,
+        estimate,
         held_by: match (args.limit, args.sample) {
             (Some(n), _) => Some(("--limit", n)),
             (None, Some(n)) => Some(("--sample", n)),
@@ -192,8 +201,13 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     // The page is a convenience: failing to write it fails nothing.
     let page =
         crate::report::after_run(&args.manifest, &report.results).map_err(|e| format!("{e:#}"));
-    run_summary::print(&name, &report, &prices, estimate, style, &page, planned);
-    Ok(report.exit())
+    let exit = if args.running_ok {
+        report.exit().running_ok(&report.outcomes.tally)
+    } else {
+        report.exit()
+    };
+    run_summary::print(&name, &report, exit, style, &page, planned);
+    Ok(exit)
 }
 
 /// A client of `base_url`; uploads go to `upload_base` (`None`: `base_url`).
@@ -274,7 +288,12 @@ fn confirm(credits: f64, usd: f64) -> bool {
 /// Asks `output` whether to spend about `credits`, reading the answer from `input`:
 /// only `y` or `yes` goes on. An end of input (Ctrl-D) is a no, and ends the
 /// prompt's line so that what follows starts on its own.
-fn ask(input: &mut impl std::io::BufRead, output: &mut impl std::io::Write, credits: f64, usd: f64) -> bool {
+fn ask(
+    input: &mut impl std::io::BufRead,
+    output: &mut impl std::io::Write,
+    credits: f64,
+    usd: f64,
+) -> bool {
     let _ = write!(
         output,
         "This run will spend about {} credits ({}). Go on? [y/N] (--yes skips this question) ",
@@ -383,8 +402,14 @@ mod tests {
     fn the_simulator_is_never_asked_about() {
         let big = 1e6;
         assert!(asks(&run_args(&["veo-batch", "run", "m.yaml"]), big));
-        assert!(!asks(&run_args(&["veo-batch", "run", "m.yaml", "--simulate"]), big));
-        assert!(!asks(&run_args(&["veo-batch", "run", "m.yaml", "--yes"]), big));
+        assert!(!asks(
+            &run_args(&["veo-batch", "run", "m.yaml", "--simulate"]),
+            big
+        ));
+        assert!(!asks(
+            &run_args(&["veo-batch", "run", "m.yaml", "--yes"]),
+            big
+        ));
         assert!(!asks(&run_args(&["veo-batch", "run", "m.yaml"]), 10.0));
     }
 

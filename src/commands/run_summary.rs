@@ -22,8 +22,11 @@ pub enum Style {
 pub type HeldBy = Option<(&'static str, usize)>;
 
 /// What the run planned that its summary tells beside its report.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Planned {
+#[derive(Debug, Clone, Copy)]
+pub struct Planned<'a> {
+    pub prices: &'a crate::cost::PriceTable,
+    /// The credits the run was estimated to spend.
+    pub estimate: f64,
     pub held_by: HeldBy,
     /// Superseded tasks that had a video (kept in `superseded/`); a failed task had none.
     pub superseded_videos: usize,
@@ -33,23 +36,18 @@ pub struct Planned {
 pub fn print(
     name: &str,
     r: &RunReport,
-    prices: &crate::cost::PriceTable,
-    estimate: f64,
+    exit: Exit,
     style: Style,
     page: &Result<PathBuf, String>,
-    planned: Planned,
+    planned: Planned<'_>,
 ) {
     let held_by = planned.held_by;
-    let exit = r.exit();
     let why = r.stopped.as_ref().and_then(describe_stop);
     match style {
         Style::Quiet if exit == Exit::Ok => {}
-        Style::Json => print_json(name, r, estimate, why.as_deref(), page),
+        Style::Json => print_json(name, r, exit, planned.estimate, why.as_deref(), page),
         Style::Quiet => eprint!("{}", short(name, r, why.as_deref(), held_by)),
-        Style::Text => eprint!(
-            "{}",
-            text(name, r, prices, estimate, why.as_deref(), page, planned)
-        ),
+        Style::Text => eprint!("{}", text(name, r, why.as_deref(), page, planned)),
     }
 }
 
@@ -60,11 +58,11 @@ pub fn print(
 fn print_json(
     name: &str,
     r: &RunReport,
+    exit: Exit,
     estimate: f64,
     why: Option<&str>,
     page: &Result<PathBuf, String>,
 ) {
-    let exit = r.exit();
     let t = &r.outcomes.tally;
     if let Some(why) = why {
         tracing::error!(exit_code = exit.code(), stopped = stop_kind(r), "{why}");
@@ -166,14 +164,17 @@ fn heading(name: &str, r: &RunReport) -> String {
 fn text(
     name: &str,
     r: &RunReport,
-    prices: &crate::cost::PriceTable,
-    estimate: f64,
     why: Option<&str>,
     page: &Result<PathBuf, String>,
-    planned: Planned,
+    planned: Planned<'_>,
 ) -> String {
     use std::fmt::Write as _;
-    let held_by = planned.held_by;
+    let Planned {
+        prices,
+        estimate,
+        held_by,
+        ..
+    } = planned;
     let mut out = String::new();
     // Why the run stopped comes first: the summary after it says what it means.
     if let Some(why) = why {
@@ -218,7 +219,11 @@ fn text(
     }
     if r.held_back > 0 {
         let by = held_by.map_or("--limit/--sample", |(flag, _)| flag);
-        let _ = writeln!(out, "  {} held back by {by}", crate::summary::jobs(r.held_back));
+        let _ = writeln!(
+            out,
+            "  {} held back by {by}",
+            crate::summary::jobs(r.held_back)
+        );
     }
     let _ = writeln!(out, "  results: {}", r.results.display());
     let _ = writeln!(out, "  videos:  {}", r.videos_dir.display());

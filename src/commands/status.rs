@@ -68,7 +68,9 @@ impl<'a> JobStatus<'a> {
             attempts: r.map_or(0, |r| r.attempts),
             error_code: r.and_then(|r| r.error_code),
             error_message: r.and_then(|r| r.error_message.as_deref()),
-            error_kind: r.and_then(Record::error_kind).map(checkpoint::ErrorKind::as_str),
+            error_kind: r
+                .and_then(Record::error_kind)
+                .map(checkpoint::ErrorKind::as_str),
             video_urls: r.map_or(NONE, |r| &r.video_urls),
             upgrade_urls: r.map_or(NONE, |r| &r.upgrade_urls),
             video_paths: r.map_or(NONE, |r| &r.video_paths),
@@ -103,7 +105,9 @@ struct Source {
 fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
     // A CSV that is not there is most likely a results file not written yet: a
     // manifest's read error would send the user looking for the wrong file.
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
         && std::fs::symlink_metadata(path).is_err()
     {
         anyhow::bail!(

@@ -72,9 +72,13 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
 fn limit_lines(m: &Manifest, max_credits: Option<f64>, max_run_credits: Option<f64>) -> String {
     let estimate = Estimate::of(&m.prices, &m.jobs);
     let total = estimate.total();
-    let batch = max_credits
-        .or(m.run.max_credits)
-        .map(|max| (crate::config::credits_setting(max_credits, m.run.max_credits), max, "the batch's spend, earlier runs' included"));
+    let batch = max_credits.or(m.run.max_credits).map(|max| {
+        (
+            crate::config::credits_setting(max_credits, m.run.max_credits),
+            max,
+            "the batch's spend, earlier runs' included",
+        )
+    });
     let run = max_run_credits.map(|max| ("--max-run-credits", max, "each run's spend"));
     let mut s = String::new();
     for (setting, max, counts) in batch.into_iter().chain(run) {
@@ -82,7 +86,11 @@ fn limit_lines(m: &Manifest, max_credits: Option<f64>, max_run_credits: Option<f
             format!(
                 "cannot be kept: the price table has no price for {} job{}; a run refuses to start (exit 2)",
                 estimate.unpriced_jobs(),
-                if estimate.unpriced_jobs() == 1 { "" } else { "s" }
+                if estimate.unpriced_jobs() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
             )
         } else if total > max + 1e-9 {
             format!(
@@ -92,7 +100,11 @@ fn limit_lines(m: &Manifest, max_credits: Option<f64>, max_run_credits: Option<f
         } else {
             format!("keeps the estimate ({} credits)", credits(total))
         };
-        let _ = writeln!(s, "spending limit: {setting} {} ({counts}) {said}", credits(max));
+        let _ = writeln!(
+            s,
+            "spending limit: {setting} {} ({counts}) {said}",
+            credits(max)
+        );
     }
     s
 }

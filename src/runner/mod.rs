@@ -44,8 +44,8 @@ mod prepare;
 pub mod retry;
 pub mod schedule;
 mod shared;
-mod supersede;
 pub mod stop;
+mod supersede;
 pub mod uploads;
 
 use collector::{CallCounts, Collected, LastRow, Progress};

@@ -39,7 +39,11 @@ fn line(reason: SubmitReason, state: State, ids: &[&str]) -> String {
         SubmitReason::New => "sent again",
     };
     let n = ids.len();
-    let shown: Vec<String> = ids.iter().take(IDS_SHOWN).map(|id| format!("{id:?}")).collect();
+    let shown: Vec<String> = ids
+        .iter()
+        .take(IDS_SHOWN)
+        .map(|id| format!("{id:?}"))
+        .collect();
     let more = match n.saturating_sub(IDS_SHOWN) {
         0 => String::new(),
         more => format!(" and {more} more"),

@@ -7,6 +7,7 @@ mod disk;
 mod extend;
 mod harness;
 mod hostile;
+mod operator;
 mod ops;
 mod polls;
 mod records;

@@ -204,7 +204,8 @@ impl JobRunner {
                     if e.code == Some(429) {
                         self.shared.pause_submissions(delay);
                     }
-                    self.retry_event(if extend { "extend" } else { "generate" }, &e).await;
+                    self.retry_event(if extend { "extend" } else { "generate" }, &e)
+                        .await;
                     tracing::info!(
                         attempt = self.record.attempts,
                         code = e.code,
@@ -254,7 +255,8 @@ impl JobRunner {
             }
             Err(NoLease::Refused(r)) => {
                 tracing::warn!(code = r.code, error = %r.message, "failed");
-                self.record.set_failure(ErrorKind::Upload, r.code, r.message);
+                self.record
+                    .set_failure(ErrorKind::Upload, r.code, r.message);
                 self.record.finished_at = Some(now());
                 self.save(State::Failed).await?;
                 Err(JobEnd::Failed)
