@@ -546,6 +546,39 @@ mod tests {
         assert_eq!(loaded.records["e"], e);
     }
 
+    /// A file from before error kinds loads; its failures get their kind from the
+    /// message, and a row of today round-trips its kind.
+    #[test]
+    fn a_file_from_before_error_kinds_loads_and_tells_kinds_from_messages() {
+        let mut r = record("a", State::Succeeded);
+        r.error_code = Some(404);
+        r.error_message = Some("download failed: download of h/a.mp4 failed: http 404".into());
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&HEADER[..28]).unwrap();
+        w.write_record(&r.cells()[..28]).unwrap();
+        let loaded = parse(&w.into_inner().unwrap()).unwrap();
+        assert!(loaded.old_header);
+        let old = &loaded.records["a"];
+        assert_eq!(old.error_kind, None);
+        assert_eq!(old.error_kind(), Some(ErrorKind::Download));
+        assert!(old.download_failed());
+        // Today's row says its kind; the message no longer decides it.
+        r.error_kind = Some(ErrorKind::GenerationFailed);
+        let loaded = parse(&to_csv(std::slice::from_ref(&r))).unwrap();
+        assert_eq!(loaded.records["a"], r);
+        assert!(!loaded.records["a"].download_failed());
+        let mut bad = to_csv(&[r]);
+        let text = String::from_utf8(bad.clone())
+            .unwrap()
+            .replace(",generation_failed\n", ",exploded\n");
+        bad = text.into_bytes();
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("error_kind: \"exploded\" is not an error kind"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn empty_file_has_no_records() {
         let loaded = parse(b"").unwrap();

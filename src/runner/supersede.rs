@@ -14,15 +14,16 @@ const IDS_SHOWN: usize = 5;
 /// The lines to warn with, one per reason and former state, in the order their
 /// first job comes.
 pub(super) fn lines(superseding: &[Superseding], jobs: &[Job]) -> Vec<String> {
-    let mut groups: Vec<((SubmitReason, State), Vec<&str>)> = Vec::new();
+    let mut groups: Vec<((SubmitReason, State), Vec<(&str, &str)>)> = Vec::new();
     for s in superseding {
         let Some(job) = jobs.get(s.index) else {
             continue;
         };
         let key = (s.reason, s.state);
+        let entry = (job.id.as_str(), s.task.as_str());
         match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, ids)) => ids.push(&job.id),
-            None => groups.push((key, vec![&job.id])),
+            Some((_, ids)) => ids.push(entry),
+            None => groups.push((key, vec![entry])),
         }
     }
     groups
@@ -31,7 +32,8 @@ pub(super) fn lines(superseding: &[Superseding], jobs: &[Job]) -> Vec<String> {
         .collect()
 }
 
-fn line(reason: SubmitReason, state: State, ids: &[&str]) -> String {
+/// The line for jobs `ids` (each with the task it replaces).
+fn line(reason: SubmitReason, state: State, ids: &[(&str, &str)]) -> String {
     let why = match reason {
         SubmitReason::Changed => "the manifest changed the request",
         SubmitReason::RetryFailed => "--retry-failed",
@@ -42,7 +44,7 @@ fn line(reason: SubmitReason, state: State, ids: &[&str]) -> String {
     let shown: Vec<String> = ids
         .iter()
         .take(IDS_SHOWN)
-        .map(|id| format!("{id:?}"))
+        .map(|(id, task)| format!("{id:?} (task {task})"))
         .collect();
     let more = match n.saturating_sub(IDS_SHOWN) {
         0 => String::new(),
@@ -69,19 +71,20 @@ mod tests {
     #[test]
     fn one_line_per_reason_and_state_with_videos_only_where_there_were_some() {
         let ids: Vec<String> = (1..=7).map(|i| format!("job-{i}")).collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let ids: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "t")).collect();
         let failed = line(SubmitReason::RetryFailed, State::Failed, &ids);
         assert_eq!(
             failed,
             "--retry-failed: a new task replaces the failed task of 7 jobs (kept on record in \
-             superseded_tasks): \"job-1\", \"job-2\", \"job-3\", \"job-4\", \"job-5\" and 2 more"
+             superseded_tasks): \"job-1\" (task t), \"job-2\" (task t), \"job-3\" (task t), \
+             \"job-4\" (task t), \"job-5\" (task t) and 2 more"
         );
-        let changed = line(SubmitReason::Changed, State::Succeeded, &["hero"]);
+        let changed = line(SubmitReason::Changed, State::Succeeded, &[("hero", "t9")]);
         assert_eq!(
             changed,
             "the manifest changed the request: a new task replaces the succeeded task of 1 job \
              (kept on record in superseded_tasks); its video moves to the videos folder's \
-             superseded/: \"hero\""
+             superseded/: \"hero\" (task t9)"
         );
     }
 }
