@@ -332,10 +332,13 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
                 "the spending limit holds {0} back; raise it (--max-credits, max_credits, --max-run-credits) to send {0}",
                 them(t.not_started)
             ),
-            NotStartedHint::Held { flag, per_run } => format!(
-                "run the same command again to send the next {per_run} ({flag} {per_run} sends {per_run} a run), or leave out {flag} to send {} at once",
-                if t.not_started == 1 { "it" } else { "them all" }
+            NotStartedHint::Held { flag, per_run } if t.not_started > per_run => format!(
+                "run the same command again to send the next {per_run} ({flag} {per_run} sends {per_run} a run), or leave out {flag} to send all {}",
+                t.not_started
             ),
+            NotStartedHint::Held { .. } => {
+                format!("run the same command again to send {}", them(t.not_started))
+            }
             NotStartedHint::Key => {
                 "check KIE_API_KEY (or --api-key-file): nothing is sent until the service accepts the key".to_owned()
             }

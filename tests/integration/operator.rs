@@ -444,10 +444,17 @@ fn limit_says_how_to_send_the_next_n() {
     );
     let err = stderr(&out);
     assert!(
-        err.contains("3 jobs not started: run the same command again to send the next 2 (--limit 2 sends 2 a run), or leave out --limit to send them all"),
+        err.contains("3 jobs not started: run the same command again to send the next 2 (--limit 2 sends 2 a run), or leave out --limit to send all 3"),
         "{err}"
     );
     assert!(err.contains("3 jobs held back by --limit"), "{err}");
+    // Fewer left than the limit: the same command sends them all.
+    let out = h.run(&manifest, &["--limit", "2"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("1 job not started: run the same command again to send it\n"),
+        "{err}"
+    );
 }
 
 /// `status` on a results file that is not there says so.

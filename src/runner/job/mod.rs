@@ -194,13 +194,17 @@ impl JobRunner {
     /// service's status code or the transport failure, as the error tells it.
     async fn retry_event(&self, request: &str, e: &crate::api::ApiError) {
         tracing::debug!(
-            job = %self.job.id,
             request,
             code = e.code,
             class = e.class.as_str(),
             "retrying {request}: {e}"
         );
-        let _ = self.shared.events.send(Event::Retry { code: e.code }).await;
+        self.count_retry(e.code).await;
+    }
+
+    /// Counts a retry whose reason the caller says itself.
+    async fn count_retry(&self, code: Option<i64>) {
+        let _ = self.shared.events.send(Event::Retry { code }).await;
     }
 
     async fn sleep_or_stop(&self, d: Duration) -> Result<(), JobEnd> {

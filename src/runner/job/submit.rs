@@ -204,14 +204,14 @@ impl JobRunner {
                     if e.code == Some(429) {
                         self.shared.pause_submissions(delay);
                     }
-                    self.retry_event(if extend { "extend" } else { "generate" }, &e)
-                        .await;
+                    // The info line below says why.
+                    self.count_retry(e.code).await;
                     tracing::info!(
                         attempt = self.record.attempts,
                         code = e.code,
                         delay_ms = delay.as_millis() as u64,
-                        "retrying submit: {}",
-                        e.message
+                        "retrying {}: {e}",
+                        if extend { "extend" } else { "generate" }
                     );
                     tokio::select! {
                         () = self.shared.stop.submitting().cancelled() => return Err(JobEnd::NotStarted),
