@@ -8,13 +8,17 @@ use crate::manifest::Job;
 
 use super::Superseding;
 
+/// Superseded jobs of one reason and former state: each job's id and the task it
+/// replaces.
+type Group<'a> = ((SubmitReason, State), Vec<(&'a str, &'a str)>);
+
 /// How many job ids one line names before it says how many more.
 const IDS_SHOWN: usize = 5;
 
 /// The lines to warn with, one per reason and former state, in the order their
 /// first job comes.
 pub(super) fn lines(superseding: &[Superseding], jobs: &[Job]) -> Vec<String> {
-    let mut groups: Vec<((SubmitReason, State), Vec<(&str, &str)>)> = Vec::new();
+    let mut groups: Vec<Group<'_>> = Vec::new();
     for s in superseding {
         let Some(job) = jobs.get(s.index) else {
             continue;
