@@ -8,12 +8,18 @@ use crate::exit::Exit;
 /// [`Exit::ServiceStopped`], any other failure of the call with
 /// [`Exit::JobsFailed`] ([`Exit::of_error`] reads the service's error).
 pub async fn run(args: CreditsArgs) -> anyhow::Result<Exit> {
+    crate::api::check_bases(
+        &args.service.api_base,
+        None,
+        args.service.allow_insecure_http,
+    )?;
     let key = ApiKey::load(args.service.api_key_file.as_deref())?;
     let client = super::run::client(
         args.service.api_base,
         key,
         crate::config::DEFAULT_REQUEST_TIMEOUT,
         None,
+        args.service.allow_insecure_http,
     )?;
     let credits = client
         .credit()

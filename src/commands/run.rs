@@ -59,6 +59,13 @@ pub fn results_path(args: &RunArgs) -> Option<PathBuf> {
 
 /// Runs `run`.
 pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exit> {
+    if !args.simulate {
+        crate::api::check_bases(
+            &args.service.api_base,
+            args.upload_base.as_deref(),
+            args.service.allow_insecure_http,
+        )?;
+    }
     let results = results_path(&args);
     let (manifest, preloaded) = load_for_run_with(
         &args.manifest,
@@ -82,6 +89,12 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         crate::config::Output::Plain
     };
     let name = manifest.name.clone();
+    let notify = crate::notify::Settings::resolve(
+        &args.notify,
+        args.notify_secret_file.as_deref(),
+        args.metrics_file.as_deref(),
+        &manifest.output,
+    )?;
     let resolved = crate::config::resolve(&args, manifest, time_scale, output)?;
     let request_timeout = resolved.request_timeout;
     let prepared = match runner::prepare_from(resolved.run, preloaded) {
@@ -163,7 +176,13 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         let uploads = crate::api::upload_base(&args.service.api_base, args.upload_base.as_deref());
         (args.service.api_base.clone(), key, Some(uploads))
     };
-    let client = client(base_url, key, request_timeout, upload_base)?;
+    let client = client(
+        base_url,
+        key,
+        request_timeout,
+        upload_base,
+        args.service.allow_insecure_http,
+    )?;
     if prepared.submissions() > 0 {
         match client.credit().await {
             Ok(balance) if balance < estimate => tracing::warn!(
@@ -207,6 +226,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         report.exit()
     };
     run_summary::print(&name, &report, exit, style, &page, planned);
+    crate::notify::after_run(&notify, &name, &report, estimate).await;
     Ok(exit)
 }
 
@@ -216,11 +236,13 @@ pub(super) fn client(
     key: ApiKey,
     request_timeout: Duration,
     upload_base: Option<String>,
+    allow_insecure_http: bool,
 ) -> anyhow::Result<Client> {
     Client::new(ClientConfig {
         connect_timeout: crate::config::CONNECT_TIMEOUT,
         request_timeout,
         upload_base_url: upload_base,
+        allow_insecure_http,
         ..ClientConfig::new(base_url, key)
     })
 }

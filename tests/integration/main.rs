@@ -4,9 +4,11 @@
 mod client;
 mod current_api;
 mod disk;
+mod docs;
 mod extend;
 mod harness;
 mod hostile;
+mod notify;
 mod operator;
 mod ops;
 mod polls;
@@ -16,5 +18,6 @@ mod run;
 mod sim;
 mod simulate;
 mod storm;
+mod transport;
 mod uploads;
 mod validate;
