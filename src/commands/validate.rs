@@ -19,7 +19,7 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
     let manifest = manifest::load_with(&args.manifest, options)?;
     let mut stderr = std::io::stderr().lock();
     for w in &manifest.warnings {
-        let _ = writeln!(stderr, "warning: {w}");
+        super::warn(&w.to_string());
     }
     for h in &manifest.hints {
         let _ = writeln!(stderr, "hint: {h}");
