@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use super::{DOWNLOAD_FAILED, UPGRADE_FAILED};
+use super::{DOWNLOAD_FAILED, UPGRADE_FAILED, UPGRADE_NOT_MADE};
 
 /// Why a job's last step failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,7 +19,7 @@ pub enum ErrorKind {
     Refused,
     /// Every try was refused for a reason worth trying again (429, 5xx).
     GaveUp,
-    /// The account had no credits for it.
+    /// The account had no credits for it (a made video's upgrade waits for a top-up).
     Credits,
     /// A local image could not be uploaded.
     Upload,
@@ -96,6 +96,8 @@ impl ErrorKind {
             ErrorKind::Download
         } else if message.contains(&format!("{UPGRADE_FAILED}: ")) {
             ErrorKind::Upgrade
+        } else if message.contains(&format!("{UPGRADE_NOT_MADE}: ")) {
+            ErrorKind::Credits
         } else if state == State::Blocked {
             ErrorKind::Blocked
         } else if state == State::InDoubt {
