@@ -11,6 +11,7 @@ mod harness;
 mod hostile;
 mod moto;
 mod notify;
+mod operator;
 mod ops;
 mod polls;
 mod records;
