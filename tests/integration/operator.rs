@@ -213,7 +213,7 @@ fn quiet_speaks_on_every_end_but_success() {
 #[cfg(unix)]
 #[test]
 fn the_cron_recipe_prints_nothing() {
-    let doc = include_str!("../../docs/pending/operator.md");
+    let doc = include_str!("../../docs/operating.md");
     let block = doc
         .split("```sh\n# crontab")
         .nth(1)
