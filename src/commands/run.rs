@@ -217,7 +217,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         report.exit()
     };
     run_summary::print(&name, &report, exit, style, &page, planned);
-    crate::notify::after_run(&notify, &name, &report, estimate).await;
+    crate::notify::after_run(&notify, &name, &report, exit, estimate).await;
     Ok(exit)
 }
 
