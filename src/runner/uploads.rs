@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::collector::Event;
+use super::dispatch::{Events, JobEvent};
 use crate::api::ErrorClass;
 use crate::manifest::{Job, LocalImage};
 
@@ -107,12 +107,12 @@ impl Lease {
 }
 
 /// What an upload needs of the run: the client, the retry policy, the token that
-/// stops submissions, and the collector (which counts retries).
+/// stops submissions, and the dispatcher (which counts retries).
 pub struct Run<'a> {
     pub client: &'a crate::api::Client,
     pub retry: super::retry::RetryPolicy,
     pub stop: &'a tokio_util::sync::CancellationToken,
-    pub events: &'a tokio::sync::mpsc::Sender<Event>,
+    pub events: &'a Events,
 }
 
 /// The run's uploads: what is known of each file, and the remembered-uploads file.
@@ -340,7 +340,7 @@ impl Uploads {
                         return Err(refused(e.code, message, false));
                     };
                     let delay = retry.delay(nominal, &e, rng);
-                    let _ = run.events.send(Event::Retry { code: e.code }).await;
+                    let _ = run.events.send(JobEvent::Retry { code: e.code });
                     tracing::info!(file = %shown, code = e.code, delay_ms = delay.as_millis() as u64, "retrying upload: {}", e.message);
                     tokio::select! {
                         biased;

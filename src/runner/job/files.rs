@@ -192,7 +192,7 @@ impl JobRunner {
                                 Err(end) => end,
                             };
                         };
-                        self.retry_event(e.code).await;
+                        self.retry_event(e.code);
                         let delay = settings.retry.delay(nominal, &e, &mut self.rng);
                         if let Err(end) = self.sleep_or_stop(delay).await {
                             return end;

@@ -122,7 +122,7 @@ impl JobRunner {
                                 < settings.record_null_grace) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
-                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                        self.shared.halt(StopReason::Auth(e.message.clone()));
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Failed => {
@@ -135,7 +135,7 @@ impl JobRunner {
                     // A status check changes nothing on the service: ask again at the
                     // next interval, within the task timeout.
                     ErrorClass::Retryable | ErrorClass::InDoubt | ErrorClass::Credits => {
-                        self.retry_event(e.code).await;
+                        self.retry_event(e.code);
                     }
                 },
             }
@@ -206,7 +206,7 @@ impl JobRunner {
                 Ok(_) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
-                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                        self.shared.halt(StopReason::Auth(e.message.clone()));
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Failed | ErrorClass::Credits => {
@@ -220,7 +220,7 @@ impl JobRunner {
                         return Ok(());
                     }
                     ErrorClass::Retryable | ErrorClass::InDoubt => {
-                        self.retry_event(e.code).await;
+                        self.retry_event(e.code);
                     }
                 },
             }

@@ -95,17 +95,10 @@ impl JobRunner {
                 // The wait outlived an upload: renew it, keeping the place.
                 lease = self.lease_images(&mut body).await?;
             }
-            // A job the table has no price for is never sent under a limit (the run
-            // refuses to start), so 0 here counts only where nothing is capped.
-            let cost = shared.budget.prices.job(&*self.job).unwrap_or(0.0);
-            if let Err(past) = shared.budget.reserve(cost) {
-                shared.stop.stop(StopReason::Budget(format!(
-                    "job {:?} ({} credits) would take {past}",
-                    self.job.id,
-                    Credits(cost)
-                )));
+            // Refused, the dispatcher has stopped submissions and says why.
+            let Ok(cost) = shared.reserve(self.job.index()).await else {
                 return Err(JobEnd::NotStarted);
-            }
+            };
             self.record.attempts += 1;
             self.record.credits += cost;
             self.record.task_id = None;
@@ -141,7 +134,7 @@ impl JobRunner {
                 // The service could not fetch an uploaded image (gone before its
                 // time): no task was made; upload again and send once more.
                 uploaded_again = true;
-                shared.budget.release(cost);
+                shared.release(cost);
                 self.record.credits = (self.record.credits - cost).max(0.0);
                 shared.uploads.forget(&lease).await;
                 self.save(State::Pending).await?;
@@ -153,7 +146,7 @@ impl JobRunner {
                 ErrorClass::Retryable | ErrorClass::Failed | ErrorClass::Auth | ErrorClass::Credits
             ) {
                 // Refused: no task, no charge.
-                shared.budget.release(cost);
+                shared.release(cost);
                 self.record.credits = (self.record.credits - cost).max(0.0);
             }
             match e.class {
@@ -170,12 +163,12 @@ impl JobRunner {
                 }
                 ErrorClass::Auth => {
                     self.save(State::Pending).await?;
-                    self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                    self.shared.halt(StopReason::Auth(e.message.clone()));
                     return Err(JobEnd::Stopped);
                 }
                 ErrorClass::Credits => {
                     self.save(State::Pending).await?;
-                    self.shared.stop.stop(StopReason::Credits(e.to_string()));
+                    self.shared.halt(StopReason::Credits(e.to_string()));
                     return Err(JobEnd::Stopped);
                 }
                 ErrorClass::Retryable => {
@@ -196,7 +189,7 @@ impl JobRunner {
                     if e.code == Some(429) {
                         self.shared.pause_submissions(delay);
                     }
-                    self.retry_event(e.code).await;
+                    self.retry_event(e.code);
                     tracing::info!(
                         attempt = self.record.attempts,
                         code = e.code,
@@ -241,7 +234,7 @@ impl JobRunner {
             }
             Err(NoLease::Stopped) => Err(JobEnd::NotStarted),
             Err(NoLease::Refused(r)) if r.auth => {
-                shared.stop.stop(StopReason::Auth(r.message));
+                shared.halt(StopReason::Auth(r.message));
                 Err(JobEnd::Stopped)
             }
             Err(NoLease::Refused(r)) => {
