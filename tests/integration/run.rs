@@ -694,6 +694,22 @@ jobs:
 #[cfg(unix)]
 #[test]
 fn the_summary_after_a_second_ctrl_c_agrees_with_status() {
+    summary_agrees_with_status_after_ctrl_c(2);
+}
+
+/// After one Ctrl-C the run drains: the sends in flight end in doubt (their
+/// answers never come) and the summary says so as `status` does.
+#[cfg(unix)]
+#[test]
+fn the_summary_after_a_drain_agrees_with_status() {
+    summary_agrees_with_status_after_ctrl_c(1);
+}
+
+/// Runs six jobs whose generate calls never answer in time, presses Ctrl-C
+/// `presses` times once three are being sent, and compares the run's summary with
+/// `status --json` on the results file it left.
+#[cfg(unix)]
+fn summary_agrees_with_status_after_ctrl_c(presses: usize) {
     let h = Harness::new(SimConfig {
         // Every generate call answers only long after its task exists.
         faults: veo_batch::sim::Faults {
@@ -706,7 +722,14 @@ fn the_summary_after_a_second_ctrl_c_agrees_with_status() {
     let manifest = h.write("b.yaml", &text_jobs(6));
     let child = h
         .run_cmd(&manifest)
-        .args(["--rate", "1000/1s", "--concurrency", "3", "--log-format", "json"])
+        .args([
+            "--rate",
+            "1000/1s",
+            "--concurrency",
+            "3",
+            "--log-format",
+            "json",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -726,7 +749,7 @@ fn the_summary_after_a_second_ctrl_c_agrees_with_status() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let pid = child.id().to_string();
-    for _ in 0..2 {
+    for _ in 0..presses {
         let kill = std::process::Command::new("kill")
             .args(["-INT", &pid])
             .status()
