@@ -17,7 +17,7 @@ use crate::manifest;
 use crate::summary::{self, Outcomes};
 
 /// What `status --json` prints: the tally, the problem lists, and where every job
-/// stands with what its record says (README, "`status --json`").
+/// stands with what its record says (docs/results-and-status.md, "`status --json`").
 #[derive(Serialize)]
 struct StatusJson<'a> {
     results: &'a Path,

@@ -4,6 +4,7 @@
 mod client;
 mod current_api;
 mod disk;
+mod docs;
 mod extend;
 mod harness;
 mod hostile;
