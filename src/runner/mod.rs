@@ -207,13 +207,7 @@ pub async fn execute(
             task_timeout: config.task_timeout,
             record_null_grace: config.record_null_grace,
             videos_dir: config.videos_dir.clone(),
-            results_dir: crate::paths::absolute(
-                config
-                    .results
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(std::path::Path::new(".")),
-            ),
+            results_dir: crate::paths::absolute(crate::paths::folder_of(&config.results)),
             download: config.resume.download,
             no_wait: config.no_wait,
         },

@@ -437,27 +437,16 @@ fn append(file: &Mutex<Option<File>>, path: &Path, bytes: &[u8]) -> std::io::Res
     f.sync_data()
 }
 
-/// Writes `kept` to `path` through a temporary file and a rename.
+/// Writes `kept` to `path`, atomically (see [`crate::durable::replace`]).
 fn rewrite(path: &Path, kept: &[(Line, SystemTime)]) -> std::io::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    {
-        let mut f = File::create(&tmp)?;
+    crate::durable::replace(path, |f| {
         for (line, _) in kept {
             let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
             text.push('\n');
             f.write_all(text.as_bytes())?;
         }
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // The rename is durable once the folder is synced; a failure here only risks
-        // the old file coming back, which is still readable.
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
