@@ -27,9 +27,7 @@ impl Appender {
     /// Opens `path` for appending, writing the header when the file is new or empty.
     /// With `sync`, every [`append`](Appender::append) reaches the disk before it returns.
     pub fn open(path: &Path, sync: bool) -> io::Result<Appender> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
-        }
+        fs::create_dir_all(crate::paths::folder_of(path))?;
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let mut appender = Appender {
             file,
