@@ -64,6 +64,14 @@ impl Exit {
         self as u8
     }
 
+    /// What the code means, as `--help` says it.
+    pub fn meaning(self) -> &'static str {
+        TABLE
+            .iter()
+            .find(|(e, _)| *e == self)
+            .map_or("", |(_, meaning)| meaning)
+    }
+
     /// Every code, in order.
     pub fn all() -> impl Iterator<Item = Exit> {
         TABLE.iter().map(|(e, _)| *e)

@@ -12,6 +12,7 @@ pub mod cost;
 pub mod durable;
 pub mod exit;
 pub mod manifest;
+pub mod notify;
 pub mod paths;
 pub mod progress;
 pub mod report;

@@ -71,7 +71,7 @@ pub struct Column {
 }
 
 /// Every column, in file order.
-pub const COLUMNS: [Column; 28] = [
+pub const COLUMNS: [Column; 29] = [
     Column {
         since: 1,
         name: "job_id",
@@ -205,6 +205,8 @@ pub const COLUMNS: [Column; 28] = [
     // Added with extend jobs.
     text_column!(3, "extends", extends),
     opt_column!(3, "parent_task_id", parent_task_id),
+    // Added with measured spend: where the `credits` figure comes from.
+    text_column!(4, "credits_source", credits_source),
 ];
 
 /// The column names, in file order: the header row.
@@ -220,7 +222,8 @@ pub const HEADER: [&str; COLUMNS.len()] = {
 
 /// The schema versions veo-batch has written, one per header it has released:
 /// 1, the first release; 2, what was asked beyond the prompt (upgrades, credits,
-/// superseded tasks, seeds, resolution, duration, images); 3, extend jobs. A new
+/// superseded tasks, seeds, resolution, duration, images); 3, extend jobs; 4,
+/// measured spend (where the credits figure comes from). A new
 /// column takes the next version, and its header width follows.
 pub const VERSIONS: usize = COLUMNS[COLUMNS.len() - 1].since;
 
@@ -295,7 +298,10 @@ mod tests {
             assert!(width_of(v) < width_of(v + 1), "version {v}");
         }
         assert_eq!(width_of(VERSIONS), COLUMNS.len());
-        assert_eq!([width_of(1), width_of(2), width_of(3)], [17, 26, 28]);
+        assert_eq!(
+            [width_of(1), width_of(2), width_of(3), width_of(4)],
+            [17, 26, 28, 29]
+        );
     }
 
     /// One results file per released header, kept in tests/fixtures/results:

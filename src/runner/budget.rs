@@ -2,12 +2,11 @@
 //! dispatcher owns the one `Budget` of a run; jobs reach it only through
 //! [`reserve`](Budget::reserve) and [`release`](Budget::release), sent as events.
 
-use crate::cost::{Credits, PriceTable};
+use crate::cost::Credits;
 
 /// The run's spending limits and what it has spent.
 #[derive(Debug)]
 pub struct Budget {
-    pub prices: PriceTable,
     /// The batch's limit (`max_credits`), against `recorded` plus this run's spend.
     pub max: Option<f64>,
     /// Credits the results file records as spent by earlier runs.

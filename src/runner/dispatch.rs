@@ -26,7 +26,6 @@ use super::planned::{Planned, fresh_record, resumed_record};
 use super::shared::Shared;
 use super::stop::{Stop, StopReason};
 use crate::checkpoint::{Record, State};
-use crate::cost::Credits;
 use crate::manifest::Job;
 
 /// Where jobs send their events.
@@ -44,11 +43,11 @@ pub enum JobEvent {
     },
     /// A request will be retried.
     Retry { code: Option<i64> },
-    /// The job at `index` is about to send its generate request: its credits are
-    /// reserved (the answer is its cost) or the budget refuses (the run stops).
+    /// Credits to reserve before a billed call: the answer is `Ok`, or the limit
+    /// the reservation would pass (the job then stops the run, saying why).
     Reserve {
-        index: usize,
-        reply: oneshot::Sender<Result<f64, ()>>,
+        cost: f64,
+        reply: oneshot::Sender<Result<(), String>>,
     },
     /// Credits reserved and not spent: the service made no task.
     Release { cost: f64 },
@@ -73,6 +72,8 @@ pub(super) struct Dispatched {
     pub collected: Collected,
     pub counters: CallCounts,
     pub stopped: Option<StopReason>,
+    /// The second Ctrl-C stopped every job at once.
+    pub aborted: bool,
 }
 
 /// The run's state and the sources it waits on.
@@ -178,29 +179,12 @@ impl Dispatcher {
                     self.counters.rate_limited += 1;
                 }
             }
-            JobEvent::Reserve { index, reply } => {
-                let Some(job) = self.jobs.get(index) else {
-                    let _ = reply.send(Err(()));
-                    return;
-                };
-                // A job the table has no price for is never sent under a limit (the
-                // run refuses to start), so 0 here counts only where nothing is capped.
-                let cost = self.budget.prices.job(job).unwrap_or(0.0);
-                match self.budget.reserve(cost) {
-                    Ok(()) => {
-                        if reply.send(Ok(cost)).is_err() {
-                            // The job is gone: nothing will be sent for it.
-                            self.budget.release(cost);
-                        }
-                    }
-                    Err(past) => {
-                        self.stop.stop(StopReason::Budget(format!(
-                            "job {:?} ({} credits) would take {past}",
-                            job.id,
-                            Credits(cost)
-                        )));
-                        let _ = reply.send(Err(()));
-                    }
+            JobEvent::Reserve { cost, reply } => {
+                let reserved = self.budget.reserve(cost);
+                let ok = reserved.is_ok();
+                if reply.send(reserved).is_err() && ok {
+                    // The job is gone: nothing will be sent for it.
+                    self.budget.release(cost);
                 }
             }
             JobEvent::Release { cost } => self.budget.release(cost),
@@ -365,6 +349,7 @@ impl Dispatcher {
             collector,
             stop,
             counters,
+            aborted,
             ..
         } = self;
         drop(shared);
@@ -374,6 +359,7 @@ impl Dispatcher {
         let mut counters = counters;
         counters.submitted = collected.submitted;
         Ok(Dispatched {
+            aborted,
             counters,
             stopped: stop.reason().cloned(),
             collected,

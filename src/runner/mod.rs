@@ -48,6 +48,7 @@ mod prepare;
 pub mod retry;
 pub mod schedule;
 mod shared;
+pub mod spend;
 pub mod stop;
 pub mod uploads;
 
@@ -92,6 +93,8 @@ pub struct RunReport {
     pub results: PathBuf,
     pub videos_dir: PathBuf,
     pub warnings: Vec<String>,
+    /// What the service billed, measured from the balance, beside the estimate.
+    pub spend: spend::SpendReport,
 }
 
 impl RunReport {
@@ -120,6 +123,7 @@ pub async fn execute(
     signals: Signals,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
+    let estimate = prepared.estimate().total();
     let Prepared {
         config,
         plan,
@@ -227,16 +231,30 @@ pub async fn execute(
         pause_until: Mutex::new(None),
         events,
         stop: stop.tokens().clone(),
+        spend: spend::Spend::new(config.prices),
         uploads,
     });
 
+    // The balance is read only when something may be billed: its fall over the
+    // run is the measured spend.
+    let measuring = !plan.is_empty();
+    if measuring
+        && let Some(balance) = shared.spend.start(&shared.client).await
+        && balance < estimate
+    {
+        tracing::warn!(
+            "the estimate ({} credits) is above the account's balance ({}): the run will stop when credits run out",
+            crate::cost::Credits(estimate),
+            crate::cost::Credits(balance)
+        );
+    }
     // The jobs move behind one `Arc` for the job tasks: a task holds the list and its
     // place in it, so no job is copied or allocated again.
     let mut config = config;
     let jobs: Arc<Vec<Job>> = Arc::new(std::mem::take(&mut config.jobs));
     let (queue, waiting) = Dispatcher::queue(plan);
     let dispatcher = Dispatcher {
-        shared,
+        shared: shared.clone(),
         inbox,
         rows,
         collector,
@@ -248,7 +266,6 @@ pub async fn execute(
         max_active: config.max_active.max(1),
         seed: config.seed,
         budget: Budget {
-            prices: config.prices,
             max: config.max_credits,
             recorded: recorded_spend,
             max_run: config.max_run_credits,
@@ -273,7 +290,15 @@ pub async fn execute(
             },
         counters,
         stopped,
+        aborted,
     } = dispatcher.run(&signals).await?;
+    // After a second Ctrl-C nothing more is asked of the service.
+    let spend = if measuring && !aborted {
+        shared.spend.finish(&shared.client).await
+    } else {
+        spend::SpendReport::default()
+    };
+    drop(shared);
 
     // One row per job, manifest order, then rows of jobs no longer in the manifest;
     // the outcomes are counted in the same pass over the last rows. After a stop
@@ -314,6 +339,7 @@ pub async fn execute(
         results: config.results,
         videos_dir: config.videos_dir,
         warnings,
+        spend,
     })
 }
 

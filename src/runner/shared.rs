@@ -52,6 +52,8 @@ pub struct Shared {
     pub events: Events,
     /// The tokens that stop the jobs; why lives with the dispatcher.
     pub stop: StopTokens,
+    /// The spend as the service bills it: the balance, each kind's real price.
+    pub spend: super::spend::Spend,
     /// Local images: their uploads, shared by every job that needs the same file.
     pub uploads: super::uploads::Uploads,
 }
@@ -64,18 +66,16 @@ impl Shared {
         let _ = self.events.send(JobEvent::Stop(reason));
     }
 
-    /// Reserves the credits of the job at `index` before its send: its cost, or
-    /// why the budget refuses it (the dispatcher has then stopped submissions).
-    pub(super) async fn reserve(&self, index: usize) -> Result<f64, ()> {
+    /// Reserves `cost` against the run's spending limits (the dispatcher's
+    /// [`Budget`](super::budget::Budget)); the limit it would pass otherwise, said
+    /// the way a stop message ends ("would take the batch past ...").
+    pub(super) async fn reserve(&self, cost: f64) -> Result<(), String> {
+        let lost = || "the spending limit (its counter is lost)".to_owned();
         let (reply, heard) = oneshot::channel();
-        if self
-            .events
-            .send(JobEvent::Reserve { index, reply })
-            .is_err()
-        {
-            return Err(());
+        if self.events.send(JobEvent::Reserve { cost, reply }).is_err() {
+            return Err(lost());
         }
-        heard.await.unwrap_or(Err(()))
+        heard.await.unwrap_or_else(|_| Err(lost()))
     }
 
     /// Gives back `cost` reserved by [`reserve`](Shared::reserve): the service
