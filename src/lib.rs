@@ -19,5 +19,6 @@ pub mod report;
 pub mod request;
 pub mod runner;
 pub mod sim;
+pub mod store;
 pub mod summary;
 pub mod units;
