@@ -105,6 +105,14 @@ pub fn superseded_path(path: &Path, label: &str) -> PathBuf {
     candidate
 }
 
+/// The folder `path` is in: its parent, or `.` for a bare file name (whose
+/// parent is the empty path, which no file call takes).
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// `path` without `.` components and with each `..` taking off the component
 /// before it, by its text alone (no file is looked at).
 pub fn normalized(path: &Path) -> PathBuf {

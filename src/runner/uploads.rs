@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::collector::Event;
+use super::dispatch::{Events, JobEvent};
 use crate::api::ErrorClass;
 use crate::manifest::{Job, LocalImage};
 
@@ -107,12 +107,12 @@ impl Lease {
 }
 
 /// What an upload needs of the run: the client, the retry policy, the token that
-/// stops submissions, and the collector (which counts retries).
+/// stops submissions, and the dispatcher (which counts retries).
 pub struct Run<'a> {
     pub client: &'a crate::api::Client,
     pub retry: super::retry::RetryPolicy,
     pub stop: &'a tokio_util::sync::CancellationToken,
-    pub events: &'a tokio::sync::mpsc::Sender<Event>,
+    pub events: &'a Events,
 }
 
 /// The run's uploads: what is known of each file, and the remembered-uploads file.
@@ -340,7 +340,7 @@ impl Uploads {
                         return Err(refused(e.code, message, false));
                     };
                     let delay = retry.delay(nominal, &e, rng);
-                    let _ = run.events.send(Event::Retry { code: e.code }).await;
+                    let _ = run.events.send(JobEvent::Retry { code: e.code });
                     tracing::info!(file = %shown, code = e.code, delay_ms = delay.as_millis() as u64, "retrying upload: {}", e.message);
                     tokio::select! {
                         biased;
@@ -437,27 +437,16 @@ fn append(file: &Mutex<Option<File>>, path: &Path, bytes: &[u8]) -> std::io::Res
     f.sync_data()
 }
 
-/// Writes `kept` to `path` through a temporary file and a rename.
+/// Writes `kept` to `path`, atomically (see [`crate::durable::replace`]).
 fn rewrite(path: &Path, kept: &[(Line, SystemTime)]) -> std::io::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    {
-        let mut f = File::create(&tmp)?;
+    crate::durable::replace(path, |f| {
         for (line, _) in kept {
             let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
             text.push('\n');
             f.write_all(text.as_bytes())?;
         }
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // The rename is durable once the folder is synced; a failure here only risks
-        // the old file coming back, which is still readable.
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

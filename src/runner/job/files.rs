@@ -194,7 +194,7 @@ impl JobRunner {
                                 Err(end) => end,
                             };
                         };
-                        self.retry_event("download", &e).await;
+                        self.retry_event("download", &e);
                         let delay = settings.retry.delay(nominal, &e, &mut self.rng);
                         if let Err(end) = self.sleep_or_stop(delay).await {
                             return end;
