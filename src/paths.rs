@@ -157,6 +157,76 @@ pub fn resolve(dir: &Path, recorded: &str) -> PathBuf {
     normalized(&dir.join(recorded))
 }
 
+/// Why a path read from a file may not be used: it leads out of the folder it must
+/// stay in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outside {
+    /// The path as it was resolved.
+    pub path: PathBuf,
+    /// The folder it must stay in.
+    pub root: PathBuf,
+    /// Set when the path's text stays inside but a symbolic link on the way leads out:
+    /// where it really leads.
+    pub through_link: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Outside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.through_link {
+            None => write!(
+                f,
+                "`{}` is outside `{}`",
+                self.path.display(),
+                self.root.display()
+            ),
+            Some(real) => write!(
+                f,
+                "`{}` leads through a symbolic link to `{}`, outside `{}`",
+                self.path.display(),
+                real.display(),
+                self.root.display()
+            ),
+        }
+    }
+}
+
+/// `path` when it stays inside the folder `root`, by its text and after every
+/// symbolic link on its way is followed; an [`Outside`] otherwise. Both are made
+/// absolute first. A path that does not exist yet is judged by the deepest folder of
+/// it that does: nothing written there can land outside.
+///
+/// This is the one check made wherever a path comes from a file that someone else
+/// may have written (a results file's recorded videos, a manifest's local images).
+pub fn confined(root: &Path, path: &Path) -> Result<PathBuf, Outside> {
+    let root = absolute(root);
+    let path = absolute(path);
+    let outside = |through_link| Outside {
+        path: path.clone(),
+        root: root.clone(),
+        through_link,
+    };
+    if !path.starts_with(&root) {
+        return Err(outside(None));
+    }
+    // The root itself may be reached through a link (a temp folder, a mounted
+    // share): what counts is where it really is.
+    let real_root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+    let mut existing = path.as_path();
+    let real = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(real) => break Some(real),
+            Err(_) => match existing.parent() {
+                Some(parent) if parent.starts_with(&root) => existing = parent,
+                _ => break None,
+            },
+        }
+    };
+    match real {
+        Some(real) if !real.starts_with(&real_root) => Err(outside(Some(real))),
+        _ => Ok(path),
+    }
+}
+
 /// A job whose file names clash with another's: `job` would write where `other`
 /// does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,6 +450,39 @@ mod tests {
             assert_eq!(resolve(dir, rec), Path::new(file));
         }
         assert_eq!(normalized(Path::new("/a/./b/../c")), Path::new("/a/c"));
+    }
+
+    #[test]
+    fn confined_paths_stay_in_their_folder_by_text_and_by_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("videos");
+        std::fs::create_dir_all(root.join("inner")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("victim")).unwrap();
+        std::fs::write(tmp.path().join("victim/important.txt"), "x").unwrap();
+        assert!(confined(&root, &root.join("a.mp4")).is_ok());
+        assert!(confined(&root, &root.join("inner/new/b.mp4")).is_ok());
+        assert!(confined(&root, &root.join("inner/../a.mp4")).is_ok());
+        let out = confined(&root, &root.join("../victim/important.txt")).unwrap_err();
+        assert_eq!(out.through_link, None);
+        assert!(out.to_string().contains("is outside"), "{out}");
+        assert!(confined(&root, Path::new("/etc/passwd")).is_err());
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(tmp.path().join("victim"), root.join("link")).unwrap();
+            let out = confined(&root, &root.join("link/important.txt")).unwrap_err();
+            assert!(out.through_link.is_some(), "{out}");
+            assert!(confined(&root, &root.join("link/not-yet.mp4")).is_err());
+            std::os::unix::fs::symlink(
+                tmp.path().join("victim/important.txt"),
+                root.join("file-link.mp4"),
+            )
+            .unwrap();
+            assert!(confined(&root, &root.join("file-link.mp4")).is_err());
+            // A root reached through a link is judged where it really is.
+            std::os::unix::fs::symlink(&root, tmp.path().join("alias")).unwrap();
+            let alias = tmp.path().join("alias");
+            assert!(confined(&alias, &alias.join("a.mp4")).is_ok());
+        }
     }
 
     proptest! {

@@ -10,12 +10,14 @@
 
 use std::fmt;
 
+mod confine;
 pub mod plan;
 mod read;
 pub mod rows;
 pub mod schema;
 pub mod writer;
 
+pub use confine::confine_paths;
 pub use read::{
     CheckpointError, ForeignResults, Listed, Loaded, Preloaded, check_belongs, load, load_listed,
     parse_reader, preload,

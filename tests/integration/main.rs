@@ -2,6 +2,7 @@
 //! 127.0.0.1:0; nothing leaves the machine.
 
 mod client;
+mod confined;
 mod current_api;
 mod disk;
 mod extend;

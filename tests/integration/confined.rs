@@ -1,0 +1,160 @@
+//! Paths read from files stay where they belong: a results file's recorded videos
+//! inside the videos folder, a manifest's local images inside the manifest's folder
+//! (unless widened on purpose), and a videos folder that cannot take a file is
+//! found before anything is paid for.
+
+use std::path::Path;
+
+use veo_batch::checkpoint::{self, Record, State};
+use veo_batch::exit::Exit;
+
+use crate::harness::{Harness, fast_sim, stderr};
+
+const VICTIM: &str = "precious words, not a video";
+
+/// Rewrites the results file's record of `job` with `edit`, as a hand edit would.
+fn edit_record(h: &Harness, job: &str, edit: impl Fn(&mut Record)) {
+    let path = h.path("results.csv");
+    let mut loaded = checkpoint::load(&path).expect("loads").expect("exists");
+    let rows: Vec<Record> = loaded
+        .order
+        .iter()
+        .map(|id| {
+            let mut r = loaded.records.remove(id).expect("record");
+            if r.job_id == job {
+                edit(&mut r);
+            }
+            r
+        })
+        .collect();
+    checkpoint::writer::rewrite(&path, &rows).expect("rewrite");
+}
+
+fn victim(h: &Harness) -> std::path::PathBuf {
+    std::fs::create_dir_all(h.path("victim")).expect("mkdir");
+    h.write("victim/important.txt", VICTIM)
+}
+
+fn assert_untouched(h: &Harness, victim: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(victim).expect("the file is still there"),
+        VICTIM
+    );
+    let beside = victim.parent().expect("folder");
+    assert!(
+        !beside.join("superseded").exists(),
+        "nothing was set aside beside it"
+    );
+    assert_eq!(
+        std::fs::read_dir(beside).expect("list").count(),
+        1,
+        "nothing new beside it"
+    );
+    let _ = h;
+}
+
+fn one_job(prompt: &str) -> String {
+    format!("name: b\njobs:\n  - id: a\n    prompt: \"{prompt}\"\n")
+}
+
+/// The column (1-based) of `name` in the results file.
+fn column(name: &str) -> usize {
+    checkpoint::HEADER
+        .iter()
+        .position(|h| *h == name)
+        .expect("column")
+        + 1
+}
+
+#[test]
+fn recorded_paths_outside_the_videos_folder_are_never_moved() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &one_job("first"));
+    let o = h.run(&manifest, &[]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+    let victim = victim(&h);
+    let absolute = victim.display().to_string();
+    // Relative (to the results folder), absolute, and through a link that leads out.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(h.path("victim"), h.path("videos/link")).expect("symlink");
+    for (n, cell) in [
+        "victim/important.txt",
+        "../victim/important.txt",
+        absolute.as_str(),
+        "videos/link/important.txt",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if cfg!(not(unix)) && cell.contains("link") {
+            continue;
+        }
+        edit_record(&h, "a", |r| {
+            r.video_paths = vec![cell.to_owned()];
+            r.superseded_paths = vec![cell.to_owned()];
+        });
+        // A changed prompt sends the job again: its recorded video is set aside first.
+        let manifest = h.write("b.yaml", &one_job(&format!("take {n}")));
+        let o = h.run(&manifest, &[]);
+        assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+        assert_untouched(&h, &victim);
+        let err = stderr(&o);
+        let at = format!(
+            "results.csv:2: column {} (video_paths)",
+            column("video_paths")
+        );
+        assert!(err.contains(&at), "{cell}: located: {err}");
+        let at = format!(
+            "results.csv:2: column {} (superseded_paths)",
+            column("superseded_paths")
+        );
+        assert!(err.contains(&at), "{cell}: located: {err}");
+        assert!(err.contains("leaves that file alone"), "{err}");
+        let r = h.results().records.remove("a").expect("record");
+        assert_eq!(r.state(), State::Succeeded);
+        assert_eq!(r.video_paths.len(), 1, "{r:?}");
+        assert!(r.video_paths[0].ends_with("videos/a.mp4"), "{r:?}");
+    }
+}
+
+#[test]
+fn retry_failed_never_moves_a_recorded_path_outside_the_videos_folder() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &one_job("first"));
+    let o = h.run(&manifest, &[]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+    let victim = victim(&h);
+    edit_record(&h, "a", |r| {
+        r.state = Some(State::Failed);
+        r.error_message = Some("made up".into());
+        r.video_paths = vec![
+            "../victim/important.txt".into(),
+            "victim/important.txt".into(),
+        ];
+    });
+    let o = h.run(&manifest, &["--retry-failed"]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+    assert_untouched(&h, &victim);
+    assert!(stderr(&o).contains("(video_paths)"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_recorded_path_outside_is_downloaded_again_not_generated_again() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &one_job("first"));
+    let o = h.run(&manifest, &[]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+    let victim = victim(&h);
+    std::fs::remove_file(h.path("videos/a.mp4")).expect("rm");
+    edit_record(&h, "a", |r| {
+        r.video_paths = vec!["victim/important.txt".into()];
+    });
+    let o = h.run(&manifest, &[]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+    assert_untouched(&h, &victim);
+    assert_eq!(h.stats().tasks_created, 1, "never generated again");
+    assert_eq!(
+        std::fs::read(h.path("videos/a.mp4")).expect("downloaded again"),
+        veo_batch::sim::SAMPLE_MP4
+    );
+}
