@@ -142,6 +142,11 @@ pub struct ValidateArgs {
     /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_image_size: Option<Size>,
+
+    /// A folder local images may also come from, besides the manifest's own
+    /// (repeat it for more); the manifest's `allow_images_from:` does the same.
+    #[arg(long, value_name = "DIR")]
+    pub allow_images_from: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -274,4 +279,9 @@ pub struct RunArgs {
     /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_image_size: Option<Size>,
+
+    /// A folder local images may also come from, besides the manifest's own
+    /// (repeat it for more); the manifest's `allow_images_from:` does the same.
+    #[arg(long, value_name = "DIR")]
+    pub allow_images_from: Vec<PathBuf>,
 }

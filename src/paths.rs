@@ -190,41 +190,42 @@ impl std::fmt::Display for Outside {
     }
 }
 
-/// `path` when it stays inside the folder `root`, by its text and after every
-/// symbolic link on its way is followed; an [`Outside`] otherwise. Both are made
-/// absolute first. A path that does not exist yet is judged by the deepest folder of
-/// it that does: nothing written there can land outside.
+/// `path` when it really is inside the folder `root`: where it leads once every
+/// symbolic link on its way is followed, compared with where `root` really is (both
+/// made absolute first, `..` taken by its text as every caller opens the path). A path
+/// that does not exist yet is judged by the deepest folder of it that does: nothing
+/// written there can land outside. An [`Outside`] otherwise.
 ///
 /// This is the one check made wherever a path comes from a file that someone else
 /// may have written (a results file's recorded videos, a manifest's local images).
 pub fn confined(root: &Path, path: &Path) -> Result<PathBuf, Outside> {
     let root = absolute(root);
     let path = absolute(path);
-    let outside = |through_link| Outside {
-        path: path.clone(),
-        root: root.clone(),
-        through_link,
-    };
-    if !path.starts_with(&root) {
-        return Err(outside(None));
-    }
     // The root itself may be reached through a link (a temp folder, a mounted
     // share): what counts is where it really is.
     let real_root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
     let mut existing = path.as_path();
+    let mut rest = Vec::new();
     let real = loop {
         match std::fs::canonicalize(existing) {
-            Ok(real) => break Some(real),
-            Err(_) => match existing.parent() {
-                Some(parent) if parent.starts_with(&root) => existing = parent,
-                _ => break None,
+            Ok(real) => break rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c)),
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => break path.clone(),
             },
         }
     };
-    match real {
-        Some(real) if !real.starts_with(&real_root) => Err(outside(Some(real))),
-        _ => Ok(path),
+    if real.starts_with(&real_root) {
+        return Ok(path);
     }
+    Err(Outside {
+        through_link: (path.starts_with(&root) && real != path).then_some(real),
+        path,
+        root,
+    })
 }
 
 /// A job whose file names clash with another's: `job` would write where `other`

@@ -104,7 +104,7 @@ fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
     ) || (path.extension().is_some_and(|e| e == "csv") && !is_results_file(path));
 
     let (results, manifest) = if is_manifest {
-        let m = manifest::load(path)?;
+        let m = manifest::load_with(path, manifest::LoadOptions::sending_nothing())?;
         // The manifest's `output:` paths come resolved against its folder.
         let results = crate::config::results_file(results, &m);
         (results, Some(m))

@@ -167,6 +167,10 @@ pub fn fingerprint(request: &GenerateRequest, local: &[LocalRef]) -> String {
 #[derive(Debug)]
 pub(crate) struct Images {
     pub max_bytes: u64,
+    /// The folders local images must be in (after symbolic links are followed): the
+    /// manifest's own, and those the user widened it to. `None` takes images from
+    /// anywhere, for commands that send nothing (`status`, `report`).
+    pub roots: Option<Vec<PathBuf>>,
     seen: HashMap<PathBuf, Result<Arc<LocalImage>, Problem>>,
 }
 
@@ -174,9 +178,32 @@ impl Default for Images {
     fn default() -> Images {
         Images {
             max_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            // Set by the loader, which knows the manifest's folder.
+            roots: None,
             seen: HashMap::new(),
         }
     }
+}
+
+/// The message for an image outside every allowed folder: a manifest received from
+/// someone else must not be able to upload files from elsewhere on this machine.
+fn outside_message(path: &Path, roots: &[PathBuf]) -> String {
+    let shown: Vec<String> = roots
+        .iter()
+        .map(|r| format!("`{}`", crate::paths::absolute(r).display()))
+        .collect();
+    format!(
+        "is outside the folders local images may come from ({}): `{}`{}; a manifest may \
+         only send images from its own folder unless widened on purpose \
+         (--allow-images-from DIR, or allow_images_from: [DIR] in the manifest)",
+        shown.join(", "),
+        crate::paths::absolute(path).display(),
+        match std::fs::canonicalize(path) {
+            Ok(real) if crate::paths::absolute(path) != real =>
+                format!(" (it leads to `{}`)", real.display()),
+            _ => String::new(),
+        }
+    )
 }
 
 /// Why a file cannot be used, said after the entry as written.
@@ -198,10 +225,18 @@ impl Images {
             dir.join(path)
         };
         let max = self.max_bytes;
-        let found = self
-            .seen
-            .entry(path.clone())
-            .or_insert_with(|| inspect(&path, max).map(Arc::new));
+        let roots = self.roots.as_deref();
+        // Checked once per file, as the file is: the verdict depends on it alone.
+        let found = self.seen.entry(path.clone()).or_insert_with(|| {
+            if let Some(roots) = roots
+                && !roots
+                    .iter()
+                    .any(|root| crate::paths::confined(root, &path).is_ok())
+            {
+                return Err(Problem(outside_message(&path, roots)));
+            }
+            inspect(&path, max).map(Arc::new)
+        });
         found
             .clone()
             .map_err(|Problem(why)| format!("{entry:?} {why}"))

@@ -26,8 +26,16 @@ pub(crate) const MAX_YAML_BYTES: u64 = 64 * 1024 * 1024;
 /// The most jobs one job entry may expand to (matrix combinations times repeat).
 pub(crate) const MAX_EXPANSION: usize = 100_000;
 
-const TOP_KEYS: [&str; 8] = [
-    "name", "defaults", "jobs", "include", "output", "run", "prices", "extra",
+const TOP_KEYS: [&str; 9] = [
+    "name",
+    "defaults",
+    "jobs",
+    "include",
+    "output",
+    "run",
+    "prices",
+    "extra",
+    "allow_images_from",
 ];
 const JOB_ONLY_KEYS: [&str; 4] = ["id", "matrix", "repeat", "extend"];
 const JOB_EXTRA_KEYS: [&str; 2] = ["upgrade", "keep_original"];
@@ -348,6 +356,9 @@ impl Cx<'_> {
         if let Some(n) = top.get("output") {
             self.output(n, &mut settings.output);
         }
+        if let Some(n) = top.get("allow_images_from") {
+            self.allow_images_from(n);
+        }
         let extra = top.get("extra").map(|n| self.extra(n)).unwrap_or_default();
         let defaults = match top.get("defaults") {
             Some(n) => self.defaults(n),
@@ -529,6 +540,25 @@ impl Cx<'_> {
                     // Like include:, relative to the manifest, so it works from any folder.
                     *slot = Some(self.dir.join(t));
                 }
+            }
+        }
+    }
+
+    /// `allow_images_from:`: folders (relative to the manifest) that its local images
+    /// may also come from; read before the jobs, whose images are checked against them.
+    fn allow_images_from(&mut self, n: &Node) {
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        for item in items {
+            let Some(t) = self.text(item, None, "allow_images_from") else {
+                continue;
+            };
+            if t.trim().is_empty() {
+                self.err(item, None, Some("allow_images_from"), "must not be blank");
+            } else if let Some(roots) = &mut self.out.images.roots {
+                roots.push(self.dir.join(t));
             }
         }
     }

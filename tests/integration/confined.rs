@@ -158,3 +158,64 @@ fn a_recorded_path_outside_is_downloaded_again_not_generated_again() {
         veo_batch::sim::SAMPLE_MP4
     );
 }
+
+/// The campaign's packshot: a real PNG.
+const PNG: &[u8] = include_bytes!("../../manifests/images/aurora-packshot-ember.png");
+
+fn image_job(entry: &str) -> String {
+    format!(
+        "name: b\njobs:\n  - id: a\n    prompt: p\n    generationType: FIRST_AND_LAST_FRAMES_2_VIDEO\n    imageUrls: [\"{entry}\"]\n"
+    )
+}
+
+#[test]
+fn a_manifest_cannot_send_images_from_outside_its_folder() {
+    let h = Harness::new(fast_sim());
+    std::fs::create_dir_all(h.path("campaign")).expect("mkdir");
+    std::fs::create_dir_all(h.path("photos")).expect("mkdir");
+    let photo = h.path("photos/me.png");
+    std::fs::write(&photo, PNG).expect("photo");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(h.path("photos"), h.path("campaign/link")).expect("symlink");
+    let mut entries = vec![
+        "../photos/me.png".to_owned(),
+        photo.display().to_string(),
+        format!("file://{}", photo.display()),
+    ];
+    if cfg!(unix) {
+        entries.push("link/me.png".to_owned());
+    }
+    for entry in &entries {
+        let manifest = h.write("campaign/b.yaml", &image_job(entry));
+        let o = h.run(&manifest, &[]);
+        assert_eq!(
+            o.status.code(),
+            Some(Exit::Usage as i32),
+            "{entry}: {}",
+            stderr(&o)
+        );
+        let err = stderr(&o);
+        assert!(err.contains("b.yaml:6:"), "{entry}: located: {err}");
+        assert!(
+            err.contains("is outside the folders local images may come from"),
+            "{err}"
+        );
+        let stats = h.stats();
+        assert_eq!(stats.generate_calls, 0, "nothing sent");
+        assert!(stats.uploads.is_empty(), "nothing uploaded");
+    }
+    // Widened on purpose, by the flag or by the manifest, the image is sent.
+    let manifest = h.write("campaign/b.yaml", &image_job("../photos/me.png"));
+    let o = h.run(&manifest, &["--allow-images-from", "photos"]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+    assert_eq!(h.stats().uploads.len(), 1);
+    let manifest = h.write(
+        "campaign/b.yaml",
+        &format!(
+            "allow_images_from: ../photos\n{}",
+            image_job("../photos/me.png")
+        ),
+    );
+    let o = h.run(&manifest, &[]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+}
