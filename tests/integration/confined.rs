@@ -219,3 +219,22 @@ fn a_manifest_cannot_send_images_from_outside_its_folder() {
     let o = h.run(&manifest, &[]);
     assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
 }
+
+#[test]
+fn a_file_that_only_starts_like_a_png_is_refused_located() {
+    let h = Harness::new(fast_sim());
+    let mut fake = b"\x89PNG\r\n\x1a\n".to_vec();
+    fake.extend_from_slice(b"Dear diary, today I renamed my notes to shot.png\n");
+    std::fs::write(h.path("shot.png"), fake).expect("write");
+    let manifest = h.write("b.yaml", &image_job("shot.png"));
+    let o = h.run(&manifest, &[]);
+    assert_eq!(o.status.code(), Some(Exit::Usage as i32), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("b.yaml:6:")
+            && err.contains("\"shot.png\" starts like a PNG image but is not one"),
+        "{err}"
+    );
+    assert_eq!(h.stats().generate_calls, 0);
+    assert!(h.stats().uploads.is_empty());
+}
