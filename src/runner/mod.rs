@@ -155,7 +155,8 @@ pub async fn execute(
             }
         );
     }
-    // A videos folder that cannot be made is found now, before anything is paid for.
+    // A videos folder that cannot be made or written (a file in the way, a read-only
+    // mount, a full disk) is found now, before anything is paid for.
     if config.resume.download && !plan.is_empty() {
         std::fs::create_dir_all(&config.videos_dir).with_context(|| {
             format!(
@@ -163,6 +164,7 @@ pub async fn execute(
                 config.videos_dir.display()
             )
         })?;
+        probe_writable(&config.videos_dir)?;
     }
     let appender = Appender::open(&config.results, config.sync)
         .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
@@ -499,6 +501,25 @@ async fn write_blocked(shared: &Shared, index: usize, record: &Record) {
 
 fn shared_spent(spent: &Mutex<f64>) -> f64 {
     spent.lock().map(|s| *s).unwrap_or_default()
+}
+
+/// Writes, syncs and removes a small file in `dir`: a folder that takes no file (read
+/// only, full) would otherwise be found only once videos paid for cannot be saved.
+fn probe_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    // One block: a disk without room for it has none for a video either.
+    const PROBE: [u8; 4096] = [0; 4096];
+    let path = dir.join(format!(".veo-batch-probe-{}", std::process::id()));
+    let written = std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(&PROBE).and_then(|()| f.sync_all()));
+    let removed = std::fs::remove_file(&path);
+    written.and(removed).with_context(|| {
+        format!(
+            "the videos folder `{}` cannot take a file, so no video could be saved; \
+                 nothing was sent (make room, or choose another folder with --videos-dir)",
+            dir.display()
+        )
+    })
 }
 
 #[cfg(test)]
