@@ -166,6 +166,23 @@ pub async fn execute(
         })?;
         probe_writable(&config.videos_dir)?;
     }
+    // Before the results file is opened: a file in the uploads' place that is not
+    // ours ends the run with nothing sent.
+    let (uploads, upload_warnings) = uploads::Uploads::load(
+        &config.results,
+        client.upload_base_url().as_str(),
+        config.upload_ttl,
+        config.concurrency,
+        plan.iter().any(|p| {
+            config
+                .jobs
+                .get(p.index)
+                .is_some_and(|j| !j.local_images.is_empty())
+        }),
+    )?;
+    for w in &upload_warnings {
+        tracing::warn!("{w}");
+    }
     let appender = Appender::open(&config.results, config.sync)
         .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
     let mut pace = Pace::new(config.rate);
@@ -188,15 +205,6 @@ pub async fn execute(
     ));
 
     let spent = Arc::new(Mutex::new(0.0));
-    let (uploads, upload_warnings) = uploads::Uploads::load(
-        &config.results,
-        client.upload_base_url().as_str(),
-        config.upload_ttl,
-        config.concurrency,
-    );
-    for w in &upload_warnings {
-        tracing::warn!("{w}");
-    }
     let shared = Arc::new(Shared {
         client,
         settings: JobSettings {
