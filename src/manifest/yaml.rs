@@ -95,7 +95,7 @@ pub(crate) fn read(path: &Path, out: &mut Gatherer) -> Settings {
         }
     };
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
-    let root: Node = match serde_saphyr::from_str_with_options(src, options()) {
+    let mut root: Node = match serde_saphyr::from_str_with_options(src, options()) {
         Ok(n) => n,
         Err(e) => {
             let loc = e.location();
@@ -112,6 +112,7 @@ pub(crate) fn read(path: &Path, out: &mut Gatherer) -> Settings {
             return settings;
         }
     };
+    super::node::keys_as_written(&mut root, src);
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut cx = Cx {
         src,
@@ -162,6 +163,9 @@ fn options() -> serde_saphyr::Options {
     let mut opts = serde_saphyr::Options::default();
     opts.budget = Some(budget);
     opts.with_snippet = false;
+    // YAML 1.2: only true and false are booleans; `yes`, `no`, `on`, `off`, `y` and `n`
+    // are words (a matrix key `n`, a colour `no`), as the user wrote them.
+    opts.strict_booleans = true;
     opts.alias_limits.max_total_replayed_events = 100_000;
     opts
 }
@@ -292,6 +296,18 @@ impl Cx<'_> {
     fn boolean(&mut self, n: &Node, job: Option<&str>, field: &str) -> Option<bool> {
         match &n.value {
             Value::Bool(b) => Some(*b),
+            Value::Str(word)
+                if ["yes", "no", "on", "off", "y", "n"]
+                    .iter()
+                    .any(|w| w.eq_ignore_ascii_case(word)) =>
+            {
+                let msg = format!(
+                    "must be true or false, got the word {word:?} (YAML 1.2, which manifests \
+                     follow, reads it as text)"
+                );
+                self.err(n, job, Some(field), msg);
+                None
+            }
             other => {
                 let msg = format!("must be true or false, got {}", other.kind());
                 self.err(n, job, Some(field), msg);
