@@ -89,6 +89,55 @@ pub fn confine_paths(records: &mut [Record], results: &Path, videos_dir: &Path) 
         .collect()
 }
 
+/// Takes the video files that are gone from disk off the records of done jobs, so
+/// that the run downloads them again from their recorded URLs (a fresh one if those
+/// expired) instead of taking the job for finished; never generated again. One
+/// warning names them, however many they are.
+pub fn forget_missing_videos(records: &mut [Record], results: &Path) -> Option<String> {
+    let dir = crate::paths::absolute(
+        results
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    );
+    let mut missing: Vec<String> = Vec::new();
+    for r in records
+        .iter_mut()
+        .filter(|r| r.state() == super::State::Succeeded)
+    {
+        let before = r.video_paths.len();
+        // A path an earlier version recorded from the current folder counts too.
+        r.video_paths.retain(|p| {
+            let there = |path: &Path| path.try_exists().unwrap_or(true);
+            there(&crate::paths::resolve(&dir, p)) || there(Path::new(p))
+        });
+        if r.video_paths.len() < before {
+            missing.push(format!("{:?}", r.job_id));
+        }
+    }
+    let n = missing.len();
+    if n == 0 {
+        return None;
+    }
+    let shown = missing
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if n > 3 {
+        format!(" and {} more", n - 3)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{n} job{} recorded as downloaded {} a video file gone from disk ({shown}{more}): \
+         downloaded again from the recorded URLs, not generated again",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "has" } else { "have" },
+    ))
+}
+
 /// The line and (1-based) column of each dropped cell: the last row of its job that
 /// holds the value, as the last row is the one that counts.
 fn locate(results: &Path, dropped: &[Dropped]) -> Vec<Option<(u64, usize)>> {

@@ -17,7 +17,7 @@ pub mod rows;
 pub mod schema;
 pub mod writer;
 
-pub use confine::confine_paths;
+pub use confine::{confine_paths, forget_missing_videos};
 pub use read::{
     CheckpointError, ForeignResults, Listed, Loaded, Preloaded, check_belongs, load, load_listed,
     parse_reader, preload,

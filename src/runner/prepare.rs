@@ -150,6 +150,12 @@ pub fn prepare_from(
         &config.results,
         &config.videos_dir,
     ));
+    if config.resume.download {
+        warnings.extend(checkpoint::forget_missing_videos(
+            &mut loaded.records,
+            &config.results,
+        ));
+    }
 
     // What is left to do, job by job.
     let mut plan: Vec<Planned> = Vec::with_capacity(config.jobs.len());

@@ -238,3 +238,48 @@ fn a_file_that_only_starts_like_a_png_is_refused_located() {
     assert_eq!(h.stats().generate_calls, 0);
     assert!(h.stats().uploads.is_empty());
 }
+
+#[test]
+fn a_deleted_video_is_shown_missing_and_downloaded_again_not_generated_again() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &crate::harness::text_jobs(2));
+    let o = h.run(&manifest, &[]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+    std::fs::remove_file(h.path("videos/job-1.mp4")).expect("rm");
+
+    let o = h.status(&["results.csv"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(
+            "video missing (1 job): recorded as downloaded, and its video file is gone: \"job-1\""
+        ),
+        "{out}"
+    );
+    assert!(out.contains("  video missing        1"), "{out}");
+    assert_eq!(o.status.code(), Some(Exit::NotFinished as i32), "{out}");
+    let o = h.status(&["b.yaml", "--results", "results.csv", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let states: Vec<&str> = json["job_states"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["state"].as_str().expect("state"))
+        .collect();
+    assert_eq!(states, ["video_missing", "succeeded"]);
+
+    let o = h.run(&manifest, &[]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("1 job recorded as downloaded has a video file gone from disk (\"job-1\")"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(h.stats().tasks_created, 2, "never generated again");
+    assert_eq!(
+        std::fs::read(h.path("videos/job-1.mp4")).expect("downloaded again"),
+        veo_batch::sim::SAMPLE_MP4
+    );
+    let o = h.status(&["results.csv"]);
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32));
+}
