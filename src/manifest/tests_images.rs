@@ -291,3 +291,70 @@ fn images_outside_the_manifests_folder_are_refused_unless_allowed() {
     std::fs::write(&p, yaml("")).unwrap();
     assert!(load_with(&p, LoadOptions::sending_nothing()).is_ok());
 }
+
+#[test]
+fn placeholders_fill_image_paths_so_each_colour_gets_its_own_packshot() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir(dir.path().join("shots")).unwrap();
+    write(&dir, "shots/ember.png", TINY_PNG);
+    write(&dir, "shots/sky.png", other_png());
+    let p = write(
+        &dir,
+        "m.yaml",
+        "defaults:\n  generationType: FIRST_AND_LAST_FRAMES_2_VIDEO\njobs:\n  \
+         - id: spot-{colour}\n    prompt: a {colour} shoe\n    imageUrls: [\"shots/{colour}.png\"]\n    \
+         matrix:\n      colour: [ember, sky]\n",
+    );
+    let m = ok(&p);
+    assert_eq!(ids(&m), ["spot-ember", "spot-sky"]);
+    let path = |j: usize| m.jobs[j].local_images[0].image.path.clone();
+    assert_eq!(path(0), dir.path().join("shots/ember.png"));
+    assert_eq!(path(1), dir.path().join("shots/sky.png"));
+    assert_ne!(m.jobs[0].fingerprint, m.jobs[1].fingerprint);
+
+    // A placeholder no matrix key fills is located at its entry.
+    let p = write(
+        &dir,
+        "bad.yaml",
+        "jobs:\n  - id: spot-{colour}\n    prompt: p\n    imageUrls:\n      - shots/{color}.png\n    \
+         matrix:\n      colour: [ember, sky]\n",
+    );
+    let got = problems(&p);
+    assert!(
+        got.iter().any(|g| g.contains(
+            ":5:9: job \"spot-{colour}\": imageUrls: unknown placeholder {color} (the matrix has: colour"
+        )),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn an_unquoted_brace_in_a_flow_list_gets_a_hint_to_quote_it() {
+    let dir = TempDir::new().unwrap();
+    let p = write(
+        &dir,
+        "m.yaml",
+        "jobs:\n  - id: a-{colour}\n    prompt: x\n    imageUrls: [shots/{colour}.png]\n    \
+         matrix:\n      colour: [ember, sky]\n",
+    );
+    let got = problems(&p);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with(":4:"), "{got:?}");
+    assert!(
+        got[0].contains("a `{` inside a [...] list starts a YAML mapping: quote the entry"),
+        "{got:?}"
+    );
+    let p = write(
+        &dir,
+        "n.yaml",
+        "jobs:\n  - id: a-{colour}\n    prompt: x\n    imageUrls: [a.png, {colour}]\n    \
+         matrix:\n      colour: [ember, sky]\n",
+    );
+    let got = problems(&p);
+    assert!(
+        got.iter().any(|g| g.contains(
+            "imageUrls: must be text, got a mapping (unquoted, {colour} is a YAML mapping: write \"{colour}\" in quotes)"
+        )),
+        "{got:#?}"
+    );
+}

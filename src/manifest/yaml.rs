@@ -108,7 +108,11 @@ pub(crate) fn read(path: &Path, out: &mut Gatherer) -> Settings {
                     .and_then(|l| usize::try_from(l.column()).ok())
                     .filter(|c| *c > 0),
             };
-            out.error(diag(at, None, None, yaml_message(&e)));
+            let hint = at
+                .line
+                .and_then(|l| src.lines().nth(l - 1))
+                .map_or("", brace_hint);
+            out.error(diag(at, None, None, format!("{}{hint}", yaml_message(&e))));
             return settings;
         }
     };
@@ -168,6 +172,28 @@ fn options() -> serde_saphyr::Options {
     opts.strict_booleans = true;
     opts.alias_limits.max_total_replayed_events = 100_000;
     opts
+}
+
+/// Advice for a YAML error on `line` when it holds a `{` outside quotes after a `[`:
+/// in a flow list, `[shots/{colour}.png]`, the brace starts a mapping.
+fn brace_hint(line: &str) -> &'static str {
+    let mut quote = None;
+    let mut in_list = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => break,
+            (None, '[') => in_list = true,
+            (None, '{') if in_list => {
+                return "; a `{` inside a [...] list starts a YAML mapping: quote the entry, \
+                        like [\"shots/{colour}.png\"]";
+            }
+            _ => {}
+        }
+    }
+    ""
 }
 
 /// The parser's message, without its own position (ours comes first) and with a word
@@ -243,7 +269,19 @@ impl Cx<'_> {
         match scalar_text(n, self.src) {
             Some(t) => Some(t),
             None => {
-                let msg = format!("must be text, got {}", n.value.kind());
+                // `{colour}` unquoted is a mapping of one key without a value.
+                let hint = match &n.value {
+                    Value::Map(entries)
+                        if entries.len() == 1 && entries[0].1.value == Value::Null =>
+                    {
+                        format!(
+                            " (unquoted, {{{0}}} is a YAML mapping: write \"{{{0}}}\" in quotes)",
+                            entries[0].0.key_text()
+                        )
+                    }
+                    _ => String::new(),
+                };
+                let msg = format!("must be text, got {}{hint}", n.value.kind());
                 self.err(n, job, Some(field), msg);
                 None
             }
