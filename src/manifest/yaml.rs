@@ -5,7 +5,6 @@
 //! problem is reported, each at its line and column.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
@@ -20,6 +19,10 @@ use super::table::{self, TableInput, upgrade_value};
 use super::{Origin, OutputSettings, RunSettings};
 
 mod expand;
+mod parse;
+
+use parse::{brace_hint, options, yaml_message};
+pub(crate) use parse::{line_col, read_capped};
 
 /// The largest YAML manifest read; bigger batches belong in a CSV table, which streams.
 pub(crate) const MAX_YAML_BYTES: u64 = 64 * 1024 * 1024;
@@ -126,101 +129,6 @@ pub(crate) fn read(path: &Path, out: &mut Gatherer) -> Settings {
     };
     cx.manifest(&root, &mut settings);
     settings
-}
-
-pub(crate) fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    let cannot = |e: std::io::Error| format!("cannot read the manifest: {}", super::io_message(&e));
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > limit {
-        return Err(format!(
-            "the manifest is larger than {} MiB, the most a YAML manifest may be \
-             (put large batches in a CSV table, which is read row by row)",
-            limit / (1024 * 1024)
-        ));
-    }
-    Ok(bytes)
-}
-
-/// 1-based line and column (in characters) just after `valid`.
-pub(crate) fn line_col(valid: &[u8]) -> (usize, usize) {
-    let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-    let start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&valid[start..]).chars().count() + 1;
-    (line, column)
-}
-
-/// Parser limits: generous for a 250,000-job manifest, far below what an alias bomb or
-/// deep nesting would need, so such a file is refused rather than eating memory.
-fn options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_reader_input_bytes = Some(usize::try_from(MAX_YAML_BYTES).unwrap_or(usize::MAX));
-    budget.max_nodes = 2_000_000;
-    budget.max_events = 5_000_000;
-    budget.max_depth = 32;
-    budget.max_aliases = 10_000;
-    // One more than allowed, so that a second document gets its own clear message.
-    budget.max_documents = 2;
-    let mut opts = serde_saphyr::Options::default();
-    opts.budget = Some(budget);
-    opts.with_snippet = false;
-    // YAML 1.2: only true and false are booleans; `yes`, `no`, `on`, `off`, `y` and `n`
-    // are words (a matrix key `n`, a colour `no`), as the user wrote them.
-    opts.strict_booleans = true;
-    opts.alias_limits.max_total_replayed_events = 100_000;
-    opts
-}
-
-/// Advice for a YAML error on `line` when it holds a `{` outside quotes after a `[`:
-/// in a flow list, `[shots/{colour}.png]`, the brace starts a mapping.
-fn brace_hint(line: &str) -> &'static str {
-    let mut quote = None;
-    let mut in_list = false;
-    for c in line.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '#') => break,
-            (None, '[') => in_list = true,
-            (None, '{') if in_list => {
-                return "; a `{` inside a [...] list starts a YAML mapping: quote the entry, \
-                        like [\"shots/{colour}.png\"]";
-            }
-            _ => {}
-        }
-    }
-    ""
-}
-
-/// The parser's message, without its own position (ours comes first) and with a word
-/// on why a budget refusal happened.
-fn yaml_message(e: &serde_saphyr::Error) -> String {
-    let text = e.without_snippet().to_string();
-    let text = match text.find(" at line ") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    // One problem per line of output, whatever the parser's message holds.
-    let text = text.replace(['\n', '\r'], " ");
-    let text = text.as_str();
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("budget")
-        || lower.contains("recursion limit")
-        || lower.contains("alias") && lower.contains("limit")
-    {
-        format!(
-            "refused: the YAML is too large or too deeply nested to read safely ({text}); \
-             aliases that expand to huge trees are not allowed"
-        )
-    } else if lower.contains("multiple yaml documents") {
-        "a manifest is one YAML document; remove the `---` separators".to_owned()
-    } else {
-        format!("invalid YAML: {text}")
-    }
 }
 
 struct Cx<'a> {
