@@ -79,8 +79,8 @@ pub fn confine_paths(records: &mut [Record], results: &Path, videos_dir: &Path) 
                 d.job_id,
                 d.why,
                 if d.column == "video_paths" {
-                    " video: the video is downloaded again into the videos folder, not \
-                     generated again"
+                    " video (a done job has its video downloaded again into the videos \
+                     folder, never generated again)"
                 } else {
                     " set-aside video"
                 }

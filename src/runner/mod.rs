@@ -131,6 +131,17 @@ pub async fn execute(
         foreign,
         lock: _lock,
     } = prepared;
+    // A videos folder that cannot be made or written (a file in the way, a read-only
+    // mount, a full disk) is found now, before anything is paid for.
+    if config.resume.download && !plan.is_empty() {
+        std::fs::create_dir_all(&config.videos_dir).with_context(|| {
+            format!(
+                "failed to create the videos folder `{}`",
+                config.videos_dir.display()
+            )
+        })?;
+        probe_writable(&config.videos_dir)?;
+    }
     // Said before anything is sent: these tasks were paid for, and a new one
     // replaces each.
     for s in &superseding {
@@ -154,17 +165,6 @@ pub async fn execute(
                 ""
             }
         );
-    }
-    // A videos folder that cannot be made or written (a file in the way, a read-only
-    // mount, a full disk) is found now, before anything is paid for.
-    if config.resume.download && !plan.is_empty() {
-        std::fs::create_dir_all(&config.videos_dir).with_context(|| {
-            format!(
-                "failed to create the videos folder `{}`",
-                config.videos_dir.display()
-            )
-        })?;
-        probe_writable(&config.videos_dir)?;
     }
     // Before the results file is opened: a file in the uploads' place that is not
     // ours ends the run with nothing sent.
