@@ -11,6 +11,7 @@ pub mod config;
 pub mod cost;
 pub mod exit;
 pub mod manifest;
+pub mod notify;
 pub mod paths;
 pub mod progress;
 pub mod report;
