@@ -204,20 +204,7 @@ pub fn confined(root: &Path, path: &Path) -> Result<PathBuf, Outside> {
     // The root itself may be reached through a link (a temp folder, a mounted
     // share): what counts is where it really is.
     let real_root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
-    let mut existing = path.as_path();
-    let mut rest = Vec::new();
-    let real = loop {
-        match std::fs::canonicalize(existing) {
-            Ok(real) => break rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c)),
-            Err(_) => match (existing.parent(), existing.file_name()) {
-                (Some(parent), Some(name)) => {
-                    rest.push(name.to_owned());
-                    existing = parent;
-                }
-                _ => break path.clone(),
-            },
-        }
-    };
+    let real = real_location(&path);
     if real.starts_with(&real_root) {
         return Ok(path);
     }
@@ -226,6 +213,76 @@ pub fn confined(root: &Path, path: &Path) -> Result<PathBuf, Outside> {
         path,
         root,
     })
+}
+
+/// [`confined`] for many paths under one root, as a results file lists them: the
+/// root and each folder are resolved once, so that a path costs one look at the file
+/// itself (is it a link?) rather than one per component.
+#[derive(Debug)]
+pub struct Confiner {
+    root: PathBuf,
+    real_root: PathBuf,
+    /// Where each folder seen really is.
+    folders: std::collections::HashMap<PathBuf, PathBuf>,
+}
+
+impl Confiner {
+    pub fn new(root: &Path) -> Confiner {
+        let root = absolute(root);
+        let real_root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+        Confiner {
+            root,
+            real_root,
+            folders: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The same answer as [`confined`] gives for `path` under this root.
+    pub fn check(&mut self, path: &Path) -> Result<PathBuf, Outside> {
+        let path = absolute(path);
+        let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
+            return confined(&self.root, &path);
+        };
+        // A link at the file itself leads wherever it says: the whole walk.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return confined(&self.root, &path);
+        }
+        let real_folder = match self.folders.get(folder) {
+            Some(real) => real.clone(),
+            None => {
+                let real = real_location(folder);
+                self.folders.insert(folder.to_path_buf(), real.clone());
+                real
+            }
+        };
+        if real_folder.join(name).starts_with(&self.real_root) {
+            return Ok(path);
+        }
+        Err(Outside {
+            through_link: path.starts_with(&self.root).then(|| real_folder.join(name)),
+            path,
+            root: self.root.clone(),
+        })
+    }
+}
+
+/// Where the absolute `path` really leads: its deepest existing part resolved (every
+/// symbolic link followed), with the rest of it after.
+fn real_location(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(real) => return rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c)),
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return path.to_path_buf(),
+            },
+        }
+    }
 }
 
 /// A job whose file names clash with another's: `job` would write where `other`
@@ -479,6 +536,18 @@ mod tests {
             )
             .unwrap();
             assert!(confined(&root, &root.join("file-link.mp4")).is_err());
+            let mut many = Confiner::new(&root);
+            for p in [
+                root.join("a.mp4"),
+                root.join("inner/new/b.mp4"),
+                root.join("../victim/important.txt"),
+                root.join("link/important.txt"),
+                root.join("link/not-yet.mp4"),
+                root.join("file-link.mp4"),
+                PathBuf::from("/etc/passwd"),
+            ] {
+                assert_eq!(many.check(&p), confined(&root, &p), "{}", p.display());
+            }
             // A root reached through a link is judged where it really is.
             std::os::unix::fs::symlink(&root, tmp.path().join("alias")).unwrap();
             let alias = tmp.path().join("alias");

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::Record;
-use crate::paths::{Outside, confined};
+use crate::paths::{Confiner, Outside};
 
 /// One cell's path that leads outside the videos folder.
 #[derive(Debug)]
@@ -38,25 +38,24 @@ pub fn confine_paths(records: &mut [Record], results: &Path, videos_dir: &Path) 
             .unwrap_or(Path::new(".")),
     );
     let mut dropped = Vec::new();
+    let mut confiner = Confiner::new(videos_dir);
     for r in records.iter_mut() {
         for (column, cell) in [
             ("video_paths", &mut r.video_paths),
             ("superseded_paths", &mut r.superseded_paths),
         ] {
-            cell.retain(
-                |p| match confined(videos_dir, &crate::paths::resolve(&dir, p)) {
-                    Ok(_) => true,
-                    Err(why) => {
-                        dropped.push(Dropped {
-                            job_id: r.job_id.clone(),
-                            column,
-                            value: p.clone(),
-                            why,
-                        });
-                        false
-                    }
-                },
-            );
+            cell.retain(|p| match confiner.check(&crate::paths::resolve(&dir, p)) {
+                Ok(_) => true,
+                Err(why) => {
+                    dropped.push(Dropped {
+                        job_id: r.job_id.clone(),
+                        column,
+                        value: p.clone(),
+                        why,
+                    });
+                    false
+                }
+            });
         }
     }
     if dropped.is_empty() {
