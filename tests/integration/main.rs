@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area. Servers bind
 //! 127.0.0.1:0; nothing leaves the machine.
 
+mod bucket;
 mod client;
 mod confined;
 mod current_api;
@@ -9,6 +10,7 @@ mod docs;
 mod extend;
 mod harness;
 mod hostile;
+mod moto;
 mod notify;
 mod ops;
 mod polls;
