@@ -164,6 +164,11 @@ pub struct ValidateArgs {
     /// Compare the estimate with this per-run limit, as `run --max-run-credits`.
     #[arg(long, value_name = "N")]
     pub max_run_credits: Option<f64>,
+
+    /// A folder local images may also come from, besides the manifest's own
+    /// (repeat it for more); the manifest's `allow_images_from:` does the same.
+    #[arg(long, value_name = "DIR")]
+    pub allow_images_from: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -304,6 +309,11 @@ pub struct RunArgs {
     /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_image_size: Option<Size>,
+
+    /// A folder local images may also come from, besides the manifest's own
+    /// (repeat it for more); the manifest's `allow_images_from:` does the same.
+    #[arg(long, value_name = "DIR")]
+    pub allow_images_from: Vec<PathBuf>,
 
     /// When the run ends, however it ends, POST a JSON summary to this webhook
     /// (repeatable; replaces the manifest's `output: notify:`). A Slack

@@ -222,7 +222,8 @@ fn batch_name(manifest: Option<&Manifest>, results: &Path) -> String {
 /// the run's own copy of its jobs is gone; without it if it no longer reads) and
 /// the results file `results`. Returns where it is.
 pub fn after_run(manifest: &Path, results: &Path) -> anyhow::Result<PathBuf> {
-    let manifest = crate::manifest::load(manifest).ok();
+    let manifest =
+        crate::manifest::load_with(manifest, crate::manifest::LoadOptions::sending_nothing()).ok();
     let jobs = manifest.as_ref().map_or(0, |m| m.jobs.len());
     let listed = crate::checkpoint::load_listed(results, jobs)?
         .with_context(|| format!("no results file at `{}`", results.display()))?;

@@ -137,12 +137,8 @@ pub async fn execute(
         foreign,
         lock: _lock,
     } = prepared;
-    // Said before anything is sent: these tasks were paid for, and a new one
-    // replaces each.
-    for line in supersede::lines(&superseding, &config.jobs) {
-        tracing::warn!("{line}");
-    }
-    // A videos folder that cannot be made is found now, before anything is paid for.
+    // A videos folder that cannot be made or written (a file in the way, a read-only
+    // mount, a full disk) is found now, before anything is paid for.
     if config.resume.download && !plan.is_empty() {
         std::fs::create_dir_all(&config.videos_dir).with_context(|| {
             format!(
@@ -150,6 +146,29 @@ pub async fn execute(
                 config.videos_dir.display()
             )
         })?;
+        probe_writable(&config.videos_dir)?;
+    }
+    // Said before anything is sent: these tasks were paid for, and a new one
+    // replaces each.
+    for line in supersede::lines(&superseding, &config.jobs) {
+        tracing::warn!("{line}");
+    }
+    // Before the results file is opened: a file in the uploads' place that is not
+    // ours ends the run with nothing sent.
+    let (uploads, upload_warnings) = uploads::Uploads::load(
+        &config.results,
+        client.upload_base_url().as_str(),
+        config.upload_ttl,
+        config.concurrency,
+        plan.iter().any(|p| {
+            config
+                .jobs
+                .get(p.index)
+                .is_some_and(|j| !j.local_images.is_empty())
+        }),
+    )?;
+    for w in &upload_warnings {
+        tracing::warn!("{w}");
     }
     let appender = Appender::open(&config.results, config.sync)
         .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
@@ -172,15 +191,6 @@ pub async fn execute(
         },
     ));
 
-    let (uploads, upload_warnings) = uploads::Uploads::load(
-        &config.results,
-        client.upload_base_url().as_str(),
-        config.upload_ttl,
-        config.concurrency,
-    );
-    for w in &upload_warnings {
-        tracing::warn!("{w}");
-    }
     let stop = Stop::new(&signals.drain);
     let (events, inbox) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -321,6 +331,25 @@ pub async fn execute(
         videos_dir: config.videos_dir,
         warnings,
         spend,
+    })
+}
+
+/// Writes, syncs and removes a small file in `dir`: a folder that takes no file (read
+/// only, full) would otherwise be found only once videos paid for cannot be saved.
+fn probe_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    // One block: a disk without room for it has none for a video either.
+    const PROBE: [u8; 4096] = [0; 4096];
+    let path = dir.join(format!(".veo-batch-probe-{}", std::process::id()));
+    let written = std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(&PROBE).and_then(|()| f.sync_all()));
+    let removed = std::fs::remove_file(&path);
+    written.and(removed).with_context(|| {
+        format!(
+            "the videos folder `{}` cannot take a file, so no video could be saved; \
+                 nothing was sent (make room, or choose another folder with --videos-dir)",
+            dir.display()
+        )
     })
 }
 
