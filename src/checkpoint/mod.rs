@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+mod confine;
 mod error_kind;
 pub mod plan;
 mod read;
@@ -17,6 +18,7 @@ pub mod rows;
 pub mod schema;
 pub mod writer;
 
+pub use confine::{confine_paths, forget_missing_videos};
 pub use error_kind::ErrorKind;
 pub use read::{
     CheckpointError, ForeignResults, Listed, Loaded, Preloaded, check_belongs, load, load_listed,

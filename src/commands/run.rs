@@ -70,7 +70,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let (manifest, preloaded) = load_for_run_with(
         &args.manifest,
         results.as_deref(),
-        super::load_options(args.max_image_size),
+        super::load_options(args.max_image_size, &args.allow_images_from),
     );
     let manifest = manifest?;
     for w in &manifest.warnings {

@@ -61,11 +61,11 @@ struct JobStatus<'a> {
 }
 
 impl<'a> JobStatus<'a> {
-    fn new(job: summary::JobRef<'a>, r: Option<&'a Record>) -> JobStatus<'a> {
+    fn new(job: summary::JobRef<'a>, r: Option<&'a Record>, results_dir: &Path) -> JobStatus<'a> {
         const NONE: &[String] = &[];
         JobStatus {
             id: job.id,
-            state: summary::standing_of(job, r),
+            state: summary::standing_on_disk(job, r, results_dir),
             recorded_state: r.map(|r| r.state().as_str()),
             task_id: r.and_then(|r| r.task_id.as_deref()),
             superseded_tasks: r.map_or(NONE, |r| &r.superseded_tasks),
@@ -125,7 +125,7 @@ pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result
     ) || (path.extension().is_some_and(|e| e == "csv") && !is_results_file(path));
 
     let (results, manifest) = if is_manifest {
-        let m = manifest::load(path)?;
+        let m = manifest::load_with(path, manifest::LoadOptions::sending_nothing())?;
         // The manifest's `output:` paths come resolved against its folder.
         let results = crate::config::results_file(results, &m);
         (results, Some(m))
@@ -156,6 +156,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         manifest,
         loaded,
     } = read_source(&args.path, args.results.as_deref())?;
+    // Recorded video paths are relative to the results file's folder; a done job
+    // whose file is gone is told apart ("video missing").
+    let results_dir = crate::paths::absolute(
+        results
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    );
     let outcomes = match &manifest {
         Some(m) => {
             let ids: std::collections::HashSet<&str> =
@@ -163,15 +171,20 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
             checkpoint::check_belongs(&results, loaded.order.iter().map(String::as_str), |id| {
                 ids.contains(id)
             })?;
-            summary::outcomes(m.jobs.iter().map(summary::JobRef::from), &loaded.records)
+            summary::outcomes_on_disk(
+                m.jobs.iter().map(summary::JobRef::from),
+                &loaded.records,
+                &results_dir,
+            )
         }
-        None => summary::outcomes(
+        None => summary::outcomes_on_disk(
             loaded
                 .order
                 .iter()
                 .filter_map(|id| loaded.records.get(id))
                 .map(summary::JobRef::recorded),
             &loaded.records,
+            &results_dir,
         ),
     };
 
@@ -181,13 +194,16 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
             Some(m) => m
                 .jobs
                 .iter()
-                .map(|j| JobStatus::new(summary::JobRef::from(j), loaded.records.get(&j.id)))
+                .map(|j| {
+                    let r = loaded.records.get(&j.id);
+                    JobStatus::new(summary::JobRef::from(j), r, &results_dir)
+                })
                 .collect(),
             None => loaded
                 .order
                 .iter()
                 .filter_map(|id| loaded.records.get(id))
-                .map(|r| JobStatus::new(summary::JobRef::recorded(r), Some(r)))
+                .map(|r| JobStatus::new(summary::JobRef::recorded(r), Some(r), &results_dir))
                 .collect(),
         };
         let json = StatusJson {
@@ -262,7 +278,8 @@ fn credits_line(m: &manifest::Manifest, records: &HashMap<String, Record>) -> St
             Standing::Running
             | Standing::NotDownloaded
             | Standing::DownloadFailed
-            | Standing::Succeeded => paid.push(job),
+            | Standing::Succeeded
+            | Standing::VideoMissing => paid.push(job),
             Standing::InDoubt | Standing::Failed | Standing::Blocked => {}
         }
     }

@@ -14,8 +14,6 @@ mod links;
 mod view;
 
 use std::fmt;
-use std::fs::File;
-use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -148,7 +146,7 @@ pub fn page_path(results: &Path) -> PathBuf {
     results.with_extension("html")
 }
 
-/// Writes the page of `batch` to `out`, through a temporary file and a rename: a
+/// Writes the page of `batch` to `out`, atomically ([`crate::durable::replace`]): a
 /// reader never sees half a page.
 pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("failed to read the current folder")?;
@@ -165,23 +163,10 @@ pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&page_dir)
         .with_context(|| format!("failed to create folder `{}`", page_dir.display()))?;
-    let name = out_abs
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report.html".into());
-    let tmp = page_dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let made = crate::checkpoint::now();
-    let written = (|| -> anyhow::Result<()> {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(1 << 16, file);
-        render(&mut w, batch, &place, &made)?;
-        w.flush()?;
-        std::fs::rename(&tmp, out)?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let written = crate::durable::replace(out, |mut w| {
+        render(&mut w, batch, &place, &made).map_err(|e| std::io::Error::other(format!("{e:#}")))
+    });
     written.with_context(|| format!("failed to write the report page `{}`", out.display()))
 }
 
@@ -237,7 +222,8 @@ fn batch_name(manifest: Option<&Manifest>, results: &Path) -> String {
 /// the run's own copy of its jobs is gone; without it if it no longer reads) and
 /// the results file `results`. Returns where it is.
 pub fn after_run(manifest: &Path, results: &Path) -> anyhow::Result<PathBuf> {
-    let manifest = crate::manifest::load(manifest).ok();
+    let manifest =
+        crate::manifest::load_with(manifest, crate::manifest::LoadOptions::sending_nothing()).ok();
     let jobs = manifest.as_ref().map_or(0, |m| m.jobs.len());
     let listed = crate::checkpoint::load_listed(results, jobs)?
         .with_context(|| format!("no results file at `{}`", results.display()))?;

@@ -3,6 +3,7 @@
 
 mod bucket;
 mod client;
+mod confined;
 mod current_api;
 mod disk;
 mod docs;
