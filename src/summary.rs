@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::checkpoint::plan::{Standing, Wants, standing};
 use crate::checkpoint::{DOWNLOAD_FAILED, Record};
+use crate::cost::Count;
 
 /// How many jobs stand where.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -225,7 +226,7 @@ fn write_groups(out: &mut String, kind: &str, problems: &[Problem], advice: &str
             .collect();
         let more = match ids.len().saturating_sub(IDS_SHOWN) {
             0 => String::new(),
-            n => format!(" and {n} more"),
+            n => format!(" and {} more", Count(n)),
         };
         let _ = writeln!(
             out,
@@ -311,7 +312,7 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         ("blocked", t.blocked),
     ] {
         if n > 0 || label == "succeeded" {
-            let _ = writeln!(out, "  {label:<15}{n:>7}");
+            let _ = writeln!(out, "  {label:<15}{:>7}", Count(n));
         }
     }
     out
@@ -323,11 +324,11 @@ fn them(n: usize) -> &'static str {
 
 /// `n jobs`, with the plural right (`1 job`).
 pub fn jobs(n: usize) -> String {
-    format!("{n} job{}", if n == 1 { "" } else { "s" })
+    format!("{} job{}", Count(n), if n == 1 { "" } else { "s" })
 }
 
 fn videos(n: usize) -> String {
-    format!("{n} video{}", if n == 1 { "" } else { "s" })
+    format!("{} video{}", Count(n), if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]

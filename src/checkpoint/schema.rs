@@ -167,7 +167,7 @@ pub const COLUMNS: [Column; 28] = [
     Column {
         name: "credits",
         write: |r, out| {
-            let _ = write!(out, "{}", crate::cost::Credits(r.credits));
+            out.push_str(&crate::cost::credits_cell(r.credits));
         },
         read: |r, cell| {
             r.credits = match cell {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::cost::{Credits, Dollars};
+use crate::cost::{Count, Credits, Dollars};
 use crate::exit::Exit;
 use crate::runner::{RunReport, StopReason};
 
@@ -81,11 +81,11 @@ pub fn print(
     let _ = writeln!(
         out,
         "  submitted this run {}, retries {} (rate-limited {}){}",
-        r.counters.submitted,
-        r.counters.retries,
-        r.counters.rate_limited,
+        Count(r.counters.submitted),
+        Count(r.counters.retries),
+        Count(r.counters.rate_limited),
         if r.changed > 0 {
-            format!("; {} resubmitted because the manifest changed", r.changed)
+            format!("; {} resubmitted because the manifest changed", Count(r.changed))
         } else {
             String::new()
         }
@@ -102,7 +102,7 @@ pub fn print(
         let _ = writeln!(
             out,
             "  {} paid task{} superseded (listed in the results file's superseded_tasks; their videos kept in {})",
-            r.superseded,
+            Count(r.superseded),
             if r.superseded == 1 { "" } else { "s" },
             r.videos_dir.join("superseded").display()
         );
