@@ -5,17 +5,24 @@
 //!
 //! The page loads nothing from the network: its style and script are inline, allowed
 //! by their hashes in its Content-Security-Policy, and videos are files named by
-//! URLs relative to the page. Every user-written string goes through askama's HTML
-//! escaping (`page.html`, `card.html`); only the page's own style, script and the
-//! cards it rendered itself are written unescaped. Cards are rendered one at a time
-//! straight into the file, so a batch of 100,000 jobs never holds its page in memory.
+//! URLs relative to the page. The header's strings go through askama's HTML
+//! escaping (`page.html`); the cards are data, one compact JSON block ([`data`])
+//! that the page's script shows a screenful at a time, writing every text as text.
+//! Cards are encoded one at a time straight into the file, so a batch of 100,000
+//! jobs never holds its page in memory.
+//!
+//! The page is veo-batch's own file: it names its maker in a `generator` meta tag,
+//! and a file at its path without that tag is never replaced. It also carries a
+//! hash of what it was made from (results file, manifest, places, version), so a
+//! run that changed nothing leaves it as it is.
 
+mod data;
 mod links;
 mod view;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::fs::File;
-use std::io::{BufWriter, Write as _};
+use std::io::{BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -51,6 +58,7 @@ static CSP: LazyLock<String> = LazyLock::new(|| {
 struct Page<'a> {
     header: &'a Header,
     cards: Cards<'a>,
+    inputs: &'a str,
     csp: &'a str,
     css: &'a str,
     js: &'a str,
@@ -127,7 +135,7 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// The cards, rendered one by one as the page is written.
+/// The cards' data, encoded one by one as the page is written.
 struct Cards<'a> {
     batch: &'a Batch<'a>,
     place: &'a PageDirs,
@@ -135,12 +143,91 @@ struct Cards<'a> {
 
 impl fmt::Display for Cards<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, entry) in self.batch.entries().enumerate() {
-            let card = view::card(i + 1, entry, self.place, &self.batch.prices);
-            card.render_into(f).map_err(|_| fmt::Error)?;
+        let mut encoder = data::Encoder::new();
+        encoder.head(f)?;
+        for entry in self.batch.entries() {
+            let card = view::card(entry, self.place, &self.batch.prices);
+            encoder.card(&card, f)?;
         }
-        Ok(())
+        encoder.tail(f)
     }
+}
+
+/// How a page veo-batch wrote begins: its `generator` tag.
+const GENERATOR: &str = "<meta name=\"generator\" content=\"veo-batch ";
+
+/// The tag that carries the hash of a page's inputs.
+const INPUTS: &str = "<meta name=\"veo-batch-inputs\" content=\"";
+
+/// What is at a page's path before it is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Existing {
+    Nothing,
+    /// A page veo-batch wrote, made from inputs of this hash (empty when it does
+    /// not say).
+    Ours(String),
+    /// Some other file, which is not ours to replace.
+    Foreign,
+}
+
+/// Reads the head of the file at `out`: the tags come in its first lines.
+fn existing(out: &Path) -> std::io::Result<Existing> {
+    let file = match File::open(out) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(e) => return Err(e),
+    };
+    let mut head = Vec::with_capacity(4096);
+    file.take(4096).read_to_end(&mut head)?;
+    let head = String::from_utf8_lossy(&head);
+    if !head.contains(GENERATOR) {
+        return Ok(Existing::Foreign);
+    }
+    let hash = head
+        .split_once(INPUTS)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(hash, _)| hash.to_owned())
+        .unwrap_or_default();
+    Ok(Existing::Ours(hash))
+}
+
+/// The hash of everything a page of `batch` written to `out` shows: the results
+/// file's and the manifest's bytes, where the page, the results file and the
+/// current folder are (the videos' links are relative to them), and the version
+/// that renders it. The time the page was made is left out: it changes nothing
+/// the page shows about the batch.
+fn inputs_hash(batch: &Batch<'_>, out: &Path, place: &PageDirs) -> anyhow::Result<String> {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(env!("CARGO_PKG_VERSION").as_bytes());
+    field(out.as_os_str().as_encoded_bytes());
+    field(place.cwd.as_os_str().as_encoded_bytes());
+    field(place.results_dir.as_os_str().as_encoded_bytes());
+    field(batch.results.as_os_str().as_encoded_bytes());
+    field(batch.name.as_bytes());
+    field(format!("{:?}", batch.prices).as_bytes());
+    for file in std::iter::once(batch.results).chain(batch.manifest) {
+        let mut f =
+            File::open(file).with_context(|| format!("failed to read `{}`", file.display()))?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("failed to read `{}`", file.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        h.update(b"\0end");
+    }
+    Ok(h.finalize().iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    }))
 }
 
 /// Where the page of results file `results` goes by default: beside it, `NAME.html`.
@@ -149,7 +236,8 @@ pub fn page_path(results: &Path) -> PathBuf {
 }
 
 /// Writes the page of `batch` to `out`, through a temporary file and a rename: a
-/// reader never sees half a page.
+/// reader never sees half a page. A page made from the same inputs is left as it
+/// is; a file at `out` that veo-batch did not write is refused, never replaced.
 pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("failed to read the current folder")?;
     let out_abs = links::absolute(out, &cwd);
@@ -163,6 +251,19 @@ pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
             .unwrap_or_default(),
         cwd,
     };
+    let before = existing(out)
+        .with_context(|| format!("failed to write the report page `{}`", out.display()))?;
+    if before == Existing::Foreign {
+        anyhow::bail!(
+            "`{}` is not a page veo-batch wrote (it has no `<meta name=\"generator\" content=\"veo-batch ...\">`): \
+             not replacing it; move it away, or write the page elsewhere with --out",
+            out.display()
+        );
+    }
+    let inputs = inputs_hash(batch, &out_abs, &place)?;
+    if before == Existing::Ours(inputs.clone()) {
+        return Ok(());
+    }
     std::fs::create_dir_all(&page_dir)
         .with_context(|| format!("failed to create folder `{}`", page_dir.display()))?;
     let name = out_abs
@@ -174,7 +275,7 @@ pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
     let written = (|| -> anyhow::Result<()> {
         let file = File::create(&tmp)?;
         let mut w = BufWriter::with_capacity(1 << 16, file);
-        render(&mut w, batch, &place, &made)?;
+        render(&mut w, batch, &place, &made, &inputs)?;
         w.flush()?;
         std::fs::rename(&tmp, out)?;
         Ok(())
@@ -185,12 +286,14 @@ pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
     written.with_context(|| format!("failed to write the report page `{}`", out.display()))
 }
 
-/// Renders the page of `batch`, made at `made` (RFC 3339), into `w`.
+/// Renders the page of `batch`, made at `made` (RFC 3339) from inputs of hash
+/// `inputs`, into `w`.
 fn render(
     w: &mut impl std::io::Write,
     batch: &Batch<'_>,
     place: &PageDirs,
     made: &str,
+    inputs: &str,
 ) -> std::io::Result<()> {
     let mut header = view::header(batch.entries(), &batch.prices);
     header.name = batch.name.to_owned();
@@ -201,6 +304,7 @@ fn render(
     let page = Page {
         header: &header,
         cards: Cards { batch, place },
+        inputs,
         csp: &CSP,
         css: CSS,
         js: JS,
