@@ -118,6 +118,34 @@ fn cards_in(html: &str) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+#[cfg(unix)]
+#[test]
+fn a_run_that_changes_nothing_writes_nothing() {
+    use std::os::unix::fs::MetadataExt as _;
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("m.yaml", &text_jobs(4));
+    let first = h.run(&manifest, &[]);
+    assert_eq!(first.status.code(), Some(Exit::Ok as i32), "{}", stderr(&first));
+    // Every write of either file renames a new one into place: a new inode, and
+    // the bytes could differ (the page says when it was made).
+    let seen = |name: &str| {
+        let path = h.path(name);
+        (std::fs::metadata(&path).unwrap().ino(), std::fs::read(&path).unwrap())
+    };
+    let (results, page) = (seen("results.csv"), seen("results.html"));
+    let calls = h.stats().generate_calls;
+    let again = h.run(&manifest, &[]);
+    assert_eq!(again.status.code(), Some(Exit::Ok as i32), "{}", stderr(&again));
+    assert_eq!(h.stats().generate_calls, calls, "nothing was sent again");
+    assert!(seen("results.csv") == results, "the results file was written again");
+    assert!(seen("results.html") == page, "the page was written again");
+    assert!(
+        stderr(&again).contains(&format!("  report:  {}\n", h.path("results.html").display())),
+        "the summary still names the page: {}",
+        stderr(&again)
+    );
+}
+
 #[test]
 fn a_page_that_cannot_be_written_fails_nothing() {
     let h = Harness::new(fast_sim());
