@@ -10,12 +10,14 @@
 
 use std::fmt;
 
+mod located;
 pub mod plan;
 mod read;
 pub mod rows;
 pub mod schema;
 pub mod writer;
 
+pub use located::{Located, Place, Records, load_located};
 pub use read::{
     CheckpointError, ForeignResults, Listed, Loaded, Preloaded, check_belongs, load, load_listed,
     parse_reader, preload,

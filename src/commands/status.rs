@@ -1,7 +1,11 @@
 //! `veo-batch status`: where the jobs of a run stand, read from its results file
 //! alone. Sends nothing, takes no lock (it only reads).
+//!
+//! The results file is read for where each job's last row is ([`checkpoint::Located`]),
+//! then each job's record is read back, counted (and for `--json`, printed) and
+//! dropped in turn: a batch of 1,000,000 jobs holds an id and a place per job, not
+//! its prompts, URLs and paths.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -16,8 +20,9 @@ use crate::exit::Exit;
 use crate::manifest;
 use crate::summary::{self, Outcomes};
 
-/// What `status --json` prints: the tally, the problem lists, and where every job
-/// stands with what its record says (README, "`status --json`").
+/// What `status --json` prints before its `job_states`: the tally, the problem
+/// lists, and the credits (README, "`status --json`"). Every job follows, where it
+/// stands with what its record says ([`JobStatus`]), written as it is read.
 #[derive(Serialize)]
 struct StatusJson<'a> {
     results: &'a Path,
@@ -27,8 +32,6 @@ struct StatusJson<'a> {
     outcomes: &'a Outcomes,
     /// Credits the results file records as spent, over all runs.
     credits: f64,
-    /// Every job, in manifest order (or the results file's, without a manifest).
-    job_states: Vec<JobStatus<'a>>,
 }
 
 /// One job in `status --json`.
@@ -95,9 +98,12 @@ struct Source {
     pub loaded: checkpoint::Loaded,
 }
 
-/// Reads PATH (a results CSV, or a manifest whose results file is `results` or its
-/// default) and its results file, printing the loader's warnings.
-fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
+/// Where PATH's results file is (PATH itself, or the results file of the manifest
+/// PATH names: `results` or its default), and the manifest when PATH is one.
+fn source_paths(
+    path: &Path,
+    results: Option<&Path>,
+) -> anyhow::Result<(PathBuf, Option<manifest::Manifest>)> {
     let is_manifest = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
@@ -111,12 +117,22 @@ fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
     } else {
         (path.to_path_buf(), None)
     };
+    Ok((results, manifest))
+}
 
+fn no_results(results: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no results file at `{}`: nothing has run yet (or pass --results)",
+        results.display()
+    )
+}
+
+/// Reads PATH (see [`source_paths`]) and its results file, printing the loader's
+/// warnings.
+fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
+    let (results, manifest) = source_paths(path, results)?;
     let Some(loaded) = checkpoint::load(&results)? else {
-        anyhow::bail!(
-            "no results file at `{}`: nothing has run yet (or pass --results)",
-            results.display()
-        );
+        return Err(no_results(&results));
     };
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
@@ -130,54 +146,60 @@ fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
 
 /// Runs `status`; it ends with the code the run would have ended with.
 pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
-    let Source {
-        results,
-        manifest,
-        loaded,
-    } = read_source(&args.path, args.results.as_deref())?;
-    let outcomes = match &manifest {
-        Some(m) => {
-            let ids: std::collections::HashSet<&str> =
-                m.jobs.iter().map(|j| j.id.as_str()).collect();
-            checkpoint::check_belongs(&results, loaded.order.iter().map(String::as_str), |id| {
-                ids.contains(id)
-            })?;
-            summary::outcomes(m.jobs.iter().map(summary::JobRef::from), &loaded.records)
-        }
-        None => summary::outcomes(
-            loaded
-                .order
-                .iter()
-                .filter_map(|id| loaded.records.get(id))
-                .map(summary::JobRef::recorded),
-            &loaded.records,
-        ),
+    let (results, manifest) = source_paths(&args.path, args.results.as_deref())?;
+    let Some(located) = checkpoint::load_located(&results)? else {
+        return Err(no_results(&results));
     };
+    for w in &located.warnings {
+        eprintln!("warning: {w}");
+    }
+    let jobs = Walk {
+        manifest: manifest.as_ref(),
+        located: &located,
+    };
+    if let Some(m) = &manifest {
+        let ids: std::collections::HashSet<&str> = m.jobs.iter().map(|j| j.id.as_str()).collect();
+        checkpoint::check_belongs(&results, located.jobs.iter().map(|p| &*p.id), |id| {
+            ids.contains(id)
+        })?;
+    }
+    let records = located.reader()?;
+    let mut outcomes = Outcomes::default();
+    // Where each manifest job stands, for the credits line.
+    let mut standings = Vec::new();
+    records.each(jobs.places(), |r| -> anyhow::Result<()> {
+        let job = jobs.job(standings.len(), r);
+        outcomes.count(job, r);
+        standings.push(summary::standing_of(job, r));
+        Ok(())
+    })?;
+    let spent: f64 = located.jobs.iter().map(|p| p.credits).sum();
 
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        let job_states = match &manifest {
-            Some(m) => m
-                .jobs
-                .iter()
-                .map(|j| JobStatus::new(summary::JobRef::from(j), loaded.records.get(&j.id)))
-                .collect(),
-            None => loaded
-                .order
-                .iter()
-                .filter_map(|id| loaded.records.get(id))
-                .map(|r| JobStatus::new(summary::JobRef::recorded(r), Some(r)))
-                .collect(),
-        };
-        let json = StatusJson {
+        let head = StatusJson {
             results: &results,
             jobs: outcomes.tally.total(),
             outcomes: &outcomes,
-            credits: loaded.records.values().map(|r| r.credits).sum(),
-            job_states,
+            credits: spent,
         };
-        serde_json::to_writer_pretty(&mut out, &json)?;
-        writeln!(out)?;
+        let head = serde_json::to_string_pretty(&head)?;
+        // The document as one pretty-printed object: the head's fields, then
+        // `job_states`, each job written as its record is read back.
+        let open = head.strip_suffix("\n}").unwrap_or(&head);
+        write!(out, "{open},\n  \"job_states\": [")?;
+        let mut n = 0;
+        records.each(jobs.places(), |r| -> anyhow::Result<()> {
+            let job = jobs.job(n, r);
+            let state = JobStatus::new(job, r);
+            let text = serde_json::to_string_pretty(&state)?;
+            let sep = if n == 0 { "" } else { "," };
+            write!(out, "{sep}\n    {}", text.replace('\n', "\n    "))?;
+            n += 1;
+            Ok(())
+        })?;
+        let close = if n == 0 { "" } else { "\n  " };
+        writeln!(out, "{close}]\n}}")?;
     } else if args.failed {
         for p in &outcomes.failed {
             writeln!(out, "{}\t{}", p.job_id, p.reason.replace(['\t', '\n'], " "))?;
@@ -191,10 +213,52 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         )?;
         write!(out, "{}", summary::render(&outcomes))?;
         if let Some(m) = &manifest {
-            write!(out, "{}", credits_line(m, &loaded.records))?;
+            write!(out, "{}", credits_line(m, &standings, spent))?;
         }
     }
+    out.flush()?;
     Ok(Exit::of_tally(&outcomes.tally))
+}
+
+/// The jobs `status` walks: the manifest's, in its order, or else the results
+/// file's, in the order they first appear.
+struct Walk<'a> {
+    manifest: Option<&'a manifest::Manifest>,
+    located: &'a checkpoint::Located,
+}
+
+impl<'a> Walk<'a> {
+    /// Where each job's last row is (`None`: the job has none).
+    fn places(&self) -> Box<dyn Iterator<Item = Option<&'a checkpoint::Place>> + 'a> {
+        let located = self.located;
+        match self.manifest {
+            Some(m) => Box::new(m.jobs.iter().map(move |j| located.get(&j.id))),
+            None => Box::new(located.jobs.iter().map(Some)),
+        }
+    }
+
+    /// The `n`th job, read with its record `r`.
+    fn job<'r>(&self, n: usize, r: Option<&'r Record>) -> summary::JobRef<'r>
+    where
+        'a: 'r,
+    {
+        match (self.manifest, r) {
+            (Some(m), _) => m.jobs.get(n).map_or(
+                summary::JobRef {
+                    id: "",
+                    fingerprint: None,
+                    wants: None,
+                },
+                summary::JobRef::from,
+            ),
+            (None, Some(r)) => summary::JobRef::recorded(r),
+            (None, None) => summary::JobRef {
+                id: self.located.jobs.get(n).map_or("", |p| &p.id),
+                fingerprint: None,
+                wants: None,
+            },
+        }
+    }
 }
 
 /// Runs `report`: writes the page of PATH's batch and prints its path.
@@ -209,15 +273,15 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
     super::print_stdout(format!("{}\n", out.display()).as_bytes())
 }
 
-/// What the batch cost and will cost: the credits the results file records as
-/// spent, and the jobs still to submit at the manifest's prices. Where a job stands
-/// is [`summary::standing_of`]'s answer, as everywhere else.
-fn credits_line(m: &manifest::Manifest, records: &HashMap<String, Record>) -> String {
+/// What the batch cost and will cost: `spent`, the credits the results file
+/// records, and the jobs still to submit at the manifest's prices. Where a job
+/// stands (`standings`, in manifest order) is [`summary::standing_of`]'s answer, as
+/// everywhere else.
+fn credits_line(m: &manifest::Manifest, standings: &[Standing], spent: f64) -> String {
     let mut paid = Vec::new();
     let mut to_come = Vec::new();
-    for job in &m.jobs {
-        let record = records.get(&job.id);
-        match summary::standing_of(summary::JobRef::from(job), record) {
+    for (job, standing) in m.jobs.iter().zip(standings) {
+        match standing {
             Standing::NotStarted => to_come.push(job),
             Standing::Running
             | Standing::NotDownloaded
@@ -226,7 +290,6 @@ fn credits_line(m: &manifest::Manifest, records: &HashMap<String, Record>) -> St
             Standing::InDoubt | Standing::Failed | Standing::Blocked => {}
         }
     }
-    let spent: f64 = records.values().map(|r| r.credits).sum();
     let (paid_n, to_come_n) = (paid.len(), to_come.len());
     let both = Estimate::of(&m.prices, paid.iter().chain(&to_come).copied());
     let paid = Estimate::of(&m.prices, paid);
