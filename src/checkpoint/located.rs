@@ -157,3 +157,68 @@ pub fn load_located(path: &Path) -> Result<Option<Located>, CheckpointError> {
     located.path = path.to_owned();
     Ok(Some(located))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{HEADER, State, load};
+
+    fn rec(id: &str, state: State, prompt: &str, credits: f64) -> Record {
+        Record {
+            job_id: id.into(),
+            state: Some(state),
+            prompt: prompt.into(),
+            credits,
+            updated_at: "2026-03-01T10:00:00Z".into(),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn each_job_is_read_back_from_its_last_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut w = csv::Writer::from_path(&path).unwrap();
+        w.write_record(HEADER).unwrap();
+        // Several rows per job, as a killed run leaves them; prompts with quotes,
+        // commas and a newline, so a row's place is not a line's.
+        for r in [
+            rec("a", State::Submitting, "one, \"two\"\nthree", 0.0),
+            rec("b", State::Submitting, "b", 0.0),
+            rec("a", State::Submitted, "one, \"two\"\nthree", 60.0),
+            rec("c", State::Failed, "c", 30.0),
+            rec("a", State::Succeeded, "one, \"two\"\nthree", 60.0),
+        ] {
+            w.write_record(r.cells()).unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        // A torn last row is dropped, as `load` drops it.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"b,succ"))
+            .unwrap();
+
+        let located = load_located(&path).unwrap().unwrap();
+        let loaded = load(&path).unwrap().unwrap();
+        assert!(located.torn && loaded.torn);
+        assert_eq!(located.rows, 5);
+        let ids: Vec<&str> = located.jobs.iter().map(|p| &*p.id).collect();
+        assert_eq!(ids, loaded.order);
+        let credits: Vec<f64> = located.jobs.iter().map(|p| p.credits).collect();
+        assert_eq!(credits, [60.0, 0.0, 30.0]);
+        let mut read = Vec::new();
+        let places = ["c", "nobody", "a", "b"].map(|id| located.get(id));
+        located
+            .reader()
+            .unwrap()
+            .each(places, |r| -> Result<(), CheckpointError> {
+                read.push(r.cloned());
+                Ok(())
+            })
+            .unwrap();
+        let expected = ["c", "nobody", "a", "b"].map(|id| loaded.records.get(id).cloned());
+        assert_eq!(read, expected);
+    }
+}

@@ -391,7 +391,7 @@ mod tests {
             record("a", State::Submitted),
             record("b", State::Failed),
         ];
-        let listed = super::read::parse(
+        let listed: Listed = super::read::parse(
             &to_csv(&rows)[..],
             Path::new("r.csv"),
             false,
