@@ -6,9 +6,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::Record;
 use super::read::{CheckpointError, Head, Index, Keep, Sizing, open, parse};
 use super::rows::RowReader;
-use super::Record;
 
 /// One job of a [`Located`] file.
 #[derive(Debug, Clone)]
@@ -63,10 +63,9 @@ impl Keep for Located {
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         let hash = Index::hash(&record.job_id);
         let jobs = &mut self.jobs;
-        if let Some(&i) = self
-            .index
-            .find(hash, |&i| jobs.get(i).is_some_and(|p| *p.id == *record.job_id))
-            && let Some(place) = jobs.get_mut(i)
+        if let Some(&i) = self.index.find(hash, |&i| {
+            jobs.get(i).is_some_and(|p| *p.id == *record.job_id)
+        }) && let Some(place) = jobs.get_mut(i)
         {
             place.at = at;
             place.len = len;
@@ -80,9 +79,8 @@ impl Keep for Located {
             len,
             credits: record.credits,
         });
-        self.index.insert_unique(hash, i, |&i| {
-            jobs.get(i).map_or(0, |p| Index::hash(&p.id))
-        });
+        self.index
+            .insert_unique(hash, i, |&i| jobs.get(i).map_or(0, |p| Index::hash(&p.id)));
     }
 
     fn shrink(&mut self) {

@@ -85,7 +85,10 @@ pub fn print(
         Count(r.counters.retries),
         Count(r.counters.rate_limited),
         if r.changed > 0 {
-            format!("; {} resubmitted because the manifest changed", Count(r.changed))
+            format!(
+                "; {} resubmitted because the manifest changed",
+                Count(r.changed)
+            )
         } else {
             String::new()
         }

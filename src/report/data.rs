@@ -217,7 +217,8 @@ impl Encoder {
         }
         let i = self.order.len();
         self.order.push(s.to_owned());
-        self.dict.insert(s.to_owned(), u32::try_from(i).unwrap_or(u32::MAX));
+        self.dict
+            .insert(s.to_owned(), u32::try_from(i).unwrap_or(u32::MAX));
         number(buf, i);
     }
 }

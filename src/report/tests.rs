@@ -136,7 +136,14 @@ fn place_of(f: &Fixture) -> PageDirs {
 
 fn page_of(f: &Fixture, with_manifest: bool) -> String {
     let mut out = Vec::new();
-    render(&mut out, &batch_of(f, with_manifest), &place_of(f), MADE, "h").unwrap();
+    render(
+        &mut out,
+        &batch_of(f, with_manifest),
+        &place_of(f),
+        MADE,
+        "h",
+    )
+    .unwrap();
     String::from_utf8(out).unwrap()
 }
 
@@ -165,7 +172,11 @@ impl Shown {
 
 /// The cards in the page's data block, decoded as `page.js` decodes them.
 fn cards_in(html: &str) -> Vec<Shown> {
-    let block = between(html, "<script type=\"application/json\" id=\"data\">", "</script>");
+    let block = between(
+        html,
+        "<script type=\"application/json\" id=\"data\">",
+        "</script>",
+    );
     let data: serde_json::Value = serde_json::from_str(block).unwrap();
     let dict: Vec<String> = serde_json::from_value(data["dict"].clone()).unwrap();
     let labels: Vec<String> = serde_json::from_value(data["labels"].clone()).unwrap();
@@ -243,11 +254,19 @@ fn user_text_shows_as_text_and_runs_nothing() {
         2,
         "only the page's own script and its data"
     );
-    assert_eq!(html.matches("</script").count(), 2, "no text closes the data");
+    assert_eq!(
+        html.matches("</script").count(),
+        2,
+        "no text closes the data"
+    );
     assert!(!html.contains("<img"), "no image element from any input");
     assert!(!html.contains("<b>"), "no markup from names or reasons");
     let markup = html.replace(
-        between(&html, "<script type=\"application/json\" id=\"data\">", "</script>"),
+        between(
+            &html,
+            "<script type=\"application/json\" id=\"data\">",
+            "</script>",
+        ),
         "",
     );
     assert!(
@@ -262,7 +281,13 @@ fn user_text_shows_as_text_and_runs_nothing() {
     assert!(cards[1].note.contains("content policy: <b>violence</b>"));
     assert!(html.contains("<h1>review &#60;b&#62;batch&#60;/b&#62;</h1>"));
     // The script writes texts as text: it never hands one to the HTML parser.
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
         assert!(!JS.contains(sink), "{sink}");
     }
 }
@@ -323,6 +348,7 @@ fn jobs_that_did_not_succeed_say_why() {
     assert!(card(5).note.contains("Not sent yet"));
     for n in [2, 4, 5] {
         assert!(card(n).videos.is_empty(), "job {n}: no player");
+        assert!(card(n).remote.is_empty(), "job {n}: no result to offer");
     }
     assert!(html.contains("2 succeeded"));
     // The service gives a failed task's credits back: no cost on its card, none in
@@ -492,10 +518,18 @@ fn an_extend_names_the_job_it_continues() {
             cards[1]
         );
         assert_eq!(cards[1].state, "blocked", "{:?}", cards[1]);
-        assert_eq!(cards[0].fact("Continues"), None, "the base continues nothing");
+        assert_eq!(
+            cards[0].fact("Continues"),
+            None,
+            "the base continues nothing"
+        );
         // An extend is its own mode, whatever generation type the request carries.
         assert_eq!(cards[1].fact("Mode"), Some("EXTEND"), "{with_manifest}");
-        assert_eq!(cards[0].fact("Mode"), Some("TEXT_2_VIDEO"), "{with_manifest}");
+        assert_eq!(
+            cards[0].fact("Mode"),
+            Some("TEXT_2_VIDEO"),
+            "{with_manifest}"
+        );
     }
 }
 
@@ -540,7 +574,11 @@ fn a_file_veo_batch_did_not_write_is_never_replaced() {
     extra.error_message = Some("still no answer".into());
     append_row(&results, &extra);
     after_run(&manifest, &results).unwrap();
-    assert!(std::fs::read_to_string(&page).unwrap().contains("still no answer"));
+    assert!(
+        std::fs::read_to_string(&page)
+            .unwrap()
+            .contains("still no answer")
+    );
 }
 
 #[cfg(unix)]
@@ -599,5 +637,9 @@ fn a_card_shows_resolution_and_duration_and_the_header_groups_thousands() {
     assert!(html.contains("<li class=\"badge total\">1,200 jobs</li>"));
     assert!(html.contains("1,200 succeeded"));
     // 1,200 jobs of veo3 at 720p with a 4K upgrade, at the default prices.
-    assert!(html.contains("spent about 414,000 credits ($2,070.00)"), "{}", between(&html, "<dt>Credits</dt>", "</dd>"));
+    assert!(
+        html.contains("spent about 414,000 credits ($2,070.00)"),
+        "{}",
+        between(&html, "<dt>Credits</dt>", "</dd>")
+    );
 }

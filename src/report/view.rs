@@ -565,7 +565,11 @@ pub(crate) fn header<'a>(
             .filter(|(_, n)| *n > 0)
             .map(|(s, n)| (look(*s), Count(n)))
             .collect(),
-        spent: format!("{} credits ({})", Credits(spent), Dollars(prices.usd(spent))),
+        spent: format!(
+            "{} credits ({})",
+            Credits(spent),
+            Dollars(prices.usd(spent))
+        ),
         estimated: format!(
             "{} credits ({})",
             Credits(estimated),

@@ -66,7 +66,9 @@ fn run_leaves_the_page_and_report_writes_it_again() {
     assert_eq!(stdout(&o), "results.html\n");
     let cards = cards_in(&std::fs::read_to_string(&page).unwrap());
     assert!(
-        cards.iter().any(|c| c.1.iter().any(|v| v.starts_with("videos/job-"))),
+        cards
+            .iter()
+            .any(|c| c.1.iter().any(|v| v.starts_with("videos/job-"))),
         "{cards:?}"
     );
 
@@ -80,7 +82,9 @@ fn run_leaves_the_page_and_report_writes_it_again() {
     assert_eq!(stdout(&o), "pages/review.html\n", "{}", stderr(&o));
     let cards = cards_in(&std::fs::read_to_string(h.path("pages/review.html")).unwrap());
     assert!(
-        cards.iter().any(|c| c.1.iter().any(|v| v.starts_with("../videos/job-"))),
+        cards
+            .iter()
+            .any(|c| c.1.iter().any(|v| v.starts_with("../videos/job-"))),
         "{cards:?}"
     );
     assert_eq!(cards.len(), 6);
@@ -125,22 +129,41 @@ fn a_run_that_changes_nothing_writes_nothing() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("m.yaml", &text_jobs(4));
     let first = h.run(&manifest, &[]);
-    assert_eq!(first.status.code(), Some(Exit::Ok as i32), "{}", stderr(&first));
+    assert_eq!(
+        first.status.code(),
+        Some(Exit::Ok as i32),
+        "{}",
+        stderr(&first)
+    );
     // Every write of either file renames a new one into place: a new inode, and
     // the bytes could differ (the page says when it was made).
     let seen = |name: &str| {
         let path = h.path(name);
-        (std::fs::metadata(&path).unwrap().ino(), std::fs::read(&path).unwrap())
+        (
+            std::fs::metadata(&path).unwrap().ino(),
+            std::fs::read(&path).unwrap(),
+        )
     };
     let (results, page) = (seen("results.csv"), seen("results.html"));
     let calls = h.stats().generate_calls;
     let again = h.run(&manifest, &[]);
-    assert_eq!(again.status.code(), Some(Exit::Ok as i32), "{}", stderr(&again));
+    assert_eq!(
+        again.status.code(),
+        Some(Exit::Ok as i32),
+        "{}",
+        stderr(&again)
+    );
     assert_eq!(h.stats().generate_calls, calls, "nothing was sent again");
-    assert!(seen("results.csv") == results, "the results file was written again");
+    assert!(
+        seen("results.csv") == results,
+        "the results file was written again"
+    );
     assert!(seen("results.html") == page, "the page was written again");
     assert!(
-        stderr(&again).contains(&format!("  report:  {}\n", h.path("results.html").display())),
+        stderr(&again).contains(&format!(
+            "  report:  {}\n",
+            h.path("results.html").display()
+        )),
         "the summary still names the page: {}",
         stderr(&again)
     );
