@@ -90,14 +90,6 @@ fn is_results_file(path: &Path) -> bool {
     checkpoint::schema::is_header_line(first.trim_end())
 }
 
-/// What `status` and `report` read: a results file, and the manifest when PATH
-/// named one rather than the results file itself.
-struct Source {
-    pub results: PathBuf,
-    pub manifest: Option<manifest::Manifest>,
-    pub loaded: checkpoint::Loaded,
-}
-
 /// Where PATH's results file is (PATH itself, or the results file of the manifest
 /// PATH names: `results` or its default), and the manifest when PATH is one.
 fn source_paths(
@@ -125,23 +117,6 @@ fn no_results(results: &Path) -> anyhow::Error {
         "no results file at `{}`: nothing has run yet (or pass --results)",
         results.display()
     )
-}
-
-/// Reads PATH (see [`source_paths`]) and its results file, printing the loader's
-/// warnings.
-fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
-    let (results, manifest) = source_paths(path, results)?;
-    let Some(loaded) = checkpoint::load(&results)? else {
-        return Err(no_results(&results));
-    };
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
-    }
-    Ok(Source {
-        results,
-        manifest,
-        loaded,
-    })
 }
 
 /// Runs `status`; it ends with the code the run would have ended with.
@@ -263,13 +238,11 @@ impl<'a> Walk<'a> {
 
 /// Runs `report`: writes the page of PATH's batch and prints its path.
 pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
-    let source = read_source(&args.path, args.results.as_deref())?;
-    let out = crate::report::write_for(
-        source.manifest.as_ref(),
-        &source.results,
-        &source.loaded,
-        args.out.clone(),
-    )?;
+    let (results, manifest) = source_paths(&args.path, args.results.as_deref())?;
+    if !results.exists() {
+        return Err(no_results(&results));
+    }
+    let out = crate::report::write_for(manifest.as_ref(), &results, args.out.clone())?;
     super::print_stdout(format!("{}\n", out.display()).as_bytes())
 }
 

@@ -69,6 +69,13 @@ struct Page<'a> {
 /// order the jobs first appear (as a run reads it, without a copy of every id).
 #[derive(Clone, Copy)]
 pub(crate) enum Records<'a> {
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the page's unit tests build their batches as tables"
+        )
+    )]
     Table(&'a Loaded),
     List(&'a Listed),
 }
@@ -191,12 +198,17 @@ fn existing(out: &Path) -> std::io::Result<Existing> {
     Ok(Existing::Ours(hash))
 }
 
-/// The hash of everything a page of `batch` written to `out` shows: the results
-/// file's and the manifest's bytes, where the page, the results file and the
+/// The hash of everything the page at `out` of the batch of `results` and
+/// `manifest` shows: the results file's and the manifest's bytes, where the page, the results file and the
 /// current folder are (the videos' links are relative to them), and the version
 /// that renders it. The time the page was made is left out: it changes nothing
 /// the page shows about the batch.
-fn inputs_hash(batch: &Batch<'_>, out: &Path, place: &PageDirs) -> anyhow::Result<String> {
+fn inputs_hash(
+    out: &Path,
+    place: &PageDirs,
+    results: &Path,
+    manifest: Option<&Path>,
+) -> anyhow::Result<String> {
     let mut h = Sha256::new();
     let mut field = |bytes: &[u8]| {
         h.update((bytes.len() as u64).to_le_bytes());
@@ -206,10 +218,11 @@ fn inputs_hash(batch: &Batch<'_>, out: &Path, place: &PageDirs) -> anyhow::Resul
     field(out.as_os_str().as_encoded_bytes());
     field(place.cwd.as_os_str().as_encoded_bytes());
     field(place.results_dir.as_os_str().as_encoded_bytes());
-    field(batch.results.as_os_str().as_encoded_bytes());
-    field(batch.name.as_bytes());
-    field(format!("{:?}", batch.prices).as_bytes());
-    for file in std::iter::once(batch.results).chain(batch.manifest) {
+    field(results.as_os_str().as_encoded_bytes());
+    // The batch's name and prices come from the manifest's bytes, or else the
+    // results file's name and the defaults.
+    field(manifest.map_or(&[][..], |m| m.as_os_str().as_encoded_bytes()));
+    for file in std::iter::once(results).chain(manifest) {
         let mut f =
             File::open(file).with_context(|| format!("failed to read `{}`", file.display()))?;
         let mut buf = vec![0u8; 1 << 16];
@@ -235,32 +248,60 @@ pub fn page_path(results: &Path) -> PathBuf {
     results.with_extension("html")
 }
 
-/// Writes the page of `batch` to `out`, through a temporary file and a rename: a
-/// reader never sees half a page. A page made from the same inputs is left as it
-/// is; a file at `out` that veo-batch did not write is refused, never replaced.
-pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
+/// Where the page `out` of the results file `results` is, made absolute, and what
+/// its cards need to know of the folders.
+fn places(out: &Path, results: &Path) -> anyhow::Result<(PathBuf, PageDirs)> {
     let cwd = std::env::current_dir().context("failed to read the current folder")?;
     let out_abs = links::absolute(out, &cwd);
     let page_dir = out_abs.parent().map(Path::to_path_buf).unwrap_or_default();
-    let results_abs = links::absolute(batch.results, &cwd);
+    let results_abs = links::absolute(results, &cwd);
     let place = PageDirs {
-        page_dir: page_dir.clone(),
+        page_dir,
         results_dir: results_abs
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default(),
         cwd,
     };
+    Ok((out_abs, place))
+}
+
+/// True when the page at `out` is veo-batch's, made from the inputs it would be
+/// made from now: nothing to write. A file there that veo-batch did not write is
+/// an error (see [`write`]).
+fn unchanged(out: &Path, results: &Path, manifest: Option<&Path>) -> anyhow::Result<bool> {
+    let before = existing(out)
+        .with_context(|| format!("failed to write the report page `{}`", out.display()))?;
+    match before {
+        Existing::Nothing => Ok(false),
+        Existing::Foreign => Err(foreign(out)),
+        Existing::Ours(hash) => {
+            let (out_abs, place) = places(out, results)?;
+            Ok(hash == inputs_hash(&out_abs, &place, results, manifest)?)
+        }
+    }
+}
+
+fn foreign(out: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`{}` is not a page veo-batch wrote (it has no `<meta name=\"generator\" content=\"veo-batch ...\">`): \
+         not replacing it; move it away, or write the page elsewhere with --out",
+        out.display()
+    )
+}
+
+/// Writes the page of `batch` to `out`, through a temporary file and a rename: a
+/// reader never sees half a page. A page made from the same inputs is left as it
+/// is; a file at `out` that veo-batch did not write is refused, never replaced.
+pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
+    let (out_abs, place) = places(out, batch.results)?;
+    let page_dir = place.page_dir.clone();
     let before = existing(out)
         .with_context(|| format!("failed to write the report page `{}`", out.display()))?;
     if before == Existing::Foreign {
-        anyhow::bail!(
-            "`{}` is not a page veo-batch wrote (it has no `<meta name=\"generator\" content=\"veo-batch ...\">`): \
-             not replacing it; move it away, or write the page elsewhere with --out",
-            out.display()
-        );
+        return Err(foreign(out));
     }
-    let inputs = inputs_hash(batch, &out_abs, &place)?;
+    let inputs = inputs_hash(&out_abs, &place, batch.results, batch.manifest)?;
     if before == Existing::Ours(inputs.clone()) {
         return Ok(());
     }
@@ -318,12 +359,20 @@ fn render(
 pub fn write_for(
     manifest: Option<&Manifest>,
     results: &Path,
-    loaded: &crate::checkpoint::Loaded,
     out: Option<PathBuf>,
 ) -> anyhow::Result<PathBuf> {
-    let name = batch_name(manifest, results);
     let out = out.unwrap_or_else(|| page_path(results));
-    let batch = Batch::new(&name, manifest, Records::Table(loaded), results);
+    if unchanged(&out, results, manifest.map(|m| m.path.as_path()))? {
+        return Ok(out);
+    }
+    let jobs = manifest.map_or(0, |m| m.jobs.len());
+    let listed = crate::checkpoint::load_listed(results, jobs)?
+        .with_context(|| format!("no results file at `{}`", results.display()))?;
+    for w in &listed.warnings {
+        eprintln!("warning: {w}");
+    }
+    let name = batch_name(manifest, results);
+    let batch = Batch::new(&name, manifest, Records::List(&listed), results);
     write(&out, &batch)?;
     Ok(out)
 }
@@ -340,8 +389,13 @@ fn batch_name(manifest: Option<&Manifest>, results: &Path) -> String {
 /// The page `run` leaves at the end: of the manifest at `manifest` (read again, as
 /// the run's own copy of its jobs is gone; without it if it no longer reads) and
 /// the results file `results`. Returns where it is.
-pub fn after_run(manifest: &Path, results: &Path) -> anyhow::Result<PathBuf> {
-    let manifest = crate::manifest::load(manifest).ok();
+pub fn after_run(manifest_path: &Path, results: &Path) -> anyhow::Result<PathBuf> {
+    // A run that changed nothing finds that out before reading anything again.
+    let page = page_path(results);
+    if unchanged(&page, results, Some(manifest_path))? {
+        return Ok(page);
+    }
+    let manifest = crate::manifest::load(manifest_path).ok();
     let jobs = manifest.as_ref().map_or(0, |m| m.jobs.len());
     let listed = crate::checkpoint::load_listed(results, jobs)?
         .with_context(|| format!("no results file at `{}`", results.display()))?;
