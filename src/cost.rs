@@ -339,7 +339,7 @@ mod tests {
     fn credits_show_their_fraction() {
         assert_eq!(credits(447.5), "447.5");
         assert_eq!(credits(5916.25), "5,916.25");
-        assert_eq!(credits(1655.0), "1655");
+        assert_eq!(credits(1655.0), "1,655");
         assert_eq!(credits(0.0), "0");
         assert_eq!(credits(0.1 + 0.2), "0.3");
     }
