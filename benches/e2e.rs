@@ -14,8 +14,8 @@
 //! schedule scenario there (`<scenario>.jsonl`), to look into its timeline.
 //! `VEO_BENCH_RUNTIME=multi` runs on tokio's multi-thread runtime instead of the one
 //! `run` uses ([`runner::runtime`]), to compare. `VEO_BENCH_POLL=fixed` makes the
-//! schedule-polls scenarios check every task every poll interval, as the runner did
-//! before it learned when tasks finish, to compare.
+//! schedule-polls scenarios check every task every poll interval, instead of when
+//! tasks of its kind were seen to finish, to compare.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

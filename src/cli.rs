@@ -104,6 +104,14 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct CreditsArgs {
+    /// A results CSV, or a manifest whose results to read: also print the batch's
+    /// spend, measured from the balance and at the price table.
+    pub path: Option<PathBuf>,
+
+    /// With a manifest: its results CSV, when not the default.
+    #[arg(long, value_name = "PATH", requires = "path")]
+    pub results: Option<PathBuf>,
+
     #[command(flatten)]
     pub service: ServiceArgs,
 }
@@ -123,6 +131,11 @@ pub struct ServiceArgs {
     /// Read the API key from this file instead of KIE_API_KEY.
     #[arg(long, value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
+
+    /// Accept a plain-http API or upload base on a host that is not loopback: the
+    /// key then travels in clear. Meant only for a private test server you trust.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Args)]
@@ -274,4 +287,20 @@ pub struct RunArgs {
     /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_image_size: Option<Size>,
+
+    /// When the run ends, however it ends, POST a JSON summary to this webhook
+    /// (repeatable; replaces the manifest's `output: notify:`). A Slack
+    /// incoming-webhook URL (https://hooks.slack.com/services/...) gets a Slack message.
+    #[arg(long, value_name = "URL", value_parser = crate::notify::parse_url)]
+    pub notify: Vec<reqwest::Url>,
+
+    /// Sign notifications with the secret in this file (Standard Webhooks headers;
+    /// `whsec_` and base64, or any text).
+    #[arg(long, value_name = "PATH")]
+    pub notify_secret_file: Option<PathBuf>,
+
+    /// When the run ends, write its figures to this file in the Prometheus text
+    /// format (for node exporter's textfile collector).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }

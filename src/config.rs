@@ -118,6 +118,17 @@ pub fn resolve(
         message: message.to_owned(),
     };
 
+    // Before anything else: a URL taken as a path would create a folder named `s3:`.
+    for (setting, value) in [
+        ("--results", &args.results),
+        ("--videos-dir", &args.videos_dir),
+    ] {
+        if let Some(value) = value {
+            crate::store::refuse_url(&value.to_string_lossy())
+                .map_err(|message| ConfigError { setting, message })?;
+        }
+    }
+
     let concurrency = args
         .concurrency
         .or(m.concurrency)

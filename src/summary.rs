@@ -199,7 +199,7 @@ const IDS_SHOWN: usize = 3;
 
 /// Problems of one kind, grouped by reason, the largest group first (then by the
 /// first job's place): one line per reason, however many jobs share it.
-fn grouped(problems: &[Problem]) -> Vec<(&str, Vec<&str>)> {
+pub(crate) fn grouped(problems: &[Problem]) -> Vec<(&str, Vec<&str>)> {
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
     let mut at: HashMap<&str, usize> = HashMap::new();
     for p in problems {

@@ -62,7 +62,7 @@ fn is_success(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
-/// The class of an envelope code (the table in the README).
+/// The class of an envelope code (the table in docs/api.md).
 pub(crate) fn class_of_code(code: i64) -> ErrorClass {
     match code {
         401 | 403 => ErrorClass::Auth,

@@ -10,14 +10,13 @@ use reqwest::{Method, RequestBuilder, Url, redirect};
 use serde_json::{Value, json};
 
 use super::classify::{self, Envelope};
+use super::transport::{self, MAX_REDIRECTS};
 use super::wire::{self, Unreadable};
 use super::{ApiError, ApiKey, ClientConfig, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
 
 pub(crate) const USER_AGENT: &str = concat!("veo-batch/", env!("CARGO_PKG_VERSION"));
 /// Longest API answer read into memory; real ones are a few KB.
 const MAX_API_BODY: usize = 8 * 1024 * 1024;
-/// Redirects followed before giving up: enough for a CDN hop or two.
-const MAX_REDIRECTS: usize = 5;
 
 const GENERATE: &str = "api/v1/veo/generate";
 const EXTEND: &str = "api/v1/veo/extend";
@@ -26,6 +25,11 @@ const GET_1080P: &str = "api/v1/veo/get-1080p-video";
 const GET_4K: &str = "api/v1/veo/get-4k-video";
 const CREDIT: &str = "api/v1/chat/credit";
 const DOWNLOAD_URL: &str = "api/v1/common/download-url";
+
+/// Where the API base comes from, as errors name it.
+pub(super) const API_BASE_SETTING: &str = "--api-base (or KIE_API_BASE)";
+/// Where the upload base comes from, as errors name it.
+pub(super) const UPLOAD_BASE_SETTING: &str = "--upload-base (or KIE_UPLOAD_BASE)";
 
 /// A kie.ai client. Cheap to clone: the connection pools are shared.
 #[derive(Clone)]
@@ -60,7 +64,7 @@ impl fmt::Debug for Client {
 }
 
 /// The base URL with a trailing slash, so that joining keeps any path prefix.
-fn parse_base(raw: &str) -> anyhow::Result<Url> {
+pub(super) fn parse_base(raw: &str) -> anyhow::Result<Url> {
     let raw = raw.trim();
     let mut url = Url::parse(raw).with_context(|| format!("invalid api base url `{raw}`"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -79,18 +83,29 @@ fn parse_base(raw: &str) -> anyhow::Result<Url> {
     Ok(url)
 }
 
+/// [`parse_base`] for the upload host, whose errors say so.
+pub(super) fn parse_upload_base(raw: &str) -> anyhow::Result<Url> {
+    parse_base(raw).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.to_string().replace("api base url", "upload base url")
+        )
+    })
+}
+
 impl Client {
     pub fn new(config: ClientConfig) -> anyhow::Result<Client> {
         let base = parse_base(&config.base_url)?;
         let upload_base = match &config.upload_base_url {
-            Some(u) => parse_base(u).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}",
-                    e.to_string().replace("api base url", "upload base url")
-                )
-            })?,
+            Some(u) => parse_upload_base(u)?,
             None => base.clone(),
         };
+        transport::check_base(&base, API_BASE_SETTING, config.allow_insecure_http)?;
+        transport::check_base(
+            &upload_base,
+            UPLOAD_BASE_SETTING,
+            config.allow_insecure_http,
+        )?;
         // Fail here, not on the first call, when the key cannot be a header.
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.key.expose()))
             .map_err(|_| anyhow::anyhow!("the api key cannot be sent in an http header"))?;
@@ -113,7 +128,7 @@ impl Client {
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
-            .redirect(redirect::Policy::limited(MAX_REDIRECTS))
+            .redirect(transport::api_redirects())
             .build()
             .context("failed to build the http client")?;
         let files = reqwest::Client::builder()

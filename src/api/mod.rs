@@ -9,6 +9,7 @@ mod classify;
 mod client;
 mod download;
 mod key;
+mod transport;
 mod upload;
 mod wire;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 pub use classify::{Envelope, classify, parse_envelope, parse_retry_after};
 pub use client::Client;
 pub use key::{ApiKey, KEY_ENV};
+pub use transport::{InsecureBase, is_loopback};
 pub use upload::{DEFAULT_UPLOAD_BASE, UPLOAD_PATH, upload_base};
 
 /// The default cap on one downloaded file: a Veo clip is tens of MB, 4K a few
@@ -36,6 +38,27 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// A download larger than this is refused (`ErrorClass::Failed`).
     pub max_download_bytes: u64,
+    /// Accept a plain-http base on a host that is not loopback
+    /// (`--allow-insecure-http`): the key then travels in clear.
+    pub allow_insecure_http: bool,
+}
+
+/// Checks the API base and the upload base a command was given (`upload_base`
+/// as [`upload_base`] resolves it) before anything else happens: a malformed URL
+/// or a plain-http one off loopback (see [`transport::check_base`]) is an error
+/// naming the setting, and nothing is looked up or sent.
+pub fn check_bases(
+    api_base: &str,
+    upload_base: Option<&str>,
+    allow_insecure_http: bool,
+) -> anyhow::Result<()> {
+    let api = client::parse_base(api_base)?;
+    transport::check_base(&api, client::API_BASE_SETTING, allow_insecure_http)?;
+    if let Some(raw) = upload_base {
+        let upload = client::parse_upload_base(raw)?;
+        transport::check_base(&upload, client::UPLOAD_BASE_SETTING, allow_insecure_http)?;
+    }
+    Ok(())
 }
 
 /// The live service.
@@ -65,6 +88,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
+            allow_insecure_http: false,
         }
     }
 }

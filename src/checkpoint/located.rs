@@ -19,6 +19,8 @@ pub struct Place {
     len: u32,
     /// What its last row records as spent.
     pub credits: f64,
+    /// Whether those credits were measured from the balance (else: the price table).
+    pub measured: bool,
 }
 
 /// The last row of every job of a results file, by place, in the order the jobs
@@ -70,6 +72,7 @@ impl Keep for Located {
             place.at = at;
             place.len = len;
             place.credits = record.credits;
+            place.measured = record.credits_source == "measured";
             return;
         }
         let i = jobs.len();
@@ -78,6 +81,7 @@ impl Keep for Located {
             at,
             len,
             credits: record.credits,
+            measured: record.credits_source == "measured",
         });
         self.index
             .insert_unique(hash, i, |&i| jobs.get(i).map_or(0, |p| Index::hash(&p.id)));

@@ -59,6 +59,13 @@ pub fn results_path(args: &RunArgs) -> Option<PathBuf> {
 
 /// Runs `run`.
 pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exit> {
+    if !args.simulate {
+        crate::api::check_bases(
+            &args.service.api_base,
+            args.upload_base.as_deref(),
+            args.service.allow_insecure_http,
+        )?;
+    }
     let results = results_path(&args);
     let (manifest, preloaded) = load_for_run_with(
         &args.manifest,
@@ -82,6 +89,12 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         crate::config::Output::Plain
     };
     let name = manifest.name.clone();
+    let notify = crate::notify::Settings::resolve(
+        &args.notify,
+        args.notify_secret_file.as_deref(),
+        args.metrics_file.as_deref(),
+        &manifest.output,
+    )?;
     let resolved = crate::config::resolve(&args, manifest, time_scale, output)?;
     let request_timeout = resolved.request_timeout;
     let prepared = runner::prepare_from(resolved.run, preloaded)?;
@@ -157,19 +170,15 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         let uploads = crate::api::upload_base(&args.service.api_base, args.upload_base.as_deref());
         (args.service.api_base.clone(), key, Some(uploads))
     };
-    let client = client(base_url, key, request_timeout, upload_base)?;
-    if prepared.submissions() > 0 {
-        match client.credit().await {
-            Ok(balance) if balance < estimate => tracing::warn!(
-                "the estimate ({} credits) is above the account's balance ({}): the run will stop when credits run out",
-                Credits(estimate),
-                Credits(balance)
-            ),
-            Ok(balance) => tracing::debug!("credit balance {balance}"),
-            Err(e) => tracing::debug!("could not read the credit balance: {e}"),
-        }
-    }
-
+    let client = client(
+        base_url,
+        key,
+        request_timeout,
+        upload_base,
+        args.service.allow_insecure_http,
+    )?;
+    // The balance is read by the run itself (runner::spend), which warns when the
+    // estimate is above it.
     let signals = Signals::default();
     let watcher = tokio::spawn(watch_signals(signals.clone()));
     let outcome = runner::execute(prepared, client, signals).await;
@@ -182,6 +191,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let page =
         crate::report::after_run(&args.manifest, &report.results).map_err(|e| format!("{e:#}"));
     run_summary::print(&name, &report, &prices, estimate, style, &page);
+    crate::notify::after_run(&notify, &name, &report, estimate).await;
     Ok(report.exit())
 }
 
@@ -191,11 +201,13 @@ pub(super) fn client(
     key: ApiKey,
     request_timeout: Duration,
     upload_base: Option<String>,
+    allow_insecure_http: bool,
 ) -> anyhow::Result<Client> {
     Client::new(ClientConfig {
         connect_timeout: crate::config::CONNECT_TIMEOUT,
         request_timeout,
         upload_base_url: upload_base,
+        allow_insecure_http,
         ..ClientConfig::new(base_url, key)
     })
 }

@@ -21,7 +21,7 @@ use crate::manifest;
 use crate::summary::{self, Outcomes};
 
 /// What `status --json` prints before its `job_states`: the tally, the problem
-/// lists, and the credits (README, "`status --json`"). Every job follows, where it
+/// lists, and the credits (docs/results-and-status.md, "`status --json`"). Every job follows, where it
 /// stands with what its record says ([`JobStatus`]), written as it is read.
 #[derive(Serialize)]
 struct StatusJson<'a> {
@@ -32,6 +32,10 @@ struct StatusJson<'a> {
     outcomes: &'a Outcomes,
     /// Credits the results file records as spent, over all runs.
     credits: f64,
+    /// Of them, the credits measured from the balance (a job of a kind whose price
+    /// the run learned), and those taken from the price table.
+    credits_measured: f64,
+    credits_table: f64,
 }
 
 /// One job in `status --json`.
@@ -112,6 +116,26 @@ fn source_paths(
     Ok((results, manifest))
 }
 
+/// What `credits` reads: a results file, and the manifest when PATH named one
+/// rather than the results file itself.
+pub(super) struct Source {
+    pub manifest: Option<manifest::Manifest>,
+    pub loaded: checkpoint::Loaded,
+}
+
+/// Reads PATH (see [`source_paths`]) and its whole results file, printing the
+/// loader's warnings.
+pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
+    let (results, manifest) = source_paths(path, results)?;
+    let Some(loaded) = checkpoint::load(&results)? else {
+        return Err(no_results(&results));
+    };
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(Source { manifest, loaded })
+}
+
 fn no_results(results: &Path) -> anyhow::Error {
     anyhow::anyhow!(
         "no results file at `{}`: nothing has run yet (or pass --results)",
@@ -148,7 +172,8 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         standings.push(summary::standing_of(job, r));
         Ok(())
     })?;
-    let spent: f64 = located.jobs.iter().map(|p| p.credits).sum();
+    // An empty sum is -0.0, which must not print as `-0`.
+    let spent: f64 = located.jobs.iter().map(|p| p.credits).sum::<f64>() + 0.0;
 
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
@@ -157,6 +182,20 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
             jobs: outcomes.tally.total(),
             outcomes: &outcomes,
             credits: spent,
+            credits_measured: located
+                .jobs
+                .iter()
+                .filter(|p| p.measured)
+                .map(|p| p.credits)
+                .sum::<f64>()
+                + 0.0,
+            credits_table: located
+                .jobs
+                .iter()
+                .filter(|p| !p.measured)
+                .map(|p| p.credits)
+                .sum::<f64>()
+                + 0.0,
         };
         let head = serde_json::to_string_pretty(&head)?;
         // The document as one pretty-printed object: the head's fields, then

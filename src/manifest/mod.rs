@@ -140,6 +140,12 @@ pub struct RunSettings {
 pub struct OutputSettings {
     pub results: Option<PathBuf>,
     pub videos_dir: Option<PathBuf>,
+    /// Webhook URLs told when the run ends.
+    pub notify: Vec<reqwest::Url>,
+    /// The file holding the secret that signs notifications.
+    pub notify_secret_file: Option<PathBuf>,
+    /// The Prometheus text file written when the run ends.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// A manifest read and validated: everything a run needs from the file.

@@ -20,6 +20,7 @@ use super::table::{self, TableInput, upgrade_value};
 use super::{Origin, OutputSettings, RunSettings};
 
 mod expand;
+mod output;
 
 /// The largest YAML manifest read; bigger batches belong in a CSV table, which streams.
 pub(crate) const MAX_YAML_BYTES: u64 = 64 * 1024 * 1024;
@@ -40,7 +41,6 @@ const RUN_KEYS: [&str; 7] = [
     "request_timeout",
     "max_credits",
 ];
-const OUTPUT_KEYS: [&str; 2] = ["results", "videos_dir"];
 /// The keys of `prices:` besides the model names.
 const PRICE_KEYS: [&str; 4] = ["upgrade_1080p", "upgrade_4k", "extend", "usd_per_credit"];
 
@@ -507,28 +507,6 @@ impl Cx<'_> {
                 "request_timeout" => run.request_timeout = self.span(v, &name),
                 "max_credits" => run.max_credits = self.number(v, &name),
                 _ => self.unknown_key(k, None, "run", &RUN_KEYS),
-            }
-        }
-    }
-
-    fn output(&mut self, n: &Node, output: &mut OutputSettings) {
-        for (k, v) in self.entries(n, "output").unwrap_or_default() {
-            let name = k.key_text();
-            let slot = match name.as_str() {
-                "results" => &mut output.results,
-                "videos_dir" => &mut output.videos_dir,
-                _ => {
-                    self.unknown_key(k, None, "output", &OUTPUT_KEYS);
-                    continue;
-                }
-            };
-            if let Some(t) = self.text(v, None, &name) {
-                if t.trim().is_empty() {
-                    self.err(v, None, Some(&name), "must not be blank");
-                } else {
-                    // Like include:, relative to the manifest, so it works from any folder.
-                    *slot = Some(self.dir.join(t));
-                }
             }
         }
     }

@@ -472,7 +472,7 @@ impl Sim {
         task.charged = new.price;
         task.settled = false;
         let ends = task.ends;
-        if matches!(outcome, Outcome::Failure { .. }) {
+        if matches!(outcome, Outcome::Failure { .. }) && !self.config.bill_failed {
             inner.refunds.push(Reverse((ends, id)));
         }
         let ready = created_wall + ends.saturating_duration_since(now);
@@ -557,6 +557,10 @@ impl Sim {
         let mut stats = inner.stats.clone();
         stats.credits = inner.credits;
         stats
+    }
+
+    pub fn top_up(&self, credits: f64) {
+        self.lock().credits += credits;
     }
 
     pub fn credits(&self) -> f64 {

@@ -465,8 +465,8 @@ proptest! {
 
 #[test]
 fn a_garbage_results_file_without_a_final_newline_is_not_taken_for_torn() {
-    // Regression: a file whose first line is not UTF-8 and that does not end with
-    // a newline was taken for a torn header, loaded as empty, and overwritten.
+    // A file whose first line is not UTF-8 and that does not end with a newline
+    // is no torn header: taken for one, it would load as empty and be overwritten.
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("r.csv");
     std::fs::write(&path, b"\xff\xfe garbage\x00 without a newline").expect("write");

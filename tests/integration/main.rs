@@ -1,12 +1,16 @@
 //! The integration tests: one binary, one module per area. Servers bind
 //! 127.0.0.1:0; nothing leaves the machine.
 
+mod bucket;
 mod client;
 mod current_api;
 mod disk;
+mod docs;
 mod extend;
 mod harness;
 mod hostile;
+mod moto;
+mod notify;
 mod ops;
 mod polls;
 mod records;
@@ -14,6 +18,8 @@ mod report;
 mod run;
 mod sim;
 mod simulate;
+mod spend;
 mod storm;
+mod transport;
 mod uploads;
 mod validate;

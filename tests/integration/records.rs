@@ -1,7 +1,7 @@
 //! Records that never lie: the file under a row is that row's task's video, every
 //! paid task stays on record, `--limit` never strands one, `run` and `status` tell
-//! one story, and the spending limit holds across runs. Each test here failed on
-//! the code before the fix it names.
+//! one story, and the spending limit holds across runs. Each test names the way a
+//! record could lie that it rules out.
 
 use std::time::{Duration, SystemTime};
 

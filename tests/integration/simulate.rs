@@ -19,7 +19,7 @@ fn simulate(dir: &Path, extra: &[&str]) -> Output {
         .expect("veo-batch runs")
 }
 
-/// Issue 12, item 6: every `run --simulate` starts its own simulator, which must
+/// Every `run --simulate` starts its own simulator, which must
 /// know the tasks of the run before it (not answer "record is null") and never
 /// hand out their ids again (two jobs sharing a task, both "succeeded").
 #[test]
