@@ -15,6 +15,10 @@ use crate::runner::retry::RetryPolicy;
 use crate::units::Rate;
 
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The most requests in flight a run takes: far above any account's limit.
+pub const MAX_CONCURRENCY: usize = 1000;
+/// The most tries of one request.
+pub const MAX_ATTEMPTS: u32 = 100;
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
 /// The shortest wait between two checks of a task.
 pub const POLL_MIN: Duration = Duration::from_secs(2);
@@ -66,6 +70,8 @@ pub struct RunConfig {
     /// Stop submitting before the batch's spend (what the results file records
     /// plus this run's) would pass this many credits.
     pub max_credits: Option<f64>,
+    /// Where `max_credits` was set, as messages name it: the flag, or the manifest's key.
+    pub max_credits_setting: &'static str,
     /// Stop submitting before this run's own spend would pass this many credits.
     pub max_run_credits: Option<f64>,
     /// Submit only the first N jobs still to send (jobs already sent always go on).
@@ -133,8 +139,8 @@ pub fn resolve(
         .concurrency
         .or(m.concurrency)
         .unwrap_or(DEFAULT_CONCURRENCY);
-    if concurrency == 0 {
-        return Err(err("--concurrency", "must be at least 1"));
+    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+        return Err(err("--concurrency", "must be 1 to 1000"));
     }
     let rate = match (args.rate, m.rate) {
         (Some(r), _) => r,
@@ -163,8 +169,8 @@ pub fn resolve(
         .max_attempts
         .or(m.max_attempts)
         .unwrap_or(RetryPolicy::DEFAULT.max_attempts);
-    if max_attempts == 0 {
-        return Err(err("--max-attempts", "must be at least 1"));
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+        return Err(err("--max-attempts", "must be 1 to 100"));
     }
     let pick = |flag: Option<crate::units::Span>, manifest: Option<crate::units::Span>, default| {
         flag.map(|s| s.0)
@@ -234,6 +240,7 @@ pub fn resolve(
             seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
             prices: manifest.prices,
             max_credits: args.max_credits.or(m.max_credits),
+            max_credits_setting: credits_setting(args.max_credits, m.max_credits),
             max_run_credits: args.max_run_credits,
             limit: args.limit,
             sample: args.sample,
@@ -275,11 +282,23 @@ impl RunConfig {
             seed: 1,
             prices: PriceTable::default(),
             max_credits: None,
+            max_credits_setting: MAX_CREDITS_FLAG,
             max_run_credits: None,
             limit: None,
             sample: None,
             upload_ttl: crate::runner::uploads::DEFAULT_UPLOAD_TTL,
         }
+    }
+}
+
+/// How messages name `--max-credits`.
+pub const MAX_CREDITS_FLAG: &str = "--max-credits";
+
+/// Where the batch's spending limit comes from: the flag wins over the manifest.
+pub fn credits_setting(flag: Option<f64>, manifest: Option<f64>) -> &'static str {
+    match (flag, manifest) {
+        (None, Some(_)) => "the manifest's max_credits",
+        _ => MAX_CREDITS_FLAG,
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Tally {
     pub not_started: usize,
     /// Extend jobs not sent because the job they continue failed.
     pub blocked: usize,
+    /// Recorded as downloaded, with a video file gone from disk (`status` only).
+    pub video_missing: usize,
 }
 
 impl Tally {
@@ -37,6 +39,7 @@ impl Tally {
             + self.running
             + self.not_started
             + self.blocked
+            + self.video_missing
     }
 }
 
@@ -56,6 +59,8 @@ pub struct Outcomes {
     pub in_doubt: Vec<Problem>,
     /// Extend jobs not sent, each with its parent and why it failed.
     pub blocked: Vec<Problem>,
+    /// Jobs recorded as downloaded whose video file is gone (`status` only).
+    pub video_missing: Vec<Problem>,
 }
 
 /// A job as the manifest has it now, for counting: its id, its request's
@@ -100,6 +105,44 @@ pub fn standing_of(job: JobRef<'_>, record: Option<&Record>) -> Standing {
     standing(job.fingerprint, wants, record)
 }
 
+/// [`standing_of`], and then, for a job recorded as done, whether every video file its
+/// record lists (relative to `results_dir`, the results file's folder) is still on
+/// disk: [`Standing::VideoMissing`] if not.
+pub fn standing_on_disk(
+    job: JobRef<'_>,
+    record: Option<&Record>,
+    results_dir: &std::path::Path,
+) -> Standing {
+    match (standing_of(job, record), record) {
+        (Standing::Succeeded, Some(r))
+            if r.video_paths.iter().any(|p| {
+                !crate::paths::resolve(results_dir, p)
+                    .try_exists()
+                    .unwrap_or(true)
+            }) =>
+        {
+            Standing::VideoMissing
+        }
+        (s, _) => s,
+    }
+}
+
+/// [`outcomes`], with each done job's video files looked for on disk (see
+/// [`standing_on_disk`]).
+pub fn outcomes_on_disk<'a>(
+    jobs: impl IntoIterator<Item = JobRef<'a>>,
+    records: &HashMap<String, Record>,
+    results_dir: &std::path::Path,
+) -> Outcomes {
+    let mut o = Outcomes::default();
+    for job in jobs {
+        let record = records.get(job.id);
+        let standing = standing_on_disk(job, record, results_dir);
+        o.count_as(job, record, standing);
+    }
+    o
+}
+
 /// Counts `jobs` against their last records. A record of another request (the
 /// manifest changed) counts as not started.
 pub fn outcomes<'a>(
@@ -117,6 +160,11 @@ impl Outcomes {
     /// Counts one job against its last record, for callers that read records one
     /// at a time instead of holding them all.
     pub fn count(&mut self, job: JobRef<'_>, record: Option<&Record>) {
+        self.count_as(job, record, standing_of(job, record));
+    }
+
+    /// Counts one job where `standing` says it stands.
+    pub fn count_as(&mut self, job: JobRef<'_>, record: Option<&Record>, standing: Standing) {
         let problem = |r: &Record, prefix: Option<&str>| Problem {
             job_id: job.id.to_owned(),
             reason: r
@@ -134,8 +182,15 @@ impl Outcomes {
                 .unwrap_or_else(|| "no answer was recorded".into()),
         };
         let t = &mut self.tally;
-        match (standing_of(job, record), record) {
+        match (standing, record) {
             (Standing::NotStarted, _) | (_, None) => t.not_started += 1,
+            (Standing::VideoMissing, Some(_)) => {
+                t.video_missing += 1;
+                self.video_missing.push(Problem {
+                    job_id: job.id.to_owned(),
+                    reason: "recorded as downloaded, and its video file is gone".to_owned(),
+                });
+            }
             (Standing::Running, _) => t.running += 1,
             (Standing::NotDownloaded, _) => t.not_downloaded += 1,
             (Standing::DownloadFailed, Some(r)) => {
@@ -187,6 +242,9 @@ pub enum NotStartedHint {
     Budget,
     /// The service refused the key: fix it first.
     Key,
+    /// `--limit N` or `--sample N` held them back: the same command sends the
+    /// next N, not all of them.
+    Held { flag: &'static str, per_run: usize },
 }
 
 /// The table of counts and the advice for each problem job.
@@ -199,12 +257,13 @@ const IDS_SHOWN: usize = 3;
 
 /// Problems of one kind, grouped by reason, the largest group first (then by the
 /// first job's place): one line per reason, however many jobs share it.
-pub(crate) fn grouped(problems: &[Problem]) -> Vec<(&str, Vec<&str>)> {
-    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
-    let mut at: HashMap<&str, usize> = HashMap::new();
+pub(crate) fn grouped(problems: &[Problem]) -> Vec<(String, Vec<&str>)> {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
     for p in problems {
-        let i = *at.entry(p.reason.as_str()).or_insert_with(|| {
-            groups.push((p.reason.as_str(), Vec::new()));
+        let reason = general(&p.reason, &p.job_id);
+        let i = *at.entry(reason.clone()).or_insert_with(|| {
+            groups.push((reason, Vec::new()));
             groups.len() - 1
         });
         groups[i].1.push(p.job_id.as_str());
@@ -212,6 +271,38 @@ pub(crate) fn grouped(problems: &[Problem]) -> Vec<(&str, Vec<&str>)> {
     // Stable: equal groups keep the order of their first job.
     groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
     groups
+}
+
+/// A job's reason as its group says it: without what names the job itself (its
+/// id, the URL or file of its video), which would make one group per job. The
+/// job's own reason stays whole in `status --failed` and `status --json`.
+fn general(reason: &str, job_id: &str) -> String {
+    const ELIDED: &str = "…";
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    // `download of HOST/PATH failed`: the URL is the job's.
+    while let Some(at) = rest.find("download of ") {
+        let after = &rest[at + "download of ".len()..];
+        out.push_str(&rest[..at]);
+        out.push_str("download");
+        rest = after.find(' ').map_or("", |end| &after[end..]);
+    }
+    out.push_str(rest);
+    // A file named in backquotes is the job's video.
+    let mut general = String::with_capacity(out.len());
+    let mut parts = out.split('`');
+    if let Some(first) = parts.next() {
+        general.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        general.push('`');
+        general.push_str(if i % 2 == 0 { ELIDED } else { part });
+    }
+    // Ids of a letter or two also spell ordinary words.
+    if job_id.chars().count() >= 3 {
+        general = general.replace(job_id, ELIDED);
+    }
+    general
 }
 
 fn write_groups(out: &mut String, kind: &str, problems: &[Problem], advice: &str) {
@@ -268,9 +359,17 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         &o.blocked,
         "nothing was sent for them: once the job they extend succeeds (--retry-failed retries it), they follow",
     );
+    write_groups(
+        &mut out,
+        "video missing",
+        &o.video_missing,
+        "run the same command again: they are downloaded again from their recorded URLs, not generated again",
+    );
     let again = match hint {
         NotStartedHint::Key => "once the key is fixed, run again",
-        NotStartedHint::RunAgain | NotStartedHint::Budget => "run the same command again",
+        NotStartedHint::RunAgain | NotStartedHint::Budget | NotStartedHint::Held { .. } => {
+            "run the same command again"
+        }
     };
     if t.not_downloaded > 0 {
         let _ = writeln!(
@@ -295,6 +394,13 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
                 "the spending limit holds {0} back; raise it (--max-credits, max_credits, --max-run-credits) to send {0}",
                 them(t.not_started)
             ),
+            NotStartedHint::Held { flag, per_run } if t.not_started > per_run => format!(
+                "run the same command again to send the next {per_run} ({flag} {per_run} sends {per_run} a run), or leave out {flag} to send all {}",
+                t.not_started
+            ),
+            NotStartedHint::Held { .. } => {
+                format!("run the same command again to send {}", them(t.not_started))
+            }
             NotStartedHint::Key => {
                 "check KIE_API_KEY (or --api-key-file): nothing is sent until the service accepts the key".to_owned()
             }
@@ -310,6 +416,7 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         ("running", t.running),
         ("not started", t.not_started),
         ("blocked", t.blocked),
+        ("video missing", t.video_missing),
     ] {
         if n > 0 || label == "succeeded" {
             let _ = writeln!(out, "  {label:<15}{:>7}", Count(n));
@@ -393,6 +500,7 @@ mod tests {
                 running: 1,
                 not_started: 3,
                 blocked: 0,
+                video_missing: 0,
             }
         );
         assert_eq!(o.tally.total(), ids.len());
@@ -423,6 +531,43 @@ mod tests {
             text.trim_end().ends_with("failed             169"),
             "{text}"
         );
+    }
+
+    /// Download failures that differ only in the job's URL or file share a group.
+    #[test]
+    fn failures_group_by_reason_without_the_jobs_own_names() {
+        let mut o = Outcomes::default();
+        for i in 1..=4 {
+            let mut r = rec(&format!("clip-{i}"), State::Succeeded, Some("t"));
+            r.video_urls = vec!["u".into()];
+            r.error_code = Some(404);
+            r.error_message = Some(format!(
+                "download failed: download of files.example/v/clip-{i}.mp4 failed: http 404 Not Found: gone"
+            ));
+            o.count(JobRef::recorded(&r), Some(&r));
+        }
+        let mut r = rec("clip-5", State::Succeeded, Some("t"));
+        r.video_urls = vec!["u".into()];
+        r.error_message = Some(
+            "download failed: failed to write `videos/b/clip-5.mp4.part`: No space left on device"
+                .into(),
+        );
+        o.count(JobRef::recorded(&r), Some(&r));
+        let text = render(&o);
+        assert!(
+            text.contains(
+                "download failed (4 jobs): 404: download failed: http 404 Not Found: gone: \"clip-1\", \"clip-2\", \"clip-3\" and 1 more\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "download failed (1 job): failed to write `…`: No space left on device: \"clip-5\"\n"
+            ),
+            "{text}"
+        );
+        // The job's own reason is whole where one job is shown.
+        assert!(o.download_failed[0].reason.contains("clip-1.mp4"));
     }
 
     #[test]

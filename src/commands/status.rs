@@ -51,6 +51,8 @@ struct JobStatus<'a> {
     attempts: u32,
     error_code: Option<i64>,
     error_message: Option<&'a str>,
+    /// Why the last step failed, as a stable word (the results file's `error_kind`).
+    error_kind: Option<&'static str>,
     video_urls: &'a [String],
     upgrade_urls: &'a [String],
     video_paths: &'a [String],
@@ -62,17 +64,20 @@ struct JobStatus<'a> {
 }
 
 impl<'a> JobStatus<'a> {
-    fn new(job: summary::JobRef<'a>, r: Option<&'a Record>) -> JobStatus<'a> {
+    fn new(job: summary::JobRef<'a>, r: Option<&'a Record>, results_dir: &Path) -> JobStatus<'a> {
         const NONE: &[String] = &[];
         JobStatus {
             id: job.id,
-            state: summary::standing_of(job, r),
+            state: summary::standing_on_disk(job, r, results_dir),
             recorded_state: r.map(|r| r.state().as_str()),
             task_id: r.and_then(|r| r.task_id.as_deref()),
             superseded_tasks: r.map_or(NONE, |r| &r.superseded_tasks),
             attempts: r.map_or(0, |r| r.attempts),
             error_code: r.and_then(|r| r.error_code),
             error_message: r.and_then(|r| r.error_message.as_deref()),
+            error_kind: r
+                .and_then(Record::error_kind)
+                .map(checkpoint::ErrorKind::as_str),
             video_urls: r.map_or(NONE, |r| &r.video_urls),
             upgrade_urls: r.map_or(NONE, |r| &r.upgrade_urls),
             video_paths: r.map_or(NONE, |r| &r.video_paths),
@@ -100,13 +105,25 @@ fn source_paths(
     path: &Path,
     results: Option<&Path>,
 ) -> anyhow::Result<(PathBuf, Option<manifest::Manifest>)> {
+    // A CSV that is not there is most likely a results file not written yet: a
+    // manifest's read error would send the user looking for the wrong file.
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        && std::fs::symlink_metadata(path).is_err()
+    {
+        anyhow::bail!(
+            "no results file at `{}`: nothing has run with it yet (and no CSV manifest is there either)",
+            path.display()
+        );
+    }
     let is_manifest = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
     ) || (path.extension().is_some_and(|e| e == "csv") && !is_results_file(path));
 
     let (results, manifest) = if is_manifest {
-        let m = manifest::load(path)?;
+        let m = manifest::load_with(path, manifest::LoadOptions::sending_nothing())?;
         // The manifest's `output:` paths come resolved against its folder.
         let results = crate::config::results_file(results, &m);
         (results, Some(m))
@@ -131,7 +148,7 @@ pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result
         return Err(no_results(&results));
     };
     for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+        super::warn(w);
     }
     Ok(Source { manifest, loaded })
 }
@@ -150,8 +167,16 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         return Err(no_results(&results));
     };
     for w in &located.warnings {
-        eprintln!("warning: {w}");
+        super::warn(w);
     }
+    // Recorded video paths are relative to the results file's folder; a done job
+    // whose file is gone is told apart ("video missing").
+    let results_dir = crate::paths::absolute(
+        results
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    );
     let jobs = Walk {
         manifest: manifest.as_ref(),
         located: &located,
@@ -168,8 +193,9 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
     let mut standings = Vec::new();
     records.each(jobs.places(), |r| -> anyhow::Result<()> {
         let job = jobs.job(standings.len(), r);
-        outcomes.count(job, r);
-        standings.push(summary::standing_of(job, r));
+        let standing = summary::standing_on_disk(job, r, &results_dir);
+        outcomes.count_as(job, r, standing);
+        standings.push(standing);
         Ok(())
     })?;
     // An empty sum is -0.0, which must not print as `-0`.
@@ -205,7 +231,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         let mut n = 0;
         records.each(jobs.places(), |r| -> anyhow::Result<()> {
             let job = jobs.job(n, r);
-            let state = JobStatus::new(job, r);
+            let state = JobStatus::new(job, r, &results_dir);
             let text = serde_json::to_string_pretty(&state)?;
             let sep = if n == 0 { "" } else { "," };
             write!(out, "{sep}\n    {}", text.replace('\n', "\n    "))?;
@@ -218,6 +244,11 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         for p in &outcomes.failed {
             writeln!(out, "{}\t{}", p.job_id, p.reason.replace(['\t', '\n'], " "))?;
         }
+        // A list, read through `| head` as often as not: its code says it was
+        // listed, never whether the reader left before its end (which only timing
+        // decides). Where the batch stands is the plain `status`'s code.
+        out.flush()?;
+        return Ok(Exit::Ok);
     } else {
         writeln!(
             out,
@@ -298,7 +329,8 @@ fn credits_line(m: &manifest::Manifest, standings: &[Standing], spent: f64) -> S
             Standing::Running
             | Standing::NotDownloaded
             | Standing::DownloadFailed
-            | Standing::Succeeded => paid.push(job),
+            | Standing::Succeeded
+            | Standing::VideoMissing => paid.push(job),
             Standing::InDoubt | Standing::Failed | Standing::Blocked => {}
         }
     }

@@ -22,7 +22,7 @@ mod view;
 
 use std::fmt::{self, Write as _};
 use std::fs::File;
-use std::io::{BufWriter, Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -290,7 +290,7 @@ fn foreign(out: &Path) -> anyhow::Error {
     )
 }
 
-/// Writes the page of `batch` to `out`, through a temporary file and a rename: a
+/// Writes the page of `batch` to `out`, atomically ([`crate::durable::replace`]): a
 /// reader never sees half a page. A page made from the same inputs is left as it
 /// is; a file at `out` that veo-batch did not write is refused, never replaced.
 pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
@@ -307,23 +307,11 @@ pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&page_dir)
         .with_context(|| format!("failed to create folder `{}`", page_dir.display()))?;
-    let name = out_abs
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report.html".into());
-    let tmp = page_dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let made = crate::checkpoint::now();
-    let written = (|| -> anyhow::Result<()> {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(1 << 16, file);
-        render(&mut w, batch, &place, &made, &inputs)?;
-        w.flush()?;
-        std::fs::rename(&tmp, out)?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let written = crate::durable::replace(out, |mut w| {
+        render(&mut w, batch, &place, &made, &inputs)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))
+    });
     written.with_context(|| format!("failed to write the report page `{}`", out.display()))
 }
 
@@ -395,7 +383,11 @@ pub fn after_run(manifest_path: &Path, results: &Path) -> anyhow::Result<PathBuf
     if unchanged(&page, results, Some(manifest_path))? {
         return Ok(page);
     }
-    let manifest = crate::manifest::load(manifest_path).ok();
+    let manifest = crate::manifest::load_with(
+        manifest_path,
+        crate::manifest::LoadOptions::sending_nothing(),
+    )
+    .ok();
     let jobs = manifest.as_ref().map_or(0, |m| m.jobs.len());
     let listed = crate::checkpoint::load_listed(results, jobs)?
         .with_context(|| format!("no results file at `{}`", results.display()))?;

@@ -124,8 +124,9 @@ pub(crate) struct Look {
 }
 
 /// Every state, in the order the header counts them.
-pub(crate) const STANDINGS: [Standing; 8] = [
+pub(crate) const STANDINGS: [Standing; 9] = [
     Standing::Succeeded,
+    Standing::VideoMissing,
     Standing::Failed,
     Standing::Blocked,
     Standing::NotDownloaded,
@@ -145,6 +146,7 @@ pub(crate) fn look(s: Standing) -> Look {
         Standing::Running => ("running", "running", "◔"),
         Standing::NotStarted => ("not-started", "not started", "○"),
         Standing::Blocked => ("blocked", "blocked", "⊘"),
+        Standing::VideoMissing => ("video-missing", "video missing", "↓"),
     };
     Look { key, label, icon }
 }
@@ -394,6 +396,11 @@ fn note(entry: &CardSource<'_>, standing: Standing) -> Option<String> {
             "{}. Fix the cause, then run again with --retry-failed.",
             why.unwrap_or_default()
         )),
+        Standing::VideoMissing => Some(
+            "Recorded as downloaded, but its video file is gone: run the same command again \
+             to download it again (it is not generated again)."
+                .into(),
+        ),
         Standing::NotDownloaded => Some(
             "Made and paid for, not downloaded yet: run the same command again (without \
              --no-download) to download it."

@@ -3,6 +3,7 @@
 
 mod bucket;
 mod client;
+mod confined;
 mod current_api;
 mod disk;
 mod docs;
@@ -11,6 +12,7 @@ mod harness;
 mod hostile;
 mod moto;
 mod notify;
+mod operator;
 mod ops;
 mod polls;
 mod records;

@@ -101,12 +101,11 @@ impl JobRunner {
                     error_code,
                     error_message,
                 }) => {
-                    self.record.error_code = error_code;
-                    self.record.error_message = Some(
-                        error_message
-                            .filter(|m| !m.is_empty())
-                            .unwrap_or_else(|| format!("generation failed (successFlag {flag})")),
-                    );
+                    let message = error_message
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| format!("generation failed (successFlag {flag})"));
+                    let kind = ErrorKind::of_refusal(&message, ErrorKind::GenerationFailed);
+                    self.record.set_failure(kind, error_code, message);
                     self.record.finished_at = Some(now());
                     tracing::warn!(task = %task_id, code = self.record.error_code, error = self.record.error_message.as_deref().unwrap_or_default(), "generation failed");
                     if submitted.is_some() {
@@ -126,11 +125,11 @@ impl JobRunner {
                                 < settings.record_null_grace) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
-                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                        self.shared.halt(StopReason::Auth(e.message.clone()));
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Failed => {
-                        self.set_error(&e);
+                        self.set_error(&e, ErrorKind::StatusCheck);
                         self.record.finished_at = Some(now());
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "status check failed");
                         self.save(State::Failed).await?;
@@ -139,7 +138,7 @@ impl JobRunner {
                     // A status check changes nothing on the service: ask again at the
                     // next interval, within the task timeout.
                     ErrorClass::Retryable | ErrorClass::InDoubt | ErrorClass::Credits => {
-                        self.retry_event(e.code).await;
+                        self.retry_event("record-info", &e);
                     }
                 },
             }
@@ -157,8 +156,8 @@ impl JobRunner {
             // Refused for want of credits by an earlier run, which gave its price
             // back: it counts against the limits again now that it is asked.
             let price = self.shared.spend.price(billed_as);
-            if let Err(past) = self.shared.budget.reserve(price.reserve) {
-                self.shared.stop.stop(StopReason::Budget(format!(
+            if let Err(past) = self.shared.reserve(price.reserve).await {
+                self.shared.halt(StopReason::Budget(format!(
                     "the {kind} upgrade of job {:?} ({} credits) would take {past}",
                     self.job.id,
                     Credits(price.reserve)
@@ -222,7 +221,7 @@ impl JobRunner {
                 };
             charged |= billed;
             if let Some(measured) = entry.done(&shared.client, billed).await {
-                self.measured(billed_as, price, measured);
+                self.measured(billed_as, price, measured).await;
                 self.upgrade_reserved = None;
             }
             match answer {
@@ -235,13 +234,12 @@ impl JobRunner {
                 }
                 Ok(Some(urls)) if !urls.is_empty() => {
                     if self.record.upgrade_not_made() {
-                        self.record.error_code = None;
-                        self.record.error_message = None;
+                        self.record.clear_failure();
                     }
                     shared.spend.made(billed_as);
                     if let Some(reserved) = self.upgrade_reserved.take() {
                         // Reserved before its kind's price was learned.
-                        self.settle(reserved, shared.spend.price(billed_as));
+                        self.settle(reserved, shared.spend.price(billed_as)).await;
                     }
                     self.record.upgrade_urls = urls;
                     self.save(State::Succeeded).await?;
@@ -251,7 +249,7 @@ impl JobRunner {
                 Ok(_) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
-                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                        self.shared.halt(StopReason::Auth(e.message.clone()));
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Credits => {
@@ -260,13 +258,15 @@ impl JobRunner {
                         // top-up) asks for it again, generating nothing.
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "{kind} upgrade not made: credits exhausted; keeping the base video");
                         let reserved = self.upgrade_reserved.take().unwrap_or(price);
-                        self.shared.budget.release(reserved.reserve);
+                        self.shared.release(reserved.reserve);
                         self.record.credits = (self.record.credits - reserved.billed).max(0.0);
-                        self.record.error_code = e.code;
-                        self.record.error_message =
-                            Some(format!("{kind} {UPGRADE_NOT_MADE}: {}", e.message));
+                        self.record.set_failure(
+                            ErrorKind::Credits,
+                            e.code,
+                            format!("{kind} {UPGRADE_NOT_MADE}: {}", e.message),
+                        );
                         shared.spend.upgrade_not_made();
-                        shared.stop.stop(StopReason::Credits(e.to_string()));
+                        shared.halt(StopReason::Credits(e.to_string()));
                         self.save(State::Succeeded).await?;
                         return Ok(());
                     }
@@ -274,14 +274,22 @@ impl JobRunner {
                         // The base video is paid for and kept: record why there is
                         // no upgrade, and download what there is.
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "{kind} upgrade failed; keeping the base video");
-                        self.record.error_code = e.code;
-                        self.record.error_message =
-                            Some(format!("{kind} {UPGRADE_FAILED}: {}", e.message));
+                        self.record.set_failure(
+                            ErrorKind::Upgrade,
+                            e.code,
+                            format!("{kind} {UPGRADE_FAILED}: {}", e.message),
+                        );
                         self.save(State::Succeeded).await?;
                         return Ok(());
                     }
                     ErrorClass::Retryable | ErrorClass::InDoubt => {
-                        self.retry_event(e.code).await;
+                        self.retry_event(
+                            match kind {
+                                Upgrade::Hd1080 => "get-1080p-video",
+                                Upgrade::Uhd4k => "get-4k-video",
+                            },
+                            &e,
+                        );
                     }
                 },
             }

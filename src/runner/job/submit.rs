@@ -110,8 +110,8 @@ impl JobRunner {
                 .map(|u| shared.spend.price(Kind::upgrade(u)));
             let cost = generation.reserve + upgrade.map_or(0.0, |p| p.reserve);
             let billed = generation.billed + upgrade.map_or(0.0, |p| p.billed);
-            if let Err(past) = shared.budget.reserve(cost) {
-                shared.stop.stop(StopReason::Budget(format!(
+            if let Err(past) = shared.reserve(cost).await {
+                shared.halt(StopReason::Budget(format!(
                     "job {:?} ({} credits) would take {past}",
                     self.job.id,
                     Credits(cost)
@@ -142,26 +142,33 @@ impl JobRunner {
                 shared.spend.made(kind);
             }
             if let Some(price) = entry.done(&shared.client, sent.is_ok()).await {
-                self.measured(kind, generation, price);
+                self.measured(kind, generation, price).await;
             }
             let e = match sent {
                 Ok(task_id) => {
                     self.record.task_id = Some(task_id.clone());
                     self.record.submitted_at = Some(now());
-                    self.record.error_code = None;
-                    self.record.error_message = None;
+                    self.record.clear_failure();
                     self.save(State::Submitted).await?;
                     tracing::debug!(task = %task_id, "submitted");
                     return Ok(task_id);
                 }
                 Err(e) => e,
             };
-            self.set_error(&e);
+            let kind = match e.class {
+                ErrorClass::Failed | ErrorClass::Auth => {
+                    ErrorKind::of_refusal(&e.message, ErrorKind::Refused)
+                }
+                ErrorClass::Credits => ErrorKind::Credits,
+                ErrorClass::InDoubt => ErrorKind::NoAnswer,
+                ErrorClass::Retryable => ErrorKind::GaveUp,
+            };
+            self.set_error(&e, kind);
             if let Some(lease) = lease.filter(|_| e.code == Some(451) && !uploaded_again) {
                 // The service could not fetch an uploaded image (gone before its
                 // time): no task was made; upload again and send once more.
                 uploaded_again = true;
-                shared.budget.release(cost);
+                shared.release(cost);
                 self.record.credits = (self.record.credits - billed).max(0.0);
                 shared.uploads.forget(&lease).await;
                 self.save(State::Pending).await?;
@@ -173,7 +180,7 @@ impl JobRunner {
                 ErrorClass::Retryable | ErrorClass::Failed | ErrorClass::Auth | ErrorClass::Credits
             ) {
                 // Refused: no task, no charge.
-                shared.budget.release(cost);
+                shared.release(cost);
                 self.record.credits = (self.record.credits - billed).max(0.0);
             }
             match e.class {
@@ -190,12 +197,12 @@ impl JobRunner {
                 }
                 ErrorClass::Auth => {
                     self.save(State::Pending).await?;
-                    self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                    self.shared.halt(StopReason::Auth(e.message.clone()));
                     return Err(JobEnd::Stopped);
                 }
                 ErrorClass::Credits => {
                     self.save(State::Pending).await?;
-                    self.shared.stop.stop(StopReason::Credits(e.to_string()));
+                    self.shared.halt(StopReason::Credits(e.to_string()));
                     return Err(JobEnd::Stopped);
                 }
                 ErrorClass::Retryable => {
@@ -204,6 +211,7 @@ impl JobRunner {
                     self.save(State::Pending).await?;
                     let Some(nominal) = delays.next() else {
                         tracing::warn!(code = e.code, error = %e.message, "failed: gave up after {} attempts", self.shared.settings.retry.max_attempts);
+                        self.record.error_kind = Some(ErrorKind::GaveUp);
                         self.record.error_message = Some(format!(
                             "gave up after {} attempts: {}",
                             self.shared.settings.retry.max_attempts, e.message
@@ -216,13 +224,14 @@ impl JobRunner {
                     if e.code == Some(429) {
                         self.shared.pause_submissions(delay);
                     }
-                    self.retry_event(e.code).await;
+                    // The info line below says why.
+                    self.count_retry(e.code);
                     tracing::info!(
                         attempt = self.record.attempts,
                         code = e.code,
                         delay_ms = delay.as_millis() as u64,
-                        "retrying submit: {}",
-                        e.message
+                        "retrying {}: {e}",
+                        if extend { "extend" } else { "generate" }
                     );
                     tokio::select! {
                         () = self.shared.stop.submitting().cancelled() => return Err(JobEnd::NotStarted),
@@ -236,12 +245,12 @@ impl JobRunner {
     /// The task just made was the first of its kind: its measured `price` replaces
     /// the `reserved` one in the budget and the record, and a price that took the
     /// spend past a limit stops the submissions.
-    pub(super) fn measured(&mut self, kind: Kind, reserved: Price, price: f64) {
-        self.shared.budget.release(reserved.reserve - price);
+    pub(super) async fn measured(&mut self, kind: Kind, reserved: Price, price: f64) {
+        self.shared.release(reserved.reserve - price);
         self.record.credits = (self.record.credits + price - reserved.billed).max(0.0);
         self.record.credits_source = Source::Measured.as_str().to_owned();
-        if let Err(past) = self.shared.budget.reserve(0.0) {
-            self.shared.stop.stop(StopReason::Budget(format!(
+        if let Err(past) = self.shared.reserve(0.0).await {
+            self.shared.halt(StopReason::Budget(format!(
                 "the first {kind} task cost {} credits (the table said {}), which took {past}",
                 Credits(price),
                 Credits(reserved.billed)
@@ -250,14 +259,14 @@ impl JobRunner {
     }
 
     /// Replaces what was `reserved` for a billed call with its kind's price `now`.
-    pub(super) fn settle(&mut self, reserved: Price, now: Price) {
-        self.shared.budget.release(reserved.reserve - now.reserve);
+    pub(super) async fn settle(&mut self, reserved: Price, now: Price) {
+        self.shared.release(reserved.reserve - now.reserve);
         self.record.credits = (self.record.credits + now.billed - reserved.billed).max(0.0);
         if now.source == Source::Measured {
             self.record.credits_source = Source::Measured.as_str().to_owned();
         }
-        if let Err(past) = self.shared.budget.reserve(0.0) {
-            self.shared.stop.stop(StopReason::Budget(format!(
+        if let Err(past) = self.shared.reserve(0.0).await {
+            self.shared.halt(StopReason::Budget(format!(
                 "job {:?} cost {} credits more than reserved, at its kind's learned price, which took {past}",
                 self.job.id,
                 Credits(now.reserve - reserved.reserve)
@@ -293,13 +302,13 @@ impl JobRunner {
             }
             Err(NoLease::Stopped) => Err(JobEnd::NotStarted),
             Err(NoLease::Refused(r)) if r.auth => {
-                shared.stop.stop(StopReason::Auth(r.message));
+                shared.halt(StopReason::Auth(r.message));
                 Err(JobEnd::Stopped)
             }
             Err(NoLease::Refused(r)) => {
                 tracing::warn!(code = r.code, error = %r.message, "failed");
-                self.record.error_code = r.code;
-                self.record.error_message = Some(r.message);
+                self.record
+                    .set_failure(ErrorKind::Upload, r.code, r.message);
                 self.record.finished_at = Some(now());
                 self.save(State::Failed).await?;
                 Err(JobEnd::Failed)
