@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::checkpoint::plan::{Standing, Wants, standing};
 use crate::checkpoint::{DOWNLOAD_FAILED, Record};
+use crate::cost::Count;
 
 /// How many jobs stand where.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -163,7 +164,7 @@ impl Outcomes {
     }
 
     /// Counts one job where `standing` says it stands.
-    fn count_as(&mut self, job: JobRef<'_>, record: Option<&Record>, standing: Standing) {
+    pub fn count_as(&mut self, job: JobRef<'_>, record: Option<&Record>, standing: Standing) {
         let problem = |r: &Record, prefix: Option<&str>| Problem {
             job_id: job.id.to_owned(),
             reason: r
@@ -316,7 +317,7 @@ fn write_groups(out: &mut String, kind: &str, problems: &[Problem], advice: &str
             .collect();
         let more = match ids.len().saturating_sub(IDS_SHOWN) {
             0 => String::new(),
-            n => format!(" and {n} more"),
+            n => format!(" and {} more", Count(n)),
         };
         let _ = writeln!(
             out,
@@ -418,7 +419,7 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         ("video missing", t.video_missing),
     ] {
         if n > 0 || label == "succeeded" {
-            let _ = writeln!(out, "  {label:<15}{n:>7}");
+            let _ = writeln!(out, "  {label:<15}{:>7}", Count(n));
         }
     }
     out
@@ -430,11 +431,11 @@ fn them(n: usize) -> &'static str {
 
 /// `n jobs`, with the plural right (`1 job`).
 pub fn jobs(n: usize) -> String {
-    format!("{n} job{}", if n == 1 { "" } else { "s" })
+    format!("{} job{}", Count(n), if n == 1 { "" } else { "s" })
 }
 
 fn videos(n: usize) -> String {
-    format!("{n} video{}", if n == 1 { "" } else { "s" })
+    format!("{} video{}", Count(n), if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]

@@ -180,7 +180,7 @@ pub const COLUMNS: [Column; 30] = [
         since: 2,
         name: "credits",
         write: |r, out| {
-            let _ = write!(out, "{}", crate::cost::Credits(r.credits));
+            out.push_str(&crate::cost::credits_cell(r.credits));
         },
         read: |r, cell| {
             r.credits = match cell {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::api::{ApiKey, Client, ClientConfig};
 use crate::checkpoint::{self, Preloaded};
 use crate::cli::RunArgs;
-use crate::cost::{Credits, Dollars};
+use crate::cost::{Count, Credits, Dollars};
 use crate::exit::Exit;
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::runner::{self, Signals};
@@ -113,9 +113,11 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let to_resume = prepared.plan.len() - to_submit;
     let held_back = prepared.held_back;
     tracing::info!(
-        "{name}: {jobs}; {to_submit} to submit, {to_resume} to resume{}; estimated cost {} credits ({}){}; results in {}, videos in {}",
+        "{name}: {jobs}; {} to submit, {} to resume{}; estimated cost {} credits ({}){}; results in {}, videos in {}",
+        Count(to_submit),
+        Count(to_resume),
         if held_back > 0 {
-            format!(", {held_back} held back by --limit/--sample")
+            format!(", {} held back by --limit/--sample", Count(held_back))
         } else {
             String::new()
         },
