@@ -141,6 +141,11 @@ pub struct Record {
     /// For an extend job sent: the task of the video it continued. A parent whose
     /// task is another one now (generated again) has its children sent again.
     pub parent_task_id: Option<String>,
+    /// The account of the key that made the task (empty: the unnamed account, or
+    /// no task yet).
+    pub account: String,
+    /// The id ([`crate::api::KeyId`]) of the key that made the task, never the key.
+    pub key_id: String,
 }
 
 /// How [`Record::superseded_tasks`] names a call that may have created a task whose
@@ -519,6 +524,29 @@ mod tests {
         e.parent_task_id = Some("t9".into());
         let loaded = parse(&to_csv(&[e.clone()])).unwrap();
         assert_eq!(loaded.records["e"], e);
+    }
+
+    #[test]
+    fn a_file_from_before_key_pools_loads_with_their_columns_empty() {
+        let mut r = record("a", State::Succeeded);
+        r.extends = "z".into();
+        r.parent_task_id = Some("t1".into());
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&HEADER[..28]).unwrap();
+        w.write_record(&r.cells()[..28]).unwrap();
+        let loaded = parse(&w.into_inner().unwrap()).unwrap();
+        assert!(loaded.old_header, "rewritten with today's header");
+        assert_eq!(loaded.records["a"], r);
+        assert_eq!(loaded.records["a"].key_id, "");
+        // A row of a task made by a pool's key round-trips with its account and id.
+        r.account = "acme-b".into();
+        r.key_id = "d40a2817".into();
+        let text = to_csv(&[r.clone()]);
+        assert!(
+            String::from_utf8_lossy(&text).contains(",acme-b,d40a2817\n"),
+            "the last two columns"
+        );
+        assert_eq!(parse(&text).unwrap().records["a"], r);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `veo-batch credits`: the account's remaining credits, as the service says them.
 
-use crate::api::ApiKey;
+use crate::api::KeyRing;
 use crate::cli::CreditsArgs;
 use crate::exit::Exit;
 
@@ -13,7 +13,8 @@ pub async fn run(args: CreditsArgs) -> anyhow::Result<Exit> {
         None,
         args.service.allow_insecure_http,
     )?;
-    let key = ApiKey::load(args.service.api_key_file.as_deref())?;
+    let ring = KeyRing::load(args.service.api_key_file.as_deref())?;
+    let key = super::run::one_key(ring, "credits")?;
     let client = super::run::client(
         args.service.api_base,
         key,

@@ -109,6 +109,10 @@ impl JobRunner {
             self.record.attempts += 1;
             self.record.credits += cost;
             self.record.task_id = None;
+            // The key this call goes with owns whatever task it makes: recorded
+            // before the send, so that an in-doubt row names it too.
+            self.record.account = self.shared.client.account().to_owned();
+            self.record.key_id = self.shared.client.key_id().to_string();
             let syncing = Instant::now();
             self.save(State::Submitting).await?;
             if let Some(mut pace) = shared.pace() {
