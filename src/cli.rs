@@ -104,6 +104,14 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct CreditsArgs {
+    /// A results CSV, or a manifest whose results to read: also print the batch's
+    /// spend, measured from the balance and at the price table.
+    pub path: Option<PathBuf>,
+
+    /// With a manifest: its results CSV, when not the default.
+    #[arg(long, value_name = "PATH", requires = "path")]
+    pub results: Option<PathBuf>,
+
     #[command(flatten)]
     pub service: ServiceArgs,
 }

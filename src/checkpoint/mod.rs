@@ -26,6 +26,10 @@ pub use schema::HEADER;
 /// (after the upgrade's name): such a job keeps its base video and is not asked again.
 pub const UPGRADE_FAILED: &str = "upgrade failed";
 
+/// How a record says the service refused its upgrade for want of credits: the base
+/// video is kept, and the next run asks for the upgrade again.
+pub const UPGRADE_NOT_MADE: &str = "upgrade not made";
+
 /// How a recorded download failure starts (in `error_message`), so that a later
 /// successful download clears it and nothing else.
 pub const DOWNLOAD_FAILED: &str = "download failed";
@@ -118,9 +122,11 @@ pub struct Record {
     /// The job keeps its base video beside the upgraded one.
     pub keep_original: bool,
     /// Credits this job's generate calls committed, over all runs: counted when the
-    /// call is about to leave, given back when the service refused it without
-    /// creating a task. A task that later fails stays counted (the service says
-    /// failed tasks are free; the budget errs on the safe side).
+    /// call is about to leave (at the measured price of its kind once known),
+    /// given back when the service refused it without creating a task, and the
+    /// upgrade's part given back when the service refused the upgrade for want of
+    /// credits. A task that later fails stays counted (the service says failed
+    /// tasks are free; the budget errs on the safe side).
     pub credits: f64,
     /// Earlier tasks of this job that a later submission replaced (the manifest
     /// changed, `--retry-failed`, `--resubmit-in-doubt`): their ids, or
@@ -141,6 +147,9 @@ pub struct Record {
     /// For an extend job sent: the task of the video it continued. A parent whose
     /// task is another one now (generated again) has its children sent again.
     pub parent_task_id: Option<String>,
+    /// Where `credits` comes from: `measured` (the balance's fall after a task of
+    /// its kind) or `table` (the price table); empty in files written before.
+    pub credits_source: String,
     /// The account of the key that made the task (empty: the unnamed account, or
     /// no task yet).
     pub account: String,
@@ -170,6 +179,16 @@ impl Record {
         self.error_message
             .as_deref()
             .is_some_and(|m| m.contains(&format!("{UPGRADE_FAILED}: ")))
+    }
+
+    /// True when the service refused this job's upgrade for want of credits (the
+    /// next run asks again).
+    pub fn upgrade_not_made(&self) -> bool {
+        self.upgrade_urls.is_empty()
+            && self
+                .error_message
+                .as_deref()
+                .is_some_and(|m| m.contains(&format!("{UPGRADE_NOT_MADE}: ")))
     }
 
     /// True when a succeeded job still has files to download.
@@ -531,9 +550,10 @@ mod tests {
         let mut r = record("a", State::Succeeded);
         r.extends = "z".into();
         r.parent_task_id = Some("t1".into());
+        r.credits_source = "table".into();
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(&HEADER[..28]).unwrap();
-        w.write_record(&r.cells()[..28]).unwrap();
+        w.write_record(&HEADER[..29]).unwrap();
+        w.write_record(&r.cells()[..29]).unwrap();
         let loaded = parse(&w.into_inner().unwrap()).unwrap();
         assert!(loaded.old_header, "rewritten with today's header");
         assert_eq!(loaded.records["a"], r);

@@ -66,7 +66,7 @@ pub struct Column {
 }
 
 /// Every column, in file order.
-pub const COLUMNS: [Column; 30] = [
+pub const COLUMNS: [Column; 31] = [
     Column {
         name: "job_id",
         write: |r, out| out.push_str(&r.job_id),
@@ -192,6 +192,8 @@ pub const COLUMNS: [Column; 30] = [
     // Added with extend jobs.
     text_column!("extends", extends),
     opt_column!("parent_task_id", parent_task_id),
+    // Added with measured spend: where the `credits` figure comes from.
+    text_column!("credits_source", credits_source),
     // Added with key pools: which account and key made the task (the key's id,
     // never the key), so that its later calls go with the same account.
     text_column!("account", account),
@@ -210,8 +212,9 @@ pub const HEADER: [&str; COLUMNS.len()] = {
 };
 
 /// The widths of the headers veo-batch has written: the first release's 17
-/// columns, the 26 before extend jobs, the 28 before key pools, and today's.
-pub const KNOWN_WIDTHS: [usize; 4] = [17, 26, 28, COLUMNS.len()];
+/// columns, the 26 before extend jobs, the 28 before measured spend, the 29 before
+/// key pools, and today's.
+pub const KNOWN_WIDTHS: [usize; 5] = [17, 26, 28, 29, COLUMNS.len()];
 
 /// The number of columns of a header that veo-batch wrote, if `names` is one.
 pub fn known_width<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<usize> {

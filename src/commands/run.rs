@@ -177,18 +177,8 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         upload_base,
         args.service.allow_insecure_http,
     )?;
-    if prepared.submissions() > 0 {
-        match client.credit().await {
-            Ok(balance) if balance < estimate => tracing::warn!(
-                "the estimate ({} credits) is above the account's balance ({}): the run will stop when credits run out",
-                Credits(estimate),
-                Credits(balance)
-            ),
-            Ok(balance) => tracing::debug!("credit balance {balance}"),
-            Err(e) => tracing::debug!("could not read the credit balance: {e}"),
-        }
-    }
-
+    // The balance is read by the run itself (runner::spend), which warns when the
+    // estimate is above it.
     let signals = Signals::default();
     let watcher = tokio::spawn(watch_signals(signals.clone()));
     let outcome = runner::execute(prepared, client, signals).await;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::cost::{Credits, Dollars};
 use crate::exit::Exit;
+use crate::runner::spend::SpendReport;
 use crate::runner::{RunReport, StopReason};
 
 /// How the end of a run is told.
@@ -51,6 +52,10 @@ pub fn print(
                 spent_credits = r.spent,
                 batch_credits = r.recorded_spend + r.spent,
                 estimated_credits = estimate,
+                measured_credits = r.spend.measured,
+                unexplained_credits = r.spend.unexplained,
+                upgrades_not_made = r.spend.upgrades_not_made,
+                spend = %serde_json::to_string(&r.spend).unwrap_or_default(),
                 elapsed_ms = r.elapsed.as_millis() as u64,
                 interrupted = r.stopped == Some(StopReason::Interrupted),
                 stopped = r.stopped.as_ref().and_then(describe_stop).as_deref(),
@@ -64,7 +69,15 @@ pub fn print(
     }
     let mut out = String::new();
     // Why the run stopped comes first: the summary after it says what it means.
-    if let Some(why) = r.stopped.as_ref().and_then(describe_stop) {
+    if r.spend.upgrades_not_made > 0 {
+        let n = r.spend.upgrades_not_made;
+        let _ = writeln!(
+            out,
+            "error: credits exhausted: {n} upgrade{} not made (the base video{} kept); top up, then run the same command again: it makes those upgrades and generates nothing again",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { " is" } else { "s are" },
+        );
+    } else if let Some(why) = r.stopped.as_ref().and_then(describe_stop) {
         let _ = writeln!(out, "error: {why}");
     }
     let _ = writeln!(
@@ -98,6 +111,7 @@ pub fn print(
         Credits(estimate),
         Credits(r.recorded_spend + r.spent)
     );
+    spend_lines(&mut out, &r.spend);
     if r.superseded > 0 {
         let _ = writeln!(
             out,
@@ -132,6 +146,47 @@ pub fn print(
     };
     out.push_str(&crate::summary::render_with(&r.outcomes, hint));
     eprint!("{out}");
+}
+
+/// The measured spend beside the estimate, and what does not add up.
+fn spend_lines(out: &mut String, s: &SpendReport) {
+    use std::fmt::Write as _;
+    if let (Some(m), Some(start), Some(end)) = (s.measured, s.balance_start, s.balance_end) {
+        let _ = writeln!(
+            out,
+            "  measured: the balance fell by {} credits ({} to {}), against {} at the price table; other use of the same account counts in it",
+            Credits(m),
+            Credits(start),
+            Credits(end),
+            Credits(s.estimated)
+        );
+    }
+    for k in &s.kinds {
+        let (Some(measured), Some(paste)) = (k.measured, &k.paste) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "warning: {}: the service billed {} credits a video, the price table says {}; paste under prices: in the manifest to estimate and cap with it:\n  prices:\n    {paste}",
+            k.kind,
+            Credits(measured),
+            k.table
+                .map_or_else(|| "nothing".to_owned(), |t| Credits(t).to_string()),
+        );
+    }
+    if let Some(u) = s.unexplained {
+        let _ = writeln!(
+            out,
+            "warning: failed tasks may be billed: {} credits unexplained (the balance fell by more than the tasks made explain)",
+            Credits(u)
+        );
+    }
+    if let Some(p) = &s.problem {
+        let _ = writeln!(
+            out,
+            "warning: the spend could not be measured: {p}; the figures are the price table's"
+        );
+    }
 }
 
 /// Why the run stopped, as the summary's first line says it (an interruption

@@ -27,6 +27,10 @@ struct StatusJson<'a> {
     outcomes: &'a Outcomes,
     /// Credits the results file records as spent, over all runs.
     credits: f64,
+    /// Of them, the credits measured from the balance (a job of a kind whose price
+    /// the run learned), and those taken from the price table.
+    credits_measured: f64,
+    credits_table: f64,
     /// Every job, in manifest order (or the results file's, without a manifest).
     job_states: Vec<JobStatus<'a>>,
 }
@@ -89,7 +93,7 @@ fn is_results_file(path: &Path) -> bool {
 
 /// What `status` and `report` read: a results file, and the manifest when PATH
 /// named one rather than the results file itself.
-struct Source {
+pub(super) struct Source {
     pub results: PathBuf,
     pub manifest: Option<manifest::Manifest>,
     pub loaded: checkpoint::Loaded,
@@ -97,7 +101,7 @@ struct Source {
 
 /// Reads PATH (a results CSV, or a manifest whose results file is `results` or its
 /// default) and its results file, printing the loader's warnings.
-fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
+pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
     let is_manifest = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
@@ -173,7 +177,22 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
             results: &results,
             jobs: outcomes.tally.total(),
             outcomes: &outcomes,
-            credits: loaded.records.values().map(|r| r.credits).sum(),
+            credits: loaded.records.values().map(|r| r.credits).sum::<f64>() + 0.0,
+            credits_measured: loaded
+                .records
+                .values()
+                .filter(|r| r.credits_source == "measured")
+                .map(|r| r.credits)
+                .sum::<f64>()
+                // An empty sum is -0.0, which must not print as `-0`.
+                + 0.0,
+            credits_table: loaded
+                .records
+                .values()
+                .filter(|r| r.credits_source != "measured")
+                .map(|r| r.credits)
+                .sum::<f64>()
+                + 0.0,
             job_states,
         };
         serde_json::to_writer_pretty(&mut out, &json)?;

@@ -157,12 +157,11 @@ impl From<&Tally> for Jobs {
     }
 }
 
-/// The credits the service's balance says this run cost: the one place the run
-/// report's measured figure is read. The report does not carry one yet (reading
-/// the balance before and after a run is being added beside this), so it is
-/// unknown: `null` in the document, absent from the metrics.
-fn measured_credits(_report: &RunReport) -> Option<f64> {
-    None
+/// The credits the service's balance says this run cost: the balance's fall over
+/// the run, `None` (`null` in the document, absent from the metrics) when it could
+/// not be read.
+fn measured_credits(report: &RunReport) -> Option<f64> {
+    report.spend.measured
 }
 
 impl RunEnd {

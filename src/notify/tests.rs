@@ -39,6 +39,7 @@ fn report() -> RunReport {
         changed: 0,
         held_back: 0,
         spent: 540.0,
+        spend: crate::runner::spend::SpendReport::default(),
         recorded_spend: 120.0,
         superseded: 0,
         stopped: None,

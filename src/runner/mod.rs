@@ -45,6 +45,7 @@ mod prepare;
 pub mod retry;
 pub mod schedule;
 mod shared;
+pub mod spend;
 pub mod stop;
 pub mod uploads;
 
@@ -89,6 +90,8 @@ pub struct RunReport {
     pub results: PathBuf,
     pub videos_dir: PathBuf,
     pub warnings: Vec<String>,
+    /// What the service billed, measured from the balance, beside the estimate.
+    pub spend: spend::SpendReport,
 }
 
 impl RunReport {
@@ -117,6 +120,7 @@ pub async fn execute(
     signals: Signals,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
+    let estimate = prepared.estimate().total();
     let Prepared {
         config,
         plan,
@@ -229,6 +233,7 @@ pub async fn execute(
         pause_until: Mutex::new(None),
         events: tx,
         stop: Stop::new(&signals.drain),
+        spend: spend::Spend::new(config.prices),
         budget: Budget {
             prices: config.prices,
             max: config.max_credits,
@@ -241,6 +246,19 @@ pub async fn execute(
 
     // The jobs move behind one `Arc` for the job tasks: a task holds the list and its
     // place in it, so no job is copied or allocated again.
+    // The balance is read only when something may be billed: its fall over the
+    // run is the measured spend.
+    let measuring = !plan.is_empty();
+    if measuring
+        && let Some(balance) = shared.spend.start(&shared.client).await
+        && balance < estimate
+    {
+        tracing::warn!(
+            "the estimate ({} credits) is above the account's balance ({}): the run will stop when credits run out",
+            crate::cost::Credits(estimate),
+            crate::cost::Credits(balance)
+        );
+    }
     let mut config = config;
     let jobs: Arc<Vec<Job>> = Arc::new(std::mem::take(&mut config.jobs));
     // Jobs that have yet to submit are started only as submission slots free up,
@@ -373,11 +391,17 @@ pub async fn execute(
             results: config.results,
             videos_dir: config.videos_dir,
             warnings,
+            spend: spend::SpendReport::default(),
         });
     }
     if signals.drain.is_cancelled() {
         shared.stop.stop(StopReason::Interrupted);
     }
+    let spend = if measuring {
+        shared.spend.finish(&shared.client).await
+    } else {
+        spend::SpendReport::default()
+    };
     let stopped = shared.stop.reason();
     drop(shared);
     let Collected {
@@ -423,6 +447,7 @@ pub async fn execute(
         results: config.results,
         videos_dir: config.videos_dir,
         warnings,
+        spend,
     })
 }
 

@@ -35,6 +35,7 @@ pub(super) fn resumed_record(last: &Record, start: &Start, job: &Job) -> Record 
             let mut record = fresh_record(job);
             record.attempts = last.attempts;
             record.credits = last.credits;
+            record.credits_source.clone_from(&last.credits_source);
             record.superseded_tasks.clone_from(&last.superseded_tasks);
             record.superseded_tasks.extend(superseded_task(last));
             record.superseded_paths.clone_from(&last.superseded_paths);

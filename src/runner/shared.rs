@@ -103,6 +103,8 @@ pub struct Shared {
     /// Why the run stops early, and the tokens that stop its jobs.
     pub stop: Stop,
     pub budget: Budget,
+    /// The spend as the service bills it: the balance, each kind's real price.
+    pub spend: super::spend::Spend,
     /// Local images: their uploads, shared by every job that needs the same file.
     pub uploads: super::uploads::Uploads,
 }

@@ -9,6 +9,8 @@ use clap::Args;
 
 use super::{DEMO_KEY, Endpoint, ErrorStyle, FaultRate, Faults, Maintenance, SimConfig, SimKey};
 use crate::api::{ApiKey, KeyId, KeyRing};
+use crate::cost::PriceTable;
+use crate::request::{Model, Resolution};
 use crate::units::{Rate, Span};
 
 #[derive(Debug, Args)]
@@ -64,6 +66,16 @@ pub struct SimArgs {
     /// Starting credit balance.
     #[arg(long, default_value_t = 1_000_000.0, value_name = "N")]
     pub credits: f64,
+
+    /// Bill a price other than the documented table's, as KIND=CREDITS: MODEL:RESOLUTION
+    /// (veo3_fast:720p=168), extend:MODEL, upgrade_1080p or upgrade_4k; repeatable.
+    #[arg(long, value_name = "KIND=CREDITS")]
+    pub price: Vec<PriceArg>,
+
+    /// Keep the charge of a task that fails (by default failed tasks are refunded
+    /// when they fail, as documented; some clients report them billed).
+    #[arg(long)]
+    pub bill_failed: bool,
 
     /// Seed of every random draw (generation times, faults, task ids).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -252,6 +264,66 @@ impl FromStr for KindSpan {
     }
 }
 
+/// `KIND=CREDITS`: one price the simulator bills instead of the documented one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PriceArg {
+    pub item: PriceItem,
+    pub credits: f64,
+}
+
+/// What a `--price` sets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PriceItem {
+    Generation(Model, Resolution),
+    Extend(Model),
+    Upgrade1080p,
+    Upgrade4k,
+}
+
+impl PriceArg {
+    fn apply(self, prices: &mut PriceTable) {
+        match self.item {
+            PriceItem::Generation(m, r) => prices.set_generation(m, r, self.credits),
+            PriceItem::Extend(m) => prices.set_extend(m, self.credits),
+            PriceItem::Upgrade1080p => prices.upgrade_1080p = self.credits,
+            PriceItem::Upgrade4k => prices.upgrade_4k = self.credits,
+        }
+    }
+}
+
+impl FromStr for PriceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PriceArg, String> {
+        let usage =
+            "write it like veo3_fast:720p=168, extend:veo3=250, upgrade_1080p=5 or upgrade_4k=120";
+        let Some((kind, credits)) = s.split_once('=') else {
+            return Err(format!("{s:?} names no price ({usage})"));
+        };
+        let credits: f64 = credits
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c: &f64| c.is_finite() && *c >= 0.0)
+            .ok_or_else(|| format!("{s:?}: {credits:?} is not a number of credits of 0 or more"))?;
+        let kind = kind.trim();
+        let item = match kind.split_once(':') {
+            _ if kind == "upgrade_1080p" => PriceItem::Upgrade1080p,
+            _ if kind == "upgrade_4k" => PriceItem::Upgrade4k,
+            Some(("extend", m)) => PriceItem::Extend(
+                Model::parse(m).ok_or_else(|| format!("{s:?}: {m:?} is not a model ({usage})"))?,
+            ),
+            Some((m, r)) => PriceItem::Generation(
+                Model::parse(m).ok_or_else(|| format!("{s:?}: {m:?} is not a model ({usage})"))?,
+                Resolution::parse(r)
+                    .ok_or_else(|| format!("{s:?}: {r:?} is not a resolution ({usage})"))?,
+            ),
+            None => return Err(format!("{s:?}: {kind:?} is not a kind of price ({usage})")),
+        };
+        Ok(PriceArg { item, credits })
+    }
+}
+
 /// A probability for all API endpoints, or `ENDPOINT=P` for one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaultSpec {
@@ -381,6 +453,14 @@ impl SimArgs {
             url_ttl: self.url_ttl.0.map(|d| d.0),
             record_lag: self.record_lag.0,
             upload_ttl: self.upload_ttl.0.map(|d| d.0),
+            prices: {
+                let mut prices = super::service_prices();
+                for p in &self.price {
+                    p.apply(&mut prices);
+                }
+                prices
+            },
+            bill_failed: self.bill_failed,
             ..SimConfig::default()
         })
     }
@@ -492,9 +572,20 @@ mod tests {
             "--url-ttl=10m",
             "--record-lag=3s",
             "--upload-ttl=5s",
+            "--price=veo3_fast:720p=168",
+            "--price=extend:veo3=250.5",
+            "--price=upgrade_4k=130",
+            "--bill-failed",
         ])
         .unwrap();
         let c = args.to_config().unwrap();
+        assert_eq!(
+            c.prices.generation(Model::Veo3Fast, Resolution::Hd720),
+            Some(168.0)
+        );
+        assert_eq!(c.prices.extend(Model::Veo3), 250.5);
+        assert_eq!(c.prices.upgrade_4k, 130.0);
+        assert!(c.bill_failed);
         assert_eq!(c.rate, None);
         assert_eq!(c.poll_rate, Some("5/2s".parse().unwrap()));
         let secs = Duration::from_secs;
@@ -568,6 +659,9 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         assert!(parse(&["--rate-500=1.5"]).is_err());
+        assert!(parse(&["--price=veo3_fast=168"]).is_err());
+        assert!(parse(&["--price=veo3:8k=1"]).is_err());
+        assert!(parse(&["--price=upgrade_4k=-1"]).is_err());
         assert!(parse(&["--rate-500=upload=0.5"]).is_err());
         assert!(parse(&["--generation-time=5m..1m"]).is_err());
         assert!(parse(&["--maintenance=30s"]).is_err());

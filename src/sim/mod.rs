@@ -84,8 +84,12 @@ pub struct SimConfig {
     pub upgrade_1080p_time: (Duration, Duration),
     /// A 4K upgrade takes this long from its first request (drawn, scaled).
     pub upgrade_4k_time: (Duration, Duration),
-    /// What generation and upgrades cost.
+    /// What generation, extends and upgrades cost (upgrades are charged when made,
+    /// and answer 402 when the balance is short).
     pub prices: PriceTable,
+    /// Failed tasks keep their charge (the service is reported to bill some);
+    /// otherwise they are refunded when they fail, as documented.
+    pub bill_failed: bool,
     pub faults: Faults,
     pub error_style: ErrorStyle,
     /// POST the end of a task to its `callBackUrl`.
@@ -123,6 +127,7 @@ impl Default for SimConfig {
             upgrade_1080p_time: (Duration::from_secs(60), Duration::from_secs(180)),
             upgrade_4k_time: (Duration::from_secs(300), Duration::from_secs(600)),
             prices: service_prices(),
+            bill_failed: false,
             faults: Faults::default(),
             error_style: ErrorStyle::Envelope,
             callbacks: true,
@@ -395,6 +400,11 @@ pub struct SimHandle {
 impl SimHandle {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Adds `credits` to the balance, as a top-up on the account does.
+    pub fn top_up(&self, credits: f64) {
+        self.sim.top_up(credits);
     }
 
     pub fn stats(&self) -> SimStats {

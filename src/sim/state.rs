@@ -512,7 +512,7 @@ impl Sim {
         task.settled = false;
         task.account = caller.account;
         let ends = task.ends;
-        if matches!(outcome, Outcome::Failure { .. }) {
+        if matches!(outcome, Outcome::Failure { .. }) && !self.config.bill_failed {
             inner.refunds.push(Reverse((ends, id)));
         }
         let ready = created_wall + ends.saturating_duration_since(now);
@@ -630,6 +630,12 @@ impl Sim {
             .zip(inner.accounts.iter().map(|a| a.credits))
             .collect();
         stats
+    }
+
+    /// Adds `credits` to the balance of the unnamed account (`api_key`'s), as a
+    /// top-up on the account does.
+    pub fn top_up(&self, credits: f64) {
+        self.lock().accounts[0].credits += credits;
     }
 
     /// The balance of the caller's account.

@@ -17,6 +17,7 @@ mod report;
 mod run;
 mod sim;
 mod simulate;
+mod spend;
 mod storm;
 mod transport;
 mod uploads;

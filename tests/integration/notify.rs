@@ -153,7 +153,17 @@ fn one_post_per_run_with_the_counts_and_the_exit_code() {
         h.path("results.csv").to_str(),
         "{doc}"
     );
-    assert!(data["credits"]["measured"].is_null());
+    // The simulator bills the documented table: the balance's fall is the estimate.
+    assert_eq!(
+        data["credits"]["measured"], data["credits"]["estimated"],
+        "{doc}"
+    );
+    assert!(
+        data["credits"]["measured"]
+            .as_f64()
+            .is_some_and(|m| m > 0.0),
+        "{doc}"
+    );
     assert_eq!(data["failure_groups"], Value::Array(Vec::new()));
 
     let text = std::fs::read_to_string(&metrics).expect("metrics file");
@@ -163,6 +173,10 @@ fn one_post_per_run_with_the_counts_and_the_exit_code() {
     );
     assert_eq!(metric(&text, "veo_batch_exit_code", None), Some(0.0));
     assert_eq!(metric(&text, "veo_batch_submissions", None), Some(3.0));
+    assert_eq!(
+        metric(&text, "veo_batch_measured_credits", None),
+        data["credits"]["measured"].as_f64()
+    );
     assert!(metric(&text, "veo_batch_end_timestamp_seconds", None).is_some());
     assert!(!h.path("veo.prom.tmp").exists());
 }
@@ -199,10 +213,11 @@ fn a_refused_key_is_told_with_its_exit_code() {
 #[test]
 fn a_receiver_that_is_down_or_failing_changes_nothing_but_a_warning() {
     let h = Harness::new(fast_sim());
-    // A port nobody listens on: bound, then let go.
-    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A port nobody listens on: bound without listening, so connections to it are
+    // refused and no other test's server can take it while this one runs.
+    let down = tokio::net::TcpSocket::new_v4().unwrap();
+    down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let down_url = format!("http://{}/hook", down.local_addr().unwrap());
-    drop(down);
     let failing = Receiver::start(StatusCode::SERVICE_UNAVAILABLE);
     let refusing = Receiver::start(StatusCode::BAD_REQUEST);
     let manifest = h.write("batch.yaml", &text_jobs(3));

@@ -20,7 +20,7 @@ use super::polls;
 use super::shared::Shared;
 use super::stop::StopReason;
 use crate::api::{ApiError, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
-use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, now};
+use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, UPGRADE_NOT_MADE, now};
 use crate::cost::Credits;
 use crate::manifest::{Job, Upgrade};
 use crate::paths::{superseded_path, upgrade_suffix, video_path};
@@ -106,6 +106,7 @@ pub async fn drive(
         job,
         record,
         rng: fastrand::Rng::with_seed(seed),
+        upgrade_reserved: None,
     };
     let outcome = async {
         let (task_id, submitted) = match start {
@@ -145,6 +146,9 @@ struct JobRunner {
     job: JobHandle,
     record: Record,
     rng: fastrand::Rng,
+    /// The upgrade's price as this run reserved it: settled against the price
+    /// its kind has once the upgrade is made (learned meanwhile, perhaps).
+    upgrade_reserved: Option<crate::runner::spend::Price>,
 }
 
 impl JobRunner {

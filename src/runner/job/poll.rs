@@ -2,6 +2,7 @@
 //! or 4K upgrade.
 
 use super::*;
+use crate::runner::spend::Kind;
 
 impl JobRunner {
     /// The URLs of the video to keep from a task that succeeded: for an extend, the
@@ -108,6 +109,9 @@ impl JobRunner {
                     );
                     self.record.finished_at = Some(now());
                     tracing::warn!(task = %task_id, code = self.record.error_code, error = self.record.error_message.as_deref().unwrap_or_default(), "generation failed");
+                    if submitted.is_some() {
+                        shared.spend.failed(Kind::of(&*self.job));
+                    }
                     self.save(State::Failed).await?;
                     return Err(JobEnd::Failed);
                 }
@@ -148,6 +152,25 @@ impl JobRunner {
         let Some(kind) = self.job.upgrade else {
             return Ok(());
         };
+        let billed_as = Kind::upgrade(kind);
+        if self.record.upgrade_not_made() {
+            // Refused for want of credits by an earlier run, which gave its price
+            // back: it counts against the limits again now that it is asked.
+            let price = self.shared.spend.price(billed_as);
+            if let Err(past) = self.shared.budget.reserve(price.reserve) {
+                self.shared.stop.stop(StopReason::Budget(format!(
+                    "the {kind} upgrade of job {:?} ({} credits) would take {past}",
+                    self.job.id,
+                    Credits(price.reserve)
+                )));
+                return Err(JobEnd::NotStarted);
+            }
+            self.record.credits += price.billed;
+            self.upgrade_reserved = Some(price);
+        }
+        // A 4K upgrade is charged by its first accepted call; this run's calls
+        // after that one are not.
+        let mut charged = false;
         let settings = self.shared.settings.clone();
         let deadline = Instant::now() + settings.task_timeout;
         let mut first = true;
@@ -167,6 +190,8 @@ impl JobRunner {
             let Some(permit) = slot(&shared).await else {
                 return Err(JobEnd::Unfinished);
             };
+            let entry = shared.spend.enter(&shared.client, billed_as).await;
+            let price = shared.spend.price(billed_as);
             let answer = match kind {
                 Upgrade::Hd1080 => {
                     self.shared
@@ -189,6 +214,17 @@ impl JobRunner {
                     }),
             };
             drop(permit);
+            let billed = !charged
+                && match (kind, &answer) {
+                    (Upgrade::Hd1080, Ok(Some(urls))) => !urls.is_empty(),
+                    (Upgrade::Hd1080, _) => false,
+                    (Upgrade::Uhd4k, a) => a.is_ok(),
+                };
+            charged |= billed;
+            if let Some(measured) = entry.done(&shared.client, billed).await {
+                self.measured(billed_as, price, measured);
+                self.upgrade_reserved = None;
+            }
             match answer {
                 Err(e)
                     if e.is_record_not_ready()
@@ -198,6 +234,15 @@ impl JobRunner {
                     tracing::debug!(task = %task_id, error = %e, "{kind} record not ready yet");
                 }
                 Ok(Some(urls)) if !urls.is_empty() => {
+                    if self.record.upgrade_not_made() {
+                        self.record.error_code = None;
+                        self.record.error_message = None;
+                    }
+                    shared.spend.made(billed_as);
+                    if let Some(reserved) = self.upgrade_reserved.take() {
+                        // Reserved before its kind's price was learned.
+                        self.settle(reserved, shared.spend.price(billed_as));
+                    }
                     self.record.upgrade_urls = urls;
                     self.save(State::Succeeded).await?;
                     tracing::debug!(task = %task_id, "{kind} file ready");
@@ -209,7 +254,23 @@ impl JobRunner {
                         self.shared.stop.stop(StopReason::Auth(e.message.clone()));
                         return Err(JobEnd::Stopped);
                     }
-                    ErrorClass::Failed | ErrorClass::Credits => {
+                    ErrorClass::Credits => {
+                        // The base video is paid for and kept; the upgrade is not
+                        // made, its price given back, and the next run (after a
+                        // top-up) asks for it again, generating nothing.
+                        tracing::warn!(task = %task_id, code = e.code, error = %e.message, "{kind} upgrade not made: credits exhausted; keeping the base video");
+                        let reserved = self.upgrade_reserved.take().unwrap_or(price);
+                        self.shared.budget.release(reserved.reserve);
+                        self.record.credits = (self.record.credits - reserved.billed).max(0.0);
+                        self.record.error_code = e.code;
+                        self.record.error_message =
+                            Some(format!("{kind} {UPGRADE_NOT_MADE}: {}", e.message));
+                        shared.spend.upgrade_not_made();
+                        shared.stop.stop(StopReason::Credits(e.to_string()));
+                        self.save(State::Succeeded).await?;
+                        return Ok(());
+                    }
+                    ErrorClass::Failed => {
                         // The base video is paid for and kept: record why there is
                         // no upgrade, and download what there is.
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "{kind} upgrade failed; keeping the base video");

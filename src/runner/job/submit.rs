@@ -2,6 +2,7 @@
 //! generate (or extend) call and what its answer means.
 
 use super::*;
+use crate::runner::spend::{Kind, Price, Source};
 
 /// A submission's reserved place among the sends, with its request slot. Given
 /// up without a send (the run stops, the budget is spent, the row cannot be
@@ -95,9 +96,20 @@ impl JobRunner {
                 // The wait outlived an upload: renew it, keeping the place.
                 lease = self.lease_images(&mut body).await?;
             }
+            // The first send of a kind whose price is to be learned goes alone; the
+            // price is asked after, so a send that waited behind it reserves the
+            // learned price (see `spend`).
+            let kind = Kind::of(&*self.job);
+            let entry = shared.spend.enter(&shared.client, kind).await;
             // A job the table has no price for is never sent under a limit (the run
             // refuses to start), so 0 here counts only where nothing is capped.
-            let cost = shared.budget.prices.job(&*self.job).unwrap_or(0.0);
+            let generation = shared.spend.price(kind);
+            let upgrade = self
+                .job
+                .upgrade
+                .map(|u| shared.spend.price(Kind::upgrade(u)));
+            let cost = generation.reserve + upgrade.map_or(0.0, |p| p.reserve);
+            let billed = generation.billed + upgrade.map_or(0.0, |p| p.billed);
             if let Err(past) = shared.budget.reserve(cost) {
                 shared.stop.stop(StopReason::Budget(format!(
                     "job {:?} ({} credits) would take {past}",
@@ -106,8 +118,10 @@ impl JobRunner {
                 )));
                 return Err(JobEnd::NotStarted);
             }
+            self.upgrade_reserved = upgrade;
             self.record.attempts += 1;
-            self.record.credits += cost;
+            self.record.credits += billed;
+            self.record.credits_source = generation.source.as_str().to_owned();
             self.record.task_id = None;
             // The key this call goes with owns whatever task it makes: recorded
             // before the send, so that an in-doubt row names it too.
@@ -128,6 +142,12 @@ impl JobRunner {
                 self.shared.client.generate(&body).await
             };
             drop(permit);
+            if sent.is_ok() {
+                shared.spend.made(kind);
+            }
+            if let Some(price) = entry.done(&shared.client, sent.is_ok()).await {
+                self.measured(kind, generation, price);
+            }
             let e = match sent {
                 Ok(task_id) => {
                     self.record.task_id = Some(task_id.clone());
@@ -146,7 +166,7 @@ impl JobRunner {
                 // time): no task was made; upload again and send once more.
                 uploaded_again = true;
                 shared.budget.release(cost);
-                self.record.credits = (self.record.credits - cost).max(0.0);
+                self.record.credits = (self.record.credits - billed).max(0.0);
                 shared.uploads.forget(&lease).await;
                 self.save(State::Pending).await?;
                 tracing::info!("the service could not fetch an uploaded image; uploading it again");
@@ -158,7 +178,7 @@ impl JobRunner {
             ) {
                 // Refused: no task, no charge.
                 shared.budget.release(cost);
-                self.record.credits = (self.record.credits - cost).max(0.0);
+                self.record.credits = (self.record.credits - billed).max(0.0);
             }
             match e.class {
                 ErrorClass::InDoubt => {
@@ -214,6 +234,38 @@ impl JobRunner {
                     }
                 }
             }
+        }
+    }
+
+    /// The task just made was the first of its kind: its measured `price` replaces
+    /// the `reserved` one in the budget and the record, and a price that took the
+    /// spend past a limit stops the submissions.
+    pub(super) fn measured(&mut self, kind: Kind, reserved: Price, price: f64) {
+        self.shared.budget.release(reserved.reserve - price);
+        self.record.credits = (self.record.credits + price - reserved.billed).max(0.0);
+        self.record.credits_source = Source::Measured.as_str().to_owned();
+        if let Err(past) = self.shared.budget.reserve(0.0) {
+            self.shared.stop.stop(StopReason::Budget(format!(
+                "the first {kind} task cost {} credits (the table said {}), which took {past}",
+                Credits(price),
+                Credits(reserved.billed)
+            )));
+        }
+    }
+
+    /// Replaces what was `reserved` for a billed call with its kind's price `now`.
+    pub(super) fn settle(&mut self, reserved: Price, now: Price) {
+        self.shared.budget.release(reserved.reserve - now.reserve);
+        self.record.credits = (self.record.credits + now.billed - reserved.billed).max(0.0);
+        if now.source == Source::Measured {
+            self.record.credits_source = Source::Measured.as_str().to_owned();
+        }
+        if let Err(past) = self.shared.budget.reserve(0.0) {
+            self.shared.stop.stop(StopReason::Budget(format!(
+                "job {:?} cost {} credits more than reserved, at its kind's learned price, which took {past}",
+                self.job.id,
+                Credits(now.reserve - reserved.reserve)
+            )));
         }
     }
 

@@ -1,0 +1,572 @@
+//! What a run spends as the service bills it, not as the price table says: the
+//! account's balance read at the start, after the first task of each kind and at
+//! the end; each kind's real price learned from the balance's fall; the price a
+//! send reserves against the spending limit; and the reconciliation the summary
+//! prints.
+//!
+//! How a price is learned while other jobs run: the first send of a kind whose
+//! price is not known yet takes the run's send gate alone (every other generate,
+//! extend and upgrade call takes it shared), reads the balance, sends, and reads
+//! the balance again once the service answered. No other billed call is in flight
+//! between the two readings, so the fall is that one task's price (only a failed
+//! task's refund, or other use of the same account, can land in between). Sends of
+//! kinds already known overlap as before; a second task of an unknown kind waits
+//! behind the first one's measurement, so under a limit it is reserved at the
+//! learned price.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::api::Client;
+use crate::cost::{Credits, PriceTable, Priced};
+use crate::request::{Model, Resolution, Upgrade};
+
+/// How much a kind whose price could not be learned is reserved at, against the
+/// limit, over its table price: the cap then holds while the service bills up to
+/// twice the table.
+pub const UNLEARNED_MARGIN: f64 = 2.0;
+
+/// A measured price differing from the table by more than this share is warned of.
+const DRIFT: f64 = 0.25;
+
+/// What the service may price differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Generation {
+        model: Model,
+        resolution: Resolution,
+        seconds: u8,
+    },
+    Extend(Model),
+    Upgrade(UpgradeKind),
+}
+
+/// [`Upgrade`], ordered for the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UpgradeKind {
+    Hd1080,
+    Uhd4k,
+}
+
+impl From<Upgrade> for UpgradeKind {
+    fn from(u: Upgrade) -> UpgradeKind {
+        match u {
+            Upgrade::Hd1080 => UpgradeKind::Hd1080,
+            Upgrade::Uhd4k => UpgradeKind::Uhd4k,
+        }
+    }
+}
+
+/// The service's length of a video when none is asked.
+const DEFAULT_SECONDS: u8 = 8;
+
+impl Kind {
+    /// The kind of a job's generate (or extend) call.
+    pub fn of(job: &impl Priced) -> Kind {
+        let r = job.request();
+        if job.is_extend() {
+            return Kind::Extend(r.model);
+        }
+        Kind::Generation {
+            model: r.model,
+            resolution: r.resolution.unwrap_or_default(),
+            seconds: r.duration.unwrap_or(DEFAULT_SECONDS),
+        }
+    }
+
+    pub fn upgrade(u: Upgrade) -> Kind {
+        Kind::Upgrade(u.into())
+    }
+
+    /// The table's price; `None` when the table has none.
+    pub fn table(self, table: &PriceTable) -> Option<f64> {
+        match self {
+            Kind::Generation {
+                model, resolution, ..
+            } => table.generation(model, resolution),
+            Kind::Extend(m) => Some(table.extend(m)),
+            Kind::Upgrade(UpgradeKind::Hd1080) => Some(table.upgrade(Upgrade::Hd1080)),
+            Kind::Upgrade(UpgradeKind::Uhd4k) => Some(table.upgrade(Upgrade::Uhd4k)),
+        }
+    }
+
+    /// The manifest's `prices:` line that sets this kind's price to `credits`.
+    pub fn prices_line(self, credits: f64) -> String {
+        let c = Credits(credits);
+        match self {
+            Kind::Generation {
+                model, resolution, ..
+            } => format!("{model}: {{{resolution}: {c}}}"),
+            Kind::Extend(m) => format!("extend: {{{m}: {c}}}"),
+            Kind::Upgrade(UpgradeKind::Hd1080) => format!("upgrade_1080p: {c}"),
+            Kind::Upgrade(UpgradeKind::Uhd4k) => format!("upgrade_4k: {c}"),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::Generation {
+                model,
+                resolution,
+                seconds,
+            } => write!(f, "{model} {resolution} {seconds}s"),
+            Kind::Extend(m) => write!(f, "extend {m}"),
+            Kind::Upgrade(UpgradeKind::Hd1080) => f.write_str("1080p upgrade"),
+            Kind::Upgrade(UpgradeKind::Uhd4k) => f.write_str("4k upgrade"),
+        }
+    }
+}
+
+/// Where a job's credits figure comes from (the results file's `credits_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The balance's fall after a task of its kind.
+    Measured,
+    /// The price table (the manifest's `prices:` over the dated defaults).
+    Table,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Measured => "measured",
+            Source::Table => "table",
+        }
+    }
+}
+
+/// A kind's price, for the limit and for the record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    /// What a send reserves against the limit: the larger of the table and the
+    /// measured price, or the table times [`UNLEARNED_MARGIN`] when it cannot be
+    /// learned.
+    pub reserve: f64,
+    /// What the job's record says it cost.
+    pub billed: f64,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Learned {
+    Price(f64),
+    /// The balance could not be read around its first task, or did not fall.
+    Not,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Count {
+    /// Tasks (or upgrades) this run had billed.
+    made: usize,
+    /// Of them, tasks that failed.
+    failed: usize,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    start: Option<f64>,
+    /// Why the spend could not be measured, when it could not.
+    problem: Option<String>,
+    learned: HashMap<Kind, Learned>,
+    counts: HashMap<Kind, Count>,
+    upgrades_not_made: usize,
+}
+
+/// The run's measured spend (shared by every job).
+pub struct Spend {
+    table: PriceTable,
+    gate: tokio::sync::RwLock<()>,
+    ledger: Mutex<Ledger>,
+}
+
+/// A billed call's pass through the send gate.
+pub enum Entry<'a> {
+    /// The kind's price is known (or cannot be learned): other calls overlap.
+    Shared(tokio::sync::RwLockReadGuard<'a, ()>),
+    /// The first call of its kind: alone, the balance read before it.
+    Learning {
+        spend: &'a Spend,
+        kind: Kind,
+        before: Result<f64, String>,
+        _alone: tokio::sync::RwLockWriteGuard<'a, ()>,
+    },
+}
+
+impl Entry<'_> {
+    /// The call answered; `billed` says whether the service charged it. The price
+    /// this call measured, when it measured one.
+    pub async fn done(self, client: &Client, billed: bool) -> Option<f64> {
+        let Entry::Learning {
+            spend,
+            kind,
+            before,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        if !billed {
+            return None;
+        }
+        let after = client.credit().await.map_err(|e| e.to_string());
+        spend.learn(kind, before, after)
+    }
+}
+
+/// One kind in the reconciliation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KindSpend {
+    pub kind: String,
+    /// Tasks (or upgrades) of this kind this run had billed.
+    pub count: usize,
+    pub failed: usize,
+    pub table: Option<f64>,
+    pub measured: Option<f64>,
+    /// The `prices:` line to paste, when the measured price differs from the table
+    /// by more than a quarter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paste: Option<String>,
+}
+
+/// What the run spent, measured and estimated, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SpendReport {
+    pub balance_start: Option<f64>,
+    pub balance_end: Option<f64>,
+    /// The balance's fall over the run; `None` when a reading failed.
+    pub measured: Option<f64>,
+    /// The same tasks at the price table's prices.
+    pub estimated: f64,
+    /// The fall that the tasks made (at their measured prices) do not explain.
+    pub unexplained: Option<f64>,
+    pub kinds: Vec<KindSpend>,
+    /// Why the spend could not be measured.
+    pub problem: Option<String>,
+    /// 1080p/4K upgrades the service refused for want of credits.
+    pub upgrades_not_made: usize,
+}
+
+impl SpendReport {
+    /// The kinds whose measured price differs from the table by more than 25%.
+    pub fn drifted(&self) -> impl Iterator<Item = &KindSpend> {
+        self.kinds.iter().filter(|k| k.paste.is_some())
+    }
+}
+
+/// A figure never shown as `-0`, rounded to the cent.
+fn clean(x: f64) -> f64 {
+    let x = (x * 100.0).round() / 100.0;
+    if x == 0.0 { 0.0 } else { x }
+}
+
+impl Spend {
+    pub fn new(table: PriceTable) -> Spend {
+        Spend {
+            table,
+            gate: tokio::sync::RwLock::new(()),
+            ledger: Mutex::new(Ledger::default()),
+        }
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the starting balance; a failure leaves the run on the table's prices.
+    pub async fn start(&self, client: &Client) -> Option<f64> {
+        let read = client.credit().await;
+        let mut ledger = self.ledger();
+        match read {
+            Ok(b) => {
+                ledger.start = Some(b);
+                Some(b)
+            }
+            // A refused key is the first send's to report: it stops the run.
+            Err(e) if e.class == crate::api::ErrorClass::Auth => None,
+            Err(e) => {
+                let problem = format!("the balance could not be read at the start ({e})");
+                tracing::warn!(
+                    "{problem}: the spend is not measured; prices are the table's, and under a limit a kind is reserved at {UNLEARNED_MARGIN} times its table price"
+                );
+                ledger.problem = Some(problem);
+                None
+            }
+        }
+    }
+
+    /// The price of `kind` now.
+    pub fn price(&self, kind: Kind) -> Price {
+        let table = kind.table(&self.table).unwrap_or(0.0);
+        let ledger = self.ledger();
+        let learned = ledger.learned.get(&kind).copied();
+        let unreadable = ledger.start.is_none() && ledger.problem.is_some();
+        match learned {
+            Some(Learned::Price(m)) => Price {
+                reserve: m.max(table),
+                billed: m,
+                source: Source::Measured,
+            },
+            Some(Learned::Not) => Price {
+                reserve: table * UNLEARNED_MARGIN,
+                billed: table,
+                source: Source::Table,
+            },
+            None if unreadable => Price {
+                reserve: table * UNLEARNED_MARGIN,
+                billed: table,
+                source: Source::Table,
+            },
+            None => Price {
+                reserve: table,
+                billed: table,
+                source: Source::Table,
+            },
+        }
+    }
+
+    /// Waits for the send gate before a billed call of `kind`: alone when the
+    /// kind's price is to be learned (the balance is read then), shared otherwise.
+    /// The price to reserve is asked after this, so that a task waiting behind the
+    /// first of its kind is reserved at the learned price.
+    pub async fn enter(&self, client: &Client, kind: Kind) -> Entry<'_> {
+        if !self.to_learn(kind) {
+            return Entry::Shared(self.gate.read().await);
+        }
+        let alone = self.gate.write().await;
+        // Another call may have learned it while this one waited.
+        if !self.to_learn(kind) {
+            return Entry::Shared(alone.downgrade());
+        }
+        let before = client.credit().await.map_err(|e| e.to_string());
+        Entry::Learning {
+            spend: self,
+            kind,
+            before,
+            _alone: alone,
+        }
+    }
+
+    /// Records what the balance's fall after a billed call says of its kind's price.
+    fn learn(
+        &self,
+        kind: Kind,
+        before: Result<f64, String>,
+        after: Result<f64, String>,
+    ) -> Option<f64> {
+        let learned = match (before, after) {
+            (Ok(b), Ok(a)) if b - a > 0.0 => Learned::Price(b - a),
+            // Asked again for an upgrade paid for before: the next one tells.
+            (Ok(_), Ok(_)) if matches!(kind, Kind::Upgrade(_)) => return None,
+            (Ok(_), Ok(_)) => {
+                tracing::warn!(
+                    "the balance did not fall when a {kind} task was created: its price is taken from the table{}",
+                    limit_note()
+                );
+                Learned::Not
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(
+                    "the price of {kind} could not be learned: the balance could not be read ({e}); it is taken from the table{}",
+                    limit_note()
+                );
+                Learned::Not
+            }
+        };
+        self.ledger().learned.insert(kind, learned);
+        let Learned::Price(p) = learned else {
+            return None;
+        };
+        tracing::info!(
+            "{kind}: the service billed {} credits (table: {})",
+            Credits(p),
+            kind.table(&self.table)
+                .map_or_else(|| "no price".to_owned(), |t| Credits(t).to_string())
+        );
+        Some(p)
+    }
+
+    fn to_learn(&self, kind: Kind) -> bool {
+        let ledger = self.ledger();
+        ledger.start.is_some() && !ledger.learned.contains_key(&kind)
+    }
+
+    /// A task (or upgrade) of `kind` was billed.
+    pub fn made(&self, kind: Kind) {
+        self.ledger().counts.entry(kind).or_default().made += 1;
+    }
+
+    /// A task of `kind` made this run failed.
+    pub fn failed(&self, kind: Kind) {
+        self.ledger().counts.entry(kind).or_default().failed += 1;
+    }
+
+    /// The service refused an upgrade for want of credits.
+    pub fn upgrade_not_made(&self) {
+        self.ledger().upgrades_not_made += 1;
+    }
+
+    /// Reads the final balance and reconciles.
+    pub async fn finish(&self, client: &Client) -> SpendReport {
+        let start = self.ledger().start;
+        let end = match start {
+            Some(_) => match client.credit().await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    let problem = format!("the balance could not be read at the end ({e})");
+                    tracing::warn!("{problem}: the spend is not measured");
+                    self.ledger().problem = Some(problem);
+                    None
+                }
+            },
+            None => None,
+        };
+        self.report(start, end)
+    }
+
+    fn report(&self, start: Option<f64>, end: Option<f64>) -> SpendReport {
+        let ledger = self.ledger();
+        let measured = start.zip(end).map(|(s, e)| clean(s - e));
+        let mut kinds: Vec<(&Kind, &Count)> = ledger.counts.iter().collect();
+        kinds.sort_by_key(|(k, _)| **k);
+        let mut estimated = 0.0;
+        let mut explained = 0.0;
+        let mut lines = Vec::new();
+        for (kind, count) in kinds {
+            let table = kind.table(&self.table);
+            let learned = match ledger.learned.get(kind) {
+                Some(Learned::Price(p)) => Some(*p),
+                _ => None,
+            };
+            estimated += table.unwrap_or(0.0) * count.made as f64;
+            // Failed tasks are refunded, as documented: what they explain is 0.
+            let ok = count.made.saturating_sub(count.failed) as f64;
+            explained += learned.or(table).unwrap_or(0.0) * ok;
+            let paste = learned
+                .filter(|m| table.is_none_or(|t| (m - t).abs() > DRIFT * t))
+                .map(|m| kind.prices_line(m));
+            lines.push(KindSpend {
+                kind: kind.to_string(),
+                count: count.made,
+                failed: count.failed,
+                table,
+                measured: learned.map(clean),
+                paste,
+            });
+        }
+        let unexplained = measured
+            .map(|m| clean(m - explained))
+            .filter(|u| *u >= 0.01);
+        SpendReport {
+            balance_start: start,
+            balance_end: end,
+            measured,
+            estimated: clean(estimated),
+            unexplained,
+            kinds: lines,
+            problem: ledger.problem.clone(),
+            upgrades_not_made: ledger.upgrades_not_made,
+        }
+    }
+}
+
+fn limit_note() -> String {
+    format!(
+        "; under a spending limit each further one is reserved at {UNLEARNED_MARGIN} times its table price"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast720() -> Kind {
+        Kind::Generation {
+            model: Model::Veo3Fast,
+            resolution: Resolution::Hd720,
+            seconds: 8,
+        }
+    }
+
+    #[test]
+    fn a_learned_price_is_reserved_at_the_larger_of_it_and_the_table() {
+        let spend = Spend::new(PriceTable::default());
+        spend.ledger().start = Some(1000.0);
+        assert_eq!(
+            spend.price(fast720()),
+            Price {
+                reserve: 60.0,
+                billed: 60.0,
+                source: Source::Table
+            }
+        );
+        spend
+            .ledger()
+            .learned
+            .insert(fast720(), Learned::Price(168.0));
+        assert_eq!(spend.price(fast720()).reserve, 168.0);
+        assert_eq!(spend.price(fast720()).source, Source::Measured);
+        spend
+            .ledger()
+            .learned
+            .insert(fast720(), Learned::Price(30.0));
+        let p = spend.price(fast720());
+        assert_eq!((p.reserve, p.billed), (60.0, 30.0));
+        spend.ledger().learned.insert(fast720(), Learned::Not);
+        assert_eq!(spend.price(fast720()).reserve, 120.0);
+    }
+
+    #[test]
+    fn without_a_balance_every_kind_is_reserved_with_the_margin() {
+        let spend = Spend::new(PriceTable::default());
+        spend.ledger().problem = Some("no".into());
+        assert_eq!(spend.price(fast720()).reserve, 120.0);
+        assert_eq!(spend.price(fast720()).billed, 60.0);
+    }
+
+    #[test]
+    fn the_report_warns_of_drift_and_unexplained_falls() {
+        let spend = Spend::new(PriceTable::default());
+        {
+            let mut l = spend.ledger();
+            l.learned.insert(fast720(), Learned::Price(168.0));
+            l.counts.insert(
+                fast720(),
+                Count {
+                    made: 10,
+                    failed: 2,
+                },
+            );
+        }
+        let r = spend.report(Some(5000.0), Some(5000.0 - 1680.0));
+        assert_eq!(r.measured, Some(1680.0));
+        assert_eq!(r.estimated, 600.0);
+        // Two failed tasks billed: 336 the successes do not explain.
+        assert_eq!(r.unexplained, Some(336.0));
+        let drifted: Vec<_> = r.drifted().collect();
+        assert_eq!(drifted.len(), 1);
+        assert_eq!(drifted[0].kind, "veo3_fast 720p 8s");
+        assert_eq!(drifted[0].paste.as_deref(), Some("veo3_fast: {720p: 168}"));
+        // Within a quarter of the table: no warning; a fall the tasks explain: none.
+        spend
+            .ledger()
+            .learned
+            .insert(fast720(), Learned::Price(70.0));
+        spend
+            .ledger()
+            .counts
+            .insert(fast720(), Count { made: 2, failed: 0 });
+        let r = spend.report(Some(140.0), Some(0.0));
+        assert_eq!(r.drifted().count(), 0);
+        assert_eq!(r.unexplained, None);
+    }
+
+    #[test]
+    fn figures_are_never_negative_zero() {
+        let spend = Spend::new(PriceTable::default());
+        let r = spend.report(Some(0.1 + 0.2), Some(0.3));
+        assert_eq!(r.measured.map(f64::to_bits), Some(0.0f64.to_bits()));
+    }
+}
