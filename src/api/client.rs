@@ -690,7 +690,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.account(), "");
         assert_eq!(c.key_id(), &KeyId::of(&ApiKey::new("first-secret")));
-        let ring = super::super::KeyRing::parse("acme-b second-secret", "f", "line", false).unwrap();
+        let ring =
+            super::super::KeyRing::parse("acme-b second-secret", "f", "line", false).unwrap();
         let b = c.with_key(ring.first()).unwrap();
         assert_eq!(b.account(), "acme-b");
         assert_eq!(b.key_id(), &ring.first().id);

@@ -155,9 +155,13 @@ impl KeyRing {
 fn parse_entries(text: &str, commas: bool, unit: &str) -> (Vec<PoolKey>, Vec<KeyLineIssue>) {
     let mut keys: Vec<(usize, PoolKey)> = Vec::new();
     let mut issues = Vec::new();
-    let entries = text
-        .lines()
-        .flat_map(|l| -> Vec<&str> { if commas { l.split(',').collect() } else { vec![l] } });
+    let entries = text.lines().flat_map(|l| -> Vec<&str> {
+        if commas {
+            l.split(',').collect()
+        } else {
+            vec![l]
+        }
+    });
     for (i, raw) in entries.enumerate() {
         let line = i + 1;
         match parse_entry(raw) {
@@ -302,7 +306,13 @@ mod tests {
                 + KeyId::of(&ApiKey::new("good-key")).as_str()
                 + ")"
         );
-        for secret in ["a-secret", "extra-secret", "bell-secret", "good-key", "key-x"] {
+        for secret in [
+            "a-secret",
+            "extra-secret",
+            "bell-secret",
+            "good-key",
+            "key-x",
+        ] {
             assert!(!e.contains(secret), "{e}");
         }
     }

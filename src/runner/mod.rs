@@ -35,6 +35,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+pub mod accounts;
 mod chain;
 pub mod collector;
 pub mod job;

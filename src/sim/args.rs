@@ -23,21 +23,8 @@ pub struct SimArgs {
     #[arg(long, default_value = DEMO_KEY, value_name = "KEY")]
     pub api_key: String,
 
-    /// More keys the simulator accepts, read from a key file like
-    /// `--api-key-file`'s: `ACCOUNT KEY` a line (a bare KEY joins the unnamed
-    /// account of --api-key). Each account has its own rate windows and balance.
-    #[arg(long, value_name = "PATH")]
-    pub key_file: Option<PathBuf>,
-
-    /// A key's usage cap, as KEY_ID=N (the key id printed at start): past N tasks
-    /// the key answers 433; repeatable.
-    #[arg(long, value_name = "KEY_ID=N")]
-    pub key_cap: Vec<NamedCount>,
-
-    /// The starting balance of one account, as ACCOUNT=CREDITS (others start with
-    /// --credits); repeatable.
-    #[arg(long, value_name = "ACCOUNT=CREDITS")]
-    pub account_credits: Vec<NamedCount>,
+    #[command(flatten)]
+    pub accounts: Box<AccountArgs>,
 
     /// Generate calls allowed per window, as N/DURATION, or "none" for no limit.
     #[arg(long, default_value = "20/10s", value_name = "N/DURATION|none")]
@@ -111,6 +98,26 @@ pub struct SimArgs {
     /// answers 451 for an image URL to a forgotten one.
     #[arg(long, default_value = "24h", value_name = "DURATION|none")]
     pub upload_ttl: TtlArg,
+}
+
+/// The accounts flags (boxed so the subcommand enum stays small).
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// More keys the simulator accepts, read from a key file like
+    /// `--api-key-file`'s: `ACCOUNT KEY` a line (a bare KEY joins the unnamed
+    /// account of --api-key). Each account has its own rate windows and balance.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// A key's usage cap, as KEY_ID=N (the key id printed at start): past N tasks
+    /// the key answers 433; repeatable.
+    #[arg(long, value_name = "KEY_ID=N")]
+    pub key_cap: Vec<NamedCount>,
+
+    /// The starting balance of one account, as ACCOUNT=CREDITS (others start with
+    /// --credits); repeatable.
+    #[arg(long, value_name = "ACCOUNT=CREDITS")]
+    pub account_credits: Vec<NamedCount>,
 }
 
 /// `NAME=N`: a key id's cap or an account's balance.
@@ -421,6 +428,7 @@ impl SimArgs {
             api_key_cap,
             keys,
             account_credits: self
+                .accounts
                 .account_credits
                 .iter()
                 .map(|a| (a.name.clone(), a.value))
@@ -469,7 +477,7 @@ impl SimArgs {
 impl SimArgs {
     /// The keys of `--key-file` with their `--key-cap`s, and the cap of `--api-key`.
     fn keys(&self) -> anyhow::Result<(Vec<SimKey>, Option<u64>)> {
-        let mut keys: Vec<SimKey> = match &self.key_file {
+        let mut keys: Vec<SimKey> = match &self.accounts.key_file {
             Some(path) => KeyRing::load(Some(path))?
                 .keys()
                 .iter()
@@ -479,7 +487,7 @@ impl SimArgs {
         };
         let main_id = KeyId::of(&ApiKey::new(self.api_key.clone()));
         let mut main_cap = None;
-        for cap in &self.key_cap {
+        for cap in &self.accounts.key_cap {
             #[expect(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,

@@ -521,7 +521,10 @@ pub async fn serve(args: args::SimArgs) -> anyhow::Result<()> {
             } else {
                 &k.account
             };
-            let cap = k.cap.map(|c| format!(", capped at {c} tasks")).unwrap_or_default();
+            let cap = k
+                .cap
+                .map(|c| format!(", capped at {c} tasks"))
+                .unwrap_or_default();
             eprintln!("account {account}: key {id}{cap}");
         }
     }

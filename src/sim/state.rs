@@ -368,10 +368,12 @@ impl Sim {
         if let Some(refused) = self.enter(inner, caller, now) {
             return refused;
         }
-        let parent = self.task(inner, &call.task_id, Some(caller.account)).map(|(_, t)| {
-            let has_1080p = t.hd_charged || t.resolution != DEFAULT_RESOLUTION;
-            (t.ends <= now, t.outcome, has_1080p, t.aspect)
-        });
+        let parent = self
+            .task(inner, &call.task_id, Some(caller.account))
+            .map(|(_, t)| {
+                let has_1080p = t.hd_charged || t.resolution != DEFAULT_RESOLUTION;
+                (t.ends <= now, t.outcome, has_1080p, t.aspect)
+            });
         let refusal = match parent {
             None => Some(MSG_RECORD_NULL),
             Some((false, _, _, _)) => {
@@ -413,7 +415,10 @@ impl Sim {
             return Some(Admission::DropBefore);
         }
         let used = inner.key_used.get(caller.key).copied().unwrap_or(0);
-        if self.keys.keys[caller.key].cap.is_some_and(|cap| used >= cap) {
+        if self.keys.keys[caller.key]
+            .cap
+            .is_some_and(|cap| used >= cap)
+        {
             inner.stats.answered_433 += 1;
             return Some(Admission::Refused(Answer::err(433, MSG_KEY_CAPPED)));
         }
@@ -750,7 +755,9 @@ mod tests {
     }
 
     fn flag(sim: &Sim, id: &str) -> i64 {
-        sim.record_info(Caller::MAIN, id).data["successFlag"].as_i64().unwrap()
+        sim.record_info(Caller::MAIN, id).data["successFlag"]
+            .as_i64()
+            .unwrap()
     }
 
     #[tokio::test(start_paused = true)]
@@ -765,7 +772,9 @@ mod tests {
             ..SimConfig::default()
         });
         let (req, body) = request("x");
-        let ids: Vec<String> = (0..20).map(|_| created(sim.admit(Caller::MAIN, &req, &body))).collect();
+        let ids: Vec<String> = (0..20)
+            .map(|_| created(sim.admit(Caller::MAIN, &req, &body)))
+            .collect();
         let before = sim.credits(Caller::MAIN);
         tokio::time::advance(Duration::from_secs(11)).await;
         let early = ids.iter().filter(|id| flag(&sim, id) != 0).count();
@@ -823,13 +832,23 @@ mod tests {
         let id = created(sim.admit(Caller::MAIN, &req, &body));
         assert_eq!(sim.get_1080p(Caller::MAIN, &id, 0).code, 400);
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(sim.get_1080p(Caller::MAIN, &id, 0).msg, MSG_1080P_PROCESSING);
+        assert_eq!(
+            sim.get_1080p(Caller::MAIN, &id, 0).msg,
+            MSG_1080P_PROCESSING
+        );
         assert_eq!(sim.get_1080p(Caller::MAIN, &id, 1).code, 422);
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(sim.get_1080p(Caller::MAIN, &id, 0).code, 200);
         assert_eq!(sim.get_1080p(Caller::MAIN, &id, 0).code, 200);
-        assert!((sim.credits(Caller::MAIN) - 115.0).abs() < 1e-9, "1080p charged once");
-        assert_eq!(sim.get_4k(Caller::MAIN, &id, 0, None).code, 402, "4k costs 120");
+        assert!(
+            (sim.credits(Caller::MAIN) - 115.0).abs() < 1e-9,
+            "1080p charged once"
+        );
+        assert_eq!(
+            sim.get_4k(Caller::MAIN, &id, 0, None).code,
+            402,
+            "4k costs 120"
+        );
         assert!((sim.credits(Caller::MAIN) - 115.0).abs() < 1e-9);
     }
 
@@ -987,7 +1006,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut pending = 0;
         for id in &ids {
-            let (mine, theirs) = (first.record_info(Caller::MAIN, id), later.record_info(Caller::MAIN, id));
+            let (mine, theirs) = (
+                first.record_info(Caller::MAIN, id),
+                later.record_info(Caller::MAIN, id),
+            );
             assert_eq!(theirs.code, 200, "{id}: {}", theirs.msg);
             pending += usize::from(mine.data["successFlag"] == 0);
             // Done or not may differ at the very end: an id keeps the creation
@@ -999,7 +1021,10 @@ mod tests {
         assert!(pending > 0, "some are still generating");
         tokio::time::sleep(Duration::from_millis(150)).await;
         for id in &ids {
-            let (mine, theirs) = (first.record_info(Caller::MAIN, id).data, later.record_info(Caller::MAIN, id).data);
+            let (mine, theirs) = (
+                first.record_info(Caller::MAIN, id).data,
+                later.record_info(Caller::MAIN, id).data,
+            );
             for field in ["successFlag", "response", "errorCode", "completeTime"] {
                 assert_eq!(mine[field], theirs[field], "{id} {field}");
             }
@@ -1025,7 +1050,10 @@ mod tests {
             MSG_RECORD_NULL,
             "another seed"
         );
-        assert_eq!(later.record_info(Caller::MAIN, "veo_task_0000").msg, MSG_RECORD_NULL);
+        assert_eq!(
+            later.record_info(Caller::MAIN, "veo_task_0000").msg,
+            MSG_RECORD_NULL
+        );
         assert_eq!(later.file("veo_task_0000.mp4", None), FileState::Missing);
         assert_eq!(later.stats().tasks_created, 0, "re-derived, not created");
     }
@@ -1039,7 +1067,10 @@ mod tests {
         assert!((0..10).all(|_| limited.admit_poll(Caller::MAIN).is_none()));
         assert_eq!(limited.admit_poll(Caller::MAIN).map(|a| a.code), Some(429));
         tokio::time::advance(Duration::from_millis(1000)).await;
-        assert!(limited.admit_poll(Caller::MAIN).is_none(), "the window slid");
+        assert!(
+            limited.admit_poll(Caller::MAIN).is_none(),
+            "the window slid"
+        );
         assert_eq!(limited.stats().polls_refused, 1);
         let free = sim(SimConfig::default());
         assert!(
@@ -1142,7 +1173,10 @@ mod tests {
         let later = self::sim(config);
         assert_eq!(later.record_info(Caller::MAIN, &ext).data["successFlag"], 0);
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(later.record_info(Caller::MAIN, &ext).data["response"], info["response"]);
+        assert_eq!(
+            later.record_info(Caller::MAIN, &ext).data["response"],
+            info["response"]
+        );
         // Its 1080p version made, a video cannot be extended.
         assert_eq!(sim.get_1080p(Caller::MAIN, &base, 0).code, 200);
         assert_eq!(

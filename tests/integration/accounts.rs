@@ -42,7 +42,8 @@ fn assert_no_key_anywhere(h: &Harness, outputs: &[&std::process::Output], keys: 
         if entry.file_name().is_some_and(|n| n == "keys") {
             continue;
         }
-        texts.push(String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned());
+        texts
+            .push(String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned());
     }
     for text in &texts {
         for key in keys {
@@ -133,12 +134,23 @@ fn several_keys_are_refused_by_run_until_the_pool_is_wired_and_nothing_is_sent()
     let keys = h.write("keys", &format!("acme-a {KEY_A}\nacme-b {KEY_B}\n"));
     let manifest = h.write("b.yaml", &text_jobs(2));
     let mut cmd = h.run_cmd(&manifest);
-    cmd.env_remove("KIE_API_KEY").arg("--api-key-file").arg(&keys);
+    cmd.env_remove("KIE_API_KEY")
+        .arg("--api-key-file")
+        .arg(&keys);
     let out = cmd.output().expect("runs");
-    assert_eq!(out.status.code(), Some(Exit::Usage as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(Exit::Usage as i32),
+        "{}",
+        stderr(&out)
+    );
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("2 api keys were given (acme-a/{}, acme-b/{})", id(KEY_A), id(KEY_B))),
+        err.contains(&format!(
+            "2 api keys were given (acme-a/{}, acme-b/{})",
+            id(KEY_A),
+            id(KEY_B)
+        )),
         "{err}"
     );
     assert_eq!(h.stats().generate_calls, 0);
@@ -154,7 +166,9 @@ fn a_bad_key_file_is_refused_with_every_bad_line_and_no_key() {
     );
     let manifest = h.write("b.yaml", &text_jobs(1));
     let mut cmd = h.run_cmd(&manifest);
-    cmd.env_remove("KIE_API_KEY").arg("--api-key-file").arg(&keys);
+    cmd.env_remove("KIE_API_KEY")
+        .arg("--api-key-file")
+        .arg(&keys);
     let out = cmd.output().expect("runs");
     assert_eq!(out.status.code(), Some(Exit::Usage as i32));
     let err = stderr(&out);
@@ -162,7 +176,10 @@ fn a_bad_key_file_is_refused_with_every_bad_line_and_no_key() {
     for expected in [
         format!("{file} line 2: 3 fields where `KEY` or `ACCOUNT KEY` was expected"),
         format!("{file} line 4: the account name must be at most 64 letters"),
-        format!("{file} line 5: the same key as line 1 (key id {})", id(KEY_A)),
+        format!(
+            "{file} line 5: the same key as line 1 (key id {})",
+            id(KEY_A)
+        ),
     ] {
         assert!(err.contains(&expected), "{expected}\nin\n{err}");
     }
@@ -193,7 +210,11 @@ async fn a_client_with_a_chosen_key_calls_as_that_account() {
         false,
     )
     .unwrap();
-    let base = Client::new(ClientConfig::new(handle.base_url(), ApiKey::new(sim::DEMO_KEY))).unwrap();
+    let base = Client::new(ClientConfig::new(
+        handle.base_url(),
+        ApiKey::new(sim::DEMO_KEY),
+    ))
+    .unwrap();
     let [a, a2, b] = [0, 1, 2].map(|i| base.with_key(&ring.keys()[i]).unwrap());
     assert_eq!(b.account(), "acme-b");
 

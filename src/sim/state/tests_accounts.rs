@@ -175,7 +175,10 @@ async fn a_task_is_answered_for_only_to_its_own_account() {
     assert_eq!(sim.credits(b), b_credits, "nothing charged to the asker");
     assert_eq!(sim.get_1080p(main2, &id, 0).code, 200);
     // Its files are public links: anyone may fetch them.
-    assert!(matches!(sim.file(&format!("{id}.mp4"), None), FileState::Ready));
+    assert!(matches!(
+        sim.file(&format!("{id}.mp4"), None),
+        FileState::Ready
+    ));
     // And the other way round: account b's task is not the unnamed account's.
     let theirs = created(sim.admit(b, &req, &body));
     assert_eq!(sim.record_info(main, &theirs).msg, MSG_RECORD_NULL);
