@@ -251,3 +251,37 @@ async fn a_client_with_a_chosen_key_calls_as_that_account() {
     assert_eq!(stats.answered_433, 1);
     handle.shutdown().await;
 }
+
+/// A key past its cap (433) stops the run (exit 3, as out of credits) and the
+/// refused job's row names no account or key: it has no task for them to own.
+#[test]
+fn a_refused_send_leaves_no_account_on_the_row() {
+    let h = Harness::new(pool_sim());
+    let keys = h.write("keys", &format!("acme-a {KEY_A2}\n"));
+    let manifest = h.write("b.yaml", &text_jobs(2));
+    let mut cmd = h.run_cmd(&manifest);
+    cmd.env_remove("KIE_API_KEY")
+        .arg("--api-key-file")
+        .arg(&keys)
+        .args(["--rate", "1000/1s", "--concurrency", "1"]);
+    let out = cmd.output().expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(Exit::ServiceStopped as i32),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("433"), "{}", stderr(&out));
+    let results = h.results();
+    let (made, refused): (Vec<_>, Vec<_>) =
+        results.records.values().partition(|r| r.task_id.is_some());
+    assert_eq!((made.len(), refused.len()), (1, 1));
+    assert_eq!(made[0].account, "acme-a");
+    assert_eq!(made[0].key_id, id(KEY_A2));
+    assert_eq!(
+        (refused[0].account.as_str(), refused[0].key_id.as_str()),
+        ("", "")
+    );
+    assert_eq!(h.stats().answered_433, 1);
+    assert_no_key_anywhere(&h, &[&out], &[KEY_A2]);
+}

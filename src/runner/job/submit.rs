@@ -176,7 +176,9 @@ impl JobRunner {
                 e.class,
                 ErrorClass::Retryable | ErrorClass::Failed | ErrorClass::Auth | ErrorClass::Credits
             ) {
-                // Refused: no task, no charge.
+                // Refused: no task, no charge, and no task for a key to own.
+                self.record.account.clear();
+                self.record.key_id.clear();
                 shared.budget.release(cost);
                 self.record.credits = (self.record.credits - billed).max(0.0);
             }
