@@ -155,6 +155,15 @@ pub struct ValidateArgs {
     /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_image_size: Option<Size>,
+
+    /// Compare the estimate with this batch spending limit, as `run --max-credits`
+    /// would keep it (instead of the manifest's max_credits).
+    #[arg(long, value_name = "N")]
+    pub max_credits: Option<f64>,
+
+    /// Compare the estimate with this per-run limit, as `run --max-run-credits`.
+    #[arg(long, value_name = "N")]
+    pub max_run_credits: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -215,6 +224,14 @@ pub struct RunArgs {
     /// Submit every job and exit (code 4); a later run polls and downloads.
     #[arg(long)]
     pub no_wait: bool,
+
+    /// For cron: a batch left running on the service is no failure. Exit 0, not 4,
+    /// when jobs still running (or made and not downloaded) are all that is left,
+    /// and exit 0 quietly when another run holds the results file (it carries the
+    /// batch on). Jobs in doubt still end with 4; failures, a refused key and the
+    /// spending limit keep their codes.
+    #[arg(long)]
+    pub running_ok: bool,
 
     /// Record result URLs, download nothing.
     #[arg(long)]

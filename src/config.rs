@@ -66,6 +66,8 @@ pub struct RunConfig {
     /// Stop submitting before the batch's spend (what the results file records
     /// plus this run's) would pass this many credits.
     pub max_credits: Option<f64>,
+    /// Where `max_credits` was set, as messages name it: the flag, or the manifest's key.
+    pub max_credits_setting: &'static str,
     /// Stop submitting before this run's own spend would pass this many credits.
     pub max_run_credits: Option<f64>,
     /// Submit only the first N jobs still to send (jobs already sent always go on).
@@ -117,6 +119,17 @@ pub fn resolve(
         setting,
         message: message.to_owned(),
     };
+
+    // Before anything else: a URL taken as a path would create a folder named `s3:`.
+    for (setting, value) in [
+        ("--results", &args.results),
+        ("--videos-dir", &args.videos_dir),
+    ] {
+        if let Some(value) = value {
+            crate::store::refuse_url(&value.to_string_lossy())
+                .map_err(|message| ConfigError { setting, message })?;
+        }
+    }
 
     let concurrency = args
         .concurrency
@@ -223,6 +236,7 @@ pub fn resolve(
             seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
             prices: manifest.prices,
             max_credits: args.max_credits.or(m.max_credits),
+            max_credits_setting: credits_setting(args.max_credits, m.max_credits),
             max_run_credits: args.max_run_credits,
             limit: args.limit,
             sample: args.sample,
@@ -264,11 +278,23 @@ impl RunConfig {
             seed: 1,
             prices: PriceTable::default(),
             max_credits: None,
+            max_credits_setting: MAX_CREDITS_FLAG,
             max_run_credits: None,
             limit: None,
             sample: None,
             upload_ttl: crate::runner::uploads::DEFAULT_UPLOAD_TTL,
         }
+    }
+}
+
+/// How messages name `--max-credits`.
+pub const MAX_CREDITS_FLAG: &str = "--max-credits";
+
+/// Where the batch's spending limit comes from: the flag wins over the manifest.
+pub fn credits_setting(flag: Option<f64>, manifest: Option<f64>) -> &'static str {
+    match (flag, manifest) {
+        (None, Some(_)) => "the manifest's max_credits",
+        _ => MAX_CREDITS_FLAG,
     }
 }
 

@@ -88,6 +88,21 @@ impl Exit {
         }
     }
 
+    /// The code under `run --running-ok`: a batch whose only unfinished jobs run on
+    /// the service (or wait for their download), with nothing else wrong, is 0.
+    pub fn running_ok(self, t: &Tally) -> Exit {
+        let unfinished = t.in_doubt + t.not_started;
+        if self == Exit::NotFinished && unfinished == 0 {
+            Exit::of_tally(&Tally {
+                running: 0,
+                not_downloaded: 0,
+                ..t.clone()
+            })
+        } else {
+            self
+        }
+    }
+
     /// The code an error that ended a command calls for. A closed stdout (`| head`)
     /// is no failure: the reader had what it wanted.
     pub fn of_error(e: &anyhow::Error) -> Exit {
@@ -133,9 +148,13 @@ impl From<Exit> for i32 {
 
 /// True when `e` comes from writing into a pipe whose reader closed it.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    // serde_json keeps the I/O error inside its own, out of the source chain.
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(BrokenPipe))
     })
 }
 
@@ -189,6 +208,57 @@ mod tests {
         let e = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
             .context("failed to write to stdout");
         assert_eq!(Exit::of_error(&e), Exit::Ok);
+    }
+
+    /// `status --json | head -1`: the pipe closes inside serde_json's writer.
+    #[test]
+    fn a_closed_pipe_under_json_is_no_failure() {
+        struct Closed;
+        impl std::io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let Err(e) = serde_json::to_writer_pretty(Closed, &[1, 2, 3]) else {
+            panic!("a closed pipe takes nothing");
+        };
+        let e = anyhow::Error::from(e);
+        assert!(is_broken_pipe(&e));
+        assert_eq!(Exit::of_error(&e), Exit::Ok);
+    }
+
+    /// Running jobs end with 0 under `--running-ok`; doubt, jobs not sent and
+    /// failures do not.
+    #[test]
+    fn running_ok_forgives_only_running_jobs() {
+        let running = Tally {
+            succeeded: 2,
+            running: 3,
+            not_downloaded: 1,
+            ..Tally::default()
+        };
+        let ok = |t: &Tally| Exit::of_tally(t).running_ok(t);
+        assert_eq!(Exit::of_tally(&running), Exit::NotFinished);
+        assert_eq!(ok(&running), Exit::Ok);
+        let failed = Tally {
+            failed: 1,
+            ..running.clone()
+        };
+        assert_eq!(ok(&failed), Exit::JobsFailed);
+        let doubt = Tally {
+            in_doubt: 1,
+            ..running.clone()
+        };
+        assert_eq!(ok(&doubt), Exit::NotFinished);
+        let unsent = Tally {
+            not_started: 1,
+            ..running
+        };
+        assert_eq!(ok(&unsent), Exit::NotFinished);
+        assert_eq!(Exit::Budget.running_ok(&unsent), Exit::Budget);
     }
 
     #[test]

@@ -18,5 +18,6 @@ pub mod report;
 pub mod request;
 pub mod runner;
 pub mod sim;
+pub mod store;
 pub mod summary;
 pub mod units;

@@ -28,6 +28,12 @@ pub fn set_structured(structured: bool) {
     STRUCTURED.store(structured, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// True when log lines are JSON events (`--log-format json`): then everything
+/// on stderr goes through `tracing`, errors included, never as prose.
+pub fn structured() -> bool {
+    STRUCTURED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 static ACTIVE_BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
 
 fn active() -> &'static Mutex<Option<ProgressBar>> {
@@ -166,7 +172,7 @@ impl PhaseCounts {
             .map(|(n, label)| format!("{n} {label}")),
         );
         if submits_per_second > 0.0 {
-            parts.push(format!("{submits_per_second:.1}/s"));
+            parts.push(format!("{submits_per_second:.1} submits/s"));
         }
         parts.join(", ")
     }
@@ -208,12 +214,54 @@ fn new_bar(total: usize, target: ProgressDrawTarget) -> ProgressBar {
     bar
 }
 
+/// The time left as shown: an estimate that would end later than the one shown is
+/// taken only once the submit rate moved by more than [`RATE_CHANGE`] since that one
+/// was taken, or once its end has passed; so while the rate holds, the time left
+/// only counts down (the mean generation time creeping up as slower tasks finish
+/// would otherwise push it back every few seconds).
+#[derive(Debug, Default, Clone)]
+pub struct EtaClock {
+    /// When the run is expected to end, and the submit rate then.
+    shown: Option<(Instant, f64)>,
+}
+
+/// How far the submit rate may move, as a share of its value, and still "hold".
+const RATE_CHANGE: f64 = 0.2;
+
+impl EtaClock {
+    /// The time left to show at `now`, given the newest `estimate` and the run's
+    /// submit rate so far (submits per second).
+    pub fn update(
+        &mut self,
+        now: Instant,
+        estimate: Option<Duration>,
+        rate: f64,
+    ) -> Option<Duration> {
+        let Some(estimate) = estimate else {
+            self.shown = None;
+            return None;
+        };
+        let end = now + estimate;
+        let keep = self.shown.is_some_and(|(shown, at_rate)| {
+            let holds = (rate - at_rate).abs() <= RATE_CHANGE * at_rate.max(f64::EPSILON);
+            end > shown && shown > now && holds
+        });
+        if !keep {
+            self.shown = Some((end, rate));
+        }
+        self.shown
+            .map(|(end, _)| end.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+}
+
 /// Shows progress the way `mode` says.
 pub struct Reporter {
     mode: Mode,
     bar: Option<ProgressBar>,
     last_line: Instant,
     started: Instant,
+    eta: EtaClock,
 }
 
 impl Reporter {
@@ -231,6 +279,7 @@ impl Reporter {
             bar,
             last_line: Instant::now(),
             started: Instant::now(),
+            eta: EtaClock::default(),
         }
     }
 
@@ -239,6 +288,7 @@ impl Reporter {
     pub fn update(&mut self, c: &PhaseCounts, submitted: u64, eta: Option<Duration>) {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = submitted as f64 / elapsed;
+        let eta = self.eta.update(Instant::now(), eta, rate);
         let eta_secs = eta.map(|d| d.as_secs());
         match self.mode {
             Mode::Quiet => {}
@@ -294,6 +344,28 @@ impl Drop for Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// While the submit rate holds, a later estimate does not push the time left
+    /// back; an earlier one is taken at once, and so is a later one once the rate
+    /// moved or the shown end passed.
+    #[test]
+    fn the_time_left_counts_down_while_the_rate_holds() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let secs = Duration::from_secs;
+        let mut clock = EtaClock::default();
+        assert_eq!(clock.update(at(0), Some(secs(100)), 2.0), Some(secs(100)));
+        // The mean generation time grew: the estimate says 105 s left at 10 s.
+        assert_eq!(clock.update(at(10), Some(secs(105)), 2.1), Some(secs(90)));
+        assert_eq!(clock.update(at(20), Some(secs(95)), 1.9), Some(secs(80)));
+        // Better news is taken.
+        assert_eq!(clock.update(at(30), Some(secs(40)), 2.0), Some(secs(40)));
+        // The rate halved (rate limited): the later end is believed.
+        assert_eq!(clock.update(at(40), Some(secs(90)), 1.0), Some(secs(90)));
+        // The shown end passed: the new estimate stands.
+        assert_eq!(clock.update(at(140), Some(secs(20)), 1.0), Some(secs(20)));
+        assert_eq!(clock.update(at(141), None, 1.0), None);
+    }
 
     #[test]
     fn counts_cover_every_job() {

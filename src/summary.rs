@@ -186,6 +186,9 @@ pub enum NotStartedHint {
     Budget,
     /// The service refused the key: fix it first.
     Key,
+    /// `--limit N` or `--sample N` held them back: the same command sends the
+    /// next N, not all of them.
+    Held { flag: &'static str, per_run: usize },
 }
 
 /// The table of counts and the advice for each problem job.
@@ -198,12 +201,13 @@ const IDS_SHOWN: usize = 3;
 
 /// Problems of one kind, grouped by reason, the largest group first (then by the
 /// first job's place): one line per reason, however many jobs share it.
-pub(crate) fn grouped(problems: &[Problem]) -> Vec<(&str, Vec<&str>)> {
-    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
-    let mut at: HashMap<&str, usize> = HashMap::new();
+pub(crate) fn grouped(problems: &[Problem]) -> Vec<(String, Vec<&str>)> {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
     for p in problems {
-        let i = *at.entry(p.reason.as_str()).or_insert_with(|| {
-            groups.push((p.reason.as_str(), Vec::new()));
+        let reason = general(&p.reason, &p.job_id);
+        let i = *at.entry(reason.clone()).or_insert_with(|| {
+            groups.push((reason, Vec::new()));
             groups.len() - 1
         });
         groups[i].1.push(p.job_id.as_str());
@@ -211,6 +215,38 @@ pub(crate) fn grouped(problems: &[Problem]) -> Vec<(&str, Vec<&str>)> {
     // Stable: equal groups keep the order of their first job.
     groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
     groups
+}
+
+/// A job's reason as its group says it: without what names the job itself (its
+/// id, the URL or file of its video), which would make one group per job. The
+/// job's own reason stays whole in `status --failed` and `status --json`.
+fn general(reason: &str, job_id: &str) -> String {
+    const ELIDED: &str = "…";
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    // `download of HOST/PATH failed`: the URL is the job's.
+    while let Some(at) = rest.find("download of ") {
+        let after = &rest[at + "download of ".len()..];
+        out.push_str(&rest[..at]);
+        out.push_str("download");
+        rest = after.find(' ').map_or("", |end| &after[end..]);
+    }
+    out.push_str(rest);
+    // A file named in backquotes is the job's video.
+    let mut general = String::with_capacity(out.len());
+    let mut parts = out.split('`');
+    if let Some(first) = parts.next() {
+        general.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        general.push('`');
+        general.push_str(if i % 2 == 0 { ELIDED } else { part });
+    }
+    // Ids of a letter or two also spell ordinary words.
+    if job_id.chars().count() >= 3 {
+        general = general.replace(job_id, ELIDED);
+    }
+    general
 }
 
 fn write_groups(out: &mut String, kind: &str, problems: &[Problem], advice: &str) {
@@ -269,7 +305,9 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
     );
     let again = match hint {
         NotStartedHint::Key => "once the key is fixed, run again",
-        NotStartedHint::RunAgain | NotStartedHint::Budget => "run the same command again",
+        NotStartedHint::RunAgain | NotStartedHint::Budget | NotStartedHint::Held { .. } => {
+            "run the same command again"
+        }
     };
     if t.not_downloaded > 0 {
         let _ = writeln!(
@@ -294,6 +332,13 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
                 "the spending limit holds {0} back; raise it (--max-credits, max_credits, --max-run-credits) to send {0}",
                 them(t.not_started)
             ),
+            NotStartedHint::Held { flag, per_run } if t.not_started > per_run => format!(
+                "run the same command again to send the next {per_run} ({flag} {per_run} sends {per_run} a run), or leave out {flag} to send all {}",
+                t.not_started
+            ),
+            NotStartedHint::Held { .. } => {
+                format!("run the same command again to send {}", them(t.not_started))
+            }
             NotStartedHint::Key => {
                 "check KIE_API_KEY (or --api-key-file): nothing is sent until the service accepts the key".to_owned()
             }
@@ -422,6 +467,43 @@ mod tests {
             text.trim_end().ends_with("failed             169"),
             "{text}"
         );
+    }
+
+    /// Download failures that differ only in the job's URL or file share a group.
+    #[test]
+    fn failures_group_by_reason_without_the_jobs_own_names() {
+        let mut o = Outcomes::default();
+        for i in 1..=4 {
+            let mut r = rec(&format!("clip-{i}"), State::Succeeded, Some("t"));
+            r.video_urls = vec!["u".into()];
+            r.error_code = Some(404);
+            r.error_message = Some(format!(
+                "download failed: download of files.example/v/clip-{i}.mp4 failed: http 404 Not Found: gone"
+            ));
+            o.count(JobRef::recorded(&r), Some(&r));
+        }
+        let mut r = rec("clip-5", State::Succeeded, Some("t"));
+        r.video_urls = vec!["u".into()];
+        r.error_message = Some(
+            "download failed: failed to write `videos/b/clip-5.mp4.part`: No space left on device"
+                .into(),
+        );
+        o.count(JobRef::recorded(&r), Some(&r));
+        let text = render(&o);
+        assert!(
+            text.contains(
+                "download failed (4 jobs): 404: download failed: http 404 Not Found: gone: \"clip-1\", \"clip-2\", \"clip-3\" and 1 more\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "download failed (1 job): failed to write `…`: No space left on device: \"clip-5\"\n"
+            ),
+            "{text}"
+        );
+        // The job's own reason is whole where one job is shown.
+        assert!(o.download_failed[0].reason.contains("clip-1.mp4"));
     }
 
     #[test]

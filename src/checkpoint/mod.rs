@@ -10,12 +10,14 @@
 
 use std::fmt;
 
+mod error_kind;
 pub mod plan;
 mod read;
 pub mod rows;
 pub mod schema;
 pub mod writer;
 
+pub use error_kind::ErrorKind;
 pub use read::{
     CheckpointError, ForeignResults, Listed, Loaded, Preloaded, check_belongs, load, load_listed,
     parse_reader, preload,
@@ -150,6 +152,9 @@ pub struct Record {
     /// Where `credits` comes from: `measured` (the balance's fall after a task of
     /// its kind) or `table` (the price table); empty in files written before.
     pub credits_source: String,
+    /// Why the last step failed, with `error_message`; `None` with no error, or in
+    /// a row written before the column existed (see [`Record::error_kind`]).
+    pub error_kind: Option<ErrorKind>,
     /// The account of the key that made the task (empty: the unnamed account, or
     /// no task yet).
     pub account: String,
@@ -174,21 +179,42 @@ impl Record {
         }
     }
 
+    /// Why the last step failed: the `error_kind` column, or in a row from before
+    /// it, what its message says; `None` without an error message.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        let message = self.error_message.as_deref()?;
+        Some(
+            self.error_kind
+                .unwrap_or_else(|| ErrorKind::of_legacy(self.state(), message)),
+        )
+    }
+
+    /// Records a failure: its kind, the service's code and the message.
+    pub fn set_failure(&mut self, kind: ErrorKind, code: Option<i64>, message: String) {
+        self.error_kind = Some(kind);
+        self.error_code = code;
+        self.error_message = Some(message);
+    }
+
+    /// Forgets the last failure.
+    pub fn clear_failure(&mut self) {
+        self.error_kind = None;
+        self.error_code = None;
+        self.error_message = None;
+    }
+
     /// True when the service refused this job's upgrade for good.
     pub fn upgrade_refused(&self) -> bool {
-        self.error_message
-            .as_deref()
-            .is_some_and(|m| m.contains(&format!("{UPGRADE_FAILED}: ")))
+        self.error_kind() == Some(ErrorKind::Upgrade)
     }
 
     /// True when the service refused this job's upgrade for want of credits (the
     /// next run asks again).
     pub fn upgrade_not_made(&self) -> bool {
+        // A made video's record; a submission refused for credits stays pending.
         self.upgrade_urls.is_empty()
-            && self
-                .error_message
-                .as_deref()
-                .is_some_and(|m| m.contains(&format!("{UPGRADE_NOT_MADE}: ")))
+            && self.state() == State::Succeeded
+            && self.error_kind() == Some(ErrorKind::Credits)
     }
 
     /// True when a succeeded job still has files to download.
@@ -198,9 +224,7 @@ impl Record {
 
     /// True when the last try to download this job's videos failed.
     pub fn download_failed(&self) -> bool {
-        self.error_message
-            .as_deref()
-            .is_some_and(|m| m.starts_with(DOWNLOAD_FAILED))
+        self.error_kind() == Some(ErrorKind::Download)
     }
 
     /// The state, which every loaded or written record has.
@@ -545,15 +569,49 @@ mod tests {
         assert_eq!(loaded.records["e"], e);
     }
 
+    /// A file from before error kinds loads; its failures get their kind from the
+    /// message, and a row of today round-trips its kind.
+    #[test]
+    fn a_file_from_before_error_kinds_loads_and_tells_kinds_from_messages() {
+        let mut r = record("a", State::Succeeded);
+        r.error_code = Some(404);
+        r.error_message = Some("download failed: download of h/a.mp4 failed: http 404".into());
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&HEADER[..28]).unwrap();
+        w.write_record(&r.cells()[..28]).unwrap();
+        let loaded = parse(&w.into_inner().unwrap()).unwrap();
+        assert!(loaded.old_header);
+        let old = &loaded.records["a"];
+        assert_eq!(old.error_kind, None);
+        assert_eq!(old.error_kind(), Some(ErrorKind::Download));
+        assert!(old.download_failed());
+        // Today's row says its kind; the message no longer decides it.
+        r.error_kind = Some(ErrorKind::GenerationFailed);
+        let loaded = parse(&to_csv(std::slice::from_ref(&r))).unwrap();
+        assert_eq!(loaded.records["a"], r);
+        assert!(!loaded.records["a"].download_failed());
+        let mut bad = to_csv(&[r]);
+        let text = String::from_utf8(bad.clone())
+            .unwrap()
+            .replace(",generation_failed\n", ",exploded\n");
+        bad = text.into_bytes();
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("error_kind: \"exploded\" is not an error kind"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_file_from_before_key_pools_loads_with_their_columns_empty() {
         let mut r = record("a", State::Succeeded);
         r.extends = "z".into();
         r.parent_task_id = Some("t1".into());
         r.credits_source = "table".into();
+        r.error_kind = Some(ErrorKind::Download);
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(&HEADER[..29]).unwrap();
-        w.write_record(&r.cells()[..29]).unwrap();
+        w.write_record(&HEADER[..30]).unwrap();
+        w.write_record(&r.cells()[..30]).unwrap();
         let loaded = parse(&w.into_inner().unwrap()).unwrap();
         assert!(loaded.old_header, "rewritten with today's header");
         assert_eq!(loaded.records["a"], r);

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::{LIST_SEPARATOR, Record, State};
+use super::{ErrorKind, LIST_SEPARATOR, Record, State};
 use crate::manifest::Upgrade;
 
 /// A column holding a string field as it is.
@@ -66,7 +66,7 @@ pub struct Column {
 }
 
 /// Every column, in file order.
-pub const COLUMNS: [Column; 31] = [
+pub const COLUMNS: [Column; 32] = [
     Column {
         name: "job_id",
         write: |r, out| out.push_str(&r.job_id),
@@ -194,6 +194,24 @@ pub const COLUMNS: [Column; 31] = [
     opt_column!("parent_task_id", parent_task_id),
     // Added with measured spend: where the `credits` figure comes from.
     text_column!("credits_source", credits_source),
+    // Added with error kinds: a stable word for grouping and --retry-failed.
+    Column {
+        name: "error_kind",
+        write: |r, out| out.push_str(r.error_kind.map(ErrorKind::as_str).unwrap_or_default()),
+        read: |r, cell| {
+            r.error_kind = match cell {
+                "" => None,
+                word => Some(ErrorKind::parse(word).ok_or_else(|| {
+                    let words: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+                    format!(
+                        "{word:?} is not an error kind ({} or empty)",
+                        words.join(", ")
+                    )
+                })?),
+            };
+            Ok(())
+        },
+    },
     // Added with key pools: which account and key made the task (the key's id,
     // never the key), so that its later calls go with the same account.
     text_column!("account", account),
@@ -212,9 +230,9 @@ pub const HEADER: [&str; COLUMNS.len()] = {
 };
 
 /// The widths of the headers veo-batch has written: the first release's 17
-/// columns, the 26 before extend jobs, the 28 before measured spend, the 29 before
-/// key pools, and today's.
-pub const KNOWN_WIDTHS: [usize; 5] = [17, 26, 28, 29, COLUMNS.len()];
+/// columns, the 26 before extend jobs, the 28 before measured spend, the 29
+/// before error kinds, the 30 before key pools, and today's.
+pub const KNOWN_WIDTHS: [usize; 6] = [17, 26, 28, 29, 30, COLUMNS.len()];
 
 /// The number of columns of a header that veo-batch wrote, if `names` is one.
 pub fn known_width<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<usize> {

@@ -114,15 +114,28 @@ pub fn report_error(e: &anyhow::Error, sends: bool) -> Exit {
     if crate::exit::is_broken_pipe(e) {
         return exit;
     }
+    let structured = crate::progress::structured();
     if let Some(m) = e.downcast_ref::<ManifestError>() {
+        let note = if sends { "; nothing was sent" } else { "" };
+        if structured {
+            for d in &m.diagnostics {
+                tracing::error!(
+                    location = %d.origin,
+                    job = d.job.as_deref(),
+                    field = d.field.as_deref(),
+                    "{}",
+                    d.message
+                );
+            }
+            tracing::error!(exit_code = exit.code(), "{m}{note}");
+            return exit;
+        }
         for d in &m.diagnostics {
             eprintln!("{d}");
         }
-        let note = if sends { "; nothing was sent" } else { "" };
         eprintln!("error: {m}{note}");
         return exit;
     }
-    eprintln!("error: {e}");
     let mut said = e.to_string();
     let causes: Vec<String> = e
         .chain()
@@ -135,6 +148,16 @@ pub fn report_error(e: &anyhow::Error, sends: bool) -> Exit {
             new
         })
         .collect();
+    if structured {
+        let caused_by = (!causes.is_empty()).then(|| causes.join("; "));
+        tracing::error!(
+            exit_code = exit.code(),
+            caused_by = caused_by.as_deref(),
+            "{e}"
+        );
+        return exit;
+    }
+    eprintln!("error: {e}");
     if !causes.is_empty() {
         eprintln!("\nCaused by:");
         for c in causes {
@@ -142,6 +165,16 @@ pub fn report_error(e: &anyhow::Error, sends: bool) -> Exit {
         }
     }
     exit
+}
+
+/// Says `text` as a warning on stderr: a `warning:` line, or a WARN event in
+/// JSON logs.
+pub(crate) fn warn(text: &str) {
+    if crate::progress::structured() {
+        tracing::warn!("{text}");
+    } else {
+        eprintln!("warning: {text}");
+    }
 }
 
 /// Writes `bytes` to stdout.

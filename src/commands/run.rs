@@ -97,7 +97,14 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     )?;
     let resolved = crate::config::resolve(&args, manifest, time_scale, output)?;
     let request_timeout = resolved.request_timeout;
-    let prepared = runner::prepare_from(resolved.run, preloaded)?;
+    let prepared = match runner::prepare_from(resolved.run, preloaded) {
+        Err(e) if args.running_ok && Exit::of_error(&e) == Exit::Locked => {
+            // Under cron the run that holds the file is the batch going on.
+            tracing::info!("{e:#}; it carries the batch on (--running-ok)");
+            return Ok(Exit::Ok);
+        }
+        prepared => prepared?,
+    };
     let estimated = prepared.estimate();
     let estimate = estimated.total();
     let prices = prepared.config.prices;
@@ -121,15 +128,17 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     if args.dry_run {
         return print_dry_run(&prepared);
     }
-    if let Some(max) = prepared
-        .config
-        .max_credits
-        .or(prepared.config.max_run_credits)
+    let limit = match (prepared.config.max_credits, prepared.config.max_run_credits) {
+        (Some(max), _) => Some((prepared.config.max_credits_setting, max)),
+        (None, Some(max)) => Some(("--max-run-credits", max)),
+        (None, None) => None,
+    };
+    if let Some((setting, max)) = limit
         && !estimated.unpriced.is_empty()
     {
         let what: Vec<String> = estimated.unpriced.iter().map(ToString::to_string).collect();
         anyhow::bail!(
-            "--max-credits {} cannot be kept: the price table ({}) has no price for {} ({} job{} to submit); \
+            "{setting} {} cannot be kept: the price table ({}) has no price for {} ({} job{} to submit); \
              set it under prices: in the manifest (like `veo3_fast: {{720p: 60}}`; a CSV table can be \
              included from a YAML manifest that sets prices)",
             Credits(max),
@@ -143,9 +152,8 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
             },
         );
     }
-    if !args.yes && estimate > args.confirm_above && !confirm(estimate, prices.usd(estimate)) {
-        eprintln!("nothing was sent");
-        return Ok(Exit::Ok);
+    if asks(&args, estimate) && !confirm(estimate, prices.usd(estimate)) {
+        anyhow::bail!("the run was not confirmed: nothing was sent (--yes skips the question)");
     }
 
     let mut simulator = None;
@@ -179,6 +187,21 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     )?;
     // The balance is read by the run itself (runner::spend), which warns when the
     // estimate is above it.
+
+    let planned = run_summary::Planned {
+        prices: &prices,
+        estimate,
+        held_by: match (args.limit, args.sample) {
+            (Some(n), _) => Some(("--limit", n)),
+            (None, Some(n)) => Some(("--sample", n)),
+            (None, None) => None,
+        },
+        superseded_videos: prepared
+            .superseding
+            .iter()
+            .filter(|s| s.state == crate::checkpoint::State::Succeeded)
+            .count(),
+    };
     let signals = Signals::default();
     let watcher = tokio::spawn(watch_signals(signals.clone()));
     let outcome = runner::execute(prepared, client, signals).await;
@@ -190,9 +213,14 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     // The page is a convenience: failing to write it fails nothing.
     let page =
         crate::report::after_run(&args.manifest, &report.results).map_err(|e| format!("{e:#}"));
-    run_summary::print(&name, &report, &prices, estimate, style, &page);
+    let exit = if args.running_ok {
+        report.exit().running_ok(&report.outcomes.tally)
+    } else {
+        report.exit()
+    };
+    run_summary::print(&name, &report, exit, style, &page, planned);
     crate::notify::after_run(&notify, &name, &report, estimate).await;
-    Ok(report.exit())
+    Ok(exit)
 }
 
 /// The one key of `ring`: `command` does not use a pool of several keys yet, and
@@ -276,23 +304,56 @@ fn print_dry_run(prepared: &runner::Prepared) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Whether the run asks before sending: not under `--yes`, not under `--simulate`
+/// (nothing is billed), and only above `--confirm-above`.
+fn asks(args: &RunArgs, estimate: f64) -> bool {
+    !args.yes && !args.simulate && estimate > args.confirm_above
+}
+
 /// Asks on the terminal; never when stdin or stderr is not one (cron, pipes).
 fn confirm(credits: f64, usd: f64) -> bool {
-    use std::io::Write as _;
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return true;
     }
-    eprint!(
-        "This run will spend about {} credits ({}). Go on? [y/N] ",
+    ask(
+        &mut std::io::stdin().lock(),
+        &mut std::io::stderr().lock(),
+        credits,
+        usd,
+    )
+}
+
+/// Asks `output` whether to spend about `credits`, reading the answer from `input`:
+/// only `y` or `yes` goes on. An end of input (Ctrl-D) is a no, and ends the
+/// prompt's line so that what follows starts on its own.
+fn ask(
+    input: &mut impl std::io::BufRead,
+    output: &mut impl std::io::Write,
+    credits: f64,
+    usd: f64,
+) -> bool {
+    let _ = write!(
+        output,
+        "This run will spend about {} credits ({}). Go on? [y/N] (--yes skips this question) ",
         Credits(credits),
         Dollars(usd)
     );
-    let _ = std::io::stderr().flush();
+    let _ = output.flush();
     let mut answer = String::new();
-    if std::io::stdin().read_line(&mut answer).is_err() {
-        return false;
+    match input.read_line(&mut answer) {
+        Ok(0) | Err(_) => {
+            let _ = writeln!(output);
+            false
+        }
+        Ok(_) => matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
     }
-    matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
+}
+
+/// The signal that asked a run to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    CtrlC,
+    Term,
 }
 
 /// First Ctrl-C or SIGTERM: drain. Second: abort.
@@ -303,28 +364,40 @@ async fn watch_signals(signals: Signals) {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = tokio::signal::ctrl_c() => Asked::CtrlC,
                 () = async {
                     match term.as_mut() {
                         Some(t) => { t.recv().await; }
                         None => std::future::pending::<()>().await,
                     }
-                } => {}
+                } => Asked::Term,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            Asked::CtrlC
         }
     };
-    next().await;
-    tracing::warn!(
-        "stopping: no new submissions; waiting for requests in flight (press Ctrl-C again to stop at once)"
-    );
+    let first = next().await;
+    tracing::warn!("{}", draining(first));
     signals.drain.cancel();
     next().await;
     tracing::warn!("stopping at once; the results file stays loadable, run again to resume");
     signals.abort.cancel();
+}
+
+/// What the first stop signal makes the run say: a service manager's SIGTERM has
+/// no Ctrl-C to press again.
+fn draining(asked: Asked) -> &'static str {
+    match asked {
+        Asked::CtrlC => {
+            "stopping: no new submissions; waiting for requests in flight (press Ctrl-C again to stop at once)"
+        }
+        Asked::Term => {
+            "stopping (SIGTERM): no new submissions; waiting for requests in flight (a second SIGTERM stops at once)"
+        }
+    }
 }
 
 #[cfg(test)]
@@ -342,6 +415,42 @@ mod tests {
     }
 
     /// The results file read ahead is the one the settings resolve to, or none.
+    /// The question names `--yes`; only yes goes on; an end of input is a no that
+    /// ends the prompt's line.
+    #[test]
+    fn the_prompt_names_yes_and_an_end_of_input_ends_its_line() {
+        let asked = |answer: &str| {
+            let mut out = Vec::new();
+            let go = ask(&mut answer.as_bytes(), &mut out, 6000.0, 60.0);
+            (go, String::from_utf8(out).unwrap())
+        };
+        let (go, said) = asked("");
+        assert!(!go);
+        assert!(said.contains("(--yes skips this question)"), "{said}");
+        assert!(said.ends_with('\n'), "EOF ends the line: {said:?}");
+        assert!(asked("y\n").0);
+        assert!(asked("YES\n").0);
+        assert!(!asked("n\n").0);
+        assert!(!asked("\n").0);
+    }
+
+    /// Nothing is billed under `--simulate`: no question; `--yes` and a small
+    /// estimate ask none either.
+    #[test]
+    fn the_simulator_is_never_asked_about() {
+        let big = 1e6;
+        assert!(asks(&run_args(&["veo-batch", "run", "m.yaml"]), big));
+        assert!(!asks(
+            &run_args(&["veo-batch", "run", "m.yaml", "--simulate"]),
+            big
+        ));
+        assert!(!asks(
+            &run_args(&["veo-batch", "run", "m.yaml", "--yes"]),
+            big
+        ));
+        assert!(!asks(&run_args(&["veo-batch", "run", "m.yaml"]), 10.0));
+    }
+
     #[test]
     fn the_results_path_known_early_is_the_resolved_one() {
         let dir = tempfile::tempdir().unwrap();

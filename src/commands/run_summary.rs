@@ -19,22 +19,64 @@ pub enum Style {
     Json,
 }
 
+/// What held jobs back from this run: the flag (`--limit` or `--sample`) and its N.
+pub type HeldBy = Option<(&'static str, usize)>;
+
+/// What the run planned that its summary tells beside its report.
+#[derive(Debug, Clone, Copy)]
+pub struct Planned<'a> {
+    pub prices: &'a crate::cost::PriceTable,
+    /// The credits the run was estimated to spend.
+    pub estimate: f64,
+    pub held_by: HeldBy,
+    /// Superseded tasks that had a video (kept in `superseded/`); a failed task had none.
+    pub superseded_videos: usize,
+}
+
 /// Prints the end of a run in `style`.
 pub fn print(
     name: &str,
     r: &RunReport,
-    prices: &crate::cost::PriceTable,
-    estimate: f64,
+    exit: Exit,
     style: Style,
     page: &Result<PathBuf, String>,
+    planned: Planned<'_>,
 ) {
-    use std::fmt::Write as _;
-    let exit = r.exit();
-    let t = &r.outcomes.tally;
+    let held_by = planned.held_by;
+    let why = stop_message(r);
     match style {
-        Style::Quiet if exit == Exit::Ok => return,
-        Style::Json => {
-            tracing::info!(
+        Style::Quiet if exit == Exit::Ok => {}
+        Style::Json => print_json(name, r, exit, planned.estimate, why.as_deref(), page),
+        Style::Quiet => eprint!("{}", short(name, r, why.as_deref(), held_by)),
+        Style::Text => eprint!("{}", text(name, r, why.as_deref(), page, planned)),
+    }
+}
+
+/// The run's end as JSON events: why it stopped as an ERROR event of its own, the
+/// warnings as WARN events, then one `run summary` event, at INFO when every job
+/// succeeded and at WARN otherwise, so that `-q` (warnings and errors only) keeps it
+/// exactly when the exit code is not 0.
+fn print_json(
+    name: &str,
+    r: &RunReport,
+    exit: Exit,
+    estimate: f64,
+    why: Option<&str>,
+    page: &Result<PathBuf, String>,
+) {
+    let t = &r.outcomes.tally;
+    if let Some(why) = why {
+        tracing::error!(exit_code = exit.code(), stopped = stop_kind(r), "{why}");
+    }
+    for w in &r.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Err(e) = page {
+        tracing::warn!("the report page was not written: {e}");
+    }
+    macro_rules! summary {
+        ($level:ident) => {
+            tracing::$level!(
                 batch = name,
                 jobs = t.total(),
                 succeeded = t.succeeded,
@@ -49,6 +91,7 @@ pub fn print(
                 retries = r.counters.retries,
                 rate_limited = r.counters.rate_limited,
                 superseded = r.superseded,
+                held_back = r.held_back,
                 spent_credits = r.spent,
                 batch_credits = r.recorded_spend + r.spent,
                 estimated_credits = estimate,
@@ -58,39 +101,108 @@ pub fn print(
                 spend = %serde_json::to_string(&r.spend).unwrap_or_default(),
                 elapsed_ms = r.elapsed.as_millis() as u64,
                 interrupted = r.stopped == Some(StopReason::Interrupted),
-                stopped = r.stopped.as_ref().and_then(describe_stop).as_deref(),
+                stopped = why,
                 results = %r.results.display(),
                 exit_code = exit.code(),
                 "run summary"
-            );
-            return;
-        }
-        Style::Text | Style::Quiet => {}
+            )
+        };
     }
-    let mut out = String::new();
-    // Why the run stopped comes first: the summary after it says what it means.
+    if exit == Exit::Ok {
+        summary!(info);
+    } else {
+        summary!(warn);
+    }
+}
+
+/// Why the run stopped, as the summary's first line (after `error: `) and the
+/// JSON ERROR event say it: upgrades left for want of credits, or the stop reason.
+fn stop_message(r: &RunReport) -> Option<String> {
     if r.spend.upgrades_not_made > 0 {
         let n = r.spend.upgrades_not_made;
-        let _ = writeln!(
-            out,
-            "error: credits exhausted: {n} upgrade{} not made (the base video{} kept); top up, then run the same command again: it makes those upgrades and generates nothing again",
+        return Some(format!(
+            "credits exhausted: {n} upgrade{} not made (the base video{} kept); top up, then run the same command again: it makes those upgrades and generates nothing again",
             if n == 1 { "" } else { "s" },
             if n == 1 { " is" } else { "s are" },
-        );
-    } else if let Some(why) = r.stopped.as_ref().and_then(describe_stop) {
+        ));
+    }
+    r.stopped.as_ref().and_then(describe_stop)
+}
+
+/// A stable word for why the run stopped, for JSON logs.
+fn stop_kind(r: &RunReport) -> Option<&'static str> {
+    if r.spend.upgrades_not_made > 0 {
+        return Some("credits_exhausted");
+    }
+    r.stopped.as_ref().map(|s| match s {
+        StopReason::Auth(_) => "key_refused",
+        StopReason::Credits(_) => "credits_exhausted",
+        StopReason::Budget(_) => "spending_limit",
+        StopReason::Checkpoint(_) => "results_file",
+        StopReason::Interrupted => "interrupted",
+    })
+}
+
+/// The advice about jobs not started, for how the run ended.
+fn hint(r: &RunReport, held_by: HeldBy) -> crate::summary::NotStartedHint {
+    use crate::summary::NotStartedHint;
+    match (&r.stopped, held_by) {
+        (Some(StopReason::Budget(_)), _) => NotStartedHint::Budget,
+        (Some(StopReason::Auth(_)), _) => NotStartedHint::Key,
+        (_, Some((flag, per_run))) if r.held_back > 0 => NotStartedHint::Held { flag, per_run },
+        _ => NotStartedHint::RunAgain,
+    }
+}
+
+/// `-q` on a run that did not end in 0: why it stopped, the heading, where the
+/// results are, and the problems with the tally; not the spend and call counts.
+fn short(name: &str, r: &RunReport, why: Option<&str>, held_by: HeldBy) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if let Some(why) = why {
         let _ = writeln!(out, "error: {why}");
     }
-    let _ = writeln!(
-        out,
-        "\n{name}: {}, {:.1}s{}",
-        crate::summary::jobs(t.total()),
+    let _ = writeln!(out, "{}", heading(name, r));
+    let _ = writeln!(out, "  results: {}", r.results.display());
+    out.push_str(&crate::summary::render_with(&r.outcomes, hint(r, held_by)));
+    out
+}
+
+/// `NAME: N jobs, 1.2s`, and `(interrupted)` when it was.
+fn heading(name: &str, r: &RunReport) -> String {
+    format!(
+        "{name}: {}, {:.1}s{}",
+        crate::summary::jobs(r.outcomes.tally.total()),
         r.elapsed.as_secs_f64(),
         if r.stopped == Some(StopReason::Interrupted) {
             " (interrupted)"
         } else {
             ""
         }
-    );
+    )
+}
+
+/// The whole summary, as a terminal shows it.
+fn text(
+    name: &str,
+    r: &RunReport,
+    why: Option<&str>,
+    page: &Result<PathBuf, String>,
+    planned: Planned<'_>,
+) -> String {
+    use std::fmt::Write as _;
+    let Planned {
+        prices,
+        estimate,
+        held_by,
+        ..
+    } = planned;
+    let mut out = String::new();
+    // Why the run stopped comes first: the summary after it says what it means.
+    if let Some(why) = why {
+        let _ = writeln!(out, "error: {why}");
+    }
+    let _ = writeln!(out, "\n{}", heading(name, r));
     let _ = writeln!(
         out,
         "  submitted this run {}, retries {} (rate-limited {}){}",
@@ -113,18 +225,26 @@ pub fn print(
     );
     spend_lines(&mut out, &r.spend);
     if r.superseded > 0 {
+        let videos = match planned.superseded_videos {
+            0 => String::new(),
+            n => format!(
+                "; {} kept in {}",
+                if n == 1 { "its video" } else { "their videos" },
+                r.videos_dir.join("superseded").display()
+            ),
+        };
         let _ = writeln!(
             out,
-            "  {} paid task{} superseded (listed in the results file's superseded_tasks; their videos kept in {})",
+            "  {} task{} superseded (listed in the results file's superseded_tasks{videos})",
             r.superseded,
             if r.superseded == 1 { "" } else { "s" },
-            r.videos_dir.join("superseded").display()
         );
     }
     if r.held_back > 0 {
+        let by = held_by.map_or("--limit/--sample", |(flag, _)| flag);
         let _ = writeln!(
             out,
-            "  {} held back by --limit/--sample",
+            "  {} held back by {by}",
             crate::summary::jobs(r.held_back)
         );
     }
@@ -139,13 +259,8 @@ pub fn print(
     if let Err(e) = page {
         let _ = writeln!(out, "warning: the report page was not written: {e}");
     }
-    let hint = match &r.stopped {
-        Some(StopReason::Budget(_)) => crate::summary::NotStartedHint::Budget,
-        Some(StopReason::Auth(_)) => crate::summary::NotStartedHint::Key,
-        _ => crate::summary::NotStartedHint::RunAgain,
-    };
-    out.push_str(&crate::summary::render_with(&r.outcomes, hint));
-    eprint!("{out}");
+    out.push_str(&crate::summary::render_with(&r.outcomes, hint(r, held_by)));
+    out
 }
 
 /// The measured spend beside the estimate, and what does not add up.

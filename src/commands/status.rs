@@ -48,6 +48,8 @@ struct JobStatus<'a> {
     attempts: u32,
     error_code: Option<i64>,
     error_message: Option<&'a str>,
+    /// Why the last step failed, as a stable word (the results file's `error_kind`).
+    error_kind: Option<&'static str>,
     video_urls: &'a [String],
     upgrade_urls: &'a [String],
     video_paths: &'a [String],
@@ -70,6 +72,9 @@ impl<'a> JobStatus<'a> {
             attempts: r.map_or(0, |r| r.attempts),
             error_code: r.and_then(|r| r.error_code),
             error_message: r.and_then(|r| r.error_message.as_deref()),
+            error_kind: r
+                .and_then(Record::error_kind)
+                .map(checkpoint::ErrorKind::as_str),
             video_urls: r.map_or(NONE, |r| &r.video_urls),
             upgrade_urls: r.map_or(NONE, |r| &r.upgrade_urls),
             video_paths: r.map_or(NONE, |r| &r.video_paths),
@@ -102,6 +107,18 @@ pub(super) struct Source {
 /// Reads PATH (a results CSV, or a manifest whose results file is `results` or its
 /// default) and its results file, printing the loader's warnings.
 pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
+    // A CSV that is not there is most likely a results file not written yet: a
+    // manifest's read error would send the user looking for the wrong file.
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        && std::fs::symlink_metadata(path).is_err()
+    {
+        anyhow::bail!(
+            "no results file at `{}`: nothing has run with it yet (and no CSV manifest is there either)",
+            path.display()
+        );
+    }
     let is_manifest = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
@@ -123,7 +140,7 @@ pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result
         );
     };
     for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+        super::warn(w);
     }
     Ok(Source {
         results,
@@ -201,6 +218,10 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         for p in &outcomes.failed {
             writeln!(out, "{}\t{}", p.job_id, p.reason.replace(['\t', '\n'], " "))?;
         }
+        // A list, read through `| head` as often as not: its code says it was
+        // listed, never whether the reader left before its end (which only timing
+        // decides). Where the batch stands is the plain `status`'s code.
+        return Ok(Exit::Ok);
     } else {
         writeln!(
             out,

@@ -19,12 +19,17 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
     let manifest = manifest::load_with(&args.manifest, options)?;
     let mut stderr = std::io::stderr().lock();
     for w in &manifest.warnings {
-        let _ = writeln!(stderr, "warning: {w}");
+        super::warn(&w.to_string());
     }
     for h in &manifest.hints {
         let _ = writeln!(stderr, "hint: {h}");
     }
-    let text = summary(&manifest);
+    let mut text = summary(&manifest);
+    let limits = limit_lines(&manifest, args.max_credits, args.max_run_credits);
+    // Up front: right under the manifest's own line.
+    if let Some(first) = text.find('\n') {
+        text.insert_str(first + 1, &limits);
+    }
     match args.emit {
         Some(Emit::Jsonl) => {
             let _ = stderr.write_all(text.as_bytes());
@@ -60,6 +65,48 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The estimate against each spending limit set (the manifest's `max_credits` or
+/// `--max-credits`, and `--max-run-credits`), one line each, naming the setting.
+fn limit_lines(m: &Manifest, max_credits: Option<f64>, max_run_credits: Option<f64>) -> String {
+    let estimate = Estimate::of(&m.prices, &m.jobs);
+    let total = estimate.total();
+    let batch = max_credits.or(m.run.max_credits).map(|max| {
+        (
+            crate::config::credits_setting(max_credits, m.run.max_credits),
+            max,
+            "the batch's spend, earlier runs' included",
+        )
+    });
+    let run = max_run_credits.map(|max| ("--max-run-credits", max, "each run's spend"));
+    let mut s = String::new();
+    for (setting, max, counts) in batch.into_iter().chain(run) {
+        let said = if !estimate.unpriced.is_empty() {
+            format!(
+                "cannot be kept: the price table has no price for {} job{}; a run refuses to start (exit 2)",
+                estimate.unpriced_jobs(),
+                if estimate.unpriced_jobs() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            )
+        } else if total > max + 1e-9 {
+            format!(
+                "is below the estimate ({} credits): a run stops submitting before passing it (exit 6), with jobs left unsent",
+                credits(total)
+            )
+        } else {
+            format!("keeps the estimate ({} credits)", credits(total))
+        };
+        let _ = writeln!(
+            s,
+            "spending limit: {setting} {} ({counts}) {said}",
+            credits(max)
+        );
+    }
+    s
 }
 
 /// A manifest of this many jobs or fewer lists them in its summary.

@@ -68,8 +68,7 @@ pub fn blocked_record(last: Option<&Record>, job: &Job, reason: String) -> Recor
     record.state = Some(State::Blocked);
     record.task_id = None;
     record.parent_task_id = None;
-    record.error_code = None;
-    record.error_message = Some(reason);
+    record.set_failure(crate::checkpoint::ErrorKind::Blocked, None, reason);
     record.updated_at = now();
     record
 }

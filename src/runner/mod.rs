@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 pub use crate::checkpoint::ForeignResults;
-use crate::checkpoint::plan::SubmitReason;
 use crate::checkpoint::writer::Appender;
 use crate::checkpoint::{Record, State};
 use crate::exit::Exit;
@@ -48,6 +47,7 @@ pub mod schedule;
 mod shared;
 pub mod spend;
 pub mod stop;
+mod supersede;
 pub mod uploads;
 
 use collector::{CallCounts, Collected, LastRow, Progress};
@@ -138,27 +138,8 @@ pub async fn execute(
     } = prepared;
     // Said before anything is sent: these tasks were paid for, and a new one
     // replaces each.
-    for s in &superseding {
-        let Some(job) = config.jobs.get(s.index) else {
-            continue;
-        };
-        let why = match s.reason {
-            SubmitReason::Changed => "the manifest changed its request",
-            SubmitReason::RetryFailed => "--retry-failed",
-            SubmitReason::ResubmitInDoubt => "--resubmit-in-doubt",
-            SubmitReason::New => "it is sent again",
-        };
-        tracing::warn!(
-            "job {:?}: {why}: a new task replaces task {} ({}); the old task stays on record in superseded_tasks{}",
-            job.id,
-            s.task,
-            s.state,
-            if s.state == State::Succeeded {
-                ", and its video moves to the videos folder's superseded/"
-            } else {
-                ""
-            }
-        );
+    for line in supersede::lines(&superseding, &config.jobs) {
+        tracing::warn!("{line}");
     }
     // A videos folder that cannot be made is found now, before anything is paid for.
     if config.resume.download && !plan.is_empty() {
@@ -238,6 +219,7 @@ pub async fn execute(
         budget: Budget {
             prices: config.prices,
             max: config.max_credits,
+            max_setting: config.max_credits_setting,
             recorded: recorded_spend,
             max_run: config.max_run_credits,
             spent: spent.clone(),
@@ -587,7 +569,7 @@ mod tests {
             assert_eq!(prepared.foreign.len(), usize::from(!in_order));
             let b_start = resumed_record(
                 prepared.record(&prepared.plan[1]).unwrap(),
-                &Start::Submit(SubmitReason::New),
+                &Start::Submit(crate::checkpoint::plan::SubmitReason::New),
                 &jobs[1],
             );
             assert_eq!(b_start, b);

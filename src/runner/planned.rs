@@ -44,6 +44,7 @@ pub(super) fn resumed_record(last: &Record, start: &Start, job: &Job) -> Record 
             if last.fingerprint == job.fingerprint {
                 record.error_code = last.error_code;
                 record.error_message.clone_from(&last.error_message);
+                record.error_kind = last.error_kind;
             }
             record
         }

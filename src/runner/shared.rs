@@ -38,6 +38,8 @@ pub struct Budget {
     pub prices: PriceTable,
     /// The batch's limit (`max_credits`), against `recorded` plus this run's spend.
     pub max: Option<f64>,
+    /// Where `max` was set (`--max-credits` or the manifest's `max_credits`).
+    pub max_setting: &'static str,
     /// Credits the results file records as spent by earlier runs.
     pub recorded: f64,
     /// This run's own limit (`--max-run-credits`).
@@ -58,7 +60,8 @@ impl Budget {
             && self.recorded + *spent + cost > max + 1e-9
         {
             return Err(format!(
-                "the batch past --max-credits {} ({} credits spent on it so far, {} of them by earlier runs)",
+                "the batch past {} {} ({} credits spent on it so far, {} of them by earlier runs)",
+                self.max_setting,
                 Credits(max),
                 Credits(self.recorded + *spent),
                 Credits(self.recorded)

@@ -2,6 +2,7 @@
 //! 127.0.0.1:0; nothing leaves the machine.
 
 mod accounts;
+mod bucket;
 mod client;
 mod current_api;
 mod disk;
@@ -9,7 +10,9 @@ mod docs;
 mod extend;
 mod harness;
 mod hostile;
+mod moto;
 mod notify;
+mod operator;
 mod ops;
 mod polls;
 mod records;

@@ -47,7 +47,7 @@ fn an_edited_job_gets_its_new_video_and_the_old_one_is_kept_aside() {
     assert_eq!(code(&out), Some(Exit::Ok as i32), "{}", stderr(&out));
     let old_task = first.task_id.clone().expect("task");
     assert!(
-        stderr(&out).contains(&format!("replaces task {old_task}")),
+        stderr(&out).contains(&format!("\"a\" (task {old_task})")),
         "the supersession is announced with the task id: {}",
         stderr(&out)
     );
@@ -169,7 +169,9 @@ fn a_superseded_running_task_stays_on_record() {
         stderr(&out)
     );
     assert!(
-        stderr(&out).contains(&format!("replaces task {old_task} (submitted)")),
+        stderr(&out).contains(&format!(
+            "replaces the submitted task of 1 job (kept on record in superseded_tasks): \"a\" (task {old_task})"
+        )),
         "{}",
         stderr(&out)
     );

@@ -35,6 +35,10 @@ impl Cx<'_> {
             if let Some(t) = self.text(v, None, &name) {
                 if t.trim().is_empty() {
                     self.err(v, None, Some(&name), "must not be blank");
+                } else if let Some(Err(msg)) =
+                    (name != "notify_secret_file").then(|| crate::store::refuse_url(t.trim()))
+                {
+                    self.err(v, None, Some(&name), msg);
                 } else {
                     // Like include:, relative to the manifest, so it works from any folder.
                     *slot = Some(self.dir.join(t));

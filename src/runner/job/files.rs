@@ -181,9 +181,11 @@ impl JobRunner {
                                 continue 'again;
                             }
                             tracing::warn!(url = %url, code = e.code, error = %e.message, "download failed; the next run tries again");
-                            self.record.error_code = e.code;
-                            self.record.error_message =
-                                Some(format!("{DOWNLOAD_FAILED}: {}", e.message));
+                            self.record.set_failure(
+                                ErrorKind::Download,
+                                e.code,
+                                format!("{DOWNLOAD_FAILED}: {}", e.message),
+                            );
                             // The files already fetched are this task's: recorded, so
                             // that the next try keeps them.
                             self.record.video_paths = paths;
@@ -192,7 +194,7 @@ impl JobRunner {
                                 Err(end) => end,
                             };
                         };
-                        self.retry_event(e.code).await;
+                        self.retry_event("download", &e).await;
                         let delay = settings.retry.delay(nominal, &e, &mut self.rng);
                         if let Err(end) = self.sleep_or_stop(delay).await {
                             return end;
@@ -205,8 +207,7 @@ impl JobRunner {
             // A download failure recorded by an earlier try is resolved now; the reason
             // an upgrade failed is not, and stays on the record.
             if self.record.download_failed() {
-                self.record.error_code = None;
-                self.record.error_message = None;
+                self.record.clear_failure();
             }
             return match self.save(State::Succeeded).await {
                 Ok(()) => JobEnd::Succeeded,

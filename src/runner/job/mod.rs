@@ -20,7 +20,9 @@ use super::polls;
 use super::shared::Shared;
 use super::stop::StopReason;
 use crate::api::{ApiError, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
-use crate::checkpoint::{DOWNLOAD_FAILED, Record, State, UPGRADE_FAILED, UPGRADE_NOT_MADE, now};
+use crate::checkpoint::{
+    DOWNLOAD_FAILED, ErrorKind, Record, State, UPGRADE_FAILED, UPGRADE_NOT_MADE, now,
+};
 use crate::cost::Credits;
 use crate::manifest::{Job, Upgrade};
 use crate::paths::{superseded_path, upgrade_suffix, video_path};
@@ -190,13 +192,24 @@ impl JobRunner {
         })
     }
 
-    fn set_error(&mut self, e: &ApiError) {
-        self.record.error_code = e.code;
-        self.record.error_message = Some(e.message.clone());
+    fn set_error(&mut self, e: &ApiError, kind: ErrorKind) {
+        self.record.set_failure(kind, e.code, e.message.clone());
     }
 
-    async fn retry_event(&self, code: Option<i64>) {
-        tracing::debug!(code, "a request will be retried");
+    /// Counts a retry of `request` and says why at debug level (`-v`): the
+    /// service's status code or the transport failure, as the error tells it.
+    async fn retry_event(&self, request: &str, e: &crate::api::ApiError) {
+        tracing::debug!(
+            request,
+            code = e.code,
+            class = e.class.as_str(),
+            "retrying {request}: {e}"
+        );
+        self.count_retry(e.code).await;
+    }
+
+    /// Counts a retry whose reason the caller says itself.
+    async fn count_retry(&self, code: Option<i64>) {
         let _ = self.shared.events.send(Event::Retry { code }).await;
     }
 

@@ -101,12 +101,11 @@ impl JobRunner {
                     error_code,
                     error_message,
                 }) => {
-                    self.record.error_code = error_code;
-                    self.record.error_message = Some(
-                        error_message
-                            .filter(|m| !m.is_empty())
-                            .unwrap_or_else(|| format!("generation failed (successFlag {flag})")),
-                    );
+                    let message = error_message
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| format!("generation failed (successFlag {flag})"));
+                    let kind = ErrorKind::of_refusal(&message, ErrorKind::GenerationFailed);
+                    self.record.set_failure(kind, error_code, message);
                     self.record.finished_at = Some(now());
                     tracing::warn!(task = %task_id, code = self.record.error_code, error = self.record.error_message.as_deref().unwrap_or_default(), "generation failed");
                     if submitted.is_some() {
@@ -130,7 +129,7 @@ impl JobRunner {
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Failed => {
-                        self.set_error(&e);
+                        self.set_error(&e, ErrorKind::StatusCheck);
                         self.record.finished_at = Some(now());
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "status check failed");
                         self.save(State::Failed).await?;
@@ -139,7 +138,7 @@ impl JobRunner {
                     // A status check changes nothing on the service: ask again at the
                     // next interval, within the task timeout.
                     ErrorClass::Retryable | ErrorClass::InDoubt | ErrorClass::Credits => {
-                        self.retry_event(e.code).await;
+                        self.retry_event("record-info", &e).await;
                     }
                 },
             }
@@ -235,8 +234,7 @@ impl JobRunner {
                 }
                 Ok(Some(urls)) if !urls.is_empty() => {
                     if self.record.upgrade_not_made() {
-                        self.record.error_code = None;
-                        self.record.error_message = None;
+                        self.record.clear_failure();
                     }
                     shared.spend.made(billed_as);
                     if let Some(reserved) = self.upgrade_reserved.take() {
@@ -262,9 +260,11 @@ impl JobRunner {
                         let reserved = self.upgrade_reserved.take().unwrap_or(price);
                         self.shared.budget.release(reserved.reserve);
                         self.record.credits = (self.record.credits - reserved.billed).max(0.0);
-                        self.record.error_code = e.code;
-                        self.record.error_message =
-                            Some(format!("{kind} {UPGRADE_NOT_MADE}: {}", e.message));
+                        self.record.set_failure(
+                            ErrorKind::Credits,
+                            e.code,
+                            format!("{kind} {UPGRADE_NOT_MADE}: {}", e.message),
+                        );
                         shared.spend.upgrade_not_made();
                         shared.stop.stop(StopReason::Credits(e.to_string()));
                         self.save(State::Succeeded).await?;
@@ -274,14 +274,23 @@ impl JobRunner {
                         // The base video is paid for and kept: record why there is
                         // no upgrade, and download what there is.
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "{kind} upgrade failed; keeping the base video");
-                        self.record.error_code = e.code;
-                        self.record.error_message =
-                            Some(format!("{kind} {UPGRADE_FAILED}: {}", e.message));
+                        self.record.set_failure(
+                            ErrorKind::Upgrade,
+                            e.code,
+                            format!("{kind} {UPGRADE_FAILED}: {}", e.message),
+                        );
                         self.save(State::Succeeded).await?;
                         return Ok(());
                     }
                     ErrorClass::Retryable | ErrorClass::InDoubt => {
-                        self.retry_event(e.code).await;
+                        self.retry_event(
+                            match kind {
+                                Upgrade::Hd1080 => "get-1080p-video",
+                                Upgrade::Uhd4k => "get-4k-video",
+                            },
+                            &e,
+                        )
+                        .await;
                     }
                 },
             }

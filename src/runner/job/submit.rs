@@ -152,15 +152,22 @@ impl JobRunner {
                 Ok(task_id) => {
                     self.record.task_id = Some(task_id.clone());
                     self.record.submitted_at = Some(now());
-                    self.record.error_code = None;
-                    self.record.error_message = None;
+                    self.record.clear_failure();
                     self.save(State::Submitted).await?;
                     tracing::debug!(task = %task_id, "submitted");
                     return Ok(task_id);
                 }
                 Err(e) => e,
             };
-            self.set_error(&e);
+            let kind = match e.class {
+                ErrorClass::Failed | ErrorClass::Auth => {
+                    ErrorKind::of_refusal(&e.message, ErrorKind::Refused)
+                }
+                ErrorClass::Credits => ErrorKind::Credits,
+                ErrorClass::InDoubt => ErrorKind::NoAnswer,
+                ErrorClass::Retryable => ErrorKind::GaveUp,
+            };
+            self.set_error(&e, kind);
             if let Some(lease) = lease.filter(|_| e.code == Some(451) && !uploaded_again) {
                 // The service could not fetch an uploaded image (gone before its
                 // time): no task was made; upload again and send once more.
@@ -210,6 +217,7 @@ impl JobRunner {
                     self.save(State::Pending).await?;
                     let Some(nominal) = delays.next() else {
                         tracing::warn!(code = e.code, error = %e.message, "failed: gave up after {} attempts", self.shared.settings.retry.max_attempts);
+                        self.record.error_kind = Some(ErrorKind::GaveUp);
                         self.record.error_message = Some(format!(
                             "gave up after {} attempts: {}",
                             self.shared.settings.retry.max_attempts, e.message
@@ -222,13 +230,14 @@ impl JobRunner {
                     if e.code == Some(429) {
                         self.shared.pause_submissions(delay);
                     }
-                    self.retry_event(e.code).await;
+                    // The info line below says why.
+                    self.count_retry(e.code).await;
                     tracing::info!(
                         attempt = self.record.attempts,
                         code = e.code,
                         delay_ms = delay.as_millis() as u64,
-                        "retrying submit: {}",
-                        e.message
+                        "retrying {}: {e}",
+                        if extend { "extend" } else { "generate" }
                     );
                     tokio::select! {
                         () = self.shared.stop.submitting().cancelled() => return Err(JobEnd::NotStarted),
@@ -304,8 +313,8 @@ impl JobRunner {
             }
             Err(NoLease::Refused(r)) => {
                 tracing::warn!(code = r.code, error = %r.message, "failed");
-                self.record.error_code = r.code;
-                self.record.error_message = Some(r.message);
+                self.record
+                    .set_failure(ErrorKind::Upload, r.code, r.message);
                 self.record.finished_at = Some(now());
                 self.save(State::Failed).await?;
                 Err(JobEnd::Failed)
