@@ -593,7 +593,7 @@ mod tests {
         let mut bad = to_csv(&[r]);
         let text = String::from_utf8(bad.clone())
             .unwrap()
-            .replace(",generation_failed\n", ",exploded\n");
+            .replace(",generation_failed,,\n", ",exploded,,\n");
         bad = text.into_bytes();
         let e = parse(&bad).unwrap_err().to_string();
         assert!(
