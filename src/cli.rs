@@ -164,6 +164,11 @@ pub struct ValidateArgs {
     /// Compare the estimate with this per-run limit, as `run --max-run-credits`.
     #[arg(long, value_name = "N")]
     pub max_run_credits: Option<f64>,
+
+    /// A folder local images may also come from, besides the manifest's own
+    /// (repeat it for more); the manifest's `allow_images_from:` does the same.
+    #[arg(long, value_name = "DIR")]
+    pub allow_images_from: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -192,7 +197,7 @@ pub struct RunArgs {
     pub videos_dir: Option<PathBuf>,
 
     /// Requests in flight at most, and as many status checks [default: 8].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse::concurrency)]
     pub concurrency: Option<usize>,
 
     /// Generate calls at most, as N/DURATION [default: 20/10s, the account limit].
@@ -200,12 +205,12 @@ pub struct RunArgs {
     pub rate: Option<Rate>,
 
     /// Tries per request before giving up [default: 8].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse::max_attempts)]
     pub max_attempts: Option<u32>,
 
     /// Longest wait between status checks of a task that may be done; the first
     /// check comes when tasks of its kind were done in this run [default: 15s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = parse::positive_span)]
     pub poll_interval: Option<Span>,
 
     /// Status checks of the whole run at most, shared by all its tasks, as
@@ -214,11 +219,11 @@ pub struct RunArgs {
     pub poll_rate: Option<Rate>,
 
     /// Stop waiting for a task after this long; it is polled again on the next run [default: 30m].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = parse::positive_span)]
     pub task_timeout: Option<Span>,
 
     /// Give up on one HTTP request after this long [default: 60s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = parse::positive_span)]
     pub request_timeout: Option<Span>,
 
     /// Submit every job and exit (code 4); a later run polls and downloads.
@@ -247,16 +252,16 @@ pub struct RunArgs {
 
     /// Stop submitting before the batch's spend would pass N credits (exit 6):
     /// credits recorded in the results file by earlier runs count.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse::credits)]
     pub max_credits: Option<f64>,
 
     /// Stop submitting before this invocation's spend would pass N credits (exit 6),
     /// whatever earlier runs spent (an hourly cron job's hourly budget).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse::credits)]
     pub max_run_credits: Option<f64>,
 
     /// On a terminal, ask before submitting when the estimate is above N credits.
-    #[arg(long, value_name = "N", default_value_t = 5000.0)]
+    #[arg(long, value_name = "N", default_value_t = 5000.0, value_parser = parse::credits)]
     pub confirm_above: f64,
 
     /// Do not ask for confirmation.
@@ -265,12 +270,12 @@ pub struct RunArgs {
 
     /// Submit only the first N jobs that are still to send (a preview before the full
     /// batch); jobs already sent are always polled and downloaded.
-    #[arg(long, value_name = "N", conflicts_with = "sample")]
+    #[arg(long, value_name = "N", conflicts_with = "sample", value_parser = parse::jobs)]
     pub limit: Option<usize>,
 
     /// Submit only N jobs still to send, drawn at random; jobs already sent are
     /// always polled and downloaded.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse::jobs)]
     pub sample: Option<usize>,
 
     /// Seed for --sample (and retry jitter), to repeat a draw.
@@ -282,7 +287,7 @@ pub struct RunArgs {
     pub dry_run: bool,
 
     /// Off a terminal, log a progress line this often.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = parse::positive_span)]
     pub progress_interval: Option<Span>,
 
     /// Where local images are uploaded [default: the live upload host, or --api-base
@@ -298,12 +303,17 @@ pub struct RunArgs {
     /// How long an uploaded local image lives on the service; an upload is used
     /// until this less a safety margin (a quarter, at most 1h), then uploaded again
     /// [default: 24h].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = parse::positive_span)]
     pub upload_ttl: Option<Span>,
 
     /// The largest local image file accepted, like 8MiB or 20MB [default: 8MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_image_size: Option<Size>,
+
+    /// A folder local images may also come from, besides the manifest's own
+    /// (repeat it for more); the manifest's `allow_images_from:` does the same.
+    #[arg(long, value_name = "DIR")]
+    pub allow_images_from: Vec<PathBuf>,
 
     /// When the run ends, however it ends, POST a JSON summary to this webhook
     /// (repeatable; replaces the manifest's `output: notify:`). A Slack
@@ -320,4 +330,54 @@ pub struct RunArgs {
     /// format (for node exporter's textfile collector).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+}
+
+/// Range checks of flag values, at parse time: a bad value is a usage error naming
+/// its flag (exit 2), never a panic deep in the run.
+mod parse {
+    use crate::config::{MAX_ATTEMPTS, MAX_CONCURRENCY};
+    use crate::units::Span;
+
+    fn number<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+        s.trim().parse().map_err(|_| format!("{s:?} is not {what}"))
+    }
+
+    pub fn concurrency(s: &str) -> Result<usize, String> {
+        let n: usize = number(s, "a whole number")?;
+        if !(1..=MAX_CONCURRENCY).contains(&n) {
+            return Err(format!("must be 1 to {MAX_CONCURRENCY}"));
+        }
+        Ok(n)
+    }
+
+    pub fn max_attempts(s: &str) -> Result<u32, String> {
+        let n: u32 = number(s, "a whole number")?;
+        if !(1..=MAX_ATTEMPTS).contains(&n) {
+            return Err(format!("must be 1 to {MAX_ATTEMPTS}"));
+        }
+        Ok(n)
+    }
+
+    /// A number of jobs: any whole number, 0 included.
+    pub fn jobs(s: &str) -> Result<usize, String> {
+        number(s, "a whole number of jobs")
+    }
+
+    /// A duration above 0 (and, as every [`Span`], at most a year).
+    pub fn positive_span(s: &str) -> Result<Span, String> {
+        let span: Span = s.parse()?;
+        if span.0.is_zero() {
+            return Err("must be above 0".into());
+        }
+        Ok(span)
+    }
+
+    /// A number of credits: finite, 0 or more.
+    pub fn credits(s: &str) -> Result<f64, String> {
+        let n: f64 = number(s, "a number of credits")?;
+        if !n.is_finite() || n < 0.0 {
+            return Err("must be a number of credits, 0 or more".into());
+        }
+        Ok(n)
+    }
 }

@@ -15,6 +15,10 @@ use crate::runner::retry::RetryPolicy;
 use crate::units::Rate;
 
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The most requests in flight a run takes: far above any account's limit.
+pub const MAX_CONCURRENCY: usize = 1000;
+/// The most tries of one request.
+pub const MAX_ATTEMPTS: u32 = 100;
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
 /// The shortest wait between two checks of a task.
 pub const POLL_MIN: Duration = Duration::from_secs(2);
@@ -135,8 +139,8 @@ pub fn resolve(
         .concurrency
         .or(m.concurrency)
         .unwrap_or(DEFAULT_CONCURRENCY);
-    if concurrency == 0 {
-        return Err(err("--concurrency", "must be at least 1"));
+    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+        return Err(err("--concurrency", "must be 1 to 1000"));
     }
     let rate = match (args.rate, m.rate) {
         (Some(r), _) => r,
@@ -165,8 +169,8 @@ pub fn resolve(
         .max_attempts
         .or(m.max_attempts)
         .unwrap_or(RetryPolicy::DEFAULT.max_attempts);
-    if max_attempts == 0 {
-        return Err(err("--max-attempts", "must be at least 1"));
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+        return Err(err("--max-attempts", "must be 1 to 100"));
     }
     let pick = |flag: Option<crate::units::Span>, manifest: Option<crate::units::Span>, default| {
         flag.map(|s| s.0)

@@ -79,7 +79,8 @@ impl Exit {
 
     /// The code a run's jobs call for when nothing stopped it: the worst state wins.
     pub fn of_tally(t: &Tally) -> Exit {
-        if t.in_doubt + t.running + t.not_started + t.not_downloaded > 0 {
+        // A missing video is one to download again, like one never downloaded.
+        if t.in_doubt + t.running + t.not_started + t.not_downloaded + t.video_missing > 0 {
             Exit::NotFinished
         } else if t.failed + t.download_failed + t.blocked > 0 {
             Exit::JobsFailed

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod cost;
+pub mod durable;
 pub mod exit;
 pub mod manifest;
 pub mod notify;

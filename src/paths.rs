@@ -105,6 +105,14 @@ pub fn superseded_path(path: &Path, label: &str) -> PathBuf {
     candidate
 }
 
+/// The folder `path` is in: its parent, or `.` for a bare file name (whose
+/// parent is the empty path, which no file call takes).
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// `path` without `.` components and with each `..` taking off the component
 /// before it, by its text alone (no file is looked at).
 pub fn normalized(path: &Path) -> PathBuf {
@@ -155,6 +163,134 @@ pub fn recorded(dir: &Path, path: &Path) -> String {
 /// paths are the results folder's; an absolute one is as it is.
 pub fn resolve(dir: &Path, recorded: &str) -> PathBuf {
     normalized(&dir.join(recorded))
+}
+
+/// Why a path read from a file may not be used: it leads out of the folder it must
+/// stay in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outside {
+    /// The path as it was resolved.
+    pub path: PathBuf,
+    /// The folder it must stay in.
+    pub root: PathBuf,
+    /// Set when the path's text stays inside but a symbolic link on the way leads out:
+    /// where it really leads.
+    pub through_link: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Outside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.through_link {
+            None => write!(
+                f,
+                "`{}` is outside `{}`",
+                self.path.display(),
+                self.root.display()
+            ),
+            Some(real) => write!(
+                f,
+                "`{}` leads through a symbolic link to `{}`, outside `{}`",
+                self.path.display(),
+                real.display(),
+                self.root.display()
+            ),
+        }
+    }
+}
+
+/// `path` when it really is inside the folder `root`: where it leads once every
+/// symbolic link on its way is followed, compared with where `root` really is (both
+/// made absolute first, `..` taken by its text as every caller opens the path). A path
+/// that does not exist yet is judged by the deepest folder of it that does: nothing
+/// written there can land outside. An [`Outside`] otherwise.
+///
+/// This is the one check made wherever a path comes from a file that someone else
+/// may have written (a results file's recorded videos, a manifest's local images).
+pub fn confined(root: &Path, path: &Path) -> Result<PathBuf, Outside> {
+    let root = absolute(root);
+    let path = absolute(path);
+    // The root itself may be reached through a link (a temp folder, a mounted
+    // share): what counts is where it really is.
+    let real_root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+    let real = real_location(&path);
+    if real.starts_with(&real_root) {
+        return Ok(path);
+    }
+    Err(Outside {
+        through_link: (path.starts_with(&root) && real != path).then_some(real),
+        path,
+        root,
+    })
+}
+
+/// [`confined`] for many paths under one root, as a results file lists them: the
+/// root and each folder are resolved once, so that a path costs one look at the file
+/// itself (is it a link?) rather than one per component.
+#[derive(Debug)]
+pub struct Confiner {
+    root: PathBuf,
+    real_root: PathBuf,
+    /// Where each folder seen really is.
+    folders: std::collections::HashMap<PathBuf, PathBuf>,
+}
+
+impl Confiner {
+    pub fn new(root: &Path) -> Confiner {
+        let root = absolute(root);
+        let real_root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+        Confiner {
+            root,
+            real_root,
+            folders: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The same answer as [`confined`] gives for `path` under this root.
+    pub fn check(&mut self, path: &Path) -> Result<PathBuf, Outside> {
+        let path = absolute(path);
+        let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
+            return confined(&self.root, &path);
+        };
+        // A link at the file itself leads wherever it says: the whole walk.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return confined(&self.root, &path);
+        }
+        let real_folder = match self.folders.get(folder) {
+            Some(real) => real.clone(),
+            None => {
+                let real = real_location(folder);
+                self.folders.insert(folder.to_path_buf(), real.clone());
+                real
+            }
+        };
+        if real_folder.join(name).starts_with(&self.real_root) {
+            return Ok(path);
+        }
+        Err(Outside {
+            through_link: path.starts_with(&self.root).then(|| real_folder.join(name)),
+            path,
+            root: self.root.clone(),
+        })
+    }
+}
+
+/// Where the absolute `path` really leads: its deepest existing part resolved (every
+/// symbolic link followed), with the rest of it after.
+fn real_location(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(real) => return rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c)),
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return path.to_path_buf(),
+            },
+        }
+    }
 }
 
 /// A job whose file names clash with another's: `job` would write where `other`
@@ -380,6 +516,51 @@ mod tests {
             assert_eq!(resolve(dir, rec), Path::new(file));
         }
         assert_eq!(normalized(Path::new("/a/./b/../c")), Path::new("/a/c"));
+    }
+
+    #[test]
+    fn confined_paths_stay_in_their_folder_by_text_and_by_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("videos");
+        std::fs::create_dir_all(root.join("inner")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("victim")).unwrap();
+        std::fs::write(tmp.path().join("victim/important.txt"), "x").unwrap();
+        assert!(confined(&root, &root.join("a.mp4")).is_ok());
+        assert!(confined(&root, &root.join("inner/new/b.mp4")).is_ok());
+        assert!(confined(&root, &root.join("inner/../a.mp4")).is_ok());
+        let out = confined(&root, &root.join("../victim/important.txt")).unwrap_err();
+        assert_eq!(out.through_link, None);
+        assert!(out.to_string().contains("is outside"), "{out}");
+        assert!(confined(&root, Path::new("/etc/passwd")).is_err());
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(tmp.path().join("victim"), root.join("link")).unwrap();
+            let out = confined(&root, &root.join("link/important.txt")).unwrap_err();
+            assert!(out.through_link.is_some(), "{out}");
+            assert!(confined(&root, &root.join("link/not-yet.mp4")).is_err());
+            std::os::unix::fs::symlink(
+                tmp.path().join("victim/important.txt"),
+                root.join("file-link.mp4"),
+            )
+            .unwrap();
+            assert!(confined(&root, &root.join("file-link.mp4")).is_err());
+            let mut many = Confiner::new(&root);
+            for p in [
+                root.join("a.mp4"),
+                root.join("inner/new/b.mp4"),
+                root.join("../victim/important.txt"),
+                root.join("link/important.txt"),
+                root.join("link/not-yet.mp4"),
+                root.join("file-link.mp4"),
+                PathBuf::from("/etc/passwd"),
+            ] {
+                assert_eq!(many.check(&p), confined(&root, &p), "{}", p.display());
+            }
+            // A root reached through a link is judged where it really is.
+            std::os::unix::fs::symlink(&root, tmp.path().join("alias")).unwrap();
+            let alias = tmp.path().join("alias");
+            assert!(confined(&alias, &alias.join("a.mp4")).is_ok());
+        }
     }
 
     proptest! {

@@ -122,8 +122,8 @@ pub fn bucket(record: Option<&Record>, download: bool) -> Bucket {
         Standing::Running => Bucket::Running,
         Standing::InDoubt => Bucket::InDoubt,
         Standing::Failed | Standing::DownloadFailed | Standing::Blocked => Bucket::Failed,
-        Standing::NotDownloaded if download => Bucket::Downloading,
-        Standing::NotDownloaded | Standing::Succeeded => Bucket::Done,
+        Standing::NotDownloaded | Standing::VideoMissing if download => Bucket::Downloading,
+        Standing::NotDownloaded | Standing::Succeeded | Standing::VideoMissing => Bucket::Done,
     }
 }
 

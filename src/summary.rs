@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::checkpoint::plan::{Standing, Wants, standing};
 use crate::checkpoint::{DOWNLOAD_FAILED, Record};
+use crate::cost::Count;
 
 /// How many jobs stand where.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -24,6 +25,8 @@ pub struct Tally {
     pub not_started: usize,
     /// Extend jobs not sent because the job they continue failed.
     pub blocked: usize,
+    /// Recorded as downloaded, with a video file gone from disk (`status` only).
+    pub video_missing: usize,
 }
 
 impl Tally {
@@ -36,6 +39,7 @@ impl Tally {
             + self.running
             + self.not_started
             + self.blocked
+            + self.video_missing
     }
 }
 
@@ -55,6 +59,8 @@ pub struct Outcomes {
     pub in_doubt: Vec<Problem>,
     /// Extend jobs not sent, each with its parent and why it failed.
     pub blocked: Vec<Problem>,
+    /// Jobs recorded as downloaded whose video file is gone (`status` only).
+    pub video_missing: Vec<Problem>,
 }
 
 /// A job as the manifest has it now, for counting: its id, its request's
@@ -99,6 +105,44 @@ pub fn standing_of(job: JobRef<'_>, record: Option<&Record>) -> Standing {
     standing(job.fingerprint, wants, record)
 }
 
+/// [`standing_of`], and then, for a job recorded as done, whether every video file its
+/// record lists (relative to `results_dir`, the results file's folder) is still on
+/// disk: [`Standing::VideoMissing`] if not.
+pub fn standing_on_disk(
+    job: JobRef<'_>,
+    record: Option<&Record>,
+    results_dir: &std::path::Path,
+) -> Standing {
+    match (standing_of(job, record), record) {
+        (Standing::Succeeded, Some(r))
+            if r.video_paths.iter().any(|p| {
+                !crate::paths::resolve(results_dir, p)
+                    .try_exists()
+                    .unwrap_or(true)
+            }) =>
+        {
+            Standing::VideoMissing
+        }
+        (s, _) => s,
+    }
+}
+
+/// [`outcomes`], with each done job's video files looked for on disk (see
+/// [`standing_on_disk`]).
+pub fn outcomes_on_disk<'a>(
+    jobs: impl IntoIterator<Item = JobRef<'a>>,
+    records: &HashMap<String, Record>,
+    results_dir: &std::path::Path,
+) -> Outcomes {
+    let mut o = Outcomes::default();
+    for job in jobs {
+        let record = records.get(job.id);
+        let standing = standing_on_disk(job, record, results_dir);
+        o.count_as(job, record, standing);
+    }
+    o
+}
+
 /// Counts `jobs` against their last records. A record of another request (the
 /// manifest changed) counts as not started.
 pub fn outcomes<'a>(
@@ -116,6 +160,11 @@ impl Outcomes {
     /// Counts one job against its last record, for callers that read records one
     /// at a time instead of holding them all.
     pub fn count(&mut self, job: JobRef<'_>, record: Option<&Record>) {
+        self.count_as(job, record, standing_of(job, record));
+    }
+
+    /// Counts one job where `standing` says it stands.
+    pub fn count_as(&mut self, job: JobRef<'_>, record: Option<&Record>, standing: Standing) {
         let problem = |r: &Record, prefix: Option<&str>| Problem {
             job_id: job.id.to_owned(),
             reason: r
@@ -133,8 +182,15 @@ impl Outcomes {
                 .unwrap_or_else(|| "no answer was recorded".into()),
         };
         let t = &mut self.tally;
-        match (standing_of(job, record), record) {
+        match (standing, record) {
             (Standing::NotStarted, _) | (_, None) => t.not_started += 1,
+            (Standing::VideoMissing, Some(_)) => {
+                t.video_missing += 1;
+                self.video_missing.push(Problem {
+                    job_id: job.id.to_owned(),
+                    reason: "recorded as downloaded, and its video file is gone".to_owned(),
+                });
+            }
             (Standing::Running, _) => t.running += 1,
             (Standing::NotDownloaded, _) => t.not_downloaded += 1,
             (Standing::DownloadFailed, Some(r)) => {
@@ -261,7 +317,7 @@ fn write_groups(out: &mut String, kind: &str, problems: &[Problem], advice: &str
             .collect();
         let more = match ids.len().saturating_sub(IDS_SHOWN) {
             0 => String::new(),
-            n => format!(" and {n} more"),
+            n => format!(" and {} more", Count(n)),
         };
         let _ = writeln!(
             out,
@@ -302,6 +358,12 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         "blocked",
         &o.blocked,
         "nothing was sent for them: once the job they extend succeeds (--retry-failed retries it), they follow",
+    );
+    write_groups(
+        &mut out,
+        "video missing",
+        &o.video_missing,
+        "run the same command again: they are downloaded again from their recorded URLs, not generated again",
     );
     let again = match hint {
         NotStartedHint::Key => "once the key is fixed, run again",
@@ -354,9 +416,10 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         ("running", t.running),
         ("not started", t.not_started),
         ("blocked", t.blocked),
+        ("video missing", t.video_missing),
     ] {
         if n > 0 || label == "succeeded" {
-            let _ = writeln!(out, "  {label:<15}{n:>7}");
+            let _ = writeln!(out, "  {label:<15}{:>7}", Count(n));
         }
     }
     out
@@ -368,11 +431,11 @@ fn them(n: usize) -> &'static str {
 
 /// `n jobs`, with the plural right (`1 job`).
 pub fn jobs(n: usize) -> String {
-    format!("{n} job{}", if n == 1 { "" } else { "s" })
+    format!("{} job{}", Count(n), if n == 1 { "" } else { "s" })
 }
 
 fn videos(n: usize) -> String {
-    format!("{n} video{}", if n == 1 { "" } else { "s" })
+    format!("{} video{}", Count(n), if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -437,6 +500,7 @@ mod tests {
                 running: 1,
                 not_started: 3,
                 blocked: 0,
+                video_missing: 0,
             }
         );
         assert_eq!(o.tally.total(), ids.len());

@@ -22,10 +22,20 @@ impl FromStr for Span {
         if s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("{s:?} has no unit (write it like {s}s or {s}ms)"));
         }
-        humantime::parse_duration(s)
-            .map(Span)
-            .map_err(|e| format!("{s:?} is not a duration ({e}; write it like 200ms, 15s or 30m)"))
+        let d = humantime::parse_duration(s).map_err(|e| {
+            format!("{s:?} is not a duration ({e}; write it like 200ms, 15s or 30m)")
+        })?;
+        if d > Span::LONGEST {
+            return Err(format!("{s:?} is too long (at most 1y)"));
+        }
+        Ok(Span(d))
     }
+}
+
+impl Span {
+    /// The longest duration any setting takes. No batch waits longer, and a
+    /// deadline this far from now still fits the clock's arithmetic.
+    pub const LONGEST: Duration = Duration::from_secs(31_557_600);
 }
 
 impl fmt::Display for Span {
@@ -61,6 +71,9 @@ impl Rate {
         per: Duration::from_secs(1),
     };
 
+    /// The largest count a rate takes: the runner keeps one place per count.
+    pub const MAX_COUNT: u32 = 100_000;
+
     /// Events per second.
     pub fn per_second(self) -> f64 {
         f64::from(self.count) / self.per.as_secs_f64()
@@ -83,6 +96,12 @@ impl FromStr for Rate {
         if count == 0 || per.is_zero() {
             return Err(format!(
                 "{s:?} allows nothing (the count and the period must be above 0)"
+            ));
+        }
+        if count > Rate::MAX_COUNT {
+            return Err(format!(
+                "{s:?} counts too many (at most {} per period)",
+                Rate::MAX_COUNT
             ));
         }
         Ok(Rate { count, per })
@@ -183,6 +202,12 @@ mod tests {
         assert_eq!("30m".parse::<Span>().unwrap().0, Duration::from_secs(1800));
         assert!("15".parse::<Span>().unwrap_err().contains("no unit"));
         assert!("soon".parse::<Span>().is_err());
+        assert_eq!("1y".parse::<Span>().unwrap().0, Span::LONGEST);
+        assert_eq!(
+            "300000000000y".parse::<Span>().unwrap_err(),
+            r#""300000000000y" is too long (at most 1y)"#
+        );
+        assert!("1y 1s".parse::<Span>().is_err());
     }
 
     #[test]
@@ -199,6 +224,14 @@ mod tests {
         assert!("0/10s".parse::<Rate>().is_err());
         assert!("20".parse::<Rate>().is_err());
         assert!("x/10s".parse::<Rate>().is_err());
+        assert_eq!("100000/1s".parse::<Rate>().unwrap().count, Rate::MAX_COUNT);
+        assert!(
+            "100001/1s"
+                .parse::<Rate>()
+                .unwrap_err()
+                .contains("too many")
+        );
+        assert!("5/300000000000y".parse::<Rate>().is_err());
         assert!((Rate::KIE_DEFAULT.per_second() - 2.0).abs() < 1e-9);
     }
 

@@ -260,10 +260,9 @@ fn write_piece(
 fn create_part(part: &Path) -> Result<std::fs::File, ApiError> {
     match std::fs::File::create(part) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = part.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| disk_error("create directory", parent, &e))?;
-            }
+            let parent = crate::paths::folder_of(part);
+            std::fs::create_dir_all(parent)
+                .map_err(|e| disk_error("create directory", parent, &e))?;
             std::fs::File::create(part)
         }
         created => created,
@@ -286,10 +285,7 @@ fn shown_url(url: &Url) -> String {
 
 /// Makes the rename durable. Best effort: not every platform can open a directory.
 fn sync_parent(dest: &Path) {
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = crate::paths::folder_of(dest);
     let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
 }
 

@@ -10,14 +10,18 @@
 
 use std::fmt;
 
+mod confine;
 mod error_kind;
+mod located;
 pub mod plan;
 mod read;
 pub mod rows;
 pub mod schema;
 pub mod writer;
 
+pub use confine::{confine_paths, forget_missing_videos};
 pub use error_kind::ErrorKind;
+pub use located::{Located, Place, Records, load_located};
 pub use read::{
     CheckpointError, ForeignResults, Listed, Loaded, Preloaded, check_belongs, load, load_listed,
     parse_reader, preload,
@@ -437,7 +441,7 @@ mod tests {
             record("a", State::Submitted),
             record("b", State::Failed),
         ];
-        let listed = super::read::parse(
+        let listed: Listed = super::read::parse(
             &to_csv(&rows)[..],
             Path::new("r.csv"),
             false,

@@ -128,6 +128,10 @@ pub enum Standing {
     DownloadFailed,
     /// Done: every file the job asks for is downloaded.
     Succeeded,
+    /// Recorded as downloaded, but a file the record lists is gone from disk: the
+    /// next run downloads it again from its recorded URL, never generating it again.
+    /// Only `status` looks at the disk ([`crate::summary::standing_on_disk`]).
+    VideoMissing,
     /// An extend job not sent because the job whose video it continues failed.
     Blocked,
 }
@@ -144,6 +148,7 @@ impl Standing {
             Standing::DownloadFailed => "download failed",
             Standing::Succeeded => "succeeded",
             Standing::Blocked => "blocked",
+            Standing::VideoMissing => "video missing",
         }
     }
 }

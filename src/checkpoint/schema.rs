@@ -4,7 +4,7 @@
 //! field on [`Record`]).
 //!
 //! Columns are only ever added at the end. A file written before a column existed
-//! has a header that is a shorter prefix of today's ([`KNOWN_WIDTHS`]); it reads with
+//! has a header that is a shorter prefix of today's (one per [`VERSIONS`]); it reads with
 //! the missing cells empty, and a run rewrites it to today's header before
 //! appending to it.
 
@@ -15,8 +15,9 @@ use crate::manifest::Upgrade;
 
 /// A column holding a string field as it is.
 macro_rules! text_column {
-    ($name:literal, $field:ident) => {
+    ($since:literal, $name:literal, $field:ident) => {
         Column {
+            since: $since,
             name: $name,
             write: |r, out| out.push_str(&r.$field),
             read: |r, cell| {
@@ -29,8 +30,9 @@ macro_rules! text_column {
 
 /// A column holding an optional string field (empty: none).
 macro_rules! opt_column {
-    ($name:literal, $field:ident) => {
+    ($since:literal, $name:literal, $field:ident) => {
         Column {
+            since: $since,
             name: $name,
             write: |r, out| out.push_str(r.$field.as_deref().unwrap_or_default()),
             read: |r, cell| {
@@ -43,8 +45,9 @@ macro_rules! opt_column {
 
 /// A column holding a list of strings, `|`-separated.
 macro_rules! list_column {
-    ($name:literal, $field:ident) => {
+    ($since:literal, $name:literal, $field:ident) => {
         Column {
+            since: $since,
             name: $name,
             write: |r, out| push_list(out, &r.$field),
             read: |r, cell| {
@@ -57,6 +60,8 @@ macro_rules! list_column {
 
 /// One column of the results file.
 pub struct Column {
+    /// The schema version the column appeared in (see [`VERSIONS`]).
+    pub since: usize,
     pub name: &'static str,
     /// Appends the cell of `r` to `out`.
     pub write: fn(&Record, &mut String),
@@ -68,6 +73,7 @@ pub struct Column {
 /// Every column, in file order.
 pub const COLUMNS: [Column; 32] = [
     Column {
+        since: 1,
         name: "job_id",
         write: |r, out| out.push_str(&r.job_id),
         read: |r, cell| {
@@ -79,6 +85,7 @@ pub const COLUMNS: [Column; 32] = [
         },
     },
     Column {
+        since: 1,
         name: "state",
         write: |r, out| out.push_str(r.state().as_str()),
         read: |r, cell| {
@@ -89,6 +96,7 @@ pub const COLUMNS: [Column; 32] = [
         },
     },
     Column {
+        since: 1,
         name: "task_id",
         write: |r, out| out.push_str(r.task_id.as_deref().unwrap_or_default()),
         read: |r, cell| {
@@ -97,6 +105,7 @@ pub const COLUMNS: [Column; 32] = [
         },
     },
     Column {
+        since: 1,
         name: "attempts",
         write: |r, out| {
             let _ = write!(out, "{}", r.attempts);
@@ -108,15 +117,16 @@ pub const COLUMNS: [Column; 32] = [
             Ok(())
         },
     },
-    text_column!("model", model),
-    text_column!("generation_type", generation_type),
-    text_column!("aspect_ratio", aspect_ratio),
-    text_column!("prompt", prompt),
-    text_column!("fingerprint", fingerprint),
-    list_column!("video_urls", video_urls),
-    list_column!("upgrade_urls", upgrade_urls),
-    list_column!("video_paths", video_paths),
+    text_column!(1, "model", model),
+    text_column!(1, "generation_type", generation_type),
+    text_column!(1, "aspect_ratio", aspect_ratio),
+    text_column!(1, "prompt", prompt),
+    text_column!(1, "fingerprint", fingerprint),
+    list_column!(1, "video_urls", video_urls),
+    list_column!(1, "upgrade_urls", upgrade_urls),
+    list_column!(1, "video_paths", video_paths),
     Column {
+        since: 1,
         name: "error_code",
         write: |r, out| {
             if let Some(c) = r.error_code {
@@ -134,12 +144,13 @@ pub const COLUMNS: [Column; 32] = [
             Ok(())
         },
     },
-    opt_column!("error_message", error_message),
-    opt_column!("submitted_at", submitted_at),
-    opt_column!("finished_at", finished_at),
-    text_column!("updated_at", updated_at),
+    opt_column!(1, "error_message", error_message),
+    opt_column!(1, "submitted_at", submitted_at),
+    opt_column!(1, "finished_at", finished_at),
+    text_column!(1, "updated_at", updated_at),
     // Added after the first release: a file without these reads them empty.
     Column {
+        since: 2,
         name: "upgrade",
         write: |r, out| out.push_str(r.upgrade.map(Upgrade::as_str).unwrap_or_default()),
         read: |r, cell| {
@@ -153,6 +164,7 @@ pub const COLUMNS: [Column; 32] = [
         },
     },
     Column {
+        since: 2,
         name: "keep_original",
         write: |r, out| out.push_str(if r.keep_original { "true" } else { "false" }),
         read: |r, cell| {
@@ -165,9 +177,10 @@ pub const COLUMNS: [Column; 32] = [
         },
     },
     Column {
+        since: 2,
         name: "credits",
         write: |r, out| {
-            let _ = write!(out, "{}", crate::cost::Credits(r.credits));
+            out.push_str(&crate::cost::credits_cell(r.credits));
         },
         read: |r, cell| {
             r.credits = match cell {
@@ -181,21 +194,22 @@ pub const COLUMNS: [Column; 32] = [
             Ok(())
         },
     },
-    list_column!("superseded_tasks", superseded_tasks),
-    list_column!("superseded_paths", superseded_paths),
+    list_column!(2, "superseded_tasks", superseded_tasks),
+    list_column!(2, "superseded_paths", superseded_paths),
     // What was asked beyond model, mode, ratio and prompt, for a data team to filter
     // on: the values the request had, with the service's defaults filled in.
-    text_column!("seeds", seeds),
-    text_column!("resolution", resolution),
-    text_column!("duration", duration),
-    list_column!("image_urls", image_urls),
+    text_column!(2, "seeds", seeds),
+    text_column!(2, "resolution", resolution),
+    text_column!(2, "duration", duration),
+    list_column!(2, "image_urls", image_urls),
     // Added with extend jobs.
-    text_column!("extends", extends),
-    opt_column!("parent_task_id", parent_task_id),
+    text_column!(3, "extends", extends),
+    opt_column!(3, "parent_task_id", parent_task_id),
     // Added with measured spend: where the `credits` figure comes from.
-    text_column!("credits_source", credits_source),
+    text_column!(4, "credits_source", credits_source),
     // Added with error kinds: a stable word for grouping and --retry-failed.
     Column {
+        since: 5,
         name: "error_kind",
         write: |r, out| out.push_str(r.error_kind.map(ErrorKind::as_str).unwrap_or_default()),
         read: |r, cell| {
@@ -214,8 +228,8 @@ pub const COLUMNS: [Column; 32] = [
     },
     // Added with key pools: which account and key made the task (the key's id,
     // never the key), so that its later calls go with the same account.
-    text_column!("account", account),
-    text_column!("key_id", key_id),
+    text_column!(6, "account", account),
+    text_column!(6, "key_id", key_id),
 ];
 
 /// The column names, in file order: the header row.
@@ -229,10 +243,22 @@ pub const HEADER: [&str; COLUMNS.len()] = {
     names
 };
 
-/// The widths of the headers veo-batch has written: the first release's 17
-/// columns, the 26 before extend jobs, the 28 before measured spend, the 29
-/// before error kinds, the 30 before key pools, and today's.
-pub const KNOWN_WIDTHS: [usize; 6] = [17, 26, 28, 29, 30, COLUMNS.len()];
+/// The schema versions veo-batch has written, one per header it has released:
+/// 1, the first release; 2, what was asked beyond the prompt (upgrades, credits,
+/// superseded tasks, seeds, resolution, duration, images); 3, extend jobs; 4,
+/// measured spend (where the credits figure comes from); 5, error kinds; 6, key
+/// pools (the account and key id that made the task). A new
+/// column takes the next version, and its header width follows.
+pub const VERSIONS: usize = COLUMNS[COLUMNS.len() - 1].since;
+
+/// The number of columns of the header of schema `version`.
+pub const fn width_of(version: usize) -> usize {
+    let mut width = 0;
+    while width < COLUMNS.len() && COLUMNS[width].since <= version {
+        width += 1;
+    }
+    width
+}
 
 /// The number of columns of a header that veo-batch wrote, if `names` is one.
 pub fn known_width<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<usize> {
@@ -243,7 +269,9 @@ pub fn known_width<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<usize
         }
         width += 1;
     }
-    KNOWN_WIDTHS.contains(&width).then_some(width)
+    (1..=VERSIONS)
+        .any(|v| width_of(v) == width)
+        .then_some(width)
 }
 
 /// True when `line` (without its line end) is a header veo-batch wrote.
@@ -277,5 +305,57 @@ fn push_list(out: &mut String, items: &[String]) {
             out.push(LIST_SEPARATOR);
         }
         out.push_str(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Columns are only ever added at the end: versions never go down in file
+    /// order, and each version adds at least one column.
+    #[test]
+    fn versions_only_grow_along_the_file() {
+        assert!(COLUMNS.windows(2).all(|w| w[0].since <= w[1].since));
+        assert_eq!(COLUMNS[0].since, 1);
+        for v in 1..VERSIONS {
+            assert!(width_of(v) < width_of(v + 1), "version {v}");
+        }
+        assert_eq!(width_of(VERSIONS), COLUMNS.len());
+        assert_eq!(
+            [
+                width_of(1),
+                width_of(2),
+                width_of(3),
+                width_of(4),
+                width_of(5),
+                width_of(6)
+            ],
+            [17, 26, 28, 29, 30, 32]
+        );
+    }
+
+    /// One results file per released header, kept in tests/fixtures/results:
+    /// every one must keep loading, its missing cells read empty.
+    #[test]
+    fn a_results_file_of_every_released_header_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/results");
+        for v in 1..=VERSIONS {
+            let path = dir.join(format!("v{v}.csv"));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("no fixture for version {v}: {e}"));
+            let header = text.lines().next().unwrap_or_default();
+            assert_eq!(
+                header,
+                HEADER[..width_of(v)].join(","),
+                "{}",
+                path.display()
+            );
+            let loaded = crate::checkpoint::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .unwrap_or_else(|| panic!("{}: empty", path.display()));
+            assert_eq!(loaded.records["a"].state(), State::Succeeded, "{v}");
+            assert_eq!(loaded.records["b"].state(), State::Failed, "{v}");
+        }
     }
 }

@@ -27,9 +27,7 @@ impl Appender {
     /// Opens `path` for appending, writing the header when the file is new or empty.
     /// With `sync`, every [`append`](Appender::append) reaches the disk before it returns.
     pub fn open(path: &Path, sync: bool) -> io::Result<Appender> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
-        }
+        fs::create_dir_all(crate::paths::folder_of(path))?;
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let mut appender = Appender {
             file,
@@ -201,35 +199,14 @@ pub fn rewrite<'a>(path: &Path, rows: impl IntoIterator<Item = &'a Record>) -> i
     })
 }
 
-/// Replaces the file at `path` with what `fill` writes (through a buffer),
-/// atomically: a temporary file beside it, synced, renamed over it, and the folder
-/// synced. `fill` may
-/// read the old file meanwhile: it stays whole under its name until the rename.
+/// Replaces the file at `path` with what `fill` writes, atomically (see
+/// [`crate::durable::replace`]). `fill` may read the old file meanwhile: it stays
+/// whole under its name until the rename.
 pub fn rewrite_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut out = io::BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
-        fill(&mut out)?;
-        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // The rename is durable once the directory is synced.
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::durable::replace(path, fill)
 }
 
 /// An exclusive hold on a results file, released when dropped.

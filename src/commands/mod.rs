@@ -187,9 +187,13 @@ fn print_stdout(bytes: &[u8]) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// How a manifest is read, from `--max-image-size`.
-fn load_options(max_image_size: Option<crate::units::Size>) -> manifest::LoadOptions {
+/// How a manifest is read, from `--max-image-size` and `--allow-images-from`.
+fn load_options(
+    max_image_size: Option<crate::units::Size>,
+    allow_images_from: &[std::path::PathBuf],
+) -> manifest::LoadOptions {
     manifest::LoadOptions {
         max_image_bytes: max_image_size.map_or(manifest::images::DEFAULT_MAX_IMAGE_BYTES, |s| s.0),
+        image_roots: Some(allow_images_from.to_vec()),
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::api::{ApiKey, Client, ClientConfig, KeyRing, PoolKey};
 use crate::checkpoint::{self, Preloaded};
 use crate::cli::RunArgs;
-use crate::cost::{Credits, Dollars};
+use crate::cost::{Count, Credits, Dollars};
 use crate::exit::Exit;
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::runner::{self, Signals};
@@ -70,7 +70,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let (manifest, preloaded) = load_for_run_with(
         &args.manifest,
         results.as_deref(),
-        super::load_options(args.max_image_size),
+        super::load_options(args.max_image_size, &args.allow_images_from),
     );
     let manifest = manifest?;
     for w in &manifest.warnings {
@@ -113,9 +113,11 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let to_resume = prepared.plan.len() - to_submit;
     let held_back = prepared.held_back;
     tracing::info!(
-        "{name}: {jobs}; {to_submit} to submit, {to_resume} to resume{}; estimated cost {} credits ({}){}; results in {}, videos in {}",
+        "{name}: {jobs}; {} to submit, {} to resume{}; estimated cost {} credits ({}){}; results in {}, videos in {}",
+        Count(to_submit),
+        Count(to_resume),
         if held_back > 0 {
-            format!(", {held_back} held back by --limit/--sample")
+            format!(", {} held back by --limit/--sample", Count(held_back))
         } else {
             String::new()
         },
@@ -219,7 +221,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         report.exit()
     };
     run_summary::print(&name, &report, exit, style, &page, planned);
-    crate::notify::after_run(&notify, &name, &report, estimate).await;
+    crate::notify::after_run(&notify, &name, &report, exit, estimate).await;
     Ok(exit)
 }
 

@@ -15,7 +15,7 @@ use crate::units::Size;
 
 /// Runs `validate`: a manifest with problems ends it with [`Exit::Usage`].
 pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
-    let options = super::load_options(args.max_image_size);
+    let options = super::load_options(args.max_image_size, &args.allow_images_from);
     let manifest = manifest::load_with(&args.manifest, options)?;
     let mut stderr = std::io::stderr().lock();
     for w in &manifest.warnings {

@@ -7,7 +7,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::request::{
-    self, Field, RawRequest, Resolution, Upgrade, did_you_mean, extend_fingerprint,
+    self, ExtendUse, Field, RawRequest, Resolution, Upgrade, did_you_mean, extend_fingerprint,
 };
 
 use super::job::{Draft, Gatherer, Link, diag, id_problem, placeholders};
@@ -22,24 +22,17 @@ impl Gatherer {
         let label = label.as_deref();
         let parent = draft.extend.take().unwrap_or_default();
         let extend_at = draft.extend_at.take().unwrap_or_else(|| draft.at.clone());
+        let taken = Field::extend_taken();
         let not_here = |what: &str| {
             format!(
                 "does not apply to an extend job: it continues the video of job {parent:?}, \
-                 and the extend endpoint takes only prompt, seeds, model, watermark and \
-                 callBackUrl{what}"
+                 and the extend endpoint takes only {taken}{what}"
             )
         };
-        let r = &draft.raw;
-        let set: [(Field, bool); 7] = [
-            (Field::ImageUrls, r.image_urls.is_some()),
-            (Field::GenerationType, r.generation_type.is_some()),
-            (Field::AspectRatio, r.aspect_ratio.is_some()),
-            (Field::EnableFallback, r.enable_fallback.is_some()),
-            (Field::EnableTranslation, r.enable_translation.is_some()),
-            (Field::Resolution, r.resolution.is_some()),
-            (Field::Duration, r.duration.is_some()),
-        ];
-        for (field, _) in set.into_iter().filter(|(_, is_set)| *is_set) {
+        let not_taken = Field::ALL
+            .into_iter()
+            .filter(|f| f.extend() == ExtendUse::No && draft.raw.is_set(*f));
+        for field in not_taken {
             let at = draft.field_at.get(&field).unwrap_or(&draft.at).clone();
             let d = diag(at, label, Some(field.api_name()), not_here(""));
             self.error(d);

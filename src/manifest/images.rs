@@ -46,6 +46,15 @@ impl ImageKind {
         }
     }
 
+    /// How messages name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageKind::Png => "PNG",
+            ImageKind::Jpeg => "JPEG",
+            ImageKind::Webp => "WebP",
+        }
+    }
+
     pub fn mime(self) -> &'static str {
         match self {
             ImageKind::Png => "image/png",
@@ -72,6 +81,9 @@ pub struct LocalImage {
     pub sha256: String,
     pub size: u64,
     pub kind: ImageKind,
+    /// Its size in pixels, as its header gives it.
+    pub width: u32,
+    pub height: u32,
 }
 
 impl LocalImage {
@@ -167,6 +179,10 @@ pub fn fingerprint(request: &GenerateRequest, local: &[LocalRef]) -> String {
 #[derive(Debug)]
 pub(crate) struct Images {
     pub max_bytes: u64,
+    /// The folders local images must be in (after symbolic links are followed): the
+    /// manifest's own, and those the user widened it to. `None` takes images from
+    /// anywhere, for commands that send nothing (`status`, `report`).
+    pub roots: Option<Vec<PathBuf>>,
     seen: HashMap<PathBuf, Result<Arc<LocalImage>, Problem>>,
 }
 
@@ -174,9 +190,32 @@ impl Default for Images {
     fn default() -> Images {
         Images {
             max_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            // Set by the loader, which knows the manifest's folder.
+            roots: None,
             seen: HashMap::new(),
         }
     }
+}
+
+/// The message for an image outside every allowed folder: a manifest received from
+/// someone else must not be able to upload files from elsewhere on this machine.
+fn outside_message(path: &Path, roots: &[PathBuf]) -> String {
+    let shown: Vec<String> = roots
+        .iter()
+        .map(|r| format!("`{}`", crate::paths::absolute(r).display()))
+        .collect();
+    format!(
+        "is outside the folders local images may come from ({}): `{}`{}; a manifest may \
+         only send images from its own folder unless widened on purpose \
+         (--allow-images-from DIR, or allow_images_from: [DIR] in the manifest)",
+        shown.join(", "),
+        crate::paths::absolute(path).display(),
+        match std::fs::canonicalize(path) {
+            Ok(real) if crate::paths::absolute(path) != real =>
+                format!(" (it leads to `{}`)", real.display()),
+            _ => String::new(),
+        }
+    )
 }
 
 /// Why a file cannot be used, said after the entry as written.
@@ -198,10 +237,18 @@ impl Images {
             dir.join(path)
         };
         let max = self.max_bytes;
-        let found = self
-            .seen
-            .entry(path.clone())
-            .or_insert_with(|| inspect(&path, max).map(Arc::new));
+        let roots = self.roots.as_deref();
+        // Checked once per file, as the file is: the verdict depends on it alone.
+        let found = self.seen.entry(path.clone()).or_insert_with(|| {
+            if let Some(roots) = roots
+                && !roots
+                    .iter()
+                    .any(|root| crate::paths::confined(root, &path).is_ok())
+            {
+                return Err(Problem(outside_message(&path, roots)));
+            }
+            inspect(&path, max).map(Arc::new)
+        });
         found
             .clone()
             .map_err(|Problem(why)| format!("{entry:?} {why}"))
@@ -265,12 +312,87 @@ fn inspect(path: &Path, max_bytes: u64) -> Result<LocalImage, Problem> {
             "is not a PNG, JPEG or WebP image (judged by its content, not its name)".into(),
         ));
     };
+    let (width, height) = dimensions(kind, &bytes).map_err(|why| {
+        problem(format!(
+            "starts like a {} image but is not one: {why}",
+            kind.name()
+        ))
+    })?;
     Ok(LocalImage {
         path: path.to_path_buf(),
         sha256: hex(&Sha256::digest(&bytes)),
         size: bytes.len() as u64,
         kind,
+        width,
+        height,
     })
+}
+
+/// The largest width or height taken: JPEG's own limit, past WebP's (16383) and any
+/// photo a camera makes; a header claiming more is not an image's.
+const MAX_SIDE: usize = 65_535;
+
+/// The width and height an image's header gives, once the header is found to be
+/// one: the first bytes alone (which [`ImageKind::sniff`] reads) are easy to fake,
+/// and a file that only starts like an image would be uploaded and paid for.
+fn dimensions(kind: ImageKind, bytes: &[u8]) -> Result<(u32, u32), String> {
+    match kind {
+        // The signature is followed by the IHDR chunk: length 13, its name, the size,
+        // and a CRC over name and data (which imagesize does not look at).
+        ImageKind::Png => {
+            let ihdr = bytes.get(8..33).ok_or("its header is cut short")?;
+            if ihdr[..8] != *b"\0\0\0\x0dIHDR" {
+                return Err("no IHDR chunk follows the PNG signature".into());
+            }
+            let stored = u32::from_be_bytes([ihdr[21], ihdr[22], ihdr[23], ihdr[24]]);
+            if crc32(&ihdr[4..21]) != stored {
+                return Err("its IHDR chunk fails its checksum".into());
+            }
+        }
+        ImageKind::Webp => {
+            if bytes.get(12..15) != Some(b"VP8".as_slice()) {
+                return Err("no VP8 image data follows the WebP header".into());
+            }
+        }
+        ImageKind::Jpeg => {}
+    }
+    let kind_found = imagesize::image_type(bytes).map_err(|e| format!("{e}"))?;
+    let expected = match kind {
+        ImageKind::Png => imagesize::ImageType::Png,
+        ImageKind::Jpeg => imagesize::ImageType::Jpeg,
+        ImageKind::Webp => imagesize::ImageType::Webp,
+    };
+    if kind_found != expected {
+        return Err(format!("its header reads as {kind_found:?}"));
+    }
+    let size = imagesize::blob_size(bytes).map_err(|e| match e {
+        imagesize::ImageError::IoError(_) => "its header is cut short".to_owned(),
+        other => format!("its header does not read ({other})"),
+    })?;
+    let side = |n: usize| {
+        u32::try_from(n)
+            .ok()
+            .filter(|&n| (1..=MAX_SIDE).contains(&(n as usize)))
+    };
+    match (side(size.width), side(size.height)) {
+        (Some(w), Some(h)) => Ok((w, h)),
+        _ => Err(format!(
+            "its header gives a size of {}x{} pixels (each side must be 1 to {MAX_SIDE})",
+            size.width, size.height
+        )),
+    }
+}
+
+/// CRC-32 (ISO-HDLC, as PNG uses), bit by bit: it runs over 17 bytes per image.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -363,6 +485,54 @@ mod tests {
         assert!(err("none.png", &mut images).starts_with("\"none.png\" names no file"));
         assert!(err(".", &mut images).contains("is a directory"));
         assert!(err("file://host/x.png", &mut images).contains("names no local file"));
+    }
+
+    #[test]
+    fn images_are_checked_by_their_header_not_their_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text_png = b"\x89PNG\r\n\x1a\n".to_vec();
+        text_png.extend_from_slice(b"this is a text file that only starts like a PNG\n");
+        let mut bad_crc = TINY_PNG.to_vec();
+        bad_crc[20] ^= 1;
+        let mut zero = TINY_PNG.to_vec();
+        // A width of 0, with its checksum made right: the size itself is refused.
+        zero[16..20].copy_from_slice(&[0, 0, 0, 0]);
+        let crc = crc32(&zero[12..29]).to_be_bytes();
+        zero[29..33].copy_from_slice(&crc);
+        let cases: [(&str, &[u8], &str); 6] = [
+            (
+                "text.png",
+                &text_png,
+                "no IHDR chunk follows the PNG signature",
+            ),
+            ("cut.png", &TINY_PNG[..20], "its header is cut short"),
+            ("crc.png", &bad_crc, "fails its checksum"),
+            ("zero.png", &zero, "a size of 0x1 pixels"),
+            (
+                "text.jpg",
+                b"\xFF\xD8\xFFthis is text, not a JPEG",
+                "starts like a JPEG image but is not one",
+            ),
+            (
+                "text.webp",
+                b"RIFF\x10\0\0\0WEBPhello there, text",
+                "no VP8 image data",
+            ),
+        ];
+        let mut images = Images::default();
+        for (name, bytes, why) in cases {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+            let err = images.check(name, dir.path()).unwrap_err();
+            assert!(err.starts_with(&format!("{name:?} starts like a")), "{err}");
+            assert!(err.contains(why), "{name}: {err}");
+        }
+        std::fs::write(dir.path().join("a.png"), TINY_PNG).unwrap();
+        let a = images.check("a.png", dir.path()).unwrap();
+        assert_eq!((a.width, a.height), (1, 1));
+        let real = include_bytes!("../../manifests/images/aurora-packshot-ember.png");
+        std::fs::write(dir.path().join("real.png"), real).unwrap();
+        let real = images.check("real.png", dir.path()).unwrap();
+        assert!(real.width > 1 && real.height > 1, "{real:?}");
     }
 
     #[test]

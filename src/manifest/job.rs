@@ -41,18 +41,9 @@ pub(crate) struct Draft {
     pub extend_at: Option<Origin>,
 }
 
-/// The fields `defaults:` gives an extend job: not `model`, which is its parent's
-/// unless the job sets its own, so that a continuation looks like what it continues.
-const EXTEND_DEFAULTED: [Field; 4] = [
-    Field::Prompt,
-    Field::Seeds,
-    Field::Watermark,
-    Field::CallbackUrl,
-];
-
 impl Draft {
     /// Fills what this draft leaves unset from `defaults`, with the defaults' places.
-    /// An extend job takes only the defaults that apply to it (see [`EXTEND_DEFAULTED`]):
+    /// An extend job takes only the defaults that apply to it ([`Field::extend_same`]):
     /// a campaign's defaults for generations keep working beside its extends.
     pub fn apply_defaults(&mut self, defaults: &Draft) {
         if self.extend.is_some() {
@@ -86,15 +77,10 @@ impl Draft {
     }
 
     fn apply_extend_defaults(&mut self, defaults: &Draft) {
-        let d = &defaults.raw;
-        let applicable = RawRequest {
-            prompt: d.prompt.clone(),
-            seeds: d.seeds,
-            watermark: d.watermark.clone(),
-            callback_url: d.callback_url.clone(),
-            ..RawRequest::default()
-        };
-        for f in EXTEND_DEFAULTED {
+        let applicable = defaults
+            .raw
+            .only(|f| f.extend() == crate::request::ExtendUse::Same);
+        for f in Field::extend_same() {
             if !self.field_at.contains_key(&f)
                 && let Some(at) = defaults.field_at.get(&f)
             {
@@ -103,7 +89,7 @@ impl Draft {
         }
         self.raw.apply_defaults(&applicable);
         for f in &defaults.bad_fields {
-            if EXTEND_DEFAULTED.contains(f)
+            if f.extend() == crate::request::ExtendUse::Same
                 && !self.field_at.contains_key(f)
                 && !self.bad_fields.contains(f)
             {

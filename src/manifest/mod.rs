@@ -221,16 +221,32 @@ impl fmt::Display for ManifestError {
 impl std::error::Error for ManifestError {}
 
 /// What reading a manifest may be told besides its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// The largest local image file accepted (`--max-image-size`).
     pub max_image_bytes: u64,
+    /// Folders besides the manifest's own that local images may be in
+    /// (`--allow-images-from`); `None` reads images from anywhere, for commands that
+    /// send nothing (`status`, `report`), which must read what a run was allowed to.
+    pub image_roots: Option<Vec<PathBuf>>,
 }
 
 impl Default for LoadOptions {
     fn default() -> LoadOptions {
         LoadOptions {
             max_image_bytes: images::DEFAULT_MAX_IMAGE_BYTES,
+            image_roots: Some(Vec::new()),
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Options for a command that sends nothing: local images are read wherever
+    /// they are (a run allowed them, maybe with a flag this command has not got).
+    pub fn sending_nothing() -> LoadOptions {
+        LoadOptions {
+            image_roots: None,
+            ..LoadOptions::default()
         }
     }
 }
@@ -246,6 +262,15 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
 pub fn load_with(path: &Path, options: LoadOptions) -> Result<Manifest, ManifestError> {
     let mut out = job::Gatherer::default();
     out.images.max_bytes = options.max_image_bytes;
+    // The manifest's own folder, then what the user widened it to (the manifest's
+    // `allow_images_from:` adds its own as it is read, before its jobs).
+    out.images.roots = options.image_roots.map(|extra| {
+        let own = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::iter::once(own.to_path_buf()).chain(extra).collect()
+    });
     let ext = path
         .extension()
         .and_then(|e| e.to_str())

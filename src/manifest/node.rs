@@ -185,6 +185,30 @@ pub(crate) fn scalar_text(n: &Node, src: &str) -> Option<String> {
     }
 }
 
+/// Gives every mapping key that is not text the text it was written as: a key is a
+/// name (a matrix placeholder, a field), so `n:`, `on:` or `0x10:` is that word, not
+/// a boolean or a number shown another way.
+pub(crate) fn keys_as_written(n: &mut Node, src: &str) {
+    match &mut n.value {
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                if !matches!(k.value, Value::Str(_))
+                    && let Some(text) = scalar_text(k, src)
+                {
+                    k.value = Value::Str(text);
+                }
+                keys_as_written(v, src);
+            }
+        }
+        Value::Seq(items) => {
+            for item in items {
+                keys_as_written(item, src);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

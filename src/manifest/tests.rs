@@ -581,3 +581,32 @@ fn a_semicolon_separated_table_gets_a_hint_naming_the_delimiter() {
         "{said:?}"
     );
 }
+
+#[test]
+fn yaml_words_that_yaml_1_1_took_for_booleans_stay_words() {
+    let dir = TempDir::new().unwrap();
+    let p = write(
+        &dir,
+        "m.yaml",
+        "jobs:\n  - id: c-{n}-{y}-{yes}-{no}-{on}-{off}-{True}\n    prompt: \"{on} and {off}\"\n    \
+         matrix:\n      n: [1]\n      y: [Y]\n      yes: [yes]\n      no: [No]\n      on: [on]\n      \
+         off: [off]\n      True: [TRUE]\n",
+    );
+    let m = ok(&p);
+    assert_eq!(ids(&m), ["c-1-Y-yes-No-on-off-TRUE"]);
+    assert_eq!(m.jobs[0].request.prompt, "on and off");
+
+    let p = write(
+        &dir,
+        "b.yaml",
+        "jobs:\n  - id: a\n    prompt: x\n    enableTranslation: yes\n  - id: b\n    prompt: x\n    enableTranslation: True\n",
+    );
+    let got = problems(&p);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains(
+            ":4:24: job \"a\": enableTranslation: must be true or false, got the word \"yes\""
+        ),
+        "{got:?}"
+    );
+}

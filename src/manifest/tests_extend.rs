@@ -344,7 +344,7 @@ fn fields_that_do_not_apply_are_errors_on_the_job_and_skipped_from_defaults() {
     assert!(
         errors[0].ends_with(
             "it continues the video of job \"a\", and the extend endpoint takes only \
-             prompt, seeds, model, watermark and callBackUrl"
+             prompt, model, seeds, callBackUrl and watermark"
         ),
         "{errors:?}"
     );

@@ -139,6 +139,7 @@ fn bad_local_images_are_located_and_nothing_is_kept() {
         &p,
         LoadOptions {
             max_image_bytes: 2000,
+            ..LoadOptions::default()
         },
     )
     .unwrap_err();
@@ -225,4 +226,135 @@ fn the_fingerprint_follows_the_content_not_the_path() {
     let j = &ok(&p3).jobs[0];
     assert_eq!(j.fingerprint, j.request.fingerprint());
     assert!(j.local_images.is_empty());
+}
+
+#[test]
+fn images_outside_the_manifests_folder_are_refused_unless_allowed() {
+    let top = TempDir::new().unwrap();
+    let home = top.path().join("campaign");
+    let photos = top.path().join("photos");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::write(photos.join("me.png"), TINY_PNG).unwrap();
+    std::fs::write(home.join("ok.png"), TINY_PNG).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&photos, home.join("link")).unwrap();
+    let me = photos.join("me.png");
+    let entries = [
+        "../photos/me.png".to_owned(),
+        me.display().to_string(),
+        format!("file://{}", me.display()),
+        "link/me.png".to_owned(),
+    ];
+    let yaml = |head: &str| {
+        let mut s = format!("{head}jobs:\n  - id: fine\n    prompt: p\n    imageUrls: [ok.png]\n");
+        for (i, e) in entries.iter().enumerate() {
+            if cfg!(not(unix)) && e.starts_with("link") {
+                continue;
+            }
+            s.push_str(&format!(
+                "  - id: j{i}\n    prompt: p\n    imageUrls: [\"{e}\"]\n"
+            ));
+        }
+        s
+    };
+    let p = home.join("m.yaml");
+    std::fs::write(&p, yaml("")).unwrap();
+    let got = problems(&p);
+    let expected = if cfg!(unix) { 4 } else { 3 };
+    assert_eq!(got.len(), expected, "{got:#?}");
+    for (i, g) in got.iter().enumerate() {
+        assert!(
+            g.contains(&format!("job \"j{i}\": imageUrls: ")),
+            "located at the job's entry: {g}"
+        );
+        assert!(
+            g.contains("is outside the folders local images may come from"),
+            "{g}"
+        );
+        assert!(g.contains("--allow-images-from"), "{g}");
+    }
+    #[cfg(unix)]
+    assert!(got[3].contains("it leads to"), "{}", got[3]);
+
+    // Widened by a flag...
+    let widened = LoadOptions {
+        image_roots: Some(vec![photos.clone()]),
+        ..LoadOptions::default()
+    };
+    let m = load_with(&p, widened).unwrap();
+    assert_eq!(m.jobs.len(), expected + 1);
+    // ...or by the manifest, relative to its folder.
+    std::fs::write(&p, yaml("allow_images_from: [../photos]\n")).unwrap();
+    assert_eq!(ok(&p).jobs.len(), expected + 1);
+    // A command that sends nothing reads what a run was allowed to.
+    std::fs::write(&p, yaml("")).unwrap();
+    assert!(load_with(&p, LoadOptions::sending_nothing()).is_ok());
+}
+
+#[test]
+fn placeholders_fill_image_paths_so_each_colour_gets_its_own_packshot() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir(dir.path().join("shots")).unwrap();
+    write(&dir, "shots/ember.png", TINY_PNG);
+    write(&dir, "shots/sky.png", other_png());
+    let p = write(
+        &dir,
+        "m.yaml",
+        "defaults:\n  generationType: FIRST_AND_LAST_FRAMES_2_VIDEO\njobs:\n  \
+         - id: spot-{colour}\n    prompt: a {colour} shoe\n    imageUrls: [\"shots/{colour}.png\"]\n    \
+         matrix:\n      colour: [ember, sky]\n",
+    );
+    let m = ok(&p);
+    assert_eq!(ids(&m), ["spot-ember", "spot-sky"]);
+    let path = |j: usize| m.jobs[j].local_images[0].image.path.clone();
+    assert_eq!(path(0), dir.path().join("shots/ember.png"));
+    assert_eq!(path(1), dir.path().join("shots/sky.png"));
+    assert_ne!(m.jobs[0].fingerprint, m.jobs[1].fingerprint);
+
+    // A placeholder no matrix key fills is located at its entry.
+    let p = write(
+        &dir,
+        "bad.yaml",
+        "jobs:\n  - id: spot-{colour}\n    prompt: p\n    imageUrls:\n      - shots/{color}.png\n    \
+         matrix:\n      colour: [ember, sky]\n",
+    );
+    let got = problems(&p);
+    assert!(
+        got.iter().any(|g| g.contains(
+            ":5:9: job \"spot-{colour}\": imageUrls: unknown placeholder {color} (the matrix has: colour"
+        )),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn an_unquoted_brace_in_a_flow_list_gets_a_hint_to_quote_it() {
+    let dir = TempDir::new().unwrap();
+    let p = write(
+        &dir,
+        "m.yaml",
+        "jobs:\n  - id: a-{colour}\n    prompt: x\n    imageUrls: [shots/{colour}.png]\n    \
+         matrix:\n      colour: [ember, sky]\n",
+    );
+    let got = problems(&p);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with(":4:"), "{got:?}");
+    assert!(
+        got[0].contains("a `{` inside a [...] list starts a YAML mapping: quote the entry"),
+        "{got:?}"
+    );
+    let p = write(
+        &dir,
+        "n.yaml",
+        "jobs:\n  - id: a-{colour}\n    prompt: x\n    imageUrls: [a.png, {colour}]\n    \
+         matrix:\n      colour: [ember, sky]\n",
+    );
+    let got = problems(&p);
+    assert!(
+        got.iter().any(|g| g.contains(
+            "imageUrls: must be text, got a mapping (unquoted, {colour} is a YAML mapping: write \"{colour}\" in quotes)"
+        )),
+        "{got:#?}"
+    );
 }

@@ -5,7 +5,6 @@
 //! problem is reported, each at its line and column.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
@@ -21,14 +20,26 @@ use super::{Origin, OutputSettings, RunSettings};
 
 mod expand;
 mod output;
+mod parse;
+
+use parse::{brace_hint, options, yaml_message};
+pub(crate) use parse::{line_col, read_capped};
 
 /// The largest YAML manifest read; bigger batches belong in a CSV table, which streams.
 pub(crate) const MAX_YAML_BYTES: u64 = 64 * 1024 * 1024;
 /// The most jobs one job entry may expand to (matrix combinations times repeat).
 pub(crate) const MAX_EXPANSION: usize = 100_000;
 
-const TOP_KEYS: [&str; 8] = [
-    "name", "defaults", "jobs", "include", "output", "run", "prices", "extra",
+const TOP_KEYS: [&str; 9] = [
+    "name",
+    "defaults",
+    "jobs",
+    "include",
+    "output",
+    "run",
+    "prices",
+    "extra",
+    "allow_images_from",
 ];
 const JOB_ONLY_KEYS: [&str; 4] = ["id", "matrix", "repeat", "extend"];
 const JOB_EXTRA_KEYS: [&str; 2] = ["upgrade", "keep_original"];
@@ -87,7 +98,7 @@ pub(crate) fn read(path: &Path, out: &mut Gatherer) -> Settings {
         }
     };
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
-    let root: Node = match serde_saphyr::from_str_with_options(src, options()) {
+    let mut root: Node = match serde_saphyr::from_str_with_options(src, options()) {
         Ok(n) => n,
         Err(e) => {
             let loc = e.location();
@@ -100,10 +111,15 @@ pub(crate) fn read(path: &Path, out: &mut Gatherer) -> Settings {
                     .and_then(|l| usize::try_from(l.column()).ok())
                     .filter(|c| *c > 0),
             };
-            out.error(diag(at, None, None, yaml_message(&e)));
+            let hint = at
+                .line
+                .and_then(|l| src.lines().nth(l - 1))
+                .map_or("", brace_hint);
+            out.error(diag(at, None, None, format!("{}{hint}", yaml_message(&e))));
             return settings;
         }
     };
+    super::node::keys_as_written(&mut root, src);
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut cx = Cx {
         src,
@@ -113,76 +129,6 @@ pub(crate) fn read(path: &Path, out: &mut Gatherer) -> Settings {
     };
     cx.manifest(&root, &mut settings);
     settings
-}
-
-pub(crate) fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    let cannot = |e: std::io::Error| format!("cannot read the manifest: {}", super::io_message(&e));
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > limit {
-        return Err(format!(
-            "the manifest is larger than {} MiB, the most a YAML manifest may be \
-             (put large batches in a CSV table, which is read row by row)",
-            limit / (1024 * 1024)
-        ));
-    }
-    Ok(bytes)
-}
-
-/// 1-based line and column (in characters) just after `valid`.
-pub(crate) fn line_col(valid: &[u8]) -> (usize, usize) {
-    let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-    let start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&valid[start..]).chars().count() + 1;
-    (line, column)
-}
-
-/// Parser limits: generous for a 250,000-job manifest, far below what an alias bomb or
-/// deep nesting would need, so such a file is refused rather than eating memory.
-fn options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_reader_input_bytes = Some(usize::try_from(MAX_YAML_BYTES).unwrap_or(usize::MAX));
-    budget.max_nodes = 2_000_000;
-    budget.max_events = 5_000_000;
-    budget.max_depth = 32;
-    budget.max_aliases = 10_000;
-    // One more than allowed, so that a second document gets its own clear message.
-    budget.max_documents = 2;
-    let mut opts = serde_saphyr::Options::default();
-    opts.budget = Some(budget);
-    opts.with_snippet = false;
-    opts.alias_limits.max_total_replayed_events = 100_000;
-    opts
-}
-
-/// The parser's message, without its own position (ours comes first) and with a word
-/// on why a budget refusal happened.
-fn yaml_message(e: &serde_saphyr::Error) -> String {
-    let text = e.without_snippet().to_string();
-    let text = match text.find(" at line ") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    // One problem per line of output, whatever the parser's message holds.
-    let text = text.replace(['\n', '\r'], " ");
-    let text = text.as_str();
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("budget")
-        || lower.contains("recursion limit")
-        || lower.contains("alias") && lower.contains("limit")
-    {
-        format!(
-            "refused: the YAML is too large or too deeply nested to read safely ({text}); \
-             aliases that expand to huge trees are not allowed"
-        )
-    } else if lower.contains("multiple yaml documents") {
-        "a manifest is one YAML document; remove the `---` separators".to_owned()
-    } else {
-        format!("invalid YAML: {text}")
-    }
 }
 
 struct Cx<'a> {
@@ -231,7 +177,19 @@ impl Cx<'_> {
         match scalar_text(n, self.src) {
             Some(t) => Some(t),
             None => {
-                let msg = format!("must be text, got {}", n.value.kind());
+                // `{colour}` unquoted is a mapping of one key without a value.
+                let hint = match &n.value {
+                    Value::Map(entries)
+                        if entries.len() == 1 && entries[0].1.value == Value::Null =>
+                    {
+                        format!(
+                            " (unquoted, {{{0}}} is a YAML mapping: write \"{{{0}}}\" in quotes)",
+                            entries[0].0.key_text()
+                        )
+                    }
+                    _ => String::new(),
+                };
+                let msg = format!("must be text, got {}{hint}", n.value.kind());
                 self.err(n, job, Some(field), msg);
                 None
             }
@@ -284,6 +242,18 @@ impl Cx<'_> {
     fn boolean(&mut self, n: &Node, job: Option<&str>, field: &str) -> Option<bool> {
         match &n.value {
             Value::Bool(b) => Some(*b),
+            Value::Str(word)
+                if ["yes", "no", "on", "off", "y", "n"]
+                    .iter()
+                    .any(|w| w.eq_ignore_ascii_case(word)) =>
+            {
+                let msg = format!(
+                    "must be true or false, got the word {word:?} (YAML 1.2, which manifests \
+                     follow, reads it as text)"
+                );
+                self.err(n, job, Some(field), msg);
+                None
+            }
             other => {
                 let msg = format!("must be true or false, got {}", other.kind());
                 self.err(n, job, Some(field), msg);
@@ -347,6 +317,9 @@ impl Cx<'_> {
         }
         if let Some(n) = top.get("output") {
             self.output(n, &mut settings.output);
+        }
+        if let Some(n) = top.get("allow_images_from") {
+            self.allow_images_from(n);
         }
         let extra = top.get("extra").map(|n| self.extra(n)).unwrap_or_default();
         let defaults = match top.get("defaults") {
@@ -507,6 +480,25 @@ impl Cx<'_> {
                 "request_timeout" => run.request_timeout = self.span(v, &name),
                 "max_credits" => run.max_credits = self.number(v, &name),
                 _ => self.unknown_key(k, None, "run", &RUN_KEYS),
+            }
+        }
+    }
+
+    /// `allow_images_from:`: folders (relative to the manifest) that its local images
+    /// may also come from; read before the jobs, whose images are checked against them.
+    fn allow_images_from(&mut self, n: &Node) {
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        for item in items {
+            let Some(t) = self.text(item, None, "allow_images_from") else {
+                continue;
+            };
+            if t.trim().is_empty() {
+                self.err(item, None, Some("allow_images_from"), "must not be blank");
+            } else if let Some(roots) = &mut self.out.images.roots {
+                roots.push(self.dir.join(t));
             }
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::exit::Exit;
 use crate::runner::{RunReport, StopReason};
 use crate::summary::{Outcomes, Problem, Tally};
 
@@ -166,9 +167,15 @@ fn measured_credits(report: &RunReport) -> Option<f64> {
 
 impl RunEnd {
     /// The end of the run `report` tells, for the batch `name` estimated at
-    /// `estimate` credits, ended at `ended`.
-    pub fn new(name: &str, report: &RunReport, estimate: f64, ended: SystemTime) -> RunEnd {
-        let exit = report.exit();
+    /// `estimate` credits, ended at `ended` with the process's code `exit` (which
+    /// `--running-ok` may have softened from the report's own).
+    pub fn new(
+        name: &str,
+        report: &RunReport,
+        exit: Exit,
+        estimate: f64,
+        ended: SystemTime,
+    ) -> RunEnd {
         let started = ended.checked_sub(report.elapsed).unwrap_or(UNIX_EPOCH);
         let (failure_groups, more_failure_groups) = failure_groups(&report.outcomes);
         RunEnd {

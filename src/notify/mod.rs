@@ -22,6 +22,7 @@ use reqwest::Url;
 pub use deliver::{DELIVERY_DEADLINE, Delivered, sign};
 pub use document::{Envelope, RunEnd};
 
+use crate::exit::Exit;
 use crate::runner::RunReport;
 
 /// What to tell when the run ends, resolved from flags and the manifest.
@@ -146,11 +147,17 @@ impl Settings {
 /// Tells how the run ended: writes the metrics file and POSTs to every webhook.
 /// Failures are warnings: they change neither the exit code nor the records, and
 /// delivery gives up after [`DELIVERY_DEADLINE`].
-pub async fn after_run(settings: &Settings, name: &str, report: &RunReport, estimate: f64) {
+pub async fn after_run(
+    settings: &Settings,
+    name: &str,
+    report: &RunReport,
+    exit: Exit,
+    estimate: f64,
+) {
     if settings.is_empty() {
         return;
     }
-    let end = RunEnd::new(name, report, estimate, SystemTime::now());
+    let end = RunEnd::new(name, report, exit, estimate, SystemTime::now());
     if let Some(path) = &settings.metrics_file {
         match metrics::write(path, &end) {
             Ok(()) => tracing::info!("metrics written to {}", path.display()),

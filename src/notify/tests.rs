@@ -52,7 +52,7 @@ fn report() -> RunReport {
 
 fn end_of(r: &RunReport) -> RunEnd {
     let ended = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
-    RunEnd::new("spring \"campaign\"", r, 600.0, ended)
+    RunEnd::new("spring \"campaign\"", r, r.exit(), 600.0, ended)
 }
 
 #[test]

@@ -126,12 +126,7 @@ pub fn check_extend_json(body: &Value) -> Result<ExtendCall, Vec<FieldIssue>> {
         }
     };
     let mut raw = RawRequest::default();
-    for field in [
-        Field::Prompt,
-        Field::Seeds,
-        Field::Watermark,
-        Field::CallbackUrl,
-    ] {
+    for field in Field::extend_same() {
         let Some(value) = obj.get(field.api_name()).filter(|v| !v.is_null()) else {
             continue;
         };

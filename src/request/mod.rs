@@ -22,7 +22,7 @@ pub use extend::{
     extend_fingerprint, write_extend_body,
 };
 pub use fields::{
-    AspectRatio, Field, FieldValue, GenerationType, Kind, Model, RawRequest, Resolution,
+    AspectRatio, ExtendUse, Field, FieldValue, GenerationType, Kind, Model, RawRequest, Resolution,
     did_you_mean, field_names,
 };
 pub(crate) use rules::check_parts;

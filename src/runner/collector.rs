@@ -1,5 +1,5 @@
-//! The one task that owns the results file and the counters. Job tasks send it
-//! events; its writer thread appends their rows in batches (one sync covers every
+//! The one task that owns the results file and the progress counts. The
+//! dispatcher hands it the jobs' rows; its writer thread appends their rows in batches (one sync covers every
 //! row that arrived together: group commit) and only then does it tell each job it
 //! may act.
 //!
@@ -26,7 +26,7 @@ use crate::manifest::Job;
 use crate::progress::{self, Bucket, Mode, Reporter};
 use crate::summary::{JobRef, Outcomes};
 
-/// What a job tells the collector.
+/// What the dispatcher hands the collector.
 #[derive(Debug)]
 pub enum Event {
     /// A new row for a job; `ack` hears back once it is on disk.
@@ -34,8 +34,6 @@ pub enum Event {
         row: Row,
         ack: Option<oneshot::Sender<Result<(), String>>>,
     },
-    /// A request will be retried after `delay`.
-    Retry { code: Option<i64> },
 }
 
 /// A job's new row, encoded by the job task (a row, not a copy of the record, is
@@ -68,7 +66,8 @@ impl Row {
     }
 }
 
-/// Counts of what happened during the run.
+/// Counts of what happened during the run: the retries as the dispatcher heard
+/// them, the submissions as the collector wrote them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CallCounts {
     pub retries: u64,
@@ -96,7 +95,8 @@ pub struct Collected {
     /// Where the last record of every job is, this run's and earlier ones', by the
     /// job's place in the manifest (`None`: the job has no record).
     pub entries: Vec<Option<LastRow>>,
-    pub counters: CallCounts,
+    /// Rows written that record a submission (a task made).
+    pub submitted: u64,
     /// The first write that failed: the run cannot go on without its checkpoint.
     pub write_error: Option<String>,
 }
@@ -118,7 +118,7 @@ pub struct Progress {
 /// runtime thread ever waits on the disk; while it syncs one batch, the rows that
 /// arrive meanwhile gather into the next (group commit).
 pub async fn collect(
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
     appender: Appender,
     loaded: Arc<Vec<Record>>,
     entries: Vec<Option<LastRow>>,
@@ -152,12 +152,7 @@ pub async fn collect(
         tokio::select! {
             n = rx.recv_many(&mut incoming, 1024), if open => {
                 open = n > 0;
-                for event in incoming.drain(..) {
-                    match event {
-                        Event::Retry { code } => tally.retry(code),
-                        row @ Event::Row { .. } => gathering.push(row),
-                    }
-                }
+                gathering.append(&mut incoming);
             }
             done = async {
                 match written.as_mut() {
@@ -188,9 +183,8 @@ pub async fn collect(
                 (None, Some(w)) => {
                     buf.clear();
                     for event in &writing {
-                        if let Event::Row { row, .. } = event {
-                            buf.extend_from_slice(&row.bytes);
-                        }
+                        let Event::Row { row, .. } = event;
+                        buf.extend_from_slice(&row.bytes);
                     }
                     written = Some(w.write(std::mem::take(&mut buf)));
                 }
@@ -204,11 +198,7 @@ pub async fn collect(
         }
         if last_update.elapsed() >= Duration::from_millis(200) {
             last_update = Instant::now();
-            reporter.update(
-                &tally.counts,
-                tally.counters.submitted,
-                tally.eta(&progress),
-            );
+            reporter.update(&tally.counts, tally.submitted, tally.eta(&progress));
         }
         if !open && written.is_none() && gathering.is_empty() {
             break;
@@ -220,7 +210,7 @@ pub async fn collect(
     }
     Collected {
         entries: tally.entries,
-        counters: tally.counters,
+        submitted: tally.submitted,
         write_error: tally.write_error,
     }
 }
@@ -231,7 +221,7 @@ struct Ledger {
     entries: Vec<Option<LastRow>>,
     /// The records loaded before the run, which [`LastRow::Loaded`] points into.
     loaded: Arc<Vec<Record>>,
-    counters: CallCounts,
+    submitted: u64,
     counts: progress::PhaseCounts,
     /// The generation times seen: their sum and how many.
     generation: (Duration, u32),
@@ -248,18 +238,11 @@ impl Ledger {
         Ledger {
             entries,
             loaded,
-            counters: CallCounts::default(),
+            submitted: 0,
             counts,
             generation: (Duration::ZERO, 0),
             download: progress.download,
             write_error: None,
-        }
-    }
-
-    fn retry(&mut self, code: Option<i64>) {
-        self.counters.retries += 1;
-        if code == Some(429) {
-            self.counters.rate_limited += 1;
         }
     }
 
@@ -281,9 +264,7 @@ impl Ledger {
         });
         let mut offset = result.as_ref().copied().unwrap_or_default();
         for event in batch.drain(..) {
-            let Event::Row { row, ack } = event else {
-                continue;
-            };
+            let Event::Row { row, ack } = event;
             if result.is_ok() {
                 offset += self.logged(row, offset);
             }
@@ -297,7 +278,7 @@ impl Ledger {
     /// Takes in `row`, written at `offset`; its length.
     fn logged(&mut self, row: Row, offset: u64) -> u64 {
         if row.state == State::Submitted {
-            self.counters.submitted += 1;
+            self.submitted += 1;
         }
         if let Some(d) = row.generation {
             self.generation.0 += d;
@@ -353,8 +334,18 @@ fn record_of<'a>(entry: Option<&LastRow>, loaded: &'a [Record]) -> Option<&'a Re
     }
 }
 
+/// Where the jobs stand after the run, read from the results file as `status`
+/// reads it.
+#[derive(Debug)]
+pub struct Finished {
+    pub outcomes: Outcomes,
+    /// Credits the file records as spent, over all its rows (the jobs' and those of
+    /// jobs no longer in the manifest).
+    pub credits: f64,
+}
+
 /// Counts the outcome of every job of `jobs` from its last record (`entries`, by
-/// the job's place) and, when `rewrite`, replaces the results file with one row per
+/// the job's place) and, when `rewrite` and this run appended rows, replaces the results file with one row per
 /// job: `jobs` in order, then the rows of `foreign` jobs (no longer in the
 /// manifest: their places in `loaded`). Rows are read back from the file one at a
 /// time; the rewrite is atomic (see [`rewrite_with`]).
@@ -365,10 +356,16 @@ pub fn finish(
     entries: &[Option<LastRow>],
     loaded: &[Record],
     rewrite: bool,
-) -> io::Result<Outcomes> {
+) -> io::Result<Finished> {
     let source = File::open(path)?;
     let mut reader = RowReader::new(&source);
     let mut outcomes = Outcomes::default();
+    // Rows of jobs no longer in the manifest are the loaded ones, unchanged.
+    let mut credits: f64 = foreign
+        .iter()
+        .filter_map(|&at| loaded.get(at))
+        .map(|r| r.credits)
+        .sum();
     // One pass over the last rows: each job's is counted and, into `out` when
     // rewriting, copied; rows of jobs no longer in the manifest are only copied.
     let mut pass = |mut out: Option<&mut dyn Write>| -> io::Result<()> {
@@ -410,17 +407,25 @@ pub fn finish(
                 }
             };
             if let Some(job) = job {
+                credits += record.map_or(0.0, |r| r.credits);
                 outcomes.count(job, record);
             }
         }
         Ok(())
     };
-    if rewrite {
+    // A run that appended no row has no row to drop: the file is as the run before
+    // left it (one row per job, compacted at this run's start if it was not), and
+    // a cron job on a finished batch writes nothing.
+    let appended = entries
+        .iter()
+        .flatten()
+        .any(|e| matches!(e, LastRow::Logged { .. }));
+    if rewrite && appended {
         rewrite_with(path, |out| pass(Some(out)))?;
     } else {
         pass(None)?;
     }
-    Ok(outcomes)
+    Ok(Finished { outcomes, credits })
 }
 
 /// How long the service took to generate, for a row that records a success.
@@ -494,9 +499,12 @@ mod tests {
         path: &Path,
         jobs: usize,
         sync: bool,
-    ) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<Collected>) {
+    ) -> (
+        mpsc::UnboundedSender<Event>,
+        tokio::task::JoinHandle<Collected>,
+    ) {
         let appender = Appender::open(path, sync).unwrap();
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::unbounded_channel();
         let progress = Progress {
             mode: Mode::Quiet,
             total: jobs,
@@ -519,7 +527,7 @@ mod tests {
         let mut heard = Vec::new();
         for i in 0..jobs.len() {
             let (event, ack) = row_event(&jobs, i, State::Submitting, 1, None);
-            tx.send(event).await.unwrap();
+            tx.send(event).unwrap();
             heard.push(ack);
         }
         for (i, ack) in heard.into_iter().enumerate() {
@@ -555,7 +563,7 @@ mod tests {
         for attempt in 1..=200 {
             for i in 0..3 {
                 let (event, heard) = send(i, State::Pending, attempt, Some("429: busy"));
-                tx.send(event).await.unwrap();
+                tx.send(event).unwrap();
                 heard.await.unwrap().unwrap();
             }
         }
@@ -564,7 +572,7 @@ mod tests {
             (1, State::Failed, Some("bad prompt")),
         ] {
             let (event, heard) = send(i, state, 201, message);
-            tx.send(event).await.unwrap();
+            tx.send(event).unwrap();
             heard.await.unwrap().unwrap();
         }
         drop(tx);
@@ -579,7 +587,9 @@ mod tests {
         let before = crate::checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(before.rows, 3 * 200 + 2);
 
-        let outcomes = finish(&path, &jobs, &[], &collected.entries, &[], true).unwrap();
+        let outcomes = finish(&path, &jobs, &[], &collected.entries, &[], true)
+            .unwrap()
+            .outcomes;
         assert_eq!(outcomes.tally.succeeded, 1);
         assert_eq!(outcomes.tally.failed, 1);
         assert_eq!(outcomes.tally.not_started, 1);

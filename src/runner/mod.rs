@@ -2,10 +2,11 @@
 //! concurrency, a rate limit and retries, recording each step in the results CSV so
 //! that running the same command again after any interruption resumes exactly.
 //!
-//! One task (the collector) owns the results file and the counters; job tasks send
-//! it events. Jobs share only the client, the limits and the stop signals.
+//! One dispatcher ([`dispatch`]) owns the run's state and hears one kind of event
+//! from the jobs; one task (the collector) owns the results file. Jobs share only
+//! the client, the limits and the stop tokens.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::api::Client;
 pub use crate::checkpoint::ForeignResults;
 use crate::checkpoint::writer::Appender;
-use crate::checkpoint::{Record, State};
 use crate::exit::Exit;
 use crate::manifest::Job;
 use crate::summary::Outcomes;
@@ -35,8 +35,10 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 pub mod accounts;
+mod budget;
 mod chain;
 pub mod collector;
+mod dispatch;
 pub mod job;
 pub mod pace;
 mod planned;
@@ -50,14 +52,14 @@ pub mod stop;
 mod supersede;
 pub mod uploads;
 
+use budget::Budget;
 use collector::{CallCounts, Collected, LastRow, Progress};
-use job::JobHandle;
+use dispatch::{Dispatched, Dispatcher};
 pub use job::Start;
 use pace::Pace;
 pub use planned::Planned;
-use planned::{fresh_record, resumed_record};
 pub use prepare::{Prepared, Superseding, prepare, prepare_from};
-use shared::{Budget, JobSettings, Shared};
+use shared::{JobSettings, Shared};
 use stop::Stop;
 pub use stop::StopReason;
 
@@ -136,12 +138,8 @@ pub async fn execute(
         foreign,
         lock: _lock,
     } = prepared;
-    // Said before anything is sent: these tasks were paid for, and a new one
-    // replaces each.
-    for line in supersede::lines(&superseding, &config.jobs) {
-        tracing::warn!("{line}");
-    }
-    // A videos folder that cannot be made is found now, before anything is paid for.
+    // A videos folder that cannot be made or written (a file in the way, a read-only
+    // mount, a full disk) is found now, before anything is paid for.
     if config.resume.download && !plan.is_empty() {
         std::fs::create_dir_all(&config.videos_dir).with_context(|| {
             format!(
@@ -149,6 +147,29 @@ pub async fn execute(
                 config.videos_dir.display()
             )
         })?;
+        probe_writable(&config.videos_dir)?;
+    }
+    // Said before anything is sent: these tasks were paid for, and a new one
+    // replaces each.
+    for line in supersede::lines(&superseding, &config.jobs) {
+        tracing::warn!("{line}");
+    }
+    // Before the results file is opened: a file in the uploads' place that is not
+    // ours ends the run with nothing sent.
+    let (uploads, upload_warnings) = uploads::Uploads::load(
+        &config.results,
+        client.upload_base_url().as_str(),
+        config.upload_ttl,
+        config.concurrency,
+        plan.iter().any(|p| {
+            config
+                .jobs
+                .get(p.index)
+                .is_some_and(|j| !j.local_images.is_empty())
+        }),
+    )?;
+    for w in &upload_warnings {
+        tracing::warn!("{w}");
     }
     let appender = Appender::open(&config.results, config.sync)
         .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
@@ -157,9 +178,9 @@ pub async fn execute(
     // place in this list; a job copies its own when it starts.
     let loaded_records = Arc::new(loaded_records);
     pace.remember(loaded_records.iter());
-    let (tx, rx) = mpsc::channel(4096);
+    let (rows, rows_in) = mpsc::unbounded_channel();
     let collector = tokio::spawn(collector::collect(
-        rx,
+        rows_in,
         appender,
         loaded_records.clone(),
         last.into_iter().map(|at| at.map(LastRow::Loaded)).collect(),
@@ -171,16 +192,8 @@ pub async fn execute(
         },
     ));
 
-    let spent = Arc::new(Mutex::new(0.0));
-    let (uploads, upload_warnings) = uploads::Uploads::load(
-        &config.results,
-        client.upload_base_url().as_str(),
-        config.upload_ttl,
-        config.concurrency,
-    );
-    for w in &upload_warnings {
-        tracing::warn!("{w}");
-    }
+    let stop = Stop::new(&signals.drain);
+    let (events, inbox) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         client,
         settings: JobSettings {
@@ -189,13 +202,7 @@ pub async fn execute(
             task_timeout: config.task_timeout,
             record_null_grace: config.record_null_grace,
             videos_dir: config.videos_dir.clone(),
-            results_dir: crate::paths::absolute(
-                config
-                    .results
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(std::path::Path::new(".")),
-            ),
+            results_dir: crate::paths::absolute(crate::paths::folder_of(&config.results)),
             download: config.resume.download,
             no_wait: config.no_wait,
         },
@@ -213,22 +220,12 @@ pub async fn execute(
         place_left: tokio::sync::Notify::new(),
         submit_turn: tokio::sync::Mutex::new(()),
         pause_until: Mutex::new(None),
-        events: tx,
-        stop: Stop::new(&signals.drain),
+        events,
+        stop: stop.tokens().clone(),
         spend: spend::Spend::new(config.prices),
-        budget: Budget {
-            prices: config.prices,
-            max: config.max_credits,
-            max_setting: config.max_credits_setting,
-            recorded: recorded_spend,
-            max_run: config.max_run_credits,
-            spent: spent.clone(),
-        },
         uploads,
     });
 
-    // The jobs move behind one `Arc` for the job tasks: a task holds the list and its
-    // place in it, so no job is copied or allocated again.
     // The balance is read only when something may be billed: its fall over the
     // run is the measured spend.
     let measuring = !plan.is_empty();
@@ -242,160 +239,63 @@ pub async fn execute(
             crate::cost::Credits(balance)
         );
     }
+    // The jobs move behind one `Arc` for the job tasks: a task holds the list and its
+    // place in it, so no job is copied or allocated again.
     let mut config = config;
     let jobs: Arc<Vec<Job>> = Arc::new(std::mem::take(&mut config.jobs));
-    // Jobs that have yet to submit are started only as submission slots free up,
-    // so that thousands of them do not wait at once on the limiter: memory and
-    // wake-ups then follow the jobs the service is working on, not the manifest.
-    let submit_slots = Arc::new(Semaphore::new(config.concurrency.max(1) * 2));
-    let mut set = JoinSet::new();
-    let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
-    // Extend jobs that wait for their parent's video, by the parent's place.
-    let mut waiting: HashMap<usize, Vec<Planned>> = HashMap::new();
-    // The plan's own buffer becomes the queue (no second copy of every planned job
-    // at the peak); only the waiting extends move out of it.
-    let mut plan = plan;
-    for child in plan.extract_if(.., |p| p.after.is_some()) {
-        if let Some(parent) = child.after {
-            waiting.entry(parent).or_default().push(child);
-        }
-    }
-    let mut queue = VecDeque::from(plan);
-    for b in blocked {
-        write_blocked(&shared, b.index, &b.record).await;
-    }
-    let mut aborted = false;
-    loop {
-        while set.len() < config.max_active.max(1) {
-            let Some(next) = queue.front() else {
-                break;
-            };
-            let slot = match next.start {
-                Start::Submit(_) => match submit_slots.clone().try_acquire_owned() {
-                    Ok(slot) => Some(slot),
-                    Err(_) => break,
-                },
-                _ => None,
-            };
-            let Some(Planned {
-                index,
-                start,
-                from,
-                after: _,
-                parent_task,
-            }) = queue.pop_front()
-            else {
-                break;
-            };
-            // Once submissions stop, jobs that would submit are not started; jobs
-            // with a task go on being polled unless everything stops.
-            let stopped = match start {
-                Start::Submit(_) => shared.stop.submitting().is_cancelled(),
-                _ => shared.stop.waiting().is_cancelled(),
-            };
-            if stopped {
-                continue;
-            }
-            let seed = config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let Some(job) = JobHandle::new(jobs.clone(), index) else {
-                continue;
-            };
-            let mut record = match from.and_then(|i| loaded_records.get(i)) {
-                Some(last) => resumed_record(last, &start, &job),
-                None => fresh_record(&job),
-            };
-            if let (Start::Submit(_), Some(task)) = (&start, parent_task) {
-                record.parent_task_id = Some(task);
-            }
-            let handle = set.spawn(job::drive(shared.clone(), job, record, start, seed, slot));
-            running.insert(handle.id(), index);
-        }
-        let waiting_for_slot = set.len() < config.max_active.max(1)
-            && queue
-                .front()
-                .is_some_and(|p| matches!(p.start, Start::Submit(_)));
-        if set.is_empty() && !waiting_for_slot {
-            break;
-        }
-        let joined = tokio::select! {
-            biased;
-            () = signals.abort.cancelled() => {
-                aborted = true;
-                break;
-            }
-            slot = submit_slots.clone().acquire_owned(), if waiting_for_slot => {
-                // A slot is free: start the next job at the top of the loop.
-                drop(slot);
-                continue;
-            }
-            joined = set.join_next_with_id(), if !set.is_empty() => joined,
-        };
-        match joined {
-            Some(Ok((id, ended))) => {
-                if let Some(index) = running.remove(&id)
-                    && let Some(children) = waiting.remove(&index)
-                {
-                    follow(
-                        &shared,
-                        &jobs,
-                        &loaded_records,
-                        index,
-                        &ended,
-                        children,
-                        &mut queue,
-                        &mut waiting,
-                    )
-                    .await;
-                }
-            }
-            Some(Err(e)) => {
-                // Its children stay waiting: not started in this run.
-                let job = running
-                    .remove(&e.id())
-                    .map(|i| jobs[i].id.clone())
-                    .unwrap_or_default();
-                tracing::error!(job = %job, "job task failed: {e}; its last recorded step stands and the next run resumes it");
-            }
-            None => {}
-        }
-    }
-    if aborted {
-        set.abort_all();
-        return Ok(RunReport {
-            outcomes: Outcomes::default(),
-            counters: CallCounts::default(),
-            changed,
-            held_back,
+    let (queue, waiting) = Dispatcher::queue(plan);
+    let dispatcher = Dispatcher {
+        shared: shared.clone(),
+        inbox,
+        rows,
+        collector,
+        jobs: jobs.clone(),
+        loaded: loaded_records.clone(),
+        queue,
+        waiting,
+        submit_slots: Arc::new(Semaphore::new(config.concurrency.max(1) * 2)),
+        max_active: config.max_active.max(1),
+        seed: config.seed,
+        budget: Budget {
+            max: config.max_credits,
+            max_setting: config.max_credits_setting,
+            recorded: recorded_spend,
+            max_run: config.max_run_credits,
             spent: 0.0,
-            recorded_spend,
-            superseded: superseding.len(),
-            stopped: Some(StopReason::Interrupted),
-            elapsed: started.elapsed(),
-            results: config.results,
-            videos_dir: config.videos_dir,
-            warnings,
-            spend: spend::SpendReport::default(),
-        });
+        },
+        stop,
+        running: HashMap::new(),
+        set: JoinSet::new(),
+        counters: CallCounts::default(),
+        drained: false,
+        aborted: false,
+    };
+    for b in blocked {
+        dispatcher.write_decided(b.index, &b.record);
     }
-    if signals.drain.is_cancelled() {
-        shared.stop.stop(StopReason::Interrupted);
-    }
-    let spend = if measuring {
+    let Dispatched {
+        collected:
+            Collected {
+                entries,
+                submitted: _,
+                write_error,
+            },
+        counters,
+        stopped,
+        aborted,
+    } = dispatcher.run(&signals).await?;
+    // After a second Ctrl-C nothing more is asked of the service.
+    let spend = if measuring && !aborted {
         shared.spend.finish(&shared.client).await
     } else {
         spend::SpendReport::default()
     };
-    let stopped = shared.stop.reason();
     drop(shared);
-    let Collected {
-        entries,
-        counters,
-        write_error,
-    } = collector.await.context("the results writer failed")?;
 
     // One row per job, manifest order, then rows of jobs no longer in the manifest;
-    // the outcomes are counted in the same pass over the last rows.
-    let outcomes = collector::finish(
+    // the outcomes are counted in the same pass over the last rows. After a stop
+    // of any kind too: the report tells what the results file holds.
+    let finished = collector::finish(
         &config.results,
         &jobs,
         &foreign,
@@ -415,13 +315,14 @@ pub async fn execute(
         )
     })?;
     drop(entries);
-    let spent = shared_spent(&spent);
     Ok(RunReport {
-        outcomes,
+        outcomes: finished.outcomes,
         counters,
         changed,
         held_back,
-        spent,
+        // What the file records beyond what it held before: reserved credits of a
+        // send that never left are not in it.
+        spent: finished.credits - recorded_spend,
         recorded_spend,
         superseded: superseding.len(),
         // The stronger reason, as `Stop` keeps it.
@@ -434,85 +335,30 @@ pub async fn execute(
     })
 }
 
-/// The children of the job at `index`, which just ended as `ended`: sent (first in
-/// the queue) with its task when its video is made; blocked, with their own
-/// children, when it failed; otherwise left waiting, not started in this run.
-#[expect(clippy::too_many_arguments, reason = "the run loop's own state, lent")]
-async fn follow(
-    shared: &Shared,
-    jobs: &[Job],
-    loaded: &[Record],
-    index: usize,
-    ended: &job::Ended,
-    children: Vec<Planned>,
-    queue: &mut VecDeque<Planned>,
-    waiting: &mut HashMap<usize, Vec<Planned>>,
-) {
-    if let Some(task) = &ended.made {
-        for mut child in children.into_iter().rev() {
-            child.parent_task = Some(task.clone());
-            queue.push_front(child);
-        }
-        return;
-    }
-    let Some(why) = &ended.failed else {
-        waiting.insert(index, children);
-        return;
-    };
-    let mut stack: Vec<(Planned, String)> = children
-        .into_iter()
-        .map(|c| {
-            (
-                c,
-                format!("the job it extends, {:?}, failed: {why}", jobs[index].id),
-            )
-        })
-        .collect();
-    while let Some((child, reason)) = stack.pop() {
-        let Some(job) = jobs.get(child.index) else {
-            continue;
-        };
-        let last = child.from.and_then(|i| loaded.get(i));
-        let record = chain::blocked_record(last, job, reason.clone());
-        write_blocked(shared, child.index, &record).await;
-        for grandchild in waiting.remove(&child.index).unwrap_or_default() {
-            let why = format!("the job it extends, {:?}, is blocked: {reason}", job.id);
-            stack.push((grandchild, why));
-        }
-    }
-}
-
-/// Writes the row of an extend job the plan of its chain decided (blocked by its
-/// parent, or pending again behind it). Nothing is sent on it, so it is not waited
-/// for: a kill before it is on disk leaves the row before it, which the next run
-/// decides again the same way.
-async fn write_blocked(shared: &Shared, index: usize, record: &Record) {
-    if record.state() == State::Blocked {
-        tracing::warn!(
-            "job {:?}: blocked: {}",
-            record.job_id,
-            record.error_message.as_deref().unwrap_or_default()
-        );
-    }
-    match collector::Row::new(index, record, shared.settings.download) {
-        Ok(row) => {
-            let _ = shared
-                .events
-                .send(collector::Event::Row { row, ack: None })
-                .await;
-        }
-        Err(e) => tracing::error!("failed to encode a results row: {e}"),
-    }
-}
-
-fn shared_spent(spent: &Mutex<f64>) -> f64 {
-    spent.lock().map(|s| *s).unwrap_or_default()
+/// Writes, syncs and removes a small file in `dir`: a folder that takes no file (read
+/// only, full) would otherwise be found only once videos paid for cannot be saved.
+fn probe_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    // One block: a disk without room for it has none for a video either.
+    const PROBE: [u8; 4096] = [0; 4096];
+    let path = dir.join(format!(".veo-batch-probe-{}", std::process::id()));
+    let written = std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(&PROBE).and_then(|()| f.sync_all()));
+    let removed = std::fs::remove_file(&path);
+    written.and(removed).with_context(|| {
+        format!(
+            "the videos folder `{}` cannot take a file, so no video could be saved; \
+                 nothing was sent (make room, or choose another folder with --videos-dir)",
+            dir.display()
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint;
+    use crate::checkpoint::{self, Record, State};
+    use planned::{fresh_record, resumed_record};
 
     /// Each planned job starts from its own last record, whether the results file
     /// lists the jobs in manifest order (found by place) or not (found by id).

@@ -142,6 +142,21 @@ pub fn prepare_from(
         })?;
     }
 
+    // Paths a results file records are only ever acted on inside the videos folder
+    // (see `checkpoint::confine_paths`); taken off after any rewrite above, so that
+    // the file keeps what it said until a job's next row replaces it.
+    warnings.extend(checkpoint::confine_paths(
+        &mut loaded.records,
+        &config.results,
+        &config.videos_dir,
+    ));
+    if config.resume.download {
+        warnings.extend(checkpoint::forget_missing_videos(
+            &mut loaded.records,
+            &config.results,
+        ));
+    }
+
     // What is left to do, job by job.
     let mut plan: Vec<Planned> = Vec::with_capacity(config.jobs.len());
     let mut last_at = Vec::with_capacity(config.jobs.len());

@@ -1,21 +1,21 @@
 //! What every job of a run shares: the client, the settings, the request slots,
-//! the rate limit's and the polls' pace, the 429 pause, the stop, the budget and
-//! the uploads of local images.
+//! the rate limit's and the polls' pace, the 429 pause, the stop tokens, the
+//! uploads of local images, and the one channel of events to the dispatcher, which
+//! owns everything else of the run (queue, budget, counts, stop reason).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
-use super::collector::Event;
+use super::dispatch::{Events, JobEvent};
 use super::pace::Pace;
 use super::polls::Polls;
 use super::retry::RetryPolicy;
-use super::stop::Stop;
+use super::stop::{StopReason, StopTokens};
 use crate::api::Client;
-use crate::cost::{Credits, PriceTable};
 
 /// Settings every job reads.
 #[derive(Debug, Clone)]
@@ -33,60 +33,6 @@ pub struct JobSettings {
     pub no_wait: bool,
 }
 
-/// The run's spending limits and what it has spent.
-pub struct Budget {
-    pub prices: PriceTable,
-    /// The batch's limit (`max_credits`), against `recorded` plus this run's spend.
-    pub max: Option<f64>,
-    /// Where `max` was set (`--max-credits` or the manifest's `max_credits`).
-    pub max_setting: &'static str,
-    /// Credits the results file records as spent by earlier runs.
-    pub recorded: f64,
-    /// This run's own limit (`--max-run-credits`).
-    pub max_run: Option<f64>,
-    /// Credits of the submissions sent (reserved before each send, given back when
-    /// the service refused it without creating a task).
-    pub spent: Arc<Mutex<f64>>,
-}
-
-impl Budget {
-    /// Reserves `cost`; the limit it would pass otherwise, said the way the stop
-    /// message ends ("would take the batch past ...").
-    pub(super) fn reserve(&self, cost: f64) -> Result<(), String> {
-        let Ok(mut spent) = self.spent.lock() else {
-            return Err("the spending limit (its counter is lost)".into());
-        };
-        if let Some(max) = self.max
-            && self.recorded + *spent + cost > max + 1e-9
-        {
-            return Err(format!(
-                "the batch past {} {} ({} credits spent on it so far, {} of them by earlier runs)",
-                self.max_setting,
-                Credits(max),
-                Credits(self.recorded + *spent),
-                Credits(self.recorded)
-            ));
-        }
-        if let Some(max) = self.max_run
-            && *spent + cost > max + 1e-9
-        {
-            return Err(format!(
-                "this run past --max-run-credits {} ({} credits spent by it)",
-                Credits(max),
-                Credits(*spent)
-            ));
-        }
-        *spent += cost;
-        Ok(())
-    }
-
-    pub(super) fn release(&self, cost: f64) {
-        if let Ok(mut spent) = self.spent.lock() {
-            *spent -= cost;
-        }
-    }
-}
-
 /// What all jobs share: the client, the limits, and the stop signals.
 pub struct Shared {
     pub client: Client,
@@ -102,10 +48,10 @@ pub struct Shared {
     pub submit_turn: tokio::sync::Mutex<()>,
     /// After a 429, no job submits before this instant.
     pub pause_until: Mutex<Option<Instant>>,
-    pub events: mpsc::Sender<Event>,
-    /// Why the run stops early, and the tokens that stop its jobs.
-    pub stop: Stop,
-    pub budget: Budget,
+    /// The dispatcher's ear: rows, retries, stops and the budget go through it.
+    pub events: Events,
+    /// The tokens that stop the jobs; why lives with the dispatcher.
+    pub stop: StopTokens,
     /// The spend as the service bills it: the balance, each kind's real price.
     pub spend: super::spend::Spend,
     /// Local images: their uploads, shared by every job that needs the same file.
@@ -113,6 +59,31 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Stops the run for `reason`: the tokens at once, so that no other job sends
+    /// meanwhile, and the dispatcher, which keeps the stronger reason.
+    pub(super) fn halt(&self, reason: StopReason) {
+        self.stop.pull(&reason);
+        let _ = self.events.send(JobEvent::Stop(reason));
+    }
+
+    /// Reserves `cost` against the run's spending limits (the dispatcher's
+    /// [`Budget`](super::budget::Budget)); the limit it would pass otherwise, said
+    /// the way a stop message ends ("would take the batch past ...").
+    pub(super) async fn reserve(&self, cost: f64) -> Result<(), String> {
+        let lost = || "the spending limit (its counter is lost)".to_owned();
+        let (reply, heard) = oneshot::channel();
+        if self.events.send(JobEvent::Reserve { cost, reply }).is_err() {
+            return Err(lost());
+        }
+        heard.await.unwrap_or_else(|_| Err(lost()))
+    }
+
+    /// Gives back `cost` reserved by [`reserve`](Shared::reserve): the service
+    /// refused the send without creating a task.
+    pub(super) fn release(&self, cost: f64) {
+        let _ = self.events.send(JobEvent::Release { cost });
+    }
+
     pub(super) fn pause_submissions(&self, delay: Duration) {
         if let Ok(mut until) = self.pause_until.lock() {
             let candidate = Instant::now() + delay;

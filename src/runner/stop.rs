@@ -1,8 +1,7 @@
-//! Why a run stops before its end, held in one place: every job and the signal
-//! watcher report a reason here, the stronger reason wins, and the two tokens jobs
-//! watch (no new submission; no new poll or download either) follow from it.
-
-use std::sync::{Mutex, PoisonError};
+//! Why a run stops before its end, held in one place: the dispatcher keeps the
+//! reason every job and the signal watcher report, the stronger reason wins, and
+//! the two tokens jobs watch (no new submission; no new poll or download either)
+//! follow from it.
 
 use tokio_util::sync::CancellationToken;
 
@@ -29,45 +28,30 @@ impl StopReason {
     }
 }
 
-/// The run's stop: its reason and the tokens jobs watch.
-#[derive(Debug)]
-pub struct Stop {
-    reason: Mutex<Option<StopReason>>,
+/// The tokens jobs watch. Any job may pull them, at once, for a reason it met; it
+/// then tells the dispatcher why, which keeps the reason ([`Stop`]).
+#[derive(Debug, Clone)]
+pub struct StopTokens {
     submitting: CancellationToken,
     waiting: CancellationToken,
 }
 
-impl Stop {
-    /// A stop that `drain` (the first Ctrl-C) also triggers.
-    pub fn new(drain: &CancellationToken) -> Stop {
-        Stop {
-            reason: Mutex::new(None),
+impl StopTokens {
+    /// Tokens that `drain` (the first Ctrl-C) also pulls.
+    pub fn new(drain: &CancellationToken) -> StopTokens {
+        StopTokens {
             submitting: drain.child_token(),
             waiting: drain.child_token(),
         }
     }
 
-    /// Stops the run for `reason`, unless a stronger reason already stopped it.
-    pub fn stop(&self, reason: StopReason) {
-        let stops_waiting = reason.stops_waiting();
-        {
-            let mut held = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
-            if held.as_ref().is_none_or(|r| *r < reason) {
-                *held = Some(reason);
-            }
-        }
+    /// Pulls the tokens `reason` stops: submitting always, waiting unless only
+    /// money ran out.
+    pub fn pull(&self, reason: &StopReason) {
         self.submitting.cancel();
-        if stops_waiting {
+        if reason.stops_waiting() {
             self.waiting.cancel();
         }
-    }
-
-    /// Why the run stopped, if it did.
-    pub fn reason(&self) -> Option<StopReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     /// Cancelled when no new generate request may be sent.
@@ -81,6 +65,41 @@ impl Stop {
     }
 }
 
+/// The run's stop: its reason, owned by the dispatcher, and the tokens it pulls.
+#[derive(Debug)]
+pub struct Stop {
+    reason: Option<StopReason>,
+    tokens: StopTokens,
+}
+
+impl Stop {
+    /// A stop whose tokens `drain` (the first Ctrl-C) also pulls.
+    pub fn new(drain: &CancellationToken) -> Stop {
+        Stop {
+            reason: None,
+            tokens: StopTokens::new(drain),
+        }
+    }
+
+    /// The tokens, for the jobs.
+    pub fn tokens(&self) -> &StopTokens {
+        &self.tokens
+    }
+
+    /// Stops the run for `reason`, unless a stronger reason already stopped it.
+    pub fn stop(&mut self, reason: StopReason) {
+        self.tokens.pull(&reason);
+        if self.reason.as_ref().is_none_or(|r| *r < reason) {
+            self.reason = Some(reason);
+        }
+    }
+
+    /// Why the run stopped, if it did.
+    pub fn reason(&self) -> Option<&StopReason> {
+        self.reason.as_ref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,16 +107,19 @@ mod tests {
     #[test]
     fn a_stronger_reason_replaces_a_weaker_one_and_never_the_reverse() {
         let drain = CancellationToken::new();
-        let stop = Stop::new(&drain);
+        let mut stop = Stop::new(&drain);
         stop.stop(StopReason::Budget("b".into()));
-        assert!(stop.submitting().is_cancelled());
-        assert!(!stop.waiting().is_cancelled(), "paid tasks still finish");
+        assert!(stop.tokens().submitting().is_cancelled());
+        assert!(
+            !stop.tokens().waiting().is_cancelled(),
+            "paid tasks still finish"
+        );
         stop.stop(StopReason::Auth("a".into()));
-        assert!(stop.waiting().is_cancelled());
+        assert!(stop.tokens().waiting().is_cancelled());
         stop.stop(StopReason::Credits("c".into()));
-        assert_eq!(stop.reason(), Some(StopReason::Auth("a".into())));
+        assert_eq!(stop.reason(), Some(&StopReason::Auth("a".into())));
         stop.stop(StopReason::Interrupted);
-        assert_eq!(stop.reason(), Some(StopReason::Interrupted));
+        assert_eq!(stop.reason(), Some(&StopReason::Interrupted));
     }
 
     #[test]
@@ -105,8 +127,8 @@ mod tests {
         let drain = CancellationToken::new();
         let stop = Stop::new(&drain);
         drain.cancel();
-        assert!(stop.submitting().is_cancelled());
-        assert!(stop.waiting().is_cancelled());
+        assert!(stop.tokens().submitting().is_cancelled());
+        assert!(stop.tokens().waiting().is_cancelled());
         assert_eq!(stop.reason(), None, "the caller says why");
     }
 }

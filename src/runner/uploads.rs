@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::collector::Event;
+use super::dispatch::{Events, JobEvent};
 use crate::api::ErrorClass;
 use crate::manifest::{Job, LocalImage};
 
@@ -39,6 +39,33 @@ pub fn remembered_path(results: &Path) -> PathBuf {
     let mut name = results.file_name().unwrap_or_default().to_os_string();
     name.push(".uploads.jsonl");
     results.with_file_name(name)
+}
+
+/// The first line of every remembered-uploads file veo-batch writes: a file at that
+/// path without it (and without any line veo-batch writes) is someone else's, and is
+/// never rewritten or emptied.
+const MARK: &str = r#"{"veo_batch":"remembered uploads"}"#;
+
+/// A file at the remembered-uploads path that veo-batch did not write.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{}` is not a file veo-batch wrote (it remembers uploaded images there), so it is left \
+     as it is and nothing was sent; move it elsewhere, or give this run another --results",
+    path.display()
+)]
+pub struct NotOurs {
+    pub path: PathBuf,
+}
+
+/// True when `text` is a remembered-uploads file veo-batch wrote: it starts with
+/// [`MARK`], or (written before the mark was) holds a line veo-batch writes.
+fn is_ours(text: &str) -> bool {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
+    match lines.peek() {
+        None => true,
+        Some(first) if first.trim() == MARK => true,
+        Some(_) => lines.any(|l| serde_json::from_str::<Line>(l).is_ok()),
+    }
 }
 
 /// How long an upload that lives `ttl` is used for: `ttl` less a margin of a quarter
@@ -107,12 +134,12 @@ impl Lease {
 }
 
 /// What an upload needs of the run: the client, the retry policy, the token that
-/// stops submissions, and the collector (which counts retries).
+/// stops submissions, and the dispatcher (which counts retries).
 pub struct Run<'a> {
     pub client: &'a crate::api::Client,
     pub retry: super::retry::RetryPolicy,
     pub stop: &'a tokio_util::sync::CancellationToken,
-    pub events: &'a tokio::sync::mpsc::Sender<Event>,
+    pub events: &'a Events,
 }
 
 /// The run's uploads: what is known of each file, and the remembered-uploads file.
@@ -136,15 +163,30 @@ impl Uploads {
     /// run whose uploads live `ttl`; warnings for what could not be read. The file is
     /// rewritten without lines of no further use (expired, superseded, torn); other
     /// hosts' young lines are kept for their runs.
+    ///
+    /// A run that uploads nothing (`needed` false) leaves the file alone; one that
+    /// may upload refuses a file there that veo-batch did not write.
     pub fn load(
         results: &Path,
         host: &str,
         ttl: Duration,
         concurrency: usize,
-    ) -> (Uploads, Vec<String>) {
+        needed: bool,
+    ) -> Result<(Uploads, Vec<String>), NotOurs> {
         let path = remembered_path(results);
         let usable = usable_life(ttl);
         let mut warnings = Vec::new();
+        let empty = |path| Uploads {
+            path,
+            host: host.to_owned(),
+            usable,
+            permits: tokio::sync::Semaphore::new(concurrency.max(1)),
+            slots: Mutex::new(HashMap::new()),
+            file: Arc::new(Mutex::new(None)),
+        };
+        if !needed {
+            return Ok((empty(path), warnings));
+        }
         let text = match std::fs::read(&path) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -156,6 +198,10 @@ impl Uploads {
                 String::new()
             }
         };
+        if !is_ours(&text) {
+            return Err(NotOurs { path });
+        }
+        let marked = text.lines().next().is_some_and(|l| l.trim() == MARK);
         let (remembered, lines, skipped) = parse(&text, usable);
         for n in skipped {
             warnings.push(format!(
@@ -163,7 +209,8 @@ impl Uploads {
                 path.display()
             ));
         }
-        if lines > remembered.len()
+        // A file from before the mark gets it with its next rewrite.
+        if (lines > remembered.len() || !marked && lines > 0)
             && let Err(e) = rewrite(&path, &remembered)
         {
             warnings.push(format!("cannot rewrite {}: {e}", path.display()));
@@ -176,17 +223,11 @@ impl Uploads {
                 (line.sha256, Arc::new(tokio::sync::Mutex::new(slot)))
             })
             .collect();
-        (
-            Uploads {
-                path,
-                host: host.to_owned(),
-                usable,
-                permits: tokio::sync::Semaphore::new(concurrency.max(1)),
-                slots: Mutex::new(slots),
-                file: Arc::new(Mutex::new(None)),
-            },
-            warnings,
-        )
+        let uploads = Uploads {
+            slots: Mutex::new(slots),
+            ..empty(path)
+        };
+        Ok((uploads, warnings))
     }
 
     /// The remembered-uploads file.
@@ -340,7 +381,7 @@ impl Uploads {
                         return Err(refused(e.code, message, false));
                     };
                     let delay = retry.delay(nominal, &e, rng);
-                    let _ = run.events.send(Event::Retry { code: e.code }).await;
+                    let _ = run.events.send(JobEvent::Retry { code: e.code });
                     tracing::info!(file = %shown, code = e.code, delay_ms = delay.as_millis() as u64, "retrying upload: {}", e.message);
                     tokio::select! {
                         biased;
@@ -388,7 +429,10 @@ impl Uploads {
 /// the order they were made; how many lines there were; and the numbers of unreadable
 /// lines other than the last (which a kill may have cut mid-write).
 fn parse(text: &str, usable: Duration) -> (Vec<(Line, SystemTime)>, usize, Vec<usize>) {
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let all: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && l.trim() != MARK)
+        .collect();
     let mut latest: HashMap<(String, String), (Line, SystemTime)> = HashMap::new();
     let mut skipped = Vec::new();
     for (n, text) in all.iter().enumerate() {
@@ -427,7 +471,10 @@ fn append(file: &Mutex<Option<File>>, path: &Path, bytes: &[u8]) -> std::io::Res
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if file.is_none() {
-        let f = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        if f.metadata()?.len() == 0 {
+            f.write_all(format!("{MARK}\n").as_bytes())?;
+        }
         *file = Some(f);
     }
     let Some(f) = file.as_mut() else {
@@ -437,27 +484,17 @@ fn append(file: &Mutex<Option<File>>, path: &Path, bytes: &[u8]) -> std::io::Res
     f.sync_data()
 }
 
-/// Writes `kept` to `path` through a temporary file and a rename.
+/// Writes `kept` to `path`, atomically (see [`crate::durable::replace`]).
 fn rewrite(path: &Path, kept: &[(Line, SystemTime)]) -> std::io::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    {
-        let mut f = File::create(&tmp)?;
+    crate::durable::replace(path, |f| {
+        f.write_all(format!("{MARK}\n").as_bytes())?;
         for (line, _) in kept {
             let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
             text.push('\n');
             f.write_all(text.as_bytes())?;
         }
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // The rename is durable once the folder is synced; a failure here only risks
-        // the old file coming back, which is still readable.
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -526,29 +563,64 @@ mod tests {
         ]
         .join("\n");
         std::fs::write(&path, text).unwrap();
-        let (uploads, warnings) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2);
+        let (uploads, warnings) =
+            Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2, true).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let slots = uploads.slots.lock().unwrap();
         assert_eq!(slots.len(), 1);
         assert!(slots.contains_key("a"));
         let rewritten = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(rewritten.lines().count(), 2, "{rewritten}");
+        assert_eq!(rewritten.lines().count(), 3, "{rewritten}");
+        assert_eq!(rewritten.lines().next(), Some(MARK), "marked as ours");
         assert!(rewritten.contains("o-a") && rewritten.contains("u-a"));
+    }
+
+    #[test]
+    fn a_file_veo_batch_did_not_write_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let path = remembered_path(&results);
+        let theirs = "{\"level\":\"info\",\"msg\":\"someone's log\"}\nplain notes\n";
+        std::fs::write(&path, theirs).unwrap();
+        let err = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2, true).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "`{}` is not a file veo-batch wrote",
+                path.display()
+            )),
+            "{err}"
+        );
+        // A run that uploads nothing does not even look at it.
+        assert!(Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2, false).is_ok());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), theirs);
+        // An empty file, a marked one and one written before the mark are ours.
+        for ours in [
+            String::new(),
+            format!("{MARK}\n"),
+            line("up", "a", "u", Duration::ZERO),
+        ] {
+            std::fs::write(&path, &ours).unwrap();
+            assert!(
+                Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2, true).is_ok(),
+                "{ours}"
+            );
+        }
     }
 
     #[test]
     fn a_remembered_upload_is_appended_and_synced() {
         let dir = tempfile::tempdir().unwrap();
         let results = dir.path().join("r.csv");
-        let (uploads, _) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2);
+        let (uploads, _) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2, true).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(uploads.remember("a", "u-a", SystemTime::now()));
         rt.block_on(uploads.remember("b", "u-b", SystemTime::now()));
-        let (again, _) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2);
+        let (again, _) = Uploads::load(&results, "up", DEFAULT_UPLOAD_TTL, 2, true).unwrap();
         assert_eq!(again.slots.lock().unwrap().len(), 2);
-        let (elsewhere, _) = Uploads::load(&results, "another-host", DEFAULT_UPLOAD_TTL, 2);
+        let (elsewhere, _) =
+            Uploads::load(&results, "another-host", DEFAULT_UPLOAD_TTL, 2, true).unwrap();
         assert!(elsewhere.slots.lock().unwrap().is_empty());
     }
 }

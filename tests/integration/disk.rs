@@ -14,9 +14,14 @@ struct SmallFs(PathBuf);
 
 impl SmallFs {
     fn mount(dir: &Path, size: &str) -> Option<SmallFs> {
+        SmallFs::mount_with(dir, &format!("size={size}"))
+    }
+
+    /// A tmpfs mounted at `dir` with mount `options` (`size=8k`, `ro`).
+    fn mount_with(dir: &Path, options: &str) -> Option<SmallFs> {
         std::fs::create_dir_all(dir).ok()?;
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir)
             .status()
             .is_ok_and(|s| s.success());
@@ -150,4 +155,44 @@ fn a_full_results_disk_stops_the_run_and_the_file_still_loads() {
         "{twice} jobs paid twice, {in_doubt} were in doubt"
     );
     assert_eq!(stats.tasks_by_fingerprint.len(), 60);
+}
+
+#[test]
+fn a_videos_folder_that_takes_no_file_stops_the_run_before_anything_is_paid() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(2));
+    // Read-only: root writes through permission bits, not through a read-only mount.
+    let Some(ro) = SmallFs::mount_with(&h.path("ro"), "ro,size=64k") else {
+        return;
+    };
+    // Full: a file takes all its room.
+    let Some(full) = SmallFs::mount(&h.path("full"), "16k") else {
+        return;
+    };
+    let mut filler = std::fs::File::create(full.0.join("filler")).expect("filler");
+    let _ = std::io::Write::write_all(&mut filler, &[7u8; 64 * 1024]);
+    drop(filler);
+    for dir in [&ro.0, &full.0] {
+        let out = h
+            .run_cmd_at(&manifest, &h.path("results.csv"), dir)
+            .args(["--rate", "1000/1s"])
+            .output()
+            .expect("runs");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(Exit::Usage as i32), "{err}");
+        assert!(
+            err.contains(&format!(
+                "the videos folder `{}` cannot take a file",
+                dir.display()
+            )),
+            "{err}"
+        );
+        assert_eq!(h.stats().generate_calls, 0, "nothing was paid for");
+        assert!(!err.contains("panicked"));
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&full.0)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(leftovers, ["filler"], "no probe file is left behind");
 }

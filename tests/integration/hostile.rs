@@ -1400,22 +1400,136 @@ fn read_only_directories_give_a_clear_error() {
         &ro.join("v"),
     ));
     assert_no_panic(&o, "read-only videos dir");
-    assert_eq!(
-        o.status.code(),
-        Some(Exit::JobsFailed as i32),
-        "{}",
-        stderr(&o)
-    );
+    // Found before the first submission: nothing is paid for a video that could not
+    // be saved.
+    assert_eq!(o.status.code(), Some(Exit::Usage as i32), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&ro.display().to_string()),
         "{}",
         stderr(&o)
     );
-    assert!(
-        h.results()
-            .records
-            .values()
-            .all(|r| r.state() == State::Succeeded)
-    );
+    assert_eq!(h.stats().generate_calls, 0);
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).expect("chmod back");
+}
+
+/// No flag value panics: every duration and count flag is range-checked when the
+/// command line is read, and a value out of range is a usage error naming the flag
+/// (exit 2) before anything is read or sent.
+#[test]
+fn every_duration_and_count_flag_is_range_checked_at_parse_time() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("b.yaml", &text_jobs(2));
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "--task-timeout",
+            "300000000000y",
+            r#""300000000000y" is too long (at most 1y)"#,
+        ),
+        (
+            "--request-timeout",
+            "300000000000y",
+            r#""300000000000y" is too long (at most 1y)"#,
+        ),
+        (
+            "--poll-interval",
+            "300000000000y",
+            r#""300000000000y" is too long (at most 1y)"#,
+        ),
+        ("--poll-interval", "0s", "must be above 0"),
+        ("--task-timeout", "0s", "must be above 0"),
+        ("--request-timeout", "0ms", "must be above 0"),
+        ("--progress-interval", "0s", "must be above 0"),
+        ("--upload-ttl", "2y", r#""2y" is too long (at most 1y)"#),
+        ("--concurrency", "0", "must be 1 to 1000"),
+        ("--concurrency", "100000000000000000", "must be 1 to 1000"),
+        ("--max-attempts", "0", "must be 1 to 100"),
+        ("--max-attempts", "4294967295", "must be 1 to 100"),
+        (
+            "--rate",
+            "4294967295/1s",
+            r#""4294967295/1s" counts too many (at most 100000 per period)"#,
+        ),
+        (
+            "--poll-rate",
+            "5/300000000000y",
+            r#""5/300000000000y" is not a rate (write it like 20/10s or 5/s)"#,
+        ),
+        (
+            "--max-credits",
+            "NaN",
+            "must be a number of credits, 0 or more",
+        ),
+        (
+            "--max-run-credits",
+            "inf",
+            "must be a number of credits, 0 or more",
+        ),
+        (
+            "--confirm-above",
+            "-5",
+            "must be a number of credits, 0 or more",
+        ),
+        ("--limit", "many", r#""many" is not a whole number of jobs"#),
+    ];
+    for (flag, value, why) in cases {
+        let placeholder = match *flag {
+            "--rate" | "--poll-rate" => "N/DURATION",
+            "--concurrency" | "--max-attempts" | "--max-credits" | "--max-run-credits"
+            | "--confirm-above" | "--limit" => "N",
+            _ => "DURATION",
+        };
+        let mut cmd = bin();
+        cmd.env("KIE_API_KEY", SECRET)
+            .current_dir(h.dir.path())
+            .arg("run")
+            .arg(&manifest)
+            .args(["--api-base", &h.sim.base_url(), "-y"])
+            .arg(format!("{flag}={value}"));
+        assert_cmd::Command::from_std(cmd)
+            .timeout(PROCESS_LIMIT)
+            .assert()
+            .code(i32::from(Exit::Usage.code()))
+            .stderr(format!(
+                "error: invalid value '{value}' for '{flag} <{placeholder}>': {why}\n\n\
+                 For more information, try '--help'.\n"
+            ));
+    }
+    // The manifest's `run:` settings share the ranges.
+    let long = h.write(
+        "long.yaml",
+        "name: b\nrun:\n  task_timeout: 300000000000y\njobs:\n  - id: a\n    prompt: x\n",
+    );
+    let wide = h.write(
+        "wide.yaml",
+        "name: b\nrun:\n  concurrency: 5000000000000000000\njobs:\n  - id: a\n    prompt: x\n",
+    );
+    for (manifest, expected) in [
+        (
+            &long,
+            format!(
+                "{}:3:17: task_timeout: \"300000000000y\" is too long (at most 1y)\n\
+                 error: manifest `{}` has 1 problem; nothing was sent\n",
+                long.display(),
+                long.display()
+            ),
+        ),
+        (
+            &wide,
+            "error: --concurrency: must be 1 to 1000\n".to_owned(),
+        ),
+    ] {
+        let mut cmd = bin();
+        cmd.env("KIE_API_KEY", SECRET)
+            .current_dir(h.dir.path())
+            .arg("run")
+            .arg(manifest)
+            .args(["--api-base", &h.sim.base_url(), "-y"]);
+        assert_cmd::Command::from_std(cmd)
+            .timeout(PROCESS_LIMIT)
+            .assert()
+            .code(i32::from(Exit::Usage.code()))
+            .stderr(expected);
+    }
+    assert_eq!(h.stats().generate_calls, 0, "nothing is sent");
+    assert!(!h.path("results.csv").exists(), "nothing is written");
 }

@@ -4,6 +4,7 @@
 mod accounts;
 mod bucket;
 mod client;
+mod confined;
 mod current_api;
 mod disk;
 mod docs;

@@ -434,3 +434,30 @@ fn an_interrupted_run_is_told_too() {
     assert_eq!(data["stopped"]["reason"], "interrupted");
     assert_eq!(data["jobs"]["running"], 2, "{data}");
 }
+
+#[test]
+fn running_ok_tells_the_code_the_process_ends_with() {
+    let h = Harness::new(fast_sim());
+    let receiver = Receiver::start(StatusCode::NO_CONTENT);
+    let manifest = h.write("batch.yaml", &text_jobs(2));
+    let metrics = h.path("veo.prom");
+    let o = h.run(
+        &manifest,
+        &[
+            "--no-wait",
+            "--running-ok",
+            "--notify",
+            &receiver.url,
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(Exit::Ok as i32), "{}", stderr(&o));
+    let posts = receiver.posts();
+    assert_eq!(posts.len(), 1);
+    let data = &posts[0].json()["data"];
+    assert_eq!(data["exit"]["code"], 0, "{data}");
+    assert_eq!(data["jobs"]["running"], 2, "{data}");
+    let text = std::fs::read_to_string(&metrics).expect("metrics file");
+    assert_eq!(metric(&text, "veo_batch_exit_code", None), Some(0.0));
+}

@@ -686,3 +686,104 @@ jobs:
     // Generation 60 + 60, 1080p 5, 4K 120: the simulator charged exactly that.
     assert_eq!(stats.credits, SimConfig::default().credits - 245.0);
 }
+
+/// The summary after a stop tells what the results file holds. A second Ctrl-C
+/// while generate calls are in flight leaves those jobs in doubt with their
+/// credits committed: the summary counts them and their credits as `status` does,
+/// instead of an empty report.
+#[cfg(unix)]
+#[test]
+fn the_summary_after_a_second_ctrl_c_agrees_with_status() {
+    summary_agrees_with_status_after_ctrl_c(2);
+}
+
+/// After one Ctrl-C the run drains: the sends in flight end in doubt (their
+/// answers never come) and the summary says so as `status` does.
+#[cfg(unix)]
+#[test]
+fn the_summary_after_a_drain_agrees_with_status() {
+    summary_agrees_with_status_after_ctrl_c(1);
+}
+
+/// Runs six jobs whose generate calls never answer in time, presses Ctrl-C
+/// `presses` times once three are being sent, and compares the run's summary with
+/// `status --json` on the results file it left.
+#[cfg(unix)]
+fn summary_agrees_with_status_after_ctrl_c(presses: usize) {
+    let h = Harness::new(SimConfig {
+        // Every generate call answers only long after its task exists.
+        faults: veo_batch::sim::Faults {
+            slow: 1.0,
+            slow_delay: Duration::from_secs(60),
+            ..Default::default()
+        },
+        ..fast_sim()
+    });
+    let manifest = h.write("b.yaml", &text_jobs(6));
+    let child = h
+        .run_cmd(&manifest)
+        .args([
+            "--rate",
+            "1000/1s",
+            "--concurrency",
+            "3",
+            "--log-format",
+            "json",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let submitting = || {
+        veo_batch::checkpoint::load(&h.path("results.csv"))
+            .ok()
+            .flatten()
+            .map_or(0, |l| {
+                l.records
+                    .values()
+                    .filter(|r| r.state() == State::Submitting)
+                    .count()
+            })
+    };
+    while submitting() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = child.id().to_string();
+    for _ in 0..presses {
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(Exit::Interrupted as i32));
+    let err = stderr(&out);
+    let summary: serde_json::Value = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["fields"]["message"] == "run summary")
+        .unwrap_or_else(|| panic!("no run summary in:\n{err}"));
+    let fields = &summary["fields"];
+
+    let results = h.path("results.csv");
+    let status = h.status(&[
+        "--json",
+        manifest.to_str().expect("utf-8"),
+        "--results",
+        results.to_str().expect("utf-8"),
+    ]);
+    let status: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status --json prints JSON");
+    let in_doubt = status["tally"]["in_doubt"].as_u64().expect("in_doubt");
+    assert!(in_doubt >= 3, "the jobs in flight are in doubt: {status}");
+    for count in ["in_doubt", "not_started", "succeeded", "failed", "running"] {
+        assert_eq!(fields[count], status["tally"][count], "{count}: {fields}");
+    }
+    assert_eq!(fields["jobs"], status["jobs"], "{fields}");
+    let credits = status["credits"].as_f64().expect("credits");
+    assert!(credits > 0.0, "{status}");
+    assert_eq!(fields["spent_credits"].as_f64(), Some(credits), "{fields}");
+    assert_eq!(fields["batch_credits"].as_f64(), Some(credits), "{fields}");
+}

@@ -73,7 +73,9 @@ fn remembered(h: &Harness) -> Vec<Value> {
     std::fs::read_to_string(h.path("results.csv.uploads.jsonl"))
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).expect("a remembered upload is JSON"))
+        .map(|l| serde_json::from_str::<Value>(l).expect("a remembered upload is JSON"))
+        // The first line marks the file as veo-batch's.
+        .filter(|l| l.get("veo_batch").is_none())
         .collect()
 }
 
@@ -818,4 +820,26 @@ mod simulator {
         assert_eq!(h.stats().uploads.get("shoe.png"), Some(&1));
         rt.block_on(h.shutdown());
     }
+}
+
+#[test]
+fn an_uploads_file_veo_batch_did_not_write_is_refused_never_emptied() {
+    let h = Harness::new(fast_sim());
+    put(&h, "shot.png", PNG);
+    let manifest = h.write("b.csv", &shared_image_jobs(1, "shot.png"));
+    let theirs = "my own notes, which happen to sit at this name\n";
+    let ledger = h.write("results.csv.uploads.jsonl", theirs);
+    let o = h.run(&manifest, &[]);
+    assert_eq!(o.status.code(), Some(Exit::Usage as i32), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "`{}` is not a file veo-batch wrote",
+            ledger.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&ledger).expect("kept"), theirs);
+    assert_eq!(generate_calls(&h), 0);
+    assert_eq!(upload_calls(&h), 0);
 }

@@ -160,7 +160,7 @@ fn expansion_problems_are_located() {
             "{f}:14:12: job \"takes\": seeds: a list of 3 seeds needs repeat: 3 (one seed per copy)"
         ),
         format!(
-            "{f}:19:7: job \"unused-{{x}}\": aspectRatio: matrix key is not used: it is not a request field and no {{aspectRatio}} placeholder in id or prompt uses it (did you mean aspect_ratio?)"
+            "{f}:19:7: job \"unused-{{x}}\": aspectRatio: matrix key is not used: it is not a request field and no {{aspectRatio}} placeholder in id, prompt or imageUrls uses it (did you mean aspect_ratio?)"
         ),
         format!(
             "{f}:22:9: job \"same\": id: duplicate id \"same\", first used at {f}:20:9 (ids must be unique)"

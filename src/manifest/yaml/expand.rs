@@ -186,6 +186,31 @@ impl Cx<'_> {
                 }
             }
         }
+        // Image paths take placeholders too, so that each combination can name its own
+        // file (`shots/{colour}.png`); not when the matrix sets the images itself.
+        let images_from_matrix = keys
+            .iter()
+            .any(|k| k.kind == MatrixKind::Field(Field::ImageUrls));
+        let (images, images_at) = match (&base.raw.image_urls, &defaults.raw.image_urls) {
+            (Some(urls), _) => (urls.clone(), base.image_at.clone()),
+            (None, Some(urls)) => (urls.clone(), defaults.image_at.clone()),
+            (None, None) => (Vec::new(), Vec::new()),
+        };
+        for (i, url) in images.iter().enumerate().filter(|_| !images_from_matrix) {
+            for name in placeholders(url) {
+                if known.contains(&name) {
+                    used.push(name.to_owned());
+                } else {
+                    let msg = format!(
+                        "unknown placeholder {{{name}}} ({known_list}; write {{{{ for a literal brace)"
+                    );
+                    let at = images_at.get(i).cloned().unwrap_or_else(|| base.at.clone());
+                    self.out
+                        .error(diag(at, job, Some(Field::ImageUrls.api_name()), msg));
+                    base.bad = true;
+                }
+            }
+        }
         for k in &keys {
             if k.kind == MatrixKind::Placeholder && !used.contains(&k.name) {
                 let hint = did_you_mean(&k.name, field_names())
@@ -193,7 +218,7 @@ impl Cx<'_> {
                     .unwrap_or_default();
                 let msg = format!(
                     "matrix key is not used: it is not a request field and no {{{}}} placeholder \
-                     in id or prompt uses it{hint}",
+                     in id, prompt or imageUrls uses it{hint}",
                     k.name
                 );
                 self.err(k.key, job, Some(&k.name), msg);
@@ -272,6 +297,11 @@ impl Cx<'_> {
             }
             if !prompt_from_matrix && let Some(p) = &d.raw.prompt {
                 d.raw.prompt = Some(substitute(p, &values));
+            }
+            if !images_from_matrix && let Some(urls) = &mut d.raw.image_urls {
+                for url in urls.iter_mut().filter(|u| u.contains('{')) {
+                    *url = substitute(url, &values);
+                }
             }
             let id = id.as_deref().map(|t| substitute(t, &values));
             for copy in 1..=copies {

@@ -55,7 +55,15 @@ impl JobRunner {
             } else {
                 PathBuf::from(&recorded)
             };
-            self.set_aside(&path, &label);
+            // The run's preparation dropped recorded paths that lead out; the folder
+            // found here (the old current-folder reading) is held to the same rule.
+            match crate::paths::confined(&self.shared.settings.videos_dir, &path) {
+                Ok(path) => self.set_aside(&path, &label),
+                Err(why) => tracing::warn!(
+                    "job {:?}: the recorded video {why}; it is left where it is",
+                    self.job.id
+                ),
+            }
         }
     }
 
@@ -194,7 +202,7 @@ impl JobRunner {
                                 Err(end) => end,
                             };
                         };
-                        self.retry_event("download", &e).await;
+                        self.retry_event("download", &e);
                         let delay = settings.retry.delay(nominal, &e, &mut self.rng);
                         if let Err(end) = self.sleep_or_stop(delay).await {
                             return end;

@@ -14,7 +14,8 @@ mod files;
 mod poll;
 mod submit;
 
-use super::collector::{Event, Row};
+use super::collector::Row;
+use super::dispatch::JobEvent;
 use super::pace::Reservation;
 use super::polls;
 use super::shared::Shared;
@@ -175,19 +176,19 @@ impl JobRunner {
         )
         .map_err(|e| {
             let msg = format!("failed to encode a results row: {e}");
-            self.shared.stop.stop(StopReason::Checkpoint(msg));
+            self.shared.halt(StopReason::Checkpoint(msg));
             JobEnd::Stopped
         })?;
         let (tx, rx) = oneshot::channel();
-        let event = Event::Row { row, ack: Some(tx) };
-        let written = match self.shared.events.send(event).await {
+        let event = JobEvent::Row { row, ack: Some(tx) };
+        let written = match self.shared.events.send(event) {
             Ok(()) => rx
                 .await
                 .unwrap_or_else(|_| Err("the results writer stopped".into())),
             Err(_) => Err("the results writer stopped".into()),
         };
         written.map_err(|e| {
-            self.shared.stop.stop(StopReason::Checkpoint(e));
+            self.shared.halt(StopReason::Checkpoint(e));
             JobEnd::Stopped
         })
     }
@@ -198,19 +199,19 @@ impl JobRunner {
 
     /// Counts a retry of `request` and says why at debug level (`-v`): the
     /// service's status code or the transport failure, as the error tells it.
-    async fn retry_event(&self, request: &str, e: &crate::api::ApiError) {
+    fn retry_event(&self, request: &str, e: &crate::api::ApiError) {
         tracing::debug!(
             request,
             code = e.code,
             class = e.class.as_str(),
             "retrying {request}: {e}"
         );
-        self.count_retry(e.code).await;
+        self.count_retry(e.code);
     }
 
     /// Counts a retry whose reason the caller says itself.
-    async fn count_retry(&self, code: Option<i64>) {
-        let _ = self.shared.events.send(Event::Retry { code }).await;
+    fn count_retry(&self, code: Option<i64>) {
+        let _ = self.shared.events.send(JobEvent::Retry { code });
     }
 
     async fn sleep_or_stop(&self, d: Duration) -> Result<(), JobEnd> {

@@ -125,7 +125,7 @@ impl JobRunner {
                                 < settings.record_null_grace) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
-                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                        self.shared.halt(StopReason::Auth(e.message.clone()));
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Failed => {
@@ -138,7 +138,7 @@ impl JobRunner {
                     // A status check changes nothing on the service: ask again at the
                     // next interval, within the task timeout.
                     ErrorClass::Retryable | ErrorClass::InDoubt | ErrorClass::Credits => {
-                        self.retry_event("record-info", &e).await;
+                        self.retry_event("record-info", &e);
                     }
                 },
             }
@@ -156,8 +156,8 @@ impl JobRunner {
             // Refused for want of credits by an earlier run, which gave its price
             // back: it counts against the limits again now that it is asked.
             let price = self.shared.spend.price(billed_as);
-            if let Err(past) = self.shared.budget.reserve(price.reserve) {
-                self.shared.stop.stop(StopReason::Budget(format!(
+            if let Err(past) = self.shared.reserve(price.reserve).await {
+                self.shared.halt(StopReason::Budget(format!(
                     "the {kind} upgrade of job {:?} ({} credits) would take {past}",
                     self.job.id,
                     Credits(price.reserve)
@@ -221,7 +221,7 @@ impl JobRunner {
                 };
             charged |= billed;
             if let Some(measured) = entry.done(&shared.client, billed).await {
-                self.measured(billed_as, price, measured);
+                self.measured(billed_as, price, measured).await;
                 self.upgrade_reserved = None;
             }
             match answer {
@@ -239,7 +239,7 @@ impl JobRunner {
                     shared.spend.made(billed_as);
                     if let Some(reserved) = self.upgrade_reserved.take() {
                         // Reserved before its kind's price was learned.
-                        self.settle(reserved, shared.spend.price(billed_as));
+                        self.settle(reserved, shared.spend.price(billed_as)).await;
                     }
                     self.record.upgrade_urls = urls;
                     self.save(State::Succeeded).await?;
@@ -249,7 +249,7 @@ impl JobRunner {
                 Ok(_) => {}
                 Err(e) => match e.class {
                     ErrorClass::Auth => {
-                        self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                        self.shared.halt(StopReason::Auth(e.message.clone()));
                         return Err(JobEnd::Stopped);
                     }
                     ErrorClass::Credits => {
@@ -258,7 +258,7 @@ impl JobRunner {
                         // top-up) asks for it again, generating nothing.
                         tracing::warn!(task = %task_id, code = e.code, error = %e.message, "{kind} upgrade not made: credits exhausted; keeping the base video");
                         let reserved = self.upgrade_reserved.take().unwrap_or(price);
-                        self.shared.budget.release(reserved.reserve);
+                        self.shared.release(reserved.reserve);
                         self.record.credits = (self.record.credits - reserved.billed).max(0.0);
                         self.record.set_failure(
                             ErrorKind::Credits,
@@ -266,7 +266,7 @@ impl JobRunner {
                             format!("{kind} {UPGRADE_NOT_MADE}: {}", e.message),
                         );
                         shared.spend.upgrade_not_made();
-                        shared.stop.stop(StopReason::Credits(e.to_string()));
+                        shared.halt(StopReason::Credits(e.to_string()));
                         self.save(State::Succeeded).await?;
                         return Ok(());
                     }
@@ -289,8 +289,7 @@ impl JobRunner {
                                 Upgrade::Uhd4k => "get-4k-video",
                             },
                             &e,
-                        )
-                        .await;
+                        );
                     }
                 },
             }

@@ -110,8 +110,8 @@ impl JobRunner {
                 .map(|u| shared.spend.price(Kind::upgrade(u)));
             let cost = generation.reserve + upgrade.map_or(0.0, |p| p.reserve);
             let billed = generation.billed + upgrade.map_or(0.0, |p| p.billed);
-            if let Err(past) = shared.budget.reserve(cost) {
-                shared.stop.stop(StopReason::Budget(format!(
+            if let Err(past) = shared.reserve(cost).await {
+                shared.halt(StopReason::Budget(format!(
                     "job {:?} ({} credits) would take {past}",
                     self.job.id,
                     Credits(cost)
@@ -146,7 +146,7 @@ impl JobRunner {
                 shared.spend.made(kind);
             }
             if let Some(price) = entry.done(&shared.client, sent.is_ok()).await {
-                self.measured(kind, generation, price);
+                self.measured(kind, generation, price).await;
             }
             let e = match sent {
                 Ok(task_id) => {
@@ -172,7 +172,7 @@ impl JobRunner {
                 // The service could not fetch an uploaded image (gone before its
                 // time): no task was made; upload again and send once more.
                 uploaded_again = true;
-                shared.budget.release(cost);
+                shared.release(cost);
                 self.record.credits = (self.record.credits - billed).max(0.0);
                 shared.uploads.forget(&lease).await;
                 self.save(State::Pending).await?;
@@ -186,7 +186,7 @@ impl JobRunner {
                 // Refused: no task, no charge, and no task for a key to own.
                 self.record.account.clear();
                 self.record.key_id.clear();
-                shared.budget.release(cost);
+                shared.release(cost);
                 self.record.credits = (self.record.credits - billed).max(0.0);
             }
             match e.class {
@@ -203,12 +203,12 @@ impl JobRunner {
                 }
                 ErrorClass::Auth => {
                     self.save(State::Pending).await?;
-                    self.shared.stop.stop(StopReason::Auth(e.message.clone()));
+                    self.shared.halt(StopReason::Auth(e.message.clone()));
                     return Err(JobEnd::Stopped);
                 }
                 ErrorClass::Credits => {
                     self.save(State::Pending).await?;
-                    self.shared.stop.stop(StopReason::Credits(e.to_string()));
+                    self.shared.halt(StopReason::Credits(e.to_string()));
                     return Err(JobEnd::Stopped);
                 }
                 ErrorClass::Retryable => {
@@ -231,7 +231,7 @@ impl JobRunner {
                         self.shared.pause_submissions(delay);
                     }
                     // The info line below says why.
-                    self.count_retry(e.code).await;
+                    self.count_retry(e.code);
                     tracing::info!(
                         attempt = self.record.attempts,
                         code = e.code,
@@ -251,12 +251,12 @@ impl JobRunner {
     /// The task just made was the first of its kind: its measured `price` replaces
     /// the `reserved` one in the budget and the record, and a price that took the
     /// spend past a limit stops the submissions.
-    pub(super) fn measured(&mut self, kind: Kind, reserved: Price, price: f64) {
-        self.shared.budget.release(reserved.reserve - price);
+    pub(super) async fn measured(&mut self, kind: Kind, reserved: Price, price: f64) {
+        self.shared.release(reserved.reserve - price);
         self.record.credits = (self.record.credits + price - reserved.billed).max(0.0);
         self.record.credits_source = Source::Measured.as_str().to_owned();
-        if let Err(past) = self.shared.budget.reserve(0.0) {
-            self.shared.stop.stop(StopReason::Budget(format!(
+        if let Err(past) = self.shared.reserve(0.0).await {
+            self.shared.halt(StopReason::Budget(format!(
                 "the first {kind} task cost {} credits (the table said {}), which took {past}",
                 Credits(price),
                 Credits(reserved.billed)
@@ -265,14 +265,14 @@ impl JobRunner {
     }
 
     /// Replaces what was `reserved` for a billed call with its kind's price `now`.
-    pub(super) fn settle(&mut self, reserved: Price, now: Price) {
-        self.shared.budget.release(reserved.reserve - now.reserve);
+    pub(super) async fn settle(&mut self, reserved: Price, now: Price) {
+        self.shared.release(reserved.reserve - now.reserve);
         self.record.credits = (self.record.credits + now.billed - reserved.billed).max(0.0);
         if now.source == Source::Measured {
             self.record.credits_source = Source::Measured.as_str().to_owned();
         }
-        if let Err(past) = self.shared.budget.reserve(0.0) {
-            self.shared.stop.stop(StopReason::Budget(format!(
+        if let Err(past) = self.shared.reserve(0.0).await {
+            self.shared.halt(StopReason::Budget(format!(
                 "job {:?} cost {} credits more than reserved, at its kind's learned price, which took {past}",
                 self.job.id,
                 Credits(now.reserve - reserved.reserve)
@@ -308,7 +308,7 @@ impl JobRunner {
             }
             Err(NoLease::Stopped) => Err(JobEnd::NotStarted),
             Err(NoLease::Refused(r)) if r.auth => {
-                shared.stop.stop(StopReason::Auth(r.message));
+                shared.halt(StopReason::Auth(r.message));
                 Err(JobEnd::Stopped)
             }
             Err(NoLease::Refused(r)) => {

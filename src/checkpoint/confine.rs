@@ -1,0 +1,229 @@
+//! Recorded paths kept inside the videos folder: a results file is plain text that
+//! anyone can edit, so a `video_paths` or `superseded_paths` cell that leads out of
+//! the batch's videos folder (`../../victim/important.txt`, an absolute path, a
+//! symbolic link out) is taken off the record the run works from, with a warning
+//! that says where the cell is (results file, line, column).
+//!
+//! A warning, not an error: the run loses nothing by leaving such a cell alone. A
+//! succeeded job whose cell was dropped has its video downloaded again into the
+//! videos folder from its recorded URL (or a fresh one), never generated again; a
+//! dropped `superseded_paths` cell only forgets a note. An error would instead stop
+//! every run of a batch whose videos folder merely moved (`--videos-dir` changed
+//! between runs), for a problem the run can step around without touching the file.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::Record;
+use crate::paths::{Confiner, Outside};
+
+/// One cell's path that leads outside the videos folder.
+#[derive(Debug)]
+struct Dropped {
+    job_id: String,
+    column: &'static str,
+    value: String,
+    why: Outside,
+}
+
+/// Takes every recorded path of `records` that leads outside `videos_dir` off its
+/// record, and says where each was: `results` is the file they were read from
+/// (recorded paths are relative to its folder), read again only when a path was
+/// dropped, to name its line and column.
+pub fn confine_paths(records: &mut [Record], results: &Path, videos_dir: &Path) -> Vec<String> {
+    let dir = crate::paths::absolute(
+        results
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    );
+    let mut dropped = Vec::new();
+    let mut confiner = Confiner::new(videos_dir);
+    for r in records.iter_mut() {
+        for (column, cell) in [
+            ("video_paths", &mut r.video_paths),
+            ("superseded_paths", &mut r.superseded_paths),
+        ] {
+            cell.retain(|p| match confiner.check(&crate::paths::resolve(&dir, p)) {
+                Ok(_) => true,
+                Err(why) => {
+                    dropped.push(Dropped {
+                        job_id: r.job_id.clone(),
+                        column,
+                        value: p.clone(),
+                        why,
+                    });
+                    false
+                }
+            });
+        }
+    }
+    if dropped.is_empty() {
+        return Vec::new();
+    }
+    let places = locate(results, &dropped);
+    dropped
+        .iter()
+        .zip(places)
+        .map(|(d, place)| {
+            let at = match place {
+                Some((line, col)) => format!("{}:{line}: column {col}", results.display()),
+                None => results.display().to_string(),
+            };
+            format!(
+                "{at} ({}): job {:?}: {}; veo-batch leaves that file alone (it is not \
+                 moved, renamed, overwritten or deleted) and does not count it as the \
+                 job's{}",
+                d.column,
+                d.job_id,
+                d.why,
+                if d.column == "video_paths" {
+                    " video (a done job has its video downloaded again into the videos \
+                     folder, never generated again)"
+                } else {
+                    " set-aside video"
+                }
+            )
+        })
+        .collect()
+}
+
+/// Takes the video files that are gone from disk off the records of done jobs, so
+/// that the run downloads them again from their recorded URLs (a fresh one if those
+/// expired) instead of taking the job for finished; never generated again. One
+/// warning names them, however many they are.
+pub fn forget_missing_videos(records: &mut [Record], results: &Path) -> Option<String> {
+    let dir = crate::paths::absolute(
+        results
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    );
+    let mut missing: Vec<String> = Vec::new();
+    for r in records
+        .iter_mut()
+        .filter(|r| r.state() == super::State::Succeeded)
+    {
+        let before = r.video_paths.len();
+        // A path an earlier version recorded from the current folder counts too.
+        r.video_paths.retain(|p| {
+            let there = |path: &Path| path.try_exists().unwrap_or(true);
+            there(&crate::paths::resolve(&dir, p)) || there(Path::new(p))
+        });
+        if r.video_paths.len() < before {
+            missing.push(format!("{:?}", r.job_id));
+        }
+    }
+    let n = missing.len();
+    if n == 0 {
+        return None;
+    }
+    let shown = missing
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if n > 3 {
+        format!(" and {} more", n - 3)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{n} job{} recorded as downloaded {} a video file gone from disk ({shown}{more}): \
+         downloaded again from the recorded URLs, not generated again",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "has" } else { "have" },
+    ))
+}
+
+/// The line and (1-based) column of each dropped cell: the last row of its job that
+/// holds the value, as the last row is the one that counts.
+fn locate(results: &Path, dropped: &[Dropped]) -> Vec<Option<(u64, usize)>> {
+    let mut found = vec![None; dropped.len()];
+    let Ok(file) = std::fs::File::open(results) else {
+        return found;
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
+    let mut rows = rdr.records();
+    let Some(Ok(header)) = rows.next() else {
+        return found;
+    };
+    let columns: HashMap<&str, usize> = header.iter().enumerate().map(|(i, h)| (h, i)).collect();
+    let mut by_job: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, d) in dropped.iter().enumerate() {
+        by_job.entry(d.job_id.as_str()).or_default().push(i);
+    }
+    for row in rows.flatten() {
+        let Some(wanted) = row.get(0).and_then(|id| by_job.get(id)) else {
+            continue;
+        };
+        let line = row.position().map_or(0, |p| p.line());
+        for &i in wanted {
+            let d = &dropped[i];
+            let Some(&col) = columns.get(d.column) else {
+                continue;
+            };
+            let holds = row.get(col).is_some_and(|cell| {
+                cell.split(super::LIST_SEPARATOR)
+                    .any(|p| p == d.value.as_str())
+            });
+            if holds {
+                found[i] = Some((line, col + 1));
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_outside_the_videos_folder_are_dropped_and_located() {
+        let tmp = tempfile::tempdir().unwrap();
+        let results = tmp.path().join("results.csv");
+        let videos = tmp.path().join("videos");
+        let mut inside = Record {
+            job_id: "in".into(),
+            video_paths: vec!["videos/in.mp4".into()],
+            ..Record::default()
+        };
+        let mut outside = Record {
+            job_id: "out".into(),
+            video_paths: vec!["videos/out.mp4".into(), "../victim/important.txt".into()],
+            superseded_paths: vec!["/etc/passwd".into()],
+            ..Record::default()
+        };
+        inside.state = Some(super::super::State::Succeeded);
+        outside.state = Some(super::super::State::Succeeded);
+        crate::checkpoint::writer::rewrite(&results, [&inside, &outside]).unwrap();
+        let mut records = vec![inside.clone(), outside];
+        let warnings = confine_paths(&mut records, &results, &videos);
+        assert_eq!(records[0], inside, "a path inside is kept");
+        assert_eq!(records[1].video_paths, ["videos/out.mp4"]);
+        assert!(records[1].superseded_paths.is_empty());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        let header = crate::checkpoint::HEADER;
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap() + 1;
+        let want = format!(
+            "{}:3: column {} (video_paths): job \"out\": `",
+            results.display(),
+            col("video_paths")
+        );
+        assert!(warnings[0].starts_with(&want), "{}\n{want}", warnings[0]);
+        assert!(warnings[0].contains("is outside"), "{}", warnings[0]);
+        assert!(
+            warnings[1].contains(&format!(
+                ":3: column {} (superseded_paths)",
+                col("superseded_paths")
+            )),
+            "{}",
+            warnings[1]
+        );
+    }
+}
