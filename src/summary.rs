@@ -27,6 +27,8 @@ pub struct Tally {
     pub blocked: usize,
     /// Recorded as downloaded, with a video file gone from disk (`status` only).
     pub video_missing: usize,
+    /// Made and kept; the upgrade was refused for want of credits.
+    pub upgrade_not_made: usize,
 }
 
 impl Tally {
@@ -40,6 +42,7 @@ impl Tally {
             + self.not_started
             + self.blocked
             + self.video_missing
+            + self.upgrade_not_made
     }
 }
 
@@ -61,6 +64,7 @@ pub struct Outcomes {
     pub blocked: Vec<Problem>,
     /// Jobs recorded as downloaded whose video file is gone (`status` only).
     pub video_missing: Vec<Problem>,
+    pub upgrade_not_made: Vec<Problem>,
 }
 
 /// A job as the manifest has it now, for counting: its id, its request's
@@ -190,6 +194,10 @@ impl Outcomes {
                     job_id: job.id.to_owned(),
                     reason: "recorded as downloaded, and its video file is gone".to_owned(),
                 });
+            }
+            (Standing::UpgradeNotMade, Some(r)) => {
+                t.upgrade_not_made += 1;
+                self.upgrade_not_made.push(problem(r, None));
             }
             (Standing::Running, _) => t.running += 1,
             (Standing::NotDownloaded, _) => t.not_downloaded += 1,
@@ -365,6 +373,12 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         &o.video_missing,
         "run the same command again: they are downloaded again from their recorded URLs, not generated again",
     );
+    write_groups(
+        &mut out,
+        "upgrade not made",
+        &o.upgrade_not_made,
+        "their videos are kept: top up the account, then run the same command again to make the upgrades (nothing is generated again)",
+    );
     let again = match hint {
         NotStartedHint::Key => "once the key is fixed, run again",
         NotStartedHint::RunAgain | NotStartedHint::Budget | NotStartedHint::Held { .. } => {
@@ -417,9 +431,10 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         ("not started", t.not_started),
         ("blocked", t.blocked),
         ("video missing", t.video_missing),
+        ("upgrade not made", t.upgrade_not_made),
     ] {
         if n > 0 || label == "succeeded" {
-            let _ = writeln!(out, "  {label:<15}{:>7}", Count(n));
+            let _ = writeln!(out, "  {label:<16}{:>6}", Count(n));
         }
     }
     out
@@ -501,6 +516,7 @@ mod tests {
                 not_started: 3,
                 blocked: 0,
                 video_missing: 0,
+                upgrade_not_made: 0,
             }
         );
         assert_eq!(o.tally.total(), ids.len());

@@ -330,7 +330,8 @@ fn credits_line(m: &manifest::Manifest, standings: &[Standing], spent: f64) -> S
             | Standing::NotDownloaded
             | Standing::DownloadFailed
             | Standing::Succeeded
-            | Standing::VideoMissing => paid.push(job),
+            | Standing::VideoMissing
+            | Standing::UpgradeNotMade => paid.push(job),
             Standing::InDoubt | Standing::Failed | Standing::Blocked => {}
         }
     }

@@ -124,9 +124,10 @@ pub(crate) struct Look {
 }
 
 /// Every state, in the order the header counts them.
-pub(crate) const STANDINGS: [Standing; 9] = [
+pub(crate) const STANDINGS: [Standing; 10] = [
     Standing::Succeeded,
     Standing::VideoMissing,
+    Standing::UpgradeNotMade,
     Standing::Failed,
     Standing::Blocked,
     Standing::NotDownloaded,
@@ -147,6 +148,7 @@ pub(crate) fn look(s: Standing) -> Look {
         Standing::NotStarted => ("not-started", "not started", "○"),
         Standing::Blocked => ("blocked", "blocked", "⊘"),
         Standing::VideoMissing => ("video-missing", "video missing", "↓"),
+        Standing::UpgradeNotMade => ("upgrade-not-made", "upgrade not made", "⚠"),
     };
     Look { key, label, icon }
 }
@@ -399,6 +401,12 @@ fn note(entry: &CardSource<'_>, standing: Standing) -> Option<String> {
         Standing::VideoMissing => Some(
             "Recorded as downloaded, but its video file is gone: run the same command again \
              to download it again (it is not generated again)."
+                .into(),
+        ),
+        Standing::UpgradeNotMade => Some(
+            "The video is made and kept; the service refused its upgrade for want of \
+             credits: top up, then run the same command again to make the upgrade (the \
+             video is not generated again)."
                 .into(),
         ),
         Standing::NotDownloaded => Some(

@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::state::{Answer, LogLine, Sim};
+use super::state::{Answer, Caller, LogLine, Sim};
 use super::{Endpoint, ErrorStyle, Kill};
 
 /// What the request log says about one call besides its endpoint and code.
@@ -111,13 +111,14 @@ pub(super) async fn drop_connection(
     std::future::pending().await
 }
 
-/// The checks every API call passes first. `Ok(slow)` says whether to answer late.
+/// The checks every API call passes first. `Ok((caller, slow))`: the key's account,
+/// and whether to answer late.
 pub(super) fn gate(
     sim: &Sim,
     endpoint: Endpoint,
     headers: &HeaderMap,
     ctx: &Ctx,
-) -> Result<bool, Box<Response>> {
+) -> Result<(Caller, bool), Box<Response>> {
     sim.count_request(endpoint);
     if !headers.contains_key(header::USER_AGENT) {
         log(sim, endpoint, Some(403), ctx);
@@ -125,14 +126,13 @@ pub(super) fn gate(
             (StatusCode::FORBIDDEN, "error code: 1010").into_response(),
         ));
     }
-    let wanted = format!("Bearer {}", sim.config.api_key);
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if given != Some(wanted.as_str()) {
+    let Some(caller) = sim.caller(given) else {
         let answer = Answer::err(401, "You do not have access permissions");
         return Err(Box::new(reply(sim, endpoint, answer, ctx)));
-    }
+    };
     let faults = &sim.config.faults;
     let answer =
         if sim.in_maintenance(Instant::now()) || sim.draw(faults.http_455.for_endpoint(endpoint)) {
@@ -155,7 +155,8 @@ pub(super) fn gate(
     }
     // A generate or extend call is slow after its task exists; that is decided in
     // `admit`.
-    Ok(!matches!(endpoint, Endpoint::Generate | Endpoint::Extend) && sim.draw(faults.slow))
+    let slow = !matches!(endpoint, Endpoint::Generate | Endpoint::Extend) && sim.draw(faults.slow);
+    Ok((caller, slow))
 }
 
 pub(super) async fn slow_down(sim: &Sim) {
@@ -169,9 +170,10 @@ pub(super) async fn pass_gate(
     endpoint: Endpoint,
     headers: &HeaderMap,
     ctx: &Ctx,
-) -> Result<(), Response> {
-    if gate(sim, endpoint, headers, ctx).map_err(|r| *r)? {
+) -> Result<Caller, Response> {
+    let (caller, slow) = gate(sim, endpoint, headers, ctx).map_err(|r| *r)?;
+    if slow {
         slow_down(sim).await;
     }
-    Ok(())
+    Ok(caller)
 }

@@ -195,6 +195,23 @@ fn a_refused_upgrade_is_made_after_a_top_up_and_nothing_is_generated_again() {
     assert_eq!(first.video_paths.len(), 1, "the base video is kept");
     assert_eq!(first.credits, 60.0, "the upgrade is not counted as spent");
     assert_eq!(h.stats().tasks_created, 1);
+    // Where the job stands says so, not "running", in the run's summary and in status.
+    assert!(err.contains("  upgrade not made     1\n"), "{err}");
+    let results = h.path("results.csv");
+    let status = h.status(&[
+        manifest.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ]);
+    let shown = String::from_utf8_lossy(&status.stdout).into_owned() + &stderr(&status);
+    assert!(shown.contains("upgrade not made (1 job)"), "{shown}");
+    assert!(shown.contains("top up the account"), "{shown}");
+    assert!(!shown.contains("running"), "{shown}");
+    assert_eq!(
+        status.status.code(),
+        Some(Exit::NotFinished as i32),
+        "{shown}"
+    );
 
     h.sim.top_up(100.0);
     let out = h.run(&manifest, &[]);
