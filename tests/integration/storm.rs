@@ -71,6 +71,41 @@ fn wait_bounded(child: &mut std::process::Child, limit: Duration, what: &str) ->
     }
 }
 
+/// How one run of a kill loop ended.
+enum Round {
+    /// It exited on its own before its kill was due.
+    Ended(ExitStatus),
+    /// It was SIGKILLed; the results file as the kill left it (it must load).
+    Killed(Loaded),
+}
+
+/// One round of every storm's kill loop: a run, SIGKILLed `after` this long unless
+/// it ends first, then the results file it left.
+fn run_then_kill(
+    h: &Harness,
+    manifest: &Path,
+    flags: &[&str],
+    log: &Path,
+    after: Duration,
+) -> Round {
+    let mut child = storm_cmd(h, manifest, flags, log)
+        .spawn()
+        .expect("spawn veo-batch");
+    let deadline = Instant::now() + after;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Round::Ended(status);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL veo-batch");
+    let _ = child.wait();
+    match checkpoint::load(&h.path("results.csv")) {
+        Ok(loaded) => Round::Killed(loaded.unwrap_or_default()),
+        Err(e) => panic!("after a kill, the results file must load: {e}"),
+    }
+}
+
 /// Runs to the end, bounded in time; the exit code.
 fn run_bounded(h: &Harness, manifest: &Path, flags: &[&str], log: &Path, limit: Duration) -> i32 {
     let mut child = storm_cmd(h, manifest, flags, log)
@@ -367,9 +402,6 @@ fn kill_storm() {
     let mut ended_jobs: BTreeSet<String> = BTreeSet::new();
     let started = Instant::now();
     let finished_alone = loop {
-        let mut child = storm_cmd(&h, &manifest, &flags, &run_log)
-            .spawn()
-            .expect("spawn veo-batch");
         // Once everything is sent, the tail (polls, downloads) is short: kill
         // sooner so that kills land in it too.
         let delay = if late_kills > 0 {
@@ -377,26 +409,11 @@ fn kill_storm() {
         } else {
             Duration::from_millis(rng.u64(100..1200))
         };
-        let deadline = Instant::now() + delay;
-        let mut ended = None;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                ended = Some(status);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if let Some(status) = ended {
-            break Some(status);
-        }
-        child.kill().expect("SIGKILL veo-batch");
-        let _ = child.wait();
-        kills += 1;
-        let loaded = match checkpoint::load(&h.path("results.csv")) {
-            Ok(Some(l)) => l,
-            Ok(None) => Loaded::default(),
-            Err(e) => panic!("after kill {kills}, the results file must load: {e}"),
+        let loaded = match run_then_kill(&h, &manifest, &flags, &run_log, delay) {
+            Round::Ended(status) => break Some(status),
+            Round::Killed(loaded) => loaded,
         };
+        kills += 1;
         torn += usize::from(loaded.torn);
         let k = at_kill(JOBS, &loaded);
         // Jobs left submitting by an earlier kill are in doubt and wait for
@@ -888,13 +905,8 @@ fn status_agrees_with_the_results_after_a_storm() {
     // is recorded pending, so a kill then must not put it in doubt.
     let mut in_flight_at_kill = BTreeSet::new();
     for _ in 0..6 {
-        let mut child = storm_cmd(&h, &manifest, &flags, &run_log)
-            .spawn()
-            .expect("spawn");
-        std::thread::sleep(Duration::from_millis(rng.u64(100..700)));
-        let _ = child.kill();
-        let _ = child.wait();
-        if let Ok(Some(loaded)) = checkpoint::load(&h.path("results.csv")) {
+        let after = Duration::from_millis(rng.u64(100..700));
+        if let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) {
             for r in loaded.records.values() {
                 if r.state() == State::Submitting && r.task_id.is_none() {
                     in_flight_at_kill.insert(r.job_id.clone());
@@ -968,19 +980,11 @@ fn kills_during_upgrades_pay_each_upgrade_once() {
     let mut rng = fastrand::Rng::with_seed(seed);
     let (mut kills, mut mid_upgrade) = (0, 0);
     for _ in 0..12 {
-        let mut child = storm_cmd(&h, &manifest, &flags, &run_log)
-            .spawn()
-            .expect("spawn");
-        std::thread::sleep(Duration::from_millis(rng.u64(100..600)));
-        if child.try_wait().expect("try_wait").is_some() {
+        let after = Duration::from_millis(rng.u64(100..600));
+        let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) else {
             break;
-        }
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
+        };
         kills += 1;
-        let loaded = checkpoint::load(&h.path("results.csv"))
-            .expect("the results file loads after a kill")
-            .unwrap_or_default();
         let upgrading = loaded
             .records
             .values()
@@ -1086,29 +1090,11 @@ fn kill_storm_on_extend_chains() {
     let mut chained_at_kill = 0;
     let mut first_task: BTreeMap<String, String> = BTreeMap::new();
     while kills < MAX_KILLS {
-        let mut child = storm_cmd(&h, &manifest, &flags, &run_log)
-            .spawn()
-            .expect("spawn veo-batch");
-        let deadline = Instant::now() + Duration::from_millis(rng.u64(80..900));
-        let mut ended = false;
-        while Instant::now() < deadline {
-            if child.try_wait().expect("try_wait").is_some() {
-                ended = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if ended {
+        let after = Duration::from_millis(rng.u64(80..900));
+        let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) else {
             break;
-        }
-        child.kill().expect("SIGKILL veo-batch");
-        let _ = child.wait();
-        kills += 1;
-        let loaded = match checkpoint::load(&h.path("results.csv")) {
-            Ok(Some(l)) => l,
-            Ok(None) => Loaded::default(),
-            Err(e) => panic!("after kill {kills}, the results file must load: {e}"),
         };
+        kills += 1;
         let mut extending = false;
         for r in loaded.records.values() {
             if let Some(task) = &r.task_id {
