@@ -113,19 +113,25 @@ pub fn folder_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// `path` without `.` components and with each `..` taking off the component
-/// before it, by its text alone (no file is looked at).
+/// `path` without `.` components and with each `..` taking off the name before
+/// it, by its text alone (no file is looked at, so a symlink is not followed).
+/// The project's one normaliser: the run, the confinement checks and the report
+/// page all place files by it.
 pub fn normalized(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
                 }
-            }
+                // At the root `..` is the root, as the system resolves it.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                // Nothing left to take off: the path climbs above where it starts.
+                None | Some(Component::ParentDir | Component::CurDir) => out.push(".."),
+            },
             other => out.push(other.as_os_str()),
         }
     }
@@ -435,6 +441,24 @@ mod tests {
         assert_ne!(file_stem("a/b"), file_stem("a?b"));
         assert!(file_stem("").starts_with("job-"));
         assert!(file_stem(&"x".repeat(500)).len() < 140);
+    }
+
+    #[test]
+    fn normalized_takes_dots_out_by_text_alone() {
+        for (given, expected) in [
+            ("a/./b/../c", "a/c"),
+            ("./a", "a"),
+            ("a/..", ""),
+            ("../a", "../a"),
+            // A `..` never takes off another `..`: that would climb less than asked.
+            ("../../a", "../../a"),
+            ("a/../../b", "../b"),
+            // `..` at the root stays at the root, as the system resolves it.
+            ("/../a", "/a"),
+            ("/a/../../b", "/b"),
+        ] {
+            assert_eq!(normalized(Path::new(given)), Path::new(expected), "{given}");
+        }
     }
 
     fn jobs(specs: &[(&str, Option<Upgrade>)]) -> Vec<Job> {
