@@ -43,7 +43,6 @@ pub mod pace;
 mod planned;
 pub mod polls;
 mod prepare;
-pub mod retry;
 pub mod schedule;
 mod shared;
 pub mod spend;
