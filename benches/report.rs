@@ -1,8 +1,14 @@
-//! The report page of a large batch: what `run` spends writing it at the end, and
-//! how its size grows with the jobs. With `REPORT_BENCH_CHROMIUM=PATH`, also how
-//! long headless Chromium takes to show, parse and settle the 10,000-job page.
+//! What a data team touches around a large finished batch, at 10,000, 100,000 and
+//! 1,000,000 jobs: the report page (what `run` spends writing it at the end, what
+//! a run that changed nothing spends finding that out, its size), and, each in its
+//! own `veo-batch` process measured by `/usr/bin/time` (wall time, peak RSS):
+//! `status`, `status --json`, `report` (written, then unchanged) and a resume with
+//! nothing left to do. With `REPORT_BENCH_CHROMIUM=PATH`, also how long headless
+//! Chromium takes to show the page's first cards, and to filter, search and sort.
 //!
-//! Run: `cargo bench --bench report` (`REPORT_BENCH_JOBS=10000,100000` by default).
+//! Run: `cargo bench --bench report` (`REPORT_BENCH_JOBS=10000,100000` by default;
+//! `REPORT_BENCH_JOBS=1000000` for the largest). `REPORT_BENCH_DIR` puts the batch
+//! under another folder (`/dev/shm`: no disk).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -72,8 +78,8 @@ fn batch(dir: &Path, n: usize) {
     w.flush().unwrap_or_else(|e| fail("flush", e));
 }
 
-/// The page's own timings in Chromium (ms from navigation): first paint, parsed
-/// (DOMContentLoaded), and settled (its script done, a frame drawn). A copy of the
+/// The page's own timings in Chromium (ms from navigation): parsed
+/// (DOMContentLoaded), its first cards drawn, and a filter, a search and a sort. A copy of the
 /// page gets a probe script, and loses its CSP, which would block the probe; the
 /// DOM dump's own time (seconds for 10 MB) is not counted.
 fn open_in_chromium(chromium: &Path, page: &Path, dir: &Path) -> Result<String, String> {
@@ -82,11 +88,28 @@ fn open_in_chromium(chromium: &Path, page: &Path, dir: &Path) -> Result<String, 
         .find("<meta http-equiv=\"Content-Security-Policy\"")
         .ok_or("no CSP")?;
     let csp_end = csp + html[csp..].find('>').ok_or("no CSP end")? + 1;
-    let probe = "<script>addEventListener('load',()=>requestAnimationFrame(()=>setTimeout(()=>{\
+    // At the load event (the page's script has drawn the first cards): the time so
+    // far with the layout done, then one filter, one search and one sort, each timed
+    // with the layout it causes (read back at once). All of it in the load handler:
+    // headless Chromium dumps the DOM right after it, and its virtual time (which
+    // would let later timers run) stops the clock.
+    let probe = "<script>addEventListener('load',()=>{\
         const n=performance.getEntriesByType('navigation')[0];\
-        const p=performance.getEntriesByType('paint').find(e=>e.name==='first-contentful-paint');\
-        document.body.setAttribute('data-probe','first paint '+Math.round(p?p.startTime:-1)+' ms, parsed '+\
-        Math.round(n.domContentLoadedEventEnd)+' ms, settled '+Math.round(performance.now())+' ms');},0)));</script></body>";
+        void document.body.offsetHeight;\
+        const drawn=performance.now();\
+        const cards=document.querySelectorAll('article').length;\
+        const time=(f)=>{const t=performance.now();f();void document.body.offsetHeight;return Math.round(performance.now()-t);};\
+        const failed=time(()=>document.querySelector('[data-filter=failed]').click());\
+        const all=time(()=>document.querySelector('[data-filter=all]').click());\
+        const s=document.getElementById('search');\
+        const search=time(()=>{s.value='job-000077';s.dispatchEvent(new Event('input'));});\
+        const found=document.querySelectorAll('article').length;\
+        time(()=>{s.value='';s.dispatchEvent(new Event('input'));});\
+        const o=document.getElementById('sort');\
+        const sort=time(()=>{o.value='new';o.dispatchEvent(new Event('change'));});\
+        document.body.setAttribute('data-probe','parsed '+Math.round(n.domContentLoadedEventEnd)+\
+        ' ms, first '+cards+' cards drawn and laid out at '+Math.round(drawn)+' ms; filter '+failed+\
+        ' ms, all again '+all+' ms, search '+search+' ms ('+found+' found), sort '+sort+' ms');});</script></body>";
     let copy = format!("{}{}", &html[..csp], &html[csp_end..]).replace("</body>", probe);
     let probe_page = dir.join("probe.html");
     std::fs::write(&probe_page, copy).map_err(|e| e.to_string())?;
@@ -113,6 +136,45 @@ fn open_in_chromium(chromium: &Path, page: &Path, dir: &Path) -> Result<String, 
     Ok(dom[at..at + len].to_owned())
 }
 
+/// Runs `veo-batch ARGS` in `dir` under `/usr/bin/time`: its wall time and peak
+/// RSS, or why not.
+fn measured(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%e %M"])
+        .arg(env!("CARGO_BIN_EXE_veo-batch"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return format!("/usr/bin/time: {e}"),
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    let mut figures = last.split_whitespace();
+    match (
+        figures.next().and_then(|s| s.parse::<f64>().ok()),
+        figures.next().and_then(|s| s.parse::<f64>().ok()),
+    ) {
+        (Some(secs), Some(kb)) => format!(
+            "{:.0} ms, peak RSS {:.1} MiB (exit {})",
+            secs * 1e3,
+            kb / 1024.0,
+            out.status.code().unwrap_or(-1)
+        ),
+        _ => format!("no figures: {err}"),
+    }
+}
+
+fn mtime(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken.
     let sizes: Vec<usize> = std::env::var("REPORT_BENCH_JOBS")
@@ -120,39 +182,84 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let base = std::env::var_os("REPORT_BENCH_DIR");
     for n in sizes {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| fail("temp dir", e));
+        let dir = match &base {
+            Some(b) => tempfile::tempdir_in(b),
+            None => tempfile::tempdir(),
+        }
+        .unwrap_or_else(|e| fail("temp dir", e));
         batch(dir.path(), n);
         let manifest = dir.path().join("batch.csv");
         let results = dir.path().join("results/batch.csv");
-        let mut best = Duration::MAX;
-        let mut page = None;
-        for _ in 0..3 {
+        let results_bytes = std::fs::metadata(&results).map_or(0, |m| m.len());
+        println!(
+            "{n} jobs: results file {:.1} MB",
+            results_bytes as f64 / 1e6
+        );
+
+        // The page: written once, then found unchanged (what every later run does).
+        let start = Instant::now();
+        let page =
+            veo_batch::report::after_run(&manifest, &results).unwrap_or_else(|e| fail("report", e));
+        let written = start.elapsed();
+        let mut unchanged = Duration::MAX;
+        for _ in 0..2 {
             let start = Instant::now();
-            page = Some(
-                veo_batch::report::after_run(&manifest, &results)
-                    .unwrap_or_else(|e| fail("report", e)),
-            );
-            best = best.min(start.elapsed());
+            veo_batch::report::after_run(&manifest, &results).unwrap_or_else(|e| fail("report", e));
+            unchanged = unchanged.min(start.elapsed());
         }
-        let Some(page) = page else { return };
         let bytes = std::fs::metadata(&page)
             .unwrap_or_else(|e| fail("page", e))
             .len();
         println!(
-            "report page of {n} jobs (manifest and results read again, page written): {:.0} ms, {:.1} µs/job; {:.1} MB, {} bytes/job",
-            best.as_secs_f64() * 1e3,
-            best.as_secs_f64() * 1e6 / n as f64,
+            "  page (manifest and results read, in process): written {:.0} ms ({:.1} µs/job), unchanged {:.0} ms; {:.1} MB, {} bytes/job",
+            written.as_secs_f64() * 1e3,
+            written.as_secs_f64() * 1e6 / n as f64,
+            unchanged.as_secs_f64() * 1e3,
             bytes as f64 / 1e6,
             bytes / n as u64
         );
-        if n == 10_000
-            && let Some(chromium) = std::env::var_os("REPORT_BENCH_CHROMIUM")
-        {
+        if let Some(chromium) = std::env::var_os("REPORT_BENCH_CHROMIUM") {
             match open_in_chromium(Path::new(&chromium), &page, dir.path()) {
                 Ok(probe) => println!("  opened in headless Chromium: {probe}"),
                 Err(e) => println!("  chromium: {e}"),
             }
         }
+
+        // Each command in its own process, as a person or a cron job runs it.
+        let d = dir.path();
+        println!(
+            "  status results/batch.csv: {}",
+            measured(d, &["status", "results/batch.csv"])
+        );
+        println!(
+            "  status batch.csv (with the manifest): {}",
+            measured(d, &["status", "batch.csv"])
+        );
+        println!(
+            "  status --json results/batch.csv: {}",
+            measured(d, &["status", "--json", "results/batch.csv"])
+        );
+        std::fs::remove_file(&page).unwrap_or_else(|e| fail("remove page", e));
+        println!(
+            "  report batch.csv (written): {}",
+            measured(d, &["report", "batch.csv"])
+        );
+        println!(
+            "  report batch.csv (unchanged): {}",
+            measured(d, &["report", "batch.csv"])
+        );
+        let before = (mtime(&results), mtime(&page));
+        let resume = measured(d, &["run", "batch.csv", "--simulate", "--yes"]);
+        let wrote = before != (mtime(&results), mtime(&page));
+        println!(
+            "  run batch.csv --simulate, nothing left to do: {resume}; {}",
+            if wrote {
+                "results file or page written"
+            } else {
+                "wrote neither the results file nor the page"
+            }
+        );
     }
 }

@@ -265,9 +265,59 @@ impl fmt::Display for Unpriced {
 }
 
 /// Credits as a person reads them: whole numbers without decimals, others with up
-/// to two (`447.5`, `5916.25`, `1655`).
+/// to two, thousands grouped (`447.5`, `5,916.25`, `6,000,000`).
 pub fn credits(x: f64) -> String {
     Credits(x).to_string()
+}
+
+/// Credits as a file records them: [`Credits`] without the thousands grouping, so
+/// that a results file reads back as the number it wrote (`5916.25`).
+pub fn credits_cell(x: f64) -> String {
+    let x = (x * 100.0).round() / 100.0;
+    // `-0.0 == 0.0`: both print as 0.
+    let x = if x == 0.0 { 0.0 } else { x };
+    format!("{x}")
+}
+
+/// A count as a person reads it, thousands grouped: `100,000 jobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Count<T = usize>(pub T);
+
+impl<T: fmt::Display> fmt::Display for Count<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&grouped(&self.0.to_string()))
+    }
+}
+
+/// `digits` (a plain decimal number, maybe signed, maybe with a fraction) with its
+/// whole part grouped by thousands: `1234567.5` gives `1,234,567.5`.
+fn grouped(digits: &str) -> String {
+    let (sign, rest) = match digits.strip_prefix('-') {
+        Some(r) => ("-", r),
+        None => ("", digits),
+    };
+    let (whole, fraction) = match rest.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (rest, None),
+    };
+    // Float formatting never uses an exponent, but a whole part that is not all
+    // digits (`inf`, `NaN`) is left as it is.
+    if !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return digits.to_owned();
+    }
+    let mut out = String::with_capacity(digits.len() + whole.len() / 3);
+    out.push_str(sign);
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if let Some(f) = fraction {
+        out.push('.');
+        out.push_str(f);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -288,10 +338,27 @@ mod tests {
     #[test]
     fn credits_show_their_fraction() {
         assert_eq!(credits(447.5), "447.5");
-        assert_eq!(credits(5916.25), "5916.25");
-        assert_eq!(credits(1655.0), "1655");
+        assert_eq!(credits(5916.25), "5,916.25");
+        assert_eq!(credits(1655.0), "1,655");
         assert_eq!(credits(0.0), "0");
         assert_eq!(credits(0.1 + 0.2), "0.3");
+    }
+
+    #[test]
+    fn numbers_people_read_are_grouped_by_thousands() {
+        assert_eq!(credits(6_000_000.0), "6,000,000");
+        assert_eq!(credits(3157.5), "3,157.5");
+        assert_eq!(credits(-1234.25), "-1,234.25");
+        assert_eq!(credits(999.0), "999");
+        assert_eq!(Count(100_000).to_string(), "100,000");
+        assert_eq!(Count(1000).to_string(), "1,000");
+        assert_eq!(Count(12).to_string(), "12");
+        assert_eq!(format!("{:>9}", Count(1_000_000)), "1,000,000");
+        assert_eq!(format!("{:>7}", Count(1234)), "  1,234");
+        // What a file records reads back as a number.
+        assert_eq!(credits_cell(5916.25), "5916.25");
+        assert_eq!(credits_cell(-0.0), "0");
+        assert_eq!(credits_cell(0.1 + 0.2), "0.3");
     }
 
     #[test]
@@ -299,6 +366,7 @@ mod tests {
         assert_eq!(Dollars(-0.0).to_string(), "$0.00");
         assert_eq!(Dollars(-0.001).to_string(), "$0.00");
         assert_eq!(Dollars(2.235).to_string(), "$2.24");
+        assert_eq!(Dollars(31_575.0).to_string(), "$31,575.00");
     }
 
     #[test]
@@ -312,16 +380,14 @@ mod tests {
 }
 
 /// Credits as people write them, to the hundredth: `60`, `22.5`, `447.5`,
-/// `5916.25`; never `-0`, and no float noise from sums (`0.1 + 0.2` shows `0.3`).
+/// `5,916.25`; never `-0`, and no float noise from sums (`0.1 + 0.2` shows `0.3`).
+/// Every credit figure a person reads (terminal, report page) is written by this.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
 pub struct Credits(pub f64);
 
 impl std::fmt::Display for Credits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let x = (self.0 * 100.0).round() / 100.0;
-        // `-0.0 == 0.0`: both print as 0.
-        let x = if x == 0.0 { 0.0 } else { x };
-        write!(f, "{x}")
+        f.pad(&grouped(&credits_cell(self.0)))
     }
 }
 
@@ -333,6 +399,6 @@ impl std::fmt::Display for Dollars {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let cents = (self.0 * 100.0).round() / 100.0;
         let cents = if cents == 0.0 { 0.0 } else { cents };
-        write!(f, "${cents:.2}")
+        f.pad(&format!("${}", grouped(&format!("{cents:.2}"))))
     }
 }

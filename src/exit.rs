@@ -80,7 +80,15 @@ impl Exit {
     /// The code a run's jobs call for when nothing stopped it: the worst state wins.
     pub fn of_tally(t: &Tally) -> Exit {
         // A missing video is one to download again, like one never downloaded.
-        if t.in_doubt + t.running + t.not_started + t.not_downloaded + t.video_missing > 0 {
+        // An upgrade refused for credits is made by a later run, after a top-up.
+        if t.in_doubt
+            + t.running
+            + t.not_started
+            + t.not_downloaded
+            + t.video_missing
+            + t.upgrade_not_made
+            > 0
+        {
             Exit::NotFinished
         } else if t.failed + t.download_failed + t.blocked > 0 {
             Exit::JobsFailed

@@ -119,7 +119,7 @@ pub fn bucket(record: Option<&Record>, download: bool) -> Bucket {
     }
     match standing(None, r.wants(), Some(r)) {
         Standing::NotStarted => Bucket::Queued,
-        Standing::Running => Bucket::Running,
+        Standing::Running | Standing::UpgradeNotMade => Bucket::Running,
         Standing::InDoubt => Bucket::InDoubt,
         Standing::Failed | Standing::DownloadFailed | Standing::Blocked => Bucket::Failed,
         Standing::NotDownloaded | Standing::VideoMissing if download => Bucket::Downloading,

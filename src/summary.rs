@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::checkpoint::plan::{Standing, Wants, standing};
 use crate::checkpoint::{DOWNLOAD_FAILED, Record};
+use crate::cost::Count;
 
 /// How many jobs stand where.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -26,6 +27,8 @@ pub struct Tally {
     pub blocked: usize,
     /// Recorded as downloaded, with a video file gone from disk (`status` only).
     pub video_missing: usize,
+    /// Made and kept; the upgrade was refused for want of credits.
+    pub upgrade_not_made: usize,
 }
 
 impl Tally {
@@ -39,6 +42,7 @@ impl Tally {
             + self.not_started
             + self.blocked
             + self.video_missing
+            + self.upgrade_not_made
     }
 }
 
@@ -60,6 +64,7 @@ pub struct Outcomes {
     pub blocked: Vec<Problem>,
     /// Jobs recorded as downloaded whose video file is gone (`status` only).
     pub video_missing: Vec<Problem>,
+    pub upgrade_not_made: Vec<Problem>,
 }
 
 /// A job as the manifest has it now, for counting: its id, its request's
@@ -163,7 +168,7 @@ impl Outcomes {
     }
 
     /// Counts one job where `standing` says it stands.
-    fn count_as(&mut self, job: JobRef<'_>, record: Option<&Record>, standing: Standing) {
+    pub fn count_as(&mut self, job: JobRef<'_>, record: Option<&Record>, standing: Standing) {
         let problem = |r: &Record, prefix: Option<&str>| Problem {
             job_id: job.id.to_owned(),
             reason: r
@@ -189,6 +194,10 @@ impl Outcomes {
                     job_id: job.id.to_owned(),
                     reason: "recorded as downloaded, and its video file is gone".to_owned(),
                 });
+            }
+            (Standing::UpgradeNotMade, Some(r)) => {
+                t.upgrade_not_made += 1;
+                self.upgrade_not_made.push(problem(r, None));
             }
             (Standing::Running, _) => t.running += 1,
             (Standing::NotDownloaded, _) => t.not_downloaded += 1,
@@ -316,7 +325,7 @@ fn write_groups(out: &mut String, kind: &str, problems: &[Problem], advice: &str
             .collect();
         let more = match ids.len().saturating_sub(IDS_SHOWN) {
             0 => String::new(),
-            n => format!(" and {n} more"),
+            n => format!(" and {} more", Count(n)),
         };
         let _ = writeln!(
             out,
@@ -363,6 +372,12 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         "video missing",
         &o.video_missing,
         "run the same command again: they are downloaded again from their recorded URLs, not generated again",
+    );
+    write_groups(
+        &mut out,
+        "upgrade not made",
+        &o.upgrade_not_made,
+        "their videos are kept: top up the account, then run the same command again to make the upgrades (nothing is generated again)",
     );
     let again = match hint {
         NotStartedHint::Key => "once the key is fixed, run again",
@@ -416,9 +431,10 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         ("not started", t.not_started),
         ("blocked", t.blocked),
         ("video missing", t.video_missing),
+        ("upgrade not made", t.upgrade_not_made),
     ] {
         if n > 0 || label == "succeeded" {
-            let _ = writeln!(out, "  {label:<15}{n:>7}");
+            let _ = writeln!(out, "  {label:<16}{:>6}", Count(n));
         }
     }
     out
@@ -430,11 +446,11 @@ fn them(n: usize) -> &'static str {
 
 /// `n jobs`, with the plural right (`1 job`).
 pub fn jobs(n: usize) -> String {
-    format!("{n} job{}", if n == 1 { "" } else { "s" })
+    format!("{} job{}", Count(n), if n == 1 { "" } else { "s" })
 }
 
 fn videos(n: usize) -> String {
-    format!("{n} video{}", if n == 1 { "" } else { "s" })
+    format!("{} video{}", Count(n), if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -500,6 +516,7 @@ mod tests {
                 not_started: 3,
                 blocked: 0,
                 video_missing: 0,
+                upgrade_not_made: 0,
             }
         );
         assert_eq!(o.tally.total(), ids.len());

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use super::classify::{self, Envelope};
 use super::transport::{self, MAX_REDIRECTS};
 use super::wire::{self, Unreadable};
-use super::{ApiError, ApiKey, ClientConfig, ErrorClass, TaskState, Upgrade4k, Upgrade1080};
+use super::{
+    ApiError, ApiKey, ClientConfig, ErrorClass, KeyId, PoolKey, TaskState, Upgrade4k, Upgrade1080,
+};
 
 pub(crate) const USER_AGENT: &str = concat!("veo-batch/", env!("CARGO_PKG_VERSION"));
 /// Longest API answer read into memory; real ones are a few KB.
@@ -43,6 +45,10 @@ pub struct Client {
     /// Where local images are uploaded (the API base unless set apart).
     pub(super) upload_base: Url,
     pub(super) key: ApiKey,
+    /// The account the key belongs to (`""`: the unnamed one) and the key's id:
+    /// what the results file records of the key that made a task.
+    account: std::sync::Arc<str>,
+    key_id: KeyId,
     /// The endpoints joined to `base` once, not at every call.
     endpoints: std::sync::Arc<[(&'static str, Url)]>,
     /// `Bearer <key>`, marked sensitive so that it is never logged.
@@ -57,10 +63,21 @@ impl fmt::Debug for Client {
             .field("base", &self.base.as_str())
             .field("upload_base", &self.upload_base.as_str())
             .field("key", &self.key)
+            .field("account", &self.account)
+            .field("key_id", &self.key_id)
             .field("request_timeout", &self.request_timeout)
             .field("max_download_bytes", &self.max_download_bytes)
             .finish()
     }
+}
+
+/// The Authorization header of `key`, marked sensitive so that it is never logged.
+/// Fails here, not on the first call, when the key cannot be a header.
+fn bearer(key: &ApiKey) -> anyhow::Result<HeaderValue> {
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .map_err(|_| anyhow::anyhow!("the api key cannot be sent in an http header"))?;
+    auth.set_sensitive(true);
+    Ok(auth)
 }
 
 /// The base URL with a trailing slash, so that joining keeps any path prefix.
@@ -106,10 +123,7 @@ impl Client {
             UPLOAD_BASE_SETTING,
             config.allow_insecure_http,
         )?;
-        // Fail here, not on the first call, when the key cannot be a header.
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.key.expose()))
-            .map_err(|_| anyhow::anyhow!("the api key cannot be sent in an http header"))?;
-        auth.set_sensitive(true);
+        let auth = bearer(&config.key)?;
         let endpoints = [
             GENERATE,
             EXTEND,
@@ -145,10 +159,35 @@ impl Client {
             upload_base,
             endpoints,
             auth,
+            account: "".into(),
+            key_id: KeyId::of(&config.key),
             key: config.key,
             request_timeout: config.request_timeout,
             max_download_bytes: config.max_download_bytes,
         })
+    }
+
+    /// This client calling with `key` instead (of its account): the same
+    /// connection pools and settings. A task's calls go with a key of the account
+    /// that made it, since the service answers "record is null" to any other.
+    pub fn with_key(&self, key: &PoolKey) -> anyhow::Result<Client> {
+        Ok(Client {
+            auth: bearer(&key.key)?,
+            key: key.key.clone(),
+            account: key.account.as_str().into(),
+            key_id: key.id.clone(),
+            ..self.clone()
+        })
+    }
+
+    /// The account of the key this client calls with (`""`: the unnamed one).
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// The id of the key this client calls with.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
     }
 
     /// The base URL the client talks to (always ends in `/`).
@@ -640,5 +679,28 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("super-secret-key"), "{dbg}");
         assert!(dbg.contains("127.0.0.1"), "{dbg}");
+    }
+
+    #[test]
+    fn another_key_changes_the_header_account_and_id_and_nothing_else() {
+        let c = Client::new(ClientConfig::new(
+            "http://127.0.0.1:1",
+            ApiKey::new("first-secret"),
+        ))
+        .unwrap();
+        assert_eq!(c.account(), "");
+        assert_eq!(c.key_id(), &KeyId::of(&ApiKey::new("first-secret")));
+        let ring =
+            super::super::KeyRing::parse("acme-b second-secret", "f", "line", false).unwrap();
+        let b = c.with_key(ring.first()).unwrap();
+        assert_eq!(b.account(), "acme-b");
+        assert_eq!(b.key_id(), &ring.first().id);
+        assert_eq!(b.auth.to_str().unwrap(), "Bearer second-secret");
+        assert!(b.auth.is_sensitive());
+        assert_eq!(b.base_url(), c.base_url());
+        assert_eq!(c.auth.to_str().unwrap(), "Bearer first-secret");
+        let dbg = format!("{b:?}");
+        assert!(!dbg.contains("second-secret"), "{dbg}");
+        assert!(dbg.contains(ring.first().id.as_str()), "{dbg}");
     }
 }

@@ -9,6 +9,7 @@ mod classify;
 mod client;
 mod download;
 mod key;
+mod keys;
 mod transport;
 mod upload;
 mod wire;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use classify::{Envelope, classify, parse_envelope, parse_retry_after};
 pub use client::Client;
 pub use key::{ApiKey, KEY_ENV};
+pub use keys::{KEYS_ENV, KeyId, KeyRing, PoolKey};
 pub use transport::{InsecureBase, is_loopback};
 pub use upload::{DEFAULT_UPLOAD_BASE, UPLOAD_PATH, upload_base};
 

@@ -12,6 +12,7 @@ use std::fmt;
 
 mod confine;
 mod error_kind;
+mod located;
 pub mod plan;
 mod read;
 pub mod rows;
@@ -20,6 +21,7 @@ pub mod writer;
 
 pub use confine::{confine_paths, forget_missing_videos};
 pub use error_kind::ErrorKind;
+pub use located::{Located, Place, Records, load_located};
 pub use read::{
     CheckpointError, ForeignResults, Listed, Loaded, Preloaded, check_belongs, load, load_listed,
     parse_reader, preload,
@@ -157,6 +159,11 @@ pub struct Record {
     /// Why the last step failed, with `error_message`; `None` with no error, or in
     /// a row written before the column existed (see [`Record::error_kind`]).
     pub error_kind: Option<ErrorKind>,
+    /// The account of the key that made the task (empty: the unnamed account, or
+    /// no task yet).
+    pub account: String,
+    /// The id ([`crate::api::KeyId`]) of the key that made the task, never the key.
+    pub key_id: String,
 }
 
 /// How [`Record::superseded_tasks`] names a call that may have created a task whose
@@ -434,7 +441,7 @@ mod tests {
             record("a", State::Submitted),
             record("b", State::Failed),
         ];
-        let listed = super::read::parse(
+        let listed: Listed = super::read::parse(
             &to_csv(&rows)[..],
             Path::new("r.csv"),
             false,
@@ -590,13 +597,38 @@ mod tests {
         let mut bad = to_csv(&[r]);
         let text = String::from_utf8(bad.clone())
             .unwrap()
-            .replace(",generation_failed\n", ",exploded\n");
+            .replace(",generation_failed,,\n", ",exploded,,\n");
         bad = text.into_bytes();
         let e = parse(&bad).unwrap_err().to_string();
         assert!(
             e.contains("error_kind: \"exploded\" is not an error kind"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_file_from_before_key_pools_loads_with_their_columns_empty() {
+        let mut r = record("a", State::Succeeded);
+        r.extends = "z".into();
+        r.parent_task_id = Some("t1".into());
+        r.credits_source = "table".into();
+        r.error_kind = Some(ErrorKind::Download);
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&HEADER[..30]).unwrap();
+        w.write_record(&r.cells()[..30]).unwrap();
+        let loaded = parse(&w.into_inner().unwrap()).unwrap();
+        assert!(loaded.old_header, "rewritten with today's header");
+        assert_eq!(loaded.records["a"], r);
+        assert_eq!(loaded.records["a"].key_id, "");
+        // A row of a task made by a pool's key round-trips with its account and id.
+        r.account = "acme-b".into();
+        r.key_id = "d40a2817".into();
+        let text = to_csv(&[r.clone()]);
+        assert!(
+            String::from_utf8_lossy(&text).contains(",acme-b,d40a2817\n"),
+            "the last two columns"
+        );
+        assert_eq!(parse(&text).unwrap().records["a"], r);
     }
 
     #[test]

@@ -134,6 +134,10 @@ pub enum Standing {
     VideoMissing,
     /// An extend job not sent because the job whose video it continues failed.
     Blocked,
+    /// The video is made and kept; the service refused its 1080p/4K upgrade for
+    /// want of credits. The next run (after a top-up) asks for the upgrade again and
+    /// generates nothing.
+    UpgradeNotMade,
 }
 
 impl Standing {
@@ -149,6 +153,7 @@ impl Standing {
             Standing::Succeeded => "succeeded",
             Standing::Blocked => "blocked",
             Standing::VideoMissing => "video missing",
+            Standing::UpgradeNotMade => "upgrade not made",
         }
     }
 }
@@ -164,6 +169,9 @@ pub fn standing(fingerprint: Option<&str>, wants: Wants, last: Option<&Record>) 
     let fingerprint = fingerprint.unwrap_or(&last.fingerprint);
     if last.state() == State::Blocked && last.fingerprint == fingerprint {
         return Standing::Blocked;
+    }
+    if last.upgrade_not_made() && last.fingerprint == fingerprint {
+        return Standing::UpgradeNotMade;
     }
     let opts = ResumeOptions {
         download: true,

@@ -117,6 +117,7 @@ pub(super) struct Index {
 }
 
 impl Index {
+    #[cfg(test)]
     pub(super) fn with_capacity(n: usize) -> Index {
         Index {
             table: hashbrown::HashTable::with_capacity(n),
@@ -210,6 +211,16 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, CheckpointError> {
 /// `jobs` jobs (the manifest's count, which a run's results file holds); `None` when
 /// it does not exist yet.
 pub fn load_listed(path: &Path, jobs: usize) -> Result<Option<Listed>, CheckpointError> {
+    let Some((file, len, torn)) = open(path)? else {
+        return Ok(None);
+    };
+    // The csv reader buffers on its own.
+    parse(file, path, torn, Sizing { jobs, len }).map(Some)
+}
+
+/// Opens the results file at `path`: the file, its length, and whether its last
+/// row is torn; `None` when it does not exist yet.
+pub(super) fn open(path: &Path) -> Result<Option<(File, u64, bool)>, CheckpointError> {
     let io_err = |source| CheckpointError::Io {
         path: path.to_owned(),
         source,
@@ -231,8 +242,7 @@ pub fn load_listed(path: &Path, jobs: usize) -> Result<Option<Listed>, Checkpoin
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         last[0] != b'\n'
     };
-    // The csv reader buffers on its own.
-    parse(file, path, torn, Sizing { jobs, len }).map(Some)
+    Ok(Some((file, len, torn)))
 }
 
 /// A results file read before its lock was taken, so that reading it overlaps with
@@ -305,16 +315,89 @@ pub(super) struct Sizing {
     len: u64,
 }
 
+impl Sizing {
+    /// For a file of `len` bytes whose job count is not known.
+    pub(super) fn of_len(len: u64) -> Sizing {
+        Sizing { jobs: 0, len }
+    }
+}
+
 /// Rows read before the rest are estimated from their length.
 const SIZING_ROWS: usize = 32;
 
+/// What a reading keeps of each job's last row: its record ([`Listed`]) or where
+/// it is in the file ([`super::located::Located`]).
+pub(super) trait Keep: Default {
+    /// The counts and notes of the reading.
+    fn head(&mut self) -> Head<'_>;
+    /// How many jobs are kept.
+    fn jobs(&self) -> usize;
+    /// Makes room for `more` jobs.
+    fn reserve(&mut self, more: usize);
+    /// Keeps `record`, read from the row at byte `at` of `len` bytes (0 when not
+    /// known), as its job's last; may leave another record in its place.
+    fn keep(&mut self, record: &mut Record, at: u64, len: u64);
+    /// Gives back room reserved for jobs the file did not hold.
+    fn shrink(&mut self) {}
+}
+
+/// The counts and notes every reading keeps, as [`Keep::head`] lends them.
+pub(super) struct Head<'a> {
+    pub rows: &'a mut usize,
+    pub torn: &'a mut bool,
+    pub old_header: &'a mut bool,
+    pub warnings: &'a mut Vec<String>,
+}
+
+impl Keep for Listed {
+    fn head(&mut self) -> Head<'_> {
+        Head {
+            rows: &mut self.rows,
+            torn: &mut self.torn,
+            old_header: &mut self.old_header,
+            warnings: &mut self.warnings,
+        }
+    }
+
+    fn jobs(&self) -> usize {
+        self.records.len()
+    }
+
+    fn reserve(&mut self, more: usize) {
+        let _ = self.records.try_reserve(more);
+        self.index.reserve(more, &self.records);
+    }
+
+    fn keep(&mut self, record: &mut Record, _at: u64, _len: u64) {
+        match self.index.find(&record.job_id, &self.records) {
+            Some(at) => std::mem::swap(&mut self.records[at], record),
+            None => {
+                let at = self.records.len();
+                self.records.push(std::mem::take(record));
+                let id = self.records[at].job_id.as_str();
+                let hash = Index::hash(id);
+                self.index.insert_hashed(hash, at, &self.records);
+            }
+        }
+    }
+
+    fn shrink(&mut self) {
+        // Jobs with many rows each (a killed run's file) leave the estimate far too
+        // high; what is not used was never touched, and shrinking a list this large
+        // moves no record (the allocator remaps it).
+        if self.records.capacity() > 2 * self.records.len() + SIZING_ROWS {
+            self.records.shrink_to_fit();
+        }
+    }
+}
+
 /// [`parse_reader`], as a run reads it, sized for `jobs` jobs (see [`load_listed`]).
-pub(super) fn parse(
+pub(super) fn parse<K: Keep>(
     reader: impl Read,
     path: &Path,
     torn: bool,
     sizing: Sizing,
-) -> Result<Listed, CheckpointError> {
+) -> Result<K, CheckpointError> {
     let malformed =
         |line: u64, field: Option<String>, message: String| CheckpointError::Malformed {
             path: path.to_owned(),
@@ -326,7 +409,7 @@ pub(super) fn parse(
         .has_headers(false)
         .flexible(true)
         .from_reader(reader);
-    let mut loaded = Listed::default();
+    let mut loaded = K::default();
     let mut rows = rdr.records();
 
     let Some(header) = rows.next() else {
@@ -339,9 +422,9 @@ pub(super) fn parse(
     let Some(width) = width else {
         let whole_header_torn = torn && HEADER.join(",").starts_with(&header_cells(&header));
         if whole_header_torn {
-            loaded.torn = true;
-            loaded
-                .warnings
+            let head = loaded.head();
+            *head.torn = true;
+            head.warnings
                 .push("dropped a torn header row (a run was killed while writing it)".into());
             return Ok(loaded);
         }
@@ -355,13 +438,12 @@ pub(super) fn parse(
             ),
         ));
     };
-    loaded.old_header = width != HEADER.len();
+    *loaded.head().old_header = width != HEADER.len();
 
     // Two buffers reused for every row: the current one, and the next, read ahead
     // to know whether the current row is the last.
     drop(rows);
-    loaded.records.reserve(sizing.jobs);
-    loaded.index = Index::with_capacity(sizing.jobs);
+    loaded.reserve(sizing.jobs);
     let mut current = csv::StringRecord::new();
     let mut next = csv::StringRecord::new();
     // The row being parsed. A job's earlier record, replaced by a later row, becomes
@@ -386,53 +468,50 @@ pub(super) fn parse(
         // a torn one. Nothing was acted on for it: a row is synced before its step.
         match parsed {
             Ok(()) | Err(_) if is_last && torn => {
-                loaded.torn = true;
-                loaded.warnings.push(format!(
+                let head = loaded.head();
+                *head.torn = true;
+                head.warnings.push(format!(
                     "{}: dropped a torn last row (a run was killed while writing it)",
                     path.display()
                 ));
             }
             Err(e) if is_last && short => {
-                loaded.torn = true;
-                loaded.warnings.push(format!(
+                let head = loaded.head();
+                *head.torn = true;
+                head.warnings.push(format!(
                     "dropped an incomplete last row (a run was killed while writing it): {e}"
                 ));
             }
             Err(e) => return Err(e),
             Ok(()) => {
-                loaded.rows += 1;
-                if loaded.rows == SIZING_ROWS
+                let rows = {
+                    let head = loaded.head();
+                    *head.rows += 1;
+                    *head.rows
+                };
+                if rows == SIZING_ROWS
                     && sizing.jobs == 0
                     && let Some(at) = current.position()
                 {
                     // A job has a row or more: rows are an upper bound on jobs.
                     let per_row = (at.byte() / SIZING_ROWS as u64).max(1);
                     let rows = usize::try_from(sizing.len / per_row + 1).unwrap_or(0);
-                    let more = rows.min(1 << 22).saturating_sub(loaded.records.len());
-                    let _ = loaded.records.try_reserve(more);
-                    loaded.index.reserve(more, &loaded.records);
+                    let more = rows.min(1 << 22).saturating_sub(loaded.jobs());
+                    loaded.reserve(more);
                 }
-                match loaded.index.find(&scratch.job_id, &loaded.records) {
-                    Some(at) => std::mem::swap(&mut loaded.records[at], &mut scratch),
-                    None => {
-                        let at = loaded.records.len();
-                        loaded.records.push(std::mem::take(&mut scratch));
-                        let id = loaded.records[at].job_id.as_str();
-                        let hash = Index::hash(id);
-                        loaded.index.insert_hashed(hash, at, &loaded.records);
-                    }
-                }
+                let at = current.position().map_or(0, csv::Position::byte);
+                // The row ends where the next begins, or at the end of the file.
+                let end = match (&next_read, next.position()) {
+                    (Ok(true), Some(p)) => p.byte(),
+                    _ => sizing.len,
+                };
+                loaded.keep(&mut scratch, at, end.saturating_sub(at));
             }
         }
         std::mem::swap(&mut current, &mut next);
         current_read = next_read;
     }
-    // Jobs with many rows each (a killed run's file) leave the estimate far too high;
-    // what is not used was never touched, and shrinking a list this large moves no
-    // record (the allocator remaps it).
-    if loaded.records.capacity() > 2 * loaded.records.len() + SIZING_ROWS {
-        loaded.records.shrink_to_fit();
-    }
+    loaded.shrink();
     Ok(loaded)
 }
 

@@ -71,7 +71,7 @@ pub struct Column {
 }
 
 /// Every column, in file order.
-pub const COLUMNS: [Column; 30] = [
+pub const COLUMNS: [Column; 32] = [
     Column {
         since: 1,
         name: "job_id",
@@ -180,7 +180,7 @@ pub const COLUMNS: [Column; 30] = [
         since: 2,
         name: "credits",
         write: |r, out| {
-            let _ = write!(out, "{}", crate::cost::Credits(r.credits));
+            out.push_str(&crate::cost::credits_cell(r.credits));
         },
         read: |r, cell| {
             r.credits = match cell {
@@ -226,6 +226,10 @@ pub const COLUMNS: [Column; 30] = [
             Ok(())
         },
     },
+    // Added with key pools: which account and key made the task (the key's id,
+    // never the key), so that its later calls go with the same account.
+    text_column!(6, "account", account),
+    text_column!(6, "key_id", key_id),
 ];
 
 /// The column names, in file order: the header row.
@@ -242,7 +246,8 @@ pub const HEADER: [&str; COLUMNS.len()] = {
 /// The schema versions veo-batch has written, one per header it has released:
 /// 1, the first release; 2, what was asked beyond the prompt (upgrades, credits,
 /// superseded tasks, seeds, resolution, duration, images); 3, extend jobs; 4,
-/// measured spend (where the credits figure comes from); 5, error kinds. A new
+/// measured spend (where the credits figure comes from); 5, error kinds; 6, key
+/// pools (the account and key id that made the task). A new
 /// column takes the next version, and its header width follows.
 pub const VERSIONS: usize = COLUMNS[COLUMNS.len() - 1].since;
 
@@ -323,9 +328,10 @@ mod tests {
                 width_of(2),
                 width_of(3),
                 width_of(4),
-                width_of(5)
+                width_of(5),
+                width_of(6)
             ],
-            [17, 26, 28, 29, 30]
+            [17, 26, 28, 29, 30, 32]
         );
     }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::api::ApiKey;
+use crate::api::KeyRing;
 use crate::cli::CreditsArgs;
 use crate::cost::Credits;
 use crate::exit::Exit;
@@ -23,7 +23,8 @@ pub async fn run(args: CreditsArgs) -> anyhow::Result<Exit> {
         None,
         args.service.allow_insecure_http,
     )?;
-    let key = ApiKey::load(args.service.api_key_file.as_deref())?;
+    let ring = KeyRing::load(args.service.api_key_file.as_deref())?;
+    let key = super::run::one_key(ring, "credits")?;
     let client = super::run::client(
         args.service.api_base,
         key,

@@ -6,10 +6,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::{ApiKey, Client, ClientConfig};
+use crate::api::{ApiKey, Client, ClientConfig, KeyRing, PoolKey};
 use crate::checkpoint::{self, Preloaded};
 use crate::cli::RunArgs;
-use crate::cost::{Credits, Dollars};
+use crate::cost::{Count, Credits, Dollars};
 use crate::exit::Exit;
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::runner::{self, Signals};
@@ -113,9 +113,11 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let to_resume = prepared.plan.len() - to_submit;
     let held_back = prepared.held_back;
     tracing::info!(
-        "{name}: {jobs}; {to_submit} to submit, {to_resume} to resume{}; estimated cost {} credits ({}){}; results in {}, videos in {}",
+        "{name}: {jobs}; {} to submit, {} to resume{}; estimated cost {} credits ({}){}; results in {}, videos in {}",
+        Count(to_submit),
+        Count(to_resume),
         if held_back > 0 {
-            format!(", {held_back} held back by --limit/--sample")
+            format!(", {} held back by --limit/--sample", Count(held_back))
         } else {
             String::new()
         },
@@ -159,7 +161,9 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let mut simulator = None;
     let (base_url, key, upload_base) = if args.simulate {
         let config = SimConfig::demo();
-        let key = ApiKey::new(config.api_key.clone());
+        let key = KeyRing::single(ApiKey::new(config.api_key.clone()))
+            .first()
+            .clone();
         let handle = sim::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .map_err(|e| e.context("failed to start the simulator"))?;
@@ -172,7 +176,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         // The simulator serves uploads too.
         (url, key, None)
     } else {
-        let key = ApiKey::load(args.service.api_key_file.as_deref())?;
+        let key = one_key(KeyRing::load(args.service.api_key_file.as_deref())?, "run")?;
         let uploads = crate::api::upload_base(&args.service.api_base, args.upload_base.as_deref());
         (args.service.api_base.clone(), key, Some(uploads))
     };
@@ -221,10 +225,32 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     Ok(exit)
 }
 
+/// The one key of `ring`: `command` does not use a pool of several keys yet, and
+/// picking one silently would leave the others' accounts unused without a word.
+pub(super) fn one_key(ring: KeyRing, command: &str) -> anyhow::Result<PoolKey> {
+    if ring.len() > 1 {
+        let ids: Vec<String> = ring
+            .keys()
+            .iter()
+            .map(|k| match k.account.as_str() {
+                "" => k.id.to_string(),
+                account => format!("{account}/{}", k.id),
+            })
+            .collect();
+        anyhow::bail!(
+            "{} api keys were given ({}): `{command}` calls with one key, since \
+             spreading a batch over a pool of keys is not available yet; keep one key",
+            ring.len(),
+            ids.join(", ")
+        );
+    }
+    Ok(ring.first().clone())
+}
+
 /// A client of `base_url`; uploads go to `upload_base` (`None`: `base_url`).
 pub(super) fn client(
     base_url: String,
-    key: ApiKey,
+    key: PoolKey,
     request_timeout: Duration,
     upload_base: Option<String>,
     allow_insecure_http: bool,
@@ -234,8 +260,9 @@ pub(super) fn client(
         request_timeout,
         upload_base_url: upload_base,
         allow_insecure_http,
-        ..ClientConfig::new(base_url, key)
-    })
+        ..ClientConfig::new(base_url, key.key.clone())
+    })?
+    .with_key(&key)
 }
 
 /// `--dry-run`: one JSON line per step this run would take.

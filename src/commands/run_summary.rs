@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::cost::{Credits, Dollars};
+use crate::cost::{Count, Credits, Dollars};
 use crate::exit::Exit;
 use crate::runner::spend::SpendReport;
 use crate::runner::{RunReport, StopReason};
@@ -206,11 +206,14 @@ fn text(
     let _ = writeln!(
         out,
         "  submitted this run {}, retries {} (rate-limited {}){}",
-        r.counters.submitted,
-        r.counters.retries,
-        r.counters.rate_limited,
+        Count(r.counters.submitted),
+        Count(r.counters.retries),
+        Count(r.counters.rate_limited),
         if r.changed > 0 {
-            format!("; {} resubmitted because the manifest changed", r.changed)
+            format!(
+                "; {} resubmitted because the manifest changed",
+                Count(r.changed)
+            )
         } else {
             String::new()
         }
@@ -236,7 +239,7 @@ fn text(
         let _ = writeln!(
             out,
             "  {} task{} superseded (listed in the results file's superseded_tasks{videos})",
-            r.superseded,
+            Count(r.superseded),
             if r.superseded == 1 { "" } else { "s" },
         );
     }

@@ -1,7 +1,11 @@
 //! `veo-batch status`: where the jobs of a run stand, read from its results file
 //! alone. Sends nothing, takes no lock (it only reads).
+//!
+//! The results file is read for where each job's last row is ([`checkpoint::Located`]),
+//! then each job's record is read back, counted (and for `--json`, printed) and
+//! dropped in turn: a batch of 1,000,000 jobs holds an id and a place per job, not
+//! its prompts, URLs and paths.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -16,8 +20,9 @@ use crate::exit::Exit;
 use crate::manifest;
 use crate::summary::{self, Outcomes};
 
-/// What `status --json` prints: the tally, the problem lists, and where every job
-/// stands with what its record says (docs/results-and-status.md, "`status --json`").
+/// What `status --json` prints before its `job_states`: the tally, the problem
+/// lists, and the credits (docs/results-and-status.md, "`status --json`"). Every job follows, where it
+/// stands with what its record says ([`JobStatus`]), written as it is read.
 #[derive(Serialize)]
 struct StatusJson<'a> {
     results: &'a Path,
@@ -31,8 +36,6 @@ struct StatusJson<'a> {
     /// the run learned), and those taken from the price table.
     credits_measured: f64,
     credits_table: f64,
-    /// Every job, in manifest order (or the results file's, without a manifest).
-    job_states: Vec<JobStatus<'a>>,
 }
 
 /// One job in `status --json`.
@@ -96,17 +99,12 @@ fn is_results_file(path: &Path) -> bool {
     checkpoint::schema::is_header_line(first.trim_end())
 }
 
-/// What `status` and `report` read: a results file, and the manifest when PATH
-/// named one rather than the results file itself.
-pub(super) struct Source {
-    pub results: PathBuf,
-    pub manifest: Option<manifest::Manifest>,
-    pub loaded: checkpoint::Loaded,
-}
-
-/// Reads PATH (a results CSV, or a manifest whose results file is `results` or its
-/// default) and its results file, printing the loader's warnings.
-pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
+/// Where PATH's results file is (PATH itself, or the results file of the manifest
+/// PATH names: `results` or its default), and the manifest when PATH is one.
+fn source_paths(
+    path: &Path,
+    results: Option<&Path>,
+) -> anyhow::Result<(PathBuf, Option<manifest::Manifest>)> {
     // A CSV that is not there is most likely a results file not written yet: a
     // manifest's read error would send the user looking for the wrong file.
     if path
@@ -132,30 +130,45 @@ pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result
     } else {
         (path.to_path_buf(), None)
     };
+    Ok((results, manifest))
+}
 
+/// What `credits` reads: a results file, and the manifest when PATH named one
+/// rather than the results file itself.
+pub(super) struct Source {
+    pub manifest: Option<manifest::Manifest>,
+    pub loaded: checkpoint::Loaded,
+}
+
+/// Reads PATH (see [`source_paths`]) and its whole results file, printing the
+/// loader's warnings.
+pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
+    let (results, manifest) = source_paths(path, results)?;
     let Some(loaded) = checkpoint::load(&results)? else {
-        anyhow::bail!(
-            "no results file at `{}`: nothing has run yet (or pass --results)",
-            results.display()
-        );
+        return Err(no_results(&results));
     };
     for w in &loaded.warnings {
         super::warn(w);
     }
-    Ok(Source {
-        results,
-        manifest,
-        loaded,
-    })
+    Ok(Source { manifest, loaded })
+}
+
+fn no_results(results: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no results file at `{}`: nothing has run yet (or pass --results)",
+        results.display()
+    )
 }
 
 /// Runs `status`; it ends with the code the run would have ended with.
 pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
-    let Source {
-        results,
-        manifest,
-        loaded,
-    } = read_source(&args.path, args.results.as_deref())?;
+    let (results, manifest) = source_paths(&args.path, args.results.as_deref())?;
+    let Some(located) = checkpoint::load_located(&results)? else {
+        return Err(no_results(&results));
+    };
+    for w in &located.warnings {
+        super::warn(w);
+    }
     // Recorded video paths are relative to the results file's folder; a done job
     // whose file is gone is told apart ("video missing").
     let results_dir = crate::paths::absolute(
@@ -164,72 +177,69 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new(".")),
     );
-    let outcomes = match &manifest {
-        Some(m) => {
-            let ids: std::collections::HashSet<&str> =
-                m.jobs.iter().map(|j| j.id.as_str()).collect();
-            checkpoint::check_belongs(&results, loaded.order.iter().map(String::as_str), |id| {
-                ids.contains(id)
-            })?;
-            summary::outcomes_on_disk(
-                m.jobs.iter().map(summary::JobRef::from),
-                &loaded.records,
-                &results_dir,
-            )
-        }
-        None => summary::outcomes_on_disk(
-            loaded
-                .order
-                .iter()
-                .filter_map(|id| loaded.records.get(id))
-                .map(summary::JobRef::recorded),
-            &loaded.records,
-            &results_dir,
-        ),
+    let jobs = Walk {
+        manifest: manifest.as_ref(),
+        located: &located,
     };
+    if let Some(m) = &manifest {
+        let ids: std::collections::HashSet<&str> = m.jobs.iter().map(|j| j.id.as_str()).collect();
+        checkpoint::check_belongs(&results, located.jobs.iter().map(|p| &*p.id), |id| {
+            ids.contains(id)
+        })?;
+    }
+    let records = located.reader()?;
+    let mut outcomes = Outcomes::default();
+    // Where each manifest job stands, for the credits line.
+    let mut standings = Vec::new();
+    records.each(jobs.places(), |r| -> anyhow::Result<()> {
+        let job = jobs.job(standings.len(), r);
+        let standing = summary::standing_on_disk(job, r, &results_dir);
+        outcomes.count_as(job, r, standing);
+        standings.push(standing);
+        Ok(())
+    })?;
+    // An empty sum is -0.0, which must not print as `-0`.
+    let spent: f64 = located.jobs.iter().map(|p| p.credits).sum::<f64>() + 0.0;
 
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        let job_states = match &manifest {
-            Some(m) => m
-                .jobs
-                .iter()
-                .map(|j| {
-                    let r = loaded.records.get(&j.id);
-                    JobStatus::new(summary::JobRef::from(j), r, &results_dir)
-                })
-                .collect(),
-            None => loaded
-                .order
-                .iter()
-                .filter_map(|id| loaded.records.get(id))
-                .map(|r| JobStatus::new(summary::JobRef::recorded(r), Some(r), &results_dir))
-                .collect(),
-        };
-        let json = StatusJson {
+        let head = StatusJson {
             results: &results,
             jobs: outcomes.tally.total(),
             outcomes: &outcomes,
-            credits: loaded.records.values().map(|r| r.credits).sum::<f64>() + 0.0,
-            credits_measured: loaded
-                .records
-                .values()
-                .filter(|r| r.credits_source == "measured")
-                .map(|r| r.credits)
-                .sum::<f64>()
-                // An empty sum is -0.0, which must not print as `-0`.
-                + 0.0,
-            credits_table: loaded
-                .records
-                .values()
-                .filter(|r| r.credits_source != "measured")
-                .map(|r| r.credits)
+            credits: spent,
+            credits_measured: located
+                .jobs
+                .iter()
+                .filter(|p| p.measured)
+                .map(|p| p.credits)
                 .sum::<f64>()
                 + 0.0,
-            job_states,
+            credits_table: located
+                .jobs
+                .iter()
+                .filter(|p| !p.measured)
+                .map(|p| p.credits)
+                .sum::<f64>()
+                + 0.0,
         };
-        serde_json::to_writer_pretty(&mut out, &json)?;
-        writeln!(out)?;
+        let head = serde_json::to_string_pretty(&head)?;
+        // The document as one pretty-printed object: the head's fields, then
+        // `job_states`, each job written as its record is read back.
+        let open = head.strip_suffix("\n}").unwrap_or(&head);
+        write!(out, "{open},\n  \"job_states\": [")?;
+        let mut n = 0;
+        records.each(jobs.places(), |r| -> anyhow::Result<()> {
+            let job = jobs.job(n, r);
+            let state = JobStatus::new(job, r, &results_dir);
+            let text = serde_json::to_string_pretty(&state)?;
+            let sep = if n == 0 { "" } else { "," };
+            write!(out, "{sep}\n    {}", text.replace('\n', "\n    "))?;
+            n += 1;
+            Ok(())
+        })?;
+        let close = if n == 0 { "" } else { "\n  " };
+        writeln!(out, "{close}]\n}}")?;
     } else if args.failed {
         for p in &outcomes.failed {
             writeln!(out, "{}\t{}", p.job_id, p.reason.replace(['\t', '\n'], " "))?;
@@ -237,6 +247,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         // A list, read through `| head` as often as not: its code says it was
         // listed, never whether the reader left before its end (which only timing
         // decides). Where the batch stands is the plain `status`'s code.
+        out.flush()?;
         return Ok(Exit::Ok);
     } else {
         writeln!(
@@ -247,43 +258,83 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         )?;
         write!(out, "{}", summary::render(&outcomes))?;
         if let Some(m) = &manifest {
-            write!(out, "{}", credits_line(m, &loaded.records))?;
+            write!(out, "{}", credits_line(m, &standings, spent))?;
         }
     }
+    out.flush()?;
     Ok(Exit::of_tally(&outcomes.tally))
+}
+
+/// The jobs `status` walks: the manifest's, in its order, or else the results
+/// file's, in the order they first appear.
+struct Walk<'a> {
+    manifest: Option<&'a manifest::Manifest>,
+    located: &'a checkpoint::Located,
+}
+
+impl<'a> Walk<'a> {
+    /// Where each job's last row is (`None`: the job has none).
+    fn places(&self) -> Box<dyn Iterator<Item = Option<&'a checkpoint::Place>> + 'a> {
+        let located = self.located;
+        match self.manifest {
+            Some(m) => Box::new(m.jobs.iter().map(move |j| located.get(&j.id))),
+            None => Box::new(located.jobs.iter().map(Some)),
+        }
+    }
+
+    /// The `n`th job, read with its record `r`.
+    fn job<'r>(&self, n: usize, r: Option<&'r Record>) -> summary::JobRef<'r>
+    where
+        'a: 'r,
+    {
+        match (self.manifest, r) {
+            (Some(m), _) => m.jobs.get(n).map_or(
+                summary::JobRef {
+                    id: "",
+                    fingerprint: None,
+                    wants: None,
+                },
+                summary::JobRef::from,
+            ),
+            (None, Some(r)) => summary::JobRef::recorded(r),
+            (None, None) => summary::JobRef {
+                id: self.located.jobs.get(n).map_or("", |p| &p.id),
+                fingerprint: None,
+                wants: None,
+            },
+        }
+    }
 }
 
 /// Runs `report`: writes the page of PATH's batch and prints its path.
 pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
-    let source = read_source(&args.path, args.results.as_deref())?;
-    let out = crate::report::write_for(
-        source.manifest.as_ref(),
-        &source.results,
-        &source.loaded,
-        args.out.clone(),
-    )?;
+    let (results, manifest) = source_paths(&args.path, args.results.as_deref())?;
+    if !results.exists() {
+        return Err(no_results(&results));
+    }
+    let out = crate::report::write_for(manifest.as_ref(), &results, args.out.clone())?;
     super::print_stdout(format!("{}\n", out.display()).as_bytes())
 }
 
-/// What the batch cost and will cost: the credits the results file records as
-/// spent, and the jobs still to submit at the manifest's prices. Where a job stands
-/// is [`summary::standing_of`]'s answer, as everywhere else.
-fn credits_line(m: &manifest::Manifest, records: &HashMap<String, Record>) -> String {
+/// What the batch cost and will cost: `spent`, the credits the results file
+/// records, and the jobs still to submit at the manifest's prices. Where a job
+/// stands (`standings`, in manifest order) is [`summary::standing_of`]'s answer, as
+/// everywhere else.
+fn credits_line(m: &manifest::Manifest, standings: &[Standing], spent: f64) -> String {
     let mut paid = Vec::new();
     let mut to_come = Vec::new();
-    for job in &m.jobs {
-        let record = records.get(&job.id);
-        match summary::standing_of(summary::JobRef::from(job), record) {
+    for (job, standing) in m.jobs.iter().zip(standings) {
+        match standing {
             Standing::NotStarted => to_come.push(job),
             Standing::Running
             | Standing::NotDownloaded
             | Standing::DownloadFailed
             | Standing::Succeeded
-            | Standing::VideoMissing => paid.push(job),
+            | Standing::VideoMissing
+            | Standing::UpgradeNotMade => paid.push(job),
             Standing::InDoubt | Standing::Failed | Standing::Blocked => {}
         }
     }
-    let spent: f64 = records.values().map(|r| r.credits).sum();
     let (paid_n, to_come_n) = (paid.len(), to_come.len());
     let both = Estimate::of(&m.prices, paid.iter().chain(&to_come).copied());
     let paid = Estimate::of(&m.prices, paid);

@@ -102,6 +102,8 @@ pub struct Jobs {
     pub running: usize,
     pub not_started: usize,
     pub blocked: usize,
+    /// Made and kept; the 1080p/4K upgrade refused for want of credits.
+    pub upgrade_not_made: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -118,7 +120,7 @@ pub struct CreditFigures {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FailureGroup {
-    /// `failed`, `download failed`, `in doubt` or `blocked`.
+    /// `failed`, `download failed`, `in doubt`, `blocked` or `upgrade not made`.
     pub kind: &'static str,
     pub reason: String,
     pub jobs: usize,
@@ -128,7 +130,7 @@ pub struct FailureGroup {
 
 impl Jobs {
     /// The states in the order they are shown, with the names metrics use.
-    pub fn by_state(&self) -> [(&'static str, usize); 8] {
+    pub fn by_state(&self) -> [(&'static str, usize); 9] {
         [
             ("succeeded", self.succeeded),
             ("failed", self.failed),
@@ -138,6 +140,7 @@ impl Jobs {
             ("running", self.running),
             ("not_started", self.not_started),
             ("blocked", self.blocked),
+            ("upgrade_not_made", self.upgrade_not_made),
         ]
     }
 }
@@ -154,6 +157,7 @@ impl From<&Tally> for Jobs {
             running: t.running,
             not_started: t.not_started,
             blocked: t.blocked,
+            upgrade_not_made: t.upgrade_not_made,
         }
     }
 }
@@ -295,11 +299,12 @@ impl RunEnd {
 /// downloads, jobs in doubt and blocked jobs, each largest first; and how many
 /// more there were.
 fn failure_groups(o: &Outcomes) -> (Vec<FailureGroup>, usize) {
-    let kinds: [(&'static str, &[Problem]); 4] = [
+    let kinds: [(&'static str, &[Problem]); 5] = [
         ("failed", &o.failed),
         ("download failed", &o.download_failed),
         ("in doubt", &o.in_doubt),
         ("blocked", &o.blocked),
+        ("upgrade not made", &o.upgrade_not_made),
     ];
     let mut all = Vec::new();
     for (kind, problems) in kinds {

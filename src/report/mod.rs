@@ -5,15 +5,24 @@
 //!
 //! The page loads nothing from the network: its style and script are inline, allowed
 //! by their hashes in its Content-Security-Policy, and videos are files named by
-//! URLs relative to the page. Every user-written string goes through askama's HTML
-//! escaping (`page.html`, `card.html`); only the page's own style, script and the
-//! cards it rendered itself are written unescaped. Cards are rendered one at a time
-//! straight into the file, so a batch of 100,000 jobs never holds its page in memory.
+//! URLs relative to the page. The header's strings go through askama's HTML
+//! escaping (`page.html`); the cards are data, one compact JSON block ([`data`])
+//! that the page's script shows a screenful at a time, writing every text as text.
+//! Cards are encoded one at a time straight into the file, so a batch of 100,000
+//! jobs never holds its page in memory.
+//!
+//! The page is veo-batch's own file: it names its maker in a `generator` meta tag,
+//! and a file at its path without that tag is never replaced. It also carries a
+//! hash of what it was made from (results file, manifest, places, version), so a
+//! run that changed nothing leaves it as it is.
 
+mod data;
 mod links;
 mod view;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::fs::File;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -49,6 +58,7 @@ static CSP: LazyLock<String> = LazyLock::new(|| {
 struct Page<'a> {
     header: &'a Header,
     cards: Cards<'a>,
+    inputs: &'a str,
     csp: &'a str,
     css: &'a str,
     js: &'a str,
@@ -59,6 +69,13 @@ struct Page<'a> {
 /// order the jobs first appear (as a run reads it, without a copy of every id).
 #[derive(Clone, Copy)]
 pub(crate) enum Records<'a> {
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the page's unit tests build their batches as tables"
+        )
+    )]
     Table(&'a Loaded),
     List(&'a Listed),
 }
@@ -125,7 +142,7 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// The cards, rendered one by one as the page is written.
+/// The cards' data, encoded one by one as the page is written.
 struct Cards<'a> {
     batch: &'a Batch<'a>,
     place: &'a PageDirs,
@@ -133,12 +150,97 @@ struct Cards<'a> {
 
 impl fmt::Display for Cards<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, entry) in self.batch.entries().enumerate() {
-            let card = view::card(i + 1, entry, self.place, &self.batch.prices);
-            card.render_into(f).map_err(|_| fmt::Error)?;
+        let mut encoder = data::Encoder::new();
+        encoder.head(f)?;
+        for entry in self.batch.entries() {
+            let card = view::card(entry, self.place, &self.batch.prices);
+            encoder.card(&card, f)?;
         }
-        Ok(())
+        encoder.tail(f)
     }
+}
+
+/// How a page veo-batch wrote begins: its `generator` tag.
+const GENERATOR: &str = "<meta name=\"generator\" content=\"veo-batch ";
+
+/// The tag that carries the hash of a page's inputs.
+const INPUTS: &str = "<meta name=\"veo-batch-inputs\" content=\"";
+
+/// What is at a page's path before it is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Existing {
+    Nothing,
+    /// A page veo-batch wrote, made from inputs of this hash (empty when it does
+    /// not say).
+    Ours(String),
+    /// Some other file, which is not ours to replace.
+    Foreign,
+}
+
+/// Reads the head of the file at `out`: the tags come in its first lines.
+fn existing(out: &Path) -> std::io::Result<Existing> {
+    let file = match File::open(out) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(e) => return Err(e),
+    };
+    let mut head = Vec::with_capacity(4096);
+    file.take(4096).read_to_end(&mut head)?;
+    let head = String::from_utf8_lossy(&head);
+    if !head.contains(GENERATOR) {
+        return Ok(Existing::Foreign);
+    }
+    let hash = head
+        .split_once(INPUTS)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(hash, _)| hash.to_owned())
+        .unwrap_or_default();
+    Ok(Existing::Ours(hash))
+}
+
+/// The hash of everything the page at `out` of the batch of `results` and
+/// `manifest` shows: the results file's and the manifest's bytes, where the page, the results file and the
+/// current folder are (the videos' links are relative to them), and the version
+/// that renders it. The time the page was made is left out: it changes nothing
+/// the page shows about the batch.
+fn inputs_hash(
+    out: &Path,
+    place: &PageDirs,
+    results: &Path,
+    manifest: Option<&Path>,
+) -> anyhow::Result<String> {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(env!("CARGO_PKG_VERSION").as_bytes());
+    field(out.as_os_str().as_encoded_bytes());
+    field(place.cwd.as_os_str().as_encoded_bytes());
+    field(place.results_dir.as_os_str().as_encoded_bytes());
+    field(results.as_os_str().as_encoded_bytes());
+    // The batch's name and prices come from the manifest's bytes, or else the
+    // results file's name and the defaults.
+    field(manifest.map_or(&[][..], |m| m.as_os_str().as_encoded_bytes()));
+    for file in std::iter::once(results).chain(manifest) {
+        let mut f =
+            File::open(file).with_context(|| format!("failed to read `{}`", file.display()))?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("failed to read `{}`", file.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        h.update(b"\0end");
+    }
+    Ok(h.finalize().iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    }))
 }
 
 /// Where the page of results file `results` goes by default: beside it, `NAME.html`.
@@ -146,36 +248,81 @@ pub fn page_path(results: &Path) -> PathBuf {
     results.with_extension("html")
 }
 
-/// Writes the page of `batch` to `out`, atomically ([`crate::durable::replace`]): a
-/// reader never sees half a page.
-pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
+/// Where the page `out` of the results file `results` is, made absolute, and what
+/// its cards need to know of the folders.
+fn places(out: &Path, results: &Path) -> anyhow::Result<(PathBuf, PageDirs)> {
     let cwd = std::env::current_dir().context("failed to read the current folder")?;
     let out_abs = links::absolute(out, &cwd);
     let page_dir = out_abs.parent().map(Path::to_path_buf).unwrap_or_default();
-    let results_abs = links::absolute(batch.results, &cwd);
+    let results_abs = links::absolute(results, &cwd);
     let place = PageDirs {
-        page_dir: page_dir.clone(),
+        page_dir,
         results_dir: results_abs
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default(),
         cwd,
     };
+    Ok((out_abs, place))
+}
+
+/// True when the page at `out` is veo-batch's, made from the inputs it would be
+/// made from now: nothing to write. A file there that veo-batch did not write is
+/// an error (see [`write`]).
+fn unchanged(out: &Path, results: &Path, manifest: Option<&Path>) -> anyhow::Result<bool> {
+    let before = existing(out)
+        .with_context(|| format!("failed to write the report page `{}`", out.display()))?;
+    match before {
+        Existing::Nothing => Ok(false),
+        Existing::Foreign => Err(foreign(out)),
+        Existing::Ours(hash) => {
+            let (out_abs, place) = places(out, results)?;
+            Ok(hash == inputs_hash(&out_abs, &place, results, manifest)?)
+        }
+    }
+}
+
+fn foreign(out: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`{}` is not a page veo-batch wrote (it has no `<meta name=\"generator\" content=\"veo-batch ...\">`): \
+         not replacing it; move it away, or write the page elsewhere with --out",
+        out.display()
+    )
+}
+
+/// Writes the page of `batch` to `out`, atomically ([`crate::durable::replace`]): a
+/// reader never sees half a page. A page made from the same inputs is left as it
+/// is; a file at `out` that veo-batch did not write is refused, never replaced.
+pub(crate) fn write(out: &Path, batch: &Batch<'_>) -> anyhow::Result<()> {
+    let (out_abs, place) = places(out, batch.results)?;
+    let page_dir = place.page_dir.clone();
+    let before = existing(out)
+        .with_context(|| format!("failed to write the report page `{}`", out.display()))?;
+    if before == Existing::Foreign {
+        return Err(foreign(out));
+    }
+    let inputs = inputs_hash(&out_abs, &place, batch.results, batch.manifest)?;
+    if before == Existing::Ours(inputs.clone()) {
+        return Ok(());
+    }
     std::fs::create_dir_all(&page_dir)
         .with_context(|| format!("failed to create folder `{}`", page_dir.display()))?;
     let made = crate::checkpoint::now();
     let written = crate::durable::replace(out, |mut w| {
-        render(&mut w, batch, &place, &made).map_err(|e| std::io::Error::other(format!("{e:#}")))
+        render(&mut w, batch, &place, &made, &inputs)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))
     });
     written.with_context(|| format!("failed to write the report page `{}`", out.display()))
 }
 
-/// Renders the page of `batch`, made at `made` (RFC 3339), into `w`.
+/// Renders the page of `batch`, made at `made` (RFC 3339) from inputs of hash
+/// `inputs`, into `w`.
 fn render(
     w: &mut impl std::io::Write,
     batch: &Batch<'_>,
     place: &PageDirs,
     made: &str,
+    inputs: &str,
 ) -> std::io::Result<()> {
     let mut header = view::header(batch.entries(), &batch.prices);
     header.name = batch.name.to_owned();
@@ -186,6 +333,7 @@ fn render(
     let page = Page {
         header: &header,
         cards: Cards { batch, place },
+        inputs,
         csp: &CSP,
         css: CSS,
         js: JS,
@@ -199,12 +347,20 @@ fn render(
 pub fn write_for(
     manifest: Option<&Manifest>,
     results: &Path,
-    loaded: &crate::checkpoint::Loaded,
     out: Option<PathBuf>,
 ) -> anyhow::Result<PathBuf> {
-    let name = batch_name(manifest, results);
     let out = out.unwrap_or_else(|| page_path(results));
-    let batch = Batch::new(&name, manifest, Records::Table(loaded), results);
+    if unchanged(&out, results, manifest.map(|m| m.path.as_path()))? {
+        return Ok(out);
+    }
+    let jobs = manifest.map_or(0, |m| m.jobs.len());
+    let listed = crate::checkpoint::load_listed(results, jobs)?
+        .with_context(|| format!("no results file at `{}`", results.display()))?;
+    for w in &listed.warnings {
+        eprintln!("warning: {w}");
+    }
+    let name = batch_name(manifest, results);
+    let batch = Batch::new(&name, manifest, Records::List(&listed), results);
     write(&out, &batch)?;
     Ok(out)
 }
@@ -221,9 +377,17 @@ fn batch_name(manifest: Option<&Manifest>, results: &Path) -> String {
 /// The page `run` leaves at the end: of the manifest at `manifest` (read again, as
 /// the run's own copy of its jobs is gone; without it if it no longer reads) and
 /// the results file `results`. Returns where it is.
-pub fn after_run(manifest: &Path, results: &Path) -> anyhow::Result<PathBuf> {
-    let manifest =
-        crate::manifest::load_with(manifest, crate::manifest::LoadOptions::sending_nothing()).ok();
+pub fn after_run(manifest_path: &Path, results: &Path) -> anyhow::Result<PathBuf> {
+    // A run that changed nothing finds that out before reading anything again.
+    let page = page_path(results);
+    if unchanged(&page, results, Some(manifest_path))? {
+        return Ok(page);
+    }
+    let manifest = crate::manifest::load_with(
+        manifest_path,
+        crate::manifest::LoadOptions::sending_nothing(),
+    )
+    .ok();
     let jobs = manifest.as_ref().map_or(0, |m| m.jobs.len());
     let listed = crate::checkpoint::load_listed(results, jobs)?
         .with_context(|| format!("no results file at `{}`", results.display()))?;

@@ -6,11 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use askama::Template;
-
 use crate::checkpoint::plan::Standing;
 use crate::checkpoint::{Record, State};
-use crate::cost::PriceTable;
+use crate::cost::{Count, Credits, Dollars, PriceTable};
 use crate::manifest::{Job, Upgrade};
 use crate::request::{Model, Resolution};
 use crate::summary::{self, JobRef};
@@ -56,6 +54,12 @@ impl CardSource<'_> {
     /// task, plus its upgrade once the upgraded file exists. A job in doubt may have
     /// cost its generation too; that is not counted, as it is not known.
     pub fn spent(&self, prices: &PriceTable) -> f64 {
+        // The service holds a task's credits and gives them back when the task
+        // fails; the results file keeps them counted only so that a budget errs on
+        // the safe side.
+        if self.standing() == Standing::Failed {
+            return 0.0;
+        }
         // What the results file records the job's calls committed, when it does.
         if let Some(r) = self.record.filter(|r| r.credits > 0.0) {
             return r.credits;
@@ -120,9 +124,10 @@ pub(crate) struct Look {
 }
 
 /// Every state, in the order the header counts them.
-pub(crate) const STANDINGS: [Standing; 9] = [
+pub(crate) const STANDINGS: [Standing; 10] = [
     Standing::Succeeded,
     Standing::VideoMissing,
+    Standing::UpgradeNotMade,
     Standing::Failed,
     Standing::Blocked,
     Standing::NotDownloaded,
@@ -143,6 +148,7 @@ pub(crate) fn look(s: Standing) -> Look {
         Standing::NotStarted => ("not-started", "not started", "○"),
         Standing::Blocked => ("blocked", "blocked", "⊘"),
         Standing::VideoMissing => ("video-missing", "video missing", "↓"),
+        Standing::UpgradeNotMade => ("upgrade-not-made", "upgrade not made", "⚠"),
     };
     Look { key, label, icon }
 }
@@ -211,11 +217,8 @@ pub(crate) struct Video {
 }
 
 /// One job's card.
-#[derive(Debug, Template)]
-#[template(path = "card.html")]
+#[derive(Debug)]
 pub(crate) struct Card {
-    /// Place in the manifest (or results file), from 1: the anchor and the sort key.
-    pub n: usize,
     pub id: String,
     pub look: Look,
     pub prompt: String,
@@ -243,8 +246,8 @@ pub(crate) struct PageDirs {
     pub results_dir: PathBuf,
 }
 
-/// The card of `entry`, the `n`th job.
-pub(crate) fn card(n: usize, entry: CardSource<'_>, place: &PageDirs, prices: &PriceTable) -> Card {
+/// The card of `entry`.
+pub(crate) fn card(entry: CardSource<'_>, place: &PageDirs, prices: &PriceTable) -> Card {
     let standing = entry.standing();
     let record = entry.record;
     let job = entry.job;
@@ -259,13 +262,31 @@ pub(crate) fn card(n: usize, entry: CardSource<'_>, place: &PageDirs, prices: &P
         || record.map(|r| r.aspect_ratio.clone()).unwrap_or_default(),
         |q| q.aspect_ratio.as_str().to_owned(),
     );
-    let mode = request.map_or_else(
-        || {
-            record
-                .map(|r| r.generation_type.clone())
-                .unwrap_or_default()
-        },
-        |q| q.generation_type.as_str().to_owned(),
+    // An extend is sent to its own endpoint, not as a generation type.
+    let extends = match job {
+        Some(j) => j.extend.is_some(),
+        None => record.is_some_and(|r| !r.extends.is_empty()),
+    };
+    let mode = if extends {
+        "EXTEND".to_owned()
+    } else {
+        request.map_or_else(
+            || {
+                record
+                    .map(|r| r.generation_type.clone())
+                    .unwrap_or_default()
+            },
+            |q| q.generation_type.as_str().to_owned(),
+        )
+    };
+    // What the service makes when the request leaves them out: 720p, 8 seconds.
+    let resolution = request.map_or_else(
+        || record.map(|r| r.resolution.clone()).unwrap_or_default(),
+        |q| q.resolution.unwrap_or_default().as_str().to_owned(),
+    );
+    let duration = request.map_or_else(
+        || record.map(|r| r.duration.clone()).unwrap_or_default(),
+        |q| q.duration.unwrap_or(8).to_string(),
     );
     if !model.is_empty() {
         facts.push(Fact::text("Model", model));
@@ -275,6 +296,12 @@ pub(crate) fn card(n: usize, entry: CardSource<'_>, place: &PageDirs, prices: &P
     }
     if !mode.is_empty() {
         facts.push(Fact::code("Mode", mode));
+    }
+    if !resolution.is_empty() {
+        facts.push(Fact::text("Resolution", resolution));
+    }
+    if !duration.is_empty() {
+        facts.push(Fact::text("Duration", format!("{duration} s")));
     }
     // An extend's card names the job whose video it continues (its kept file is the
     // stitched whole, so the parent's card is where the first part shows alone).
@@ -326,10 +353,12 @@ pub(crate) fn card(n: usize, entry: CardSource<'_>, place: &PageDirs, prices: &P
         }
     }
     let spent = entry.spent(prices);
-    let cost = if spent > 0.0 {
-        format!("{} credits", credits(spent))
+    let cost = if standing == Standing::Failed {
+        "none (the service refunds a failed task)".to_owned()
+    } else if spent > 0.0 {
+        format!("{} credits", Credits(spent))
     } else {
-        format!("{} credits (estimated)", credits(entry.estimate(prices)))
+        format!("{} credits (estimated)", Credits(entry.estimate(prices)))
     };
     facts.push(Fact::text("Cost", cost));
 
@@ -345,7 +374,6 @@ pub(crate) fn card(n: usize, entry: CardSource<'_>, place: &PageDirs, prices: &P
         .map(|r| r.finished_at.as_deref().unwrap_or(&r.updated_at).to_owned())
         .unwrap_or_default();
     Card {
-        n,
         id: entry.id.to_owned(),
         look: look(standing),
         prompt,
@@ -373,6 +401,12 @@ fn note(entry: &CardSource<'_>, standing: Standing) -> Option<String> {
         Standing::VideoMissing => Some(
             "Recorded as downloaded, but its video file is gone: run the same command again \
              to download it again (it is not generated again)."
+                .into(),
+        ),
+        Standing::UpgradeNotMade => Some(
+            "The video is made and kept; the service refused its upgrade for want of \
+             credits: top up, then run the same command again to make the upgrade (the \
+             video is not generated again)."
                 .into(),
         ),
         Standing::NotDownloaded => Some(
@@ -489,22 +523,13 @@ pub(crate) fn between(a: &str, b: &str) -> Option<String> {
     Some(humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string())
 }
 
-/// A number of credits without a needless `.0`.
-pub(crate) fn credits(c: f64) -> String {
-    if c.fract() == 0.0 && c.abs() < 1e15 {
-        format!("{c:.0}")
-    } else {
-        format!("{c:.2}")
-    }
-}
-
 /// The page's header: the batch at a glance.
 #[derive(Debug, Default)]
 pub(crate) struct Header {
     pub name: String,
-    pub total: usize,
+    pub total: Count,
     /// Jobs per state, in [`STANDINGS`] order, the empty ones left out.
-    pub counts: Vec<(Look, usize)>,
+    pub counts: Vec<(Look, Count)>,
     pub spent: String,
     pub estimated: String,
     /// The first submission to the last finish, when anything ran.
@@ -548,18 +573,22 @@ pub(crate) fn header<'a>(
         format!("{} to {}{took}", show_time(a), show_time(b))
     });
     Header {
-        total: counts.iter().sum(),
+        total: Count(counts.iter().sum()),
         counts: STANDINGS
             .iter()
             .zip(counts)
             .filter(|(_, n)| *n > 0)
-            .map(|(s, n)| (look(*s), n))
+            .map(|(s, n)| (look(*s), Count(n)))
             .collect(),
-        spent: format!("{} credits (${:.2})", credits(spent), prices.usd(spent)),
+        spent: format!(
+            "{} credits ({})",
+            Credits(spent),
+            Dollars(prices.usd(spent))
+        ),
         estimated: format!(
-            "{} credits (${:.2})",
-            credits(estimated),
-            prices.usd(estimated)
+            "{} credits ({})",
+            Credits(estimated),
+            Dollars(prices.usd(estimated))
         ),
         span,
         ..Header::default()

@@ -345,7 +345,7 @@ pub struct Finished {
 }
 
 /// Counts the outcome of every job of `jobs` from its last record (`entries`, by
-/// the job's place) and, when `rewrite`, replaces the results file with one row per
+/// the job's place) and, when `rewrite` and this run appended rows, replaces the results file with one row per
 /// job: `jobs` in order, then the rows of `foreign` jobs (no longer in the
 /// manifest: their places in `loaded`). Rows are read back from the file one at a
 /// time; the rewrite is atomic (see [`rewrite_with`]).
@@ -413,7 +413,14 @@ pub fn finish(
         }
         Ok(())
     };
-    if rewrite {
+    // A run that appended no row has no row to drop: the file is as the run before
+    // left it (one row per job, compacted at this run's start if it was not), and
+    // a cron job on a finished batch writes nothing.
+    let appended = entries
+        .iter()
+        .flatten()
+        .any(|e| matches!(e, LastRow::Logged { .. }));
+    if rewrite && appended {
         rewrite_with(path, |out| pass(Some(out)))?;
     } else {
         pass(None)?;

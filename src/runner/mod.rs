@@ -34,6 +34,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+pub mod accounts;
 mod budget;
 mod chain;
 pub mod collector;

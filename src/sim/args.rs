@@ -7,7 +7,8 @@ use std::str::FromStr;
 use anyhow::bail;
 use clap::Args;
 
-use super::{DEMO_KEY, Endpoint, ErrorStyle, FaultRate, Faults, Maintenance, SimConfig};
+use super::{DEMO_KEY, Endpoint, ErrorStyle, FaultRate, Faults, Maintenance, SimConfig, SimKey};
+use crate::api::{ApiKey, KeyId, KeyRing};
 use crate::cost::PriceTable;
 use crate::request::{Model, Resolution};
 use crate::units::{Rate, Span};
@@ -21,6 +22,9 @@ pub struct SimArgs {
     /// The API key the simulator accepts (any other key gets the 401 envelope).
     #[arg(long, default_value = DEMO_KEY, value_name = "KEY")]
     pub api_key: String,
+
+    #[command(flatten)]
+    pub accounts: Box<AccountArgs>,
 
     /// Generate calls allowed per window, as N/DURATION, or "none" for no limit.
     #[arg(long, default_value = "20/10s", value_name = "N/DURATION|none")]
@@ -94,6 +98,53 @@ pub struct SimArgs {
     /// answers 451 for an image URL to a forgotten one.
     #[arg(long, default_value = "24h", value_name = "DURATION|none")]
     pub upload_ttl: TtlArg,
+}
+
+/// The accounts flags (boxed so the subcommand enum stays small).
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// More keys the simulator accepts, read from a key file like
+    /// `--api-key-file`'s: `ACCOUNT KEY` a line (a bare KEY joins the unnamed
+    /// account of --api-key). Each account has its own rate windows and balance.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// A key's usage cap, as KEY_ID=N (the key id printed at start): past N tasks
+    /// the key answers 433; repeatable.
+    #[arg(long, value_name = "KEY_ID=N")]
+    pub key_cap: Vec<NamedCount>,
+
+    /// The starting balance of one account, as ACCOUNT=CREDITS (others start with
+    /// --credits); repeatable.
+    #[arg(long, value_name = "ACCOUNT=CREDITS")]
+    pub account_credits: Vec<NamedCount>,
+}
+
+/// `NAME=N`: a key id's cap or an account's balance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedCount {
+    pub name: String,
+    pub value: f64,
+}
+
+impl FromStr for NamedCount {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<NamedCount, String> {
+        let Some((name, value)) = s.split_once('=') else {
+            return Err(format!("{s:?} is not NAME=NUMBER"));
+        };
+        let value: f64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("{s:?}: {value:?} is not a number of 0 or more"))?;
+        Ok(NamedCount {
+            name: name.trim().to_owned(),
+            value,
+        })
+    }
 }
 
 /// `--url-ttl`: a duration or `none`.
@@ -371,8 +422,17 @@ impl SimArgs {
                 bail!("{flag} {p} is not a probability (a number from 0 to 1)");
             }
         }
+        let (keys, api_key_cap) = self.keys()?;
         Ok(SimConfig {
             api_key: self.api_key.clone(),
+            api_key_cap,
+            keys,
+            account_credits: self
+                .accounts
+                .account_credits
+                .iter()
+                .map(|a| (a.name.clone(), a.value))
+                .collect(),
             rate: self.rate.0,
             poll_rate: self.poll_rate.0,
             generation_time: (self.generation_time.0.0, self.generation_time.1.0),
@@ -412,6 +472,45 @@ impl SimArgs {
             bill_failed: self.bill_failed,
             ..SimConfig::default()
         })
+    }
+}
+
+impl SimArgs {
+    /// The keys of `--key-file` with their `--key-cap`s, and the cap of `--api-key`.
+    fn keys(&self) -> anyhow::Result<(Vec<SimKey>, Option<u64>)> {
+        let mut keys: Vec<SimKey> = match &self.accounts.key_file {
+            Some(path) => KeyRing::load(Some(path))?
+                .keys()
+                .iter()
+                .map(|k| SimKey::new(k.account.clone(), k.key.expose()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let main_id = KeyId::of(&ApiKey::new(self.api_key.clone()));
+        let mut main_cap = None;
+        for cap in &self.accounts.key_cap {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a whole, non-negative count of tasks"
+            )]
+            let tasks = cap.value.floor() as u64;
+            if cap.name == main_id.as_str() {
+                main_cap = Some(tasks);
+                continue;
+            }
+            let Some(key) = keys
+                .iter_mut()
+                .find(|k| KeyId::of(&ApiKey::new(k.key.clone())).as_str() == cap.name)
+            else {
+                bail!(
+                    "--key-cap {}: no key of --api-key or --key-file has this key id",
+                    cap.name
+                );
+            };
+            key.cap = Some(tasks);
+        }
+        Ok((keys, main_cap))
     }
 }
 
@@ -530,6 +629,40 @@ mod tests {
         assert_eq!(c.upload_ttl, Some(Duration::from_secs(5)));
         let none = parse(&["--url-ttl=none"]).unwrap().to_config().unwrap();
         assert_eq!(none.url_ttl, None);
+    }
+
+    #[test]
+    fn keys_caps_and_balances_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "# pool\nacme-a ka1\nacme-b kb1\nmore\n").unwrap();
+        let id = |k: &str| KeyId::of(&ApiKey::new(k)).to_string();
+        let args = parse(&[
+            "--api-key=main",
+            &format!("--key-file={}", file.display()),
+            &format!("--key-cap={}=3", id("kb1")),
+            &format!("--key-cap={}=1", id("main")),
+            "--account-credits=acme-a=500",
+        ])
+        .unwrap();
+        let c = args.to_config().unwrap();
+        assert_eq!(
+            c.keys,
+            [
+                SimKey::new("acme-a", "ka1"),
+                SimKey::new("acme-b", "kb1").capped(3),
+                SimKey::new("", "more"),
+            ]
+        );
+        assert_eq!(c.api_key_cap, Some(1));
+        assert_eq!(c.account_credits, [("acme-a".to_owned(), 500.0)]);
+        let unknown = parse(&["--key-cap=0000abcd=3"]).unwrap().to_config();
+        assert!(
+            unknown.unwrap_err().to_string().contains("0000abcd"),
+            "names the id"
+        );
+        assert!(parse(&["--account-credits=acme-a"]).is_err());
+        assert!(parse(&["--key-cap=x=-1"]).is_err());
     }
 
     #[test]

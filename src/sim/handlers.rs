@@ -75,9 +75,10 @@ async fn generate(
         fingerprint: checked.as_ref().ok().map(GenerateRequest::fingerprint),
         ..Ctx::default()
     };
-    if let Err(r) = gate(&sim, e, &headers, &ctx) {
-        return *r;
-    }
+    let caller = match gate(&sim, e, &headers, &ctx) {
+        Ok((caller, _)) => caller,
+        Err(r) => return *r,
+    };
     let (value, req) = match (value, checked) {
         (Ok(value), Ok(req)) => (value, req),
         (Err(answer), _) | (_, Err(answer)) => return reply(&sim, e, answer, &ctx),
@@ -86,7 +87,7 @@ async fn generate(
     if let Some(answer) = super::uploads::refuse_gone(&sim, &req.image_urls) {
         return reply(&sim, e, answer, &ctx);
     }
-    let admission = sim.admit(&req, &value);
+    let admission = sim.admit(caller, &req, &value);
     answer_admission(&sim, kill, e, admission, ctx).await
 }
 
@@ -152,14 +153,15 @@ async fn extend(
         extends: checked.as_ref().ok().map(|c| c.task_id.clone()),
         ..Ctx::default()
     };
-    if let Err(r) = gate(&sim, e, &headers, &ctx) {
-        return *r;
-    }
+    let caller = match gate(&sim, e, &headers, &ctx) {
+        Ok((caller, _)) => caller,
+        Err(r) => return *r,
+    };
     let (value, call) = match (value, checked) {
         (Ok(value), Ok(call)) => (value, call),
         (Err(answer), _) | (_, Err(answer)) => return reply(&sim, e, answer, &ctx),
     };
-    let admission = sim.admit_extend(&call, &value);
+    let admission = sim.admit_extend(caller, &call, &value);
     answer_admission(&sim, kill, e, admission, ctx).await
 }
 
@@ -191,12 +193,15 @@ async fn record_info(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Pa
     let ctx = task_param(&params)
         .map(|id| Ctx::task(&id))
         .unwrap_or_default();
-    if let Err(r) = pass_gate(&sim, e, &headers, &ctx).await {
-        return r;
-    }
+    let caller = match pass_gate(&sim, e, &headers, &ctx).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
+    };
     match task_param(&params) {
         Ok(id) => {
-            let answer = sim.admit_poll().unwrap_or_else(|| sim.record_info(&id));
+            let answer = sim
+                .admit_poll(caller)
+                .unwrap_or_else(|| sim.record_info(caller, &id));
             reply(&sim, e, answer, &Ctx::task(&id))
         }
         Err(answer) => reply(&sim, e, answer, &Ctx::default()),
@@ -208,9 +213,10 @@ async fn get_1080p(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Para
     let ctx = task_param(&params)
         .map(|id| Ctx::task(&id))
         .unwrap_or_default();
-    if let Err(r) = pass_gate(&sim, e, &headers, &ctx).await {
-        return r;
-    }
+    let caller = match pass_gate(&sim, e, &headers, &ctx).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
+    };
     let id = match task_param(&params) {
         Ok(id) => id,
         Err(answer) => return reply(&sim, e, answer, &Ctx::default()),
@@ -221,7 +227,7 @@ async fn get_1080p(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Para
         .and_then(|Query(p)| p.get("index"))
         .map(|s| Value::from(s.as_str()));
     let answer = match index_param(index.as_ref()) {
-        Ok(index) => sim.get_1080p(&id, index),
+        Ok(index) => sim.get_1080p(caller, &id, index),
         Err(answer) => answer,
     };
     reply(&sim, e, answer, &Ctx::task(&id))
@@ -229,9 +235,10 @@ async fn get_1080p(State(sim): State<Arc<Sim>>, headers: HeaderMap, params: Para
 
 async fn get_4k(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let e = Endpoint::Get4k;
-    if let Err(r) = pass_gate(&sim, e, &headers, &Ctx::default()).await {
-        return r;
-    }
+    let caller = match pass_gate(&sim, e, &headers, &Ctx::default()).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
+    };
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(err) => {
@@ -253,7 +260,7 @@ async fn get_4k(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
         .filter(|u| crate::request::check_http_url(u).is_ok())
         .map(str::to_owned);
     let answer = match index_param(value.get("index")) {
-        Ok(index) => sim.get_4k(id, index, callback),
+        Ok(index) => sim.get_4k(caller, id, index, callback),
         Err(answer) => answer,
     };
     reply(&sim, e, answer, &Ctx::task(id))
@@ -261,10 +268,11 @@ async fn get_4k(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
 
 async fn credit(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     let e = Endpoint::Credit;
-    if let Err(r) = pass_gate(&sim, e, &headers, &Ctx::default()).await {
-        return r;
-    }
-    let credits = sim.credits();
+    let caller = match pass_gate(&sim, e, &headers, &Ctx::default()).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
+    };
+    let credits = sim.credits(caller);
     // An integer when whole, as the service usually sends it.
     let data = if credits.fract() == 0.0 && credits.abs() < 9.0e15 {
         #[expect(clippy::cast_possible_truncation, reason = "whole and in range")]
@@ -278,14 +286,15 @@ async fn credit(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
 /// `POST /api/v1/common/download-url`: a fresh link for one of our result URLs.
 async fn download_url(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let e = Endpoint::DownloadUrl;
-    if let Err(r) = pass_gate(&sim, e, &headers, &Ctx::default()).await {
-        return r;
-    }
+    let caller = match pass_gate(&sim, e, &headers, &Ctx::default()).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
+    };
     let url = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("url").and_then(Value::as_str).map(str::to_owned));
     let answer = match url {
-        Some(url) => sim.download_url(&url),
+        Some(url) => sim.download_url(caller, &url),
         None => Answer::err(422, "url is required"),
     };
     reply(&sim, e, answer, &Ctx::default())

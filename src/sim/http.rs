@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::state::{Answer, LogLine, Sim};
+use super::state::{Answer, Caller, LogLine, Sim};
 use super::{Endpoint, ErrorStyle, Kill};
 
 /// What the request log says about one call besides its endpoint and code.
@@ -113,13 +113,14 @@ pub(super) async fn drop_connection(
 
 const MSG_MAINTENANCE: &str = "The service is under maintenance, please try again later";
 
-/// The checks every API call passes first. `Ok(slow)` says whether to answer late.
+/// The checks every API call passes first. `Ok((caller, slow))`: the key's account,
+/// and whether to answer late.
 pub(super) fn gate(
     sim: &Sim,
     endpoint: Endpoint,
     headers: &HeaderMap,
     ctx: &Ctx,
-) -> Result<bool, Box<Response>> {
+) -> Result<(Caller, bool), Box<Response>> {
     sim.count_request(endpoint);
     if !headers.contains_key(header::USER_AGENT) {
         log(sim, endpoint, Some(403), ctx);
@@ -127,14 +128,13 @@ pub(super) fn gate(
             (StatusCode::FORBIDDEN, "error code: 1010").into_response(),
         ));
     }
-    let wanted = format!("Bearer {}", sim.config.api_key);
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if given != Some(wanted.as_str()) {
+    let Some(caller) = sim.caller(given) else {
         let answer = Answer::err(401, "You do not have access permissions");
         return Err(Box::new(reply(sim, endpoint, answer, ctx)));
-    }
+    };
     let faults = &sim.config.faults;
     let window_left = sim.maintenance_left(Instant::now());
     if let (Some(left), true) = (window_left, faults.maintenance_retry_after) {
@@ -164,7 +164,8 @@ pub(super) fn gate(
     }
     // A generate or extend call is slow after its task exists; that is decided in
     // `admit`.
-    Ok(!matches!(endpoint, Endpoint::Generate | Endpoint::Extend) && sim.draw(faults.slow))
+    let slow = !matches!(endpoint, Endpoint::Generate | Endpoint::Extend) && sim.draw(faults.slow);
+    Ok((caller, slow))
 }
 
 pub(super) async fn slow_down(sim: &Sim) {
@@ -178,9 +179,10 @@ pub(super) async fn pass_gate(
     endpoint: Endpoint,
     headers: &HeaderMap,
     ctx: &Ctx,
-) -> Result<(), Response> {
-    if gate(sim, endpoint, headers, ctx).map_err(|r| *r)? {
+) -> Result<Caller, Response> {
+    let (caller, slow) = gate(sim, endpoint, headers, ctx).map_err(|r| *r)?;
+    if slow {
         slow_down(sim).await;
     }
-    Ok(())
+    Ok(caller)
 }

@@ -55,7 +55,15 @@ pub fn stitched_mp4(task_id: &str) -> Vec<u8> {
 /// How the simulator behaves. `Default` is the realistic service at real speed.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// The first key of the unnamed account.
     pub api_key: String,
+    /// Tasks `api_key` may create before it answers 433; `None`: no cap.
+    pub api_key_cap: Option<u64>,
+    /// More keys, of the unnamed account (`""`) or of named ones: each account
+    /// has its own rate windows and balance.
+    pub keys: Vec<SimKey>,
+    /// Starting balances of accounts that do not start with `credits`, by name.
+    pub account_credits: Vec<(String, f64)>,
     /// Generate calls allowed per window; `None` for no limit.
     pub rate: Option<Rate>,
     /// record-info calls allowed per window (the documented 10 per second per key);
@@ -105,6 +113,9 @@ impl Default for SimConfig {
     fn default() -> SimConfig {
         SimConfig {
             api_key: DEMO_KEY.to_owned(),
+            api_key_cap: None,
+            keys: Vec::new(),
+            account_credits: Vec::new(),
             rate: Some(Rate::KIE_DEFAULT),
             poll_rate: None,
             generation_time: (Duration::from_secs(60), Duration::from_secs(300)),
@@ -126,6 +137,46 @@ impl Default for SimConfig {
             download_link_ttl: Duration::from_secs(20 * 60),
             upload_ttl: Some(Duration::from_secs(24 * 60 * 60)),
         }
+    }
+}
+
+/// One more key the simulator accepts, of `account` (`""`: the unnamed account
+/// [`SimConfig::api_key`] belongs to).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SimKey {
+    pub account: String,
+    pub key: String,
+    /// Tasks (generate and extend) the key may create before it answers 433.
+    pub cap: Option<u64>,
+}
+
+impl SimKey {
+    pub fn new(account: impl Into<String>, key: impl Into<String>) -> SimKey {
+        SimKey {
+            account: account.into(),
+            key: key.into(),
+            cap: None,
+        }
+    }
+
+    /// The key answers 433 once it has created `tasks` tasks.
+    #[must_use]
+    pub fn capped(mut self, tasks: u64) -> SimKey {
+        self.cap = Some(tasks);
+        self
+    }
+}
+
+impl std::fmt::Debug for SimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimKey")
+            .field("account", &self.account)
+            .field(
+                "key_id",
+                &crate::api::KeyId::of(&crate::api::ApiKey::new(self.key.clone())),
+            )
+            .field("cap", &self.cap)
+            .finish()
     }
 }
 
@@ -328,7 +379,14 @@ pub struct SimStats {
     pub codes: BTreeMap<i64, u64>,
     /// Connections dropped on purpose.
     pub dropped: u64,
+    /// The balances of every account together.
     pub credits: f64,
+    /// The balance of each account, by name (`""`: the unnamed one).
+    pub credits_by_account: BTreeMap<String, f64>,
+    /// Tasks created per account, by name (`""`: the unnamed one).
+    pub tasks_by_account: BTreeMap<String, u64>,
+    /// Answers with code 433: a key past its own usage cap.
+    pub answered_433: u64,
     /// Requests per endpoint name.
     pub requests: BTreeMap<&'static str, u64>,
     /// Callbacks delivered (a 2xx answer from the receiver).
@@ -455,6 +513,27 @@ async fn accept_loop(listener: TcpListener, router: axum::Router, stop: Cancella
 /// `veo-batch simulate`: serves until Ctrl-C or SIGTERM.
 pub async fn serve(args: args::SimArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
+    if !config.keys.is_empty() || config.api_key_cap.is_some() {
+        // The key ids, never the keys: what --key-cap and a pool's results name.
+        let main = SimKey {
+            account: String::new(),
+            key: config.api_key.clone(),
+            cap: config.api_key_cap,
+        };
+        for k in std::iter::once(&main).chain(&config.keys) {
+            let id = crate::api::KeyId::of(&crate::api::ApiKey::new(k.key.clone()));
+            let account = if k.account.is_empty() {
+                "(unnamed)"
+            } else {
+                &k.account
+            };
+            let cap = k
+                .cap
+                .map(|c| format!(", capped at {c} tasks"))
+                .unwrap_or_default();
+            eprintln!("account {account}: key {id}{cap}");
+        }
+    }
     let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port);
     let handle = start(config, bind).await?;
     {

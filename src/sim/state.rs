@@ -22,11 +22,15 @@ use tokio_util::sync::CancellationToken;
 use super::{Endpoint, SimConfig, SimStats};
 use crate::request::{AspectRatio, ExtendCall, GenerateRequest, Resolution, extend_fingerprint};
 
+mod accounts;
 mod callback;
 mod files;
 mod ids;
 mod task;
+#[cfg(test)]
+mod tests_accounts;
 
+pub(crate) use accounts::{Caller, MSG_KEY_CAPPED};
 pub(crate) use files::file_task;
 use task::{
     ASPECTS, DEFAULT_RESOLUTION, EXTEND_CODE, FAILURES, MODELS, Outcome, RESOLUTIONS, Task,
@@ -113,6 +117,7 @@ pub(crate) const MSG_NO_EXTEND_1080P: &str =
 pub(crate) const FULL_SUFFIX: &str = "-full.mp4";
 
 /// What happened to one generate call that passed validation.
+#[derive(Debug)]
 pub(crate) enum Admission {
     Refused(Answer),
     DropBefore,
@@ -127,10 +132,10 @@ pub(crate) enum Admission {
 
 struct Inner {
     rng: fastrand::Rng,
-    credits: f64,
-    window: VecDeque<Instant>,
-    /// Send times of the record-info calls within the poll window.
-    poll_window: VecDeque<Instant>,
+    /// Balances and rate windows, by account index.
+    accounts: Vec<accounts::Account>,
+    /// Tasks each key created, by key index (for the usage caps).
+    key_used: Vec<u64>,
     /// Tasks by the value of their id.
     tasks: HashMap<u128, Task>,
     /// Failed tasks this simulator charged for, by the time their refund is due.
@@ -147,7 +152,8 @@ pub(crate) struct Sim {
     pub stop: CancellationToken,
     http: reqwest::Client,
     log: Option<Mutex<File>>,
-    codec: ids::Codec,
+    /// The keys, their accounts and each account's id codec.
+    keys: accounts::Keys,
     /// Where this instance's task counter starts (see `ids`).
     nonce: u32,
     inner: Mutex<Inner>,
@@ -207,18 +213,17 @@ impl Sim {
         log: Option<File>,
         stop: CancellationToken,
     ) -> Sim {
+        let keys = accounts::Keys::new(&config);
         let inner = Inner {
             rng: fastrand::Rng::with_seed(config.seed),
-            credits: config.credits,
-            window: VecDeque::new(),
-            poll_window: VecDeque::new(),
+            accounts: accounts::Account::all(&config, &keys),
+            key_used: vec![0; keys.keys.len()],
             tasks: HashMap::new(),
             refunds: BinaryHeap::new(),
             created: 0,
             stats: SimStats::default(),
         };
         // A client without a UA would be refused by a real CDN; ours is polite.
-        let config_seed = config.seed;
         let http = reqwest::Client::builder()
             .user_agent(concat!("veo-batch-simulator/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -230,7 +235,7 @@ impl Sim {
             stop,
             http,
             log: log.map(Mutex::new),
-            codec: ids::Codec::new(config_seed),
+            keys,
             nonce: ids::instance_nonce(),
             inner: Mutex::new(inner),
             uploads: super::files::Store::default(),
@@ -299,12 +304,24 @@ impl Sim {
         }
     }
 
-    /// Rate window, credits, faults and, when all pass, a new task.
-    pub fn admit(self: &Arc<Self>, req: &GenerateRequest, body: &Value) -> Admission {
+    /// The caller of a call with this `Authorization` header; `None`: a key the
+    /// simulator does not know.
+    pub fn caller(&self, authorization: Option<&str>) -> Option<Caller> {
+        self.keys.caller(authorization)
+    }
+
+    /// Usage cap, rate window, credits, faults and, when all pass, a new task of
+    /// the caller's account.
+    pub fn admit(
+        self: &Arc<Self>,
+        caller: Caller,
+        req: &GenerateRequest,
+        body: &Value,
+    ) -> Admission {
         let now = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        if let Some(refused) = self.enter(inner, now) {
+        if let Some(refused) = self.enter(inner, caller, now) {
             return refused;
         }
         if req.image_urls.iter().any(|u| unfetchable(u)) {
@@ -322,6 +339,7 @@ impl Sim {
             .unwrap_or(DEFAULT_RESOLUTION);
         self.create(
             inner,
+            caller,
             now,
             &New {
                 request: req,
@@ -337,17 +355,24 @@ impl Sim {
 
     /// [`Sim::admit`] for an extend: the task it names must be this account's, done,
     /// succeeded, and without its 1080p version (a 720p video).
-    pub fn admit_extend(self: &Arc<Self>, call: &ExtendCall, body: &Value) -> Admission {
+    pub fn admit_extend(
+        self: &Arc<Self>,
+        caller: Caller,
+        call: &ExtendCall,
+        body: &Value,
+    ) -> Admission {
         let now = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        if let Some(refused) = self.enter(inner, now) {
+        if let Some(refused) = self.enter(inner, caller, now) {
             return refused;
         }
-        let parent = self.task(inner, &call.task_id).map(|(_, t)| {
-            let has_1080p = t.hd_charged || t.resolution != DEFAULT_RESOLUTION;
-            (t.ends <= now, t.outcome, has_1080p, t.aspect)
-        });
+        let parent = self
+            .task(inner, &call.task_id, Some(caller.account))
+            .map(|(_, t)| {
+                let has_1080p = t.hd_charged || t.resolution != DEFAULT_RESOLUTION;
+                (t.ends <= now, t.outcome, has_1080p, t.aspect)
+            });
         let refusal = match parent {
             None => Some(MSG_RECORD_NULL),
             Some((false, _, _, _)) => {
@@ -360,12 +385,13 @@ impl Sim {
             Some((true, Outcome::Success, false, _)) => None,
         };
         if let Some(msg) = refusal {
-            self.leave_window(inner);
+            self.leave_window(inner, caller);
             return Admission::Refused(Answer::err(422, msg));
         }
         let aspect = parent.map_or(AspectRatio::Landscape, |p| p.3);
         self.create(
             inner,
+            caller,
             now,
             &New {
                 request: &call.request,
@@ -380,15 +406,25 @@ impl Sim {
     }
 
     /// The checks every call that creates a task passes first: a connection dropped
-    /// before anything happens, and the rate window (shared by generate and extend).
-    fn enter(&self, inner: &mut Inner, now: Instant) -> Option<Admission> {
+    /// before anything happens, the key's usage cap, and the account's rate window
+    /// (shared by generate and extend).
+    fn enter(&self, inner: &mut Inner, caller: Caller, now: Instant) -> Option<Admission> {
         let faults = &self.config.faults;
         if faults.drop_before > 0.0 && inner.rng.f64() < faults.drop_before {
             return Some(Admission::DropBefore);
         }
+        let used = inner.key_used.get(caller.key).copied().unwrap_or(0);
+        if self.keys.keys[caller.key]
+            .cap
+            .is_some_and(|cap| used >= cap)
+        {
+            inner.stats.answered_433 += 1;
+            return Some(Admission::Refused(Answer::err(433, MSG_KEY_CAPPED)));
+        }
         if let Some(rate) = self.config.rate {
             let per = self.config.scaled(rate.per);
-            if !window_admits(&mut inner.window, rate.count, per, now) {
+            let window = &mut inner.accounts[caller.account].window;
+            if !window_admits(window, rate.count, per, now) {
                 return Some(Admission::Refused(Answer::err(
                     429,
                     "Your call frequency is too high. Please try again later.",
@@ -399,21 +435,29 @@ impl Sim {
     }
 
     /// Refused calls do not count against the window.
-    fn leave_window(&self, inner: &mut Inner) {
+    fn leave_window(&self, inner: &mut Inner, caller: Caller) {
         if self.config.rate.is_some() {
-            inner.window.pop_back();
+            inner.accounts[caller.account].window.pop_back();
         }
     }
 
     /// Credits, then a new task of the kind `new` says, and the faults drawn for it.
-    fn create(self: &Arc<Self>, inner: &mut Inner, now: Instant, new: &New<'_>) -> Admission {
+    fn create(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        caller: Caller,
+        now: Instant,
+        new: &New<'_>,
+    ) -> Admission {
         let faults = &self.config.faults;
         let req = new.request;
-        if inner.credits < new.price {
-            self.leave_window(inner);
+        let account = &mut inner.accounts[caller.account];
+        if account.credits < new.price {
+            self.leave_window(inner, caller);
             return Admission::Refused(Answer::err(402, MSG_NO_CREDITS));
         }
-        inner.credits -= new.price;
+        account.credits -= new.price;
+        inner.key_used[caller.key] += 1;
 
         let range = self
             .config
@@ -453,7 +497,7 @@ impl Sim {
         let id = loop {
             sealed.uniq = ids::uniq(self.nonce, inner.created);
             inner.created += 1;
-            let id = self.codec.seal(&sealed);
+            let id = self.keys.codecs[caller.account].seal(&sealed);
             if !inner.tasks.contains_key(&id) {
                 break id;
             }
@@ -470,6 +514,7 @@ impl Sim {
         }
         task.charged = new.price;
         task.settled = false;
+        task.account = caller.account;
         let ends = task.ends;
         if matches!(outcome, Outcome::Failure { .. }) && !self.config.bill_failed {
             inner.refunds.push(Reverse((ends, id)));
@@ -478,6 +523,11 @@ impl Sim {
         inner.tasks.insert(id, task);
         let task_id = ids::format(id);
         inner.stats.tasks_created += 1;
+        *inner
+            .stats
+            .tasks_by_account
+            .entry(self.keys.names[caller.account].clone())
+            .or_default() += 1;
         *inner
             .stats
             .tasks_by_fingerprint
@@ -501,11 +551,12 @@ impl Sim {
 
     /// The record-info poll limit: `None` when the call may go on, else the 429
     /// answer (counted in the stats).
-    pub fn admit_poll(&self) -> Option<Answer> {
+    pub fn admit_poll(&self, caller: Caller) -> Option<Answer> {
         let rate = self.config.poll_rate?;
         let per = self.config.scaled(rate.per);
         let mut inner = self.lock();
-        if window_admits(&mut inner.poll_window, rate.count, per, Instant::now()) {
+        let window = &mut inner.accounts[caller.account].poll_window;
+        if window_admits(window, rate.count, per, Instant::now()) {
             return None;
         }
         inner.stats.polls_refused += 1;
@@ -527,26 +578,46 @@ impl Sim {
                 && !task.settled
             {
                 task.settled = true;
-                inner.credits += task.charged;
+                if let Some(account) = inner.accounts.get_mut(task.account) {
+                    account.credits += task.charged;
+                }
             }
         }
     }
 
     /// The task `task_id` names: one this simulator holds, or one an earlier
-    /// simulator with the same seed created, re-derived from its id and kept.
-    fn task<'a>(&self, inner: &'a mut Inner, task_id: &str) -> Option<(u128, &'a mut Task)> {
+    /// simulator with the same seed created, re-derived from its id and kept. With
+    /// `account`, only a task of that account: the service answers "record is
+    /// null" to a key of another (`None`: any, for the public file links).
+    fn task<'a>(
+        &self,
+        inner: &'a mut Inner,
+        task_id: &str,
+        account: Option<usize>,
+    ) -> Option<(u128, &'a mut Task)> {
         let id = ids::parse(task_id)?;
         let task = match inner.tasks.entry(id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let sealed = self.codec.open(id)?;
+                let (owner, sealed) = self
+                    .keys
+                    .codecs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| account.is_none_or(|a| a == *i))
+                    .find_map(|(i, codec)| codec.open(id).map(|s| (i, s)))?;
                 let created_wall = sealed.created_wall();
                 let (now, wall) = (Instant::now(), SystemTime::now());
                 let age = wall.duration_since(created_wall).unwrap_or(Duration::ZERO);
                 let created = now.checked_sub(age).unwrap_or(now);
-                e.insert(Task::from_sealed(&sealed, created, created_wall, None)?)
+                let mut task = Task::from_sealed(&sealed, created, created_wall, None)?;
+                task.account = owner;
+                e.insert(task)
             }
         };
+        if account.is_some_and(|a| a != task.account) {
+            return None;
+        }
         Some((id, task))
     }
 
@@ -554,18 +625,28 @@ impl Sim {
         let mut inner = self.lock();
         Self::settle(&mut inner, Instant::now());
         let mut stats = inner.stats.clone();
-        stats.credits = inner.credits;
+        stats.credits = inner.accounts.iter().map(|a| a.credits).sum();
+        stats.credits_by_account = self
+            .keys
+            .names
+            .iter()
+            .cloned()
+            .zip(inner.accounts.iter().map(|a| a.credits))
+            .collect();
         stats
     }
 
+    /// Adds `credits` to the balance of the unnamed account (`api_key`'s), as a
+    /// top-up on the account does.
     pub fn top_up(&self, credits: f64) {
-        self.lock().credits += credits;
+        self.lock().accounts[0].credits += credits;
     }
 
-    pub fn credits(&self) -> f64 {
+    /// The balance of the caller's account.
+    pub fn credits(&self, caller: Caller) -> f64 {
         let mut inner = self.lock();
         Self::settle(&mut inner, Instant::now());
-        inner.credits
+        inner.accounts[caller.account].credits
     }
 
     fn file_url(&self, task_id: &str, suffix: &str) -> String {
@@ -594,12 +675,12 @@ impl Sim {
         info
     }
 
-    /// The record-info answer for `task_id`.
-    pub fn record_info(&self, task_id: &str) -> Answer {
+    /// The record-info answer for `task_id`, asked by `caller`.
+    pub fn record_info(&self, caller: Caller, task_id: &str) -> Answer {
         let now = Instant::now();
         let mut inner = self.lock();
         Self::settle(&mut inner, now);
-        let Some((_, task)) = self.task(&mut inner, task_id) else {
+        let Some((_, task)) = self.task(&mut inner, task_id, Some(caller.account)) else {
             return Answer::err(422, MSG_RECORD_NULL);
         };
         let task = &*task;
@@ -673,7 +754,9 @@ mod tests {
     }
 
     fn flag(sim: &Sim, id: &str) -> i64 {
-        sim.record_info(id).data["successFlag"].as_i64().unwrap()
+        sim.record_info(Caller::MAIN, id).data["successFlag"]
+            .as_i64()
+            .unwrap()
     }
 
     #[tokio::test(start_paused = true)]
@@ -688,8 +771,10 @@ mod tests {
             ..SimConfig::default()
         });
         let (req, body) = request("x");
-        let ids: Vec<String> = (0..20).map(|_| created(sim.admit(&req, &body))).collect();
-        let before = sim.credits();
+        let ids: Vec<String> = (0..20)
+            .map(|_| created(sim.admit(Caller::MAIN, &req, &body)))
+            .collect();
+        let before = sim.credits(Caller::MAIN);
         tokio::time::advance(Duration::from_secs(11)).await;
         let early = ids.iter().filter(|id| flag(&sim, id) != 0).count();
         assert!(
@@ -699,7 +784,7 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(90)).await;
         for id in &ids {
-            let info = sim.record_info(id).data;
+            let info = sim.record_info(Caller::MAIN, id).data;
             assert!(
                 matches!(info["successFlag"].as_i64(), Some(2 | 3)),
                 "{info}"
@@ -707,7 +792,7 @@ mod tests {
             assert!(info["errorCode"].is_i64());
         }
         assert!(
-            (sim.credits() - before - 20.0 * 60.0).abs() < 1e-9,
+            (sim.credits(Caller::MAIN) - before - 20.0 * 60.0).abs() < 1e-9,
             "all refunded"
         );
     }
@@ -723,14 +808,14 @@ mod tests {
         });
         let (req, body) = request("x");
         let refused = |a: Admission| matches!(a, Admission::Refused(Answer { code: 429, .. }));
-        created(sim.admit(&req, &body));
+        created(sim.admit(Caller::MAIN, &req, &body));
         tokio::time::advance(Duration::from_secs(6)).await;
-        created(sim.admit(&req, &body));
-        assert!(refused(sim.admit(&req, &body)));
+        created(sim.admit(Caller::MAIN, &req, &body));
+        assert!(refused(sim.admit(Caller::MAIN, &req, &body)));
         tokio::time::advance(Duration::from_secs(4)).await;
         // The first call left the window; the second is still in it.
-        created(sim.admit(&req, &body));
-        assert!(refused(sim.admit(&req, &body)));
+        created(sim.admit(Caller::MAIN, &req, &body));
+        assert!(refused(sim.admit(Caller::MAIN, &req, &body)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -743,17 +828,27 @@ mod tests {
             ..SimConfig::default()
         });
         let (req, body) = request("x");
-        let id = created(sim.admit(&req, &body));
-        assert_eq!(sim.get_1080p(&id, 0).code, 400);
+        let id = created(sim.admit(Caller::MAIN, &req, &body));
+        assert_eq!(sim.get_1080p(Caller::MAIN, &id, 0).code, 400);
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(sim.get_1080p(&id, 0).msg, MSG_1080P_PROCESSING);
-        assert_eq!(sim.get_1080p(&id, 1).code, 422);
+        assert_eq!(
+            sim.get_1080p(Caller::MAIN, &id, 0).msg,
+            MSG_1080P_PROCESSING
+        );
+        assert_eq!(sim.get_1080p(Caller::MAIN, &id, 1).code, 422);
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(sim.get_1080p(&id, 0).code, 200);
-        assert_eq!(sim.get_1080p(&id, 0).code, 200);
-        assert!((sim.credits() - 115.0).abs() < 1e-9, "1080p charged once");
-        assert_eq!(sim.get_4k(&id, 0, None).code, 402, "4k costs 120");
-        assert!((sim.credits() - 115.0).abs() < 1e-9);
+        assert_eq!(sim.get_1080p(Caller::MAIN, &id, 0).code, 200);
+        assert_eq!(sim.get_1080p(Caller::MAIN, &id, 0).code, 200);
+        assert!(
+            (sim.credits(Caller::MAIN) - 115.0).abs() < 1e-9,
+            "1080p charged once"
+        );
+        assert_eq!(
+            sim.get_4k(Caller::MAIN, &id, 0, None).code,
+            402,
+            "4k costs 120"
+        );
+        assert!((sim.credits(Caller::MAIN) - 115.0).abs() < 1e-9);
     }
 
     /// Refunds follow the tasks that failed and are due, exactly once, whatever
@@ -774,7 +869,7 @@ mod tests {
                 },
                 ..SimConfig::default()
             });
-            let start = sim.credits();
+            let start = sim.credits(Caller::MAIN);
             let mut rng = fastrand::Rng::with_seed(seed);
             let mut ids: Vec<String> = Vec::new();
             let mut upgraded = std::collections::HashSet::new();
@@ -785,20 +880,20 @@ mod tests {
                 match (rng.u8(0..6), id) {
                     (0, _) | (_, None) => {
                         let (req, body) = request("x");
-                        ids.push(created(sim.admit(&req, &body)));
+                        ids.push(created(sim.admit(Caller::MAIN, &req, &body)));
                         charged += 60.0;
                     }
                     (1, Some(id)) => {
-                        sim.record_info(&id);
+                        sim.record_info(Caller::MAIN, &id);
                     }
                     (2, Some(id)) => {
                         // Charged once, however often it is asked.
-                        if sim.get_1080p(&id, 0).code == 200 && upgraded.insert(id) {
+                        if sim.get_1080p(Caller::MAIN, &id, 0).code == 200 && upgraded.insert(id) {
                             charged += 5.0;
                         }
                     }
                     (3, Some(id)) => {
-                        if sim.get_4k(&id, 0, None).code == 200 {
+                        if sim.get_4k(Caller::MAIN, &id, 0, None).code == 200 {
                             charged += 120.0;
                         }
                     }
@@ -806,7 +901,7 @@ mod tests {
                         sim.stats();
                     }
                     (_, _) => {
-                        sim.credits();
+                        sim.credits(Caller::MAIN);
                     }
                 }
                 // What must have come back: every failed task whose end has come.
@@ -820,13 +915,13 @@ mod tests {
                         .map(|t| t.charged)
                         .sum::<f64>()
                 };
-                let credits = sim.credits();
+                let credits = sim.credits(Caller::MAIN);
                 assert!(
                     (credits - (start - charged + due)).abs() < 1e-6,
                     "seed {seed}: {credits} != {start} - {charged} + {due}"
                 );
                 assert!(
-                    (sim.credits() - credits).abs() < 1e-9,
+                    (sim.credits(Caller::MAIN) - credits).abs() < 1e-9,
                     "asking again changes nothing"
                 );
             }
@@ -849,7 +944,7 @@ mod tests {
         let sim = sim(config);
         let (req, body) = request("no images here");
         for _ in 0..40 {
-            created(sim.admit(&req, &body));
+            created(sim.admit(Caller::MAIN, &req, &body));
         }
         let inner = sim.lock();
         assert_eq!(inner.tasks.len(), 40);
@@ -885,15 +980,15 @@ mod tests {
         let ids: Vec<String> = (0..30)
             .map(|i| {
                 if i % 2 == 0 {
-                    created(first.admit(&req, &json!({ "prompt": "x" })))
+                    created(first.admit(Caller::MAIN, &req, &json!({ "prompt": "x" })))
                 } else {
-                    created(first.admit(&tall_req, &tall))
+                    created(first.admit(Caller::MAIN, &tall_req, &tall))
                 }
             })
             .collect();
         // Another simulator with the same seed and the same calls: other ids.
         let again: Vec<String> = (0..30)
-            .map(|_| created(second.admit(&req, &json!({ "prompt": "x" }))))
+            .map(|_| created(second.admit(Caller::MAIN, &req, &json!({ "prompt": "x" }))))
             .collect();
         let mut all: Vec<&String> = ids.iter().chain(&again).collect();
         all.sort();
@@ -910,7 +1005,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut pending = 0;
         for id in &ids {
-            let (mine, theirs) = (first.record_info(id), later.record_info(id));
+            let (mine, theirs) = (
+                first.record_info(Caller::MAIN, id),
+                later.record_info(Caller::MAIN, id),
+            );
             assert_eq!(theirs.code, 200, "{id}: {}", theirs.msg);
             pending += usize::from(mine.data["successFlag"] == 0);
             // Done or not may differ at the very end: an id keeps the creation
@@ -922,7 +1020,10 @@ mod tests {
         assert!(pending > 0, "some are still generating");
         tokio::time::sleep(Duration::from_millis(150)).await;
         for id in &ids {
-            let (mine, theirs) = (first.record_info(id).data, later.record_info(id).data);
+            let (mine, theirs) = (
+                first.record_info(Caller::MAIN, id).data,
+                later.record_info(Caller::MAIN, id).data,
+            );
             for field in ["successFlag", "response", "errorCode", "completeTime"] {
                 assert_eq!(mine[field], theirs[field], "{id} {field}");
             }
@@ -933,7 +1034,7 @@ mod tests {
             );
             // A task it re-derived is one it knows: its 1080p file is made (or,
             // right after success, "record ..." not ready yet), a failed one's never.
-            let hd = later.get_1080p(id, 0);
+            let hd = later.get_1080p(Caller::MAIN, id, 0);
             if ok {
                 assert!(
                     hd.code == 200 || hd.msg.starts_with("record"),
@@ -944,11 +1045,14 @@ mod tests {
             }
         }
         assert_eq!(
-            unknown.record_info(&ids[0]).msg,
+            unknown.record_info(Caller::MAIN, &ids[0]).msg,
             MSG_RECORD_NULL,
             "another seed"
         );
-        assert_eq!(later.record_info("veo_task_0000").msg, MSG_RECORD_NULL);
+        assert_eq!(
+            later.record_info(Caller::MAIN, "veo_task_0000").msg,
+            MSG_RECORD_NULL
+        );
         assert_eq!(later.file("veo_task_0000.mp4", None), FileState::Missing);
         assert_eq!(later.stats().tasks_created, 0, "re-derived, not created");
     }
@@ -959,14 +1063,17 @@ mod tests {
             poll_rate: Some(crate::units::Rate::KIE_POLLS),
             ..SimConfig::default()
         });
-        assert!((0..10).all(|_| limited.admit_poll().is_none()));
-        assert_eq!(limited.admit_poll().map(|a| a.code), Some(429));
+        assert!((0..10).all(|_| limited.admit_poll(Caller::MAIN).is_none()));
+        assert_eq!(limited.admit_poll(Caller::MAIN).map(|a| a.code), Some(429));
         tokio::time::advance(Duration::from_millis(1000)).await;
-        assert!(limited.admit_poll().is_none(), "the window slid");
+        assert!(
+            limited.admit_poll(Caller::MAIN).is_none(),
+            "the window slid"
+        );
         assert_eq!(limited.stats().polls_refused, 1);
         let free = sim(SimConfig::default());
         assert!(
-            (0..100).all(|_| free.admit_poll().is_none()),
+            (0..100).all(|_| free.admit_poll(Caller::MAIN).is_none()),
             "off by default"
         );
     }
@@ -1011,33 +1118,33 @@ mod tests {
         };
         let sim = sim(config.clone());
         let (req, body) = request("base");
-        let base = created(sim.admit(&req, &body));
+        let base = created(sim.admit(Caller::MAIN, &req, &body));
         let refused = |a: Admission| match a {
             Admission::Refused(answer) => answer,
             _ => panic!("created"),
         };
         let (call, body) = extend_call(&base, "lite");
         assert_eq!(
-            refused(sim.admit_extend(&call, &body)).msg,
+            refused(sim.admit_extend(Caller::MAIN, &call, &body)).msg,
             "the video is still being generated; extend it after it succeeds"
         );
         let (unknown, unknown_body) = extend_call("veo_task_0000", "fast");
         assert_eq!(
-            refused(sim.admit_extend(&unknown, &unknown_body)).msg,
+            refused(sim.admit_extend(Caller::MAIN, &unknown, &unknown_body)).msg,
             MSG_RECORD_NULL
         );
         tokio::time::advance(Duration::from_secs(11)).await;
-        let before = sim.credits();
-        let ext = created(sim.admit_extend(&call, &body));
+        let before = sim.credits(Caller::MAIN);
+        let ext = created(sim.admit_extend(Caller::MAIN, &call, &body));
         assert!(
-            (before - sim.credits() - 15.0).abs() < 1e-9,
+            (before - sim.credits(Caller::MAIN) - 15.0).abs() < 1e-9,
             "lite's extend price"
         );
         // A chain: an extend of the extend.
         tokio::time::advance(Duration::from_secs(11)).await;
         let (next, next_body) = extend_call(&ext, "lite");
-        created(sim.admit_extend(&next, &next_body));
-        let info = sim.record_info(&ext).data;
+        created(sim.admit_extend(Caller::MAIN, &next, &next_body));
+        let info = sim.record_info(Caller::MAIN, &ext).data;
         assert_eq!(info["successFlag"], 1);
         let segment = info["response"]["resultUrls"][0]
             .as_str()
@@ -1055,7 +1162,7 @@ mod tests {
             "a generation has no stitched file"
         );
         assert!(
-            sim.record_info(&base).data["response"]
+            sim.record_info(Caller::MAIN, &base).data["response"]
                 .get("fullResultUrls")
                 .is_none()
         );
@@ -1063,13 +1170,16 @@ mod tests {
         // clock counts from the wall clock, which the paused test clock leaves
         // behind: the task is new to it, and done once its generation time passed.
         let later = self::sim(config);
-        assert_eq!(later.record_info(&ext).data["successFlag"], 0);
+        assert_eq!(later.record_info(Caller::MAIN, &ext).data["successFlag"], 0);
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(later.record_info(&ext).data["response"], info["response"]);
-        // Its 1080p version made, a video cannot be extended.
-        assert_eq!(sim.get_1080p(&base, 0).code, 200);
         assert_eq!(
-            refused(sim.admit_extend(&call, &body)).msg,
+            later.record_info(Caller::MAIN, &ext).data["response"],
+            info["response"]
+        );
+        // Its 1080p version made, a video cannot be extended.
+        assert_eq!(sim.get_1080p(Caller::MAIN, &base, 0).code, 200);
+        assert_eq!(
+            refused(sim.admit_extend(Caller::MAIN, &call, &body)).msg,
             MSG_NO_EXTEND_1080P
         );
     }
@@ -1086,10 +1196,10 @@ mod tests {
             ..SimConfig::default()
         });
         let (req, body) = request("base");
-        let base = created(sim.admit(&req, &body));
+        let base = created(sim.admit(Caller::MAIN, &req, &body));
         tokio::time::advance(Duration::from_secs(11)).await;
         let (call, body) = extend_call(&base, "fast");
-        match sim.admit_extend(&call, &body) {
+        match sim.admit_extend(Caller::MAIN, &call, &body) {
             Admission::Refused(a) => {
                 assert_eq!(
                     (a.code, a.msg.as_str()),

@@ -69,8 +69,8 @@ pub(crate) async fn upload(
     let ctx = Ctx::default();
     match gate(&sim, e, &headers, &ctx) {
         Err(r) => return *r,
-        Ok(true) => tokio::time::sleep(sim.config.scaled(sim.config.faults.slow_delay)).await,
-        Ok(false) => {}
+        Ok((_, true)) => tokio::time::sleep(sim.config.scaled(sim.config.faults.slow_delay)).await,
+        Ok((_, false)) => {}
     }
     let refuse = |msg: &str| reply(&sim, e, Answer::err(400, msg), &ctx);
     let Ok(mut multipart) = multipart else {

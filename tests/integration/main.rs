@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area. Servers bind
 //! 127.0.0.1:0; nothing leaves the machine.
 
+mod accounts;
 mod bucket;
 mod client;
 mod confined;

@@ -36,7 +36,7 @@ fn a_cap_holds_against_the_real_bill() {
     // 168 learned from the first task: five fit under 1,000, a sixth would not.
     assert_eq!(billed, 840.0, "{err}");
     assert!(
-        err.contains("(168 credits) would take the batch past --max-credits 1000"),
+        err.contains("(168 credits) would take the batch past --max-credits 1,000"),
         "{err}"
     );
     let recorded: f64 = h.results().records.values().map(|r| r.credits).sum();
@@ -52,7 +52,7 @@ fn without_a_cap_the_summary_reconciles_and_warns() {
     assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{err}");
     assert!(
         err.contains(
-            "  measured: the balance fell by 1680 credits (100000 to 98320), against 600 at the price table"
+            "  measured: the balance fell by 1,680 credits (100,000 to 98,320), against 600 at the price table"
         ),
         "{err}"
     );
@@ -93,11 +93,11 @@ fn without_a_cap_the_summary_reconciles_and_warns() {
     };
     assert_eq!(
         credits(&["results.csv"]),
-        "98320\nbatch: 1680 credits spent, 1680 measured from the balance and 0 at the price table\n"
+        "98320\nbatch: 1,680 credits spent, 1,680 measured from the balance and 0 at the price table\n"
     );
     assert_eq!(
         credits(&["m.yaml", "--results", "results.csv"]),
-        "98320\nbatch: 1680 credits spent, 1680 measured from the balance and 0 at the price table\n\
+        "98320\nbatch: 1,680 credits spent, 1,680 measured from the balance and 0 at the price table\n\
          estimated: 600 credits for the same jobs at the manifest's prices (the 2026-09-08 table)\n"
     );
 }
@@ -195,6 +195,23 @@ fn a_refused_upgrade_is_made_after_a_top_up_and_nothing_is_generated_again() {
     assert_eq!(first.video_paths.len(), 1, "the base video is kept");
     assert_eq!(first.credits, 60.0, "the upgrade is not counted as spent");
     assert_eq!(h.stats().tasks_created, 1);
+    // Where the job stands says so, not "running", in the run's summary and in status.
+    assert!(err.contains("  upgrade not made     1\n"), "{err}");
+    let results = h.path("results.csv");
+    let status = h.status(&[
+        manifest.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ]);
+    let shown = String::from_utf8_lossy(&status.stdout).into_owned() + &stderr(&status);
+    assert!(shown.contains("upgrade not made (1 job)"), "{shown}");
+    assert!(shown.contains("top up the account"), "{shown}");
+    assert!(!shown.contains("running"), "{shown}");
+    assert_eq!(
+        status.status.code(),
+        Some(Exit::NotFinished as i32),
+        "{shown}"
+    );
 
     h.sim.top_up(100.0);
     let out = h.run(&manifest, &[]);

@@ -123,6 +123,10 @@ impl JobRunner {
             self.record.credits += billed;
             self.record.credits_source = generation.source.as_str().to_owned();
             self.record.task_id = None;
+            // The key this call goes with owns whatever task it makes: recorded
+            // before the send, so that an in-doubt row names it too.
+            self.record.account = self.shared.client.account().to_owned();
+            self.record.key_id = self.shared.client.key_id().to_string();
             let syncing = Instant::now();
             self.save(State::Submitting).await?;
             if let Some(mut pace) = shared.pace() {
@@ -179,7 +183,9 @@ impl JobRunner {
                 e.class,
                 ErrorClass::Retryable | ErrorClass::Failed | ErrorClass::Auth | ErrorClass::Credits
             ) {
-                // Refused: no task, no charge.
+                // Refused: no task, no charge, and no task for a key to own.
+                self.record.account.clear();
+                self.record.key_id.clear();
                 shared.release(cost);
                 self.record.credits = (self.record.credits - billed).max(0.0);
             }

@@ -14,7 +14,7 @@ impl Sim {
     fn task_callback_body(&self, task_id: &str) -> Option<Value> {
         let mut inner = self.lock();
         Self::settle(&mut inner, Instant::now());
-        let (_, task) = self.task(&mut inner, task_id)?;
+        let (_, task) = self.task(&mut inner, task_id, None)?;
         let task = &*task;
         Some(match task.outcome {
             Outcome::Success => json!({

@@ -5,13 +5,13 @@ use super::*;
 
 impl Sim {
     /// The get-1080p-video answer.
-    pub fn get_1080p(&self, task_id: &str, index: u32) -> Answer {
+    pub fn get_1080p(&self, caller: Caller, task_id: &str, index: u32) -> Answer {
         let now = Instant::now();
         let price = self.config.prices.upgrade_1080p;
         let mut guard = self.lock();
         Self::settle(&mut guard, now);
         let inner = &mut *guard;
-        let Some((id, task)) = self.task(inner, task_id) else {
+        let Some((id, task)) = self.task(inner, task_id, Some(caller.account)) else {
             return Answer::err(422, MSG_RECORD_NULL);
         };
         if index != 0 {
@@ -30,10 +30,11 @@ impl Sim {
             return Answer::err(400, MSG_1080P_PROCESSING);
         }
         if !task.hd_charged {
-            if inner.credits < price {
+            let account = &mut inner.accounts[caller.account];
+            if account.credits < price {
                 return Answer::err(402, MSG_NO_CREDITS);
             }
-            inner.credits -= price;
+            account.credits -= price;
             if let Some(task) = inner.tasks.get_mut(&id) {
                 task.hd_charged = true;
             }
@@ -42,13 +43,19 @@ impl Sim {
     }
 
     /// The get-4k-video answer; the first call starts (and pays for) the upgrade.
-    pub fn get_4k(self: &Arc<Self>, task_id: &str, index: u32, callback: Option<String>) -> Answer {
+    pub fn get_4k(
+        self: &Arc<Self>,
+        caller: Caller,
+        task_id: &str,
+        index: u32,
+        callback: Option<String>,
+    ) -> Answer {
         let now = Instant::now();
         let price = self.config.prices.upgrade_4k;
         let mut guard = self.lock();
         Self::settle(&mut guard, now);
         let inner = &mut *guard;
-        let Some((id, task)) = self.task(inner, task_id) else {
+        let Some((id, task)) = self.task(inner, task_id, Some(caller.account)) else {
             return Answer::err(422, MSG_RECORD_NULL);
         };
         if index != 0 {
@@ -79,10 +86,11 @@ impl Sim {
             },
             Some(_) => Answer::err(422, MSG_4K_PROCESSING),
             None => {
-                if inner.credits < price {
+                let account = &mut inner.accounts[caller.account];
+                if account.credits < price {
                     return Answer::err(402, MSG_NO_CREDITS);
                 }
-                inner.credits -= price;
+                account.credits -= price;
                 let took = self.span(&mut inner.rng, self.config.upgrade_4k_time);
                 let ready = later(now, took);
                 if let Some(task) = inner.tasks.get_mut(&id) {
@@ -107,6 +115,11 @@ impl Sim {
     /// What `/files/<name>` serves: the video of a task that succeeded, until its
     /// URL expires; with `link` (from [`Sim::download_url`]) until that link does.
     pub fn file(&self, name: &str, link: Option<u64>) -> FileState {
+        self.file_of(None, name, link)
+    }
+
+    /// [`Sim::file`] of a task of `account` only (`None`: any).
+    fn file_of(&self, account: Option<usize>, name: &str, link: Option<u64>) -> FileState {
         let Some(id) = file_task(name) else {
             return FileState::Missing;
         };
@@ -114,7 +127,7 @@ impl Sim {
         let full = name.ends_with(FULL_SUFFIX);
         let ends = {
             let mut inner = self.lock();
-            self.task(&mut inner, id)
+            self.task(&mut inner, id, account)
                 .filter(|(_, t)| t.ends <= now && matches!(t.outcome, Outcome::Success))
                 .filter(|(_, t)| t.extend || !full)
                 .map(|(_, t)| t.ends)
@@ -140,8 +153,9 @@ impl Sim {
     }
 
     /// The `download-url` answer: a fresh link to one of this simulator's result
-    /// files, valid for `download_link_ttl`; 422 "url is wrong" for any other URL.
-    pub fn download_url(&self, url: &str) -> Answer {
+    /// files, valid for `download_link_ttl`; 422 "url is wrong" for any other URL,
+    /// and for a file of another account's task.
+    pub fn download_url(&self, caller: Caller, url: &str) -> Answer {
         let prefix = format!("{}/files/", self.base_url);
         let name = url
             .strip_prefix(&prefix)
@@ -155,7 +169,7 @@ impl Sim {
         let until = self
             .millis_since_start(now)
             .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        match self.file(name, Some(until)) {
+        match self.file_of(Some(caller.account), name, Some(until)) {
             FileState::Ready => Answer::ok(Value::from(format!("{prefix}{name}?link={until}"))),
             FileState::Missing | FileState::Expired => Answer::err(422, MSG_URL_WRONG),
         }

@@ -124,6 +124,8 @@ pub(super) struct Task {
     pub(super) uhd_ready: Option<Instant>,
     /// An extend task: its `fullResultUrls` is the stitched video.
     pub(super) extend: bool,
+    /// The index of the account that made it (see `accounts`).
+    pub(super) account: usize,
 }
 
 impl Task {
@@ -173,6 +175,7 @@ impl Task {
             hd_charged: false,
             uhd_ready: None,
             extend,
+            account: 0,
         })
     }
 }
