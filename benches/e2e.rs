@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use veo_batch::api::{ApiKey, Client, ClientConfig};
 use veo_batch::manifest::{Job, Origin};
 use veo_batch::request::{RawRequest, check};
-use veo_batch::runner::retry::RetryPolicy;
+use veo_batch::retry::RetryPolicy;
 use veo_batch::runner::{self, RunConfig, Signals};
 use veo_batch::units::Rate;
 

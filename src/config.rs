@@ -11,9 +11,12 @@ use crate::cost::PriceTable;
 use crate::manifest::{Job, Manifest};
 use crate::paths::file_stem;
 use crate::progress::Mode;
-use crate::runner::retry::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::units::Rate;
 
+/// How long an upload lives on the service unless told otherwise (its docs say 24 h
+/// in one place and 3 days in another: the shorter one).
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// The most requests in flight a run takes: far above any account's limit.
 pub const MAX_CONCURRENCY: usize = 1000;
@@ -244,10 +247,9 @@ pub fn resolve(
             max_run_credits: args.max_run_credits,
             limit: args.limit,
             sample: args.sample,
-            upload_ttl: args.upload_ttl.map_or_else(
-                || scale(crate::runner::uploads::DEFAULT_UPLOAD_TTL),
-                |s| s.0,
-            ),
+            upload_ttl: args
+                .upload_ttl
+                .map_or_else(|| scale(DEFAULT_UPLOAD_TTL), |s| s.0),
             ..RunConfig::with_defaults(manifest.jobs, results, videos_dir)
         },
         request_timeout,
@@ -286,7 +288,7 @@ impl RunConfig {
             max_run_credits: None,
             limit: None,
             sample: None,
-            upload_ttl: crate::runner::uploads::DEFAULT_UPLOAD_TTL,
+            upload_ttl: DEFAULT_UPLOAD_TTL,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod paths;
 pub mod progress;
 pub mod report;
 pub mod request;
+pub mod retry;
 pub mod runner;
 pub mod sim;
 pub mod store;

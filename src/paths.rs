@@ -7,15 +7,14 @@
 //! extra URLs cannot meet another job's file; two ids that clean to one stem (`a:b`
 //! and `a?b`, or `Hero` and `hero` on a case-blind disk) get a short hash of the id;
 //! and an id that is another job's upgrade name (`hero-1080p` beside `hero` with
-//! `upgrade: 1080p`) is a manifest error naming both ([`assign_stems`]).
+//! `upgrade: 1080p`) is a manifest error naming both
+//! ([`crate::manifest::stems::assign_stems`]).
 
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::{Path, PathBuf};
 
-use rustc_hash::{FxBuildHasher, FxHashMap};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{Job, Upgrade};
+use crate::request::Upgrade;
 
 const MAX_STEM: usize = 120;
 
@@ -25,7 +24,7 @@ fn is_safe(c: char) -> bool {
 
 /// `id` made safe as a file name, deterministically (`16:9` becomes `16_9`),
 /// without a hash: `None` when `id` is already safe as it is.
-fn cleaned(id: &str) -> Option<String> {
+pub(crate) fn cleaned(id: &str) -> Option<String> {
     let unchanged = !id.is_empty()
         && id.len() <= MAX_STEM
         && !id.starts_with('.')
@@ -50,7 +49,7 @@ fn cleaned(id: &str) -> Option<String> {
     Some(stem)
 }
 
-fn short_hash(id: &str) -> String {
+pub(crate) fn short_hash(id: &str) -> String {
     let digest = Sha256::digest(id.as_bytes());
     digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -113,19 +112,25 @@ pub fn folder_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// `path` without `.` components and with each `..` taking off the component
-/// before it, by its text alone (no file is looked at).
+/// `path` without `.` components and with each `..` taking off the name before
+/// it, by its text alone (no file is looked at, so a symlink is not followed).
+/// The project's one normaliser: the run, the confinement checks and the report
+/// page all place files by it.
 pub fn normalized(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
                 }
-            }
+                // At the root `..` is the root, as the system resolves it.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                // Nothing left to take off: the path climbs above where it starts.
+                None | Some(Component::ParentDir | Component::CurDir) => out.push(".."),
+            },
             other => out.push(other.as_os_str()),
         }
     }
@@ -293,123 +298,6 @@ fn real_location(path: &Path) -> PathBuf {
     }
 }
 
-/// A job whose file names clash with another's: `job` would write where `other`
-/// does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Clash {
-    pub job: usize,
-    pub other: usize,
-    /// The file both would write, without the folder.
-    pub file: String,
-    /// What `other` keeps there (`its video`, `its 1080p file`).
-    pub what: &'static str,
-}
-
-/// Hash of a stem as a case-blind disk compares it.
-fn key(stem: &str) -> u64 {
-    let mut h = FxBuildHasher.build_hasher();
-    for b in stem.bytes() {
-        h.write_u8(b.to_ascii_lowercase());
-    }
-    h.finish()
-}
-
-/// Gives each job its file stem ([`Job::file_stem`]) and returns the clashes that
-/// no stem can avoid. Ids that need no cleaning and meet no other keep their name;
-/// the hashes of a group of ids that would share a stem are what keep them apart.
-pub fn assign_stems(jobs: &mut [Job]) -> Vec<Clash> {
-    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    // Stems as cleaning alone makes them, by their case-blind hash. Ids that are
-    // safe already (nearly all) cost no allocation.
-    let cleaned: Vec<Option<String>> = jobs.iter().map(|j| cleaned(&j.id)).collect();
-    let plain = |i: usize| cleaned[i].as_deref().unwrap_or(&jobs[i].id);
-    let mut first: FxHashMap<u64, usize> = FxHashMap::default();
-    first.reserve(jobs.len());
-    // Jobs whose stem's hash an earlier job's has, by that hash (nearly always none).
-    let mut groups: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
-    for i in 0..jobs.len() {
-        let k = key(plain(i));
-        match first.get(&k) {
-            Some(&j) => groups.entry(k).or_insert_with(|| vec![j]).push(i),
-            None => {
-                first.insert(k, i);
-            }
-        }
-    }
-    let mut hashed = vec![false; jobs.len()];
-    for mut same_hash in groups.into_values() {
-        // One hash can stand for several stems: split them into the jobs that
-        // really share one.
-        while let Some(&lead) = same_hash.first() {
-            let (group, rest): (Vec<usize>, Vec<usize>) =
-                same_hash.iter().partition(|&&x| eq(plain(x), plain(lead)));
-            same_hash = rest;
-            if group.len() < 2 {
-                continue;
-            }
-            // An id used as it is keeps its name when it alone of its group is.
-            let as_is: Vec<usize> = group
-                .iter()
-                .copied()
-                .filter(|&x| cleaned[x].is_none())
-                .collect();
-            for x in group {
-                hashed[x] = !(as_is.len() == 1 && as_is[0] == x);
-            }
-        }
-    }
-    for (i, job) in jobs.iter_mut().enumerate() {
-        job.file_stem = match (&cleaned[i], hashed[i]) {
-            (None, false) => None,
-            (Some(c), false) => Some(c.clone()),
-            (c, true) => {
-                let base = c.as_deref().unwrap_or(&job.id);
-                Some(format!("{base}-{}", short_hash(&job.id)))
-            }
-        };
-    }
-
-    // The stems are final: no two may meet, and none may be another job's upgrade.
-    let mut clashes = Vec::new();
-    let mut by_stem: FxHashMap<u64, usize> = FxHashMap::default();
-    by_stem.reserve(jobs.len());
-    for (i, job) in jobs.iter().enumerate() {
-        let k = key(job.stem());
-        match by_stem.get(&k) {
-            Some(&j) if eq(jobs[j].stem(), job.stem()) => clashes.push(Clash {
-                job: i,
-                other: j,
-                file: format!("{}.mp4", job.stem()),
-                what: "its video",
-            }),
-            _ => {
-                by_stem.insert(k, i);
-            }
-        }
-    }
-    for (j, job) in jobs.iter().enumerate() {
-        let Some(upgrade) = job.upgrade else {
-            continue;
-        };
-        let name = format!("{}{}", job.stem(), upgrade_suffix(Some(upgrade)));
-        if let Some(&i) = by_stem.get(&key(&name))
-            && i != j
-            && eq(jobs[i].stem(), &name)
-        {
-            clashes.push(Clash {
-                job: i,
-                other: j,
-                file: format!("{name}.mp4"),
-                what: match upgrade {
-                    Upgrade::Hd1080 => "its 1080p file",
-                    Upgrade::Uhd4k => "its 4K file",
-                },
-            });
-        }
-    }
-    clashes
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Component;
@@ -437,71 +325,22 @@ mod tests {
         assert!(file_stem(&"x".repeat(500)).len() < 140);
     }
 
-    fn jobs(specs: &[(&str, Option<Upgrade>)]) -> Vec<Job> {
-        let text: String = specs.iter().map(|(id, _)| format!("{id},p\n")).collect();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.csv");
-        std::fs::write(&path, format!("id,prompt\n{text}")).unwrap();
-        let mut jobs = crate::manifest::load(&path).unwrap().jobs;
-        for (job, (_, upgrade)) in jobs.iter_mut().zip(specs) {
-            job.upgrade = *upgrade;
+    #[test]
+    fn normalized_takes_dots_out_by_text_alone() {
+        for (given, expected) in [
+            ("a/./b/../c", "a/c"),
+            ("./a", "a"),
+            ("a/..", ""),
+            ("../a", "../a"),
+            // A `..` never takes off another `..`: that would climb less than asked.
+            ("../../a", "../../a"),
+            ("a/../../b", "../b"),
+            // `..` at the root stays at the root, as the system resolves it.
+            ("/../a", "/a"),
+            ("/a/../../b", "/b"),
+        ] {
+            assert_eq!(normalized(Path::new(given)), Path::new(expected), "{given}");
         }
-        jobs
-    }
-
-    fn stems(specs: &[(&str, Option<Upgrade>)]) -> (Vec<String>, Vec<Clash>) {
-        let mut jobs = jobs(specs);
-        let clashes = assign_stems(&mut jobs);
-        (jobs.iter().map(|j| j.stem().to_owned()).collect(), clashes)
-    }
-
-    #[test]
-    fn ids_are_cleaned_readably_and_hashed_only_where_they_meet() {
-        let (s, clashes) = stems(&[
-            ("colour-ember-16:9", None),
-            ("plain", None),
-            ("a:b", None),
-            ("a?b", None),
-            ("x_y", None),
-            ("x:y", None),
-        ]);
-        assert!(clashes.is_empty(), "{clashes:?}");
-        assert_eq!(s[0], "colour-ember-16_9");
-        assert_eq!(s[1], "plain");
-        assert!(s[2].starts_with("a_b-") && s[3].starts_with("a_b-") && s[2] != s[3]);
-        // The id that is a safe name as it is keeps it; the cleaned one gets a hash.
-        assert_eq!(s[4], "x_y");
-        assert!(s[5].starts_with("x_y-"), "{}", s[5]);
-    }
-
-    #[test]
-    fn ids_that_differ_only_in_case_get_their_own_files() {
-        let (s, clashes) = stems(&[("Hero", None), ("hero", None)]);
-        assert!(clashes.is_empty());
-        assert!(!s[0].eq_ignore_ascii_case(&s[1]), "{s:?}");
-    }
-
-    #[test]
-    fn an_id_that_is_another_jobs_upgrade_file_is_a_clash() {
-        let (_, clashes) = stems(&[("hero", Some(Upgrade::Hd1080)), ("hero-1080p", None)]);
-        assert_eq!(
-            clashes,
-            [Clash {
-                job: 1,
-                other: 0,
-                file: "hero-1080p.mp4".into(),
-                what: "its 1080p file",
-            }]
-        );
-        // Without the upgrade, or with the other one, the names never meet.
-        assert!(stems(&[("hero", None), ("hero-1080p", None)]).1.is_empty());
-        assert!(
-            stems(&[("hero", Some(Upgrade::Uhd4k)), ("hero-1080p", None)])
-                .1
-                .is_empty()
-        );
-        // A second result URL never meets another job: `~` is in no stem.
-        assert!(stems(&[("shot", None), ("shot-2", None)]).1.is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod chains;
 pub mod images;
 mod job;
 mod node;
+pub mod stems;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -325,7 +326,7 @@ pub fn load_with(path: &Path, options: LoadOptions) -> Result<Manifest, Manifest
         errors.extend(chains::parent_problems(&jobs).0);
     }
     warnings.extend(unpriced_warnings(&jobs, &prices));
-    for clash in crate::paths::assign_stems(&mut jobs) {
+    for clash in stems::assign_stems(&mut jobs) {
         let (job, other) = (&jobs[clash.job], &jobs[clash.other]);
         errors.push(job::diag(
             job.origin.clone(),

@@ -4,6 +4,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::paths::normalized;
+
 /// Where the video recorded as `recorded` is. A relative path is relative to the
 /// results file's folder (`results_dir`), as `run` records it. A results file
 /// written by an earlier version recorded paths from the folder `run` ran in: the
@@ -14,9 +16,9 @@ use std::path::{Component, Path, PathBuf};
 pub(crate) fn locate(recorded: &str, cwd: &Path, results_dir: &Path) -> PathBuf {
     let path = Path::new(recorded);
     if path.is_absolute() {
-        return normalize(path);
+        return normalized(path);
     }
-    let first = normalize(&results_dir.join(path));
+    let first = normalized(&results_dir.join(path));
     if first.exists() {
         return first;
     }
@@ -24,7 +26,7 @@ pub(crate) fn locate(recorded: &str, cwd: &Path, results_dir: &Path) -> PathBuf 
     others
         .into_iter()
         .flatten()
-        .map(|dir| normalize(&dir.join(path)))
+        .map(|dir| normalized(&dir.join(path)))
         .find(|p| p.exists())
         .unwrap_or(first)
 }
@@ -33,30 +35,10 @@ pub(crate) fn locate(recorded: &str, cwd: &Path, results_dir: &Path) -> PathBuf 
 /// exist), made absolute against `cwd` first if it is relative.
 pub(crate) fn absolute(path: &Path, cwd: &Path) -> PathBuf {
     if path.is_absolute() {
-        normalize(path)
+        normalized(path)
     } else {
-        normalize(&cwd.join(path))
+        normalized(&cwd.join(path))
     }
-}
-
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                // `..` at the root stays at the root, as the system resolves it.
-                if !matches!(
-                    out.components().next_back(),
-                    None | Some(Component::RootDir)
-                ) {
-                    out.pop();
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The URL of `to` as seen from a page in the folder `from`, both absolute and

@@ -24,8 +24,8 @@ use crate::manifest::Job;
 use crate::summary::Outcomes;
 
 /// The runtime a run is driven on: one thread. A run's work is waiting on the
-/// network; on one thread its tasks hand nothing between threads, which on two
-/// threads cost about a fifth of the runner's CPU (docs/performance.md). Nothing on
+/// network; on one thread its tasks hand nothing between threads, a cost that
+/// docs/performance.md measures. Nothing on
 /// it waits on the disk: results rows are written and synced by the collector's own
 /// thread, and downloads are written on the blocking pool.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -44,7 +44,6 @@ pub mod pace;
 mod planned;
 pub mod polls;
 mod prepare;
-pub mod retry;
 pub mod schedule;
 mod shared;
 pub mod spend;

@@ -7,9 +7,8 @@
 //! ones submissions and downloads share: a submission holds its slot from the
 //! moment it reserves its place among the sends until it leaves, up to a window
 //! of the rate limit, so at the limit most of those slots are held by waiting
-//! submissions, and checks queued behind them came one a second (seen in the
-//! schedule-polls bench: a median of 37 s from a video being ready to its
-//! download, at a tenth of real time).
+//! submissions, and checks sharing them would wait behind every submission (the
+//! schedule-polls bench measures the time from a video being ready to its download).
 //!
 //! A check takes the next free place of an evenly spaced timetable, which costs
 //! O(1) however many tasks wait (a sliding window alone would wake every waiting
@@ -19,8 +18,7 @@
 //! and never two closer than half the spacing. A burst at the end of one window and
 //! another at the start of the next would reach the service within one window of
 //! its own as soon as the first burst's requests were delayed a little more than
-//! the second's; seen on a loaded 2-core machine with the window a tenth of a
-//! second long.
+//! the second's, which a loaded machine with a short window makes likely.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};

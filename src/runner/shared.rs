@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use super::dispatch::{Events, JobEvent};
 use super::pace::Pace;
 use super::polls::Polls;
-use super::retry::RetryPolicy;
 use super::stop::{StopReason, StopTokens};
 use crate::api::Client;
+use crate::retry::RetryPolicy;
 
 /// Settings every job reads.
 #[derive(Debug, Clone)]

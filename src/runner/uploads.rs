@@ -27,9 +27,7 @@ use super::dispatch::{Events, JobEvent};
 use crate::api::ErrorClass;
 use crate::manifest::{Job, LocalImage};
 
-/// How long an upload lives on the service unless told otherwise (its docs say 24 h
-/// in one place and 3 days in another: the shorter one).
-pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub use crate::config::DEFAULT_UPLOAD_TTL;
 /// The most an upload's usable life is cut short by: time for the send to leave
 /// and for the service to fetch the image after taking the request.
 pub const MAX_MARGIN: Duration = Duration::from_secs(60 * 60);
@@ -137,7 +135,7 @@ impl Lease {
 /// stops submissions, and the dispatcher (which counts retries).
 pub struct Run<'a> {
     pub client: &'a crate::api::Client,
-    pub retry: super::retry::RetryPolicy,
+    pub retry: crate::retry::RetryPolicy,
     pub stop: &'a tokio_util::sync::CancellationToken,
     pub events: &'a Events,
 }

@@ -450,6 +450,7 @@ impl SimArgs {
                 http_455: fault_rate(&f.rate_455),
                 http_500: fault_rate(&f.rate_500),
                 maintenance: f.maintenance.map(|m| m.0),
+                maintenance_retry_after: false,
                 generation_failure: f.fail_rate,
                 slow: f.slow_rate,
                 slow_delay: f.slow_delay.0,

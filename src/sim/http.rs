@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
@@ -111,6 +111,8 @@ pub(super) async fn drop_connection(
     std::future::pending().await
 }
 
+const MSG_MAINTENANCE: &str = "The service is under maintenance, please try again later";
+
 /// The checks every API call passes first. `Ok((caller, slow))`: the key's account,
 /// and whether to answer late.
 pub(super) fn gate(
@@ -134,22 +136,29 @@ pub(super) fn gate(
         return Err(Box::new(reply(sim, endpoint, answer, ctx)));
     };
     let faults = &sim.config.faults;
-    let answer =
-        if sim.in_maintenance(Instant::now()) || sim.draw(faults.http_455.for_endpoint(endpoint)) {
-            Some(Answer::err(
-                455,
-                "The service is under maintenance, please try again later",
-            ))
-        } else if sim.draw(faults.http_500.for_endpoint(endpoint)) {
-            Some(Answer::err(500, "Server error, please try again later"))
-        } else if sim.draw(faults.http_429.for_endpoint(endpoint)) {
-            Some(Answer::err(
-                429,
-                "Your call frequency is too high. Please try again later.",
-            ))
-        } else {
-            None
-        };
+    let window_left = sim.maintenance_left(Instant::now());
+    if let (Some(left), true) = (window_left, faults.maintenance_retry_after) {
+        let answer = Answer::err(455, MSG_MAINTENANCE);
+        let mut response = reply(sim, endpoint, answer, ctx);
+        // Whole seconds, rounded up, so a retry lands after the window.
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return Err(Box::new(response));
+    }
+    let answer = if window_left.is_some() || sim.draw(faults.http_455.for_endpoint(endpoint)) {
+        Some(Answer::err(455, MSG_MAINTENANCE))
+    } else if sim.draw(faults.http_500.for_endpoint(endpoint)) {
+        Some(Answer::err(500, "Server error, please try again later"))
+    } else if sim.draw(faults.http_429.for_endpoint(endpoint)) {
+        Some(Answer::err(
+            429,
+            "Your call frequency is too high. Please try again later.",
+        ))
+    } else {
+        None
+    };
     if let Some(answer) = answer {
         return Err(Box::new(reply(sim, endpoint, answer, ctx)));
     }

@@ -330,6 +330,11 @@ pub struct Faults {
     pub http_455: FaultRate,
     pub http_500: FaultRate,
     pub maintenance: Option<Maintenance>,
+    /// The maintenance window's 455s carry `Retry-After`: the whole seconds left in
+    /// the window, at least 1. kie.ai sends none, so the runner waits its own
+    /// maintenance floor; a test that needs a window but not that floor's real 30 s
+    /// sets this, and the runner's documented path for a sent `Retry-After` answers.
+    pub maintenance_retry_after: bool,
     /// Probability that a created task ends failed (successFlag 2 or 3).
     pub generation_failure: f64,
     /// Probability that an answer comes only after `slow_delay` (scaled).
@@ -348,6 +353,7 @@ impl Default for Faults {
             http_455: FaultRate::default(),
             http_500: FaultRate::default(),
             maintenance: None,
+            maintenance_retry_after: false,
             generation_failure: 0.0,
             slow: 0.0,
             slow_delay: Duration::from_secs(120),

@@ -262,13 +262,12 @@ impl Sim {
         Duration::from_micros(rng.u64(lo_us..=hi_us))
     }
 
-    pub fn in_maintenance(&self, now: Instant) -> bool {
-        let Some(m) = self.config.faults.maintenance else {
-            return false;
-        };
+    /// How long the maintenance window has left at `now`; `None` outside it.
+    pub fn maintenance_left(&self, now: Instant) -> Option<Duration> {
+        let m = self.config.faults.maintenance?;
         let start = later(self.started, self.config.scaled(m.start));
         let end = later(start, self.config.scaled(m.duration));
-        now >= start && now < end
+        (now >= start && now < end).then(|| end - now)
     }
 
     pub fn count_request(&self, e: Endpoint) {

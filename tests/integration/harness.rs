@@ -17,6 +17,14 @@ pub struct Harness {
     _rt: tokio::runtime::Runtime,
 }
 
+/// Whether the tests run under CI, where a test whose tool is missing fails
+/// instead of skipping. CI services set `CI` to `true`, some to `1` or their own
+/// name; empty, `0` and `false` say no.
+pub fn under_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
 /// A simulator that answers fast: generation takes 0.1-0.3 s, no rate limit.
 pub fn fast_sim() -> SimConfig {
     SimConfig {

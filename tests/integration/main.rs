@@ -19,6 +19,7 @@ mod polls;
 mod records;
 mod report;
 mod run;
+mod shape;
 mod sim;
 mod simulate;
 mod spend;

@@ -70,6 +70,40 @@ async fn maintenance_window_is_time_scaled() {
     h.shutdown().await;
 }
 
+/// Opted in, the window's 455s say when to come back: the seconds left, rounded
+/// up; without the option there is no header, as from kie.ai.
+#[tokio::test]
+async fn maintenance_answers_carry_retry_after_only_when_asked() {
+    for (asked, expected) in [(true, Some("40")), (false, None)] {
+        let h = start(SimConfig {
+            faults: sim::Faults {
+                maintenance: Some(Maintenance {
+                    start: Duration::ZERO,
+                    duration: Duration::from_secs(40),
+                }),
+                maintenance_retry_after: asked,
+                ..sim::Faults::default()
+            },
+            ..quick()
+        })
+        .await;
+        let answer = client()
+            .get(format!("{}/api/v1/chat/credit", h.base_url()))
+            .bearer_auth(DEMO_KEY)
+            .send()
+            .await
+            .unwrap();
+        let retry_after = answer
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["code"], 455);
+        assert_eq!(retry_after.as_deref(), expected, "asked: {asked}");
+        h.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn slow_answers_leave_the_client_in_doubt_with_a_task() {
     let h = start(SimConfig {
