@@ -198,6 +198,8 @@ fn every_flag_the_docs_name_exists() {
         "--bench",
         "--lib",
         "--nocapture",
+        "--format",
+        "--report-time",
         "--all",
         "--all-targets",
         "--check",
