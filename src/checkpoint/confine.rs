@@ -31,12 +31,7 @@ struct Dropped {
 /// (recorded paths are relative to its folder), read again only when a path was
 /// dropped, to name its line and column.
 pub fn confine_paths(records: &mut [Record], results: &Path, videos_dir: &Path) -> Vec<String> {
-    let dir = crate::paths::absolute(
-        results
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    );
+    let dir = crate::paths::absolute(crate::paths::folder_of(results));
     let mut dropped = Vec::new();
     let mut confiner = Confiner::new(videos_dir);
     for r in records.iter_mut() {
@@ -93,12 +88,7 @@ pub fn confine_paths(records: &mut [Record], results: &Path, videos_dir: &Path) 
 /// expired) instead of taking the job for finished; never generated again. One
 /// warning names them, however many they are.
 pub fn forget_missing_videos(records: &mut [Record], results: &Path) -> Option<String> {
-    let dir = crate::paths::absolute(
-        results
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    );
+    let dir = crate::paths::absolute(crate::paths::folder_of(results));
     let mut missing: Vec<String> = Vec::new();
     for r in records
         .iter_mut()

@@ -32,12 +32,7 @@ impl Loaded {
     /// relative to the results file's folder) made a path from the current folder,
     /// for `results`, the path the file was read from.
     pub fn with_paths_resolved(mut self, results: &Path) -> Loaded {
-        let dir = crate::paths::absolute(
-            results
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        );
+        let dir = crate::paths::absolute(crate::paths::folder_of(results));
         for r in self.records.values_mut() {
             for p in r.video_paths.iter_mut().chain(&mut r.superseded_paths) {
                 *p = crate::paths::resolve(&dir, p)

@@ -171,12 +171,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
     }
     // Recorded video paths are relative to the results file's folder; a done job
     // whose file is gone is told apart ("video missing").
-    let results_dir = crate::paths::absolute(
-        results
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    );
+    let results_dir = crate::paths::absolute(crate::paths::folder_of(&results));
     let jobs = Walk {
         manifest: manifest.as_ref(),
         located: &located,

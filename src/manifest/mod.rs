@@ -266,10 +266,7 @@ pub fn load_with(path: &Path, options: LoadOptions) -> Result<Manifest, Manifest
     // The manifest's own folder, then what the user widened it to (the manifest's
     // `allow_images_from:` adds its own as it is read, before its jobs).
     out.images.roots = options.image_roots.map(|extra| {
-        let own = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let own = crate::paths::folder_of(path);
         std::iter::once(own.to_path_buf()).chain(extra).collect()
     });
     let ext = path
