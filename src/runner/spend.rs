@@ -19,12 +19,11 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::api::Client;
-use crate::cost::{Credits, PriceTable, Priced};
+use crate::cost::{Credits, DEFAULT_SECONDS, PriceTable, Priced};
 use crate::request::{Model, Resolution, Upgrade};
 
-/// How much a kind whose price could not be learned is reserved at, against the
-/// limit, over its table price: the cap then holds while the service bills up to
-/// twice the table.
+/// How much a kind whose price is not learned is reserved at, against the limit,
+/// over its table price, at least (see [`Kind::unlearned`]).
 pub const UNLEARNED_MARGIN: f64 = 2.0;
 
 /// A measured price differing from the table by more than this share is warned of.
@@ -58,9 +57,6 @@ impl From<Upgrade> for UpgradeKind {
     }
 }
 
-/// The service's length of a video when none is asked.
-const DEFAULT_SECONDS: u8 = 8;
-
 impl Kind {
     /// The kind of a job's generate (or extend) call.
     pub fn of(job: &impl Priced) -> Kind {
@@ -83,21 +79,45 @@ impl Kind {
     pub fn table(self, table: &PriceTable) -> Option<f64> {
         match self {
             Kind::Generation {
-                model, resolution, ..
-            } => table.generation(model, resolution),
+                model,
+                resolution,
+                seconds,
+            } => table.generation_of(model, resolution, seconds),
             Kind::Extend(m) => Some(table.extend(m)),
             Kind::Upgrade(UpgradeKind::Hd1080) => Some(table.upgrade(Upgrade::Hd1080)),
             Kind::Upgrade(UpgradeKind::Uhd4k) => Some(table.upgrade(Upgrade::Uhd4k)),
         }
     }
 
-    /// The manifest's `prices:` line that sets this kind's price to `credits`.
-    pub fn prices_line(self, credits: f64) -> String {
-        let c = Credits(credits);
-        match self {
+    /// What a send of a kind whose price is not learned reserves against the
+    /// limit: the highest price any source reported for it, or its table price
+    /// times [`UNLEARNED_MARGIN`], whichever is larger. A first task billed above
+    /// both can still pass the limit, by the difference; nothing else can.
+    pub fn unlearned(self, table: &PriceTable) -> f64 {
+        let high = match self {
             Kind::Generation {
                 model, resolution, ..
-            } => format!("{model}: {{{resolution}: {c}}}"),
+            } => table.highest.generation(model, resolution),
+            Kind::Extend(m) => Some(table.highest.extend(m)),
+            Kind::Upgrade(UpgradeKind::Hd1080) => Some(table.highest.upgrade(Upgrade::Hd1080)),
+            Kind::Upgrade(UpgradeKind::Uhd4k) => Some(table.highest.upgrade(Upgrade::Uhd4k)),
+        };
+        let margin = self.table(table).unwrap_or(0.0) * UNLEARNED_MARGIN;
+        high.map_or(margin, |h| h.max(margin))
+    }
+
+    /// The manifest's `prices:` line that sets this kind's price to `credits`,
+    /// exactly: a generation's for its duration only.
+    pub fn prices_line(self, credits: f64) -> String {
+        // Written as a file records credits, so that it reads back as the figure
+        // measured (no thousands grouping in YAML).
+        let c = crate::cost::credits_cell(credits);
+        match self {
+            Kind::Generation {
+                model,
+                resolution,
+                seconds,
+            } => format!("{model}: {{{resolution}: {{{seconds}s: {c}}}}}"),
             Kind::Extend(m) => format!("extend: {{{m}: {c}}}"),
             Kind::Upgrade(UpgradeKind::Hd1080) => format!("upgrade_1080p: {c}"),
             Kind::Upgrade(UpgradeKind::Uhd4k) => format!("upgrade_4k: {c}"),
@@ -142,12 +162,26 @@ impl Source {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Price {
     /// What a send reserves against the limit: the larger of the table and the
-    /// measured price, or the table times [`UNLEARNED_MARGIN`] when it cannot be
-    /// learned.
+    /// measured price, or [`Kind::unlearned`] while it is not learned.
     pub reserve: f64,
     /// What the job's record says it cost.
     pub billed: f64,
     pub source: Source,
+}
+
+impl Price {
+    /// Why a send of `kind` reserves more than its table price, for the message of
+    /// a limit it would pass; empty when it does not.
+    pub fn why_reserved(&self, kind: Kind) -> String {
+        if self.source == Source::Table && self.reserve > self.billed {
+            format!(
+                ": a {kind} task is reserved at the highest price reported for its kind or {UNLEARNED_MARGIN} times its table price of {}, whichever is larger, until the balance tells its real price",
+                Credits(self.billed)
+            )
+        } else {
+            String::new()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -289,7 +323,7 @@ impl Spend {
             Err(e) => {
                 let problem = format!("the balance could not be read at the start ({e})");
                 tracing::warn!(
-                    "{problem}: the spend is not measured; prices are the table's, and under a limit a kind is reserved at {UNLEARNED_MARGIN} times its table price"
+                    "{problem}: the spend is not measured; prices are the table's, and under a limit a kind is reserved at {}", reserved_at()
                 );
                 ledger.problem = Some(problem);
                 None
@@ -302,25 +336,18 @@ impl Spend {
         let table = kind.table(&self.table).unwrap_or(0.0);
         let ledger = self.ledger();
         let learned = ledger.learned.get(&kind).copied();
-        let unreadable = ledger.start.is_none() && ledger.problem.is_some();
+        drop(ledger);
         match learned {
             Some(Learned::Price(m)) => Price {
                 reserve: m.max(table),
                 billed: m,
                 source: Source::Measured,
             },
-            Some(Learned::Not) => Price {
-                reserve: table * UNLEARNED_MARGIN,
-                billed: table,
-                source: Source::Table,
-            },
-            None if unreadable => Price {
-                reserve: table * UNLEARNED_MARGIN,
-                billed: table,
-                source: Source::Table,
-            },
-            None => Price {
-                reserve: table,
+            // Not learned yet (the first task of the kind), or not learnable: the
+            // service may bill far above the table (168 for a fast 720p video the
+            // table puts at 60), so the limit reserves the worst price known.
+            Some(Learned::Not) | None => Price {
+                reserve: kind.unlearned(&self.table),
                 billed: table,
                 source: Source::Table,
             },
@@ -474,7 +501,15 @@ impl Spend {
 
 fn limit_note() -> String {
     format!(
-        "; under a spending limit each further one is reserved at {UNLEARNED_MARGIN} times its table price"
+        "; under a spending limit each further one is reserved at {}",
+        reserved_at()
+    )
+}
+
+/// What a kind whose price is not learned is reserved at, as the warnings say it.
+fn reserved_at() -> String {
+    format!(
+        "the highest price reported for it or {UNLEARNED_MARGIN} times its table price, whichever is larger"
     )
 }
 
@@ -494,10 +529,12 @@ mod tests {
     fn a_learned_price_is_reserved_at_the_larger_of_it_and_the_table() {
         let spend = Spend::new(PriceTable::default());
         spend.ledger().start = Some(1000.0);
+        // Before its first task, the highest price reported for the kind (168,
+        // measured from a balance) stands above twice the table (120).
         assert_eq!(
             spend.price(fast720()),
             Price {
-                reserve: 60.0,
+                reserve: 168.0,
                 billed: 60.0,
                 source: Source::Table
             }
@@ -515,14 +552,36 @@ mod tests {
         let p = spend.price(fast720());
         assert_eq!((p.reserve, p.billed), (60.0, 30.0));
         spend.ledger().learned.insert(fast720(), Learned::Not);
-        assert_eq!(spend.price(fast720()).reserve, 120.0);
+        assert_eq!(spend.price(fast720()).reserve, 168.0);
+    }
+
+    #[test]
+    fn an_unlearned_kind_is_reserved_at_its_highest_report_or_twice_the_table() {
+        let mut table = PriceTable::default();
+        let veo3 = |resolution| Kind::Generation {
+            model: Model::Veo3,
+            resolution,
+            seconds: 8,
+        };
+        // veo3 720p: 250 reported, 450 twice the table: the margin is larger.
+        assert_eq!(veo3(Resolution::Hd720).unlearned(&table), 450.0);
+        assert_eq!(fast720().unlearned(&table), 168.0);
+        assert_eq!(Kind::upgrade(Upgrade::Uhd4k).unlearned(&table), 240.0);
+        assert_eq!(Kind::Extend(Model::Veo3Lite).unlearned(&table), 30.0);
+        // The highs are overridable, and a table price above them raises it.
+        table
+            .highest
+            .set_generation(Model::Veo3Fast, Resolution::Hd720, 400.0);
+        assert_eq!(fast720().unlearned(&table), 400.0);
+        table.set_generation(Model::Veo3Fast, Resolution::Hd720, 250.0);
+        assert_eq!(fast720().unlearned(&table), 500.0);
     }
 
     #[test]
     fn without_a_balance_every_kind_is_reserved_with_the_margin() {
         let spend = Spend::new(PriceTable::default());
         spend.ledger().problem = Some("no".into());
-        assert_eq!(spend.price(fast720()).reserve, 120.0);
+        assert_eq!(spend.price(fast720()).reserve, 168.0);
         assert_eq!(spend.price(fast720()).billed, 60.0);
     }
 
@@ -548,7 +607,10 @@ mod tests {
         let drifted: Vec<_> = r.drifted().collect();
         assert_eq!(drifted.len(), 1);
         assert_eq!(drifted[0].kind, "veo3_fast 720p 8s");
-        assert_eq!(drifted[0].paste.as_deref(), Some("veo3_fast: {720p: 168}"));
+        assert_eq!(
+            drifted[0].paste.as_deref(),
+            Some("veo3_fast: {720p: {8s: 168}}")
+        );
         // Within a quarter of the table: no warning; a fall the tasks explain: none.
         spend
             .ledger()

@@ -112,9 +112,10 @@ impl JobRunner {
             let billed = generation.billed + upgrade.map_or(0.0, |p| p.billed);
             if let Err(past) = shared.reserve(cost).await {
                 shared.halt(StopReason::Budget(format!(
-                    "job {:?} ({} credits) would take {past}",
+                    "job {:?} ({} credits{}) would take {past}",
                     self.job.id,
-                    Credits(cost)
+                    Credits(cost),
+                    generation.why_reserved(kind)
                 )));
                 return Err(JobEnd::NotStarted);
             }
