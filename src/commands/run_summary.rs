@@ -293,9 +293,18 @@ fn spend_lines(out: &mut String, s: &SpendReport) {
         );
     }
     if let Some(u) = s.unexplained {
+        let counted = match s.billed_failures.len() {
+            0 => String::new(),
+            n => format!(
+                "; {} failed task{} counted as spent for it ({} credits)",
+                n,
+                if n == 1 { "" } else { "s" },
+                Credits(s.failed_billed)
+            ),
+        };
         let _ = writeln!(
             out,
-            "warning: failed tasks may be billed: {} credits unexplained (the balance fell by more than the tasks made explain)",
+            "warning: failed tasks may be billed: {} credits unexplained (the balance fell by more than the tasks made explain){counted}",
             Credits(u)
         );
     }

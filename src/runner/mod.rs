@@ -301,6 +301,7 @@ pub async fn execute(
         &entries,
         &loaded_records,
         write_error.is_none(),
+        &spend.billed_failures,
     )
     .with_context(|| {
         let what = if write_error.is_none() {

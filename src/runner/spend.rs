@@ -147,6 +147,8 @@ pub enum Source {
     Measured,
     /// The price table (the manifest's `prices:` over the dated defaults).
     Table,
+    /// A task the service reported failed, counted 0 (see [`failed_task_cost`]).
+    Refunded,
 }
 
 impl Source {
@@ -154,8 +156,23 @@ impl Source {
         match self {
             Source::Measured => "measured",
             Source::Table => "table",
+            Source::Refunded => "refunded",
         }
     }
+}
+
+/// The one rule for what a failed task costs, which the results file records and
+/// so every figure read from it follows (the summary, `status`, the report page,
+/// the notification, the batch's limit over runs): a task the service reported
+/// failed costs 0, as the service documents failed tasks free, unless the balance
+/// showed it billed (then [`SpendReport::billed_failures`] counts it back).
+///
+/// `credits` is the record's figure with the task's cost in it, `before` what it
+/// was before the task was sent; gives the record's new figure and what the task
+/// had added (what the run's end counts back if the balance says it was billed).
+pub fn failed_task_cost(credits: f64, before: f64) -> (f64, f64) {
+    let before = before.clamp(0.0, credits.max(0.0));
+    (before, credits - before)
 }
 
 /// A kind's price, for the limit and for the record.
@@ -199,8 +216,18 @@ struct Count {
     failed: usize,
 }
 
+/// A task made this run that the service reported failed.
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    /// The job's place in the run's job list.
+    job: usize,
+    /// What the task cost when it was sent (the record gave it back).
+    credits: f64,
+}
+
 #[derive(Debug, Default)]
 struct Ledger {
+    failures: Vec<Failure>,
     start: Option<f64>,
     /// Why the spend could not be measured, when it could not.
     problem: Option<String>,
@@ -281,6 +308,12 @@ pub struct SpendReport {
     pub problem: Option<String>,
     /// 1080p/4K upgrades the service refused for want of credits.
     pub upgrades_not_made: usize,
+    /// Credits of the failed tasks the unexplained fall counts as billed.
+    pub failed_billed: f64,
+    /// The jobs (by place) whose failed task the balance showed billed, with what
+    /// the task cost: their records count it again.
+    #[serde(skip)]
+    pub billed_failures: Vec<(usize, f64)>,
 }
 
 impl SpendReport {
@@ -323,7 +356,8 @@ impl Spend {
             Err(e) => {
                 let problem = format!("the balance could not be read at the start ({e})");
                 tracing::warn!(
-                    "{problem}: the spend is not measured; prices are the table's, and under a limit a kind is reserved at {}", reserved_at()
+                    "{problem}: the spend is not measured; prices are the table's, and under a limit a kind is reserved at {}",
+                    reserved_at()
                 );
                 ledger.problem = Some(problem);
                 None
@@ -425,9 +459,12 @@ impl Spend {
         self.ledger().counts.entry(kind).or_default().made += 1;
     }
 
-    /// A task of `kind` made this run failed.
-    pub fn failed(&self, kind: Kind) {
-        self.ledger().counts.entry(kind).or_default().failed += 1;
+    /// A task of `kind` made this run for the job at place `job` failed; its record
+    /// gave back `credits`.
+    pub fn failed(&self, kind: Kind, job: usize, credits: f64) {
+        let mut ledger = self.ledger();
+        ledger.counts.entry(kind).or_default().failed += 1;
+        ledger.failures.push(Failure { job, credits });
     }
 
     /// The service refused an upgrade for want of credits.
@@ -486,6 +523,8 @@ impl Spend {
         let unexplained = measured
             .map(|m| clean(m - explained))
             .filter(|u| *u >= 0.01);
+        let billed_failures = billed_failures(&ledger.failures, unexplained.unwrap_or(0.0));
+        let failed_billed = clean(billed_failures.iter().map(|(_, c)| c).sum());
         SpendReport {
             balance_start: start,
             balance_end: end,
@@ -495,8 +534,27 @@ impl Spend {
             kinds: lines,
             problem: ledger.problem.clone(),
             upgrades_not_made: ledger.upgrades_not_made,
+            failed_billed,
+            billed_failures,
         }
     }
+}
+
+/// Which failed tasks a fall of `unexplained` credits beyond what the other tasks
+/// explain shows billed: each in turn, while what is left covers its cost. Other
+/// use of the account counts in the fall too, so this errs towards counting a
+/// failed task spent, the side a limit over runs must err on.
+fn billed_failures(failures: &[Failure], unexplained: f64) -> Vec<(usize, f64)> {
+    let mut left = unexplained;
+    let mut billed = Vec::new();
+    for f in failures.iter().filter(|f| f.credits > 0.0) {
+        if left + 0.005 < f.credits {
+            continue;
+        }
+        left -= f.credits;
+        billed.push((f.job, f.credits));
+    }
+    billed
 }
 
 fn limit_note() -> String {
@@ -623,6 +681,30 @@ mod tests {
         let r = spend.report(Some(140.0), Some(0.0));
         assert_eq!(r.drifted().count(), 0);
         assert_eq!(r.unexplained, None);
+    }
+
+    #[test]
+    fn a_failed_task_is_counted_back_only_as_far_as_the_balance_shows() {
+        // The record keeps what it had before the task (an earlier task's video).
+        assert_eq!(failed_task_cost(65.0, 5.0), (5.0, 60.0));
+        assert_eq!(failed_task_cost(60.0, -3.0), (0.0, 60.0));
+        let spend = Spend::new(PriceTable::default());
+        {
+            let mut l = spend.ledger();
+            l.learned.insert(fast720(), Learned::Price(60.0));
+            l.counts.insert(fast720(), Count { made: 4, failed: 0 });
+        }
+        for job in [2, 5, 7] {
+            spend.failed(fast720(), job, 60.0);
+        }
+        // One success (60) and two failures billed (120); 30 more is not a task.
+        let r = spend.report(Some(1000.0), Some(1000.0 - 210.0));
+        assert_eq!(r.unexplained, Some(150.0));
+        assert_eq!(r.billed_failures, [(2, 60.0), (5, 60.0)]);
+        assert_eq!(r.failed_billed, 120.0);
+        // A fall the successes explain counts no failure.
+        let r = spend.report(Some(1000.0), Some(940.0));
+        assert!(r.billed_failures.is_empty());
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod shape;
 mod sim;
 mod simulate;
 mod spend;
+mod spend_failed;
 mod storm;
 mod transport;
 mod uploads;

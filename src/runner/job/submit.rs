@@ -121,6 +121,7 @@ impl JobRunner {
             }
             self.upgrade_reserved = upgrade;
             self.record.attempts += 1;
+            self.before_task = Some(self.record.credits);
             self.record.credits += billed;
             self.record.credits_source = generation.source.as_str().to_owned();
             self.record.task_id = None;
