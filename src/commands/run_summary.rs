@@ -280,17 +280,28 @@ fn spend_lines(out: &mut String, s: &SpendReport) {
         );
     }
     for k in &s.kinds {
-        let (Some(measured), Some(paste)) = (k.measured, &k.paste) else {
+        let (Some(measured), Some(_)) = (k.measured, &k.paste) else {
             continue;
         };
         let _ = writeln!(
             out,
-            "warning: {}: the service billed {} credits a video, the price table says {}; paste under prices: in the manifest to estimate and cap with it:\n  prices:\n    {paste}",
+            "warning: {}: the service billed {} credits a video, the price table says {}",
             k.kind,
             Credits(measured),
             k.table
                 .map_or_else(|| "nothing".to_owned(), |t| Credits(t).to_string()),
         );
+    }
+    if !s.paste.is_empty() {
+        // Pasted as they are under the manifest's `prices:` (a model's line there
+        // replaces this one), the next run estimates and caps at these prices.
+        let _ = writeln!(
+            out,
+            "  to estimate and cap with the measured prices, paste into the manifest:\n  prices:"
+        );
+        for line in &s.paste {
+            let _ = writeln!(out, "    {line}");
+        }
     }
     if let Some(u) = s.unexplained {
         let counted = match s.billed_failures.len() {

@@ -308,6 +308,10 @@ pub struct SpendReport {
     pub problem: Option<String>,
     /// 1080p/4K upgrades the service refused for want of credits.
     pub upgrades_not_made: usize,
+    /// The `prices:` lines to paste for every kind in `kinds` with a `paste`, one
+    /// line a model (kinds of one model merged), so that pasted together they are
+    /// one valid mapping.
+    pub paste: Vec<String>,
     /// Credits of the failed tasks the unexplained fall counts as billed.
     pub failed_billed: f64,
     /// The jobs (by place) whose failed task the balance showed billed, with what
@@ -498,6 +502,7 @@ impl Spend {
         let mut estimated = 0.0;
         let mut explained = 0.0;
         let mut lines = Vec::new();
+        let mut drifted = Vec::new();
         for (kind, count) in kinds {
             let table = kind.table(&self.table);
             let learned = match ledger.learned.get(kind) {
@@ -508,9 +513,9 @@ impl Spend {
             // Failed tasks are refunded, as documented: what they explain is 0.
             let ok = count.made.saturating_sub(count.failed) as f64;
             explained += learned.or(table).unwrap_or(0.0) * ok;
-            let paste = learned
-                .filter(|m| table.is_none_or(|t| (m - t).abs() > DRIFT * t))
-                .map(|m| kind.prices_line(m));
+            let drift = learned.filter(|m| table.is_none_or(|t| (m - t).abs() > DRIFT * t));
+            drifted.extend(drift.map(|m| (*kind, m)));
+            let paste = drift.map(|m| kind.prices_line(m));
             lines.push(KindSpend {
                 kind: kind.to_string(),
                 count: count.made,
@@ -523,6 +528,7 @@ impl Spend {
         let unexplained = measured
             .map(|m| clean(m - explained))
             .filter(|u| *u >= 0.01);
+        let paste = paste_lines(drifted.into_iter());
         let billed_failures = billed_failures(&ledger.failures, unexplained.unwrap_or(0.0));
         let failed_billed = clean(billed_failures.iter().map(|(_, c)| c).sum());
         SpendReport {
@@ -534,10 +540,65 @@ impl Spend {
             kinds: lines,
             problem: ledger.problem.clone(),
             upgrades_not_made: ledger.upgrades_not_made,
+            paste,
             failed_billed,
             billed_failures,
         }
     }
+}
+
+/// The `prices:` lines that set each of `measured` (kinds and their prices), one
+/// line a model or section: `veo3_fast: {720p: {4s: 84, 8s: 168}}`,
+/// `extend: {veo3: 300}`, `upgrade_4k: 130`.
+fn paste_lines(measured: impl Iterator<Item = (Kind, f64)>) -> Vec<String> {
+    let mut measured: Vec<(Kind, f64)> = measured.collect();
+    measured.sort_by_key(|(k, _)| *k);
+    let cell = crate::cost::credits_cell;
+    let mut lines = Vec::new();
+    let mut at = 0;
+    while let Some(&(kind, price)) = measured.get(at) {
+        match kind {
+            Kind::Generation { model, .. } => {
+                // This model's resolutions, each with its lengths, in order.
+                let mut resolutions: Vec<(Resolution, Vec<String>)> = Vec::new();
+                while let Some(&(
+                    Kind::Generation {
+                        model: m,
+                        resolution,
+                        seconds,
+                    },
+                    p,
+                )) = measured.get(at)
+                    && m == model
+                {
+                    let length = format!("{seconds}s: {}", cell(p));
+                    match resolutions.last_mut() {
+                        Some((r, lengths)) if *r == resolution => lengths.push(length),
+                        _ => resolutions.push((resolution, vec![length])),
+                    }
+                    at += 1;
+                }
+                let by: Vec<String> = resolutions
+                    .iter()
+                    .map(|(r, lengths)| format!("{r}: {{{}}}", lengths.join(", ")))
+                    .collect();
+                lines.push(format!("{model}: {{{}}}", by.join(", ")));
+            }
+            Kind::Extend(_) => {
+                let mut by = Vec::new();
+                while let Some(&(Kind::Extend(m), p)) = measured.get(at) {
+                    by.push(format!("{m}: {}", cell(p)));
+                    at += 1;
+                }
+                lines.push(format!("extend: {{{}}}", by.join(", ")));
+            }
+            Kind::Upgrade(_) => {
+                lines.push(kind.prices_line(price));
+                at += 1;
+            }
+        }
+    }
+    lines
 }
 
 /// Which failed tasks a fall of `unexplained` credits beyond what the other tasks
@@ -705,6 +766,36 @@ mod tests {
         // A fall the successes explain counts no failure.
         let r = spend.report(Some(1000.0), Some(940.0));
         assert!(r.billed_failures.is_empty());
+    }
+
+    #[test]
+    fn the_lines_to_paste_merge_the_kinds_of_a_model_into_one_mapping() {
+        let video = |model, resolution, seconds| Kind::Generation {
+            model,
+            resolution,
+            seconds,
+        };
+        let lines = paste_lines(
+            [
+                (video(Model::Veo3Fast, Resolution::Hd720, 8), 168.0),
+                (Kind::upgrade(Upgrade::Uhd4k), 130.0),
+                (video(Model::Veo3Fast, Resolution::Hd1080, 8), 70.5),
+                (Kind::Extend(Model::Veo3), 300.0),
+                (video(Model::Veo3Fast, Resolution::Hd720, 4), 84.0),
+                (video(Model::Veo3, Resolution::Hd720, 8), 250.0),
+                (Kind::Extend(Model::Veo3Lite), 30.0),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            lines,
+            [
+                "veo3: {720p: {8s: 250}}",
+                "veo3_fast: {720p: {4s: 84, 8s: 168}, 1080p: {8s: 70.5}}",
+                "extend: {veo3: 300, veo3_lite: 30}",
+                "upgrade_4k: 130",
+            ]
+        );
     }
 
     #[test]

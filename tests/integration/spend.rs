@@ -67,8 +67,19 @@ fn a_cap_below_the_highest_reported_price_sends_nothing_of_that_kind() {
 
 #[test]
 fn the_pasted_prices_lines_make_the_estimate_the_measured_price() {
-    let h = Harness::new(billing_168(100_000.0));
-    let jobs = text_jobs(10);
+    // Two kinds of one model and resolution that differ by length only: 168 for
+    // an 8 s video (the default length), 84 for a 4 s one.
+    let mut config = billing_168(100_000.0);
+    config
+        .prices
+        .set_generation_of(Model::Veo3Fast, Resolution::Hd720, 4, 84.0);
+    let h = Harness::new(config);
+    let mut jobs = text_jobs(6);
+    for i in 1..=4 {
+        jobs.push_str(&format!(
+            "  - id: short-{i}\n    prompt: \"short clip {i}\"\n    duration: 4\n"
+        ));
+    }
     let manifest = h.write("m.yaml", &jobs);
     let out = h.run(&manifest, &[]);
     let err = stderr(&out);
@@ -99,7 +110,12 @@ fn the_pasted_prices_lines_make_the_estimate_the_measured_price() {
         .find_map(|l| l.strip_prefix("  measured: the balance fell by "))
         .and_then(|l| l.split(' ').next())
         .unwrap_or_else(|| panic!("no measured spend: {err}"));
-    assert_eq!(measured, "1,680", "{err}");
+    assert_eq!(measured, "1,344", "6 x 168 + 4 x 84: {err}");
+    assert_eq!(
+        pasted,
+        ["    veo3_fast: {720p: {4s: 84, 8s: 168}}"],
+        "{err}"
+    );
     assert!(
         shown.contains(&format!("estimated cost: {measured} credits")),
         "{shown}"
@@ -121,8 +137,9 @@ fn without_a_cap_the_summary_reconciles_and_warns() {
     );
     assert!(
         err.contains(
-            "warning: veo3_fast 720p 8s: the service billed 168 credits a video, the price table says 60; \
-             paste under prices: in the manifest to estimate and cap with it:\n  prices:\n    veo3_fast: {720p: {8s: 168}}\n"
+            "warning: veo3_fast 720p 8s: the service billed 168 credits a video, the price table says 60\n  \
+             to estimate and cap with the measured prices, paste into the manifest:\n  prices:\n    \
+             veo3_fast: {720p: {8s: 168}}\n"
         ),
         "{err}"
     );
@@ -313,7 +330,7 @@ fn an_upgrade_price_is_learned_like_a_generation() {
     assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{err}");
     assert!(
         err.contains(
-            "warning: 1080p upgrade: the service billed 20 credits a video, the price table says 5;"
+            "warning: 1080p upgrade: the service billed 20 credits a video, the price table says 5\n"
         ),
         "{err}"
     );
