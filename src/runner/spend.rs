@@ -221,6 +221,7 @@ struct Count {
 struct Failure {
     /// The job's place in the run's job list.
     job: usize,
+    kind: Kind,
     /// What the task cost when it was sent (the record gave it back).
     credits: f64,
 }
@@ -299,7 +300,8 @@ pub struct SpendReport {
     pub balance_end: Option<f64>,
     /// The balance's fall over the run; `None` when a reading failed.
     pub measured: Option<f64>,
-    /// The same tasks at the price table's prices.
+    /// The same tasks at the price table's prices (a failed task only when the
+    /// balance shows it billed).
     pub estimated: f64,
     /// The fall that the tasks made (at their measured prices) do not explain.
     pub unexplained: Option<f64>,
@@ -468,7 +470,7 @@ impl Spend {
     pub fn failed(&self, kind: Kind, job: usize, credits: f64) {
         let mut ledger = self.ledger();
         ledger.counts.entry(kind).or_default().failed += 1;
-        ledger.failures.push(Failure { job, credits });
+        ledger.failures.push(Failure { job, kind, credits });
     }
 
     /// The service refused an upgrade for want of credits.
@@ -509,9 +511,10 @@ impl Spend {
                 Some(Learned::Price(p)) => Some(*p),
                 _ => None,
             };
-            estimated += table.unwrap_or(0.0) * count.made as f64;
-            // Failed tasks are refunded, as documented: what they explain is 0.
+            // Failed tasks are refunded, as documented: what they explain, and cost
+            // at the table, is 0 (those the balance shows billed are added below).
             let ok = count.made.saturating_sub(count.failed) as f64;
+            estimated += table.unwrap_or(0.0) * ok;
             explained += learned.or(table).unwrap_or(0.0) * ok;
             let drift = learned.filter(|m| table.is_none_or(|t| (m - t).abs() > DRIFT * t));
             drifted.extend(drift.map(|m| (*kind, m)));
@@ -529,7 +532,13 @@ impl Spend {
             .map(|m| clean(m - explained))
             .filter(|u| *u >= 0.01);
         let paste = paste_lines(drifted.into_iter());
-        let billed_failures = billed_failures(&ledger.failures, unexplained.unwrap_or(0.0));
+        let billed = billed_failures(&ledger.failures, unexplained.unwrap_or(0.0));
+        estimated += billed
+            .iter()
+            .filter_map(|f| f.kind.table(&self.table))
+            .sum::<f64>();
+        let billed_failures: Vec<(usize, f64)> =
+            billed.iter().map(|f| (f.job, f.credits)).collect();
         let failed_billed = clean(billed_failures.iter().map(|(_, c)| c).sum());
         SpendReport {
             balance_start: start,
@@ -605,7 +614,7 @@ fn paste_lines(measured: impl Iterator<Item = (Kind, f64)>) -> Vec<String> {
 /// explain shows billed: each in turn, while what is left covers its cost. Other
 /// use of the account counts in the fall too, so this errs towards counting a
 /// failed task spent, the side a limit over runs must err on.
-fn billed_failures(failures: &[Failure], unexplained: f64) -> Vec<(usize, f64)> {
+fn billed_failures(failures: &[Failure], unexplained: f64) -> Vec<Failure> {
     let mut left = unexplained;
     let mut billed = Vec::new();
     for f in failures.iter().filter(|f| f.credits > 0.0) {
@@ -613,7 +622,7 @@ fn billed_failures(failures: &[Failure], unexplained: f64) -> Vec<(usize, f64)> 
             continue;
         }
         left -= f.credits;
-        billed.push((f.job, f.credits));
+        billed.push(*f);
     }
     billed
 }
@@ -720,7 +729,8 @@ mod tests {
         }
         let r = spend.report(Some(5000.0), Some(5000.0 - 1680.0));
         assert_eq!(r.measured, Some(1680.0));
-        assert_eq!(r.estimated, 600.0);
+        // The eight successes at the table; the failed tasks count 0.
+        assert_eq!(r.estimated, 480.0);
         // Two failed tasks billed: 336 the successes do not explain.
         assert_eq!(r.unexplained, Some(336.0));
         let drifted: Vec<_> = r.drifted().collect();
@@ -763,6 +773,8 @@ mod tests {
         assert_eq!(r.unexplained, Some(150.0));
         assert_eq!(r.billed_failures, [(2, 60.0), (5, 60.0)]);
         assert_eq!(r.failed_billed, 120.0);
+        // The success and the two billed failures at the table's 60.
+        assert_eq!(r.estimated, 180.0);
         // A fall the successes explain counts no failure.
         let r = spend.report(Some(1000.0), Some(940.0));
         assert!(r.billed_failures.is_empty());
