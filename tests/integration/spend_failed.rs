@@ -107,19 +107,21 @@ fn a_failed_task_the_balance_shows_billed_counts_on_every_surface_and_against_th
     let out = h.run(&manifest, &RUN);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(Exit::JobsFailed as i32), "{err}");
+    // Every surface first: the page left failed tasks out while the file kept them.
+    assert_eq!(
+        every_figure(&h, &err),
+        [&"180".to_owned(); 5].map(String::clone),
+        "{err}"
+    );
+    for r in h.results().records.values() {
+        assert_eq!((r.credits, r.credits_source.as_str()), (60.0, "measured"));
+    }
     assert!(
         err.contains(
             "warning: failed tasks may be billed: 180 credits unexplained (the balance fell by more \
              than the tasks made explain); 3 failed tasks counted as spent for it (180 credits)"
         ),
         "{err}"
-    );
-    for r in h.results().records.values() {
-        assert_eq!((r.credits, r.credits_source.as_str()), (60.0, "measured"));
-    }
-    assert_eq!(
-        every_figure(&h, &err),
-        [&"180".to_owned(); 5].map(String::clone)
     );
 
     // The billed failures eat the batch's limit: 180 recorded, and the first job
