@@ -111,14 +111,14 @@ fn the_pasted_prices_lines_make_the_estimate_the_measured_price() {
         .and_then(|l| l.split(' ').next())
         .unwrap_or_else(|| panic!("no measured spend: {err}"));
     assert_eq!(measured, "1,344", "6 x 168 + 4 x 84: {err}");
+    assert!(
+        shown.contains(&format!("estimated cost: {measured} credits")),
+        "{shown}"
+    );
     assert_eq!(
         pasted,
         ["    veo3_fast: {720p: {4s: 84, 8s: 168}}"],
         "{err}"
-    );
-    assert!(
-        shown.contains(&format!("estimated cost: {measured} credits")),
-        "{shown}"
     );
 }
 
