@@ -66,6 +66,42 @@ fn a_cap_below_the_highest_reported_price_sends_nothing_of_that_kind() {
 }
 
 #[test]
+fn validate_says_a_limit_below_a_first_reservation_sends_nothing_of_that_kind() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("m.yaml", &text_jobs(1));
+    let validate = |cap: &str| {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
+            .env_clear()
+            .current_dir(h.dir.path())
+            .args(["validate", "m.yaml", "--max-credits", cap])
+            .output()
+            .expect("runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        validate("150"),
+        "spending limit: --max-credits 150 (the batch's spend, earlier runs' included) keeps the \
+         estimate (60 credits), but a first veo3_fast 720p 8s task is reserved at 168 credits (the \
+         highest price reported for its kind or twice its table price) until the balance tells its \
+         real price: a run sends none of that kind and stops (exit 6)"
+    );
+    assert!(validate("168").ends_with("keeps the estimate (60 credits)"));
+    // As validate said: the run sends nothing.
+    let out = h.run(&manifest, &["--max-credits", "150"]);
+    assert_eq!(
+        out.status.code(),
+        Some(Exit::Budget as i32),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.stats().tasks_created, 0);
+}
+
+#[test]
 fn the_pasted_prices_lines_make_the_estimate_the_measured_price() {
     // Two kinds of one model and resolution that differ by length only: 168 for
     // an 8 s video (the default length), 84 for a 4 s one.
