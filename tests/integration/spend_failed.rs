@@ -162,3 +162,36 @@ fn the_json_summary_counts_a_billed_failed_task_as_the_file_does() {
     let file: f64 = h.results().records.values().map(|r| r.credits).sum();
     assert_eq!(file, 120.0);
 }
+
+#[test]
+fn a_task_of_an_earlier_run_that_fails_later_costs_nothing_either() {
+    let mut config = fast_sim();
+    config.faults.generation_failure = 1.0;
+    // Billed 168 when it is made, measured so, and refunded when it fails.
+    config.prices.set_generation(
+        veo_batch::request::Model::Veo3Fast,
+        veo_batch::request::Resolution::Hd720,
+        168.0,
+    );
+    let h = Harness::new(config);
+    let manifest = h.write("m.yaml", &text_jobs(1));
+    let out = h.run(&manifest, &["--no-wait"]);
+    let made = h.results().records["job-1"].clone();
+    assert_eq!(
+        (made.credits, made.credits_source.as_str()),
+        (168.0, "measured"),
+        "{}",
+        stderr(&out)
+    );
+    // The next run finds it failed: the record counts it 0, not 168 less the
+    // table's 60.
+    let out = h.run(&manifest, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(Exit::JobsFailed as i32), "{err}");
+    let failed = h.results().records["job-1"].clone();
+    assert_eq!(
+        (failed.credits, failed.credits_source.as_str()),
+        (0.0, "refunded"),
+        "{err}"
+    );
+}

@@ -150,9 +150,14 @@ impl JobRunner {
     fn refund_failed_task(&mut self, made_this_run: bool) {
         let spend = &self.shared.spend;
         let kind = Kind::of(&*self.job);
-        // A task of an earlier run: what its send added is not known here; its
-        // kind's price now (and its upgrade's) is the best account of it.
+        // A task of an earlier run: a job that superseded no task has only this
+        // one counted (a refused send gives its credits back); otherwise what its
+        // send added is not known here, and its kind's price now (and its
+        // upgrade's) is the best account of it.
         let before = self.before_task.unwrap_or_else(|| {
+            if self.record.superseded_tasks.is_empty() {
+                return 0.0;
+            }
             let upgrade = self
                 .job
                 .upgrade
