@@ -270,10 +270,12 @@ fn text(
 fn spend_lines(out: &mut String, s: &SpendReport) {
     use std::fmt::Write as _;
     if let (Some(m), Some(start), Some(end)) = (s.measured, s.balance_start, s.balance_end) {
+        // It rises when failed tasks of earlier runs are refunded (or on a top-up).
+        let moved = if m < 0.0 { "rose" } else { "fell" };
         let _ = writeln!(
             out,
-            "  measured: the balance fell by {} credits ({} to {}), against {} at the price table; other use of the same account counts in it",
-            Credits(m),
+            "  measured: the balance {moved} by {} credits ({} to {}), against {} at the price table; other use of the same account counts in it",
+            Credits(m.abs()),
             Credits(start),
             Credits(end),
             Credits(s.estimated)

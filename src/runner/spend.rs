@@ -229,6 +229,8 @@ struct Failure {
 #[derive(Debug, Default)]
 struct Ledger {
     failures: Vec<Failure>,
+    /// Credits the records of earlier runs' tasks gave back when they failed.
+    earlier_refunded: f64,
     start: Option<f64>,
     /// Why the spend could not be measured, when it could not.
     problem: Option<String>,
@@ -314,6 +316,9 @@ pub struct SpendReport {
     /// line a model (kinds of one model merged), so that pasted together they are
     /// one valid mapping.
     pub paste: Vec<String>,
+    /// Credits the records of earlier runs' tasks that failed this run gave back:
+    /// they come off what the earlier runs spent, not what this run did.
+    pub earlier_refunded: f64,
     /// Credits of the failed tasks the unexplained fall counts as billed.
     pub failed_billed: f64,
     /// The jobs (by place) whose failed task the balance showed billed, with what
@@ -473,6 +478,11 @@ impl Spend {
         ledger.failures.push(Failure { job, kind, credits });
     }
 
+    /// A task an earlier run made failed; its record gave back `credits`.
+    pub fn earlier_failed(&self, credits: f64) {
+        self.ledger().earlier_refunded += credits;
+    }
+
     /// The service refused an upgrade for want of credits.
     pub fn upgrade_not_made(&self) {
         self.ledger().upgrades_not_made += 1;
@@ -550,6 +560,7 @@ impl Spend {
             problem: ledger.problem.clone(),
             upgrades_not_made: ledger.upgrades_not_made,
             paste,
+            earlier_refunded: clean(ledger.earlier_refunded),
             failed_billed,
             billed_failures,
         }

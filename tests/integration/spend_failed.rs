@@ -188,6 +188,14 @@ fn a_task_of_an_earlier_run_that_fails_later_costs_nothing_either() {
     let out = h.run(&manifest, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(Exit::JobsFailed as i32), "{err}");
+    // The refund is the earlier run's, not a negative spend of this one.
+    assert!(
+        err.contains(
+            "  spent about 0 credits ($0.00) on this run's submissions (estimated 0); 0 recorded for the batch\n\
+             \x20 measured: the balance rose by 168 credits (999,832 to 1,000,000)"
+        ),
+        "{err}"
+    );
     let failed = h.results().records["job-1"].clone();
     assert_eq!(
         (failed.credits, failed.credits_source.as_str()),

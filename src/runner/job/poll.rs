@@ -169,6 +169,8 @@ impl JobRunner {
         self.record.credits_source = Source::Refunded.as_str().to_owned();
         if made_this_run {
             spend.failed(kind, self.job.index(), refunded);
+        } else {
+            spend.earlier_failed(refunded);
         }
     }
 
