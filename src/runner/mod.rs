@@ -189,6 +189,7 @@ pub async fn execute(
             download: config.resume.download,
             rate_per_second: config.rate.per_second(),
         },
+        config.bucket.log.clone(),
     ));
 
     let stop = Stop::new(&signals.drain);
@@ -204,6 +205,7 @@ pub async fn execute(
             results_dir: crate::paths::absolute(crate::paths::folder_of(&config.results)),
             download: config.resume.download,
             no_wait: config.no_wait,
+            videos_bucket: config.bucket.videos.clone(),
         },
         permits: Semaphore::new(config.concurrency.max(1)),
         polls: polls::Polls::new(

@@ -31,6 +31,8 @@ pub struct JobSettings {
     pub results_dir: PathBuf,
     pub download: bool,
     pub no_wait: bool,
+    /// Videos go on to this bucket prefix from `videos_dir` (then a staging folder).
+    pub videos_bucket: Option<crate::store::run::VideosTarget>,
 }
 
 /// What all jobs share: the client, the limits, and the stop signals.

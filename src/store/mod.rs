@@ -11,6 +11,7 @@
 
 pub mod lease;
 pub mod log;
+pub mod run;
 pub mod video;
 
 #[cfg(test)]
@@ -87,15 +88,15 @@ pub fn url_scheme(value: &str) -> Option<String> {
     valid.then(|| scheme.to_ascii_lowercase())
 }
 
-/// Why `value` cannot be a run's local results file or videos folder when it is
-/// written as a URL: runs write only local files until bucket output is wired into
-/// the run loop, and a URL taken as a path would make a folder named `s3:`. The
+/// Why `value` cannot be a setting that takes only a local path (the metrics
+/// file, or a run's results and videos where no bucket was set up for them) when it
+/// is written as a URL: a URL taken as a path would make a folder named `s3:`. The
 /// message reads after the flag or field that gave it.
 pub fn refuse_url(value: &str) -> Result<(), String> {
     match url_scheme(value).as_deref() {
         None => Ok(()),
         Some("s3") => Err(format!(
-            "`{value}` is a bucket URL, and runs cannot write to a bucket yet (bucket output is not wired into runs); give a local path"
+            "`{value}` is a bucket URL, and this setting takes a local path"
         )),
         Some(scheme) => Err(format!(
             "`{value}` has the scheme `{scheme}://`, which veo-batch cannot write to; give a local path"
@@ -187,6 +188,11 @@ impl S3Env {
         "AWS_ENDPOINT_URL",
         "AWS_ALLOW_HTTP",
     ];
+
+    /// Whether a secret access key is set (never what it is).
+    pub fn has_secret(&self) -> bool {
+        self.secret_access_key.is_some()
+    }
 
     /// The settings of this process's environment.
     pub fn from_env() -> S3Env {
