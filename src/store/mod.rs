@@ -10,6 +10,7 @@
 //! two runs off one results object ([`lease`]).
 
 pub mod lease;
+pub mod fetch;
 pub mod log;
 pub mod run;
 pub mod video;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
+use object_store::signer::Signer;
 use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions,
     RetryConfig,
@@ -284,6 +286,8 @@ fn reason(err: &object_store::Error) -> String {
 #[derive(Clone)]
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
+    /// What signs links a person without credentials can open (S3 only).
+    signer: Option<Arc<dyn Signer>>,
     name: String,
 }
 
@@ -336,15 +340,38 @@ impl Bucket {
             operation: "set up a client for it".into(),
             reason: e.to_string(),
         })?;
-        Ok(Bucket::with_store(name, Arc::new(store)))
+        let store = Arc::new(store);
+        Ok(Bucket {
+            store: store.clone(),
+            signer: Some(store),
+            name: name.to_owned(),
+        })
     }
 
     /// A bucket served by `store` (an in-memory store in tests).
     pub fn with_store(name: &str, store: Arc<dyn ObjectStore>) -> Bucket {
         Bucket {
             store,
+            signer: None,
             name: name.to_owned(),
         }
+    }
+
+    /// Links to GET the objects at `keys`, valid for `expires_in` to whoever holds
+    /// them, signed here with the run's credentials (the secret never leaves).
+    pub async fn presign(&self, keys: &[Key], expires_in: Duration) -> Result<Vec<String>, StoreError> {
+        let Some(signer) = &self.signer else {
+            return Err(StoreError {
+                bucket: self.name.clone(),
+                operation: "sign links to its objects".into(),
+                reason: "this store cannot sign links".into(),
+            });
+        };
+        let urls = signer
+            .signed_urls(object_store::signer::Method::GET, keys, expires_in)
+            .await
+            .map_err(|e| self.error("sign links to its objects", &e))?;
+        Ok(urls.into_iter().map(String::from).collect())
     }
 
     pub fn name(&self) -> &str {
