@@ -358,4 +358,46 @@ fn a_failing_store_is_retried_and_a_failed_upload_is_made_by_the_next_run() {
         [format!("{VIDEOS}/job-1.mp4")]
     );
     assert!(loaded.records["job-1"].error_message.is_none());
+
+    // status, report and credits read the bucket's batch by its URL.
+    let tool = |args: &[&str]| {
+        Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
+            .env_clear()
+            .env("KIE_API_KEY", veo_batch::sim::DEMO_KEY)
+            .envs(aws_vars(&moto.endpoint()))
+            .current_dir(work.path())
+            .args(args)
+            .output()
+            .expect("veo-batch runs")
+    };
+    let out = tool(&["status", RESULTS]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.starts_with(&format!("{RESULTS}: 2 jobs\n")), "{text}");
+    assert!(text.contains("succeeded            2"), "{text}");
+    let out = tool(&["credits", RESULTS, "--api-base", &h.sim.base_url()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("120 credits"), "{text}");
+    let out = tool(&["report", RESULTS]);
+    let page_path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::harness::stderr(&out));
+    assert_eq!(page_path, "batch.html");
+    assert!(
+        crate::harness::stderr(&out).contains("presigned URLs that work for whoever has the page, for 7 days"),
+        "{}",
+        crate::harness::stderr(&out)
+    );
+    let page = std::fs::read_to_string(work.path().join("batch.html")).expect("page");
+    assert!(!page.contains(SECRET));
+    // The page's link to job-1's video fetches it, with no credentials.
+    let at = page.find("job-1.mp4?X-Amz-").expect("a presigned link");
+    let query: String = page[at + "job-1.mp4".len()..]
+        .chars()
+        .take_while(|&c| c != '"')
+        .collect::<String>()
+        .replace("\\u0026", "&");
+    let link = format!("{}/media/team/videos/job-1.mp4{query}", moto.endpoint());
+    let got = rt.block_on(async { reqwest::get(&link).await?.bytes().await });
+    assert!(got.expect("presigned GET").as_ref() == SAMPLE_MP4, "{link}");
 }
