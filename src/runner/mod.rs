@@ -206,6 +206,7 @@ pub async fn execute(
             download: config.resume.download,
             no_wait: config.no_wait,
             videos_bucket: config.bucket.videos.clone(),
+            results_in_bucket: config.bucket.log.is_some(),
         },
         permits: Semaphore::new(config.concurrency.max(1)),
         polls: polls::Polls::new(

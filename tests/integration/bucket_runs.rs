@@ -401,3 +401,56 @@ fn a_failing_store_is_retried_and_a_failed_upload_is_made_by_the_next_run() {
     let got = rt.block_on(async { reqwest::get(&link).await?.bytes().await });
     assert!(got.expect("presigned GET").as_ref() == SAMPLE_MP4, "{link}");
 }
+
+/// Either side alone in the bucket: videos in the bucket with the results local,
+/// and results in the bucket with the videos local (recorded as whole paths, since
+/// every run rebuilds the results in a staging folder of its own); each run again
+/// from another folder finds everything done.
+#[test]
+fn videos_alone_and_results_alone_in_the_bucket_both_work() {
+    let Some(moto) = Moto::start() else { return };
+    let rt = runtime();
+    rt.block_on(moto.create_bucket("media"));
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("batch.yaml", &text_jobs(2));
+    let bucket = bucket_at(&moto.endpoint(), "media");
+    let local_results = h.path("local.csv");
+    let local_videos = h.path("local-videos");
+    let combos: [(&Path, &Path); 2] = [
+        (&local_results, Path::new(VIDEOS)),
+        (Path::new(RESULTS), &local_videos),
+    ];
+    for (n, (results, videos)) in combos.into_iter().enumerate() {
+        for again in [false, true] {
+            let work = tempfile::tempdir().expect("dir");
+            let out = h
+                .run_cmd_at(&manifest, results, videos)
+                .current_dir(work.path())
+                .envs(aws_vars(&moto.endpoint()))
+                .args(["--rate", "1000/1s"])
+                .output()
+                .expect("runs");
+            assert_eq!(out.status.code(), Some(0), "{}", crate::harness::stderr(&out));
+            assert_eq!(h.stats().generate_calls, 2 * (n as u64 + 1), "combination {n}");
+            if again {
+                assert!(
+                    crate::harness::stderr(&out).contains("0 to submit, 0 to resume"),
+                    "{}",
+                    crate::harness::stderr(&out)
+                );
+            }
+        }
+    }
+    let local = veo_batch::checkpoint::load(&local_results)
+        .expect("loads")
+        .expect("exists");
+    assert_eq!(local.records["job-1"].video_paths, [format!("{VIDEOS}/job-1.mp4")]);
+    let in_bucket = rt
+        .block_on(read(&bucket, &Key::from("team/batch.csv")))
+        .expect("read")
+        .loaded;
+    let recorded = &in_bucket.records["job-2"].video_paths;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(Path::new(&recorded[0]), local_videos.join("job-2.mp4"));
+    assert!(local_videos.join("job-2.mp4").exists());
+}

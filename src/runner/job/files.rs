@@ -4,6 +4,18 @@
 use super::*;
 
 impl JobRunner {
+    /// How the results record the local file at `path` (absolute): relative to the
+    /// results file's folder, or whole when the results live in a bucket (each
+    /// run rebuilds them in a staging folder of its own).
+    fn recorded(&self, path: &Path) -> String {
+        let settings = &self.shared.settings;
+        if settings.results_in_bucket {
+            path.to_string_lossy().into_owned()
+        } else {
+            crate::paths::recorded(&settings.results_dir, path)
+        }
+    }
+
     /// True when the file at `path` was last written after this job's task was sent.
     pub(super) fn written_since_submission(&self, path: &Path) -> bool {
         let sent = self
@@ -98,10 +110,9 @@ impl JobRunner {
                     path.display(),
                     to.display()
                 );
-                let dir = &self.shared.settings.results_dir;
                 self.record
                     .superseded_paths
-                    .push(crate::paths::recorded(dir, &crate::paths::absolute(&to)));
+                    .push(self.recorded(&crate::paths::absolute(&to)));
             }
             Err(e) => tracing::warn!(
                 "job {:?}: could not move the superseded video {} aside ({e}); it stays where it is",
@@ -238,7 +249,7 @@ impl JobRunner {
                     }
                 }
                 let Some(target) = bucket else {
-                    paths.push(crate::paths::recorded(dir, &dest_abs));
+                    paths.push(self.recorded(&dest_abs));
                     continue;
                 };
                 // Recorded `downloaded` only once the object is whole in the bucket.
