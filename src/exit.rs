@@ -129,6 +129,7 @@ impl Exit {
                 .is_some_and(|l| matches!(l, LockError::Held { .. }))
                 || c.downcast_ref::<crate::store::lease::LeaseError>()
                     .is_some_and(|l| matches!(l, crate::store::lease::LeaseError::Held { .. }))
+                || c.downcast_ref::<crate::store::lease::Fenced>().is_some()
         });
         if locked {
             return Exit::Locked;

@@ -281,8 +281,15 @@ async fn run_prepared(
     };
     let signals = Signals::default();
     let watcher = tokio::spawn(watch_signals(signals.clone()));
+    let fence = bucket.and_then(crate::store::run::BucketRun::fence);
+    let fenced = fence
+        .clone()
+        .map(|f| tokio::spawn(watch_fence(f, signals.clone())));
     let outcome = runner::execute(prepared, client, signals).await;
     watcher.abort();
+    if let Some(w) = fenced {
+        w.abort();
+    }
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
@@ -312,7 +319,26 @@ async fn run_prepared(
     };
     run_summary::print(&name, &report, exit, style, &page, planned);
     crate::notify::after_run(&notify, &name, &report, exit, estimate).await;
+    // Another run holds the results now: this one ends as a second run does.
+    if let Some(Err(lost)) = fence.map(|f| f.check()) {
+        return Err(lost.into());
+    }
     Ok(exit)
+}
+
+/// A run that loses its lease stops at once: another run may be writing the
+/// results now, and this one's rows would be refused anyway.
+async fn watch_fence(fence: crate::store::lease::Fence, signals: Signals) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if let Err(lost) = fence.check() {
+            tracing::error!("{lost}");
+            signals.drain.cancel();
+            signals.abort.cancel();
+            return;
+        }
+    }
 }
 
 /// The one key of `ring`: `command` does not use a pool of several keys yet, and

@@ -379,6 +379,11 @@ impl BucketRun {
         }
     }
 
+    /// What says whether the run still holds the lease of its results.
+    pub fn fence(&self) -> Option<super::lease::Fence> {
+        self.results.as_ref().map(|r| r.keep_alive.fence())
+    }
+
     /// The videos prefix, when the videos are in a bucket.
     pub fn videos_url(&self) -> Option<String> {
         self.videos.as_ref().map(VideosTarget::url)

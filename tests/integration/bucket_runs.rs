@@ -454,3 +454,69 @@ fn videos_alone_and_results_alone_in_the_bucket_both_work() {
     assert_eq!(Path::new(&recorded[0]), local_videos.join("job-2.mp4"));
     assert!(local_videos.join("job-2.mp4").exists());
 }
+
+/// A run whose lease is taken over (its object deleted and taken by another run)
+/// stops at its next renewal with the fence's message and exit 5, and writes
+/// nothing more to the results: not a commit, not a compaction, not the lease.
+#[cfg(unix)]
+#[test]
+fn a_run_that_loses_its_lease_stops_writing_and_exits_5() {
+    let Some(moto) = Moto::start() else { return };
+    let rt = runtime();
+    rt.block_on(moto.create_bucket("media"));
+    let bucket = bucket_at(&moto.endpoint(), "media");
+    let results = Key::from("team/batch.csv");
+    let h = Harness::new(SimConfig {
+        generation_time: (Duration::from_secs(60), Duration::from_secs(60)),
+        ..fast_sim()
+    });
+    let manifest = h.write("batch.yaml", &text_jobs(2));
+    let logs = tempfile::tempdir().expect("logs");
+    let work = tempfile::tempdir().expect("dir");
+    let log = logs.path().join("run.log");
+    let mut child = bucket_run(&h, &manifest, &moto.endpoint(), work.path(), &log)
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sent = loop {
+        let loaded = rt.block_on(read(&bucket, &results)).expect("read").loaded;
+        if loaded.records.len() == 2 && loaded.records.values().all(|r| r.task_id.is_some()) {
+            break loaded;
+        }
+        assert!(Instant::now() < deadline, "not submitted within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lease_key = Lease::key_for(&results);
+    rt.block_on(take_over(&bucket, &lease_key)).expect("take over");
+    let _taken = rt
+        .block_on(Lease::acquire(
+            &bucket,
+            lease_key.clone(),
+            "the other machine",
+            veo_batch::store::lease::LeaseTimes::default(),
+        ))
+        .expect("the other run takes the lease");
+    let at_takeover = rt.block_on(read(&bucket, &results)).expect("read");
+    // Renewed every 15 s: found out within that, and a little.
+    let code = wait_bounded(&mut child, Duration::from_secs(40));
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, Exit::Locked as i32, "{said}");
+    assert!(
+        said.contains(
+            "this run no longer holds the lease s3://media/team/batch.csv.lease (another run took it over, or it was deleted); it stops writing"
+        ),
+        "{said}"
+    );
+    let after = rt.block_on(read(&bucket, &results)).expect("read");
+    assert_eq!(after.commits, at_takeover.commits, "the fenced run wrote a commit");
+    assert_eq!(after.loaded.records, at_takeover.loaded.records);
+    assert_eq!(sent.records.len(), 2);
+    let lease = rt
+        .block_on(async { bucket.store().get(&lease_key).await?.bytes().await })
+        .expect("lease");
+    assert!(
+        String::from_utf8_lossy(&lease).contains("the other machine"),
+        "the fenced run touched the lease"
+    );
+    assert_eq!(h.stats().generate_calls, 2);
+}
