@@ -91,9 +91,10 @@ impl VideosTarget {
 
     /// Moves the object at `url` (a superseded task's video) to
     /// `superseded/<name>.<label>.mp4` under the prefix, so the name is free for the
-    /// task that replaces it and the paid video is kept; its new URL. The copy is
-    /// create-only: a copy found there already is this one, moved by a run killed
-    /// before it recorded the move.
+    /// task that replaces it and the paid video is kept; its new URL. The name
+    /// holds the superseded task's id, so a copy found there already is this one,
+    /// moved by a run killed before it recorded the move (S3 has no create-only
+    /// copy, and none is needed).
     pub async fn set_aside(&self, url: &str, label: &str) -> Result<String, super::StoreError> {
         let key = Key::from(url.strip_prefix(&format!("s3://{}/", self.bucket.name())).unwrap_or(url));
         let local = crate::paths::superseded_path(Path::new(key.filename().unwrap_or("video.mp4")), label);
@@ -103,8 +104,12 @@ impl VideosTarget {
             .unwrap_or_default();
         let to = self.prefix.clone().join("superseded").join(name);
         let store = self.bucket.store();
-        match store.copy_if_not_exists(&key, &to).await {
-            Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
+        match store.copy(&key, &to).await {
+            Ok(()) => {}
+            // Moved already by a run killed before it recorded the move.
+            Err(object_store::Error::NotFound { .. }) if store.head(&to).await.is_ok() => {
+                return Ok(self.bucket.url(&to));
+            }
             Err(e) => {
                 return Err(self
                     .bucket

@@ -520,3 +520,48 @@ fn a_run_that_loses_its_lease_stops_writing_and_exits_5() {
     );
     assert_eq!(h.stats().generate_calls, 2);
 }
+
+/// A job whose request changed in the manifest is made again; the paid video of
+/// the task it replaces is moved to `superseded/` under the videos prefix and
+/// recorded there, and the new one takes the name.
+#[test]
+fn a_superseded_video_moves_aside_in_the_bucket() {
+    let Some(moto) = Moto::start() else { return };
+    let rt = runtime();
+    rt.block_on(moto.create_bucket("media"));
+    let h = Harness::new(fast_sim());
+    let bucket = bucket_at(&moto.endpoint(), "media");
+    let logs = tempfile::tempdir().expect("logs");
+    let mut tasks = Vec::new();
+    for (n, prompt) in ["a red kite", "a blue kite"].into_iter().enumerate() {
+        let manifest = h.write(
+            "one.yaml",
+            &format!("name: one\njobs:\n  - id: hero\n    prompt: {prompt}\n"),
+        );
+        let work = tempfile::tempdir().expect("dir");
+        let log = logs.path().join(format!("{n}.log"));
+        let status = bucket_run(&h, &manifest, &moto.endpoint(), work.path(), &log)
+            .status()
+            .expect("run");
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(status.code(), Some(0), "{said}");
+        let loaded = rt
+            .block_on(read(&bucket, &Key::from("team/batch.csv")))
+            .expect("read")
+            .loaded;
+        tasks.push(loaded.records["hero"].clone());
+    }
+    let (old, new) = (&tasks[0], &tasks[1]);
+    let old_task = old.task_id.clone().expect("a task");
+    assert_ne!(new.task_id.as_ref(), Some(&old_task));
+    assert_eq!(new.video_paths, [format!("{VIDEOS}/hero.mp4")]);
+    let aside = format!("{VIDEOS}/superseded/hero.{old_task}.mp4");
+    assert_eq!(new.superseded_paths, [aside.clone()]);
+    let all = rt.block_on(objects(&bucket));
+    assert!(
+        all.contains_key(&aside["s3://media/".len()..]),
+        "the superseded video is not at {aside}: {:?}",
+        all.keys().collect::<Vec<_>>()
+    );
+    assert!(all.contains_key("team/videos/hero.mp4"));
+}
