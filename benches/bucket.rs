@@ -193,7 +193,14 @@ fn run_batch(
         .arg("-q")
         .arg("run")
         .arg(manifest)
-        .args(["--api-base", sim, "--results", results, "--videos-dir", videos])
+        .args([
+            "--api-base",
+            sim,
+            "--results",
+            results,
+            "--videos-dir",
+            videos,
+        ])
         .args(["--rate", "1000/1s", "--concurrency", "16"])
         .args(["--poll-interval", "50ms", "--poll-rate", "1000/1s"])
         .status()
@@ -209,7 +216,9 @@ fn bench_run(endpoint: &str, jobs: usize, reps: usize) {
     let manifest = dir.path().join("batch.yaml");
     let mut text = String::from("name: batch\njobs:\n");
     for i in 0..jobs {
-        text.push_str(&format!("  - id: job-{i}\n    prompt: \"bench clip {i}\"\n"));
+        text.push_str(&format!(
+            "  - id: job-{i}\n    prompt: \"bench clip {i}\"\n"
+        ));
     }
     std::fs::write(&manifest, text).unwrap_or_else(|e| fail("manifest", e));
     let env = [

@@ -114,7 +114,10 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
 
 /// Where the run's results and videos go, as the flags and the manifest say.
 fn wanted<'a>(args: &'a RunArgs, manifest: &'a Manifest) -> crate::store::run::Wanted<'a> {
-    let pick = |flag: &'static str, given: &'a Option<PathBuf>, key: &'static str, from: &'a Option<PathBuf>| {
+    let pick = |flag: &'static str,
+                given: &'a Option<PathBuf>,
+                key: &'static str,
+                from: &'a Option<PathBuf>| {
         given
             .as_deref()
             .map(|p| (flag, p))
@@ -122,7 +125,12 @@ fn wanted<'a>(args: &'a RunArgs, manifest: &'a Manifest) -> crate::store::run::W
             .and_then(|(setting, p)| p.to_str().map(|v| (setting, v)))
     };
     crate::store::run::Wanted {
-        results: pick("--results", &args.results, "output.results", &manifest.output.results),
+        results: pick(
+            "--results",
+            &args.results,
+            "output.results",
+            &manifest.output.results,
+        ),
         videos: pick(
             "--videos-dir",
             &args.videos_dir,
@@ -309,8 +317,9 @@ async fn run_prepared(
         Some(url) => Err(format!(
             "the results are in a bucket: `veo-batch report {url}` writes the page"
         )),
-        None => crate::report::after_run(&args.manifest, &report.results)
-            .map_err(|e| format!("{e:#}")),
+        None => {
+            crate::report::after_run(&args.manifest, &report.results).map_err(|e| format!("{e:#}"))
+        }
     };
     let exit = if args.running_ok {
         report.exit().running_ok(&report.outcomes.tally)

@@ -518,7 +518,14 @@ mod tests {
             rate_per_second: 0.0,
         };
         let entries = vec![None; jobs];
-        let collector = tokio::spawn(collect(rx, appender, Arc::default(), entries, progress, None));
+        let collector = tokio::spawn(collect(
+            rx,
+            appender,
+            Arc::default(),
+            entries,
+            progress,
+            None,
+        ));
         (tx, collector)
     }
 

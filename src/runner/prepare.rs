@@ -270,6 +270,10 @@ pub fn prepare_from(
     })
 }
 
+/// A record's place, and the bucket objects of its `video_paths` and
+/// `superseded_paths`.
+type BucketVideos = (usize, Vec<String>, Vec<String>);
+
 /// The bucket objects recorded in `video_paths` and `superseded_paths`, taken off
 /// the records (by place) so that the local checks leave them alone. An object
 /// outside the run's videos prefix, or a done job's video no longer in the bucket,
@@ -277,7 +281,7 @@ pub fn prepare_from(
 fn take_bucket_videos(
     records: &mut [Record],
     target: Option<&crate::store::run::VideosTarget>,
-) -> (Vec<(usize, Vec<String>, Vec<String>)>, Option<String>) {
+) -> (Vec<BucketVideos>, Option<String>) {
     let mut kept = Vec::new();
     let mut dropped: Vec<String> = Vec::new();
     for (at, r) in records.iter_mut().enumerate() {
@@ -298,13 +302,15 @@ fn take_bucket_videos(
             .into_iter()
             .partition(|p| crate::paths::is_bucket_url(p));
         r.superseded_paths = paths;
-        let (objects, gone): (Vec<String>, Vec<String>) = objects.into_iter().partition(|url| {
-            target.is_some_and(|t| t.holds(url) && (!done || t.is_there(url)))
-        });
+        let (objects, gone): (Vec<String>, Vec<String>) = objects
+            .into_iter()
+            .partition(|url| target.is_some_and(|t| t.holds(url) && (!done || t.is_there(url))));
         if !gone.is_empty() {
             dropped.push(r.job_id.clone());
         }
-        let old = old.into_iter().filter(|url| target.is_some_and(|t| t.holds(url)));
+        let old = old
+            .into_iter()
+            .filter(|url| target.is_some_and(|t| t.holds(url)));
         kept.push((at, objects, old.collect()));
     }
     let warning = (!dropped.is_empty()).then(|| {

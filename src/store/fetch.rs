@@ -84,7 +84,9 @@ async fn fetch_async(url: BucketUrl, links: bool) -> anyhow::Result<Fetched> {
         .tempdir()
         .context("failed to create a temporary folder for the results")?;
     let name = url.key.rsplit('/').next().unwrap_or("results.csv");
-    let path = dir.path().join(if name.is_empty() { "results.csv" } else { name });
+    let path = dir
+        .path()
+        .join(if name.is_empty() { "results.csv" } else { name });
     crate::checkpoint::writer::rewrite(&path, &rows)
         .with_context(|| format!("failed to write `{}`", path.display()))?;
     Ok(Fetched {

@@ -9,8 +9,8 @@
 //! objects compacted into the plain results CSV ([`log`]), and the lease that keeps
 //! two runs off one results object ([`lease`]).
 
-pub mod lease;
 pub mod fetch;
+pub mod lease;
 pub mod log;
 pub mod run;
 pub mod video;
@@ -359,7 +359,11 @@ impl Bucket {
 
     /// Links to GET the objects at `keys`, valid for `expires_in` to whoever holds
     /// them, signed here with the run's credentials (the secret never leaves).
-    pub async fn presign(&self, keys: &[Key], expires_in: Duration) -> Result<Vec<String>, StoreError> {
+    pub async fn presign(
+        &self,
+        keys: &[Key],
+        expires_in: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         let Some(signer) = &self.signer else {
             return Err(StoreError {
                 bucket: self.name.clone(),

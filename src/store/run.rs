@@ -96,8 +96,12 @@ impl VideosTarget {
     /// moved by a run killed before it recorded the move (S3 has no create-only
     /// copy, and none is needed).
     pub async fn set_aside(&self, url: &str, label: &str) -> Result<String, super::StoreError> {
-        let key = Key::from(url.strip_prefix(&format!("s3://{}/", self.bucket.name())).unwrap_or(url));
-        let local = crate::paths::superseded_path(Path::new(key.filename().unwrap_or("video.mp4")), label);
+        let key = Key::from(
+            url.strip_prefix(&format!("s3://{}/", self.bucket.name()))
+                .unwrap_or(url),
+        );
+        let local =
+            crate::paths::superseded_path(Path::new(key.filename().unwrap_or("video.mp4")), label);
         let name = local
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -129,7 +133,10 @@ impl VideosTarget {
         let (key, url) = self.object_for(staged);
         let result = upload(&self.bucket, &key, staged, self.policy).await;
         if let Err(e) = tokio::fs::remove_file(staged).await {
-            tracing::debug!("could not remove the staged video {}: {e}", staged.display());
+            tracing::debug!(
+                "could not remove the staged video {}: {e}",
+                staged.display()
+            );
         }
         result.map(|how| {
             tracing::debug!(url = %url, "video in the bucket ({how:?})");
@@ -332,8 +339,8 @@ impl BucketRun {
             let bucket = Bucket::s3(&url.bucket, &env, Retries::default())?;
             bucket.probe(parent_of(&url.key)).await?;
             let key = Key::from(url.key.as_str());
-            let lease = Lease::acquire(&bucket, Lease::key_for(&key), &holder(), wanted.times)
-                .await?;
+            let lease =
+                Lease::acquire(&bucket, Lease::key_for(&key), &holder(), wanted.times).await?;
             let keep_alive = lease.keep_alive();
             let opened = CheckpointLog::open(&bucket, key, keep_alive.fence()).await;
             let (log, rebuilt) = match opened {

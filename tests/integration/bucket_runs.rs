@@ -104,8 +104,8 @@ fn no_file_holds(dir: &Path, needle: &[u8]) -> Result<(), String> {
 
 fn in_flight(loaded: &Loaded) -> impl Iterator<Item = &str> {
     loaded.records.values().filter_map(|r| {
-        let doubt = r.state() == State::InDoubt
-            || (r.state() == State::Submitting && r.task_id.is_none());
+        let doubt =
+            r.state() == State::InDoubt || (r.state() == State::Submitting && r.task_id.is_none());
         doubt.then_some(r.job_id.as_str())
     })
 }
@@ -202,7 +202,11 @@ fn a_bucket_batch_killed_twice_resumes_from_an_empty_folder_each_time() {
         // No partial object, ever, under a video's name.
         for (key, bytes) in rt.block_on(objects(&bucket)) {
             if key.starts_with("team/videos/") {
-                assert!(bytes == SAMPLE_MP4, "{key}: {} bytes, not the video", bytes.len());
+                assert!(
+                    bytes == SAMPLE_MP4,
+                    "{key}: {} bytes, not the video",
+                    bytes.len()
+                );
             }
         }
         // The documented way to take over at once from a run known to be dead.
@@ -233,9 +237,15 @@ fn a_bucket_batch_killed_twice_resumes_from_an_empty_folder_each_time() {
     }
 
     let rebuilt = rt.block_on(read(&bucket, &results)).expect("read");
-    assert!(rebuilt.commits.is_empty(), "the log was compacted at the end");
+    assert!(
+        rebuilt.commits.is_empty(),
+        "the log was compacted at the end"
+    );
     let all = rt.block_on(objects(&bucket));
-    let videos: Vec<&String> = all.keys().filter(|k| k.starts_with("team/videos/")).collect();
+    let videos: Vec<&String> = all
+        .keys()
+        .filter(|k| k.starts_with("team/videos/"))
+        .collect();
     assert_eq!(videos.len(), JOBS, "one object per job: {videos:?}");
     for i in 1..=JOBS {
         let id = format!("job-{i}");
@@ -275,7 +285,14 @@ fn a_bucket_batch_killed_twice_resumes_from_an_empty_folder_each_time() {
             "{fingerprint}: {tasks} tasks"
         );
     }
-    assert!(stats.tasks_by_fingerprint.values().filter(|&&n| n > 1).count() <= doubted.len());
+    assert!(
+        stats
+            .tasks_by_fingerprint
+            .values()
+            .filter(|&&n| n > 1)
+            .count()
+            <= doubted.len()
+    );
 }
 
 /// A store failing mid-run: a commit answered 500 after it landed is retried and
@@ -381,10 +398,16 @@ fn a_failing_store_is_retried_and_a_failed_upload_is_made_by_the_next_run() {
     assert!(text.contains("120 credits"), "{text}");
     let out = tool(&["report", RESULTS]);
     let page_path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert_eq!(out.status.code(), Some(0), "{}", crate::harness::stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::harness::stderr(&out)
+    );
     assert_eq!(page_path, "batch.html");
     assert!(
-        crate::harness::stderr(&out).contains("presigned URLs that work for whoever has the page, for 7 days"),
+        crate::harness::stderr(&out)
+            .contains("presigned URLs that work for whoever has the page, for 7 days"),
         "{}",
         crate::harness::stderr(&out)
     );
@@ -430,8 +453,17 @@ fn videos_alone_and_results_alone_in_the_bucket_both_work() {
                 .args(["--rate", "1000/1s"])
                 .output()
                 .expect("runs");
-            assert_eq!(out.status.code(), Some(0), "{}", crate::harness::stderr(&out));
-            assert_eq!(h.stats().generate_calls, 2 * (n as u64 + 1), "combination {n}");
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                crate::harness::stderr(&out)
+            );
+            assert_eq!(
+                h.stats().generate_calls,
+                2 * (n as u64 + 1),
+                "combination {n}"
+            );
             if again {
                 assert!(
                     crate::harness::stderr(&out).contains("0 to submit, 0 to resume"),
@@ -444,7 +476,10 @@ fn videos_alone_and_results_alone_in_the_bucket_both_work() {
     let local = veo_batch::checkpoint::load(&local_results)
         .expect("loads")
         .expect("exists");
-    assert_eq!(local.records["job-1"].video_paths, [format!("{VIDEOS}/job-1.mp4")]);
+    assert_eq!(
+        local.records["job-1"].video_paths,
+        [format!("{VIDEOS}/job-1.mp4")]
+    );
     let in_bucket = rt
         .block_on(read(&bucket, &Key::from("team/batch.csv")))
         .expect("read")
@@ -487,7 +522,8 @@ fn a_run_that_loses_its_lease_stops_writing_and_exits_5() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let lease_key = Lease::key_for(&results);
-    rt.block_on(take_over(&bucket, &lease_key)).expect("take over");
+    rt.block_on(take_over(&bucket, &lease_key))
+        .expect("take over");
     let _taken = rt
         .block_on(Lease::acquire(
             &bucket,
@@ -508,7 +544,10 @@ fn a_run_that_loses_its_lease_stops_writing_and_exits_5() {
         "{said}"
     );
     let after = rt.block_on(read(&bucket, &results)).expect("read");
-    assert_eq!(after.commits, at_takeover.commits, "the fenced run wrote a commit");
+    assert_eq!(
+        after.commits, at_takeover.commits,
+        "the fenced run wrote a commit"
+    );
     assert_eq!(after.loaded.records, at_takeover.loaded.records);
     assert_eq!(sent.records.len(), 2);
     let lease = rt
@@ -556,7 +595,7 @@ fn a_superseded_video_moves_aside_in_the_bucket() {
     assert_ne!(new.task_id.as_ref(), Some(&old_task));
     assert_eq!(new.video_paths, [format!("{VIDEOS}/hero.mp4")]);
     let aside = format!("{VIDEOS}/superseded/hero.{old_task}.mp4");
-    assert_eq!(new.superseded_paths, [aside.clone()]);
+    assert_eq!(new.superseded_paths, std::slice::from_ref(&aside));
     let all = rt.block_on(objects(&bucket));
     assert!(
         all.contains_key(&aside["s3://media/".len()..]),

@@ -179,7 +179,10 @@ impl JobRunner {
                     match std::fs::remove_file(dest) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => tracing::warn!("could not clear the staging file {}: {e}", dest.display()),
+                        Err(e) => tracing::warn!(
+                            "could not clear the staging file {}: {e}",
+                            dest.display()
+                        ),
                     }
                 }
                 // A file already at `dest` is this task's when the record lists it, or
