@@ -87,6 +87,18 @@ async fn objects(bucket: &Bucket) -> BTreeMap<String, Vec<u8>> {
     all
 }
 
+/// How many video objects the bucket holds (not the start-up probe's object).
+fn videos_in(rt: &tokio::runtime::Runtime, bucket: &Bucket) -> usize {
+    let prefix = Key::from("team/videos");
+    rt.block_on(bucket.store().list_with_delimiter(Some(&prefix)))
+        .map_or(0, |l| {
+            l.objects
+                .iter()
+                .filter(|o| o.location.as_ref().ends_with(".mp4"))
+                .count()
+        })
+}
+
 /// Whether no file under `dir` holds `needle`.
 fn no_file_holds(dir: &Path, needle: &[u8]) -> Result<(), String> {
     for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
@@ -131,7 +143,7 @@ fn a_bucket_batch_killed_twice_resumes_from_an_empty_folder_each_time() {
     eprintln!("bucket kill test: seed {seed} (BUCKET_KILL_SEED={seed} repeats the kill times)");
     let mut rng = fastrand::Rng::with_seed(seed);
     let h = Harness::new(SimConfig {
-        generation_time: (Duration::from_millis(1500), Duration::from_millis(3000)),
+        generation_time: (Duration::from_millis(2500), Duration::from_millis(4000)),
         ..fast_sim()
     });
     let manifest = h.write("batch.yaml", &text_jobs(JOBS));
@@ -139,10 +151,11 @@ fn a_bucket_batch_killed_twice_resumes_from_an_empty_folder_each_time() {
     let mut outputs = String::new();
     let mut doubted: BTreeSet<String> = BTreeSet::new();
     let mut first_task: BTreeMap<String, String> = BTreeMap::new();
-    // At 6 submissions a second the 24 take 4 s: the first kill lands in the
-    // submissions, the second (after a start-up of a few hundred ms: probe,
-    // lease, rebuild) in what is left: submissions, polls, uploads.
-    let kills = [rng.u64(800..3000), rng.u64(1200..2500)];
+    // At 6 submissions a second the 24 take 3-4 s and each generation 2.5-4 s: the
+    // first kill lands at a random time in the submissions; the second a random
+    // 0-400 ms after this run's first upload, among downloads and uploads (and
+    // the submissions left).
+    let kills = [rng.u64(800..3000), rng.u64(0..400)];
     for (round, after) in kills.into_iter().enumerate() {
         let work = tempfile::tempdir().expect("an empty folder");
         let log = logs.path().join(format!("round-{round}.log"));
@@ -172,6 +185,21 @@ fn a_bucket_batch_killed_twice_resumes_from_an_empty_folder_each_time() {
             );
             outputs.push_str(&said);
         }
+        let started = if round == 0 {
+            started
+        } else {
+            let before = videos_in(&rt, &bucket);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while videos_in(&rt, &bucket) <= before {
+                assert!(
+                    child.try_wait().expect("try_wait").is_none(),
+                    "ended before an upload"
+                );
+                assert!(Instant::now() < deadline, "no upload within 30 s");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Instant::now()
+        };
         while started.elapsed() < Duration::from_millis(after) {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 panic!(
@@ -213,10 +241,16 @@ fn a_bucket_batch_killed_twice_resumes_from_an_empty_folder_each_time() {
         rt.block_on(take_over(&bucket, &Lease::key_for(&results)))
             .expect("take over");
         eprintln!(
-            "kill {round} at {after} ms: {} jobs recorded, {} tasks, {} in doubt so far",
+            "kill {round} at {after} ms: {} jobs recorded, {} tasks, {} in doubt so far, {} videos recorded, {} in the bucket",
             loaded.records.len(),
             first_task.len(),
-            doubted.len()
+            doubted.len(),
+            loaded
+                .records
+                .values()
+                .filter(|r| !r.video_paths.is_empty())
+                .count(),
+            videos_in(&rt, &bucket)
         );
         drop(work);
     }
