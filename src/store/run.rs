@@ -501,3 +501,94 @@ async fn mirror(
     }
     log
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+
+    use super::*;
+    use crate::checkpoint::writer::encode_row;
+    use crate::checkpoint::{Record, State};
+    use crate::store::lease::Fence;
+
+    fn row(id: &str, state: State) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_row(
+            &Record {
+                job_id: id.into(),
+                state: Some(state),
+                updated_at: "2026-12-07T19:00:00Z".into(),
+                ..Record::default()
+            },
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    /// A batch the collector's writer thread answered for.
+    fn written(bytes: Vec<u8>, ok: bool) -> oneshot::Receiver<Written> {
+        let (tx, rx) = oneshot::channel();
+        let result = if ok {
+            Ok(0)
+        } else {
+            Err(std::io::Error::other("disk full"))
+        };
+        tx.send(Written { buf: bytes, result }).ok().unwrap();
+        rx
+    }
+
+    /// Each batch is in the bucket log before the collector hears of it; a local
+    /// failure is passed on and nothing is committed for it; the log is compacted
+    /// at intervals beside the commits, and a stopped mirror hands the log back.
+    #[tokio::test]
+    async fn batches_are_in_the_log_before_they_are_acknowledged() {
+        let mem = Arc::new(InMemory::new());
+        let bucket = Bucket::with_store("bkt", mem);
+        let results = Key::from("runs/x.csv");
+        let fence = Fence::open_ended("t");
+        let (log, _) = CheckpointLog::open(&bucket, results.clone(), fence)
+            .await
+            .unwrap();
+        let (batches, rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(mirror(log, rx, stop.clone(), Duration::from_millis(50)));
+        let mirror = LogMirror { batches };
+
+        let heard = mirror
+            .after(written(row("a", State::Submitted), true))
+            .await
+            .unwrap();
+        assert!(heard.result.is_ok());
+        let read_back = crate::store::log::read(&bucket, &results).await.unwrap();
+        assert_eq!(read_back.loaded.records["a"].state(), State::Submitted);
+        assert_eq!(read_back.commits, [1]);
+
+        let heard = mirror
+            .after(written(row("b", State::Submitted), false))
+            .await
+            .unwrap();
+        assert!(heard.result.is_err());
+        let read_back = crate::store::log::read(&bucket, &results).await.unwrap();
+        assert!(!read_back.loaded.records.contains_key("b"));
+
+        // Compacted beside the commits: the CSV holds the rows, the log is empty.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let read_back = crate::store::log::read(&bucket, &results).await.unwrap();
+        assert!(read_back.commits.is_empty(), "{:?}", read_back.commits);
+        assert_eq!(read_back.through, 1);
+        assert_eq!(read_back.loaded.records["a"].state(), State::Submitted);
+
+        let heard = mirror
+            .after(written(row("a", State::Succeeded), true))
+            .await
+            .unwrap();
+        assert!(heard.result.is_ok());
+        stop.cancel();
+        let mut log = task.await.unwrap();
+        let compacted = log.compact().await.unwrap();
+        assert_eq!((compacted.rows, compacted.commits), (1, 1));
+    }
+}
