@@ -99,7 +99,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     let ran = run_prepared(args, manifest, None, quiet, style, Some(&bucket)).await;
     let url = bucket.results_url().cloned();
     match (bucket.finish().await, url) {
-        (Ok(Some(c)), Some(url)) => tracing::info!(
+        (Ok(Some(c)), Some(url)) if c.commits > 0 => tracing::info!(
             "results compacted into {url}: {} jobs, {} bytes, {} log objects folded in",
             Count(c.rows),
             Count(c.bytes),
