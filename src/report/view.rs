@@ -472,6 +472,18 @@ fn videos(r: &Record, entry: &CardSource<'_>, place: &PageDirs) -> Vec<Video> {
                     .map_or("upgraded", Upgrade::as_str);
                 take(word, i - base)
             };
+            // A bucket batch's page links its objects by presigned URL.
+            if let Some(link) = recorded
+                .strip_prefix("https://")
+                .or_else(|| recorded.strip_prefix("http://"))
+            {
+                let path = link.split(['?', '#']).next().unwrap_or_default();
+                return Video {
+                    src: recorded.clone(),
+                    label,
+                    name: path.rsplit('/').next().unwrap_or(path).to_owned(),
+                };
+            }
             let at = links::locate(recorded, &place.cwd, &place.results_dir);
             Video {
                 src: links::relative_url(&place.page_dir, &at),

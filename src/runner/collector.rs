@@ -124,6 +124,7 @@ pub async fn collect(
     loaded: Arc<Vec<Record>>,
     entries: Vec<Option<LastRow>>,
     progress: Progress,
+    mirror: Option<crate::store::run::LogMirror>,
 ) -> Collected {
     let mut tally = Ledger::new(loaded, entries, &progress);
     let path = appender.path().to_owned();
@@ -187,7 +188,12 @@ pub async fn collect(
                         let Event::Row { row, .. } = event;
                         buf.extend_from_slice(&row.bytes);
                     }
-                    written = Some(w.write(std::mem::take(&mut buf)));
+                    let local = w.write(std::mem::take(&mut buf));
+                    // Results in a bucket: the batch is safe once the bucket has it.
+                    written = Some(match &mirror {
+                        Some(m) => m.after(local),
+                        None => local,
+                    });
                 }
                 // Nothing more is written once a write failed (or the writer never
                 // started, which set the error too).
@@ -539,7 +545,14 @@ mod tests {
             rate_per_second: 0.0,
         };
         let entries = vec![None; jobs];
-        let collector = tokio::spawn(collect(rx, appender, Arc::default(), entries, progress));
+        let collector = tokio::spawn(collect(
+            rx,
+            appender,
+            Arc::default(),
+            entries,
+            progress,
+            None,
+        ));
         (tx, collector)
     }
 

@@ -190,6 +190,7 @@ pub async fn execute(
             download: config.resume.download,
             rate_per_second: config.rate.per_second(),
         },
+        config.bucket.log.clone(),
     ));
 
     let stop = Stop::new(&signals.drain);
@@ -205,6 +206,8 @@ pub async fn execute(
             results_dir: crate::paths::absolute(crate::paths::folder_of(&config.results)),
             download: config.resume.download,
             no_wait: config.no_wait,
+            videos_bucket: config.bucket.videos.clone(),
+            results_in_bucket: config.bucket.log.is_some(),
         },
         permits: Semaphore::new(config.concurrency.max(1)),
         polls: polls::Polls::new(

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bucket;
+mod bucket_runs;
 mod client;
 mod confined;
 mod current_api;

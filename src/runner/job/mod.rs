@@ -115,7 +115,7 @@ pub async fn drive(
     let outcome = async {
         let (task_id, submitted) = match start {
             Start::Submit(_) => {
-                runner.set_aside_superseded_videos();
+                runner.set_aside_superseded_videos().await;
                 let submitted = runner.submit().await;
                 // The submission phase is over: let the next job start its own.
                 drop(submit_slot);
