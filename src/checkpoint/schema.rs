@@ -156,9 +156,12 @@ pub const COLUMNS: [Column; 32] = [
         read: |r, cell| {
             r.upgrade = match cell {
                 "" => None,
-                "1080p" => Some(Upgrade::Hd1080),
-                "4k" => Some(Upgrade::Uhd4k),
-                other => return Err(format!("{other:?} is not an upgrade (1080p, 4k or empty)")),
+                other => Some(Upgrade::parse(other).ok_or_else(|| {
+                    format!(
+                        "{other:?} is not an upgrade ({} or empty)",
+                        Upgrade::ALLOWED
+                    )
+                })?),
             };
             Ok(())
         },

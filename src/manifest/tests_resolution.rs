@@ -265,3 +265,83 @@ fn a_job_without_a_price_is_a_warning_not_a_silent_zero() {
         ]
     );
 }
+
+/// `Upgrade` is a value of the field table: each of its values, spelled once there, is
+/// read wherever a manifest writes `upgrade` (a YAML job, its defaults, a matrix, a CSV
+/// column, in any case), placed on the job, recorded in the results file and read back,
+/// and priced; a value it does not declare is refused with the ones it does.
+#[test]
+fn every_upgrade_value_is_read_placed_recorded_and_priced() {
+    use crate::checkpoint::{Record, schema::COLUMNS};
+    use crate::cost::PriceTable;
+    use crate::request::Upgrade;
+
+    let column = COLUMNS.iter().find(|c| c.name == "upgrade").unwrap();
+    let prices = PriceTable::default();
+    let mut priced = Vec::new();
+    let dir = TempDir::new().unwrap();
+    for u in Upgrade::ALL {
+        let s = u.as_str();
+        let loud = s.to_uppercase();
+        let yaml = write(
+            &dir,
+            &format!("{s}.yaml"),
+            format!(
+                "defaults:\n  upgrade: {s}\njobs:\n  - id: by-default\n    prompt: x\n  \
+                 - id: own\n    prompt: x\n    upgrade: {loud}\n  \
+                 - id: grid-{{upgrade}}\n    prompt: x\n    matrix:\n      \
+                 upgrade: [{s}]\n"
+            ),
+        );
+        let m = ok(&yaml);
+        assert_eq!(ids(&m), ["by-default", "own", &format!("grid-{s}")]);
+        assert!(m.jobs.iter().all(|j| j.upgrade == Some(u)), "{s}: {m:?}");
+
+        let csv = write(
+            &dir,
+            &format!("{s}.csv"),
+            format!("id,prompt,upgrade\na,x,{loud}\n"),
+        );
+        assert_eq!(ok(&csv).jobs[0].upgrade, Some(u), "{s} from a CSV cell");
+
+        let mut cell = String::new();
+        (column.write)(
+            &Record {
+                upgrade: Some(u),
+                ..Record::default()
+            },
+            &mut cell,
+        );
+        assert_eq!(cell, s);
+        let mut back = Record::default();
+        (column.read)(&mut back, &cell).unwrap();
+        assert_eq!(back.upgrade, Some(u), "{s} read back from the results file");
+
+        let credits = prices.upgrade(u);
+        assert!(credits > 0.0, "{s} has no price");
+        priced.push(credits.to_bits());
+    }
+    priced.dedup();
+    assert_eq!(
+        priced.len(),
+        Upgrade::ALL.len(),
+        "two upgrades share one price slot"
+    );
+
+    let allowed = format!("({} or none)", Upgrade::ALLOWED);
+    let bad = write(&dir, "bad.csv", "id,prompt,upgrade\na,x,8k\n");
+    assert_eq!(
+        problems(&bad),
+        [format!(
+            ":2: job \"a\": upgrade: \"8k\" is not allowed {allowed}"
+        )]
+    );
+    let mut back = Record::default();
+    assert_eq!(
+        (column.read)(&mut back, "8k"),
+        Err(format!(
+            "\"8k\" is not an upgrade ({} or empty)",
+            Upgrade::ALLOWED
+        ))
+    );
+}
