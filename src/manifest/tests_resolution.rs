@@ -321,6 +321,7 @@ fn every_upgrade_value_is_read_placed_recorded_and_priced() {
         assert!(credits > 0.0, "{s} has no price");
         priced.push(credits.to_bits());
     }
+    priced.sort_unstable();
     priced.dedup();
     assert_eq!(
         priced.len(),
