@@ -108,17 +108,17 @@ pub(crate) fn check_parts(
     let model = given_or_default(
         Field::Model,
         raw.model.as_deref(),
-        (DEFAULT_MODEL, Model::parse, Model::ALLOWED),
+        DEFAULT_MODEL,
+        Model::parse,
+        Model::ALLOWED,
         &mut issues,
     );
     let aspect_ratio = given_or_default(
         Field::AspectRatio,
         raw.aspect_ratio.as_deref(),
-        (
-            DEFAULT_ASPECT_RATIO,
-            AspectRatio::parse,
-            AspectRatio::ALLOWED,
-        ),
+        DEFAULT_ASPECT_RATIO,
+        AspectRatio::parse,
+        AspectRatio::ALLOWED,
         &mut issues,
     );
     let image_urls: &[String] = raw.image_urls.as_deref().unwrap_or_default();
@@ -174,7 +174,9 @@ fn check_prompt(raw: &RawRequest, issues: &mut Vec<FieldIssue>) {
 fn given_or_default<T>(
     field: Field,
     given: Option<&str>,
-    (default, parse, allowed): (T, fn(&str) -> Option<T>, &str),
+    default: T,
+    parse: fn(&str) -> Option<T>,
+    allowed: &str,
     issues: &mut Vec<FieldIssue>,
 ) -> Option<T> {
     match given {
