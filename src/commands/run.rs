@@ -57,8 +57,28 @@ pub fn results_path(args: &RunArgs) -> Option<PathBuf> {
     is_csv.then(|| crate::config::default_results(&name))
 }
 
-/// Runs `run`.
+/// Runs `run`: against the simulator's scaled clock under `--simulate`, and with
+/// the process's Ctrl-C and SIGTERM as its stop signals.
 pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exit> {
+    let time_scale = if args.simulate {
+        SimConfig::demo().time_scale
+    } else {
+        1.0
+    };
+    run_at(args, quiet, style, time_scale, None).await
+}
+
+/// Runs `run` with the run's own durations (retry delays, the maintenance floor, the
+/// default poll pace) scaled by `time_scale`, as `--simulate` scales them to its
+/// simulator; a test drives the whole command in process this way against a simulator
+/// of its own. Stopped by `signals` when given, by the process's signals otherwise.
+pub async fn run_at(
+    args: RunArgs,
+    quiet: bool,
+    style: Style,
+    time_scale: f64,
+    signals: Option<Signals>,
+) -> anyhow::Result<Exit> {
     if !args.simulate {
         crate::api::check_bases(
             &args.service.api_base,
@@ -76,11 +96,6 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     for w in &manifest.warnings {
         tracing::warn!("{w}");
     }
-    let time_scale = if args.simulate {
-        SimConfig::demo().time_scale
-    } else {
-        1.0
-    };
     let output = if quiet {
         crate::config::Output::Quiet
     } else if std::io::stderr().is_terminal() {
@@ -204,10 +219,18 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
             .filter(|s| s.state == crate::checkpoint::State::Succeeded)
             .count(),
     };
-    let signals = Signals::default();
-    let watcher = tokio::spawn(watch_signals(signals.clone()));
+    let (signals, watcher) = match signals {
+        Some(given) => (given, None),
+        None => {
+            let signals = Signals::default();
+            let watcher = tokio::spawn(watch_signals(signals.clone()));
+            (signals, Some(watcher))
+        }
+    };
     let outcome = runner::execute(prepared, client, signals).await;
-    watcher.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }

@@ -147,3 +147,74 @@ impl Harness {
             .expect("veo-batch status runs")
     }
 }
+
+impl Harness {
+    /// Drives `veo-batch run MANIFEST FLAGS` in this process (oha's style), where a
+    /// subprocess is not what a test is about: the same command line as
+    /// [`run_cmd`](Harness::run_cmd) (its flags unless `flags` sets them), parsed as
+    /// the binary parses it, the key from a
+    /// file (nothing read from this process's environment), the run's own durations
+    /// (retry delays, the maintenance floor) scaled by `time_scale` as `--simulate`
+    /// scales them, and its log lines appended to `log`. The exit code.
+    pub fn run_in_process(
+        &self,
+        manifest: &Path,
+        flags: &[&str],
+        time_scale: f64,
+        log: &Path,
+    ) -> i32 {
+        use clap::Parser as _;
+        use veo_batch::cli::{Cli, Command};
+
+        let key_file = self.write("api-key", sim::DEMO_KEY);
+        let mut argv: Vec<std::ffi::OsString> = ["veo-batch", "run"].map(Into::into).into();
+        argv.push(manifest.into());
+        for (flag, value) in [
+            ("--api-base", self.sim.base_url().into()),
+            ("--api-key-file", key_file.into_os_string()),
+            ("--results", self.path("results.csv").into_os_string()),
+            ("--videos-dir", self.path("videos").into_os_string()),
+            ("--poll-interval", "30ms".into()),
+            ("--poll-rate", "1000/1s".into()),
+            ("--request-timeout", "2s".into()),
+        ] {
+            if !flags.contains(&flag) {
+                argv.push(flag.into());
+                argv.push(value);
+            }
+        }
+        argv.extend(flags.iter().map(Into::into));
+        let cli = Cli::try_parse_from(argv).expect("the run's flags parse");
+        let Command::Run(mut args) = cli.command else {
+            unreachable!("parsed as run")
+        };
+        // Clap fills this flag from the environment; a test names its own.
+        if !flags.contains(&"--upload-base") {
+            args.upload_base = None;
+        }
+        let log_file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the run log");
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(log_file))
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let runtime = veo_batch::runner::runtime().expect("runtime");
+        let signals = veo_batch::runner::Signals::default();
+        let run = veo_batch::commands::run::run_at(
+            *args,
+            true,
+            veo_batch::commands::Style::Quiet,
+            time_scale,
+            Some(signals),
+        );
+        let ended = tracing::subscriber::with_default(subscriber, || runtime.block_on(run));
+        match ended {
+            Ok(exit) => exit.into(),
+            Err(e) => veo_batch::commands::report_error(&e, true).into(),
+        }
+    }
+}

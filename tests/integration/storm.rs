@@ -628,6 +628,14 @@ fn kill_storm() {
 /// than the timeout, failed generations. Every job ends or is in doubt, retries
 /// stay within --max-attempts, no job creates two tasks, and the in-doubt jobs are
 /// exactly those whose connection dropped or whose task's answer never arrived.
+/// The fault storm's clock for the run's own delays: a tenth of the real one.
+const FAULT_TIME_SCALE: f64 = 0.1;
+
+/// `flags` with the storm's own [`storm_cmd`] adds, for a run driven in process.
+fn with_storm_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
+    [&["--poll-rate", "1000/1s"][..], flags].concat()
+}
+
 #[test]
 fn fault_storm() {
     const JOBS: usize = 100;
@@ -639,8 +647,8 @@ fn fault_storm() {
         generation_time: (Duration::from_millis(300), Duration::from_millis(900)),
         seed,
         request_log: Some(request_log_path.clone()),
-        // Half the runner's --rate 20/1s.
-        rate: Some("10/1s".parse().expect("rate")),
+        // Half the runner's --rate 40/1s.
+        rate: Some("20/1s".parse().expect("rate")),
         ..fast_sim()
     };
     config.faults.http_500 = FaultRate::everywhere(0.3);
@@ -663,7 +671,7 @@ fn fault_storm() {
     let max_attempts = MAX_ATTEMPTS.to_string();
     let flags = [
         "--rate",
-        "20/1s",
+        "40/1s",
         "--max-attempts",
         &max_attempts,
         "--request-timeout",
@@ -672,9 +680,14 @@ fn fault_storm() {
         "50ms",
     ];
     let started = Instant::now();
-    // The retry delays are the real ones (2 s doubling, the 455's Retry-After):
-    // bounded by max-attempts, so well under this limit unless something hangs.
-    let code = run_bounded(&h, &manifest, &flags, &run_log, Duration::from_secs(150));
+    // No process is killed here: the run is driven in process, its retry delays a
+    // tenth of the real ones (0.2 s doubling) and the 455's Retry-After as sent.
+    let code = h.run_in_process(
+        &manifest,
+        &with_storm_flags(&flags),
+        FAULT_TIME_SCALE,
+        &run_log,
+    );
     let took = started.elapsed();
 
     let loaded = h.results();
@@ -811,12 +824,11 @@ fn fault_storm() {
     // attempts and generate calls stay within --max-attempts per run, and only
     // those jobs may now have a second task.
     let was_in_doubt = ids_in(&loaded, State::InDoubt);
-    let code = run_bounded(
-        &h,
+    let code = h.run_in_process(
         &manifest,
-        &[&flags[..], &["--resubmit-in-doubt"]].concat(),
+        &with_storm_flags(&[&flags[..], &["--resubmit-in-doubt"]].concat()),
+        FAULT_TIME_SCALE,
         &run_log,
-        Duration::from_secs(150),
     );
     let loaded = h.results();
     let c2 = counts(&loaded);
