@@ -363,7 +363,7 @@ fn at_kill(jobs: usize, loaded: &Loaded) -> AtKill {
 #[cfg(unix)]
 #[test]
 fn kill_storm() {
-    const JOBS: usize = 300;
+    const JOBS: usize = 150;
     const MIN_KILLS: usize = 20;
     const MIN_LATE_KILLS: usize = 3;
     const MAX_KILLS: usize = 80;
@@ -623,11 +623,6 @@ fn kill_storm() {
     );
 }
 
-/// Every fault at once: 500s, a maintenance window, a rate limit at half the
-/// runner's, dropped connections before and after a task exists, answers slower
-/// than the timeout, failed generations. Every job ends or is in doubt, retries
-/// stay within --max-attempts, no job creates two tasks, and the in-doubt jobs are
-/// exactly those whose connection dropped or whose task's answer never arrived.
 /// The fault storm's clock for the run's own delays: a tenth of the real one.
 const FAULT_TIME_SCALE: f64 = 0.1;
 
@@ -636,6 +631,11 @@ fn with_storm_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
     [&["--poll-rate", "1000/1s"][..], flags].concat()
 }
 
+/// Every fault at once: 500s, a maintenance window, a rate limit at half the
+/// runner's, dropped connections before and after a task exists, answers slower
+/// than the timeout, failed generations. Every job ends or is in doubt, retries
+/// stay within --max-attempts, no job creates two tasks, and the in-doubt jobs are
+/// exactly those whose connection dropped or whose task's answer never arrived.
 #[test]
 fn fault_storm() {
     const JOBS: usize = 100;
