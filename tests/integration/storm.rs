@@ -1059,7 +1059,7 @@ fn kill_storm_on_extend_chains() {
     let logs = tempfile::tempdir().expect("temp dir");
     let request_log_path = logs.path().join("requests.jsonl");
     let mut config = SimConfig {
-        generation_time: (Duration::from_millis(600), Duration::from_millis(2000)),
+        generation_time: (Duration::from_millis(300), Duration::from_millis(1000)),
         seed,
         request_log: Some(request_log_path.clone()),
         ..fast_sim()
@@ -1068,7 +1068,7 @@ fn kill_storm_on_extend_chains() {
     // A third of the answers come late (the task exists meanwhile, for generate
     // and extend): kills then catch submissions in flight, which end in doubt.
     config.faults.slow = 0.3;
-    config.faults.slow_delay = Duration::from_millis(400);
+    config.faults.slow_delay = Duration::from_millis(200);
     let h = Harness::new(config);
     let mut text = String::from("name: chains\njobs:\n");
     let mut job_of_prompt: BTreeMap<String, String> = BTreeMap::new();
@@ -1091,7 +1091,7 @@ fn kill_storm_on_extend_chains() {
         "--concurrency",
         "12",
         "--poll-interval",
-        "100ms",
+        "50ms",
         "--request-timeout",
         "5s",
     ];
@@ -1102,7 +1102,7 @@ fn kill_storm_on_extend_chains() {
     let mut chained_at_kill = 0;
     let mut first_task: BTreeMap<String, String> = BTreeMap::new();
     while kills < MAX_KILLS {
-        let after = Duration::from_millis(rng.u64(80..900));
+        let after = Duration::from_millis(rng.u64(40..450));
         let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) else {
             break;
         };
