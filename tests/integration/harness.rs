@@ -151,18 +151,12 @@ impl Harness {
 impl Harness {
     /// Drives `veo-batch run MANIFEST FLAGS` in this process (oha's style), where a
     /// subprocess is not what a test is about: the same command line as
-    /// [`run_cmd`](Harness::run_cmd) (its flags unless `flags` sets them), parsed as
-    /// the binary parses it, the key from a
-    /// file (nothing read from this process's environment), the run's own durations
-    /// (retry delays, the maintenance floor) scaled by `time_scale` as `--simulate`
-    /// scales them, and its log lines appended to `log`. The exit code.
-    pub fn run_in_process(
-        &self,
-        manifest: &Path,
-        flags: &[&str],
-        time_scale: f64,
-        log: &Path,
-    ) -> i32 {
+    /// [`run`](Harness::run) (its flags unless `flags` sets them), parsed as the
+    /// binary parses it, the key from a file (nothing read from this process's
+    /// environment), the run's own durations (retry delays, the maintenance floor)
+    /// scaled by `time_scale` as `--simulate` scales them, and its log lines appended
+    /// to [`run_log`](Harness::run_log). The exit code.
+    pub fn run_in_process(&self, manifest: &Path, flags: &[&str], time_scale: f64) -> i32 {
         use clap::Parser as _;
         use veo_batch::cli::{Cli, Command};
 
@@ -177,6 +171,7 @@ impl Harness {
             ("--poll-interval", "30ms".into()),
             ("--poll-rate", "1000/1s".into()),
             ("--request-timeout", "2s".into()),
+            ("--rate", "1000/1s".into()),
         ] {
             if !flags.contains(&flag) {
                 argv.push(flag.into());
@@ -195,7 +190,7 @@ impl Harness {
         let log_file = std::fs::File::options()
             .create(true)
             .append(true)
-            .open(log)
+            .open(self.path("run.log"))
             .expect("open the run log");
         let subscriber = tracing_subscriber::fmt()
             .with_writer(std::sync::Mutex::new(log_file))
@@ -217,4 +212,19 @@ impl Harness {
             Err(e) => veo_batch::commands::report_error(&e, true).into(),
         }
     }
+
+    /// [`run_in_process`](Harness::run_in_process) with the run's retry delays a
+    /// tenth of the real ones (0.2 s doubling), for tests of what is retried, not of
+    /// how long the waits are.
+    pub fn run_quick_retries(&self, manifest: &Path, flags: &[&str]) -> i32 {
+        self.run_in_process(manifest, flags, QUICK_RETRIES)
+    }
+
+    /// What the runs driven in process logged.
+    pub fn run_log(&self) -> String {
+        std::fs::read_to_string(self.path("run.log")).unwrap_or_default()
+    }
 }
+
+/// The clock of a run's own delays in [`Harness::run_quick_retries`].
+pub const QUICK_RETRIES: f64 = 0.1;

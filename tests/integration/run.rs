@@ -214,8 +214,9 @@ fn rate_limited_answers_are_retried() {
     config.faults.http_500 = FaultRate::everywhere(0.2);
     let h = Harness::new(config);
     let manifest = h.write("b.yaml", &text_jobs(8));
-    let out = h.run(&manifest, &["--max-attempts", "30"]);
-    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
+    // What is retried is the point, not how long the waits are.
+    let code = h.run_quick_retries(&manifest, &["--max-attempts", "30"]);
+    assert_eq!(code, Exit::Ok as i32, "{}", h.run_log());
     let stats = h.stats();
     assert!(
         stats.answered_429 > 0,

@@ -623,9 +623,6 @@ fn kill_storm() {
     );
 }
 
-/// The fault storm's clock for the run's own delays: a tenth of the real one.
-const FAULT_TIME_SCALE: f64 = 0.1;
-
 /// `flags` with the storm's own [`storm_cmd`] adds, for a run driven in process.
 fn with_storm_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
     [&["--poll-rate", "1000/1s"][..], flags].concat()
@@ -667,7 +664,7 @@ fn fault_storm() {
     config.faults.generation_failure = 0.10;
     let h = Harness::new(config);
     let manifest = h.write("faults.yaml", &text_jobs(JOBS));
-    let run_log = logs.path().join("run.log");
+    let run_log = h.path("run.log");
     let max_attempts = MAX_ATTEMPTS.to_string();
     let flags = [
         "--rate",
@@ -682,12 +679,7 @@ fn fault_storm() {
     let started = Instant::now();
     // No process is killed here: the run is driven in process, its retry delays a
     // tenth of the real ones (0.2 s doubling) and the 455's Retry-After as sent.
-    let code = h.run_in_process(
-        &manifest,
-        &with_storm_flags(&flags),
-        FAULT_TIME_SCALE,
-        &run_log,
-    );
+    let code = h.run_quick_retries(&manifest, &with_storm_flags(&flags));
     let took = started.elapsed();
 
     let loaded = h.results();
@@ -824,11 +816,9 @@ fn fault_storm() {
     // attempts and generate calls stay within --max-attempts per run, and only
     // those jobs may now have a second task.
     let was_in_doubt = ids_in(&loaded, State::InDoubt);
-    let code = h.run_in_process(
+    let code = h.run_quick_retries(
         &manifest,
         &with_storm_flags(&[&flags[..], &["--resubmit-in-doubt"]].concat()),
-        FAULT_TIME_SCALE,
-        &run_log,
     );
     let loaded = h.results();
     let c2 = counts(&loaded);
