@@ -11,11 +11,11 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use veo_batch::api::{ApiKey, Client, ClientConfig, TaskState};
-use veo_batch::checkpoint::{self, Loaded, Record, State};
+use veo_batch::checkpoint::{Loaded, Record, State};
 use veo_batch::exit::Exit;
 use veo_batch::sim::{self, FaultRate, Maintenance, SAMPLE_MP4, SimConfig};
 
-use crate::harness::{Harness, fast_sim, text_jobs};
+use crate::harness::{Harness, Round, fast_sim, run_then_kill, text_jobs};
 
 /// The storm's seed: `VEO_STORM_SEED` when set, else a fixed one, so CI replays
 /// the same kill schedule and fault draws (timing still varies).
@@ -31,17 +31,13 @@ fn storm_seed(name: &str) -> u64 {
 /// `veo-batch run` against the harness's simulator, like `Harness::run_cmd` but
 /// with this storm's polling, rate and timeout, and stderr to `log`.
 fn storm_cmd(h: &Harness, manifest: &Path, flags: &[&str], log: &Path) -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"));
     let stderr = File::options()
         .create(true)
         .append(true)
         .open(log)
         .expect("open the run log");
-    cmd.env_clear()
-        .env("KIE_API_KEY", sim::DEMO_KEY)
-        .env("NO_COLOR", "1")
-        .current_dir(h.dir.path())
-        .arg("run")
+    let mut cmd = h.cmd();
+    cmd.arg("run")
         .arg(manifest)
         .args(["--api-base", &h.sim.base_url()])
         .arg("--results")
@@ -71,39 +67,13 @@ fn wait_bounded(child: &mut std::process::Child, limit: Duration, what: &str) ->
     }
 }
 
-/// How one run of a kill loop ended.
-enum Round {
-    /// It exited on its own before its kill was due.
-    Ended(ExitStatus),
-    /// It was SIGKILLed; the results file as the kill left it (it must load).
-    Killed(Loaded),
-}
-
-/// One round of every storm's kill loop: a run, SIGKILLed `after` this long unless
-/// it ends first, then the results file it left.
-fn run_then_kill(
-    h: &Harness,
-    manifest: &Path,
-    flags: &[&str],
-    log: &Path,
-    after: Duration,
-) -> Round {
-    let mut child = storm_cmd(h, manifest, flags, log)
-        .spawn()
-        .expect("spawn veo-batch");
-    let deadline = Instant::now() + after;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Round::Ended(status);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("SIGKILL veo-batch");
-    let _ = child.wait();
-    match checkpoint::load(&h.path("results.csv")) {
-        Ok(loaded) => Round::Killed(loaded.unwrap_or_default()),
-        Err(e) => panic!("after a kill, the results file must load: {e}"),
-    }
+/// One round of every storm's kill loop ([`run_then_kill`]) on the storm's command.
+fn storm_round(h: &Harness, manifest: &Path, flags: &[&str], log: &Path, after: Duration) -> Round {
+    run_then_kill(
+        &mut storm_cmd(h, manifest, flags, log),
+        after,
+        &h.path("results.csv"),
+    )
 }
 
 /// Runs to the end, bounded in time; the exit code.
@@ -409,7 +379,7 @@ fn kill_storm() {
         } else {
             Duration::from_millis(rng.u64(100..1200))
         };
-        let loaded = match run_then_kill(&h, &manifest, &flags, &run_log, delay) {
+        let loaded = match storm_round(&h, &manifest, &flags, &run_log, delay) {
             Round::Ended(status) => break Some(status),
             Round::Killed(loaded) => loaded,
         };
@@ -908,7 +878,7 @@ fn status_agrees_with_the_results_after_a_storm() {
     let mut in_flight_at_kill = BTreeSet::new();
     for _ in 0..6 {
         let after = Duration::from_millis(rng.u64(100..700));
-        if let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) {
+        if let Round::Killed(loaded) = storm_round(&h, &manifest, &flags, &run_log, after) {
             for r in loaded.records.values() {
                 if r.state() == State::Submitting && r.task_id.is_none() {
                     in_flight_at_kill.insert(r.job_id.clone());
@@ -983,7 +953,7 @@ fn kills_during_upgrades_pay_each_upgrade_once() {
     let (mut kills, mut mid_upgrade) = (0, 0);
     for _ in 0..12 {
         let after = Duration::from_millis(rng.u64(100..600));
-        let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) else {
+        let Round::Killed(loaded) = storm_round(&h, &manifest, &flags, &run_log, after) else {
             break;
         };
         kills += 1;
@@ -1093,7 +1063,7 @@ fn kill_storm_on_extend_chains() {
     let mut first_task: BTreeMap<String, String> = BTreeMap::new();
     while kills < MAX_KILLS {
         let after = Duration::from_millis(rng.u64(40..450));
-        let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) else {
+        let Round::Killed(loaded) = storm_round(&h, &manifest, &flags, &run_log, after) else {
             break;
         };
         kills += 1;
