@@ -341,7 +341,7 @@ fn kill_storm() {
     let logs = tempfile::tempdir().expect("temp dir");
     let request_log_path = logs.path().join("requests.jsonl");
     let mut config = SimConfig {
-        generation_time: (Duration::from_millis(1000), Duration::from_millis(3000)),
+        generation_time: (Duration::from_millis(500), Duration::from_millis(1500)),
         seed,
         request_log: Some(request_log_path.clone()),
         ..fast_sim()
@@ -614,8 +614,8 @@ fn fault_storm() {
         generation_time: (Duration::from_millis(300), Duration::from_millis(900)),
         seed,
         request_log: Some(request_log_path.clone()),
-        // Half the runner's --rate 40/1s.
-        rate: Some("20/1s".parse().expect("rate")),
+        // Half the runner's --rate 80/1s.
+        rate: Some("40/1s".parse().expect("rate")),
         ..fast_sim()
     };
     config.faults.http_500 = FaultRate::everywhere(0.3);
@@ -638,7 +638,7 @@ fn fault_storm() {
     let max_attempts = MAX_ATTEMPTS.to_string();
     let flags = [
         "--rate",
-        "40/1s",
+        "80/1s",
         "--max-attempts",
         &max_attempts,
         "--request-timeout",
