@@ -31,6 +31,9 @@ use object_store::{
     RetryConfig,
 };
 
+/// The name every probe object starts with, so a leftover one can be told apart.
+const PROBE_PREFIX: &str = ".veo-batch-probe-";
+
 /// Where a flag or the manifest's `output:` puts a file or a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -405,16 +408,30 @@ impl Bucket {
 
     /// Checks at start-up that the run can list, create and delete objects under
     /// `prefix`, so that a missing bucket, wrong credentials or a read-only policy
-    /// stop the run before anything is sent. The probe object is removed again.
+    /// stop the run before anything is sent. The probe object is removed again, and
+    /// so are probes a run killed mid-probe left behind (an object cannot be made
+    /// without a name, as the local probe is).
     pub async fn probe(&self, prefix: &str) -> Result<(), StoreError> {
         let dir = Key::from(prefix);
         let where_ = self.url(&dir);
-        self.store
+        let listed = self
+            .store
             .list_with_delimiter(Some(&dir))
             .await
             .map_err(|e| self.error(format!("list objects under {where_}"), &e))?;
+        for left in listed.objects.iter().filter(|o| {
+            o.location
+                .filename()
+                .is_some_and(|name| name.starts_with(PROBE_PREFIX))
+        }) {
+            // Another run's probe may vanish first: a missing object is no error.
+            match self.store.delete(&left.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error(format!("delete objects under {where_}"), &e)),
+            }
+        }
         let probe = dir.clone().join(format!(
-            ".veo-batch-probe-{}-{:016x}",
+            "{PROBE_PREFIX}{}-{:016x}",
             std::process::id(),
             fastrand::u64(..)
         ));

@@ -533,3 +533,23 @@ async fn a_video_goes_up_whole_once_and_the_same_bytes_count_as_done() {
         "{err}"
     );
 }
+
+/// A probe object a run killed mid-probe left behind is removed by the next
+/// probe, and nothing else under the prefix is touched.
+#[tokio::test]
+async fn a_probe_left_by_a_killed_run_is_removed_by_the_next() {
+    let mem = Arc::new(InMemory::new());
+    let bucket = Bucket::with_store("bkt", mem.clone());
+    let left = Key::from("videos/.veo-batch-probe-41-00000000000000aa");
+    let video = Key::from("videos/job-1.mp4");
+    for key in [&left, &video] {
+        mem.put(key, "x".into()).await.unwrap();
+    }
+    bucket.probe("videos").await.unwrap();
+    let names: Vec<String> = mem
+        .list(Some(&Key::from("videos")))
+        .map(|o| o.unwrap().location.to_string())
+        .collect()
+        .await;
+    assert_eq!(names, ["videos/job-1.mp4"]);
+}
