@@ -65,6 +65,10 @@ fn print_json(
     page: &Result<PathBuf, String>,
 ) {
     let t = &r.outcomes.tally;
+    // Only a run over several accounts has the field: one account's event is as it was.
+    let by_account = (r.outcomes.by_account.len() > 1)
+        .then(|| serde_json::to_string(&r.outcomes.by_account).unwrap_or_default());
+    let by_account = by_account.as_deref();
     if let Some(why) = why {
         tracing::error!(exit_code = exit.code(), stopped = stop_kind(r), "{why}");
     }
@@ -99,6 +103,7 @@ fn print_json(
                 unexplained_credits = r.spend.unexplained,
                 upgrades_not_made = r.spend.upgrades_not_made,
                 spend = %serde_json::to_string(&r.spend).unwrap_or_default(),
+                by_account,
                 elapsed_ms = r.elapsed.as_millis() as u64,
                 interrupted = r.stopped == Some(StopReason::Interrupted),
                 stopped = why,
@@ -278,6 +283,32 @@ fn spend_lines(out: &mut String, s: &SpendReport) {
             Credits(end),
             Credits(s.estimated)
         );
+    }
+    // Several accounts: the fall above is the sum of theirs.
+    for a in &s.accounts {
+        let account = if a.account.is_empty() {
+            crate::summary::UNNAMED
+        } else {
+            &a.account
+        };
+        match (a.measured, a.balance_end) {
+            (Some(m), Some(end)) => {
+                let _ = writeln!(
+                    out,
+                    "    {account}: fell by {} credits ({} to {})",
+                    Credits(m),
+                    Credits(a.balance_start),
+                    Credits(end)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "    {account}: {} credits at the start, not read at the end",
+                    Credits(a.balance_start)
+                );
+            }
+        }
     }
     for k in &s.kinds {
         let (Some(measured), Some(paste)) = (k.measured, &k.paste) else {

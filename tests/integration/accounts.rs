@@ -551,3 +551,151 @@ fn a_refused_send_leaves_no_account_on_the_row() {
     assert_eq!(h.stats().answered_433, 1);
     assert_no_key_anywhere(&h, &[&out], &[KEY_A2]);
 }
+
+/// An extend continues a task of one account: it goes with a key of that
+/// account, whichever account the pool would pick for a new job, in the run that
+/// made the parent and in a run resumed after it.
+#[test]
+fn an_extend_goes_with_a_key_of_its_parents_account() {
+    let h = Harness::new(SimConfig {
+        record_lag: Duration::ZERO,
+        ..two_accounts(Duration::from_secs(10))
+    });
+    let keys = h.write("keys", &format!("acme-a {KEY_A}\nacme-b {KEY_B}\n"));
+    let mut manifest = String::from("jobs:\n");
+    for i in 1..=4 {
+        manifest.push_str(&format!(
+            "  - id: p{i}\n    prompt: a ridge {i}\n  - id: p{i}-2\n    extend: p{i}\n    prompt: on {i}\n  - id: p{i}-3\n    extend: p{i}-2\n    prompt: on and on {i}\n"
+        ));
+    }
+    let m = h.write("m.yaml", &manifest);
+    let mut cmd = h.run_cmd(&m);
+    cmd.env_remove("KIE_API_KEY")
+        .arg("--api-key-file")
+        .arg(&keys)
+        .args(["--rate", "1000/1s"]);
+    let out = cmd.output().expect("runs");
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
+    let r = h.results();
+    let mut used = std::collections::BTreeSet::new();
+    for i in 1..=4 {
+        let parent = &r.records[&format!("p{i}")];
+        used.insert(parent.account.clone());
+        for child in [format!("p{i}-2"), format!("p{i}-3")] {
+            let c = &r.records[&child];
+            assert_eq!(
+                c.state(),
+                veo_batch::checkpoint::State::Succeeded,
+                "{child}"
+            );
+            assert_eq!(c.account, parent.account, "{child}");
+        }
+    }
+    assert_eq!(used.len(), 2, "both accounts made parents: {used:?}");
+    assert_eq!(h.stats().foreign_task_calls, 0);
+    assert_no_key_anywhere(&h, &[&out], &[KEY_A, KEY_B]);
+}
+
+/// With tasks of two accounts, `status` (text and `--json`), the run's summary,
+/// its JSON summary event and the review page count jobs by account, and
+/// `credits` prints each account's balance; one account's output has no such
+/// lines (the snapshots of `status` and the summary pin that).
+#[test]
+fn counts_by_account_show_in_status_the_summary_the_page_and_credits() {
+    let h = Harness::new(SimConfig {
+        // Even balances: the pool alternates (the one with more left goes first).
+        account_credits: vec![("acme-a".to_owned(), 5000.0), ("acme-b".to_owned(), 5000.0)],
+        ..two_accounts(Duration::from_secs(10))
+    });
+    let keys = h.write("keys", &format!("acme-a {KEY_A}\nacme-b {KEY_B}\n"));
+    let manifest = h.write("b.yaml", &text_jobs(6));
+    let mut cmd = h.run_cmd(&manifest);
+    cmd.env_remove("KIE_API_KEY")
+        .arg("--api-key-file")
+        .arg(&keys)
+        .args(["--rate", "1000/1s"]);
+    let out = cmd.output().expect("runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{err}");
+    let by = h.stats().tasks_by_account;
+    assert_eq!(by.len(), 2, "{by:?}\n{err}");
+    let line = |account: &str| format!("  {account}: {} succeeded", by[account]);
+    for account in ["acme-a", "acme-b"] {
+        assert!(err.contains(&line(account)), "{}\nin\n{err}", line(account));
+    }
+    // Each account's fall, and their sum as the run's measured spend.
+    let fell = |account: &str, start: f64| {
+        let end = h.stats().credits_by_account[account];
+        format!(
+            "    {account}: fell by {}",
+            veo_batch::cost::Credits(start - end)
+        )
+    };
+    assert!(err.contains(&fell("acme-a", 5000.0)), "{err}");
+    assert!(err.contains(&fell("acme-b", 5000.0)), "{err}");
+
+    let status = h.status(&["results.csv"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("by account:\n"), "{text}");
+    for account in ["acme-a", "acme-b"] {
+        assert!(text.contains(&line(account)), "{text}");
+    }
+    let json = h.status(&["--json", "results.csv"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    for account in ["acme-a", "acme-b"] {
+        assert_eq!(v["by_account"][account]["succeeded"], by[account], "{v}");
+    }
+
+    let mut logged = h.run_cmd(&manifest);
+    logged
+        .env_remove("KIE_API_KEY")
+        .arg("--api-key-file")
+        .arg(&keys)
+        .args(["--log-format", "json", "--retry-failed"]);
+    let logged = logged.output().expect("runs");
+    let event = stderr(&logged)
+        .lines()
+        .find(|l| l.contains("run summary"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .expect("a run summary event");
+    let counted: serde_json::Value =
+        serde_json::from_str(event["fields"]["by_account"].as_str().unwrap()).unwrap();
+    assert_eq!(counted["acme-b"]["succeeded"], by["acme-b"], "{event}");
+
+    let page = walk(h.dir.path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "html"))
+        .expect("a report page");
+    let html = std::fs::read_to_string(page).unwrap();
+    assert!(
+        html.contains(&format!(
+            "<dt>Account acme-a</dt><dd>{} succeeded</dd>",
+            by["acme-a"]
+        )),
+        "the page counts by account"
+    );
+
+    let credits = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
+        .env_clear()
+        .args(["credits", "--api-base", &h.sim.base_url(), "--api-key-file"])
+        .arg(&keys)
+        .output()
+        .expect("credits runs");
+    let balances = h.stats().credits_by_account;
+    assert_eq!(
+        String::from_utf8_lossy(&credits.stdout),
+        format!(
+            "acme-a {}\nacme-b {}\ntotal {}\n",
+            balances["acme-a"],
+            balances["acme-b"],
+            balances["acme-a"] + balances["acme-b"]
+        ),
+        "{}",
+        stderr(&credits)
+    );
+    assert_no_key_anywhere(
+        &h,
+        &[&out, &status, &json, &logged, &credits],
+        &[KEY_A, KEY_B],
+    );
+}
