@@ -342,6 +342,14 @@ fn spend_lines(out: &mut String, s: &SpendReport) {
 /// says so in the summary's heading instead).
 fn describe_stop(why: &StopReason) -> Option<String> {
     Some(match why {
+        // A pool's keys, each said by key id: the advice is per key.
+        StopReason::Auth(m) | StopReason::Credits(m)
+            if m.starts_with(crate::runner::NO_KEY_CAN_SEND) =>
+        {
+            format!(
+                "{m}; top up or replace those keys (--api-key-file or KIE_API_KEYS), then run again"
+            )
+        }
         StopReason::Auth(m) if m.contains("KIE_API_KEY") => {
             format!("the service refused the API key ({m})")
         }

@@ -57,6 +57,7 @@ use collector::{CallCounts, Collected, LastRow, Progress};
 use dispatch::{Dispatched, Dispatcher};
 pub use job::Start;
 pub use planned::Planned;
+pub use pooled::NO_KEY_CAN_SEND;
 pub use prepare::{Prepared, Superseding, prepare, prepare_from};
 use shared::{JobSettings, Shared};
 use stop::Stop;

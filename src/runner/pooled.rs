@@ -19,6 +19,9 @@ use crate::api::{Client, KeyRing};
 use crate::checkpoint::Record;
 use crate::units::Rate;
 
+/// How the stop message of a pool with no key left starts.
+pub const NO_KEY_CAN_SEND: &str = "no key of any account can send";
+
 /// The run's keys, their clients and their accounts' generate paces.
 pub struct Pooled {
     /// One client per key of the ring, in its order (the pool's key indices).
@@ -164,10 +167,7 @@ impl Pooled {
             .iter()
             .any(|r| r.account_out_of_credits || r.state == KeyState::Capped);
         let lines: Vec<String> = report.iter().map(line).collect();
-        (
-            format!("no key of any account can send: {}", lines.join("; ")),
-            money,
-        )
+        (format!("{NO_KEY_CAN_SEND}: {}", lines.join("; ")), money)
     }
 }
 
