@@ -145,6 +145,9 @@ pub fn prepare_from(
     // Paths a results file records are only ever acted on inside the videos folder
     // (see `checkpoint::confine_paths`); taken off after any rewrite above, so that
     // the file keeps what it said until a job's next row replaces it.
+    // Objects in a bucket are checked against the bucket, files against the disk.
+    let (objects, gone) = take_bucket_videos(&mut loaded.records, config.bucket.videos.as_ref());
+    warnings.extend(gone);
     warnings.extend(checkpoint::confine_paths(
         &mut loaded.records,
         &config.results,
@@ -155,6 +158,12 @@ pub fn prepare_from(
             &mut loaded.records,
             &config.results,
         ));
+    }
+    for (at, video_paths, superseded_paths) in objects {
+        if let Some(r) = loaded.records.get_mut(at) {
+            r.video_paths.extend(video_paths);
+            r.superseded_paths.extend(superseded_paths);
+        }
     }
 
     // What is left to do, job by job.
@@ -260,4 +269,66 @@ pub fn prepare_from(
         foreign,
         lock,
     })
+}
+
+/// A record's place, and the bucket objects of its `video_paths` and
+/// `superseded_paths`.
+type BucketVideos = (usize, Vec<String>, Vec<String>);
+
+/// The bucket objects recorded in `video_paths` and `superseded_paths`, taken off
+/// the records (by place) so that the local checks leave them alone. An object
+/// outside the run's videos prefix, or a done job's video no longer in the bucket,
+/// is dropped instead: the job's video is downloaded again, never generated again.
+fn take_bucket_videos(
+    records: &mut [Record],
+    target: Option<&crate::store::run::VideosTarget>,
+) -> (Vec<BucketVideos>, Option<String>) {
+    let mut kept = Vec::new();
+    let mut dropped: Vec<String> = Vec::new();
+    for (at, r) in records.iter_mut().enumerate() {
+        if !r
+            .video_paths
+            .iter()
+            .chain(&r.superseded_paths)
+            .any(|p| crate::paths::is_bucket_url(p))
+        {
+            continue;
+        }
+        let done = r.state() == State::Succeeded;
+        let (objects, paths): (Vec<String>, Vec<String>) = std::mem::take(&mut r.video_paths)
+            .into_iter()
+            .partition(|p| crate::paths::is_bucket_url(p));
+        r.video_paths = paths;
+        let (old, paths): (Vec<String>, Vec<String>) = std::mem::take(&mut r.superseded_paths)
+            .into_iter()
+            .partition(|p| crate::paths::is_bucket_url(p));
+        r.superseded_paths = paths;
+        let (objects, gone): (Vec<String>, Vec<String>) = objects
+            .into_iter()
+            .partition(|url| target.is_some_and(|t| t.holds(url) && (!done || t.is_there(url))));
+        if !gone.is_empty() {
+            dropped.push(r.job_id.clone());
+        }
+        let old = old
+            .into_iter()
+            .filter(|url| target.is_some_and(|t| t.holds(url)));
+        kept.push((at, objects, old.collect()));
+    }
+    let warning = (!dropped.is_empty()).then(|| {
+        let shown: Vec<String> = dropped.iter().take(3).map(|id| format!("{id:?}")).collect();
+        format!(
+            "{} job{} recorded as downloaded to a bucket {} a video that is not under the \
+             videos prefix now ({}{}): downloaded again from the recorded URLs, not generated again",
+            dropped.len(),
+            if dropped.len() == 1 { "" } else { "s" },
+            if dropped.len() == 1 { "has" } else { "have" },
+            shown.join(", "),
+            if dropped.len() > 3 {
+                format!(" and {} more", dropped.len() - 3)
+            } else {
+                String::new()
+            }
+        )
+    });
+    (kept, warning)
 }

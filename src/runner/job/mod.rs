@@ -123,12 +123,13 @@ pub async fn drive(
         client,
         account: 0,
         only_account: None,
+        before_task: None,
     };
     let outcome = async {
         runner.choose_key(&start, &parent)?;
         let (task_id, submitted) = match start {
             Start::Submit(_) => {
-                runner.set_aside_superseded_videos();
+                runner.set_aside_superseded_videos().await;
                 let submitted = runner.submit().await;
                 // The submission phase is over: let the next job start its own.
                 drop(submit_slot);
@@ -174,6 +175,11 @@ struct JobRunner {
     account: usize,
     /// The only account a submission may go with (an extend: its parent's).
     only_account: Option<usize>,
+    /// The record's `credits` before this run sent the job's task: what a task the
+    /// service reports failed leaves it at (see [`spend::failed_task_cost`]).
+    ///
+    /// [`spend::failed_task_cost`]: crate::runner::spend::failed_task_cost
+    before_task: Option<f64>,
 }
 
 impl JobRunner {
