@@ -283,6 +283,38 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Each account's checks have their own window: one account's full window
+    /// holds back none of the other's, and a 429 slows down only its own.
+    #[tokio::test(start_paused = true)]
+    async fn each_account_checks_at_its_own_pace() {
+        let limits = Limits {
+            min: Duration::ZERO,
+            cap: Duration::from_secs(15),
+        };
+        let polls = Polls::of_accounts(2, rate(2, 1000), limits, 8, false);
+        let start = Instant::now();
+        for account in [0, 1] {
+            polls.send(account).await;
+            polls.send(account).await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            500 * MS,
+            "each window took its two checks, half a gap apart"
+        );
+        polls.send(0).await;
+        assert_eq!(
+            start.elapsed(),
+            1000 * MS,
+            "account 0's third check waited for its window"
+        );
+        let (_, epoch) = polls.reserve(1);
+        polls.answered(1, true, epoch);
+        let (a, _) = polls.reserve(0);
+        let (b, _) = polls.reserve(1);
+        assert!(b > a, "only account 1 was slowed down by its 429");
+    }
+
     fn rate(count: u32, per_ms: u64) -> Rate {
         Rate {
             count,
