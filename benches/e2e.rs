@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench e2e` runs every scenario; `cargo bench --bench e2e -- NAME`
 //! runs those whose name contains NAME (`schedule`, `schedule-polls`,
-//! `schedule-polls-by-kind`, `overhead`, `overhead-nosync`, `overhead-csv`: the
+//! `schedule-polls-by-kind`, `schedule-accounts` (the same jobs over a pool of
+//! 1, 2 and 4 accounts; `VEO_BENCH_ACCOUNTS_JOBS`, default 240), `overhead`, `overhead-nosync`, `overhead-csv`: the
 //! jobs read from a CSV manifest inside the measurement). `VEO_BENCH_JOBS`
 //! changes the job count of the overhead scenarios (default 100,000) and
 //! `VEO_BENCH_SCHEDULE_JOBS` that of the schedule ones (default 2,000);
@@ -22,7 +23,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use veo_batch::api::{ApiKey, Client, ClientConfig};
+use veo_batch::api::{ApiKey, Client, ClientConfig, KeyRing};
 use veo_batch::manifest::{Job, Origin};
 use veo_batch::request::{RawRequest, check};
 use veo_batch::retry::RetryPolicy;
@@ -263,6 +264,101 @@ fn schedule(rt: &tokio::runtime::Runtime) {
         floor.as_secs_f64(),
         100.0 * (wall.as_secs_f64() / floor.as_secs_f64() - 1.0),
     );
+}
+
+/// The same batch over a pool of 1, 2 and 4 accounts, each with the service's
+/// window (time-scaled): throughput should grow with the accounts, since the
+/// limits are each account's.
+fn schedule_accounts(rt: &tokio::runtime::Runtime) {
+    let scale = 0.1;
+    let n: usize = std::env::var("VEO_BENCH_ACCOUNTS_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(240);
+    let rate = Rate {
+        count: 20,
+        per: Duration::from_secs(10).mul_f64(scale),
+    };
+    let generation = Duration::from_secs(30).mul_f64(scale);
+    let mut one = None;
+    for accounts in [1usize, 2, 4] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("requests.jsonl");
+        let text: String = (0..accounts)
+            .map(|a| format!("bench-{a} bench-key-{a}\n"))
+            .collect();
+        let keys = dir.path().join("keys");
+        std::fs::write(&keys, &text).expect("key file");
+        let sim = start_sim(&[
+            "--time-scale",
+            "0.1",
+            "--generation-time",
+            "30s..30s",
+            "--poll-rate",
+            "none",
+            "--key-file",
+            keys.to_str().expect("utf-8 path"),
+            "--request-log",
+            log.to_str().expect("utf-8 path"),
+        ]);
+        let ring = KeyRing::parse(&text, "keys", "line", false).expect("keys");
+        let cfg = config(
+            dir.path(),
+            jobs(n),
+            rate,
+            Duration::from_secs(15).mul_f64(scale),
+            8 * accounts,
+        );
+        let started = Instant::now();
+        let report = rt
+            .block_on(async {
+                let prepared = runner::prepare(cfg)?;
+                runner::execute_pooled(prepared, client(&sim.url), &ring, Signals::default()).await
+            })
+            .expect("run");
+        let wall = started.elapsed();
+        assert_eq!(report.outcomes.tally.succeeded, n, "every job succeeded");
+        keep_log(&log, &format!("schedule-accounts-{accounts}"));
+        // The submissions' pace, from the simulator's log: tasks made per second
+        // from the first to one window after the last (the last window's sends
+        // leave together).
+        let (mut created, mut refused) = (0usize, 0usize);
+        let (mut first, mut last): (Option<std::time::SystemTime>, Option<std::time::SystemTime>) =
+            (None, None);
+        for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("log line");
+            if v["code"] == 429 {
+                refused += 1;
+            }
+            if v["endpoint"] != "generate" || v["code"] != 200 {
+                continue;
+            }
+            created += 1;
+            let at = ts(&v, "ts").expect("ts");
+            first = Some(first.map_or(at, |f| f.min(at)));
+            last = Some(last.map_or(at, |l| l.max(at)));
+        }
+        let span = last
+            .zip(first)
+            .and_then(|(l, f)| l.duration_since(f).ok())
+            .unwrap_or_default();
+        let submitted_per_second = created as f64 / (span + rate.per).as_secs_f64();
+        // The last window's sends leave at once: the floor is one window per full
+        // window of sends before it, then one generation.
+        let windows = (n as f64 / (f64::from(rate.count) * accounts as f64)).ceil() - 1.0;
+        let floor = rate.per.mul_f64(windows) + generation;
+        let base = *one.get_or_insert(wall);
+        println!(
+            "schedule-accounts: {n} jobs over {accounts} account(s) at {rate} each: \
+             submitted at {submitted_per_second:.1}/s of {:.1}/s allowed, {refused} answers 429; \
+             wall {:.2}s ({:.2}x the time of one account) vs floor {:.2}s: {:+.1}%",
+            rate.per_second() * accounts as f64,
+            wall.as_secs_f64(),
+            wall.as_secs_f64() / base.as_secs_f64(),
+            floor.as_secs_f64(),
+            100.0 * (wall.as_secs_f64() / floor.as_secs_f64() - 1.0),
+        );
+    }
 }
 
 /// What the request log of a run says about its status checks and downloads.
@@ -570,6 +666,9 @@ fn main() {
     .expect("runtime");
     if wanted("schedule") {
         schedule(&rt);
+    }
+    if wanted("schedule-accounts") {
+        schedule_accounts(&rt);
     }
     if wanted("schedule-polls") {
         schedule_polls(&rt, false);

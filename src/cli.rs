@@ -205,7 +205,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = parse::concurrency)]
     pub concurrency: Option<usize>,
 
-    /// Generate calls at most, as N/DURATION [default: 20/10s, the account limit].
+    /// Generate calls at most per account, as N/DURATION [default: 20/10s, the
+    /// account limit].
     #[arg(long, value_name = "N/DURATION")]
     pub rate: Option<Rate>,
 
@@ -218,8 +219,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse::positive_span)]
     pub poll_interval: Option<Span>,
 
-    /// Status checks of the whole run at most, shared by all its tasks, as
-    /// N/DURATION; fewer after a 429 [default: 8/1s, under the service's 10 per second].
+    /// Status checks at most per account, shared by all its tasks, as N/DURATION;
+    /// fewer after a 429 [default: 8/1s, under the service's 10 per second].
     #[arg(long, value_name = "N/DURATION")]
     pub poll_rate: Option<Rate>,
 

@@ -1,7 +1,7 @@
 //! Where every job stands, counted from the results file, and the end-of-run
 //! summary that `run` prints and `status` prints again from the file alone.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -32,6 +32,48 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Every count, in the order the summary prints them, with its label.
+    fn counts(&self) -> [(&'static str, usize); 10] {
+        [
+            ("succeeded", self.succeeded),
+            ("failed", self.failed),
+            ("not downloaded", self.not_downloaded),
+            ("download failed", self.download_failed),
+            ("in doubt", self.in_doubt),
+            ("running", self.running),
+            ("not started", self.not_started),
+            ("blocked", self.blocked),
+            ("video missing", self.video_missing),
+            ("upgrade not made", self.upgrade_not_made),
+        ]
+    }
+
+    fn counts_mut(&mut self) -> [&mut usize; 10] {
+        [
+            &mut self.succeeded,
+            &mut self.failed,
+            &mut self.not_downloaded,
+            &mut self.download_failed,
+            &mut self.in_doubt,
+            &mut self.running,
+            &mut self.not_started,
+            &mut self.blocked,
+            &mut self.video_missing,
+            &mut self.upgrade_not_made,
+        ]
+    }
+
+    /// The nonzero counts in one line: `28 succeeded, 2 failed`.
+    pub fn line(&self) -> String {
+        let parts: Vec<String> = self
+            .counts()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(label, n)| format!("{} {label}", Count(n)))
+            .collect();
+        parts.join(", ")
+    }
+
     pub fn total(&self) -> usize {
         self.succeeded
             + self.failed
@@ -65,6 +107,30 @@ pub struct Outcomes {
     /// Jobs recorded as downloaded whose video file is gone (`status` only).
     pub video_missing: Vec<Problem>,
     pub upgrade_not_made: Vec<Problem>,
+    /// Where the jobs with a task stand, by the account that made it (`(unnamed)`
+    /// for keys without an account name); left out while there is only one.
+    #[serde(skip_serializing_if = "one_or_none")]
+    pub by_account: BTreeMap<String, Tally>,
+}
+
+/// The name `(unnamed)` stands for the account of keys written without one.
+pub const UNNAMED: &str = "(unnamed)";
+
+fn one_or_none(m: &BTreeMap<String, Tally>) -> bool {
+    m.len() <= 1
+}
+
+/// The account a record's task was made by, as counts name it; `None` when no
+/// key is recorded (no task, or a row from before keys were).
+pub fn account_of(r: &Record) -> Option<&str> {
+    if r.key_id.is_empty() {
+        return None;
+    }
+    Some(if r.account.is_empty() {
+        UNNAMED
+    } else {
+        &r.account
+    })
 }
 
 /// A job as the manifest has it now, for counting: its id, its request's
@@ -188,6 +254,7 @@ impl Outcomes {
                 })
                 .unwrap_or_else(|| "no answer was recorded".into()),
         };
+        let before = self.tally.counts();
         let t = &mut self.tally;
         match (standing, record) {
             (Standing::NotStarted, _) | (_, None) => t.not_started += 1,
@@ -226,6 +293,14 @@ impl Outcomes {
                         .clone()
                         .unwrap_or_else(|| format!("the job it extends ({:?}) failed", r.extends)),
                 });
+            }
+        }
+        if let Some(account) = record.and_then(account_of) {
+            let by = self.by_account.entry(account.to_owned()).or_default();
+            for (((_, was), (_, now)), slot) in
+                before.iter().zip(self.tally.counts()).zip(by.counts_mut())
+            {
+                *slot += now - was;
             }
         }
     }
@@ -424,18 +499,13 @@ pub fn render_with(o: &Outcomes, hint: NotStartedHint) -> String {
         };
         let _ = writeln!(out, "{} not started: {advice}", jobs(t.not_started));
     }
-    for (label, n) in [
-        ("succeeded", t.succeeded),
-        ("failed", t.failed),
-        ("not downloaded", t.not_downloaded),
-        ("download failed", t.download_failed),
-        ("in doubt", t.in_doubt),
-        ("running", t.running),
-        ("not started", t.not_started),
-        ("blocked", t.blocked),
-        ("video missing", t.video_missing),
-        ("upgrade not made", t.upgrade_not_made),
-    ] {
+    if o.by_account.len() > 1 {
+        let _ = writeln!(out, "by account:");
+        for (account, tally) in &o.by_account {
+            let _ = writeln!(out, "  {account}: {}", tally.line());
+        }
+    }
+    for (label, n) in t.counts() {
         if n > 0 || label == "succeeded" {
             let _ = writeln!(out, "  {label:<16}{:>6}", Count(n));
         }

@@ -180,6 +180,15 @@ impl Client {
         })
     }
 
+    /// The key this client calls with, as the one key of a ring.
+    pub fn pool_key(&self) -> PoolKey {
+        PoolKey {
+            account: self.account.to_string(),
+            key: self.key.clone(),
+            id: self.key_id.clone(),
+        }
+    }
+
     /// The account of the key this client calls with (`""`: the unnamed one).
     pub fn account(&self) -> &str {
         &self.account

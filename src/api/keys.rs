@@ -83,6 +83,11 @@ impl KeyRing {
         }
     }
 
+    /// A ring of the one key `key`, of its own account.
+    pub fn of_key(key: PoolKey) -> KeyRing {
+        KeyRing { keys: vec![key] }
+    }
+
     /// Reads the keys from `file` (the `--api-key-file` path) when given, else from
     /// `KIE_API_KEYS` or `KIE_API_KEY` (setting both is refused as ambiguous).
     pub fn load(file: Option<&Path>) -> anyhow::Result<KeyRing> {

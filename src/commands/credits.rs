@@ -1,4 +1,5 @@
-//! `veo-batch credits`: the account's remaining credits, as the service says them,
+//! `veo-batch credits`: the account's remaining credits, as the service says them
+//! (with keys of several accounts, each account's on a line and their total),
 //! and with a results file or manifest the batch's spend: measured from the
 //! balance, taken from the price table, and estimated at the manifest's prices.
 
@@ -24,19 +25,44 @@ pub async fn run(args: CreditsArgs) -> anyhow::Result<Exit> {
         args.service.allow_insecure_http,
     )?;
     let ring = KeyRing::load(args.service.api_key_file.as_deref())?;
-    let key = super::run::one_key(ring, "credits")?;
     let client = super::run::client(
         args.service.api_base,
-        key,
+        ring.first().clone(),
         crate::config::DEFAULT_REQUEST_TIMEOUT,
         None,
         args.service.allow_insecure_http,
     )?;
-    let credits = client
-        .credit()
-        .await
-        .map_err(|e| anyhow::Error::from(e).context("failed to read the credit balance"))?;
-    let mut out = format!("{credits}\n");
+    let accounts = ring.accounts();
+    let mut out = String::new();
+    if accounts.len() == 1 {
+        let credits = client
+            .credit()
+            .await
+            .map_err(|e| anyhow::Error::from(e).context("failed to read the credit balance"))?;
+        let _ = writeln!(out, "{credits}");
+    } else {
+        // The balance is the account's: one key of each tells it.
+        let mut total = 0.0;
+        for account in accounts {
+            let Some(key) = ring.keys().iter().find(|k| k.account == account) else {
+                continue;
+            };
+            let shown = if account.is_empty() {
+                "(unnamed)"
+            } else {
+                account
+            };
+            let credits = client.with_key(key)?.credit().await.map_err(|e| {
+                anyhow::Error::from(e).context(format!(
+                    "failed to read the credit balance of account {shown} (key id {})",
+                    key.id
+                ))
+            })?;
+            total += credits;
+            let _ = writeln!(out, "{shown} {credits}");
+        }
+        let _ = writeln!(out, "total {total}");
+    }
     if let Some(batch) = &batch {
         out.push_str(&batch_spend(batch));
     }

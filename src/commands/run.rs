@@ -272,11 +272,9 @@ async fn run_prepared(
     }
 
     let mut simulator = None;
-    let (base_url, key, upload_base) = if args.simulate {
+    let (base_url, ring, upload_base) = if args.simulate {
         let config = SimConfig::demo();
-        let key = KeyRing::single(ApiKey::new(config.api_key.clone()))
-            .first()
-            .clone();
+        let ring = KeyRing::single(ApiKey::new(config.api_key.clone()));
         let handle = sim::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .map_err(|e| e.context("failed to start the simulator"))?;
@@ -287,15 +285,23 @@ async fn run_prepared(
         let url = handle.base_url();
         simulator = Some(handle);
         // The simulator serves uploads too.
-        (url, key, None)
+        (url, ring, None)
     } else {
-        let key = one_key(KeyRing::load(args.service.api_key_file.as_deref())?, "run")?;
+        let ring = KeyRing::load(args.service.api_key_file.as_deref())?;
         let uploads = crate::api::upload_base(&args.service.api_base, args.upload_base.as_deref());
-        (args.service.api_base.clone(), key, Some(uploads))
+        (args.service.api_base.clone(), ring, Some(uploads))
     };
+    if ring.len() > 1 {
+        tracing::info!(
+            "{} api keys of {} account{}: each account sends at --rate and checks at --poll-rate",
+            ring.len(),
+            ring.accounts().len(),
+            if ring.accounts().len() == 1 { "" } else { "s" }
+        );
+    }
     let client = client(
         base_url,
-        key,
+        ring.first().clone(),
         request_timeout,
         upload_base,
         args.service.allow_insecure_http,
@@ -329,7 +335,7 @@ async fn run_prepared(
     let fenced = fence
         .clone()
         .map(|f| tokio::spawn(watch_fence(f, signals.clone())));
-    let outcome = runner::execute(prepared, client, signals).await;
+    let outcome = runner::execute_pooled(prepared, client, &ring, signals).await;
     if let Some(watcher) = watcher {
         watcher.abort();
     }
@@ -386,28 +392,6 @@ async fn watch_fence(fence: crate::store::lease::Fence, signals: Signals) {
             return;
         }
     }
-}
-
-/// The one key of `ring`: `command` does not use a pool of several keys yet, and
-/// picking one silently would leave the others' accounts unused without a word.
-pub(super) fn one_key(ring: KeyRing, command: &str) -> anyhow::Result<PoolKey> {
-    if ring.len() > 1 {
-        let ids: Vec<String> = ring
-            .keys()
-            .iter()
-            .map(|k| match k.account.as_str() {
-                "" => k.id.to_string(),
-                account => format!("{account}/{}", k.id),
-            })
-            .collect();
-        anyhow::bail!(
-            "{} api keys were given ({}): `{command}` calls with one key, since \
-             spreading a batch over a pool of keys is not available yet; keep one key",
-            ring.len(),
-            ids.join(", ")
-        );
-    }
-    Ok(ring.first().clone())
 }
 
 /// A client of `base_url`; uploads go to `upload_base` (`None`: `base_url`).

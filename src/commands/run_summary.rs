@@ -65,6 +65,10 @@ fn print_json(
     page: &Result<PathBuf, String>,
 ) {
     let t = &r.outcomes.tally;
+    // Only a run over several accounts has the field: one account's event is as it was.
+    let by_account = (r.outcomes.by_account.len() > 1)
+        .then(|| serde_json::to_string(&r.outcomes.by_account).unwrap_or_default());
+    let by_account = by_account.as_deref();
     if let Some(why) = why {
         tracing::error!(exit_code = exit.code(), stopped = stop_kind(r), "{why}");
     }
@@ -99,6 +103,7 @@ fn print_json(
                 unexplained_credits = r.spend.unexplained,
                 upgrades_not_made = r.spend.upgrades_not_made,
                 spend = %serde_json::to_string(&r.spend).unwrap_or_default(),
+                by_account,
                 elapsed_ms = r.elapsed.as_millis() as u64,
                 interrupted = r.stopped == Some(StopReason::Interrupted),
                 stopped = why,
@@ -281,6 +286,32 @@ fn spend_lines(out: &mut String, s: &SpendReport) {
             Credits(s.estimated)
         );
     }
+    // Several accounts: the fall above is the sum of theirs.
+    for a in &s.accounts {
+        let account = if a.account.is_empty() {
+            crate::summary::UNNAMED
+        } else {
+            &a.account
+        };
+        match (a.measured, a.balance_end) {
+            (Some(m), Some(end)) => {
+                let _ = writeln!(
+                    out,
+                    "    {account}: fell by {} credits ({} to {})",
+                    Credits(m),
+                    Credits(a.balance_start),
+                    Credits(end)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "    {account}: {} credits at the start, not read at the end",
+                    Credits(a.balance_start)
+                );
+            }
+        }
+    }
     for k in &s.kinds {
         let (Some(measured), Some(_)) = (k.measured, &k.paste) else {
             continue;
@@ -333,6 +364,14 @@ fn spend_lines(out: &mut String, s: &SpendReport) {
 /// says so in the summary's heading instead).
 fn describe_stop(why: &StopReason) -> Option<String> {
     Some(match why {
+        // A pool's keys, each said by key id: the advice is per key.
+        StopReason::Auth(m) | StopReason::Credits(m)
+            if m.starts_with(crate::runner::NO_KEY_CAN_SEND) =>
+        {
+            format!(
+                "{m}; top up or replace those keys (--api-key-file or KIE_API_KEYS), then run again"
+            )
+        }
         StopReason::Auth(m) if m.contains("KIE_API_KEY") => {
             format!("the service refused the API key ({m})")
         }

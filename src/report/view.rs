@@ -552,6 +552,9 @@ pub(crate) struct Header {
     pub made: String,
     /// The manifest's own prices, or the defaults (no manifest given).
     pub default_prices: bool,
+    /// Jobs per state by the account that made their task (`18 succeeded, 2
+    /// failed`); shown only when there is more than one.
+    pub accounts: Vec<(String, String)>,
 }
 
 /// Adds up the header's figures over `entries`.
@@ -560,6 +563,8 @@ pub(crate) fn header<'a>(
     prices: &PriceTable,
 ) -> Header {
     let mut counts = [0usize; STANDINGS.len()];
+    let mut by_account: std::collections::BTreeMap<&str, [usize; STANDINGS.len()]> =
+        std::collections::BTreeMap::new();
     let (mut spent, mut estimated) = (0.0, 0.0);
     let mut first: Option<&str> = None;
     let mut last: Option<&str> = None;
@@ -567,6 +572,9 @@ pub(crate) fn header<'a>(
         let s = e.standing();
         if let Some(i) = STANDINGS.iter().position(|x| *x == s) {
             counts[i] += 1;
+            if let Some(account) = e.record.and_then(summary::account_of) {
+                by_account.entry(account).or_insert([0; STANDINGS.len()])[i] += 1;
+            }
         }
         spent += e.spent(prices);
         estimated += e.estimate(prices);
@@ -603,6 +611,22 @@ pub(crate) fn header<'a>(
             Dollars(prices.usd(estimated))
         ),
         span,
+        accounts: if by_account.len() > 1 {
+            by_account
+                .into_iter()
+                .map(|(account, n)| {
+                    let line: Vec<String> = STANDINGS
+                        .iter()
+                        .zip(n)
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(s, n)| format!("{} {}", Count(n), look(*s).label))
+                        .collect();
+                    (account.to_owned(), line.join(", "))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         ..Header::default()
     }
 }

@@ -15,7 +15,8 @@
 //! task was made ([`Refusal::of`]); an in-doubt generate is never sent on another
 //! key, whatever happened to it.
 //!
-//! Not used by the run loop yet: `run` calls with one key.
+//! The run holds it in [`super::pooled`], beside a client per key and each
+//! account's paces.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -158,9 +159,18 @@ impl Pool {
     /// ones, so that an account is read before it is judged), then the emptier
     /// window, then the order of the key file.
     pub fn pick(&mut self, now: Instant) -> Pick {
+        self.pick_in(now, None)
+    }
+
+    /// [`Pool::pick`] among the keys of account `only` when given (an extend goes
+    /// with a key of the account that made the task it continues).
+    pub fn pick_in(&mut self, now: Instant, only: Option<usize>) -> Pick {
         let mut best: Option<(usize, usize)> = None;
         let mut soonest: Option<Instant> = None;
         for a in 0..self.accounts.len() {
+            if only.is_some_and(|o| o != a) {
+                continue;
+            }
             let Some(key) = self.ready_key(a) else {
                 continue;
             };
@@ -225,6 +235,10 @@ impl Pool {
 
     /// A generate (or extend) call with `key` is leaving at `now`.
     pub fn sent(&mut self, key: usize, now: Instant) {
+        // Without a rate nothing ever leaves the window: keep none.
+        if self.rate.is_none() {
+            return;
+        }
         if let Some(k) = self.keys.get(key) {
             self.accounts[k.account].window.push_back(now);
         }
@@ -251,6 +265,40 @@ impl Pool {
                     k.state = KeyState::Capped;
                 }
             }
+        }
+    }
+
+    /// When account `a` may send again after a 429, if it is resting at `now`.
+    pub fn resting(&self, a: usize, now: Instant) -> Option<Instant> {
+        self.accounts
+            .get(a)
+            .and_then(|x| x.rested_until)
+            .filter(|r| *r > now)
+    }
+
+    /// The account of `key` (its index in the ring's accounts).
+    pub fn account_of(&self, key: usize) -> usize {
+        self.keys.get(key).map_or(0, |k| k.account)
+    }
+
+    /// The index of the account named `name`.
+    pub fn account_index(&self, name: &str) -> Option<usize> {
+        self.accounts.iter().position(|a| a.name == name)
+    }
+
+    /// The state of `key`, and whether its account is out of credits.
+    pub fn key_state(&self, key: usize) -> Option<(KeyState, bool)> {
+        let k = self.keys.get(key)?;
+        Some((k.state, self.accounts[k.account].out_of_credits))
+    }
+
+    /// `credits` were reserved for a send with `key`: the account's balance as the
+    /// pool ranks it falls by as much until it is read again.
+    pub fn charged(&mut self, key: usize, credits: f64) {
+        if let Some(k) = self.keys.get(key)
+            && let Some(c) = self.accounts[k.account].credits.as_mut()
+        {
+            *c -= credits;
         }
     }
 

@@ -129,12 +129,15 @@ pub(super) fn plan_chains(
         let planned = at[i].filter(|&k| !removed[k]);
         // Sends it again (its parent's video is not the one it continued), now
         // with `task` or after its parent, superseding what it had.
+        // The account that made the parent's task: the extend goes with its key.
+        let parent_account = record_of(ext.parent_index).map(|r| r.account.clone());
         let mut again = |plan: &mut Vec<Planned>, task: Option<String>, after: Option<usize>| {
             let step = Planned {
                 index: i,
                 start: Start::Submit(SubmitReason::Changed),
                 from: last[i],
                 after,
+                parent_account: task.as_ref().and(parent_account.clone()),
                 parent_task: task,
             };
             match planned {
@@ -157,12 +160,14 @@ pub(super) fn plan_chains(
                     // (a retry of it continues the same video).
                     if let Some(k) = planned {
                         plan[k].parent_task = Some(task);
+                        plan[k].parent_account.clone_from(&parent_account);
                     }
                 }
                 Some(_) => again(plan, Some(task), None),
                 None => {
                     if let Some(k) = planned {
                         plan[k].parent_task = Some(task);
+                        plan[k].parent_account.clone_from(&parent_account);
                     }
                 }
             },

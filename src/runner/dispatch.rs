@@ -217,6 +217,7 @@ impl Dispatcher {
                 from,
                 after: _,
                 parent_task,
+                parent_account,
             }) = self.queue.pop_front()
             else {
                 break;
@@ -239,8 +240,10 @@ impl Dispatcher {
                 Some(last) => resumed_record(last, &start, &job),
                 None => fresh_record(&job),
             };
+            let mut owner = job::Owner::default();
             if let (Start::Submit(_), Some(task)) = (&start, parent_task) {
                 record.parent_task_id = Some(task);
+                owner = job::Owner(parent_account);
             }
             let handle = self.set.spawn(job::drive(
                 self.shared.clone(),
@@ -249,6 +252,7 @@ impl Dispatcher {
                 start,
                 seed,
                 slot,
+                owner,
             ));
             self.running.insert(handle.id(), index);
         }
@@ -287,6 +291,7 @@ impl Dispatcher {
         if let Some(task) = &ended.made {
             for mut child in children.into_iter().rev() {
                 child.parent_task = Some(task.clone());
+                child.parent_account = Some(ended.account.clone());
                 self.queue.push_front(child);
             }
             return;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Client;
+use crate::api::{Client, KeyRing};
 pub use crate::checkpoint::ForeignResults;
 use crate::checkpoint::writer::Appender;
 use crate::exit::Exit;
@@ -43,6 +43,7 @@ pub mod job;
 pub mod pace;
 mod planned;
 pub mod polls;
+mod pooled;
 mod prepare;
 pub mod schedule;
 mod shared;
@@ -55,8 +56,8 @@ use budget::Budget;
 use collector::{CallCounts, Collected, LastRow, Progress};
 use dispatch::{Dispatched, Dispatcher};
 pub use job::Start;
-use pace::Pace;
 pub use planned::Planned;
+pub use pooled::NO_KEY_CAN_SEND;
 pub use prepare::{Prepared, Superseding, prepare, prepare_from};
 use shared::{JobSettings, Shared};
 use stop::Stop;
@@ -116,10 +117,22 @@ pub async fn run(config: RunConfig, client: Client, signals: Signals) -> anyhow:
     execute(prepare(config)?, client, signals).await
 }
 
-/// Runs a prepared plan.
+/// Runs a prepared plan with `client`'s one key.
 pub async fn execute(
     prepared: Prepared,
     client: Client,
+    signals: Signals,
+) -> anyhow::Result<RunReport> {
+    let ring = KeyRing::of_key(client.pool_key());
+    execute_pooled(prepared, client, &ring, signals).await
+}
+
+/// Runs a prepared plan over the keys of `ring`, every one calling through
+/// `client`'s connections (uploads go with `client`'s own key).
+pub async fn execute_pooled(
+    prepared: Prepared,
+    client: Client,
+    ring: &KeyRing,
     signals: Signals,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
@@ -173,11 +186,12 @@ pub async fn execute(
     }
     let appender = Appender::open(&config.results, config.sync)
         .with_context(|| format!("failed to open results file `{}`", config.results.display()))?;
-    let mut pace = Pace::new(config.rate);
+    let pooled = pooled::Pooled::new(&client, ring, config.rate)?;
     // Shared with the collector, which keeps each untouched job's record as its
     // place in this list; a job copies its own when it starts.
     let loaded_records = Arc::new(loaded_records);
-    pace.remember(loaded_records.iter());
+    pooled.remember(&loaded_records);
+    let accounts = pooled.accounts().len();
     let (rows, rows_in) = mpsc::unbounded_channel();
     let collector = tokio::spawn(collector::collect(
         rows_in,
@@ -188,7 +202,7 @@ pub async fn execute(
             mode: config.progress,
             total: config.jobs.len(),
             download: config.resume.download,
-            rate_per_second: config.rate.per_second(),
+            rate_per_second: config.rate.per_second() * accounts as f64,
         },
         config.bucket.log.clone(),
     ));
@@ -204,13 +218,15 @@ pub async fn execute(
             record_null_grace: config.record_null_grace,
             videos_dir: config.videos_dir.clone(),
             results_dir: crate::paths::absolute(crate::paths::folder_of(&config.results)),
+            results_file: config.results.clone(),
             download: config.resume.download,
             no_wait: config.no_wait,
             videos_bucket: config.bucket.videos.clone(),
             results_in_bucket: config.bucket.log.is_some(),
         },
         permits: Semaphore::new(config.concurrency.max(1)),
-        polls: polls::Polls::new(
+        polls: polls::Polls::of_accounts(
+            accounts,
             config.poll_rate,
             schedule::Limits {
                 min: config.poll_min,
@@ -219,10 +235,9 @@ pub async fn execute(
             config.concurrency,
             config.learn_schedule,
         ),
-        pace: Mutex::new(pace),
+        pooled,
         place_left: tokio::sync::Notify::new(),
         submit_turn: tokio::sync::Mutex::new(()),
-        pause_until: Mutex::new(None),
         events,
         stop: stop.tokens().clone(),
         spend: spend::Spend::new(config.prices),
@@ -233,7 +248,7 @@ pub async fn execute(
     // run is the measured spend.
     let measuring = !plan.is_empty();
     if measuring
-        && let Some(balance) = shared.spend.start(&shared.client).await
+        && let Some(balance) = shared.spend.start(&shared.pooled.account_clients()).await
         && balance < estimate
     {
         tracing::warn!(
@@ -241,6 +256,10 @@ pub async fn execute(
             crate::cost::Credits(estimate),
             crate::cost::Credits(balance)
         );
+    }
+    // With spend measured, the pool sends to the account with the most left.
+    for (account, balance) in shared.spend.starts() {
+        shared.pooled.pool().set_credits(&account, balance);
     }
     // The jobs move behind one `Arc` for the job tasks: a task holds the list and its
     // place in it, so no job is copied or allocated again.
@@ -289,7 +308,7 @@ pub async fn execute(
     } = dispatcher.run(&signals).await?;
     // After a second Ctrl-C nothing more is asked of the service.
     let spend = if measuring && !aborted {
-        shared.spend.finish(&shared.client).await
+        shared.spend.finish(&shared.pooled.account_clients()).await
     } else {
         spend::SpendReport::default()
     };

@@ -21,6 +21,8 @@ pub struct Planned {
     pub after: Option<usize>,
     /// An extend job sent with this task of its parent's (made in an earlier run).
     pub parent_task: Option<String>,
+    /// The account that made `parent_task`: the extend goes with one of its keys.
+    pub parent_account: Option<String>,
 }
 
 /// The record a job starts from when it resumes from `last`: the same, or, when it

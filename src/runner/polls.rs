@@ -1,6 +1,7 @@
 //! The run's status checks (record-info), paced for the whole run, not per task:
-//! at most `--poll-rate` of them, shared by every job (the service caps them per
-//! key: 10 per second), and fewer after a 429. What the checks find feeds the
+//! at most `--poll-rate` of them per account, shared by every job of the account
+//! (the service caps them per account: 10 per second), and fewer after that
+//! account's 429. What the checks find feeds the
 //! schedule ([`super::schedule`]) that decides when each task is checked next.
 //!
 //! Checks have request slots of their own (as many as `--concurrency`), not the
@@ -145,8 +146,9 @@ impl PollPace {
 /// What every job shares about status checks: the pace, the times seen, the bounds.
 #[derive(Debug)]
 pub struct Polls {
-    pace: Mutex<PollPace>,
-    turn: tokio::sync::Mutex<()>,
+    /// The pace and the turn of each account of the run's keys.
+    pace: Vec<Mutex<PollPace>>,
+    turn: Vec<tokio::sync::Mutex<()>>,
     slots: tokio::sync::Semaphore,
     seen: Mutex<Seen>,
     learn: bool,
@@ -176,9 +178,24 @@ impl Polls {
     /// Checks at most `rate`, `slots` of them in flight at most; `learn`: when to
     /// check from the tasks seen done, else every `limits.cap`.
     pub fn new(rate: Rate, limits: Limits, slots: usize, learn: bool) -> Polls {
+        Polls::of_accounts(1, rate, limits, slots, learn)
+    }
+
+    /// [`Polls::new`] for `accounts` accounts, each paced at `rate` on its own; the
+    /// request slots and what the checks learn are the run's.
+    pub fn of_accounts(
+        accounts: usize,
+        rate: Rate,
+        limits: Limits,
+        slots: usize,
+        learn: bool,
+    ) -> Polls {
+        let accounts = accounts.max(1);
         Polls {
-            pace: Mutex::new(PollPace::new(rate)),
-            turn: tokio::sync::Mutex::new(()),
+            pace: (0..accounts)
+                .map(|_| Mutex::new(PollPace::new(rate)))
+                .collect(),
+            turn: (0..accounts).map(|_| tokio::sync::Mutex::new(())).collect(),
             slots: tokio::sync::Semaphore::new(slots.max(1)),
             seen: Mutex::new(Seen::default()),
             learn,
@@ -196,16 +213,22 @@ impl Polls {
         schedule::next_wait(expect, elapsed, self.limits)
     }
 
-    /// The place of a check that is due now, and the pace's epoch it was placed in.
-    pub fn reserve(&self) -> (Instant, u64) {
-        lock(&self.pace).reserve(Instant::now())
+    /// The pace of `account` (an unknown one: the first's).
+    fn pace(&self, account: usize) -> MutexGuard<'_, PollPace> {
+        lock(self.pace.get(account).unwrap_or(&self.pace[0]))
+    }
+
+    /// The place of a check of `account` that is due now, and the pace's epoch it
+    /// was placed in.
+    pub fn reserve(&self, account: usize) -> (Instant, u64) {
+        self.pace(account).reserve(Instant::now())
     }
 
     /// Takes the turn to send a check: one check at a time waits for the window,
     /// and then for a request slot, so that checks that come due together neither
     /// hold request slots while they wait for the window nor race for it.
-    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.turn.lock().await
+    pub async fn turn(&self, account: usize) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.get(account).unwrap_or(&self.turn[0]).lock().await
     }
 
     /// A request slot for a check; `None` once the slots are closed.
@@ -214,9 +237,9 @@ impl Polls {
     }
 
     /// Waits until the window lets a check leave (the caller holds the turn).
-    pub async fn until_free(&self) {
+    pub async fn until_free(&self, account: usize) {
         loop {
-            let free = lock(&self.pace).free_at(Instant::now());
+            let free = self.pace(account).free_at(Instant::now());
             match free {
                 None => return,
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -226,9 +249,9 @@ impl Polls {
 
     /// Counts a check that leaves now; waits first if the window is full after
     /// all (it is not, while the caller holds the turn).
-    pub async fn send(&self) {
+    pub async fn send(&self, account: usize) {
         loop {
-            let free = lock(&self.pace).send(Instant::now());
+            let free = self.pace(account).send(Instant::now());
             match free {
                 None => return,
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -237,8 +260,8 @@ impl Polls {
     }
 
     /// A check placed in `epoch` was answered, `refused` with a 429 or not.
-    pub fn answered(&self, refused: bool, epoch: u64) {
-        lock(&self.pace).answered(refused, epoch, Instant::now());
+    pub fn answered(&self, account: usize, refused: bool, epoch: u64) {
+        self.pace(account).answered(refused, epoch, Instant::now());
     }
 
     /// A task of `kind` submitted in this run was found generating `age` after its
@@ -259,6 +282,38 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// Each account's checks have their own window: one account's full window
+    /// holds back none of the other's, and a 429 slows down only its own.
+    #[tokio::test(start_paused = true)]
+    async fn each_account_checks_at_its_own_pace() {
+        let limits = Limits {
+            min: Duration::ZERO,
+            cap: Duration::from_secs(15),
+        };
+        let polls = Polls::of_accounts(2, rate(2, 1000), limits, 8, false);
+        let start = Instant::now();
+        for account in [0, 1] {
+            polls.send(account).await;
+            polls.send(account).await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            500 * MS,
+            "each window took its two checks, half a gap apart"
+        );
+        polls.send(0).await;
+        assert_eq!(
+            start.elapsed(),
+            1000 * MS,
+            "account 0's third check waited for its window"
+        );
+        let (_, epoch) = polls.reserve(1);
+        polls.answered(1, true, epoch);
+        let (a, _) = polls.reserve(0);
+        let (b, _) = polls.reserve(1);
+        assert!(b > a, "only account 1 was slowed down by its 429");
+    }
 
     fn rate(count: u32, per_ms: u64) -> Rate {
         Rate {

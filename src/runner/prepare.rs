@@ -203,6 +203,7 @@ pub fn prepare_from(
             from: last.and(at),
             after: None,
             parent_task: None,
+            parent_account: None,
         });
     }
     // Extend jobs follow their parents: sent with the parent's task once it is made,

@@ -1,10 +1,10 @@
-//! What every job of a run shares: the client, the settings, the request slots,
-//! the rate limit's and the polls' pace, the 429 pause, the stop tokens, the
+//! What every job of a run shares: the clients of the key pool, the settings, the
+//! request slots, each account's generate and poll pace and 429 rest (through the
+//! pool), the stop tokens, the
 //! uploads of local images, and the one channel of events to the dispatcher, which
 //! owns everything else of the run (queue, budget, counts, stop reason).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, oneshot};
@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::dispatch::{Events, JobEvent};
 use super::pace::Pace;
 use super::polls::Polls;
+use super::pooled::Pooled;
 use super::stop::{StopReason, StopTokens};
 use crate::api::Client;
 use crate::retry::RetryPolicy;
@@ -29,6 +30,8 @@ pub struct JobSettings {
     pub videos_dir: PathBuf,
     /// The results file's folder, absolute: recorded paths are relative to it.
     pub results_dir: PathBuf,
+    /// The results file, as messages name it.
+    pub results_file: PathBuf,
     pub download: bool,
     pub no_wait: bool,
     /// Videos go on to this bucket prefix from `videos_dir` (then a staging folder).
@@ -39,19 +42,18 @@ pub struct JobSettings {
 
 /// What all jobs share: the client, the limits, and the stop signals.
 pub struct Shared {
+    /// The first key's client: uploads go with it.
     pub client: Client,
+    /// Every key's client, the pool's state and each account's generate pace.
+    pub pooled: Pooled,
     pub settings: JobSettings,
     pub permits: Semaphore,
-    /// The pace and the schedule of the run's status checks.
+    /// The pace (per account) and the schedule of the run's status checks.
     pub polls: Polls,
-    /// The rate limit's record of recent sends.
-    pub pace: Mutex<Pace>,
     /// A reserved place's send left (or was given up).
     pub place_left: Notify,
     /// Lets one submitter at a time reserve a place among the sends.
     pub submit_turn: tokio::sync::Mutex<()>,
-    /// After a 429, no job submits before this instant.
-    pub pause_until: Mutex<Option<Instant>>,
     /// The dispatcher's ear: rows, retries, stops and the budget go through it.
     pub events: Events,
     /// The tokens that stop the jobs; why lives with the dispatcher.
@@ -88,28 +90,20 @@ impl Shared {
         let _ = self.events.send(JobEvent::Release { cost });
     }
 
-    pub(super) fn pause_submissions(&self, delay: Duration) {
-        if let Ok(mut until) = self.pause_until.lock() {
-            let candidate = Instant::now() + delay;
-            if until.is_none_or(|u| u < candidate) {
-                *until = Some(candidate);
-            }
-        }
+    pub(super) fn pace(&self, account: usize) -> Option<std::sync::MutexGuard<'_, Pace>> {
+        self.pooled.pace(account)
     }
 
-    pub(super) fn pace(&self) -> Option<std::sync::MutexGuard<'_, Pace>> {
-        self.pace.lock().ok()
-    }
-
-    /// Records that the send of `place` left now.
-    pub(super) fn sent(&self, place: u64) {
-        if let Some(mut pace) = self.pace() {
+    /// Records that the send of `place` among `account`'s left now.
+    pub(super) fn sent(&self, account: usize, place: u64) {
+        if let Some(mut pace) = self.pace(account) {
             pace.sent(place, Instant::now());
         }
         self.place_left.notify_waiters();
     }
 
-    pub(super) fn paused_until(&self) -> Option<Instant> {
-        self.pause_until.lock().ok().and_then(|u| *u)
+    /// When `account` may send again after a 429, while it rests.
+    pub(super) fn resting(&self, account: usize) -> Option<Instant> {
+        self.pooled.pool().resting(account, Instant::now())
     }
 }

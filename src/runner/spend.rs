@@ -1,6 +1,7 @@
-//! What a run spends as the service bills it, not as the price table says: the
-//! account's balance read at the start, after the first task of each kind and at
-//! the end; each kind's real price learned from the balance's fall; the price a
+//! What a run spends as the service bills it, not as the price table says: each
+//! account's balance read at the start and at the end (the run's measured spend is
+//! the sum of their falls), the sending account's after the first task of each
+//! kind; each kind's real price learned from the balance's fall; the price a
 //! send reserves against the spending limit; and the reconciliation the summary
 //! prints.
 //!
@@ -232,6 +233,8 @@ struct Ledger {
     /// Credits the records of earlier runs' tasks gave back when they failed.
     earlier_refunded: f64,
     start: Option<f64>,
+    /// Each account's balance at the start, by name (a run over several keys).
+    starts: Vec<(String, f64)>,
     /// Why the spend could not be measured, when it could not.
     problem: Option<String>,
     learned: HashMap<Kind, Learned>,
@@ -325,6 +328,19 @@ pub struct SpendReport {
     /// the task cost: their records count it again.
     #[serde(skip)]
     pub billed_failures: Vec<(usize, f64)>,
+    /// Each account's balance and fall, when the run used several accounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<AccountSpend>,
+}
+
+/// One account's part of the measured spend.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AccountSpend {
+    pub account: String,
+    pub balance_start: f64,
+    pub balance_end: Option<f64>,
+    /// The fall of its balance over the run; `None` when the end was not read.
+    pub measured: Option<f64>,
 }
 
 impl SpendReport {
@@ -353,27 +369,37 @@ impl Spend {
         self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reads the starting balance; a failure leaves the run on the table's prices.
-    pub async fn start(&self, client: &Client) -> Option<f64> {
-        let read = client.credit().await;
-        let mut ledger = self.ledger();
-        match read {
-            Ok(b) => {
-                ledger.start = Some(b);
-                Some(b)
-            }
-            // A refused key is the first send's to report: it stops the run.
-            Err(e) if e.class == crate::api::ErrorClass::Auth => None,
-            Err(e) => {
-                let problem = format!("the balance could not be read at the start ({e})");
-                tracing::warn!(
-                    "{problem}: the spend is not measured; prices are the table's, and under a limit a kind is reserved at {}",
-                    reserved_at()
-                );
-                ledger.problem = Some(problem);
-                None
+    /// Reads the starting balance of every account (a client of each, by name);
+    /// a failure leaves the run on the table's prices. Their sum, when read.
+    pub async fn start(&self, accounts: &[(String, Client)]) -> Option<f64> {
+        let mut starts = Vec::with_capacity(accounts.len());
+        for (name, client) in accounts {
+            match client.credit().await {
+                Ok(b) => starts.push((name.clone(), b)),
+                // A refused key is the first send's to report: it stops the run
+                // (or, in a pool, sends that account's jobs to the others).
+                Err(e) if e.class == crate::api::ErrorClass::Auth => return None,
+                Err(e) => {
+                    let problem = format!("the balance could not be read at the start ({e})");
+                    tracing::warn!(
+                        "{problem}: the spend is not measured; prices are the table's, and under a limit a kind is reserved at {}",
+                        reserved_at()
+                    );
+                    self.ledger().problem = Some(problem);
+                    return None;
+                }
             }
         }
+        let total = starts.iter().map(|(_, b)| b).sum();
+        let mut ledger = self.ledger();
+        ledger.start = Some(total);
+        ledger.starts = starts;
+        Some(total)
+    }
+
+    /// Each account's balance as read at the start.
+    pub fn starts(&self) -> Vec<(String, f64)> {
+        self.ledger().starts.clone()
     }
 
     /// The price of `kind` now.
@@ -488,22 +514,53 @@ impl Spend {
         self.ledger().upgrades_not_made += 1;
     }
 
-    /// Reads the final balance and reconciles.
-    pub async fn finish(&self, client: &Client) -> SpendReport {
-        let start = self.ledger().start;
-        let end = match start {
-            Some(_) => match client.credit().await {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    let problem = format!("the balance could not be read at the end ({e})");
-                    tracing::warn!("{problem}: the spend is not measured");
-                    self.ledger().problem = Some(problem);
-                    None
-                }
-            },
-            None => None,
+    /// Reads every account's final balance and reconciles: the run's measured
+    /// spend is the sum of each account's fall.
+    pub async fn finish(&self, accounts: &[(String, Client)]) -> SpendReport {
+        let (start, starts) = {
+            let ledger = self.ledger();
+            (ledger.start, ledger.starts.clone())
         };
-        self.report(start, end)
+        let mut ends = Vec::with_capacity(starts.len());
+        let mut problem = None;
+        for (name, _) in &starts {
+            let client = accounts.iter().find(|(n, _)| n == name).map(|(_, c)| c);
+            let read = match client {
+                Some(c) => c.credit().await.map_err(|e| e.to_string()),
+                None => Err("no key of the account is left".to_owned()),
+            };
+            match read {
+                Ok(b) => ends.push(Some(b)),
+                Err(e) => {
+                    problem.get_or_insert(e);
+                    ends.push(None);
+                }
+            }
+        }
+        let end = match problem {
+            None if start.is_some() => Some(ends.iter().flatten().sum()),
+            None => None,
+            Some(e) => {
+                let problem = format!("the balance could not be read at the end ({e})");
+                tracing::warn!("{problem}: the spend is not measured");
+                self.ledger().problem = Some(problem);
+                None
+            }
+        };
+        let mut report = self.report(start, end);
+        if starts.len() > 1 {
+            report.accounts = starts
+                .into_iter()
+                .zip(ends)
+                .map(|((account, s), e)| AccountSpend {
+                    account,
+                    balance_start: s,
+                    balance_end: e,
+                    measured: e.map(|e| clean(s - e)),
+                })
+                .collect();
+        }
+        report
     }
 
     fn report(&self, start: Option<f64>, end: Option<f64>) -> SpendReport {
@@ -559,6 +616,7 @@ impl Spend {
             kinds: lines,
             problem: ledger.problem.clone(),
             upgrades_not_made: ledger.upgrades_not_made,
+            accounts: Vec::new(),
             paste,
             earlier_refunded: clean(ledger.earlier_refunded),
             failed_billed,

@@ -135,6 +135,7 @@ pub(super) fn gate(
         let answer = Answer::err(401, "You do not have access permissions");
         return Err(Box::new(reply(sim, endpoint, answer, ctx)));
     };
+    sim.count_caller(caller, endpoint);
     let faults = &sim.config.faults;
     let window_left = sim.maintenance_left(Instant::now());
     if let (Some(left), true) = (window_left, faults.maintenance_retry_after) {

@@ -387,6 +387,11 @@ pub struct SimStats {
     pub tasks_by_account: BTreeMap<String, u64>,
     /// Answers with code 433: a key past its own usage cap.
     pub answered_433: u64,
+    /// Calls naming a task of another account than the key's ("record is null").
+    pub foreign_task_calls: u64,
+    /// Requests per account (`""`: the unnamed one) and endpoint name, counted
+    /// once the key is known.
+    pub requests_by_account: BTreeMap<String, BTreeMap<&'static str, u64>>,
     /// Requests per endpoint name.
     pub requests: BTreeMap<&'static str, u64>,
     /// Callbacks delivered (a 2xx answer from the receiver).

@@ -270,6 +270,24 @@ impl Sim {
         (now >= start && now < end).then(|| end - now)
     }
 
+    /// Counts a call of `caller`'s account to `e`, once its key is known.
+    pub fn count_caller(&self, caller: Caller, e: Endpoint) {
+        let name = self
+            .keys
+            .names
+            .get(caller.account)
+            .cloned()
+            .unwrap_or_default();
+        let mut inner = self.lock();
+        *inner
+            .stats
+            .requests_by_account
+            .entry(name)
+            .or_default()
+            .entry(e.name())
+            .or_default() += 1;
+    }
+
     pub fn count_request(&self, e: Endpoint) {
         let mut inner = self.lock();
         *inner.stats.requests.entry(e.name()).or_default() += 1;
@@ -620,6 +638,7 @@ impl Sim {
             }
         };
         if account.is_some_and(|a| a != task.account) {
+            inner.stats.foreign_task_calls += 1;
             return None;
         }
         Some((id, task))

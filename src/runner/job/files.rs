@@ -133,7 +133,7 @@ impl JobRunner {
         let Some(permit) = slot(&shared).await else {
             return false;
         };
-        let answer = self.shared.client.record_info(&task_id).await;
+        let answer = self.client.record_info(&task_id).await;
         drop(permit);
         let Ok(TaskState::Succeeded {
             result_urls,
@@ -213,7 +213,7 @@ impl JobRunner {
                         let Some(permit) = slot(&shared).await else {
                             return JobEnd::Unfinished;
                         };
-                        let got = self.shared.client.download(url, dest).await;
+                        let got = self.client.download(url, dest).await;
                         drop(permit);
                         let e = match got {
                             Ok(_) => break,

@@ -79,6 +79,8 @@ pub struct Ended {
     pub made: Option<String>,
     /// Why the job failed, when its last record says it did.
     pub failed: Option<String>,
+    /// The account of the key that made its task, as its record says.
+    pub account: String,
 }
 
 /// Where a job starts in this run.
@@ -92,7 +94,13 @@ pub enum Start {
     Download,
 }
 
-/// Drives one job from `start` to the end of its part in this run.
+/// The account a job's calls must go with: for an extend, the account that made
+/// the task it continues (`None`: any the pool picks).
+#[derive(Debug, Clone, Default)]
+pub struct Owner(pub Option<String>);
+
+/// Drives one job from `start` to the end of its part in this run. An extend
+/// goes with a key of `parent`'s account.
 pub async fn drive(
     shared: Arc<Shared>,
     job: JobHandle,
@@ -100,19 +108,25 @@ pub async fn drive(
     start: Start,
     seed: u64,
     submit_slot: Option<OwnedSemaphorePermit>,
+    parent: Owner,
 ) -> Ended {
     // Every event of the job carries its id, from this one span. At error level so
     // that it is on whenever any event is (`-q` keeps warnings).
     let span = tracing::error_span!("job", job = %job.id.escape_debug());
+    let client = shared.client.clone();
     let mut runner = JobRunner {
         shared,
         job,
         record,
         rng: fastrand::Rng::with_seed(seed),
         upgrade_reserved: None,
+        client,
+        account: 0,
+        only_account: None,
         before_task: None,
     };
     let outcome = async {
+        runner.choose_key(&start, &parent)?;
         let (task_id, submitted) = match start {
             Start::Submit(_) => {
                 runner.set_aside_superseded_videos().await;
@@ -142,6 +156,7 @@ pub async fn drive(
             .then(|| r.task_id.clone())
             .flatten(),
         failed: (r.state() == State::Failed).then(|| crate::summary::reason(r)),
+        account: r.account.clone(),
     }
 }
 
@@ -153,6 +168,13 @@ struct JobRunner {
     /// The upgrade's price as this run reserved it: settled against the price
     /// its kind has once the upgrade is made (learned meanwhile, perhaps).
     upgrade_reserved: Option<crate::runner::spend::Price>,
+    /// The client of the key the job's calls go with: the one its task was made
+    /// with (or another of that account), or the pool's pick for a submission.
+    client: crate::api::Client,
+    /// The account of that key (its index in the pool).
+    account: usize,
+    /// The only account a submission may go with (an extend: its parent's).
+    only_account: Option<usize>,
     /// The record's `credits` before this run sent the job's task: what a task the
     /// service reports failed leaves it at (see [`spend::failed_task_cost`]).
     ///
@@ -161,6 +183,62 @@ struct JobRunner {
 }
 
 impl JobRunner {
+    /// Calls go with `key` from now on.
+    fn use_key(&mut self, key: usize) {
+        self.client = self.shared.pooled.client(key).clone();
+        self.account = self.shared.pooled.pool().account_of(key);
+    }
+
+    /// Picks the key the job's calls go with where it starts: a task's own
+    /// account's key; for a submission, the pool picks when it sends (an extend
+    /// among its parent's account's keys). A task or parent whose account has no
+    /// usable key in this run is left as it is, saying which account is missing.
+    fn choose_key(&mut self, start: &Start, parent: &Owner) -> Result<(), JobEnd> {
+        let pooled = &self.shared.pooled;
+        let missing = match start {
+            Start::Submit(_) => {
+                let Some(account) = &parent.0 else {
+                    return Ok(());
+                };
+                let index = match pooled.pool().account_index(account) {
+                    Some(i) => Some(i),
+                    None if pooled.accounts().len() == 1 && account.is_empty() => Some(0),
+                    None => None,
+                };
+                match index {
+                    Some(i) => {
+                        self.only_account = Some(i);
+                        return Ok(());
+                    }
+                    None => super::pooled::NoKeyForTask {
+                        account: account.clone(),
+                        key_id: String::new(),
+                    },
+                }
+            }
+            Start::Poll(_) | Start::Upgrade(_) | Start::Download => {
+                match pooled.for_task(&self.record.account, &self.record.key_id) {
+                    Ok(key) => {
+                        self.use_key(key);
+                        return Ok(());
+                    }
+                    Err(missing) => missing,
+                }
+            }
+        };
+        tracing::warn!(
+            "results file `{}`, job {:?}, task {}: its {missing}; the job is left as it is (add a key of that account to --api-key-file or KIE_API_KEYS to resume it)",
+            self.shared.settings.results_file.display(),
+            self.job.id,
+            self.record
+                .task_id
+                .as_deref()
+                .or(self.record.parent_task_id.as_deref())
+                .unwrap_or("(none)"),
+        );
+        Err(JobEnd::Unfinished)
+    }
+
     /// Appends the current record and waits until it is on disk.
     async fn save(&mut self, state: State) -> Result<(), JobEnd> {
         self.record.state = Some(state);

@@ -50,11 +50,11 @@ impl JobRunner {
                 tracing::warn!(task = %task_id, "still running after --task-timeout; left submitted, the next run polls it again");
                 return Err(JobEnd::Unfinished);
             }
-            let (place, epoch) = shared.polls.reserve();
+            let (place, epoch) = shared.polls.reserve(self.account);
             self.sleep_or_stop(place.saturating_duration_since(Instant::now()))
                 .await?;
-            let turn = shared.polls.turn().await;
-            shared.polls.until_free().await;
+            let turn = shared.polls.turn(self.account).await;
+            shared.polls.until_free(self.account).await;
             let permit = tokio::select! {
                 biased;
                 () = shared.stop.waiting().cancelled() => None,
@@ -63,13 +63,13 @@ impl JobRunner {
             let Some(permit) = permit else {
                 return Err(JobEnd::Unfinished);
             };
-            shared.polls.send().await;
+            shared.polls.send(self.account).await;
             drop(turn);
             let checked = start.elapsed();
-            let answer = self.shared.client.record_info(task_id).await;
+            let answer = self.client.record_info(task_id).await;
             drop(permit);
             let refused = matches!(&answer, Err(e) if e.code == Some(429));
-            shared.polls.answered(refused, epoch);
+            shared.polls.answered(self.account, refused, epoch);
             match answer {
                 Ok(TaskState::Generating) => {
                     if submitted.is_some() {
@@ -218,28 +218,17 @@ impl JobRunner {
             let Some(permit) = slot(&shared).await else {
                 return Err(JobEnd::Unfinished);
             };
-            let entry = shared.spend.enter(&shared.client, billed_as).await;
+            let entry = shared.spend.enter(&self.client, billed_as).await;
             let price = shared.spend.price(billed_as);
             let answer = match kind {
-                Upgrade::Hd1080 => {
-                    self.shared
-                        .client
-                        .get_1080p(task_id, 0)
-                        .await
-                        .map(|a| match a {
-                            Upgrade1080::Ready(url) => Some(vec![url]),
-                            Upgrade1080::Processing(_) => None,
-                        })
-                }
-                Upgrade::Uhd4k => self
-                    .shared
-                    .client
-                    .get_4k(task_id, 0)
-                    .await
-                    .map(|a| match a {
-                        Upgrade4k::Ready(urls) => Some(urls),
-                        Upgrade4k::Processing(_) => None,
-                    }),
+                Upgrade::Hd1080 => self.client.get_1080p(task_id, 0).await.map(|a| match a {
+                    Upgrade1080::Ready(url) => Some(vec![url]),
+                    Upgrade1080::Processing(_) => None,
+                }),
+                Upgrade::Uhd4k => self.client.get_4k(task_id, 0).await.map(|a| match a {
+                    Upgrade4k::Ready(urls) => Some(urls),
+                    Upgrade4k::Processing(_) => None,
+                }),
             };
             drop(permit);
             let billed = !charged
@@ -249,7 +238,7 @@ impl JobRunner {
                     (Upgrade::Uhd4k, a) => a.is_ok(),
                 };
             charged |= billed;
-            if let Some(measured) = entry.done(&shared.client, billed).await {
+            if let Some(measured) = entry.done(&self.client, billed).await {
                 self.measured(billed_as, price, measured).await;
                 self.upgrade_reserved = None;
             }

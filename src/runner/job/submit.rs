@@ -2,14 +2,18 @@
 //! generate (or extend) call and what its answer means.
 
 use super::*;
+use crate::runner::accounts::{Pick, Refusal};
 use crate::runner::spend::{Kind, Price, Source};
 
-/// A submission's reserved place among the sends, with its request slot. Given
-/// up without a send (the run stops, the budget is spent, the row cannot be
-/// written), the place counts as a send at that moment, so that the places after
-/// it never wait for it and never leave too early.
+/// A submission's key and reserved place among its account's sends, with its
+/// request slot. Given up without a send (the run stops, the budget is spent, the
+/// row cannot be written), the place counts as a send at that moment, so that the
+/// places after it never wait for it and never leave too early.
 struct Reserved<'a> {
     shared: &'a Shared,
+    /// The key the call goes with, and its account.
+    key: usize,
+    account: usize,
     place: Reservation,
     permit: Option<SemaphorePermit<'a>>,
 }
@@ -25,30 +29,53 @@ impl<'a> Reserved<'a> {
 impl Drop for Reserved<'_> {
     /// Records the send (or the place given up) now.
     fn drop(&mut self) {
-        self.shared.sent(self.place.number);
+        self.shared.sent(self.account, self.place.number);
     }
 }
 
-/// Waits for the pause after a 429, a request slot and a place among the sends
-/// (see [`Pace`]), then for the moment to start writing the row. One submitter
-/// at a time reserves, so places follow the order jobs asked for them; a slot
-/// awaited after the place would let sends bunch up and overfill the service's
-/// window. The one submitter that waits for a place holds a request slot, so
-/// polls and downloads keep the others.
-async fn ready_to_submit(shared: &Shared) -> Option<Reserved<'_>> {
+/// Waits for a request slot, a key the pool picks (of account `only`, when
+/// given: an account with a free window and, with spend measured, the most
+/// credits left; none while its account rests after a 429) and a place among that
+/// account's sends (see [`Pace`]), then for the moment to start writing the row.
+/// One submitter at a time picks and reserves, so places follow the order jobs
+/// asked for them; a slot awaited after the place would let sends bunch up and
+/// overfill the service's window. The one submitter that waits for a place holds
+/// a request slot, so polls and downloads keep the others. When no key of any
+/// account can send, the run stops, saying what became of each key.
+async fn ready_to_submit(shared: &Shared, only: Option<usize>) -> Option<Reserved<'_>> {
     let wait = async {
         let turn = shared.submit_turn.lock().await;
-        while let Some(until) = shared.paused_until().filter(|u| *u > Instant::now()) {
-            tokio::time::sleep_until(until).await;
-        }
         let permit = shared.permits.acquire().await.ok()?;
         let reserved = loop {
             let left = shared.place_left.notified();
             tokio::pin!(left);
             left.as_mut().enable();
-            if let Some(place) = shared.pace().and_then(|mut p| p.reserve()) {
+            let key = match shared.pooled.pick(only) {
+                Pick::Send(key) => key,
+                Pick::Wait(at) => {
+                    tokio::time::sleep_until(at).await;
+                    continue;
+                }
+                Pick::NoKeyCanSend => {
+                    let (report, money) = shared.pooled.report();
+                    shared.halt(if money {
+                        StopReason::Credits(report)
+                    } else {
+                        StopReason::Auth(report)
+                    });
+                    return None;
+                }
+            };
+            let account = shared.pooled.pool().account_of(key);
+            if let Some(place) = shared.pace(account).and_then(|mut p| p.reserve()) {
+                // The pool ranks accounts by their windows from the earliest the
+                // send may leave; the pace keeps the exact time.
+                let at = place.slot.unwrap_or_else(Instant::now);
+                shared.pooled.pool().sent(key, at);
                 break Reserved {
                     shared,
+                    key,
+                    account,
                     place,
                     permit: Some(permit),
                 };
@@ -57,11 +84,14 @@ async fn ready_to_submit(shared: &Shared) -> Option<Reserved<'_>> {
         };
         drop(turn);
         loop {
-            if let Some(at) = shared.pace().and_then(|p| p.sync_from(reserved.place.slot)) {
+            if let Some(at) = shared
+                .pace(reserved.account)
+                .and_then(|p| p.sync_from(reserved.place.slot))
+            {
                 tokio::time::sleep_until(at).await;
             }
             // A 429 may have come back meanwhile, to a request sent before this one.
-            match shared.paused_until().filter(|u| *u > Instant::now()) {
+            match shared.resting(reserved.account) {
                 Some(until) => tokio::time::sleep_until(until).await,
                 None => break,
             }
@@ -89,9 +119,13 @@ impl JobRunner {
             // Local images get their URLs now, just before the send (and again
             // before each retry), not when the run starts.
             let mut lease = self.lease_images(&mut body).await?;
-            let Some(reserved) = ready_to_submit(&shared).await else {
+            let Some(reserved) = ready_to_submit(&shared, self.only_account).await else {
                 return Err(JobEnd::NotStarted);
             };
+            // The task this call makes belongs to the key's account: every later
+            // call about it goes with a key of that account.
+            self.use_key(reserved.key);
+            let key = reserved.key;
             if lease.as_ref().is_some_and(|l| !l.fresh()) {
                 // The wait outlived an upload: renew it, keeping the place.
                 lease = self.lease_images(&mut body).await?;
@@ -100,7 +134,7 @@ impl JobRunner {
             // price is asked after, so a send that waited behind it reserves the
             // learned price (see `spend`).
             let kind = Kind::of(&*self.job);
-            let entry = shared.spend.enter(&shared.client, kind).await;
+            let entry = shared.spend.enter(&self.client, kind).await;
             // A job the table has no price for is never sent under a limit (the run
             // refuses to start), so 0 here counts only where nothing is capped.
             let generation = shared.spend.price(kind);
@@ -127,11 +161,11 @@ impl JobRunner {
             self.record.task_id = None;
             // The key this call goes with owns whatever task it makes: recorded
             // before the send, so that an in-doubt row names it too.
-            self.record.account = self.shared.client.account().to_owned();
-            self.record.key_id = self.shared.client.key_id().to_string();
+            self.record.account = self.client.account().to_owned();
+            self.record.key_id = self.client.key_id().to_string();
             let syncing = Instant::now();
             self.save(State::Submitting).await?;
-            if let Some(mut pace) = shared.pace() {
+            if let Some(mut pace) = shared.pace(self.account) {
                 pace.synced(syncing.elapsed());
             }
             if let Some(slot) = reserved.place.slot {
@@ -139,15 +173,16 @@ impl JobRunner {
             }
             let permit = reserved.leave();
             let sent = if extend {
-                self.shared.client.extend(&body).await
+                self.client.extend(&body).await
             } else {
-                self.shared.client.generate(&body).await
+                self.client.generate(&body).await
             };
             drop(permit);
             if sent.is_ok() {
                 shared.spend.made(kind);
+                shared.pooled.pool().charged(key, billed);
             }
-            if let Some(price) = entry.done(&shared.client, sent.is_ok()).await {
+            if let Some(price) = entry.done(&self.client, sent.is_ok()).await {
                 self.measured(kind, generation, price).await;
             }
             let e = match sent {
@@ -191,6 +226,30 @@ impl JobRunner {
                 shared.release(cost);
                 self.record.credits = (self.record.credits - billed).max(0.0);
             }
+            let refusal = Refusal::of(&e);
+            if let Some(refusal) = refusal.filter(|r| {
+                shared.pooled.keys() > 1
+                    && matches!(
+                        r,
+                        Refusal::KeyRefused { .. } | Refusal::OutOfCredits | Refusal::KeyCapped
+                    )
+            }) {
+                // No task was made: the job goes on with another key, and this key
+                // (or its account) sends no more in this run.
+                tracing::warn!(
+                    account = self.client.account(),
+                    key_id = %self.client.key_id(),
+                    code = e.code,
+                    "key {}: {e}; the job goes on with another key",
+                    self.client.key_id()
+                );
+                shared
+                    .pooled
+                    .pool()
+                    .refused(key, refusal, Instant::now(), Duration::ZERO);
+                self.save(State::Pending).await?;
+                continue;
+            }
             match e.class {
                 ErrorClass::InDoubt => {
                     tracing::warn!(code = e.code, error = %e.message, "in doubt: the request was sent and no answer came; it is not sent again");
@@ -229,9 +288,22 @@ impl JobRunner {
                         return Err(JobEnd::Failed);
                     };
                     let delay = self.shared.settings.retry.delay(nominal, &e, &mut self.rng);
-                    if e.code == Some(429) {
-                        self.shared.pause_submissions(delay);
+                    // A 429 rests its account's window, not the other accounts':
+                    // with several, the job goes on at once with the pool's pick.
+                    let rested = refusal == Some(Refusal::RateLimited);
+                    if rested {
+                        shared.pooled.pool().refused(
+                            key,
+                            Refusal::RateLimited,
+                            Instant::now(),
+                            delay,
+                        );
                     }
+                    let delay = if rested && shared.pooled.accounts().len() > 1 {
+                        Duration::ZERO
+                    } else {
+                        delay
+                    };
                     // The info line below says why.
                     self.count_retry(e.code);
                     tracing::info!(
