@@ -374,10 +374,13 @@ fn kill_storm() {
     let finished_alone = loop {
         // Once everything is sent, the tail (polls, downloads) is short: kill
         // sooner so that kills land in it too.
+        // A round must outlast the process's start-up to catch anything, and stay
+        // short enough that the submit phase spans many kills however fast or
+        // loaded the machine is.
         let delay = if late_kills > 0 {
             Duration::from_millis(rng.u64(30..400))
         } else {
-            Duration::from_millis(rng.u64(100..1200))
+            Duration::from_millis(rng.u64(80..700))
         };
         let loaded = match storm_round(&h, &manifest, &flags, &run_log, delay) {
             Round::Ended(status) => break Some(status),
