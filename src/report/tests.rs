@@ -432,6 +432,7 @@ fn a_results_file_read_as_a_list_gives_the_same_page() {
     }
     w.flush().unwrap();
     let listed = crate::checkpoint::load_listed(&path, 0).unwrap().unwrap();
+    let located = crate::checkpoint::load_located(&path).unwrap().unwrap();
     for with_manifest in [true, false] {
         let render_with = |records| {
             let batch = Batch {
@@ -446,6 +447,12 @@ fn a_results_file_read_as_a_list_gives_the_same_page() {
             render_with(Records::List(&listed)),
             render_with(Records::Table(&f.loaded)),
             "with the manifest: {with_manifest}"
+        );
+        // Read back one record at a time, as `report` and a run's end read it.
+        assert_eq!(
+            render_with(Records::Located(&located)),
+            render_with(Records::Table(&f.loaded)),
+            "located, with the manifest: {with_manifest}"
         );
     }
 }
