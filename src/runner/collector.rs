@@ -81,6 +81,13 @@ pub enum LastRow {
     /// Loaded from the results file before the run and not changed since: its place
     /// in the run's list of loaded records (shared with the runner, not copied).
     Loaded(usize),
+    /// In the results file before the run, left as it was and not held in memory (a
+    /// settled job's): `len` bytes at `offset`, read back at the end.
+    Kept {
+        offset: u64,
+        len: u32,
+        bucket: Bucket,
+    },
     /// Written by this run: `len` bytes at `offset` in the results file.
     Logged {
         offset: u64,
@@ -231,10 +238,17 @@ struct Ledger {
 
 impl Ledger {
     fn new(loaded: Arc<Vec<Record>>, entries: Vec<Option<LastRow>>, progress: &Progress) -> Ledger {
-        let counts = progress::counts(
+        let mut counts = progress::counts(
             entries.iter().map(|e| record_of(e.as_ref(), &loaded)),
             progress.download,
         );
+        // A kept row was counted as queued above (it has no record here).
+        for e in entries.iter().flatten() {
+            if let LastRow::Kept { bucket, .. } = e {
+                counts.shift(Bucket::Queued, -1);
+                counts.shift(*bucket, 1);
+            }
+        }
         Ledger {
             entries,
             loaded,
@@ -300,7 +314,7 @@ impl Ledger {
         let old_bucket = match &old {
             None => Bucket::Queued,
             Some(LastRow::Loaded(i)) => progress::bucket(self.loaded.get(*i), self.download),
-            Some(LastRow::Logged { bucket, .. }) => *bucket,
+            Some(LastRow::Logged { bucket, .. } | LastRow::Kept { bucket, .. }) => *bucket,
         };
         self.counts.shift(old_bucket, -1);
         len
@@ -345,14 +359,14 @@ pub struct Finished {
 }
 
 /// Counts the outcome of every job of `jobs` from its last record (`entries`, by
-/// the job's place) and, when `rewrite` and this run appended rows, replaces the results file with one row per
-/// job: `jobs` in order, then the rows of `foreign` jobs (no longer in the
-/// manifest: their places in `loaded`). Rows are read back from the file one at a
+/// the job's place) and, when `rewrite` and this run appended rows, replaces the
+/// results file with one row per job: `jobs` in order, then the rows of `foreign`
+/// jobs (no longer in the manifest). Rows are read back from the file one at a
 /// time; the rewrite is atomic (see [`rewrite_with`]).
 pub fn finish(
     path: &Path,
     jobs: &[Job],
-    foreign: &[usize],
+    foreign: &[LastRow],
     entries: &[Option<LastRow>],
     loaded: &[Record],
     rewrite: bool,
@@ -361,11 +375,16 @@ pub fn finish(
     let mut reader = RowReader::new(&source);
     let mut outcomes = Outcomes::default();
     // Rows of jobs no longer in the manifest are the loaded ones, unchanged.
-    let mut credits: f64 = foreign
-        .iter()
-        .filter_map(|&at| loaded.get(at))
-        .map(|r| r.credits)
-        .sum();
+    let mut credits = 0.0;
+    for row in foreign {
+        credits += match *row {
+            LastRow::Loaded(i) => loaded.get(i).map_or(0.0, |r| r.credits),
+            LastRow::Logged { offset, len, .. } | LastRow::Kept { offset, len, .. } => {
+                reader.read(offset, len)?;
+                reader.parse(offset)?.credits
+            }
+        };
+    }
     // One pass over the last rows: each job's is counted and, into `out` when
     // rewriting, copied; rows of jobs no longer in the manifest are only copied.
     let mut pass = |mut out: Option<&mut dyn Write>| -> io::Result<()> {
@@ -379,7 +398,7 @@ pub fn finish(
             .iter()
             .enumerate()
             .map(|(i, j)| (Some(JobRef::from(j)), entries.get(i).copied().flatten()));
-        let foreign = foreign.iter().map(|&at| (None, Some(LastRow::Loaded(at))));
+        let foreign = foreign.iter().map(|&row| (None, Some(row)));
         for (job, entry) in jobs.chain(foreign.filter(|_| rewriting)) {
             let read_back;
             let record = match entry {
@@ -393,7 +412,7 @@ pub fn finish(
                     }
                     r
                 }
-                Some(LastRow::Logged { offset, len, .. }) => {
+                Some(LastRow::Logged { offset, len, .. } | LastRow::Kept { offset, len, .. }) => {
                     reader.read(offset, len)?;
                     if let Some(out) = out.as_mut() {
                         out.write_all(&reader.bytes)?;

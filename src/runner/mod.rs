@@ -52,7 +52,7 @@ mod supersede;
 pub mod uploads;
 
 use budget::Budget;
-use collector::{CallCounts, Collected, LastRow, Progress};
+use collector::{CallCounts, Collected, Progress};
 use dispatch::{Dispatched, Dispatcher};
 pub use job::Start;
 use pace::Pace;
@@ -182,7 +182,7 @@ pub async fn execute(
         rows_in,
         appender,
         loaded_records.clone(),
-        last.into_iter().map(|at| at.map(LastRow::Loaded)).collect(),
+        last,
         Progress {
             mode: config.progress,
             total: config.jobs.len(),

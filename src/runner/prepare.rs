@@ -6,10 +6,11 @@ use anyhow::Context as _;
 
 use super::RunConfig;
 use super::chain;
+use super::collector::LastRow;
 use super::job::Start;
 use super::planned::{Planned, superseded_task};
 use crate::checkpoint::plan::{Action, Settled, SubmitReason, Wants, next_action};
-use crate::checkpoint::writer::{Lock, lock, rewrite};
+use crate::checkpoint::writer::{Lock, lock};
 use crate::checkpoint::{self, Record, State};
 use crate::cost::Estimate;
 use crate::manifest::Job;
@@ -44,12 +45,14 @@ pub struct Prepared {
     /// Rows of extend jobs decided by the plan (blocked, or pending again behind a
     /// parent made again), written before anything is sent.
     pub(super) blocked: Vec<chain::Decided>,
-    /// The results file's last record of each job, in the order they first appear.
+    /// The last records held in full: those of the jobs this run acts on (and of
+    /// every job when the manifest has extend chains, whose planning reads them).
+    /// A settled job's stays in the file, at its place (see [`LastRow::Kept`]).
     pub(super) records: Vec<Record>,
-    /// Where each job's last record is in `records`, by the job's place in the manifest.
-    pub(super) last: Vec<Option<usize>>,
-    /// The places in `records` of jobs no longer in the manifest.
-    pub(super) foreign: Vec<usize>,
+    /// Where each job's last record is, by the job's place in the manifest.
+    pub(super) last: Vec<Option<LastRow>>,
+    /// The rows of jobs no longer in the manifest, kept as they are.
+    pub(super) foreign: Vec<LastRow>,
     pub(super) lock: Lock,
 }
 
@@ -98,20 +101,20 @@ pub fn prepare_from(
     let lock = lock(&config.results)?;
     let loaded = match preloaded.and_then(|p| p.take_for(&config.results)) {
         Some(read) => read,
-        None => checkpoint::load_listed(&config.results, config.jobs.len()),
+        None => checkpoint::load_located(&config.results),
     };
-    let mut loaded = loaded?.unwrap_or_default();
-    let mut warnings = std::mem::take(&mut loaded.warnings);
+    let mut located = loaded?.unwrap_or_default();
+    let mut warnings = std::mem::take(&mut located.warnings);
 
     // A results file the run wrote holds the manifest's jobs in manifest order: then
     // every recorded job is in the manifest, seen without a set of 100,000 ids, and
     // each job's record is found by its place.
-    let in_order = loaded.records.len() <= config.jobs.len()
-        && loaded
-            .records
+    let in_order = located.jobs.len() <= config.jobs.len()
+        && located
+            .jobs
             .iter()
             .zip(&config.jobs)
-            .all(|(r, job)| r.job_id == job.id);
+            .all(|(p, job)| *p.id == *job.id);
     let foreign: Vec<usize> = if in_order {
         Vec::new()
     } else {
@@ -119,11 +122,11 @@ pub fn prepare_from(
             config.jobs.iter().map(|j| j.id.as_str()).collect();
         checkpoint::check_belongs(
             &config.results,
-            loaded.records.iter().map(|r| r.job_id.as_str()),
+            located.jobs.iter().map(|p| &*p.id),
             |id| manifest_ids.contains(id),
         )?;
-        (0..loaded.records.len())
-            .filter(|&at| !manifest_ids.contains(loaded.records[at].job_id.as_str()))
+        (0..located.jobs.len())
+            .filter(|&at| !manifest_ids.contains(&*located.jobs[at].id))
             .collect()
     };
     if !foreign.is_empty() {
@@ -132,75 +135,148 @@ pub fn prepare_from(
             foreign.len()
         ));
     }
-    if loaded.needs_compaction() {
+    if located.needs_compaction() {
         // A kill left several rows per job or a torn row: start from a clean file.
-        rewrite(&config.results, &loaded.records).with_context(|| {
+        located = located.compacted().with_context(|| {
             format!(
                 "failed to rewrite results file `{}`",
                 config.results.display()
             )
         })?;
     }
+    let recorded_spend = located.jobs.iter().map(|p| p.credits).sum();
 
-    // Paths a results file records are only ever acted on inside the videos folder
-    // (see `checkpoint::confine_paths`); taken off after any rewrite above, so that
-    // the file keeps what it said until a job's next row replaces it.
-    warnings.extend(checkpoint::confine_paths(
-        &mut loaded.records,
+    // Each job's last record is read back in turn and checked: paths a results file
+    // records are only ever acted on inside the videos folder, and a done job whose
+    // video is gone is downloaded again (see `checkpoint::Confinement`); checked
+    // after any rewrite above, so that the file keeps what it said until a job's
+    // next row replaces it. Only the records a run needs stay in memory.
+    let mut confinement = checkpoint::Confinement::new(
         &config.results,
         &config.videos_dir,
-    ));
-    if config.resume.download {
-        warnings.extend(checkpoint::forget_missing_videos(
-            &mut loaded.records,
-            &config.results,
-        ));
-    }
-
-    // What is left to do, job by job.
+        config.resume.download,
+    );
+    // Extend chains are planned from every job's record; a recent submission counts
+    // against the generate pace (`Pace::remember`).
+    let keep_all = config.jobs.iter().any(|j| j.extend.is_some());
+    let recent = super::pace::cutoff(config.rate);
+    let mut records: Vec<Record> = Vec::new();
+    let mut last: Vec<Option<LastRow>> = Vec::with_capacity(config.jobs.len());
     let mut plan: Vec<Planned> = Vec::with_capacity(config.jobs.len());
-    let mut last_at = Vec::with_capacity(config.jobs.len());
     let mut changed = 0;
-    for (index, job) in config.jobs.iter().enumerate() {
-        let at = if in_order {
-            (index < loaded.records.len()).then_some(index)
+    let places = config.jobs.iter().enumerate().map(|(index, job)| {
+        if in_order {
+            located.jobs.get(index)
         } else {
-            loaded.position(&job.id)
+            located.get(&job.id)
+        }
+    });
+    let mut jobs = config.jobs.iter().enumerate();
+    let mut rows = places.clone().map(|p| p.map(checkpoint::Place::row));
+    let reader = if located.jobs.is_empty() {
+        None
+    } else {
+        Some(located.reader()?)
+    };
+    let mut decide = |record: Option<Record>| -> anyhow::Result<()> {
+        let (Some((index, job)), Some(row)) = (jobs.next(), rows.next()) else {
+            return Ok(());
         };
-        last_at.push(at);
-        let last = at.and_then(|i| loaded.records.get(i));
+        let Some(mut record) = record else {
+            last.push(None);
+            plan.push(Planned {
+                index,
+                start: Start::Submit(SubmitReason::New),
+                from: None,
+                after: None,
+                parent_task: None,
+            });
+            return Ok(());
+        };
+        let checked = confinement.check(&mut record);
         let wants = Wants {
             upgrade: job.upgrade.is_some(),
             keep_original: job.keep_original,
         };
-        let action = next_action(&job.fingerprint, wants, last, config.resume);
+        let action = next_action(&job.fingerprint, wants, Some(&record), config.resume);
         let start = match action {
-            Action::Nothing(Settled::Succeeded | Settled::Failed | Settled::InDoubt) => continue,
+            Action::Nothing(Settled::Succeeded | Settled::Failed | Settled::InDoubt) => None,
             Action::Submit(reason) => {
                 if reason == SubmitReason::Changed {
                     changed += 1;
                 }
-                Start::Submit(reason)
+                Some(Start::Submit(reason))
             }
-            Action::Poll { task_id } => Start::Poll(task_id),
-            Action::Upgrade { task_id } => Start::Upgrade(task_id),
-            Action::Download => Start::Download,
+            Action::Poll { task_id } => Some(Start::Poll(task_id)),
+            Action::Upgrade { task_id } => Some(Start::Upgrade(task_id)),
+            Action::Download => Some(Start::Download),
         };
+        let held = start.is_some()
+            || keep_all
+            || checked
+            || super::pace::sent_at(&record).is_some_and(|at| at >= recent.as_str());
+        if !held {
+            // Settled, and left in the file as it is: read back at the end.
+            let (offset, len) = row.unwrap_or_default();
+            last.push(Some(LastRow::Kept {
+                offset,
+                len,
+                bucket: crate::progress::bucket(Some(&record), config.resume.download),
+            }));
+            return Ok(());
+        }
+        let at = records.len();
+        records.push(record);
+        last.push(Some(LastRow::Loaded(at)));
         // Every job with a record starts from it: a job submitted again keeps its
         // attempts, its credits and its superseded tasks (see `resumed_record`).
-        plan.push(Planned {
-            index,
-            start,
-            from: last.and(at),
-            after: None,
-            parent_task: None,
-        });
+        if let Some(start) = start {
+            plan.push(Planned {
+                index,
+                start,
+                from: Some(at),
+                after: None,
+                parent_task: None,
+            });
+        }
+        Ok(())
+    };
+    match &reader {
+        Some(reader) => reader.each_owned(places, &mut decide)?,
+        None => places.map(|_| None).try_for_each(&mut decide)?,
     }
+    // Jobs no longer in the manifest are checked as the others are (their warnings
+    // said), and their rows copied as they are.
+    let mut foreign_rows = Vec::with_capacity(foreign.len());
+    if let Some(reader) = &reader {
+        let places = foreign.iter().map(|&at| located.jobs.get(at));
+        let mut rows = foreign.iter().map(|&at| located.jobs.get(at).map(|p| p.row()));
+        reader.each_owned(places, |record| -> anyhow::Result<()> {
+            if let (Some(mut record), Some(Some((offset, len)))) = (record, rows.next()) {
+                confinement.check(&mut record);
+                foreign_rows.push(LastRow::Kept {
+                    offset,
+                    len,
+                    bucket: crate::progress::Bucket::Done,
+                });
+            }
+            Ok(())
+        })?;
+    }
+    warnings.extend(confinement.warnings(&config.results));
+
     // Extend jobs follow their parents: sent with the parent's task once it is made,
     // blocked when it failed.
     let mut blocked = Vec::new();
     if config.jobs.iter().any(|j| j.extend.is_some()) {
-        let (rows, again) = chain::plan_chains(&config, &loaded.records, &last_at, &mut plan);
+        let last_at: Vec<Option<usize>> = last
+            .iter()
+            .map(|l| match l {
+                Some(LastRow::Loaded(at)) => Some(*at),
+                _ => None,
+            })
+            .collect();
+        let (rows, again) = chain::plan_chains(&config, &records, &last_at, &mut plan);
         blocked = rows;
         changed += again;
     }
@@ -235,7 +311,7 @@ pub fn prepare_from(
             let Start::Submit(reason) = p.start else {
                 return None;
             };
-            let last = p.from.and_then(|at| loaded.records.get(at))?;
+            let last = p.from.and_then(|at| records.get(at))?;
             Some(Superseding {
                 index: p.index,
                 task: superseded_task(last)?,
@@ -244,7 +320,6 @@ pub fn prepare_from(
             })
         })
         .collect();
-    let recorded_spend = loaded.records.iter().map(|r| r.credits).sum();
     Ok(Prepared {
         held_back,
         superseding,
@@ -254,9 +329,10 @@ pub fn prepare_from(
         plan,
         changed,
         warnings,
-        records: loaded.records,
-        last: last_at,
-        foreign,
+        records,
+        last,
+        foreign: foreign_rows,
         lock,
     })
 }
+
