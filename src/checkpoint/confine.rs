@@ -283,4 +283,52 @@ mod tests {
             warnings[1]
         );
     }
+
+    /// One look per video gives what the two passes (paths confined, then videos
+    /// gone forgotten) give: the same records, the same warnings.
+    #[test]
+    fn one_look_per_video_gives_what_the_two_passes_give() {
+        let tmp = tempfile::tempdir().unwrap();
+        let results = tmp.path().join("results.csv");
+        let videos = tmp.path().join("videos");
+        std::fs::create_dir_all(&videos).unwrap();
+        std::fs::write(videos.join("here.mp4"), b"mp4").unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(videos.join("here.mp4"), videos.join("link.mp4")).unwrap();
+            std::os::unix::fs::symlink(videos.join("nowhere.mp4"), videos.join("dead.mp4"))
+                .unwrap();
+        }
+        let succeeded = |id: &str, paths: &[&str]| Record {
+            job_id: id.into(),
+            state: Some(super::super::State::Succeeded),
+            video_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            superseded_paths: vec!["../elsewhere.mp4".into()],
+            ..Record::default()
+        };
+        let mut records = vec![
+            succeeded("here", &["videos/here.mp4"]),
+            succeeded("gone", &["videos/gone.mp4", "videos/here.mp4"]),
+            succeeded("out", &["../../victim.txt", "videos/gone.mp4"]),
+            succeeded("links", &["videos/link.mp4", "videos/dead.mp4"]),
+            Record {
+                state: Some(super::super::State::Failed),
+                ..succeeded("failed", &["videos/gone.mp4"])
+            },
+        ];
+        crate::checkpoint::writer::rewrite(&results, &records).unwrap();
+        let mut two = records.clone();
+        let mut warnings = confine_paths(&mut two, &results, &videos);
+        warnings.extend(forget_missing_videos(&mut two, &results));
+
+        let mut one = Confinement::new(&results, &videos, true);
+        let changed: Vec<bool> = records.iter_mut().map(|r| one.check(r)).collect();
+        assert_eq!(records, two);
+        assert_eq!(one.warnings(&results), warnings);
+        assert_eq!(changed, [true; 5], "every record had a path outside");
+        assert_eq!(records[0].video_paths, ["videos/here.mp4"]);
+        assert_eq!(records[1].video_paths, ["videos/here.mp4"]);
+        assert!(records[2].video_paths.is_empty());
+        assert_eq!(records[4].video_paths, ["videos/gone.mp4"], "not a done job's");
+    }
 }
