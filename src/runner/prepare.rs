@@ -9,11 +9,12 @@ use super::chain;
 use super::collector::LastRow;
 use super::job::Start;
 use super::planned::{Planned, superseded_task};
-use crate::checkpoint::plan::{Action, Settled, SubmitReason, Wants, next_action};
+use crate::checkpoint::plan::{Action, Settled, Standing, SubmitReason, Wants, next_action};
 use crate::checkpoint::writer::{Lock, lock};
 use crate::checkpoint::{self, Record, State};
 use crate::cost::Estimate;
 use crate::manifest::Job;
+use crate::summary::JobRef;
 
 /// A task, running, finished or in doubt, that a submission of this run replaces:
 /// it was paid for, and stays on record in the job's `superseded_tasks`.
@@ -218,10 +219,13 @@ pub fn prepare_from(
         if !held {
             // Settled, and left in the file as it is: read back at the end.
             let (offset, len) = row.unwrap_or_default();
+            let standing = crate::summary::standing_of(JobRef::from(job), Some(&record));
             last.push(Some(LastRow::Kept {
                 offset,
                 len,
                 bucket: crate::progress::bucket(Some(&record), config.resume.download),
+                credits: record.credits,
+                succeeded: standing == Standing::Succeeded,
             }));
             return Ok(());
         }
@@ -254,10 +258,13 @@ pub fn prepare_from(
         reader.each_owned(places, |record| -> anyhow::Result<()> {
             if let (Some(mut record), Some(Some((offset, len)))) = (record, rows.next()) {
                 confinement.check(&mut record);
+                // Not a job of this run: neither counted nor shown in progress.
                 foreign_rows.push(LastRow::Kept {
                     offset,
                     len,
                     bucket: crate::progress::Bucket::Done,
+                    credits: record.credits,
+                    succeeded: false,
                 });
             }
             Ok(())
