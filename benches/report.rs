@@ -42,6 +42,10 @@ fn batch(dir: &Path, n: usize) {
         .unwrap_or_else(|e| fail("load manifest", e))
         .jobs;
     let results = dir.join("results/batch.csv");
+    // The videos are there (empty files), as after a finished run: a resume finds
+    // nothing to download, and checks every one of them.
+    let videos = dir.join("videos/batch");
+    std::fs::create_dir_all(&videos).unwrap_or_else(|e| fail("mkdir", e));
     std::fs::create_dir_all(dir.join("results")).unwrap_or_else(|e| fail("mkdir", e));
     let mut w = csv::Writer::from_path(&results).unwrap_or_else(|e| fail("results", e));
     w.write_record(HEADER).unwrap_or_else(|e| fail("write", e));
@@ -65,7 +69,10 @@ fn batch(dir: &Path, n: usize) {
             video_paths: if failed {
                 Vec::new()
             } else {
-                vec![format!("videos/batch/{}.mp4", job.id)]
+                std::fs::write(videos.join(format!("{}.mp4", job.id)), b"")
+                    .unwrap_or_else(|e| fail("video", e));
+                // Relative to the results file's folder, as a run records it.
+                vec![format!("../videos/batch/{}.mp4", job.id)]
             },
             error_code: failed.then_some(400),
             error_message: failed.then(|| "content policy violation".into()),
@@ -189,7 +196,14 @@ fn fresh_run(dir: &Path, manifest: &Path) -> String {
     std::fs::copy(manifest, fresh.join("batch.csv")).unwrap_or_else(|e| fail("copy", e));
     let mut sim = Command::new(env!("CARGO_BIN_EXE_veo-batch"))
         .args(["simulate", "--port", "0", "--time-scale", "0.001"])
-        .args(["--rate", "none", "--poll-rate", "none", "--credits", "1000000000"])
+        .args([
+            "--rate",
+            "none",
+            "--poll-rate",
+            "none",
+            "--credits",
+            "1000000000",
+        ])
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -329,6 +329,10 @@ mod tests {
         assert_eq!(records[0].video_paths, ["videos/here.mp4"]);
         assert_eq!(records[1].video_paths, ["videos/here.mp4"]);
         assert!(records[2].video_paths.is_empty());
-        assert_eq!(records[4].video_paths, ["videos/gone.mp4"], "not a done job's");
+        assert_eq!(
+            records[4].video_paths,
+            ["videos/gone.mp4"],
+            "not a done job's"
+        );
     }
 }

@@ -122,15 +122,18 @@ impl Located {
             super::writer::encode_header(&mut buf)?;
             out.write_all(&buf)?;
             records
-                .each_owned(self.jobs.iter().map(Some), |r| -> Result<(), CheckpointError> {
-                    if let Some(r) = r {
-                        buf.clear();
-                        super::writer::encode_row(&r, &mut buf)
-                            .and_then(|()| out.write_all(&buf))
-                            .map_err(io(&self.path))?;
-                    }
-                    Ok(())
-                })
+                .each_owned(
+                    self.jobs.iter().map(Some),
+                    |r| -> Result<(), CheckpointError> {
+                        if let Some(r) = r {
+                            buf.clear();
+                            super::writer::encode_row(&r, &mut buf)
+                                .and_then(|()| out.write_all(&buf))
+                                .map_err(io(&self.path))?;
+                        }
+                        Ok(())
+                    },
+                )
                 .map_err(std::io::Error::other)
         })
         .map_err(io(&self.path))?;

@@ -289,10 +289,7 @@ impl Preloaded {
     /// What [`super::load_located`] of `path` would give now, if this read is still
     /// it; `None` when `path` is another file, or the file changed since. Call with
     /// the lock held.
-    pub fn take_for(
-        self,
-        path: &Path,
-    ) -> Option<Result<Option<super::Located>, CheckpointError>> {
+    pub fn take_for(self, path: &Path) -> Option<Result<Option<super::Located>, CheckpointError>> {
         (self.path == path && stamp(path) == self.stamp).then_some(self.result)
     }
 }

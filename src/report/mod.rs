@@ -146,32 +146,39 @@ impl<'a> Batch<'a> {
     /// Calls `each` with every job the page shows, in its order: the manifest's jobs
     /// with their records, or without the manifest every record in the results
     /// file's order. A located file's records are read back one at a time.
-    fn each(&self, mut each: impl FnMut(CardSource<'_>) -> Result<(), Failed>) -> Result<(), Failed> {
+    fn each(
+        &self,
+        mut each: impl FnMut(CardSource<'_>) -> Result<(), Failed>,
+    ) -> Result<(), Failed> {
         match (self.jobs, self.records) {
             (Some(jobs), Records::Located(located)) => {
                 let mut job = jobs.iter();
-                located.reader()?.each(
-                    jobs.iter().map(|j| located.get(&j.id)),
-                    |record| match job.next() {
-                        Some(j) => each(CardSource {
-                            id: &j.id,
-                            job: Some(j),
-                            record,
+                located
+                    .reader()?
+                    .each(
+                        jobs.iter().map(|j| located.get(&j.id)),
+                        |record| match job.next() {
+                            Some(j) => each(CardSource {
+                                id: &j.id,
+                                job: Some(j),
+                                record,
+                            }),
+                            None => Ok(()),
+                        },
+                    )
+            }
+            (None, Records::Located(located)) => {
+                located
+                    .reader()?
+                    .each(located.jobs.iter().map(Some), |record| match record {
+                        Some(r) => each(CardSource {
+                            id: &r.job_id,
+                            job: None,
+                            record: Some(r),
                         }),
                         None => Ok(()),
-                    },
-                )
+                    })
             }
-            (None, Records::Located(located)) => located
-                .reader()?
-                .each(located.jobs.iter().map(Some), |record| match record {
-                    Some(r) => each(CardSource {
-                        id: &r.job_id,
-                        job: None,
-                        record: Some(r),
-                    }),
-                    None => Ok(()),
-                }),
             (Some(jobs), records) => jobs.iter().try_for_each(|j| {
                 each(CardSource {
                     id: &j.id,
@@ -464,7 +471,12 @@ pub fn after_run(manifest_path: &Path, results: &Path) -> anyhow::Result<PathBuf
         .with_context(|| format!("no results file at `{}`", results.display()))?;
     let name = batch_name(manifest.as_ref(), results);
     let out = page_path(results);
-    let batch = Batch::new(&name, manifest.as_ref(), Records::Located(&located), results);
+    let batch = Batch::new(
+        &name,
+        manifest.as_ref(),
+        Records::Located(&located),
+        results,
+    );
     write(&out, &batch)?;
     Ok(out)
 }

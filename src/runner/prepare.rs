@@ -121,11 +121,9 @@ pub fn prepare_from(
     } else {
         let manifest_ids: rustc_hash::FxHashSet<&str> =
             config.jobs.iter().map(|j| j.id.as_str()).collect();
-        checkpoint::check_belongs(
-            &config.results,
-            located.jobs.iter().map(|p| &*p.id),
-            |id| manifest_ids.contains(id),
-        )?;
+        checkpoint::check_belongs(&config.results, located.jobs.iter().map(|p| &*p.id), |id| {
+            manifest_ids.contains(id)
+        })?;
         (0..located.jobs.len())
             .filter(|&at| !manifest_ids.contains(&*located.jobs[at].id))
             .collect()
@@ -152,11 +150,8 @@ pub fn prepare_from(
     // video is gone is downloaded again (see `checkpoint::Confinement`); checked
     // after any rewrite above, so that the file keeps what it said until a job's
     // next row replaces it. Only the records a run needs stay in memory.
-    let mut confinement = checkpoint::Confinement::new(
-        &config.results,
-        &config.videos_dir,
-        config.resume.download,
-    );
+    let mut confinement =
+        checkpoint::Confinement::new(&config.results, &config.videos_dir, config.resume.download);
     // Extend chains are planned from every job's record; a recent submission counts
     // against the generate pace (`Pace::remember`).
     let keep_all = config.jobs.iter().any(|j| j.extend.is_some());
@@ -254,7 +249,9 @@ pub fn prepare_from(
     let mut foreign_rows = Vec::with_capacity(foreign.len());
     if let Some(reader) = &reader {
         let places = foreign.iter().map(|&at| located.jobs.get(at));
-        let mut rows = foreign.iter().map(|&at| located.jobs.get(at).map(|p| p.row()));
+        let mut rows = foreign
+            .iter()
+            .map(|&at| located.jobs.get(at).map(|p| p.row()));
         reader.each_owned(places, |record| -> anyhow::Result<()> {
             if let (Some(mut record), Some(Some((offset, len)))) = (record, rows.next()) {
                 confinement.check(&mut record);
@@ -342,4 +339,3 @@ pub fn prepare_from(
         lock,
     })
 }
-
