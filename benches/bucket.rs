@@ -1,15 +1,24 @@
-//! What a checkpoint commit costs when the results live in a bucket, at 10,000 and
-//! 100,000 rows, against moto's S3 server on loopback: a commit of the log (one
-//! small create-if-absent object, whatever the batch's size) beside rewriting the
-//! whole results CSV, which is what a commit would cost without the log. Also the
-//! compaction that folds the log into the CSV (at a run's end and at intervals).
+//! What bucket output costs, against moto's S3 server on loopback:
 //!
-//! Run: `cargo bench --bench bucket` (needs `moto_server`: `pip install 'moto[server]'`;
-//! `BUCKET_BENCH_ROWS=10000,100000` and `BUCKET_BENCH_COMMITS=50` by default).
-//! Loopback moto is not S3: the figures compare the two ways, they do not predict
-//! a cloud's latency, where a commit is one PUT's round trip.
+//! - a whole run (`veo-batch run` against `veo-batch simulate`, generation
+//!   instant, no rate limit) with its results and videos in the bucket, beside the
+//!   same batch with both on the local disk: the wall time per job of each, whose
+//!   difference is what the bucket adds (lease, rebuild, a log commit after each
+//!   group commit, one upload per video, compaction);
+//! - a checkpoint commit at 10,000 and 100,000 rows: a commit of the log (one small
+//!   create-if-absent object, whatever the batch's size) beside rewriting the whole
+//!   results CSV, which is what a commit would cost without the log; and the
+//!   compaction that folds the log into the CSV (at a run's end and at intervals).
+//!
+//! Run: `cargo bench --profile dev --bench bucket` (needs `moto_server`: `pip
+//! install 'moto[server]'`; `BUCKET_BENCH_JOBS=200`, `BUCKET_BENCH_ROWS=10000,100000`
+//! and `BUCKET_BENCH_COMMITS=50` by default). Loopback moto is not S3: the figures
+//! compare the ways, they do not predict a cloud's latency, where a commit is one
+//! PUT's round trip.
 
+use std::io::{BufRead as _, BufReader};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -146,6 +155,111 @@ async fn bench(bucket: &Bucket, n: usize, commits: usize) {
     );
 }
 
+/// `veo-batch simulate` on a port of its own: generation instant, no rate limit.
+fn start_sim() -> (Moto, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veo-batch"))
+        .args(["-q", "simulate", "--port", "0", "--credits", "1e12"])
+        .args(["--rate", "none", "--generation-time", "0s..0s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| fail("simulator", e));
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| fail("simulator", "printed no address"))
+        .to_owned();
+    (Moto(child), url)
+}
+
+/// One `veo-batch run` of `manifest` to its end; its wall time.
+fn run_batch(
+    sim: &str,
+    manifest: &Path,
+    results: &str,
+    videos: &str,
+    work: &Path,
+    env: &[(&str, &str)],
+) -> Duration {
+    let t = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_veo-batch"))
+        .env_clear()
+        .env("KIE_API_KEY", veo_batch::sim::DEMO_KEY)
+        .envs(env.iter().copied())
+        .current_dir(work)
+        .arg("-q")
+        .arg("run")
+        .arg(manifest)
+        .args([
+            "--api-base",
+            sim,
+            "--results",
+            results,
+            "--videos-dir",
+            videos,
+        ])
+        .args(["--rate", "1000/1s", "--concurrency", "16"])
+        .args(["--poll-interval", "50ms", "--poll-rate", "1000/1s"])
+        .status()
+        .unwrap_or_else(|e| fail("veo-batch run", e));
+    assert!(status.success(), "veo-batch run: {status}");
+    t.elapsed()
+}
+
+/// The same batch with local output and with bucket output, `reps` times each.
+fn bench_run(endpoint: &str, jobs: usize, reps: usize) {
+    let (_sim, sim) = start_sim();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| fail("temp dir", e));
+    let manifest = dir.path().join("batch.yaml");
+    let mut text = String::from("name: batch\njobs:\n");
+    for i in 0..jobs {
+        text.push_str(&format!(
+            "  - id: job-{i}\n    prompt: \"bench clip {i}\"\n"
+        ));
+    }
+    std::fs::write(&manifest, text).unwrap_or_else(|e| fail("manifest", e));
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let (mut local, mut bucket) = (Vec::new(), Vec::new());
+    for rep in 0..reps {
+        let work = tempfile::tempdir().unwrap_or_else(|e| fail("temp dir", e));
+        local.push(run_batch(
+            &sim,
+            &manifest,
+            "results.csv",
+            "videos",
+            work.path(),
+            &[],
+        ));
+        let work = tempfile::tempdir().unwrap_or_else(|e| fail("temp dir", e));
+        bucket.push(run_batch(
+            &sim,
+            &manifest,
+            &format!("s3://bench/run-{rep}/results.csv"),
+            &format!("s3://bench/run-{rep}/videos"),
+            work.path(),
+            &env,
+        ));
+    }
+    let (local, bucket) = (median_ms(local), median_ms(bucket));
+    let per = |ms: f64| ms / jobs as f64;
+    println!(
+        "run of {jobs} jobs, median of {reps}: local output {:.0} ms ({:.2} ms/job); bucket output {:.0} ms ({:.2} ms/job); the bucket adds {:.2} ms per job",
+        local,
+        per(local),
+        bucket,
+        per(bucket),
+        per(bucket) - per(local)
+    );
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::var("BUCKET_BENCH_ROWS")
         .unwrap_or_else(|_| "10000,100000".into())
@@ -156,6 +270,10 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
+    let jobs: usize = std::env::var("BUCKET_BENCH_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let Some((_moto, port)) = start_moto() else {
         return;
     };
@@ -190,4 +308,5 @@ fn main() {
             bench(&bucket, n, commits).await;
         }
     });
+    bench_run(&endpoint, jobs, 3);
 }

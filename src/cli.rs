@@ -196,6 +196,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub videos_dir: Option<PathBuf>,
 
+    /// With results or videos in a bucket: the local folder the run works in
+    /// (default: a temporary folder, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    pub staging_dir: Option<PathBuf>,
+
     /// Requests in flight at most, and as many status checks [default: 8].
     #[arg(long, value_name = "N", value_parser = parse::concurrency)]
     pub concurrency: Option<usize>,

@@ -83,6 +83,9 @@ pub struct RunConfig {
     pub sample: Option<usize>,
     /// How long an uploaded local image lives on the service (`--upload-ttl`).
     pub upload_ttl: Duration,
+    /// Where the results log and the videos go when they live in a bucket; the
+    /// run itself works in local staging paths (`results`, `videos_dir`).
+    pub bucket: crate::store::run::Hooks,
 }
 
 /// A setting that cannot be used.
@@ -127,7 +130,8 @@ pub fn resolve(
         message: message.to_owned(),
     };
 
-    // Before anything else: a URL taken as a path would create a folder named `s3:`.
+    // Before anything else: a URL taken as a path would create a folder named `s3:`
+    // (a bucket URL reaches here only when the run was not set up for it).
     for (setting, value) in [
         ("--results", &args.results),
         ("--videos-dir", &args.videos_dir),
@@ -289,6 +293,7 @@ impl RunConfig {
             limit: None,
             sample: None,
             upload_ttl: DEFAULT_UPLOAD_TTL,
+            bucket: crate::store::run::Hooks::default(),
         }
     }
 }

@@ -1,10 +1,15 @@
 //! Prices in credits, in one table a manifest can override (`prices:`), and the
 //! estimate of what a batch will cost.
 //!
-//! A generation's price depends on the model and the resolution, and is often
+//! A generation's price depends on the model and the resolution (and may depend on
+//! the video's length: a manifest can price one duration apart), and is often
 //! fractional (22.5, 232.5). The defaults are the table read off the provider's
 //! pricing page on [`PRICES_DATE`]; a cell that table does not list stays empty,
 //! and a job that needs it is reported rather than counted as free.
+//!
+//! Beside the table stand the highest prices any source reported for each kind
+//! ([`HIGHS_DATE`]): what the first task of a kind is reserved at under a
+//! spending limit, before the balance has told its real price.
 
 use std::fmt;
 
@@ -25,14 +30,29 @@ pub trait Priced {
 /// When the default prices were read off the provider's pricing page.
 pub const PRICES_DATE: &str = "2026-09-08";
 
+/// When the highest reported prices ([`PriceTable::highest`]) were gathered.
+pub const HIGHS_DATE: &str = "2026-09-08";
+
 const MODELS: usize = Model::ALL.len();
 const RESOLUTIONS: usize = Resolution::ALL.len();
+
+/// The lengths in seconds a video may be asked at (`duration`).
+pub const SECONDS: [u8; 3] = [4, 6, 8];
+/// The service's length of a video when none is asked.
+pub const DEFAULT_SECONDS: u8 = 8;
+
+fn seconds_index(seconds: u8) -> Option<usize> {
+    SECONDS.iter().position(|s| *s == seconds)
+}
 
 /// Credits per item. `Default` is the [`PRICES_DATE`] table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PriceTable {
     /// Credits of one generation, by model then resolution; `None`: not listed.
     generation: [[Option<f64>; RESOLUTIONS]; MODELS],
+    /// Credits of one generation of a given length, by model, resolution and
+    /// [`SECONDS`], where the manifest set one; it wins over `generation`.
+    by_seconds: [[[Option<f64>; SECONDS.len()]; RESOLUTIONS]; MODELS],
     pub upgrade_1080p: f64,
     pub upgrade_4k: f64,
     /// One extend (`POST /api/v1/veo/extend`), by model.
@@ -41,6 +61,70 @@ pub struct PriceTable {
     pub usd_per_credit: f64,
     /// How many prices the manifest set (0: the defaults as they are).
     pub overrides: usize,
+    /// The highest price any source reported, by kind.
+    pub highest: Highs,
+}
+
+/// The highest price any source reported for each kind of billed call, gathered
+/// on [`HIGHS_DATE`] (kie-api reference, "Cost": the pricing page, a second 2026
+/// report, and balance drops measured on 2026-06-01). A manifest overrides them
+/// under `prices: highest:`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Highs {
+    /// By model then resolution, for every duration; `None`: no report.
+    generation: [[Option<f64>; RESOLUTIONS]; MODELS],
+    /// By model.
+    extend: [f64; MODELS],
+    pub upgrade_1080p: f64,
+    pub upgrade_4k: f64,
+}
+
+impl Default for Highs {
+    fn default() -> Highs {
+        let mut generation = [[None; RESOLUTIONS]; MODELS];
+        // veo3 720p: 250 measured from the balance (the page says 225).
+        generation[Model::Veo3.index()] = [Some(250.0), Some(232.5), Some(285.0)];
+        // veo3_fast: 168 measured at 720p; the second report's 65 and 180 above
+        // the page's 37.5 and 90.
+        generation[Model::Veo3Fast.index()] = [Some(168.0), Some(65.0), Some(180.0)];
+        // veo3_lite: 30 measured at 720p, the second report's 35 at 1080p; lite
+        // has no 4k outside reference mode, and the rules refuse it.
+        generation[Model::Veo3Lite.index()] = [Some(30.0), Some(35.0), None];
+        Highs {
+            generation,
+            // Only lite's extend was reported (about 15); an extend renders one
+            // more clip, so each model's stands at its highest 720p generation.
+            extend: [250.0, 168.0, 30.0],
+            upgrade_1080p: 5.0,
+            upgrade_4k: 120.0,
+        }
+    }
+}
+
+impl Highs {
+    /// The highest reported price of one generation with `model` at `resolution`.
+    pub fn generation(&self, model: Model, resolution: Resolution) -> Option<f64> {
+        self.generation[model.index()][resolution.index()]
+    }
+
+    pub fn set_generation(&mut self, model: Model, resolution: Resolution, credits: f64) {
+        self.generation[model.index()][resolution.index()] = Some(credits);
+    }
+
+    pub fn extend(&self, model: Model) -> f64 {
+        self.extend[model.index()]
+    }
+
+    pub fn set_extend(&mut self, model: Model, credits: f64) {
+        self.extend[model.index()] = credits;
+    }
+
+    pub fn upgrade(&self, upgrade: Upgrade) -> f64 {
+        match upgrade {
+            Upgrade::Hd1080 => self.upgrade_1080p,
+            Upgrade::Uhd4k => self.upgrade_4k,
+        }
+    }
 }
 
 impl Default for PriceTable {
@@ -57,6 +141,7 @@ impl Default for PriceTable {
         generation[Model::Veo3Lite.index()] = [Some(15.0), Some(22.5), None];
         PriceTable {
             generation,
+            by_seconds: [[[None; SECONDS.len()]; RESOLUTIONS]; MODELS],
             upgrade_1080p: 5.0,
             upgrade_4k: 120.0,
             // One report: lite about 15. An extend renders one more clip, so each
@@ -64,15 +149,39 @@ impl Default for PriceTable {
             extend: [225.0, 60.0, 15.0],
             usd_per_credit: 0.005,
             overrides: 0,
+            highest: Highs::default(),
         }
     }
 }
 
 impl PriceTable {
-    /// Credits of one generation with `model` at `resolution`; `None` when the table
-    /// has no price for it.
+    /// Credits of one generation with `model` at `resolution`, whatever its
+    /// length; `None` when the table has no price for it.
     pub fn generation(&self, model: Model, resolution: Resolution) -> Option<f64> {
         self.generation[model.index()][resolution.index()]
+    }
+
+    /// Credits of one generation `seconds` long with `model` at `resolution`: the
+    /// manifest's price for that length, or the one for every length.
+    pub fn generation_of(&self, model: Model, resolution: Resolution, seconds: u8) -> Option<f64> {
+        seconds_index(seconds)
+            .and_then(|i| self.by_seconds[model.index()][resolution.index()][i])
+            .or_else(|| self.generation(model, resolution))
+    }
+
+    /// Sets the price of a generation `seconds` long (a manifest's override); a
+    /// length the service does not offer is refused before this is asked.
+    pub fn set_generation_of(
+        &mut self,
+        model: Model,
+        resolution: Resolution,
+        seconds: u8,
+        credits: f64,
+    ) {
+        if let Some(i) = seconds_index(seconds) {
+            self.by_seconds[model.index()][resolution.index()][i] = Some(credits);
+            self.overrides += 1;
+        }
     }
 
     /// The same table without a price for `model` at `resolution` (for tests of
@@ -114,7 +223,11 @@ impl PriceTable {
         if job.is_extend() {
             return Some(self.extend(r.model));
         }
-        self.generation(r.model, r.resolution.unwrap_or_default())
+        self.generation_of(
+            r.model,
+            r.resolution.unwrap_or_default(),
+            r.duration.unwrap_or(DEFAULT_SECONDS),
+        )
     }
 
     /// Credits one job costs: its generation, plus its upgrade if it asks for one.
@@ -150,7 +263,8 @@ impl PriceTable {
         if !model.offers(target) {
             return None;
         }
-        let native = self.generation(model, target)?;
+        let seconds = job.request().duration.unwrap_or(DEFAULT_SECONDS);
+        let native = self.generation_of(model, target, seconds)?;
         let base = self.job_generation(job);
         // An unlisted base price is at least 0: the upgrade alone is a lower bound.
         let paid = base.unwrap_or(0.0) + self.upgrade(upgrade);
@@ -333,6 +447,22 @@ mod tests {
         // Not on the page: the other report's figure stands in (see `Default`).
         assert_eq!(p.generation(Model::Veo3Fast, Resolution::Hd720), Some(60.0));
         assert_eq!(p.describe(), "the 2026-09-08 table");
+    }
+
+    #[test]
+    fn a_duration_priced_apart_wins_over_its_resolution() {
+        let mut p = PriceTable::default();
+        p.set_generation_of(Model::Veo3Fast, Resolution::Hd720, 8, 168.0);
+        assert_eq!(
+            p.generation_of(Model::Veo3Fast, Resolution::Hd720, 8),
+            Some(168.0)
+        );
+        assert_eq!(
+            p.generation_of(Model::Veo3Fast, Resolution::Hd720, 4),
+            Some(60.0)
+        );
+        assert_eq!(p.generation(Model::Veo3Fast, Resolution::Hd720), Some(60.0));
+        assert_eq!(p.overrides, 1);
     }
 
     #[test]

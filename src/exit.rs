@@ -127,6 +127,9 @@ impl Exit {
         let locked = e.chain().any(|c| {
             c.downcast_ref::<LockError>()
                 .is_some_and(|l| matches!(l, LockError::Held { .. }))
+                || c.downcast_ref::<crate::store::lease::LeaseError>()
+                    .is_some_and(|l| matches!(l, crate::store::lease::LeaseError::Held { .. }))
+                || c.downcast_ref::<crate::store::lease::Fenced>().is_some()
         });
         if locked {
             return Exit::Locked;

@@ -167,7 +167,18 @@ pub fn recorded(dir: &Path, path: &Path) -> String {
 /// Where a path that a results file in `dir` (absolute) records is: relative
 /// paths are the results folder's; an absolute one is as it is.
 pub fn resolve(dir: &Path, recorded: &str) -> PathBuf {
+    if is_bucket_url(recorded) {
+        return PathBuf::from(recorded);
+    }
     normalized(&dir.join(recorded))
+}
+
+/// Whether a recorded video is an object in a bucket (`s3://bucket/key`), which a
+/// run with its videos in a bucket records instead of a path.
+pub fn is_bucket_url(recorded: &str) -> bool {
+    recorded
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("s3://"))
 }
 
 /// Why a path read from a file may not be used: it leads out of the folder it must

@@ -119,8 +119,11 @@ pub fn standing_on_disk(
 ) -> Standing {
     match (standing_of(job, record), record) {
         (Standing::Succeeded, Some(r))
+            // An object in a bucket was recorded once it was whole there; `status`
+            // sends nothing, so it is taken at its word.
             if r.video_paths.iter().any(|p| {
-                !crate::paths::resolve(results_dir, p)
+                !crate::paths::is_bucket_url(p)
+                    && !crate::paths::resolve(results_dir, p)
                     .try_exists()
                     .unwrap_or(true)
             }) =>

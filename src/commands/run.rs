@@ -47,7 +47,10 @@ pub fn load_for_run_with(
 /// default named after the file, as [`crate::config::resolve`] makes it.
 pub fn results_path(args: &RunArgs) -> Option<PathBuf> {
     if let Some(r) = &args.results {
-        return Some(r.clone());
+        // A bucket's results are read once the run holds their lease.
+        return crate::store::url_scheme(&r.to_string_lossy())
+            .is_none()
+            .then(|| r.clone());
     }
     let is_csv = args
         .manifest
@@ -76,6 +79,79 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     for w in &manifest.warnings {
         tracing::warn!("{w}");
     }
+    let bucket = match crate::store::run::BucketRun::setup(wanted(&args, &manifest)).await {
+        Err(e) if args.running_ok && Exit::of_error(&e) == Exit::Locked => {
+            tracing::info!("{e:#}; it carries the batch on (--running-ok)");
+            return Ok(Exit::Ok);
+        }
+        setup => setup?,
+    };
+    let Some(bucket) = bucket else {
+        return run_prepared(args, manifest, preloaded, quiet, style, None).await;
+    };
+    let mut args = args;
+    if let Some(local) = &bucket.local_results {
+        args.results = Some(local.clone());
+    }
+    if let Some(local) = &bucket.local_videos {
+        args.videos_dir = Some(local.clone());
+    }
+    let ran = run_prepared(args, manifest, None, quiet, style, Some(&bucket)).await;
+    let url = bucket.results_url().cloned();
+    match (bucket.finish().await, url) {
+        (Ok(Some(c)), Some(url)) if c.commits > 0 => tracing::info!(
+            "results compacted into {url}: {} jobs, {} bytes, {} log objects folded in",
+            Count(c.rows),
+            Count(c.bytes),
+            c.commits
+        ),
+        (Ok(_), _) => {}
+        (Err(e), _) if ran.is_err() => tracing::error!("{e:#}"),
+        (Err(e), _) => return Err(e),
+    }
+    ran
+}
+
+/// Where the run's results and videos go, as the flags and the manifest say.
+fn wanted<'a>(args: &'a RunArgs, manifest: &'a Manifest) -> crate::store::run::Wanted<'a> {
+    let pick = |flag: &'static str,
+                given: &'a Option<PathBuf>,
+                key: &'static str,
+                from: &'a Option<PathBuf>| {
+        given
+            .as_deref()
+            .map(|p| (flag, p))
+            .or_else(|| from.as_deref().map(|p| (key, p)))
+            .and_then(|(setting, p)| p.to_str().map(|v| (setting, v)))
+    };
+    crate::store::run::Wanted {
+        results: pick(
+            "--results",
+            &args.results,
+            "output.results",
+            &manifest.output.results,
+        ),
+        videos: pick(
+            "--videos-dir",
+            &args.videos_dir,
+            "output.videos_dir",
+            &manifest.output.videos_dir,
+        ),
+        staging_dir: args.staging_dir.as_deref(),
+        times: crate::store::lease::LeaseTimes::default(),
+        policy: crate::store::video::UploadPolicy::default(),
+    }
+}
+
+/// [`run`] once the results and videos are local paths (staging ones for a bucket).
+async fn run_prepared(
+    args: RunArgs,
+    manifest: Manifest,
+    preloaded: Option<Preloaded>,
+    quiet: bool,
+    style: Style,
+    bucket: Option<&crate::store::run::BucketRun>,
+) -> anyhow::Result<Exit> {
     let time_scale = if args.simulate {
         SimConfig::demo().time_scale
     } else {
@@ -95,7 +171,10 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         args.metrics_file.as_deref(),
         &manifest.output,
     )?;
-    let resolved = crate::config::resolve(&args, manifest, time_scale, output)?;
+    let mut resolved = crate::config::resolve(&args, manifest, time_scale, output)?;
+    if let Some(bucket) = bucket {
+        resolved.run.bucket = bucket.hooks();
+    }
     let request_timeout = resolved.request_timeout;
     let prepared = match runner::prepare_from(resolved.run, preloaded) {
         Err(e) if args.running_ok && Exit::of_error(&e) == Exit::Locked => {
@@ -124,8 +203,12 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         Credits(estimate),
         Dollars(prices.usd(estimate)),
         estimated.unpriced_note(),
-        prepared.config.results.display(),
-        prepared.config.videos_dir.display()
+        bucket
+            .and_then(|b| b.results_url().map(ToString::to_string))
+            .unwrap_or_else(|| prepared.config.results.display().to_string()),
+        bucket
+            .and_then(crate::store::run::BucketRun::videos_url)
+            .unwrap_or_else(|| prepared.config.videos_dir.display().to_string())
     );
     if args.dry_run {
         return print_dry_run(&prepared);
@@ -206,15 +289,38 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     };
     let signals = Signals::default();
     let watcher = tokio::spawn(watch_signals(signals.clone()));
+    let fence = bucket.and_then(crate::store::run::BucketRun::fence);
+    let fenced = fence
+        .clone()
+        .map(|f| tokio::spawn(watch_fence(f, signals.clone())));
     let outcome = runner::execute(prepared, client, signals).await;
     watcher.abort();
+    if let Some(w) = fenced {
+        w.abort();
+    }
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
-    let report = outcome?;
-    // The page is a convenience: failing to write it fails nothing.
-    let page =
-        crate::report::after_run(&args.manifest, &report.results).map_err(|e| format!("{e:#}"));
+    let mut report = outcome?;
+    // Said as the user gave them, not as the staging paths the run worked in.
+    if let Some(b) = bucket {
+        if let Some(url) = b.results_url() {
+            report.results = PathBuf::from(url.to_string());
+        }
+        if let Some(url) = b.videos_url() {
+            report.videos_dir = PathBuf::from(url);
+        }
+    }
+    // The page is a convenience: failing to write it fails nothing. A bucket's
+    // batch has its page from `report`, whose links last beyond the staging folder.
+    let page = match bucket.and_then(|b| b.results_url()) {
+        Some(url) => Err(format!(
+            "the results are in a bucket: `veo-batch report {url}` writes the page"
+        )),
+        None => {
+            crate::report::after_run(&args.manifest, &report.results).map_err(|e| format!("{e:#}"))
+        }
+    };
     let exit = if args.running_ok {
         report.exit().running_ok(&report.outcomes.tally)
     } else {
@@ -222,7 +328,26 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     };
     run_summary::print(&name, &report, exit, style, &page, planned);
     crate::notify::after_run(&notify, &name, &report, exit, estimate).await;
+    // Another run holds the results now: this one ends as a second run does.
+    if let Some(Err(lost)) = fence.map(|f| f.check()) {
+        return Err(lost.into());
+    }
     Ok(exit)
+}
+
+/// A run that loses its lease stops at once: another run may be writing the
+/// results now, and this one's rows would be refused anyway.
+async fn watch_fence(fence: crate::store::lease::Fence, signals: Signals) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if let Err(lost) = fence.check() {
+            tracing::error!("{lost}");
+            signals.drain.cancel();
+            signals.abort.cancel();
+            return;
+        }
+    }
 }
 
 /// The one key of `ring`: `command` does not use a pool of several keys yet, and

@@ -270,32 +270,54 @@ fn text(
 fn spend_lines(out: &mut String, s: &SpendReport) {
     use std::fmt::Write as _;
     if let (Some(m), Some(start), Some(end)) = (s.measured, s.balance_start, s.balance_end) {
+        // It rises when failed tasks of earlier runs are refunded (or on a top-up).
+        let moved = if m < 0.0 { "rose" } else { "fell" };
         let _ = writeln!(
             out,
-            "  measured: the balance fell by {} credits ({} to {}), against {} at the price table; other use of the same account counts in it",
-            Credits(m),
+            "  measured: the balance {moved} by {} credits ({} to {}), against {} at the price table; other use of the same account counts in it",
+            Credits(m.abs()),
             Credits(start),
             Credits(end),
             Credits(s.estimated)
         );
     }
     for k in &s.kinds {
-        let (Some(measured), Some(paste)) = (k.measured, &k.paste) else {
+        let (Some(measured), Some(_)) = (k.measured, &k.paste) else {
             continue;
         };
         let _ = writeln!(
             out,
-            "warning: {}: the service billed {} credits a video, the price table says {}; paste under prices: in the manifest to estimate and cap with it:\n  prices:\n    {paste}",
+            "warning: {}: the service billed {} credits a video, the price table says {}",
             k.kind,
             Credits(measured),
             k.table
                 .map_or_else(|| "nothing".to_owned(), |t| Credits(t).to_string()),
         );
     }
-    if let Some(u) = s.unexplained {
+    if !s.paste.is_empty() {
+        // Pasted as they are under the manifest's `prices:` (a model's line there
+        // replaces this one), the next run estimates and caps at these prices.
         let _ = writeln!(
             out,
-            "warning: failed tasks may be billed: {} credits unexplained (the balance fell by more than the tasks made explain)",
+            "  to estimate and cap with the measured prices, paste into the manifest:\n  prices:"
+        );
+        for line in &s.paste {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    if let Some(u) = s.unexplained {
+        let counted = match s.billed_failures.len() {
+            0 => String::new(),
+            n => format!(
+                "; {} failed task{} counted as spent for it ({} credits)",
+                n,
+                if n == 1 { "" } else { "s" },
+                Credits(s.failed_billed)
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "warning: failed tasks may be billed: {} credits unexplained (the balance fell by more than the tasks made explain){counted}",
             Credits(u)
         );
     }

@@ -18,6 +18,7 @@ use crate::cli::{ReportArgs, StatusArgs};
 use crate::cost::{Estimate, credits};
 use crate::exit::Exit;
 use crate::manifest;
+use crate::store::fetch::Fetched;
 use crate::summary::{self, Outcomes};
 
 /// What `status --json` prints before its `job_states`: the tally, the problem
@@ -100,8 +101,25 @@ fn is_results_file(path: &Path) -> bool {
 }
 
 /// Where PATH's results file is (PATH itself, or the results file of the manifest
-/// PATH names: `results` or its default), and the manifest when PATH is one.
-fn source_paths(
+/// PATH names: `results` or its default), and the manifest when PATH is one. When
+/// the results are in a bucket, the path is a local copy of them, which lives as
+/// long as the [`Fetched`] (`links`: with presigned links to the videos, for a page).
+fn source(
+    path: &Path,
+    results: Option<&Path>,
+    links: bool,
+) -> anyhow::Result<(PathBuf, Option<manifest::Manifest>, Option<Fetched>)> {
+    if let Some(fetched) = crate::store::fetch::fetch("PATH", path, links)? {
+        return Ok((fetched.path.clone(), None, Some(fetched)));
+    }
+    let (results, manifest) = local_source(path, results)?;
+    match crate::store::fetch::fetch("--results", &results, links)? {
+        Some(fetched) => Ok((fetched.path.clone(), manifest, Some(fetched))),
+        None => Ok((results, manifest, None)),
+    }
+}
+
+fn local_source(
     path: &Path,
     results: Option<&Path>,
 ) -> anyhow::Result<(PathBuf, Option<manifest::Manifest>)> {
@@ -143,7 +161,7 @@ pub(super) struct Source {
 /// Reads PATH (see [`source_paths`]) and its whole results file, printing the
 /// loader's warnings.
 pub(super) fn read_source(path: &Path, results: Option<&Path>) -> anyhow::Result<Source> {
-    let (results, manifest) = source_paths(path, results)?;
+    let (results, manifest, _fetched) = source(path, results, false)?;
     let Some(loaded) = checkpoint::load(&results)? else {
         return Err(no_results(&results));
     };
@@ -162,7 +180,11 @@ fn no_results(results: &Path) -> anyhow::Error {
 
 /// Runs `status`; it ends with the code the run would have ended with.
 pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
-    let (results, manifest) = source_paths(&args.path, args.results.as_deref())?;
+    let (results, manifest, fetched) = source(&args.path, args.results.as_deref(), false)?;
+    // Said as the user named them: the local copy goes away.
+    let shown = fetched
+        .as_ref()
+        .map_or_else(|| results.clone(), |f| PathBuf::from(f.url.to_string()));
     let Some(located) = checkpoint::load_located(&results)? else {
         return Err(no_results(&results));
     };
@@ -199,7 +221,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         let head = StatusJson {
-            results: &results,
+            results: &shown,
             jobs: outcomes.tally.total(),
             outcomes: &outcomes,
             credits: spent,
@@ -248,7 +270,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
         writeln!(
             out,
             "{}: {}",
-            results.display(),
+            shown.display(),
             summary::jobs(outcomes.tally.total())
         )?;
         write!(out, "{}", summary::render(&outcomes))?;
@@ -303,11 +325,25 @@ impl<'a> Walk<'a> {
 
 /// Runs `report`: writes the page of PATH's batch and prints its path.
 pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
-    let (results, manifest) = source_paths(&args.path, args.results.as_deref())?;
+    let (results, manifest, fetched) = source(&args.path, args.results.as_deref(), true)?;
     if !results.exists() {
         return Err(no_results(&results));
     }
-    let out = crate::report::write_for(manifest.as_ref(), &results, args.out.clone())?;
+    // A bucket batch's page goes in the current folder (its results' copy is
+    // temporary); its links are presigned and expire.
+    let out = args.out.clone().or_else(|| {
+        fetched
+            .as_ref()
+            .map(|_| crate::report::page_path(Path::new(results.file_name().unwrap_or_default())))
+    });
+    if let Some(f) = &fetched {
+        super::warn(&format!(
+            "the page links the videos of {} by presigned URLs that work for whoever has the page, for {} days",
+            f.url,
+            crate::store::fetch::LINKS_LAST.as_secs() / 86_400
+        ));
+    }
+    let out = crate::report::write_for(manifest.as_ref(), &results, out)?;
     super::print_stdout(format!("{}\n", out.display()).as_bytes())
 }
 

@@ -11,6 +11,7 @@ use crate::cost::{Estimate, credits};
 use crate::exit::Exit;
 use crate::manifest::{self, Manifest};
 use crate::request::Resolution;
+use crate::runner::spend::Kind;
 use crate::units::Size;
 
 /// Runs `validate`: a manifest with problems ends it with [`Exit::Usage`].
@@ -97,6 +98,14 @@ fn limit_lines(m: &Manifest, max_credits: Option<f64>, max_run_credits: Option<f
                 "is below the estimate ({} credits): a run stops submitting before passing it (exit 6), with jobs left unsent",
                 credits(total)
             )
+        } else if let Some((kind, first)) = first_reservation(m).filter(|(_, r)| *r > max + 1e-9) {
+            format!(
+                "keeps the estimate ({} credits), but a first {kind} task is reserved at {} credits \
+                 (the highest price reported for its kind or twice its table price) until the \
+                 balance tells its real price: a run sends none of that kind and stops (exit 6)",
+                credits(total),
+                credits(first)
+            )
         } else {
             format!("keeps the estimate ({} credits)", credits(total))
         };
@@ -107,6 +116,21 @@ fn limit_lines(m: &Manifest, max_credits: Option<f64>, max_run_credits: Option<f
         );
     }
     s
+}
+
+/// The most one job reserves against a limit while the prices of its kinds are
+/// not learned yet (a run's first task of a kind), and the kind of that job.
+fn first_reservation(m: &Manifest) -> Option<(Kind, f64)> {
+    m.jobs
+        .iter()
+        .map(|j| {
+            let kind = Kind::of(j);
+            let upgrade = j
+                .upgrade
+                .map_or(0.0, |u| Kind::upgrade(u).unlearned(&m.prices));
+            (kind, kind.unlearned(&m.prices) + upgrade)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// A manifest of this many jobs or fewer lists them in its summary.

@@ -240,6 +240,65 @@ fn prices_by_model_and_resolution() {
 }
 
 #[test]
+fn prices_by_duration_and_the_highest_reported() {
+    use crate::cost::Estimate;
+    let dir = TempDir::new().unwrap();
+    // The 4 s video keeps the price for every length; the 8 s one (the service's
+    // default length, asked or not) takes the price set for 8 s.
+    let p = write(
+        &dir,
+        "m.yaml",
+        "prices:\n  veo3_fast: {720p: {8s: 168}, 1080p: 40}\n  \
+         highest: {veo3_fast: {720p: 300}, extend: {veo3: 400}, upgrade_4k: 200}\n\
+         jobs:\n  - id: a\n    prompt: x\n  - id: b\n    prompt: y\n    duration: 8\n  \
+         - id: c\n    prompt: z\n    duration: 4\n",
+    );
+    let m = ok(&p);
+    let pr = &m.prices;
+    assert_eq!(
+        pr.generation_of(Model::Veo3Fast, Resolution::Hd720, 8),
+        Some(168.0)
+    );
+    assert_eq!(
+        pr.generation_of(Model::Veo3Fast, Resolution::Hd720, 4),
+        Some(60.0)
+    );
+    assert_eq!(
+        pr.generation_of(Model::Veo3Fast, Resolution::Hd1080, 6),
+        Some(40.0)
+    );
+    assert_eq!(Estimate::of(pr, &m.jobs).generation, 168.0 * 2.0 + 60.0);
+    assert_eq!(
+        pr.highest.generation(Model::Veo3Fast, Resolution::Hd720),
+        Some(300.0)
+    );
+    assert_eq!(pr.highest.extend(Model::Veo3), 400.0);
+    assert_eq!(pr.highest.upgrade_4k, 200.0);
+    // Unset highs keep the dated defaults.
+    assert_eq!(
+        pr.highest.generation(Model::Veo3Fast, Resolution::Uhd4k),
+        Some(180.0)
+    );
+
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "prices:\n  veo3_fast: {720p: {5s: 1, 8s: lots}}\n  \
+         highest: {usd_per_credit: 1, veo3: {720p: {8s: 1}}}\njobs:\n  - id: a\n    prompt: x\n",
+    );
+    assert_eq!(
+        problems(&bad),
+        [
+            ":2:22: veo3_fast.720p.5s: unknown duration (allowed: 4s, 6s, 8s)",
+            ":2:33: veo3_fast.720p.8s: must be a number, got text",
+            ":3:13: usd_per_credit: unknown key in prices.highest (allowed: veo3, veo3_fast, \
+             veo3_lite, upgrade_1080p, upgrade_4k, extend)",
+            ":3:45: highest.veo3.720p: must be a number, got a mapping",
+        ]
+    );
+}
+
+#[test]
 fn a_job_without_a_price_is_a_warning_not_a_silent_zero() {
     let dir = TempDir::new().unwrap();
     let p = write(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use crate::cost::PriceTable;
-use crate::request::{Field, FieldValue, Kind, Model, Resolution, did_you_mean, field_names};
+use crate::request::{Field, FieldValue, Kind, did_you_mean, field_names};
 use crate::units::{Rate, Span};
 
 use super::job::{Draft, Gatherer, diag};
@@ -21,6 +21,7 @@ use super::{Origin, OutputSettings, RunSettings};
 mod expand;
 mod output;
 mod parse;
+mod prices;
 
 use parse::{brace_hint, options, yaml_message};
 pub(crate) use parse::{line_col, read_capped};
@@ -52,8 +53,6 @@ const RUN_KEYS: [&str; 7] = [
     "request_timeout",
     "max_credits",
 ];
-/// The keys of `prices:` besides the model names.
-const PRICE_KEYS: [&str; 4] = ["upgrade_1080p", "upgrade_4k", "extend", "usd_per_credit"];
 
 /// What a YAML manifest sets besides its jobs.
 #[derive(Debug, Default)]
@@ -359,97 +358,6 @@ impl Cx<'_> {
                 None,
                 "the manifest has no jobs (add jobs: or include:)",
             );
-        }
-    }
-
-    /// `prices:`: a model's price as one number (every resolution it offers) or a
-    /// mapping by resolution, and the other entries as numbers.
-    fn prices(&mut self, n: &Node, prices: &mut PriceTable) {
-        for (k, v) in self.entries(n, "prices").unwrap_or_default() {
-            let name = k.key_text();
-            if let Some(model) = Model::parse(&name) {
-                self.model_prices(model, v, prices);
-                continue;
-            }
-            if name == "extend" {
-                self.extend_prices(v, prices);
-                continue;
-            }
-            let slot = match name.as_str() {
-                "upgrade_1080p" => &mut prices.upgrade_1080p,
-                "upgrade_4k" => &mut prices.upgrade_4k,
-                "usd_per_credit" => &mut prices.usd_per_credit,
-                _ => {
-                    let allowed: Vec<&str> = Model::ALL
-                        .iter()
-                        .map(|m| m.as_str())
-                        .chain(PRICE_KEYS)
-                        .collect();
-                    self.unknown_key(k, None, "prices", &allowed);
-                    continue;
-                }
-            };
-            if let Some(x) = self.number(v, &name) {
-                *slot = x;
-                prices.overrides += 1;
-            }
-        }
-    }
-
-    /// `extend:` under `prices:`: one number (every model) or a mapping by model.
-    fn extend_prices(&mut self, v: &Node, prices: &mut PriceTable) {
-        if let Value::Map(entries) = &v.value {
-            for (k, cell) in entries {
-                let key = k.key_text();
-                let field = format!("extend.{key}");
-                let Some(model) = Model::parse(&key) else {
-                    let msg = match did_you_mean(&key, Model::ALL.map(Model::as_str)) {
-                        Some(s) => format!("unknown model (did you mean {s}?)"),
-                        None => format!("unknown model (allowed: {})", Model::ALLOWED),
-                    };
-                    self.err(k, None, Some(&field), msg);
-                    continue;
-                };
-                if let Some(x) = self.number(cell, &field) {
-                    prices.set_extend(model, x);
-                    prices.overrides += 1;
-                }
-            }
-        } else if let Some(x) = self.number(v, "extend") {
-            for m in Model::ALL {
-                prices.set_extend(m, x);
-            }
-            prices.overrides += 1;
-        }
-    }
-
-    fn model_prices(&mut self, model: Model, v: &Node, prices: &mut PriceTable) {
-        let name = model.as_str();
-        if let Value::Map(entries) = &v.value {
-            for (k, cell) in entries {
-                let key = k.key_text();
-                let field = format!("{name}.{key}");
-                let Some(resolution) = Resolution::parse(&key) else {
-                    let msg = match did_you_mean(&key, Resolution::ALL.map(Resolution::as_str)) {
-                        Some(s) => format!("unknown resolution (did you mean {s}?)"),
-                        None => format!("unknown resolution (allowed: {})", Resolution::ALLOWED),
-                    };
-                    self.err(k, None, Some(&field), msg);
-                    continue;
-                };
-                if !model.offers(resolution) {
-                    let msg = format!("{name} has no {key}, so it has no price");
-                    self.err(k, None, Some(&field), msg);
-                    continue;
-                }
-                if let Some(x) = self.number(cell, &field) {
-                    prices.set_generation(model, resolution, x);
-                }
-            }
-        } else if let Some(x) = self.number(v, name) {
-            for r in Resolution::ALL.into_iter().filter(|r| model.offers(*r)) {
-                prices.set_generation(model, r, x);
-            }
         }
     }
 

@@ -54,11 +54,11 @@ impl CardSource<'_> {
     /// task, plus its upgrade once the upgraded file exists. A job in doubt may have
     /// cost its generation too; that is not counted, as it is not known.
     pub fn spent(&self, prices: &PriceTable) -> f64 {
-        // The service holds a task's credits and gives them back when the task
-        // fails; the results file keeps them counted only so that a budget errs on
-        // the safe side.
+        // A failed task costs what the results file records for it: 0 unless the
+        // balance showed it billed (`spend::failed_task_cost`), never a price
+        // guessed here.
         if self.standing() == Standing::Failed {
-            return 0.0;
+            return self.record.map_or(0.0, |r| r.credits);
         }
         // What the results file records the job's calls committed, when it does.
         if let Some(r) = self.record.filter(|r| r.credits > 0.0) {
@@ -472,6 +472,18 @@ fn videos(r: &Record, entry: &CardSource<'_>, place: &PageDirs) -> Vec<Video> {
                     .map_or("upgraded", Upgrade::as_str);
                 take(word, i - base)
             };
+            // A bucket batch's page links its objects by presigned URL.
+            if let Some(link) = recorded
+                .strip_prefix("https://")
+                .or_else(|| recorded.strip_prefix("http://"))
+            {
+                let path = link.split(['?', '#']).next().unwrap_or_default();
+                return Video {
+                    src: recorded.clone(),
+                    label,
+                    name: path.rsplit('/').next().unwrap_or(path).to_owned(),
+                };
+            }
             let at = links::locate(recorded, &place.cwd, &place.results_dir);
             Video {
                 src: links::relative_url(&place.page_dir, &at),

@@ -24,6 +24,7 @@ use crate::checkpoint::writer::{
 use crate::checkpoint::{Record, State};
 use crate::manifest::Job;
 use crate::progress::{self, Bucket, Mode, Reporter};
+use crate::runner::spend::Source;
 use crate::summary::{JobRef, Outcomes};
 
 /// What the dispatcher hands the collector.
@@ -135,6 +136,7 @@ pub async fn collect(
     loaded: Arc<Vec<Record>>,
     entries: Vec<Option<LastRow>>,
     progress: Progress,
+    mirror: Option<crate::store::run::LogMirror>,
 ) -> Collected {
     let mut tally = Ledger::new(loaded, entries, &progress);
     let path = appender.path().to_owned();
@@ -198,7 +200,12 @@ pub async fn collect(
                         let Event::Row { row, .. } = event;
                         buf.extend_from_slice(&row.bytes);
                     }
-                    written = Some(w.write(std::mem::take(&mut buf)));
+                    let local = w.write(std::mem::take(&mut buf));
+                    // Results in a bucket: the batch is safe once the bucket has it.
+                    written = Some(match &mirror {
+                        Some(m) => m.after(local),
+                        None => local,
+                    });
                 }
                 // Nothing more is written once a write failed (or the writer never
                 // started, which set the error too).
@@ -367,7 +374,10 @@ pub struct Finished {
 /// the job's place) and, when `rewrite` and this run appended rows, replaces the
 /// results file with one row per job: `jobs` in order, then the rows of `foreign`
 /// jobs (no longer in the manifest). Rows are read back from the file one at a
-/// time; the rewrite is atomic (see [`rewrite_with`]).
+/// time; the rewrite is atomic (see [`rewrite_with`]). `billed_failures` are the
+/// jobs (by place) whose failed task this run's balance showed billed, with its
+/// cost: their last rows count it again, as measured (see
+/// [`spend::failed_task_cost`](crate::runner::spend::failed_task_cost)).
 pub fn finish(
     path: &Path,
     jobs: &[Job],
@@ -375,6 +385,7 @@ pub fn finish(
     entries: &[Option<LastRow>],
     loaded: &[Record],
     rewrite: bool,
+    billed_failures: &[(usize, f64)],
 ) -> io::Result<Finished> {
     let source = File::open(path)?;
     let mut reader = RowReader::new(&source);
@@ -400,12 +411,19 @@ pub fn finish(
             encode_header(&mut buf)?;
             out.write_all(&buf)?;
         }
-        let jobs = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (Some(JobRef::from(j)), entries.get(i).copied().flatten()));
-        let foreign = foreign.iter().map(|&row| (None, Some(row)));
-        for (job, entry) in jobs.chain(foreign.filter(|_| rewriting)) {
+        let jobs = jobs.iter().enumerate().map(|(i, j)| {
+            let billed = billed_failures
+                .iter()
+                .find(|(at, _)| *at == i)
+                .map(|(_, c)| *c);
+            (
+                Some(JobRef::from(j)),
+                entries.get(i).copied().flatten(),
+                billed,
+            )
+        });
+        let foreign = foreign.iter().map(|&row| (None, Some(row), None));
+        for (job, entry, billed) in jobs.chain(foreign.filter(|_| rewriting)) {
             if let (
                 Some(_),
                 Some(LastRow::Kept {
@@ -415,7 +433,8 @@ pub fn finish(
                     succeeded: true,
                     ..
                 }),
-            ) = (job, entry)
+                None,
+            ) = (job, entry, billed)
             {
                 if let Some(out) = out.as_mut() {
                     reader.read(offset, len)?;
@@ -436,6 +455,21 @@ pub fn finish(
                         out.write_all(&buf)?;
                     }
                     r
+                }
+                Some(LastRow::Logged { offset, len, .. } | LastRow::Kept { offset, len, .. })
+                    if billed.is_some() && rewriting =>
+                {
+                    reader.read(offset, len)?;
+                    let mut r = reader.parse(offset)?;
+                    r.credits += billed.unwrap_or(0.0);
+                    r.credits_source = Source::Measured.as_str().to_owned();
+                    read_back = r;
+                    if let Some(out) = out.as_mut() {
+                        buf.clear();
+                        encode_row(&read_back, &mut buf)?;
+                        out.write_all(&buf)?;
+                    }
+                    Some(&read_back)
                 }
                 Some(LastRow::Logged { offset, len, .. } | LastRow::Kept { offset, len, .. }) => {
                     reader.read(offset, len)?;
@@ -556,7 +590,14 @@ mod tests {
             rate_per_second: 0.0,
         };
         let entries = vec![None; jobs];
-        let collector = tokio::spawn(collect(rx, appender, Arc::default(), entries, progress));
+        let collector = tokio::spawn(collect(
+            rx,
+            appender,
+            Arc::default(),
+            entries,
+            progress,
+            None,
+        ));
         (tx, collector)
     }
 
@@ -631,7 +672,7 @@ mod tests {
         let before = crate::checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(before.rows, 3 * 200 + 2);
 
-        let outcomes = finish(&path, &jobs, &[], &collected.entries, &[], true)
+        let outcomes = finish(&path, &jobs, &[], &collected.entries, &[], true, &[])
             .unwrap()
             .outcomes;
         assert_eq!(outcomes.tally.succeeded, 1);

@@ -82,7 +82,8 @@ pub struct RunReport {
     pub held_back: usize,
     /// Credits this run's submissions cost, at the manifest's prices.
     pub spent: f64,
-    /// Credits the results file recorded as spent before this run.
+    /// Credits the results file recorded as spent before this run, less what the
+    /// records of earlier runs' tasks that failed this run gave back.
     pub recorded_spend: f64,
     /// Paid tasks this run replaced with new ones.
     pub superseded: usize,
@@ -189,6 +190,7 @@ pub async fn execute(
             download: config.resume.download,
             rate_per_second: config.rate.per_second(),
         },
+        config.bucket.log.clone(),
     ));
 
     let stop = Stop::new(&signals.drain);
@@ -204,6 +206,8 @@ pub async fn execute(
             results_dir: crate::paths::absolute(crate::paths::folder_of(&config.results)),
             download: config.resume.download,
             no_wait: config.no_wait,
+            videos_bucket: config.bucket.videos.clone(),
+            results_in_bucket: config.bucket.log.is_some(),
         },
         permits: Semaphore::new(config.concurrency.max(1)),
         polls: polls::Polls::new(
@@ -301,6 +305,7 @@ pub async fn execute(
         &entries,
         &loaded_records,
         write_error.is_none(),
+        &spend.billed_failures,
     )
     .with_context(|| {
         let what = if write_error.is_none() {
@@ -321,8 +326,10 @@ pub async fn execute(
         held_back,
         // What the file records beyond what it held before: reserved credits of a
         // send that never left are not in it.
-        spent: finished.credits - recorded_spend,
-        recorded_spend,
+        // A failed task of an earlier run given back this run comes off what the
+        // earlier runs spent, so that this run's figure is its own submissions'.
+        spent: finished.credits - (recorded_spend - spend.earlier_refunded),
+        recorded_spend: recorded_spend - spend.earlier_refunded,
         superseded: superseding.len(),
         // The stronger reason, as `Stop` keeps it.
         stopped: stopped.max(write_error.map(StopReason::Checkpoint)),
@@ -494,6 +501,7 @@ mod tests {
             &entries,
             &prepared.records,
             true,
+            &[],
         )
         .unwrap();
         assert_eq!(finished.outcomes.tally.succeeded, 2);

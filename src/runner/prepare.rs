@@ -149,7 +149,8 @@ pub fn prepare_from(
     // records are only ever acted on inside the videos folder, and a done job whose
     // video is gone is downloaded again (see `checkpoint::Confinement`); checked
     // after any rewrite above, so that the file keeps what it said until a job's
-    // next row replaces it. Only the records a run needs stay in memory.
+    // next row replaces it. Only the records a run needs stay in memory. Objects in
+    // a bucket are checked against the bucket, files against the disk.
     let mut confinement =
         checkpoint::Confinement::new(&config.results, &config.videos_dir, config.resume.download);
     // Extend chains are planned from every job's record; a recent submission counts
@@ -158,6 +159,7 @@ pub fn prepare_from(
     let recent = super::pace::cutoff(config.rate);
     let mut records: Vec<Record> = Vec::new();
     let mut last: Vec<Option<LastRow>> = Vec::with_capacity(config.jobs.len());
+    let mut bucket_gone: Vec<String> = Vec::new();
     let mut plan: Vec<Planned> = Vec::with_capacity(config.jobs.len());
     let mut changed = 0;
     let places = config.jobs.iter().enumerate().map(|(index, job)| {
@@ -189,7 +191,16 @@ pub fn prepare_from(
             });
             return Ok(());
         };
-        let checked = confinement.check(&mut record);
+        let objects = take_bucket_videos(&mut record, config.bucket.videos.as_ref());
+        let mut checked = confinement.check(&mut record);
+        if let Some((video_paths, superseded_paths, gone)) = objects {
+            if gone {
+                bucket_gone.push(record.job_id.clone());
+                checked = true;
+            }
+            record.video_paths.extend(video_paths);
+            record.superseded_paths.extend(superseded_paths);
+        }
         let wants = Wants {
             upgrade: job.upgrade.is_some(),
             keep_original: job.keep_original,
@@ -254,6 +265,11 @@ pub fn prepare_from(
             .map(|&at| located.jobs.get(at).map(|p| p.row()));
         reader.each_owned(places, |record| -> anyhow::Result<()> {
             if let (Some(mut record), Some(Some((offset, len)))) = (record, rows.next()) {
+                if let Some((_, _, true)) =
+                    take_bucket_videos(&mut record, config.bucket.videos.as_ref())
+                {
+                    bucket_gone.push(record.job_id.clone());
+                }
                 confinement.check(&mut record);
                 // Not a job of this run: neither counted nor shown in progress.
                 foreign_rows.push(LastRow::Kept {
@@ -267,6 +283,7 @@ pub fn prepare_from(
             Ok(())
         })?;
     }
+    warnings.extend(bucket_warning(&bucket_gone));
     warnings.extend(confinement.warnings(&config.results));
 
     // Extend jobs follow their parents: sent with the parent's task once it is made,
@@ -337,5 +354,65 @@ pub fn prepare_from(
         last,
         foreign: foreign_rows,
         lock,
+    })
+}
+
+/// The bucket objects of a record's `video_paths` and `superseded_paths` that stay
+/// on it, and whether a video was dropped.
+type BucketVideos = (Vec<String>, Vec<String>, bool);
+
+/// The bucket objects recorded in `r`'s `video_paths` and `superseded_paths`, taken
+/// off the record so that the local checks leave them alone (`None`: it has none).
+/// An object outside the run's videos prefix, or a done job's video no longer in
+/// the bucket, is dropped instead: the job's video is downloaded again, never
+/// generated again.
+fn take_bucket_videos(
+    r: &mut Record,
+    target: Option<&crate::store::run::VideosTarget>,
+) -> Option<BucketVideos> {
+    if !r
+        .video_paths
+        .iter()
+        .chain(&r.superseded_paths)
+        .any(|p| crate::paths::is_bucket_url(p))
+    {
+        return None;
+    }
+    let done = r.state() == State::Succeeded;
+    let (objects, paths): (Vec<String>, Vec<String>) = std::mem::take(&mut r.video_paths)
+        .into_iter()
+        .partition(|p| crate::paths::is_bucket_url(p));
+    r.video_paths = paths;
+    let (old, paths): (Vec<String>, Vec<String>) = std::mem::take(&mut r.superseded_paths)
+        .into_iter()
+        .partition(|p| crate::paths::is_bucket_url(p));
+    r.superseded_paths = paths;
+    let (objects, gone): (Vec<String>, Vec<String>) = objects
+        .into_iter()
+        .partition(|url| target.is_some_and(|t| t.holds(url) && (!done || t.is_there(url))));
+    let old = old
+        .into_iter()
+        .filter(|url| target.is_some_and(|t| t.holds(url)))
+        .collect();
+    Some((objects, old, !gone.is_empty()))
+}
+
+/// The one warning that names the jobs whose bucket video was dropped.
+fn bucket_warning(dropped: &[String]) -> Option<String> {
+    (!dropped.is_empty()).then(|| {
+        let shown: Vec<String> = dropped.iter().take(3).map(|id| format!("{id:?}")).collect();
+        format!(
+            "{} job{} recorded as downloaded to a bucket {} a video that is not under the \
+             videos prefix now ({}{}): downloaded again from the recorded URLs, not generated again",
+            dropped.len(),
+            if dropped.len() == 1 { "" } else { "s" },
+            if dropped.len() == 1 { "has" } else { "have" },
+            shown.join(", "),
+            if dropped.len() > 3 {
+                format!(" and {} more", dropped.len() - 3)
+            } else {
+                String::new()
+            }
+        )
     })
 }

@@ -31,6 +31,10 @@ pub struct JobSettings {
     pub results_dir: PathBuf,
     pub download: bool,
     pub no_wait: bool,
+    /// Videos go on to this bucket prefix from `videos_dir` (then a staging folder).
+    pub videos_bucket: Option<crate::store::run::VideosTarget>,
+    /// The results live in a bucket: local video paths are recorded whole.
+    pub results_in_bucket: bool,
 }
 
 /// What all jobs share: the client, the limits, and the stop signals.

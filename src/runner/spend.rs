@@ -19,12 +19,11 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::api::Client;
-use crate::cost::{Credits, PriceTable, Priced};
+use crate::cost::{Credits, DEFAULT_SECONDS, PriceTable, Priced};
 use crate::request::{Model, Resolution, Upgrade};
 
-/// How much a kind whose price could not be learned is reserved at, against the
-/// limit, over its table price: the cap then holds while the service bills up to
-/// twice the table.
+/// How much a kind whose price is not learned is reserved at, against the limit,
+/// over its table price, at least (see [`Kind::unlearned`]).
 pub const UNLEARNED_MARGIN: f64 = 2.0;
 
 /// A measured price differing from the table by more than this share is warned of.
@@ -58,9 +57,6 @@ impl From<Upgrade> for UpgradeKind {
     }
 }
 
-/// The service's length of a video when none is asked.
-const DEFAULT_SECONDS: u8 = 8;
-
 impl Kind {
     /// The kind of a job's generate (or extend) call.
     pub fn of(job: &impl Priced) -> Kind {
@@ -83,21 +79,45 @@ impl Kind {
     pub fn table(self, table: &PriceTable) -> Option<f64> {
         match self {
             Kind::Generation {
-                model, resolution, ..
-            } => table.generation(model, resolution),
+                model,
+                resolution,
+                seconds,
+            } => table.generation_of(model, resolution, seconds),
             Kind::Extend(m) => Some(table.extend(m)),
             Kind::Upgrade(UpgradeKind::Hd1080) => Some(table.upgrade(Upgrade::Hd1080)),
             Kind::Upgrade(UpgradeKind::Uhd4k) => Some(table.upgrade(Upgrade::Uhd4k)),
         }
     }
 
-    /// The manifest's `prices:` line that sets this kind's price to `credits`.
-    pub fn prices_line(self, credits: f64) -> String {
-        let c = Credits(credits);
-        match self {
+    /// What a send of a kind whose price is not learned reserves against the
+    /// limit: the highest price any source reported for it, or its table price
+    /// times [`UNLEARNED_MARGIN`], whichever is larger. A first task billed above
+    /// both can still pass the limit, by the difference; nothing else can.
+    pub fn unlearned(self, table: &PriceTable) -> f64 {
+        let high = match self {
             Kind::Generation {
                 model, resolution, ..
-            } => format!("{model}: {{{resolution}: {c}}}"),
+            } => table.highest.generation(model, resolution),
+            Kind::Extend(m) => Some(table.highest.extend(m)),
+            Kind::Upgrade(UpgradeKind::Hd1080) => Some(table.highest.upgrade(Upgrade::Hd1080)),
+            Kind::Upgrade(UpgradeKind::Uhd4k) => Some(table.highest.upgrade(Upgrade::Uhd4k)),
+        };
+        let margin = self.table(table).unwrap_or(0.0) * UNLEARNED_MARGIN;
+        high.map_or(margin, |h| h.max(margin))
+    }
+
+    /// The manifest's `prices:` line that sets this kind's price to `credits`,
+    /// exactly: a generation's for its duration only.
+    pub fn prices_line(self, credits: f64) -> String {
+        // Written as a file records credits, so that it reads back as the figure
+        // measured (no thousands grouping in YAML).
+        let c = crate::cost::credits_cell(credits);
+        match self {
+            Kind::Generation {
+                model,
+                resolution,
+                seconds,
+            } => format!("{model}: {{{resolution}: {{{seconds}s: {c}}}}}"),
             Kind::Extend(m) => format!("extend: {{{m}: {c}}}"),
             Kind::Upgrade(UpgradeKind::Hd1080) => format!("upgrade_1080p: {c}"),
             Kind::Upgrade(UpgradeKind::Uhd4k) => format!("upgrade_4k: {c}"),
@@ -127,6 +147,8 @@ pub enum Source {
     Measured,
     /// The price table (the manifest's `prices:` over the dated defaults).
     Table,
+    /// A task the service reported failed, counted 0 (see [`failed_task_cost`]).
+    Refunded,
 }
 
 impl Source {
@@ -134,20 +156,49 @@ impl Source {
         match self {
             Source::Measured => "measured",
             Source::Table => "table",
+            Source::Refunded => "refunded",
         }
     }
+}
+
+/// The one rule for what a failed task costs, which the results file records and
+/// so every figure read from it follows (the summary, `status`, the report page,
+/// the notification, the batch's limit over runs): a task the service reported
+/// failed costs 0, as the service documents failed tasks free, unless the balance
+/// showed it billed (then [`SpendReport::billed_failures`] counts it back).
+///
+/// `credits` is the record's figure with the task's cost in it, `before` what it
+/// was before the task was sent; gives the record's new figure and what the task
+/// had added (what the run's end counts back if the balance says it was billed).
+pub fn failed_task_cost(credits: f64, before: f64) -> (f64, f64) {
+    let before = before.clamp(0.0, credits.max(0.0));
+    (before, credits - before)
 }
 
 /// A kind's price, for the limit and for the record.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Price {
     /// What a send reserves against the limit: the larger of the table and the
-    /// measured price, or the table times [`UNLEARNED_MARGIN`] when it cannot be
-    /// learned.
+    /// measured price, or [`Kind::unlearned`] while it is not learned.
     pub reserve: f64,
     /// What the job's record says it cost.
     pub billed: f64,
     pub source: Source,
+}
+
+impl Price {
+    /// Why a send of `kind` reserves more than its table price, for the message of
+    /// a limit it would pass; empty when it does not.
+    pub fn why_reserved(&self, kind: Kind) -> String {
+        if self.source == Source::Table && self.reserve > self.billed {
+            format!(
+                ": a {kind} task is reserved at the highest price reported for its kind or {UNLEARNED_MARGIN} times its table price of {}, whichever is larger, until the balance tells its real price",
+                Credits(self.billed)
+            )
+        } else {
+            String::new()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -165,8 +216,21 @@ struct Count {
     failed: usize,
 }
 
+/// A task made this run that the service reported failed.
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    /// The job's place in the run's job list.
+    job: usize,
+    kind: Kind,
+    /// What the task cost when it was sent (the record gave it back).
+    credits: f64,
+}
+
 #[derive(Debug, Default)]
 struct Ledger {
+    failures: Vec<Failure>,
+    /// Credits the records of earlier runs' tasks gave back when they failed.
+    earlier_refunded: f64,
     start: Option<f64>,
     /// Why the spend could not be measured, when it could not.
     problem: Option<String>,
@@ -238,7 +302,8 @@ pub struct SpendReport {
     pub balance_end: Option<f64>,
     /// The balance's fall over the run; `None` when a reading failed.
     pub measured: Option<f64>,
-    /// The same tasks at the price table's prices.
+    /// The same tasks at the price table's prices (a failed task only when the
+    /// balance shows it billed).
     pub estimated: f64,
     /// The fall that the tasks made (at their measured prices) do not explain.
     pub unexplained: Option<f64>,
@@ -247,6 +312,19 @@ pub struct SpendReport {
     pub problem: Option<String>,
     /// 1080p/4K upgrades the service refused for want of credits.
     pub upgrades_not_made: usize,
+    /// The `prices:` lines to paste for every kind in `kinds` with a `paste`, one
+    /// line a model (kinds of one model merged), so that pasted together they are
+    /// one valid mapping.
+    pub paste: Vec<String>,
+    /// Credits the records of earlier runs' tasks that failed this run gave back:
+    /// they come off what the earlier runs spent, not what this run did.
+    pub earlier_refunded: f64,
+    /// Credits of the failed tasks the unexplained fall counts as billed.
+    pub failed_billed: f64,
+    /// The jobs (by place) whose failed task the balance showed billed, with what
+    /// the task cost: their records count it again.
+    #[serde(skip)]
+    pub billed_failures: Vec<(usize, f64)>,
 }
 
 impl SpendReport {
@@ -289,7 +367,8 @@ impl Spend {
             Err(e) => {
                 let problem = format!("the balance could not be read at the start ({e})");
                 tracing::warn!(
-                    "{problem}: the spend is not measured; prices are the table's, and under a limit a kind is reserved at {UNLEARNED_MARGIN} times its table price"
+                    "{problem}: the spend is not measured; prices are the table's, and under a limit a kind is reserved at {}",
+                    reserved_at()
                 );
                 ledger.problem = Some(problem);
                 None
@@ -302,25 +381,18 @@ impl Spend {
         let table = kind.table(&self.table).unwrap_or(0.0);
         let ledger = self.ledger();
         let learned = ledger.learned.get(&kind).copied();
-        let unreadable = ledger.start.is_none() && ledger.problem.is_some();
+        drop(ledger);
         match learned {
             Some(Learned::Price(m)) => Price {
                 reserve: m.max(table),
                 billed: m,
                 source: Source::Measured,
             },
-            Some(Learned::Not) => Price {
-                reserve: table * UNLEARNED_MARGIN,
-                billed: table,
-                source: Source::Table,
-            },
-            None if unreadable => Price {
-                reserve: table * UNLEARNED_MARGIN,
-                billed: table,
-                source: Source::Table,
-            },
-            None => Price {
-                reserve: table,
+            // Not learned yet (the first task of the kind), or not learnable: the
+            // service may bill far above the table (168 for a fast 720p video the
+            // table puts at 60), so the limit reserves the worst price known.
+            Some(Learned::Not) | None => Price {
+                reserve: kind.unlearned(&self.table),
                 billed: table,
                 source: Source::Table,
             },
@@ -398,9 +470,17 @@ impl Spend {
         self.ledger().counts.entry(kind).or_default().made += 1;
     }
 
-    /// A task of `kind` made this run failed.
-    pub fn failed(&self, kind: Kind) {
-        self.ledger().counts.entry(kind).or_default().failed += 1;
+    /// A task of `kind` made this run for the job at place `job` failed; its record
+    /// gave back `credits`.
+    pub fn failed(&self, kind: Kind, job: usize, credits: f64) {
+        let mut ledger = self.ledger();
+        ledger.counts.entry(kind).or_default().failed += 1;
+        ledger.failures.push(Failure { job, kind, credits });
+    }
+
+    /// A task an earlier run made failed; its record gave back `credits`.
+    pub fn earlier_failed(&self, credits: f64) {
+        self.ledger().earlier_refunded += credits;
     }
 
     /// The service refused an upgrade for want of credits.
@@ -434,19 +514,21 @@ impl Spend {
         let mut estimated = 0.0;
         let mut explained = 0.0;
         let mut lines = Vec::new();
+        let mut drifted = Vec::new();
         for (kind, count) in kinds {
             let table = kind.table(&self.table);
             let learned = match ledger.learned.get(kind) {
                 Some(Learned::Price(p)) => Some(*p),
                 _ => None,
             };
-            estimated += table.unwrap_or(0.0) * count.made as f64;
-            // Failed tasks are refunded, as documented: what they explain is 0.
+            // Failed tasks are refunded, as documented: what they explain, and cost
+            // at the table, is 0 (those the balance shows billed are added below).
             let ok = count.made.saturating_sub(count.failed) as f64;
+            estimated += table.unwrap_or(0.0) * ok;
             explained += learned.or(table).unwrap_or(0.0) * ok;
-            let paste = learned
-                .filter(|m| table.is_none_or(|t| (m - t).abs() > DRIFT * t))
-                .map(|m| kind.prices_line(m));
+            let drift = learned.filter(|m| table.is_none_or(|t| (m - t).abs() > DRIFT * t));
+            drifted.extend(drift.map(|m| (*kind, m)));
+            let paste = drift.map(|m| kind.prices_line(m));
             lines.push(KindSpend {
                 kind: kind.to_string(),
                 count: count.made,
@@ -459,6 +541,15 @@ impl Spend {
         let unexplained = measured
             .map(|m| clean(m - explained))
             .filter(|u| *u >= 0.01);
+        let paste = paste_lines(drifted.into_iter());
+        let billed = billed_failures(&ledger.failures, unexplained.unwrap_or(0.0));
+        estimated += billed
+            .iter()
+            .filter_map(|f| f.kind.table(&self.table))
+            .sum::<f64>();
+        let billed_failures: Vec<(usize, f64)> =
+            billed.iter().map(|f| (f.job, f.credits)).collect();
+        let failed_billed = clean(billed_failures.iter().map(|(_, c)| c).sum());
         SpendReport {
             balance_start: start,
             balance_end: end,
@@ -468,13 +559,96 @@ impl Spend {
             kinds: lines,
             problem: ledger.problem.clone(),
             upgrades_not_made: ledger.upgrades_not_made,
+            paste,
+            earlier_refunded: clean(ledger.earlier_refunded),
+            failed_billed,
+            billed_failures,
         }
     }
 }
 
+/// The `prices:` lines that set each of `measured` (kinds and their prices), one
+/// line a model or section: `veo3_fast: {720p: {4s: 84, 8s: 168}}`,
+/// `extend: {veo3: 300}`, `upgrade_4k: 130`.
+fn paste_lines(measured: impl Iterator<Item = (Kind, f64)>) -> Vec<String> {
+    let mut measured: Vec<(Kind, f64)> = measured.collect();
+    measured.sort_by_key(|(k, _)| *k);
+    let cell = crate::cost::credits_cell;
+    let mut lines = Vec::new();
+    let mut at = 0;
+    while let Some(&(kind, price)) = measured.get(at) {
+        match kind {
+            Kind::Generation { model, .. } => {
+                // This model's resolutions, each with its lengths, in order.
+                let mut resolutions: Vec<(Resolution, Vec<String>)> = Vec::new();
+                while let Some(&(
+                    Kind::Generation {
+                        model: m,
+                        resolution,
+                        seconds,
+                    },
+                    p,
+                )) = measured.get(at)
+                    && m == model
+                {
+                    let length = format!("{seconds}s: {}", cell(p));
+                    match resolutions.last_mut() {
+                        Some((r, lengths)) if *r == resolution => lengths.push(length),
+                        _ => resolutions.push((resolution, vec![length])),
+                    }
+                    at += 1;
+                }
+                let by: Vec<String> = resolutions
+                    .iter()
+                    .map(|(r, lengths)| format!("{r}: {{{}}}", lengths.join(", ")))
+                    .collect();
+                lines.push(format!("{model}: {{{}}}", by.join(", ")));
+            }
+            Kind::Extend(_) => {
+                let mut by = Vec::new();
+                while let Some(&(Kind::Extend(m), p)) = measured.get(at) {
+                    by.push(format!("{m}: {}", cell(p)));
+                    at += 1;
+                }
+                lines.push(format!("extend: {{{}}}", by.join(", ")));
+            }
+            Kind::Upgrade(_) => {
+                lines.push(kind.prices_line(price));
+                at += 1;
+            }
+        }
+    }
+    lines
+}
+
+/// Which failed tasks a fall of `unexplained` credits beyond what the other tasks
+/// explain shows billed: each in turn, while what is left covers its cost. Other
+/// use of the account counts in the fall too, so this errs towards counting a
+/// failed task spent, the side a limit over runs must err on.
+fn billed_failures(failures: &[Failure], unexplained: f64) -> Vec<Failure> {
+    let mut left = unexplained;
+    let mut billed = Vec::new();
+    for f in failures.iter().filter(|f| f.credits > 0.0) {
+        if left + 0.005 < f.credits {
+            continue;
+        }
+        left -= f.credits;
+        billed.push(*f);
+    }
+    billed
+}
+
 fn limit_note() -> String {
     format!(
-        "; under a spending limit each further one is reserved at {UNLEARNED_MARGIN} times its table price"
+        "; under a spending limit each further one is reserved at {}",
+        reserved_at()
+    )
+}
+
+/// What a kind whose price is not learned is reserved at, as the warnings say it.
+fn reserved_at() -> String {
+    format!(
+        "the highest price reported for it or {UNLEARNED_MARGIN} times its table price, whichever is larger"
     )
 }
 
@@ -494,10 +668,12 @@ mod tests {
     fn a_learned_price_is_reserved_at_the_larger_of_it_and_the_table() {
         let spend = Spend::new(PriceTable::default());
         spend.ledger().start = Some(1000.0);
+        // Before its first task, the highest price reported for the kind (168,
+        // measured from a balance) stands above twice the table (120).
         assert_eq!(
             spend.price(fast720()),
             Price {
-                reserve: 60.0,
+                reserve: 168.0,
                 billed: 60.0,
                 source: Source::Table
             }
@@ -515,14 +691,36 @@ mod tests {
         let p = spend.price(fast720());
         assert_eq!((p.reserve, p.billed), (60.0, 30.0));
         spend.ledger().learned.insert(fast720(), Learned::Not);
-        assert_eq!(spend.price(fast720()).reserve, 120.0);
+        assert_eq!(spend.price(fast720()).reserve, 168.0);
+    }
+
+    #[test]
+    fn an_unlearned_kind_is_reserved_at_its_highest_report_or_twice_the_table() {
+        let mut table = PriceTable::default();
+        let veo3 = |resolution| Kind::Generation {
+            model: Model::Veo3,
+            resolution,
+            seconds: 8,
+        };
+        // veo3 720p: 250 reported, 450 twice the table: the margin is larger.
+        assert_eq!(veo3(Resolution::Hd720).unlearned(&table), 450.0);
+        assert_eq!(fast720().unlearned(&table), 168.0);
+        assert_eq!(Kind::upgrade(Upgrade::Uhd4k).unlearned(&table), 240.0);
+        assert_eq!(Kind::Extend(Model::Veo3Lite).unlearned(&table), 30.0);
+        // The highs are overridable, and a table price above them raises it.
+        table
+            .highest
+            .set_generation(Model::Veo3Fast, Resolution::Hd720, 400.0);
+        assert_eq!(fast720().unlearned(&table), 400.0);
+        table.set_generation(Model::Veo3Fast, Resolution::Hd720, 250.0);
+        assert_eq!(fast720().unlearned(&table), 500.0);
     }
 
     #[test]
     fn without_a_balance_every_kind_is_reserved_with_the_margin() {
         let spend = Spend::new(PriceTable::default());
         spend.ledger().problem = Some("no".into());
-        assert_eq!(spend.price(fast720()).reserve, 120.0);
+        assert_eq!(spend.price(fast720()).reserve, 168.0);
         assert_eq!(spend.price(fast720()).billed, 60.0);
     }
 
@@ -542,13 +740,17 @@ mod tests {
         }
         let r = spend.report(Some(5000.0), Some(5000.0 - 1680.0));
         assert_eq!(r.measured, Some(1680.0));
-        assert_eq!(r.estimated, 600.0);
+        // The eight successes at the table; the failed tasks count 0.
+        assert_eq!(r.estimated, 480.0);
         // Two failed tasks billed: 336 the successes do not explain.
         assert_eq!(r.unexplained, Some(336.0));
         let drifted: Vec<_> = r.drifted().collect();
         assert_eq!(drifted.len(), 1);
         assert_eq!(drifted[0].kind, "veo3_fast 720p 8s");
-        assert_eq!(drifted[0].paste.as_deref(), Some("veo3_fast: {720p: 168}"));
+        assert_eq!(
+            drifted[0].paste.as_deref(),
+            Some("veo3_fast: {720p: {8s: 168}}")
+        );
         // Within a quarter of the table: no warning; a fall the tasks explain: none.
         spend
             .ledger()
@@ -561,6 +763,62 @@ mod tests {
         let r = spend.report(Some(140.0), Some(0.0));
         assert_eq!(r.drifted().count(), 0);
         assert_eq!(r.unexplained, None);
+    }
+
+    #[test]
+    fn a_failed_task_is_counted_back_only_as_far_as_the_balance_shows() {
+        // The record keeps what it had before the task (an earlier task's video).
+        assert_eq!(failed_task_cost(65.0, 5.0), (5.0, 60.0));
+        assert_eq!(failed_task_cost(60.0, -3.0), (0.0, 60.0));
+        let spend = Spend::new(PriceTable::default());
+        {
+            let mut l = spend.ledger();
+            l.learned.insert(fast720(), Learned::Price(60.0));
+            l.counts.insert(fast720(), Count { made: 4, failed: 0 });
+        }
+        for job in [2, 5, 7] {
+            spend.failed(fast720(), job, 60.0);
+        }
+        // One success (60) and two failures billed (120); 30 more is not a task.
+        let r = spend.report(Some(1000.0), Some(1000.0 - 210.0));
+        assert_eq!(r.unexplained, Some(150.0));
+        assert_eq!(r.billed_failures, [(2, 60.0), (5, 60.0)]);
+        assert_eq!(r.failed_billed, 120.0);
+        // The success and the two billed failures at the table's 60.
+        assert_eq!(r.estimated, 180.0);
+        // A fall the successes explain counts no failure.
+        let r = spend.report(Some(1000.0), Some(940.0));
+        assert!(r.billed_failures.is_empty());
+    }
+
+    #[test]
+    fn the_lines_to_paste_merge_the_kinds_of_a_model_into_one_mapping() {
+        let video = |model, resolution, seconds| Kind::Generation {
+            model,
+            resolution,
+            seconds,
+        };
+        let lines = paste_lines(
+            [
+                (video(Model::Veo3Fast, Resolution::Hd720, 8), 168.0),
+                (Kind::upgrade(Upgrade::Uhd4k), 130.0),
+                (video(Model::Veo3Fast, Resolution::Hd1080, 8), 70.5),
+                (Kind::Extend(Model::Veo3), 300.0),
+                (video(Model::Veo3Fast, Resolution::Hd720, 4), 84.0),
+                (video(Model::Veo3, Resolution::Hd720, 8), 250.0),
+                (Kind::Extend(Model::Veo3Lite), 30.0),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            lines,
+            [
+                "veo3: {720p: {8s: 250}}",
+                "veo3_fast: {720p: {4s: 84, 8s: 168}, 1080p: {8s: 70.5}}",
+                "extend: {veo3: 300, veo3_lite: 30}",
+                "upgrade_4k: 130",
+            ]
+        );
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub struct SimArgs {
     pub credits: f64,
 
     /// Bill a price other than the documented table's, as KIND=CREDITS: MODEL:RESOLUTION
-    /// (veo3_fast:720p=168), extend:MODEL, upgrade_1080p or upgrade_4k; repeatable.
+    /// (veo3_fast:720p=168), MODEL:RESOLUTION:LENGTH for one video length
+    /// (veo3_fast:720p:4s=84), extend:MODEL, upgrade_1080p or upgrade_4k; repeatable.
     #[arg(long, value_name = "KIND=CREDITS")]
     pub price: Vec<PriceArg>,
 
@@ -282,6 +283,8 @@ pub struct PriceArg {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PriceItem {
     Generation(Model, Resolution),
+    /// One length only (`veo3_fast:720p:4s`).
+    GenerationOf(Model, Resolution, u8),
     Extend(Model),
     Upgrade1080p,
     Upgrade4k,
@@ -291,6 +294,7 @@ impl PriceArg {
     fn apply(self, prices: &mut PriceTable) {
         match self.item {
             PriceItem::Generation(m, r) => prices.set_generation(m, r, self.credits),
+            PriceItem::GenerationOf(m, r, d) => prices.set_generation_of(m, r, d, self.credits),
             PriceItem::Extend(m) => prices.set_extend(m, self.credits),
             PriceItem::Upgrade1080p => prices.upgrade_1080p = self.credits,
             PriceItem::Upgrade4k => prices.upgrade_4k = self.credits,
@@ -302,8 +306,7 @@ impl FromStr for PriceArg {
     type Err = String;
 
     fn from_str(s: &str) -> Result<PriceArg, String> {
-        let usage =
-            "write it like veo3_fast:720p=168, extend:veo3=250, upgrade_1080p=5 or upgrade_4k=120";
+        let usage = "write it like veo3_fast:720p=168, veo3_fast:720p:4s=84, extend:veo3=250, upgrade_1080p=5 or upgrade_4k=120";
         let Some((kind, credits)) = s.split_once('=') else {
             return Err(format!("{s:?} names no price ({usage})"));
         };
@@ -320,11 +323,29 @@ impl FromStr for PriceArg {
             Some(("extend", m)) => PriceItem::Extend(
                 Model::parse(m).ok_or_else(|| format!("{s:?}: {m:?} is not a model ({usage})"))?,
             ),
-            Some((m, r)) => PriceItem::Generation(
-                Model::parse(m).ok_or_else(|| format!("{s:?}: {m:?} is not a model ({usage})"))?,
-                Resolution::parse(r)
-                    .ok_or_else(|| format!("{s:?}: {r:?} is not a resolution ({usage})"))?,
-            ),
+            Some((m, rest)) => {
+                let model = Model::parse(m)
+                    .ok_or_else(|| format!("{s:?}: {m:?} is not a model ({usage})"))?;
+                let (r, seconds) = match rest.split_once(':') {
+                    Some((r, d)) => (r, Some(d)),
+                    None => (rest, None),
+                };
+                let resolution = Resolution::parse(r)
+                    .ok_or_else(|| format!("{s:?}: {r:?} is not a resolution ({usage})"))?;
+                match seconds {
+                    None => PriceItem::Generation(model, resolution),
+                    Some(d) => {
+                        let seconds = d
+                            .strip_suffix('s')
+                            .and_then(|d| d.parse::<u8>().ok())
+                            .filter(|d| crate::cost::SECONDS.contains(d))
+                            .ok_or_else(|| {
+                                format!("{s:?}: {d:?} is not a length (4s, 6s or 8s; {usage})")
+                            })?;
+                        PriceItem::GenerationOf(model, resolution, seconds)
+                    }
+                }
+            }
             None => return Err(format!("{s:?}: {kind:?} is not a kind of price ({usage})")),
         };
         Ok(PriceArg { item, credits })
@@ -582,6 +603,7 @@ mod tests {
             "--record-lag=3s",
             "--upload-ttl=5s",
             "--price=veo3_fast:720p=168",
+            "--price=veo3_fast:720p:4s=84",
             "--price=extend:veo3=250.5",
             "--price=upgrade_4k=130",
             "--bill-failed",
@@ -591,6 +613,22 @@ mod tests {
         assert_eq!(
             c.prices.generation(Model::Veo3Fast, Resolution::Hd720),
             Some(168.0)
+        );
+        assert_eq!(
+            c.prices
+                .generation_of(Model::Veo3Fast, Resolution::Hd720, 4),
+            Some(84.0)
+        );
+        assert_eq!(
+            c.prices
+                .generation_of(Model::Veo3Fast, Resolution::Hd720, 8),
+            Some(168.0)
+        );
+        assert!(
+            "veo3_fast:720p:5s=1"
+                .parse::<PriceArg>()
+                .unwrap_err()
+                .contains("\"5s\" is not a length")
         );
         assert_eq!(c.prices.extend(Model::Veo3), 250.5);
         assert_eq!(c.prices.upgrade_4k, 130.0);

@@ -331,7 +331,11 @@ impl Sim {
         let price = self
             .config
             .prices
-            .generation(req.model, resolution)
+            .generation_of(
+                req.model,
+                resolution,
+                req.duration.unwrap_or(crate::cost::DEFAULT_SECONDS),
+            )
             .unwrap_or(0.0);
         let resolution = body
             .get("resolution")

@@ -189,8 +189,9 @@ fn encode(rows: &[&Record]) -> Result<Vec<u8>, StoreError> {
 }
 
 /// The writer of one results object's log: the only one, while its run holds the
-/// lease that `fence` follows.
-#[derive(Debug)]
+/// lease that `fence` follows. A clone shares the fence and compacts beside the
+/// writer (a compaction never takes a commit's number).
+#[derive(Debug, Clone)]
 pub struct CheckpointLog {
     bucket: Bucket,
     results: Key,
@@ -227,14 +228,37 @@ impl CheckpointLog {
     /// Writes `rows` as the next commit: one small object, whatever the batch's
     /// size. Once this returns Ok the rows survive a kill of this machine.
     pub async fn commit(&mut self, rows: &[&Record]) -> Result<(), LogError> {
+        if rows.is_empty() {
+            return self.commit_body(None).await;
+        }
+        let body = encode(rows)?;
+        self.commit_body(Some(body)).await
+    }
+
+    /// [`commit`](CheckpointLog::commit) of rows already encoded as a local results
+    /// file holds them (the bytes a run's collector appended to its staging file).
+    pub async fn commit_encoded(&mut self, rows: &[u8]) -> Result<(), LogError> {
+        if rows.is_empty() {
+            return self.commit_body(None).await;
+        }
+        let mut body = Vec::with_capacity(rows.len() + 512);
+        encode_header(&mut body).map_err(|e| StoreError {
+            bucket: self.bucket.name().to_owned(),
+            operation: "encode rows".into(),
+            reason: e.to_string(),
+        })?;
+        body.extend_from_slice(rows);
+        self.commit_body(Some(body)).await
+    }
+
+    async fn commit_body(&mut self, body: Option<Vec<u8>>) -> Result<(), LogError> {
         if let Some(url) = &self.conflict {
             return Err(LogError::Conflict { url: url.clone() });
         }
         self.fence.check()?;
-        if rows.is_empty() {
+        let Some(body) = body else {
             return Ok(());
-        }
-        let body = encode(rows)?;
+        };
         let key = commit_key(&self.results, self.next);
         let url = self.bucket.url(&key);
         let opts = PutOptions {
@@ -270,6 +294,14 @@ impl CheckpointLog {
     pub async fn compact(&mut self) -> Result<Compacted, LogError> {
         self.fence.check()?;
         let rebuilt = read(&self.bucket, &self.results).await?;
+        // Nothing to fold in: the CSV there (or none, for no rows) is the record.
+        if rebuilt.commits.is_empty() {
+            return Ok(Compacted {
+                rows: rebuilt.loaded.order.len(),
+                bytes: 0,
+                commits: 0,
+            });
+        }
         let through = rebuilt.next_commit() - 1;
         let rows: Vec<&Record> = rebuilt
             .loaded

@@ -9,8 +9,10 @@
 //! objects compacted into the plain results CSV ([`log`]), and the lease that keeps
 //! two runs off one results object ([`lease`]).
 
+pub mod fetch;
 pub mod lease;
 pub mod log;
+pub mod run;
 pub mod video;
 
 #[cfg(test)]
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
+use object_store::signer::Signer;
 use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions,
     RetryConfig,
@@ -87,15 +90,15 @@ pub fn url_scheme(value: &str) -> Option<String> {
     valid.then(|| scheme.to_ascii_lowercase())
 }
 
-/// Why `value` cannot be a run's local results file or videos folder when it is
-/// written as a URL: runs write only local files until bucket output is wired into
-/// the run loop, and a URL taken as a path would make a folder named `s3:`. The
+/// Why `value` cannot be a setting that takes only a local path (the metrics
+/// file, or a run's results and videos where no bucket was set up for them) when it
+/// is written as a URL: a URL taken as a path would make a folder named `s3:`. The
 /// message reads after the flag or field that gave it.
 pub fn refuse_url(value: &str) -> Result<(), String> {
     match url_scheme(value).as_deref() {
         None => Ok(()),
         Some("s3") => Err(format!(
-            "`{value}` is a bucket URL, and runs cannot write to a bucket yet (bucket output is not wired into runs); give a local path"
+            "`{value}` is a bucket URL, and this setting takes a local path"
         )),
         Some(scheme) => Err(format!(
             "`{value}` has the scheme `{scheme}://`, which veo-batch cannot write to; give a local path"
@@ -188,6 +191,11 @@ impl S3Env {
         "AWS_ALLOW_HTTP",
     ];
 
+    /// Whether a secret access key is set (never what it is).
+    pub fn has_secret(&self) -> bool {
+        self.secret_access_key.is_some()
+    }
+
     /// The settings of this process's environment.
     pub fn from_env() -> S3Env {
         S3Env::from_lookup(|name| std::env::var(name).ok())
@@ -278,6 +286,8 @@ fn reason(err: &object_store::Error) -> String {
 #[derive(Clone)]
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
+    /// What signs links a person without credentials can open (S3 only).
+    signer: Option<Arc<dyn Signer>>,
     name: String,
 }
 
@@ -330,15 +340,42 @@ impl Bucket {
             operation: "set up a client for it".into(),
             reason: e.to_string(),
         })?;
-        Ok(Bucket::with_store(name, Arc::new(store)))
+        let store = Arc::new(store);
+        Ok(Bucket {
+            store: store.clone(),
+            signer: Some(store),
+            name: name.to_owned(),
+        })
     }
 
     /// A bucket served by `store` (an in-memory store in tests).
     pub fn with_store(name: &str, store: Arc<dyn ObjectStore>) -> Bucket {
         Bucket {
             store,
+            signer: None,
             name: name.to_owned(),
         }
+    }
+
+    /// Links to GET the objects at `keys`, valid for `expires_in` to whoever holds
+    /// them, signed here with the run's credentials (the secret never leaves).
+    pub async fn presign(
+        &self,
+        keys: &[Key],
+        expires_in: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let Some(signer) = &self.signer else {
+            return Err(StoreError {
+                bucket: self.name.clone(),
+                operation: "sign links to its objects".into(),
+                reason: "this store cannot sign links".into(),
+            });
+        };
+        let urls = signer
+            .signed_urls(object_store::signer::Method::GET, keys, expires_in)
+            .await
+            .map_err(|e| self.error("sign links to its objects", &e))?;
+        Ok(urls.into_iter().map(String::from).collect())
     }
 
     pub fn name(&self) -> &str {

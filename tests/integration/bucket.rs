@@ -1,5 +1,5 @@
-//! Bucket output: URLs refused by today's runs (exit 2, nothing sent, no folder
-//! named `s3:`), and the object-store layer against moto's S3 on loopback, with a
+//! Bucket output: other schemes and missing credentials refused (exit 2, nothing
+//! sent, no folder named `s3:`), and the object-store layer against moto's S3 on loopback, with a
 //! fault-injecting proxy for a dropped connection mid-part and a 500 on a commit.
 
 use std::time::Duration;
@@ -15,20 +15,24 @@ use veo_batch::store::video::{UploadPolicy, Uploaded, upload};
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
 use crate::moto::{Fault, Moto, Proxy, Rule, SECRET, bucket_at};
 
+/// Before anything is sent (exit 2, no folder named `s3:`): a scheme other than
+/// `s3://`, located in the manifest; a bucket without credentials, naming the
+/// bucket and what could not be done (the client would otherwise wait on an
+/// instance's metadata service).
 #[test]
-fn bucket_and_other_urls_are_refused_before_anything_is_sent() {
+fn other_schemes_and_missing_credentials_are_refused_before_anything_is_sent() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("m.yaml", &text_jobs(2));
     let cases: [(&str, &str, &str); 2] = [
         (
             "s3://bkt/runs/x.csv",
             "videos",
-            "error: --results: `s3://bkt/runs/x.csv` is a bucket URL, and runs cannot write to a bucket yet (bucket output is not wired into runs); give a local path",
+            "error: bucket `bkt`: cannot sign requests to it: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set (with AWS_ENDPOINT_URL for a store other than AWS S3)",
         ),
         (
             "results.csv",
             "gs://bkt/videos",
-            "error: --videos-dir: `gs://bkt/videos` has the scheme `gs://`, which veo-batch cannot write to; give a local path",
+            "error: --videos-dir: `gs://bkt/videos` has the scheme `gs://`, which veo-batch cannot write to; give a local path or an s3://bucket/prefix URL",
         ),
     ];
     for (results, videos, expected) in cases {
@@ -50,7 +54,7 @@ fn bucket_and_other_urls_are_refused_before_anything_is_sent() {
     }
     let manifest = h.write(
         "o.yaml",
-        "name: o\noutput:\n  results: s3://bkt/o.csv\njobs:\n  - id: a\n    prompt: x\n",
+        "name: o\noutput:\n  results: gs://bkt/o.csv\njobs:\n  - id: a\n    prompt: x\n",
     );
     let mut cmd = h.run_cmd(&manifest);
     let out = cmd.output().expect("runs");
@@ -62,7 +66,7 @@ fn bucket_and_other_urls_are_refused_before_anything_is_sent() {
     );
     let err = stderr(&out);
     assert!(
-        err.contains("o.yaml:3") && err.contains("results: `s3://bkt/o.csv` is a bucket URL"),
+        err.contains("o.yaml:3") && err.contains("`gs://bkt/o.csv` has the scheme `gs://`"),
         "{err}"
     );
     assert_eq!(h.stats().generate_calls, 0);

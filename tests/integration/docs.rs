@@ -190,8 +190,10 @@ fn every_flag_the_docs_name_exists() {
         known.extend(flags_in(&veo_batch(&args)));
     }
     // Flags of other tools the docs show: cargo, the test harness, criterion,
-    // Chromium and pngquant.
+    // Chromium, pngquant, docker and the AWS CLI.
     let others = [
+        "--rm",
+        "--recursive",
         "--release",
         "--profile",
         "--test",

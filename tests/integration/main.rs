@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bucket;
+mod bucket_runs;
 mod client;
 mod confined;
 mod current_api;
@@ -23,6 +24,7 @@ mod shape;
 mod sim;
 mod simulate;
 mod spend;
+mod spend_failed;
 mod storm;
 mod transport;
 mod uploads;

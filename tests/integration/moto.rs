@@ -118,6 +118,17 @@ pub fn quick_retries() -> Retries {
     }
 }
 
+/// The environment a user would export for a run against a local S3 at `endpoint`.
+pub fn aws_vars(endpoint: &str) -> [(&'static str, String); 5] {
+    [
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_ALLOW_HTTP", "true".to_owned()),
+    ]
+}
+
 pub fn bucket_at(endpoint: &str, name: &str) -> Bucket {
     Bucket::s3(name, &env_for(endpoint), quick_retries()).expect("client")
 }
@@ -131,6 +142,8 @@ pub enum Fault {
     ServerErrorAfter,
     /// Answers 403 with this S3 error code without passing it on.
     Forbidden(&'static str),
+    /// Answers 500 without passing the request on: a store failing for good.
+    ServerError,
 }
 
 /// A rule: the `nth` (1-based) request whose method is `method` and whose path
@@ -252,6 +265,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             }
         }
         return Err(Dropped);
+    }
+    if fault == Some(Fault::ServerError) {
+        return Ok(Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Body::from(
+                "<Error><Code>InternalError</Code><Message>failing on purpose</Message></Error>",
+            ))
+            .unwrap_or_default());
     }
     if let Some(Fault::Forbidden(code)) = fault {
         let xml = format!(

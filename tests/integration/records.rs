@@ -315,7 +315,9 @@ fn status_refuses_another_manifests_results_like_run() {
 fn max_credits_caps_the_batch_across_runs() {
     let h = Harness::new(fast_sim());
     let manifest = h.write("b.yaml", &text_jobs(5));
-    let cap = ["--max-credits", "150", "--concurrency", "1"];
+    // The first task of the kind is reserved at the highest price reported for
+    // it (168) until the balance tells its price (60): 170 pays for two, not three.
+    let cap = ["--max-credits", "170", "--concurrency", "1"];
     let out = h.run(&manifest, &cap);
     assert_eq!(code(&out), Some(Exit::Budget as i32), "{}", stderr(&out));
     assert_eq!(h.stats().tasks_created, 2);
@@ -326,7 +328,7 @@ fn max_credits_caps_the_batch_across_runs() {
     assert_eq!(
         h.stats().tasks_created,
         2,
-        "the batch has spent its 150: {err}"
+        "the batch has spent 120 of its 170, and a first task is reserved at 168: {err}"
     );
     assert!(err.contains("120 credits spent on it so far"), "{err}");
     assert!(!err.contains("run the same command again to send"), "{err}");
@@ -335,7 +337,7 @@ fn max_credits_caps_the_batch_across_runs() {
     // A per-invocation cap is its own flag.
     let out = h.run(
         &manifest,
-        &["--max-run-credits", "120", "--concurrency", "1"],
+        &["--max-run-credits", "170", "--concurrency", "1"],
     );
     assert_eq!(code(&out), Some(Exit::Budget as i32), "{}", stderr(&out));
     assert_eq!(h.stats().tasks_created, 4);

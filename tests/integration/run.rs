@@ -563,8 +563,10 @@ fn max_credits_stops_at_the_job_that_would_pass_it() {
         "b.yaml",
         &format!("prices:\n  veo3_fast: 60\n{}", text_jobs(5)),
     );
-    // veo3_fast costs 60: 150 credits pay for two jobs, not three.
-    let out = h.run(&manifest, &["--max-credits", "150", "--concurrency", "1"]);
+    // veo3_fast costs 60, and the first task is reserved at the highest price
+    // reported for it (168) until that is learned: 170 credits pay for two jobs,
+    // not three.
+    let out = h.run(&manifest, &["--max-credits", "170", "--concurrency", "1"]);
     assert_eq!(
         out.status.code(),
         Some(Exit::Budget as i32),

@@ -44,6 +44,121 @@ fn a_cap_holds_against_the_real_bill() {
 }
 
 #[test]
+fn a_cap_below_the_highest_reported_price_sends_nothing_of_that_kind() {
+    // One reservation at the table price (60) fits under 150; the real bill (168)
+    // does not: the first task of the kind is reserved at the highest price
+    // reported for it, so nothing is sent.
+    let h = Harness::new(billing_168(100_000.0));
+    let manifest = h.write("m.yaml", &text_jobs(3));
+    let out = h.run(&manifest, &["--max-credits", "150"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(Exit::Budget as i32), "{err}");
+    assert_eq!(h.stats().tasks_created, 0, "{err}");
+    assert_eq!(h.stats().credits, 100_000.0, "nothing billed: {err}");
+    assert!(
+        err.contains(
+            "(168 credits: a veo3_fast 720p 8s task is reserved at the highest price reported for its kind \
+             or 2 times its table price of 60, whichever is larger, until the balance tells its real price) \
+             would take the batch past --max-credits 150"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_says_a_limit_below_a_first_reservation_sends_nothing_of_that_kind() {
+    let h = Harness::new(fast_sim());
+    let manifest = h.write("m.yaml", &text_jobs(1));
+    let validate = |cap: &str| {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
+            .env_clear()
+            .current_dir(h.dir.path())
+            .args(["validate", "m.yaml", "--max-credits", cap])
+            .output()
+            .expect("runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        validate("150"),
+        "spending limit: --max-credits 150 (the batch's spend, earlier runs' included) keeps the \
+         estimate (60 credits), but a first veo3_fast 720p 8s task is reserved at 168 credits (the \
+         highest price reported for its kind or twice its table price) until the balance tells its \
+         real price: a run sends none of that kind and stops (exit 6)"
+    );
+    assert!(validate("168").ends_with("keeps the estimate (60 credits)"));
+    // As validate said: the run sends nothing.
+    let out = h.run(&manifest, &["--max-credits", "150"]);
+    assert_eq!(
+        out.status.code(),
+        Some(Exit::Budget as i32),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.stats().tasks_created, 0);
+}
+
+#[test]
+fn the_pasted_prices_lines_make_the_estimate_the_measured_price() {
+    // Two kinds of one model and resolution that differ by length only: 168 for
+    // an 8 s video (the default length), 84 for a 4 s one.
+    let mut config = billing_168(100_000.0);
+    config
+        .prices
+        .set_generation_of(Model::Veo3Fast, Resolution::Hd720, 4, 84.0);
+    let h = Harness::new(config);
+    let mut jobs = text_jobs(6);
+    for i in 1..=4 {
+        jobs.push_str(&format!(
+            "  - id: short-{i}\n    prompt: \"short clip {i}\"\n    duration: 4\n"
+        ));
+    }
+    let manifest = h.write("m.yaml", &jobs);
+    let out = h.run(&manifest, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{err}");
+    // The lines under the warning's `prices:`, pasted as they are.
+    let pasted: Vec<&str> = err
+        .lines()
+        .skip_while(|l| *l != "  prices:")
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .collect();
+    assert!(!pasted.is_empty(), "{err}");
+    let next = h.write(
+        "next.yaml",
+        &format!("prices:\n{}\n{jobs}", pasted.join("\n")),
+    );
+    let validate = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
+        .env_clear()
+        .current_dir(h.dir.path())
+        .arg("validate")
+        .arg(&next)
+        .output()
+        .expect("runs");
+    let shown = String::from_utf8_lossy(&validate.stdout);
+    assert_eq!(validate.status.code(), Some(Exit::Ok as i32), "{shown}");
+    let measured = err
+        .lines()
+        .find_map(|l| l.strip_prefix("  measured: the balance fell by "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no measured spend: {err}"));
+    assert_eq!(measured, "1,344", "6 x 168 + 4 x 84: {err}");
+    assert!(
+        shown.contains(&format!("estimated cost: {measured} credits")),
+        "{shown}"
+    );
+    assert_eq!(
+        pasted,
+        ["    veo3_fast: {720p: {4s: 84, 8s: 168}}"],
+        "{err}"
+    );
+}
+
+#[test]
 fn without_a_cap_the_summary_reconciles_and_warns() {
     let h = Harness::new(billing_168(100_000.0));
     let manifest = h.write("m.yaml", &text_jobs(10));
@@ -58,8 +173,9 @@ fn without_a_cap_the_summary_reconciles_and_warns() {
     );
     assert!(
         err.contains(
-            "warning: veo3_fast 720p 8s: the service billed 168 credits a video, the price table says 60; \
-             paste under prices: in the manifest to estimate and cap with it:\n  prices:\n    veo3_fast: {720p: 168}\n"
+            "warning: veo3_fast 720p 8s: the service billed 168 credits a video, the price table says 60\n  \
+             to estimate and cap with the measured prices, paste into the manifest:\n  prices:\n    \
+             veo3_fast: {720p: {8s: 168}}\n"
         ),
         "{err}"
     );
@@ -117,7 +233,7 @@ fn the_json_summary_and_status_carry_the_measured_spend() {
     let spend: serde_json::Value =
         serde_json::from_str(summary["fields"]["spend"].as_str().unwrap()).unwrap();
     assert_eq!(spend["kinds"][0]["measured"], 168.0);
-    assert_eq!(spend["kinds"][0]["paste"], "veo3_fast: {720p: 168}");
+    assert_eq!(spend["kinds"][0]["paste"], "veo3_fast: {720p: {8s: 168}}");
     let status = h.status(&["results.csv", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
@@ -153,9 +269,10 @@ fn an_unreadable_balance_leaves_the_table_with_its_margin() {
     };
     let h = Harness::new(config);
     let manifest = h.write("m.yaml", &text_jobs(3));
-    let out = h.run(&manifest, &["--max-credits", "150"]);
+    let out = h.run(&manifest, &["--max-credits", "200"]);
     let err = stderr(&out);
-    // Each task reserved at twice its table price (120): one fits under 150.
+    // Each task reserved at the highest price reported for veo3_fast 720p (168,
+    // above twice the table's 60): one fits under 200.
     assert_eq!(out.status.code(), Some(Exit::Budget as i32), "{err}");
     assert_eq!(h.stats().tasks_created, 1, "{err}");
     assert!(
@@ -164,7 +281,12 @@ fn an_unreadable_balance_leaves_the_table_with_its_margin() {
         ),
         "{err}"
     );
-    assert!(err.contains("reserved at 2 times its table price"), "{err}");
+    assert!(
+        err.contains(
+            "reserved at the highest price reported for it or 2 times its table price, whichever is larger"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -244,7 +366,7 @@ fn an_upgrade_price_is_learned_like_a_generation() {
     assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{err}");
     assert!(
         err.contains(
-            "warning: 1080p upgrade: the service billed 20 credits a video, the price table says 5;"
+            "warning: 1080p upgrade: the service billed 20 credits a video, the price table says 5\n"
         ),
         "{err}"
     );

@@ -35,6 +35,20 @@ impl Cx<'_> {
             if let Some(t) = self.text(v, None, &name) {
                 if t.trim().is_empty() {
                     self.err(v, None, Some(&name), "must not be blank");
+                } else if matches!(name.as_str(), "results" | "videos_dir")
+                    && crate::store::url_scheme(t.trim()).is_some()
+                {
+                    // A bucket URL is kept as written (not joined to the manifest's
+                    // folder); the run reads it, and refuses any other scheme, with
+                    // the setting named.
+                    match crate::store::parse_location(&name, t.trim()) {
+                        Ok(_) => *slot = Some(std::path::PathBuf::from(t.trim())),
+                        Err(e) => {
+                            let shown = e.to_string();
+                            let msg = shown.strip_prefix(&format!("{name}: ")).unwrap_or(&shown);
+                            self.err(v, None, Some(&name), msg.to_owned());
+                        }
+                    }
                 } else if let Some(Err(msg)) =
                     (name != "notify_secret_file").then(|| crate::store::refuse_url(t.trim()))
                 {

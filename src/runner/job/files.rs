@@ -4,6 +4,18 @@
 use super::*;
 
 impl JobRunner {
+    /// How the results record the local file at `path` (absolute): relative to the
+    /// results file's folder, or whole when the results live in a bucket (each
+    /// run rebuilds them in a staging folder of its own).
+    fn recorded(&self, path: &Path) -> String {
+        let settings = &self.shared.settings;
+        if settings.results_in_bucket {
+            path.to_string_lossy().into_owned()
+        } else {
+            crate::paths::recorded(&settings.results_dir, path)
+        }
+    }
+
     /// True when the file at `path` was last written after this job's task was sent.
     pub(super) fn written_since_submission(&self, path: &Path) -> bool {
         let sent = self
@@ -39,7 +51,7 @@ impl JobRunner {
     /// a paid video is never left under the name of the task that replaces it, and
     /// never overwritten. Nothing is sent before this is recorded with the job's
     /// next row.
-    pub(super) fn set_aside_superseded_videos(&mut self) {
+    pub(super) async fn set_aside_superseded_videos(&mut self) {
         let label = self
             .record
             .superseded_tasks
@@ -47,6 +59,18 @@ impl JobRunner {
             .cloned()
             .unwrap_or_else(|| "unrecorded".to_owned());
         for recorded in std::mem::take(&mut self.record.video_paths) {
+            if let Some(target) = &self.shared.settings.videos_bucket
+                && target.holds(&recorded)
+            {
+                match target.set_aside(&recorded, &label).await {
+                    Ok(to) => self.record.superseded_paths.push(to),
+                    Err(e) => tracing::warn!(
+                        "job {:?}: could not move the superseded video aside ({e}); it stays where it is",
+                        self.job.id
+                    ),
+                }
+                continue;
+            }
             // A file recorded by a version that wrote paths from the current folder
             // is found there.
             let path = crate::paths::resolve(&self.shared.settings.results_dir, &recorded);
@@ -86,10 +110,9 @@ impl JobRunner {
                     path.display(),
                     to.display()
                 );
-                let dir = &self.shared.settings.results_dir;
                 self.record
                     .superseded_paths
-                    .push(crate::paths::recorded(dir, &crate::paths::absolute(&to)));
+                    .push(self.recorded(&crate::paths::absolute(&to)));
             }
             Err(e) => tracing::warn!(
                 "job {:?}: could not move the superseded video {} aside ({e}); it stays where it is",
@@ -143,7 +166,25 @@ impl JobRunner {
                 return JobEnd::Succeeded;
             }
             let mut paths = Vec::with_capacity(files.len());
+            let bucket = settings.videos_bucket.as_ref();
             for (url, dest) in &files {
+                if let Some(target) = bucket {
+                    let (_, object) = target.object_for(dest);
+                    if self.record.video_paths.contains(&object) {
+                        paths.push(object);
+                        continue;
+                    }
+                    // Staging holds only what this run downloads: a file left there
+                    // by a killed run may be partial or another task's.
+                    match std::fs::remove_file(dest) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(
+                            "could not clear the staging file {}: {e}",
+                            dest.display()
+                        ),
+                    }
+                }
                 // A file already at `dest` is this task's when the record lists it, or
                 // when it was written after the task was sent (a kill came between its
                 // download and the row recording it). Any other file there (a
@@ -151,11 +192,12 @@ impl JobRunner {
                 // aside, never overwritten and never left under this task's row.
                 let dir = &settings.results_dir;
                 let dest_abs = crate::paths::absolute(dest);
-                let ours = self
-                    .record
-                    .video_paths
-                    .iter()
-                    .any(|p| crate::paths::resolve(dir, p) == dest_abs)
+                let ours = bucket.is_some()
+                    || self
+                        .record
+                        .video_paths
+                        .iter()
+                        .any(|p| crate::paths::resolve(dir, p) == dest_abs)
                     || self.written_since_submission(dest);
                 if !ours {
                     let label = format!("unrecorded-{}", now().replace(':', ""));
@@ -209,7 +251,27 @@ impl JobRunner {
                         }
                     }
                 }
-                paths.push(crate::paths::recorded(dir, &dest_abs));
+                let Some(target) = bucket else {
+                    paths.push(self.recorded(&dest_abs));
+                    continue;
+                };
+                // Recorded `downloaded` only once the object is whole in the bucket.
+                match target.put(dest).await {
+                    Ok(object) => paths.push(object),
+                    Err(e) => {
+                        tracing::warn!(url = %target.object_for(dest).1, error = %e, "upload to the bucket failed; the next run downloads and uploads it again");
+                        self.record.set_failure(
+                            ErrorKind::Download,
+                            None,
+                            format!("{DOWNLOAD_FAILED}: the upload to the bucket failed: {e}"),
+                        );
+                        self.record.video_paths = paths;
+                        return match self.save(State::Succeeded).await {
+                            Ok(()) => JobEnd::Failed,
+                            Err(end) => end,
+                        };
+                    }
+                }
             }
             self.record.video_paths = paths;
             // A download failure recorded by an earlier try is resolved now; the reason

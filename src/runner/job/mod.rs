@@ -110,11 +110,12 @@ pub async fn drive(
         record,
         rng: fastrand::Rng::with_seed(seed),
         upgrade_reserved: None,
+        before_task: None,
     };
     let outcome = async {
         let (task_id, submitted) = match start {
             Start::Submit(_) => {
-                runner.set_aside_superseded_videos();
+                runner.set_aside_superseded_videos().await;
                 let submitted = runner.submit().await;
                 // The submission phase is over: let the next job start its own.
                 drop(submit_slot);
@@ -152,6 +153,11 @@ struct JobRunner {
     /// The upgrade's price as this run reserved it: settled against the price
     /// its kind has once the upgrade is made (learned meanwhile, perhaps).
     upgrade_reserved: Option<crate::runner::spend::Price>,
+    /// The record's `credits` before this run sent the job's task: what a task the
+    /// service reports failed leaves it at (see [`spend::failed_task_cost`]).
+    ///
+    /// [`spend::failed_task_cost`]: crate::runner::spend::failed_task_cost
+    before_task: Option<f64>,
 }
 
 impl JobRunner {

@@ -2,7 +2,7 @@
 //! or 4K upgrade.
 
 use super::*;
-use crate::runner::spend::Kind;
+use crate::runner::spend::{Kind, Source, failed_task_cost};
 
 impl JobRunner {
     /// The URLs of the video to keep from a task that succeeded: for an extend, the
@@ -108,9 +108,7 @@ impl JobRunner {
                     self.record.set_failure(kind, error_code, message);
                     self.record.finished_at = Some(now());
                     tracing::warn!(task = %task_id, code = self.record.error_code, error = self.record.error_message.as_deref().unwrap_or_default(), "generation failed");
-                    if submitted.is_some() {
-                        shared.spend.failed(Kind::of(&*self.job));
-                    }
+                    self.refund_failed_task(submitted.is_some());
                     self.save(State::Failed).await?;
                     return Err(JobEnd::Failed);
                 }
@@ -142,6 +140,37 @@ impl JobRunner {
                     }
                 },
             }
+        }
+    }
+
+    /// The service reported the job's task failed: the record counts it 0, as the
+    /// service documents failed tasks free (see [`failed_task_cost`]); a task made
+    /// this run is handed to the spend, which counts it billed again when the
+    /// balance shows it was.
+    fn refund_failed_task(&mut self, made_this_run: bool) {
+        let spend = &self.shared.spend;
+        let kind = Kind::of(&*self.job);
+        // A task of an earlier run: a job that superseded no task has only this
+        // one counted (a refused send gives its credits back); otherwise what its
+        // send added is not known here, and its kind's price now (and its
+        // upgrade's) is the best account of it.
+        let before = self.before_task.unwrap_or_else(|| {
+            if self.record.superseded_tasks.is_empty() {
+                return 0.0;
+            }
+            let upgrade = self
+                .job
+                .upgrade
+                .map_or(0.0, |u| spend.price(Kind::upgrade(u)).billed);
+            self.record.credits - spend.price(kind).billed - upgrade
+        });
+        let (credits, refunded) = failed_task_cost(self.record.credits, before);
+        self.record.credits = credits;
+        self.record.credits_source = Source::Refunded.as_str().to_owned();
+        if made_this_run {
+            spend.failed(kind, self.job.index(), refunded);
+        } else {
+            spend.earlier_failed(refunded);
         }
     }
 

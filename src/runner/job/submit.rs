@@ -112,14 +112,16 @@ impl JobRunner {
             let billed = generation.billed + upgrade.map_or(0.0, |p| p.billed);
             if let Err(past) = shared.reserve(cost).await {
                 shared.halt(StopReason::Budget(format!(
-                    "job {:?} ({} credits) would take {past}",
+                    "job {:?} ({} credits{}) would take {past}",
                     self.job.id,
-                    Credits(cost)
+                    Credits(cost),
+                    generation.why_reserved(kind)
                 )));
                 return Err(JobEnd::NotStarted);
             }
             self.upgrade_reserved = upgrade;
             self.record.attempts += 1;
+            self.before_task = Some(self.record.credits);
             self.record.credits += billed;
             self.record.credits_source = generation.source.as_str().to_owned();
             self.record.task_id = None;
