@@ -156,9 +156,12 @@ pub const COLUMNS: [Column; 32] = [
         read: |r, cell| {
             r.upgrade = match cell {
                 "" => None,
-                "1080p" => Some(Upgrade::Hd1080),
-                "4k" => Some(Upgrade::Uhd4k),
-                other => return Err(format!("{other:?} is not an upgrade (1080p, 4k or empty)")),
+                other => Some(Upgrade::parse(other).ok_or_else(|| {
+                    format!(
+                        "{other:?} is not an upgrade ({} or empty)",
+                        Upgrade::ALLOWED
+                    )
+                })?),
             };
             Ok(())
         },
@@ -311,6 +314,33 @@ fn push_list(out: &mut String, items: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each value of the field table's `Upgrade` is written in the results file and
+    /// read back; a value it does not declare is refused with the ones it does.
+    #[test]
+    fn every_upgrade_value_is_recorded_and_read_back() {
+        let column = COLUMNS.iter().find(|c| c.name == "upgrade").unwrap();
+        for u in Upgrade::ALL {
+            let mut cell = String::new();
+            let record = Record {
+                upgrade: Some(u),
+                ..Record::default()
+            };
+            (column.write)(&record, &mut cell);
+            assert_eq!(cell, u.as_str());
+            let mut back = Record::default();
+            (column.read)(&mut back, &cell).unwrap();
+            assert_eq!(back.upgrade, Some(u), "{u} read back from the results file");
+        }
+        let mut back = Record::default();
+        assert_eq!(
+            (column.read)(&mut back, "8k"),
+            Err(format!(
+                "\"8k\" is not an upgrade ({} or empty)",
+                Upgrade::ALLOWED
+            ))
+        );
+    }
 
     /// Columns are only ever added at the end: versions never go down in file
     /// order, and each version adds at least one column.

@@ -6,6 +6,8 @@
 mod credits;
 pub mod run;
 mod run_summary;
+
+pub use run_summary::Style;
 pub mod status;
 pub mod validate;
 

@@ -60,8 +60,35 @@ pub fn results_path(args: &RunArgs) -> Option<PathBuf> {
     is_csv.then(|| crate::config::default_results(&name))
 }
 
-/// Runs `run`.
+/// Runs `run`: against the simulator's scaled clock under `--simulate`, and with
+/// the process's Ctrl-C and SIGTERM as its stop signals.
 pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exit> {
+    let time_scale = if args.simulate {
+        SimConfig::demo().time_scale
+    } else {
+        1.0
+    };
+    run_at(args, quiet, style, time_scale, None).await
+}
+
+/// How a run is driven: the clock of its own delays and, when a caller gives them,
+/// its stop signals (the process's Ctrl-C and SIGTERM otherwise).
+struct Drive {
+    time_scale: f64,
+    signals: Option<Signals>,
+}
+
+/// Runs `run` with the run's own durations (retry delays, the maintenance floor, the
+/// default poll pace) scaled by `time_scale`, as `--simulate` scales them to its
+/// simulator; a test drives the whole command in process this way against a simulator
+/// of its own. Stopped by `signals` when given, by the process's signals otherwise.
+pub async fn run_at(
+    args: RunArgs,
+    quiet: bool,
+    style: Style,
+    time_scale: f64,
+    signals: Option<Signals>,
+) -> anyhow::Result<Exit> {
     if !args.simulate {
         crate::api::check_bases(
             &args.service.api_base,
@@ -79,6 +106,10 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     for w in &manifest.warnings {
         tracing::warn!("{w}");
     }
+    let drive = Drive {
+        time_scale,
+        signals,
+    };
     let bucket = match crate::store::run::BucketRun::setup(wanted(&args, &manifest)).await {
         Err(e) if args.running_ok && Exit::of_error(&e) == Exit::Locked => {
             tracing::info!("{e:#}; it carries the batch on (--running-ok)");
@@ -87,7 +118,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
         setup => setup?,
     };
     let Some(bucket) = bucket else {
-        return run_prepared(args, manifest, preloaded, quiet, style, None).await;
+        return run_prepared(args, manifest, preloaded, (quiet, style), drive, None).await;
     };
     let mut args = args;
     if let Some(local) = &bucket.local_results {
@@ -96,7 +127,7 @@ pub async fn run(args: RunArgs, quiet: bool, style: Style) -> anyhow::Result<Exi
     if let Some(local) = &bucket.local_videos {
         args.videos_dir = Some(local.clone());
     }
-    let ran = run_prepared(args, manifest, None, quiet, style, Some(&bucket)).await;
+    let ran = run_prepared(args, manifest, None, (quiet, style), drive, Some(&bucket)).await;
     let url = bucket.results_url().cloned();
     match (bucket.finish().await, url) {
         (Ok(Some(c)), Some(url)) if c.commits > 0 => tracing::info!(
@@ -148,15 +179,14 @@ async fn run_prepared(
     args: RunArgs,
     manifest: Manifest,
     preloaded: Option<Preloaded>,
-    quiet: bool,
-    style: Style,
+    (quiet, style): (bool, Style),
+    drive: Drive,
     bucket: Option<&crate::store::run::BucketRun>,
 ) -> anyhow::Result<Exit> {
-    let time_scale = if args.simulate {
-        SimConfig::demo().time_scale
-    } else {
-        1.0
-    };
+    let Drive {
+        time_scale,
+        signals,
+    } = drive;
     let output = if quiet {
         crate::config::Output::Quiet
     } else if std::io::stderr().is_terminal() {
@@ -287,14 +317,22 @@ async fn run_prepared(
             .filter(|s| s.state == crate::checkpoint::State::Succeeded)
             .count(),
     };
-    let signals = Signals::default();
-    let watcher = tokio::spawn(watch_signals(signals.clone()));
+    let (signals, watcher) = match signals {
+        Some(given) => (given, None),
+        None => {
+            let signals = Signals::default();
+            let watcher = tokio::spawn(watch_signals(signals.clone()));
+            (signals, Some(watcher))
+        }
+    };
     let fence = bucket.and_then(crate::store::run::BucketRun::fence);
     let fenced = fence
         .clone()
         .map(|f| tokio::spawn(watch_fence(f, signals.clone())));
     let outcome = runner::execute(prepared, client, signals).await;
-    watcher.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     if let Some(w) = fenced {
         w.abort();
     }

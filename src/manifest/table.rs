@@ -446,7 +446,7 @@ fn read_row(
                     d.upgrade = Some(u);
                     d.upgrade_at = Some(origin.clone());
                 }
-                None => fail(format!("{text:?} is not allowed (1080p, 4k or none)")),
+                None => fail(upgrade_refused(text)),
             },
             Column::KeepOriginal => match parse_bool(text) {
                 Some(b) => d.keep_original = Some(b),
@@ -521,14 +521,17 @@ fn bool_message(text: &str) -> String {
     format!("{text:?} is not a boolean (true, false, yes, no, 1 or 0)")
 }
 
-/// The `upgrade` values: `1080p`, `4k`, or `none` to cancel a default.
+/// The `upgrade` values: an [`Upgrade`] in any case, or `none` to cancel a default.
 pub(crate) fn upgrade_value(s: &str) -> Option<Option<Upgrade>> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "1080p" => Some(Some(Upgrade::Hd1080)),
-        "4k" => Some(Some(Upgrade::Uhd4k)),
         "none" => Some(None),
-        _ => None,
+        other => Upgrade::parse(other).map(Some),
     }
+}
+
+/// Why `text` is not an `upgrade` value, with the values that are.
+pub(crate) fn upgrade_refused(text: &str) -> String {
+    format!("{text:?} is not allowed ({} or none)", Upgrade::ALLOWED)
 }
 
 #[cfg(test)]

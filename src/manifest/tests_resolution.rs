@@ -324,3 +324,62 @@ fn a_job_without_a_price_is_a_warning_not_a_silent_zero() {
         ]
     );
 }
+
+/// `Upgrade` is a value of the field table: each of its values, spelled once there, is
+/// read wherever a manifest writes `upgrade` (a YAML job, its defaults, a matrix, a CSV
+/// column, in any case), placed on the job and priced; a value it does not declare is
+/// refused with the ones it does. (The results column has its own test in
+/// `checkpoint::schema`.)
+#[test]
+fn every_upgrade_value_is_read_placed_and_priced() {
+    use crate::cost::PriceTable;
+    use crate::request::Upgrade;
+
+    let prices = PriceTable::default();
+    let mut priced = Vec::new();
+    let dir = TempDir::new().unwrap();
+    for u in Upgrade::ALL {
+        let s = u.as_str();
+        let loud = s.to_uppercase();
+        let yaml = write(
+            &dir,
+            &format!("{s}.yaml"),
+            format!(
+                "defaults:\n  upgrade: {s}\njobs:\n  - id: by-default\n    prompt: x\n  \
+                 - id: own\n    prompt: x\n    upgrade: {loud}\n  \
+                 - id: grid-{{upgrade}}\n    prompt: x\n    matrix:\n      \
+                 upgrade: [{s}]\n"
+            ),
+        );
+        let m = ok(&yaml);
+        assert_eq!(ids(&m), ["by-default", "own", &format!("grid-{s}")]);
+        assert!(m.jobs.iter().all(|j| j.upgrade == Some(u)), "{s}: {m:?}");
+
+        let csv = write(
+            &dir,
+            &format!("{s}.csv"),
+            format!("id,prompt,upgrade\na,x,{loud}\n"),
+        );
+        assert_eq!(ok(&csv).jobs[0].upgrade, Some(u), "{s} from a CSV cell");
+
+        let credits = prices.upgrade(u);
+        assert!(credits > 0.0, "{s} has no price");
+        priced.push(credits.to_bits());
+    }
+    priced.sort_unstable();
+    priced.dedup();
+    assert_eq!(
+        priced.len(),
+        Upgrade::ALL.len(),
+        "two upgrades share one price slot"
+    );
+
+    let allowed = format!("({} or none)", Upgrade::ALLOWED);
+    let bad = write(&dir, "bad.csv", "id,prompt,upgrade\na,x,8k\n");
+    assert_eq!(
+        problems(&bad),
+        [format!(
+            ":2: job \"a\": upgrade: \"8k\" is not allowed {allowed}"
+        )]
+    );
+}

@@ -15,7 +15,7 @@ use crate::units::{Rate, Span};
 
 use super::job::{Draft, Gatherer, diag};
 use super::node::{Node, Value, scalar_text};
-use super::table::{self, TableInput, upgrade_value};
+use super::table::{self, TableInput, upgrade_refused, upgrade_value};
 use super::{Origin, OutputSettings, RunSettings};
 
 mod expand;
@@ -537,8 +537,7 @@ impl Cx<'_> {
                 d.upgrade_at = Some(self.at(v));
             }
             None => {
-                let msg = format!("{t:?} is not allowed (1080p, 4k or none)");
-                self.err(v, job, Some("upgrade"), msg);
+                self.err(v, job, Some("upgrade"), upgrade_refused(&t));
                 d.bad = true;
             }
         }

@@ -1,8 +1,8 @@
 //! The request's fields, declared once: the [`fields!`] table below makes the
 //! [`Field`] enum, its spellings, the [`RawRequest`] that holds values as given, the
 //! defaults merge and the one typed setter every reader (YAML, CSV, the simulator's
-//! JSON) calls. The value enums ([`Model`], [`AspectRatio`], [`GenerationType`]) spell
-//! each variant once, in [`value_enum!`].
+//! JSON) calls. The value enums ([`Model`], [`AspectRatio`], [`GenerationType`],
+//! [`Resolution`], [`Upgrade`]) spell each variant once, in [`value_enum!`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -379,6 +379,16 @@ value_enum! {
         Text = "TEXT_2_VIDEO",
         FirstAndLastFrames = "FIRST_AND_LAST_FRAMES_2_VIDEO",
         Reference = "REFERENCE_2_VIDEO",
+    }
+}
+
+value_enum! {
+    /// After the task succeeds, ask for a higher-resolution file (the 1080p and 4K
+    /// endpoints): part of what a job asks, priced with its request. Not a field of the
+    /// generate body: the manifest's `upgrade` and the results file's column spell it.
+    pub enum Upgrade {
+        Hd1080 = "1080p",
+        Uhd4k = "4k",
     }
 }
 

@@ -23,34 +23,10 @@ pub use extend::{
 };
 pub use fields::{
     AspectRatio, ExtendUse, Field, FieldValue, GenerationType, Kind, Model, RawRequest, Resolution,
-    did_you_mean, field_names,
+    Upgrade, did_you_mean, field_names,
 };
 pub(crate) use rules::check_parts;
 pub use rules::{
     Checked, DEFAULT_ASPECT_RATIO, DEFAULT_MODEL, DURATION_ALLOWED, DURATIONS, FieldIssue,
     SEED_MAX, SEED_MIN, check, check_http_url,
 };
-
-/// After the task succeeds, ask for a higher-resolution file (the 1080p and 4K
-/// endpoints): part of what a job asks, priced with its request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Upgrade {
-    Hd1080,
-    Uhd4k,
-}
-
-impl Upgrade {
-    /// How the manifest spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Upgrade::Hd1080 => "1080p",
-            Upgrade::Uhd4k => "4k",
-        }
-    }
-}
-
-impl std::fmt::Display for Upgrade {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}

@@ -104,183 +104,35 @@ pub(crate) fn check_parts(
     let mut issues = Vec::new();
     let mut warnings = Vec::new();
 
-    match raw.prompt.as_deref() {
-        Some(p) if !p.trim().is_empty() => {}
-        Some(_) => issues.push(FieldIssue::new(Field::Prompt, "must not be blank")),
-        None => issues.push(FieldIssue::new(Field::Prompt, "is required")),
-    }
-
-    let model = match raw.model.as_deref() {
-        None => Some(DEFAULT_MODEL),
-        Some(m) => Model::parse(m).or_else(|| {
-            issues.push(unknown_value(Field::Model, m, Model::ALLOWED));
-            None
-        }),
-    };
-    let aspect_ratio = match raw.aspect_ratio.as_deref() {
-        None => Some(DEFAULT_ASPECT_RATIO),
-        Some(a) => AspectRatio::parse(a).or_else(|| {
-            issues.push(unknown_value(Field::AspectRatio, a, AspectRatio::ALLOWED));
-            None
-        }),
-    };
-
+    check_prompt(raw, &mut issues);
+    let model = given_or_default(
+        Field::Model,
+        raw.model.as_deref(),
+        DEFAULT_MODEL,
+        Model::parse,
+        Model::ALLOWED,
+        &mut issues,
+    );
+    let aspect_ratio = given_or_default(
+        Field::AspectRatio,
+        raw.aspect_ratio.as_deref(),
+        DEFAULT_ASPECT_RATIO,
+        AspectRatio::parse,
+        AspectRatio::ALLOWED,
+        &mut issues,
+    );
     let image_urls: &[String] = raw.image_urls.as_deref().unwrap_or_default();
-    for url in image_urls.iter().filter(|u| !local(u)) {
-        if let Err(why) = check_http_url(url) {
-            issues.push(FieldIssue::new(
-                Field::ImageUrls,
-                format!("{url:?} {why} (an absolute http or https URL)"),
-            ));
-        }
-    }
-
-    let generation_type = match raw.generation_type.as_deref() {
-        Some(g) => GenerationType::parse(g).or_else(|| {
-            issues.push(unknown_value(
-                Field::GenerationType,
-                g,
-                GenerationType::ALLOWED,
-            ));
-            None
-        }),
-        None => match image_urls.len() {
-            0 => Some(GenerationType::Text),
-            1 | 2 => Some(GenerationType::FirstAndLastFrames),
-            3 => {
-                issues.push(FieldIssue::new(
-                    Field::ImageUrls,
-                    "3 images need generationType REFERENCE_2_VIDEO (without it, 0 images \
-                     mean TEXT_2_VIDEO and 1-2 mean FIRST_AND_LAST_FRAMES_2_VIDEO)",
-                ));
-                None
-            }
-            n => {
-                // No mode takes more than 3: naming one would send the user to
-                // another error.
-                issues.push(FieldIssue::new(
-                    Field::ImageUrls,
-                    format!(
-                        "{n} images is more than any generation mode takes (REFERENCE_2_VIDEO \
-                         takes up to 3, FIRST_AND_LAST_FRAMES_2_VIDEO 1 or 2)"
-                    ),
-                ));
-                None
-            }
-        },
-    };
-
+    check_image_urls(image_urls, local, &mut issues);
+    let generation_type = generation_type_of(raw, image_urls.len(), &mut issues);
     if let Some(mode) = generation_type {
-        let (min, max) = mode.image_range();
-        let n = image_urls.len();
-        if n < min || n > max {
-            let allowed = if max == 0 {
-                "none".to_owned()
-            } else {
-                format!("{min} to {max}")
-            };
-            issues.push(FieldIssue::new(
-                Field::ImageUrls,
-                format!("{} takes {allowed} images, got {n}", mode.as_str()),
-            ));
-        }
-        if mode == GenerationType::Reference {
-            if let Some(m) = model.filter(|m| !matches!(m, Model::Veo3Fast | Model::Veo3Lite)) {
-                issues.push(FieldIssue::new(
-                    Field::Model,
-                    format!(
-                        "REFERENCE_2_VIDEO works only with veo3_fast or veo3_lite, not {}",
-                        m.as_str()
-                    ),
-                ));
-            }
-            if aspect_ratio == Some(AspectRatio::Auto) {
-                issues.push(FieldIssue::new(
-                    Field::AspectRatio,
-                    "REFERENCE_2_VIDEO takes 16:9 or 9:16, not Auto",
-                ));
-            }
-        }
+        check_mode(mode, image_urls.len(), model, aspect_ratio, &mut issues);
     }
-
-    let seeds = match raw.seeds {
-        None => None,
-        Some(s) if (SEED_MIN..=SEED_MAX).contains(&s) => u32::try_from(s).ok(),
-        Some(s) => {
-            issues.push(FieldIssue::new(
-                Field::Seeds,
-                format!("{s} is out of range (an integer from {SEED_MIN} to {SEED_MAX})"),
-            ));
-            None
-        }
-    };
-
-    let resolution = raw.resolution.as_deref().and_then(|r| {
-        Resolution::parse(r).or_else(|| {
-            issues.push(unknown_value(Field::Resolution, r, Resolution::ALLOWED));
-            None
-        })
-    });
-    if let (Some(m), Some(r)) = (model, resolution)
-        && !m.offers(r)
-    {
-        let offered: Vec<&str> = Resolution::ALL
-            .into_iter()
-            .filter(|r| m.offers(*r))
-            .map(Resolution::as_str)
-            .collect();
-        issues.push(FieldIssue::new(
-            Field::Resolution,
-            format!(
-                "{} has no {} ({})",
-                m.as_str(),
-                r.as_str(),
-                offered.join(" or ")
-            ),
-        ));
-    }
-
-    let duration = match raw.duration {
-        None => None,
-        Some(d) if DURATIONS.contains(&d) => u8::try_from(d).ok(),
-        Some(d) => {
-            issues.push(FieldIssue::new(
-                Field::Duration,
-                format!("{d} is not allowed ({DURATION_ALLOWED})"),
-            ));
-            None
-        }
-    };
-
-    if let Some(url) = raw.callback_url.as_deref()
-        && let Err(why) = check_http_url(url)
-    {
-        issues.push(FieldIssue::new(
-            Field::CallbackUrl,
-            format!("{url:?} {why} (an absolute http or https URL)"),
-        ));
-    }
-
-    if let Some(fallback) = raw.enable_fallback {
-        warnings.push(FieldIssue::new(
-            Field::EnableFallback,
-            "is deprecated and ignored by the service; remove it",
-        ));
-        if fallback && aspect_ratio.is_some_and(|a| a != AspectRatio::Landscape) {
-            issues.push(FieldIssue::new(
-                Field::EnableFallback,
-                "true requires aspect_ratio 16:9",
-            ));
-        }
-    }
-
-    for key in raw.extra.keys() {
-        if Field::from_name(key).is_some() {
-            issues.push(FieldIssue::body(format!(
-                "extra: {key} is a request field; set it directly, not under extra"
-            )));
-        }
-    }
+    let seeds = seeds_of(raw, &mut issues);
+    let resolution = resolution_of(raw, model, &mut issues);
+    let duration = duration_of(raw, &mut issues);
+    check_callback(raw, &mut issues);
+    check_fallback(raw, aspect_ratio, &mut issues, &mut warnings);
+    check_extra(raw, &mut issues);
 
     let result = match (issues.is_empty(), model, aspect_ratio, generation_type) {
         (true, Some(model), Some(aspect_ratio), Some(generation_type)) => {
@@ -305,6 +157,242 @@ pub(crate) fn check_parts(
         _ => Err(issues),
     };
     (result, warnings)
+}
+
+/// The prompt is required and not blank.
+fn check_prompt(raw: &RawRequest, issues: &mut Vec<FieldIssue>) {
+    match raw.prompt.as_deref() {
+        Some(p) if !p.trim().is_empty() => {}
+        Some(_) => issues.push(FieldIssue::new(Field::Prompt, "must not be blank")),
+        None => issues.push(FieldIssue::new(Field::Prompt, "is required")),
+    }
+}
+
+/// A value of a closed set with a default: the value given, or the default when none
+/// is; `None` (and an issue naming what is allowed) when the value given is not one of
+/// the set.
+fn given_or_default<T>(
+    field: Field,
+    given: Option<&str>,
+    default: T,
+    parse: fn(&str) -> Option<T>,
+    allowed: &str,
+    issues: &mut Vec<FieldIssue>,
+) -> Option<T> {
+    match given {
+        None => Some(default),
+        Some(v) => parse(v).or_else(|| {
+            issues.push(unknown_value(field, v, allowed));
+            None
+        }),
+    }
+}
+
+/// Every image that is not a local file is an absolute http(s) URL.
+fn check_image_urls(
+    image_urls: &[String],
+    local: &dyn Fn(&str) -> bool,
+    issues: &mut Vec<FieldIssue>,
+) {
+    for url in image_urls.iter().filter(|u| !local(u)) {
+        if let Err(why) = check_http_url(url) {
+            issues.push(FieldIssue::new(
+                Field::ImageUrls,
+                format!("{url:?} {why} (an absolute http or https URL)"),
+            ));
+        }
+    }
+}
+
+/// The generation mode: the one given, or the one the number of images implies.
+fn generation_type_of(
+    raw: &RawRequest,
+    images: usize,
+    issues: &mut Vec<FieldIssue>,
+) -> Option<GenerationType> {
+    if let Some(g) = raw.generation_type.as_deref() {
+        return GenerationType::parse(g).or_else(|| {
+            issues.push(unknown_value(
+                Field::GenerationType,
+                g,
+                GenerationType::ALLOWED,
+            ));
+            None
+        });
+    }
+    match images {
+        0 => Some(GenerationType::Text),
+        1 | 2 => Some(GenerationType::FirstAndLastFrames),
+        3 => {
+            issues.push(FieldIssue::new(
+                Field::ImageUrls,
+                "3 images need generationType REFERENCE_2_VIDEO (without it, 0 images \
+                 mean TEXT_2_VIDEO and 1-2 mean FIRST_AND_LAST_FRAMES_2_VIDEO)",
+            ));
+            None
+        }
+        n => {
+            // No mode takes more than 3: naming one would send the user to
+            // another error.
+            issues.push(FieldIssue::new(
+                Field::ImageUrls,
+                format!(
+                    "{n} images is more than any generation mode takes (REFERENCE_2_VIDEO \
+                     takes up to 3, FIRST_AND_LAST_FRAMES_2_VIDEO 1 or 2)"
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// What the mode asks of the rest: its number of images, and for a reference video
+/// the models and aspect ratios it works with.
+fn check_mode(
+    mode: GenerationType,
+    images: usize,
+    model: Option<Model>,
+    aspect_ratio: Option<AspectRatio>,
+    issues: &mut Vec<FieldIssue>,
+) {
+    let (min, max) = mode.image_range();
+    if images < min || images > max {
+        let allowed = if max == 0 {
+            "none".to_owned()
+        } else {
+            format!("{min} to {max}")
+        };
+        issues.push(FieldIssue::new(
+            Field::ImageUrls,
+            format!("{} takes {allowed} images, got {images}", mode.as_str()),
+        ));
+    }
+    if mode != GenerationType::Reference {
+        return;
+    }
+    if let Some(m) = model.filter(|m| !matches!(m, Model::Veo3Fast | Model::Veo3Lite)) {
+        issues.push(FieldIssue::new(
+            Field::Model,
+            format!(
+                "REFERENCE_2_VIDEO works only with veo3_fast or veo3_lite, not {}",
+                m.as_str()
+            ),
+        ));
+    }
+    if aspect_ratio == Some(AspectRatio::Auto) {
+        issues.push(FieldIssue::new(
+            Field::AspectRatio,
+            "REFERENCE_2_VIDEO takes 16:9 or 9:16, not Auto",
+        ));
+    }
+}
+
+/// The seed, when given and in range.
+fn seeds_of(raw: &RawRequest, issues: &mut Vec<FieldIssue>) -> Option<u32> {
+    match raw.seeds {
+        None => None,
+        Some(s) if (SEED_MIN..=SEED_MAX).contains(&s) => u32::try_from(s).ok(),
+        Some(s) => {
+            issues.push(FieldIssue::new(
+                Field::Seeds,
+                format!("{s} is out of range (an integer from {SEED_MIN} to {SEED_MAX})"),
+            ));
+            None
+        }
+    }
+}
+
+/// The resolution, when given, known, and offered by the model.
+fn resolution_of(
+    raw: &RawRequest,
+    model: Option<Model>,
+    issues: &mut Vec<FieldIssue>,
+) -> Option<Resolution> {
+    let resolution = raw.resolution.as_deref().and_then(|r| {
+        Resolution::parse(r).or_else(|| {
+            issues.push(unknown_value(Field::Resolution, r, Resolution::ALLOWED));
+            None
+        })
+    });
+    if let (Some(m), Some(r)) = (model, resolution)
+        && !m.offers(r)
+    {
+        let offered: Vec<&str> = Resolution::ALL
+            .into_iter()
+            .filter(|r| m.offers(*r))
+            .map(Resolution::as_str)
+            .collect();
+        issues.push(FieldIssue::new(
+            Field::Resolution,
+            format!(
+                "{} has no {} ({})",
+                m.as_str(),
+                r.as_str(),
+                offered.join(" or ")
+            ),
+        ));
+    }
+    resolution
+}
+
+/// The video's length, when given and one the service makes.
+fn duration_of(raw: &RawRequest, issues: &mut Vec<FieldIssue>) -> Option<u8> {
+    match raw.duration {
+        None => None,
+        Some(d) if DURATIONS.contains(&d) => u8::try_from(d).ok(),
+        Some(d) => {
+            issues.push(FieldIssue::new(
+                Field::Duration,
+                format!("{d} is not allowed ({DURATION_ALLOWED})"),
+            ));
+            None
+        }
+    }
+}
+
+/// The callback, when given, is an absolute http(s) URL.
+fn check_callback(raw: &RawRequest, issues: &mut Vec<FieldIssue>) {
+    if let Some(url) = raw.callback_url.as_deref()
+        && let Err(why) = check_http_url(url)
+    {
+        issues.push(FieldIssue::new(
+            Field::CallbackUrl,
+            format!("{url:?} {why} (an absolute http or https URL)"),
+        ));
+    }
+}
+
+/// `enableFallback` is deprecated (a warning), and when true still needs 16:9.
+fn check_fallback(
+    raw: &RawRequest,
+    aspect_ratio: Option<AspectRatio>,
+    issues: &mut Vec<FieldIssue>,
+    warnings: &mut Vec<FieldIssue>,
+) {
+    let Some(fallback) = raw.enable_fallback else {
+        return;
+    };
+    warnings.push(FieldIssue::new(
+        Field::EnableFallback,
+        "is deprecated and ignored by the service; remove it",
+    ));
+    if fallback && aspect_ratio.is_some_and(|a| a != AspectRatio::Landscape) {
+        issues.push(FieldIssue::new(
+            Field::EnableFallback,
+            "true requires aspect_ratio 16:9",
+        ));
+    }
+}
+
+/// `extra:` carries only what the table does not declare.
+fn check_extra(raw: &RawRequest, issues: &mut Vec<FieldIssue>) {
+    for key in raw.extra.keys() {
+        if Field::from_name(key).is_some() {
+            issues.push(FieldIssue::body(format!(
+                "extra: {key} is a request field; set it directly, not under extra"
+            )));
+        }
+    }
 }
 
 fn unknown_value(field: Field, value: &str, allowed: &str) -> FieldIssue {

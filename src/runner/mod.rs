@@ -341,23 +341,23 @@ pub async fn execute(
     })
 }
 
-/// Writes, syncs and removes a small file in `dir`: a folder that takes no file (read
+/// Writes and syncs a small nameless file in `dir`: a folder that takes no file (read
 /// only, full) would otherwise be found only once videos paid for cannot be saved.
 fn probe_writable(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write as _;
     // One block: a disk without room for it has none for a video either.
     const PROBE: [u8; 4096] = [0; 4096];
-    let path = dir.join(format!(".veo-batch-probe-{}", std::process::id()));
-    let written = std::fs::File::create(&path)
-        .and_then(|mut f| f.write_all(&PROBE).and_then(|()| f.sync_all()));
-    let removed = std::fs::remove_file(&path);
-    written.and(removed).with_context(|| {
-        format!(
-            "the videos folder `{}` cannot take a file, so no video could be saved; \
+    // A file without a name (O_TMPFILE on Linux, elsewhere one unlinked as soon as
+    // it is made): a run killed mid-probe leaves nothing in the videos folder.
+    tempfile::tempfile_in(dir)
+        .and_then(|mut f| f.write_all(&PROBE).and_then(|()| f.sync_all()))
+        .with_context(|| {
+            format!(
+                "the videos folder `{}` cannot take a file, so no video could be saved; \
                  nothing was sent (make room, or choose another folder with --videos-dir)",
-            dir.display()
-        )
-    })
+                dir.display()
+            )
+        })
 }
 
 #[cfg(test)]

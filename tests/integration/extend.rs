@@ -468,8 +468,9 @@ fn extend_calls_meet_the_faults_of_generate_and_are_retried() {
         ..fast_sim()
     });
     let m = h.write("m.yaml", CHAIN);
-    let out = h.run(&m, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // What is retried is the point, not how long the waits are.
+    let code = h.run_quick_retries(&m, &[]);
+    assert_eq!(code, 0, "{}", h.run_log());
     let stats = h.stats();
     let refused = stats.requests.get("extend").copied().unwrap_or(0) - 2;
     assert!(refused > 0, "the faults were drawn: {stats:?}");

@@ -38,9 +38,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn bin() -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"));
-    cmd.env_clear().env("NO_COLOR", "1");
-    cmd
+    crate::harness::veo_batch()
 }
 
 /// Runs `cmd` to its end, killing it (and failing the test) past [`PROCESS_LIMIT`].

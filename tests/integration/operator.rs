@@ -26,11 +26,8 @@ fn errors(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 
 /// `veo-batch ARGS` in the harness's folder, with a cleared environment.
 fn veo(h: &Harness, args: &[&str]) -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"));
-    cmd.env_clear()
-        .env("NO_COLOR", "1")
-        .current_dir(h.dir.path())
-        .args(args);
+    let mut cmd = crate::harness::veo_batch();
+    cmd.current_dir(h.dir.path()).args(args);
     cmd
 }
 

@@ -1,8 +1,9 @@
 //! The operator's view: `credits`, `status` (text, JSON, failed list), JSON logs,
 //! and progress lines off a terminal.
 
+use assert_cmd::assert::OutputAssertExt as _;
 use veo_batch::exit::Exit;
-use veo_batch::sim::{self, SimConfig};
+use veo_batch::sim::SimConfig;
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
 
@@ -12,32 +13,26 @@ fn credits_prints_the_balance() {
         credits: 1234.0,
         ..fast_sim()
     });
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
-        .env_clear()
-        .env("KIE_API_KEY", sim::DEMO_KEY)
-        .args(["credits", "--api-base", &h.sim.base_url()])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1234");
-
-    let refused = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
-        .env_clear()
+    h.cmd()
+        .arg("credits")
+        .assert()
+        .code(Exit::Ok as i32)
+        .stdout("1234\n");
+    h.cmd()
         .env("KIE_API_KEY", "wrong")
-        .args(["credits", "--api-base", &h.sim.base_url()])
-        .output()
-        .expect("runs");
-    assert_eq!(refused.status.code(), Some(Exit::ServiceStopped as i32));
+        .arg("credits")
+        .assert()
+        .code(Exit::ServiceStopped as i32)
+        .stdout("")
+        .stderr(
+            "error: failed to read the credit balance\n\n\
+             Caused by:\n    \
+             401: You do not have access permissions (check KIE_API_KEY or --api-key-file)\n",
+        );
 }
 
 fn status(h: &Harness, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
-        .env_clear()
-        .current_dir(h.dir.path())
-        .arg("status")
-        .args(args)
-        .output()
-        .expect("runs")
+    h.status(args)
 }
 
 #[test]

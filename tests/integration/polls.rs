@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use veo_batch::exit::Exit;
-use veo_batch::sim::{self, SimConfig};
+use veo_batch::sim::SimConfig;
 
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
 
@@ -14,10 +14,7 @@ use crate::harness::{Harness, fast_sim, stderr, text_jobs};
 /// `poll_rate` checks.
 fn run(h: &Harness, poll_rate: &str) -> Output {
     let manifest = h.write("b.yaml", &text_jobs(60));
-    std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
-        .env_clear()
-        .env("KIE_API_KEY", sim::DEMO_KEY)
-        .current_dir(h.dir.path())
+    h.cmd()
         .arg("run")
         .arg(&manifest)
         .args(["--api-base", &h.sim.base_url()])

@@ -17,9 +17,7 @@ use veo_batch::sim::SAMPLE_MP4;
 use crate::harness::{Harness, fast_sim, stderr, text_jobs};
 
 fn bin() -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"));
-    cmd.env_clear().env("NO_COLOR", "1");
-    cmd
+    crate::harness::veo_batch()
 }
 
 fn stdout(o: &std::process::Output) -> String {

@@ -1,6 +1,12 @@
 //! The simulator driven over HTTP by a plain reqwest client on 127.0.0.1:0: auth,
 //! the task lifecycle, validation, rate limit, credits, upgrades, every fault, the
 //! request log, callbacks, time scaling and the `simulate` subcommand.
+//!
+//! Tests of a timeline (generation, upgrades, expiring links, maintenance windows,
+//! time scaling) run on paused tokio time, the simulator's clock: a wait passes as
+//! soon as nothing else is left to do, and "just after" is exact instead of a real
+//! 50-100 ms margin. A test that also reads the wall clock (a task re-derived from
+//! its id by a second simulator) stays on real time.
 
 mod faults;
 mod observe;
@@ -152,7 +158,8 @@ async fn auth_and_user_agent() {
     h.shutdown().await;
 }
 
-#[tokio::test]
+// On paused time: the 2 s generations pass as soon as nothing else is left to do.
+#[tokio::test(start_paused = true)]
 async fn lifecycle_to_a_downloadable_mp4() {
     let h = start(SimConfig {
         generation_time: (Duration::from_secs(2), Duration::from_secs(2)),
@@ -364,7 +371,7 @@ async fn credits_run_out_and_failed_tasks_are_refunded() {
     h.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn upgrades_to_1080p_and_4k() {
     let h = start(SimConfig {
         credits: 1000.0,

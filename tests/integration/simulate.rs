@@ -2,15 +2,13 @@
 //! must resume exactly like runs against the service.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use veo_batch::checkpoint::{self, State};
 use veo_batch::exit::Exit;
 
 fn simulate(dir: &Path, extra: &[&str]) -> Output {
-    Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"))
-        .env_clear()
-        .env("NO_COLOR", "1")
+    crate::harness::veo_batch()
         .current_dir(dir)
         .args(["-q", "run", "batch.csv", "--simulate", "--yes"])
         .args(["--results", "results.csv", "--videos-dir", "videos"])

@@ -11,11 +11,11 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use veo_batch::api::{ApiKey, Client, ClientConfig, TaskState};
-use veo_batch::checkpoint::{self, Loaded, Record, State};
+use veo_batch::checkpoint::{Loaded, Record, State};
 use veo_batch::exit::Exit;
 use veo_batch::sim::{self, FaultRate, Maintenance, SAMPLE_MP4, SimConfig};
 
-use crate::harness::{Harness, fast_sim, text_jobs};
+use crate::harness::{Harness, Round, fast_sim, run_then_kill, text_jobs};
 
 /// The storm's seed: `VEO_STORM_SEED` when set, else a fixed one, so CI replays
 /// the same kill schedule and fault draws (timing still varies).
@@ -31,17 +31,13 @@ fn storm_seed(name: &str) -> u64 {
 /// `veo-batch run` against the harness's simulator, like `Harness::run_cmd` but
 /// with this storm's polling, rate and timeout, and stderr to `log`.
 fn storm_cmd(h: &Harness, manifest: &Path, flags: &[&str], log: &Path) -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"));
     let stderr = File::options()
         .create(true)
         .append(true)
         .open(log)
         .expect("open the run log");
-    cmd.env_clear()
-        .env("KIE_API_KEY", sim::DEMO_KEY)
-        .env("NO_COLOR", "1")
-        .current_dir(h.dir.path())
-        .arg("run")
+    let mut cmd = h.cmd();
+    cmd.arg("run")
         .arg(manifest)
         .args(["--api-base", &h.sim.base_url()])
         .arg("--results")
@@ -71,39 +67,13 @@ fn wait_bounded(child: &mut std::process::Child, limit: Duration, what: &str) ->
     }
 }
 
-/// How one run of a kill loop ended.
-enum Round {
-    /// It exited on its own before its kill was due.
-    Ended(ExitStatus),
-    /// It was SIGKILLed; the results file as the kill left it (it must load).
-    Killed(Loaded),
-}
-
-/// One round of every storm's kill loop: a run, SIGKILLed `after` this long unless
-/// it ends first, then the results file it left.
-fn run_then_kill(
-    h: &Harness,
-    manifest: &Path,
-    flags: &[&str],
-    log: &Path,
-    after: Duration,
-) -> Round {
-    let mut child = storm_cmd(h, manifest, flags, log)
-        .spawn()
-        .expect("spawn veo-batch");
-    let deadline = Instant::now() + after;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Round::Ended(status);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("SIGKILL veo-batch");
-    let _ = child.wait();
-    match checkpoint::load(&h.path("results.csv")) {
-        Ok(loaded) => Round::Killed(loaded.unwrap_or_default()),
-        Err(e) => panic!("after a kill, the results file must load: {e}"),
-    }
+/// One round of every storm's kill loop ([`run_then_kill`]) on the storm's command.
+fn storm_round(h: &Harness, manifest: &Path, flags: &[&str], log: &Path, after: Duration) -> Round {
+    run_then_kill(
+        &mut storm_cmd(h, manifest, flags, log),
+        after,
+        &h.path("results.csv"),
+    )
 }
 
 /// Runs to the end, bounded in time; the exit code.
@@ -363,7 +333,7 @@ fn at_kill(jobs: usize, loaded: &Loaded) -> AtKill {
 #[cfg(unix)]
 #[test]
 fn kill_storm() {
-    const JOBS: usize = 300;
+    const JOBS: usize = 150;
     const MIN_KILLS: usize = 20;
     const MIN_LATE_KILLS: usize = 3;
     const MAX_KILLS: usize = 80;
@@ -371,7 +341,7 @@ fn kill_storm() {
     let logs = tempfile::tempdir().expect("temp dir");
     let request_log_path = logs.path().join("requests.jsonl");
     let mut config = SimConfig {
-        generation_time: (Duration::from_millis(1000), Duration::from_millis(3000)),
+        generation_time: (Duration::from_millis(500), Duration::from_millis(1500)),
         seed,
         request_log: Some(request_log_path.clone()),
         ..fast_sim()
@@ -409,7 +379,7 @@ fn kill_storm() {
         } else {
             Duration::from_millis(rng.u64(100..1200))
         };
-        let loaded = match run_then_kill(&h, &manifest, &flags, &run_log, delay) {
+        let loaded = match storm_round(&h, &manifest, &flags, &run_log, delay) {
             Round::Ended(status) => break Some(status),
             Round::Killed(loaded) => loaded,
         };
@@ -623,6 +593,11 @@ fn kill_storm() {
     );
 }
 
+/// `flags` with the storm's own [`storm_cmd`] adds, for a run driven in process.
+fn with_storm_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
+    [&["--poll-rate", "1000/1s"][..], flags].concat()
+}
+
 /// Every fault at once: 500s, a maintenance window, a rate limit at half the
 /// runner's, dropped connections before and after a task exists, answers slower
 /// than the timeout, failed generations. Every job ends or is in doubt, retries
@@ -639,8 +614,8 @@ fn fault_storm() {
         generation_time: (Duration::from_millis(300), Duration::from_millis(900)),
         seed,
         request_log: Some(request_log_path.clone()),
-        // Half the runner's --rate 20/1s.
-        rate: Some("10/1s".parse().expect("rate")),
+        // Half the runner's --rate 80/1s.
+        rate: Some("40/1s".parse().expect("rate")),
         ..fast_sim()
     };
     config.faults.http_500 = FaultRate::everywhere(0.3);
@@ -659,11 +634,11 @@ fn fault_storm() {
     config.faults.generation_failure = 0.10;
     let h = Harness::new(config);
     let manifest = h.write("faults.yaml", &text_jobs(JOBS));
-    let run_log = logs.path().join("run.log");
+    let run_log = h.path("run.log");
     let max_attempts = MAX_ATTEMPTS.to_string();
     let flags = [
         "--rate",
-        "20/1s",
+        "80/1s",
         "--max-attempts",
         &max_attempts,
         "--request-timeout",
@@ -672,9 +647,9 @@ fn fault_storm() {
         "50ms",
     ];
     let started = Instant::now();
-    // The retry delays are the real ones (2 s doubling, the 455's Retry-After):
-    // bounded by max-attempts, so well under this limit unless something hangs.
-    let code = run_bounded(&h, &manifest, &flags, &run_log, Duration::from_secs(150));
+    // No process is killed here: the run is driven in process, its retry delays a
+    // tenth of the real ones (0.2 s doubling) and the 455's Retry-After as sent.
+    let code = h.run_quick_retries(&manifest, &with_storm_flags(&flags));
     let took = started.elapsed();
 
     let loaded = h.results();
@@ -811,12 +786,9 @@ fn fault_storm() {
     // attempts and generate calls stay within --max-attempts per run, and only
     // those jobs may now have a second task.
     let was_in_doubt = ids_in(&loaded, State::InDoubt);
-    let code = run_bounded(
-        &h,
+    let code = h.run_quick_retries(
         &manifest,
-        &[&flags[..], &["--resubmit-in-doubt"]].concat(),
-        &run_log,
-        Duration::from_secs(150),
+        &with_storm_flags(&[&flags[..], &["--resubmit-in-doubt"]].concat()),
     );
     let loaded = h.results();
     let c2 = counts(&loaded);
@@ -906,7 +878,7 @@ fn status_agrees_with_the_results_after_a_storm() {
     let mut in_flight_at_kill = BTreeSet::new();
     for _ in 0..6 {
         let after = Duration::from_millis(rng.u64(100..700));
-        if let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) {
+        if let Round::Killed(loaded) = storm_round(&h, &manifest, &flags, &run_log, after) {
             for r in loaded.records.values() {
                 if r.state() == State::Submitting && r.task_id.is_none() {
                     in_flight_at_kill.insert(r.job_id.clone());
@@ -981,7 +953,7 @@ fn kills_during_upgrades_pay_each_upgrade_once() {
     let (mut kills, mut mid_upgrade) = (0, 0);
     for _ in 0..12 {
         let after = Duration::from_millis(rng.u64(100..600));
-        let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) else {
+        let Round::Killed(loaded) = storm_round(&h, &manifest, &flags, &run_log, after) else {
             break;
         };
         kills += 1;
@@ -1047,7 +1019,7 @@ fn kill_storm_on_extend_chains() {
     let logs = tempfile::tempdir().expect("temp dir");
     let request_log_path = logs.path().join("requests.jsonl");
     let mut config = SimConfig {
-        generation_time: (Duration::from_millis(600), Duration::from_millis(2000)),
+        generation_time: (Duration::from_millis(300), Duration::from_millis(1000)),
         seed,
         request_log: Some(request_log_path.clone()),
         ..fast_sim()
@@ -1056,7 +1028,7 @@ fn kill_storm_on_extend_chains() {
     // A third of the answers come late (the task exists meanwhile, for generate
     // and extend): kills then catch submissions in flight, which end in doubt.
     config.faults.slow = 0.3;
-    config.faults.slow_delay = Duration::from_millis(400);
+    config.faults.slow_delay = Duration::from_millis(200);
     let h = Harness::new(config);
     let mut text = String::from("name: chains\njobs:\n");
     let mut job_of_prompt: BTreeMap<String, String> = BTreeMap::new();
@@ -1079,7 +1051,7 @@ fn kill_storm_on_extend_chains() {
         "--concurrency",
         "12",
         "--poll-interval",
-        "100ms",
+        "50ms",
         "--request-timeout",
         "5s",
     ];
@@ -1090,8 +1062,8 @@ fn kill_storm_on_extend_chains() {
     let mut chained_at_kill = 0;
     let mut first_task: BTreeMap<String, String> = BTreeMap::new();
     while kills < MAX_KILLS {
-        let after = Duration::from_millis(rng.u64(80..900));
-        let Round::Killed(loaded) = run_then_kill(&h, &manifest, &flags, &run_log, after) else {
+        let after = Duration::from_millis(rng.u64(40..450));
+        let Round::Killed(loaded) = storm_round(&h, &manifest, &flags, &run_log, after) else {
             break;
         };
         kills += 1;

@@ -152,11 +152,9 @@ impl Trap {
 }
 
 fn veo_batch(trap: &Trap, dir: &std::path::Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("veo-batch"));
+    let mut cmd = crate::harness::veo_batch();
     let proxy = format!("http://{}", trap.addr);
-    cmd.env_clear()
-        .env("KIE_API_KEY", KEY)
-        .env("NO_COLOR", "1")
+    cmd.env("KIE_API_KEY", KEY)
         .env("HTTP_PROXY", &proxy)
         .env("HTTPS_PROXY", &proxy)
         .env("ALL_PROXY", &proxy)

@@ -1,15 +1,21 @@
 //! `veo-batch validate`: exit codes, the exact located messages for broken manifests,
 //! the summary, and `--emit jsonl`.
 
-use std::process::Output;
+use std::process::{Command, Output};
 
-fn validate(args: &[&str]) -> Output {
-    let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("veo-batch");
-    cmd.env_clear()
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+use assert_cmd::assert::OutputAssertExt as _;
+
+/// `veo-batch validate ARGS` from the crate's folder, with a cleared environment.
+fn validate_cmd(args: &[&str]) -> Command {
+    let mut cmd = crate::harness::veo_batch();
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("validate")
         .args(args);
-    match cmd.output() {
+    cmd
+}
+
+fn validate(args: &[&str]) -> Output {
+    match validate_cmd(args).output() {
         Ok(o) => o,
         Err(e) => panic!("cannot run veo-batch: {e}"),
     }
@@ -23,16 +29,17 @@ fn text(bytes: &[u8]) -> String {
 /// and exactly `expected` (plus the closing error line) on stderr.
 fn assert_problems(fixture: &str, expected: &[&str]) {
     let path = format!("tests/fixtures/manifests/{fixture}");
-    let out = validate(&[&path]);
-    assert_eq!(out.status.code(), Some(2), "exit code for {fixture}");
-    assert_eq!(text(&out.stdout), "", "stdout for {fixture}");
     let n = expected.len();
     let mut want: String = expected.iter().map(|l| format!("{l}\n")).collect();
     want.push_str(&format!(
         "error: manifest `{path}` has {n} problem{}\n",
         if n == 1 { "" } else { "s" }
     ));
-    assert_eq!(text(&out.stderr), want, "stderr for {fixture}");
+    validate_cmd(&[&path])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(want);
 }
 
 #[test]
@@ -85,23 +92,20 @@ fn emit_jsonl_prints_one_body_per_job_and_the_summary_on_stderr() {
 
 #[test]
 fn missing_manifest_is_named() {
-    let out = validate(&["manifests/nope.yaml"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        text(&out.stderr),
-        "manifests/nope.yaml: cannot read the manifest: no such file\n\
-         error: manifest `manifests/nope.yaml` has 1 problem\n"
-    );
+    validate_cmd(&["manifests/nope.yaml"])
+        .assert()
+        .code(2)
+        .stderr(
+            "manifests/nope.yaml: cannot read the manifest: no such file\n\
+             error: manifest `manifests/nope.yaml` has 1 problem\n",
+        );
 }
 
 #[test]
 fn unknown_extension_is_refused() {
-    let out = validate(&["Cargo.toml"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        text(&out.stderr),
+    validate_cmd(&["Cargo.toml"]).assert().code(2).stderr(
         "Cargo.toml: is not a manifest: its name must end in .yaml, .yml or .csv\n\
-         error: manifest `Cargo.toml` has 1 problem\n"
+             error: manifest `Cargo.toml` has 1 problem\n",
     );
 }
 

@@ -29,189 +29,249 @@ pub(super) enum MatrixKind {
     Placeholder,
 }
 
+/// What one `jobs:` entry says, read key by key, before its matrix is judged.
+struct Entry<'n> {
+    /// The entry itself, where problems of the whole entry are reported.
+    node: &'n Node,
+    id: Option<String>,
+    id_node: Option<&'n Node>,
+    /// The job's own fields, before the matrix, the defaults and the copies.
+    base: Draft,
+    matrix: Option<&'n Node>,
+    repeat: Option<(usize, &'n Node)>,
+    seed_list: Option<&'n Node>,
+    extend: Option<(String, &'n Node)>,
+}
+
+/// The placeholder names the matrix declares, for checking `{name}` in the entry's text.
+struct Known<'k> {
+    names: Vec<&'k str>,
+    /// How the known names are said in a message.
+    said: String,
+    /// The names some text uses.
+    used: Vec<String>,
+}
+
 impl Cx<'_> {
     /// One entry of `jobs:`, expanded by its matrix and repeat into finished jobs.
     pub(super) fn job(&mut self, n: &Node, defaults: &Draft, extra: &BTreeMap<String, Json>) {
-        let Value::Map(entries) = &n.value else {
-            let msg = format!(
-                "a job must be a mapping with id:, prompt: and other fields, got {}",
-                n.value.kind()
-            );
-            self.err(n, None, None, msg);
+        let Some(mut entry) = self.read_entry(n) else {
             return;
         };
-        let id_node = entries
-            .iter()
-            .find(|(k, _)| k.key_str() == "id")
-            .map(|(_, v)| v);
-        let id = id_node.and_then(|v| self.text(v, None, "id"));
-        let job = id.as_deref();
-
-        let mut base = Draft {
-            at: self.at(n),
-            id_at: id_node.map(|v| self.at(v)),
-            ..Draft::default()
-        };
-        let mut matrix: Option<&Node> = None;
-        let mut repeat: Option<(usize, &Node)> = None;
-        let mut seed_list: Option<&Node> = None;
-        let mut extend: Option<(String, &Node)> = None;
-        for (k, v) in entries {
-            let name = k.key_str();
-            let name = name.as_ref();
-            match name {
-                "id" => {}
-                "matrix" => matrix = Some(v),
-                "repeat" => {
-                    if let Some(r) = self.int(v, job, "repeat", 1) {
-                        repeat = usize::try_from(r).ok().map(|r| (r, v));
-                    } else {
-                        base.bad = true;
-                    }
-                }
-                "extend" => match self.text(v, job, "extend") {
-                    Some(t) => {
-                        base.extend = Some(t.clone());
-                        base.extend_at = Some(self.at(v));
-                        extend = Some((t, v));
-                    }
-                    None => base.bad = true,
-                },
-                "upgrade" => self.set_upgrade(&mut base, v, job),
-                "keep_original" => match self.boolean(v, job, name) {
-                    Some(b) => base.keep_original = Some(b),
-                    None => base.bad = true,
-                },
-                _ => match Field::from_name(name) {
-                    Some(Field::Seeds) if matches!(v.value, Value::Seq(_)) => seed_list = Some(v),
-                    Some(f) => {
-                        if base.field_at.contains_key(&f) || base.bad_fields.contains(&f) {
-                            let msg =
-                                format!("is set twice (as {} and another spelling)", f.api_name());
-                            self.err(k, job, Some(name), msg);
-                            base.bad = true;
-                        } else {
-                            self.set_field(&mut base, f, v, job);
-                        }
-                    }
-                    None => {
-                        let allowed: Vec<&str> = field_names()
-                            .chain(JOB_ONLY_KEYS)
-                            .chain(JOB_EXTRA_KEYS)
-                            .collect();
-                        self.unknown_key(k, job, "a job", &allowed);
-                        base.bad = true;
-                    }
-                },
-            }
-        }
-
-        let keys = match matrix {
-            Some(m) => match self.matrix(m, &base, job) {
+        let keys = match entry.matrix {
+            Some(m) => match self.matrix(m, &entry.base, entry.id.as_deref()) {
                 Some(keys) => keys,
                 // Without a sound matrix, placeholders and ids cannot be judged.
                 None => return,
             },
             None => Vec::new(),
         };
-        let copies = repeat.map_or(1, |(r, _)| r);
-        let seeds = match seed_list {
-            Some(s) => match self.seed_list(s, repeat, job) {
-                Some(list) => list,
-                None => {
+        let seeds = self.seeds(&mut entry);
+        let used = self.check_placeholders(&mut entry, &keys, defaults);
+        self.check_keys_used(&mut entry, &keys, &used);
+        if !self.id_tells_combinations_apart(&entry, &keys)
+            || !self.expansion_is_bounded(&entry, &keys)
+            || !self.id_is_given(&entry)
+        {
+            return;
+        }
+        self.expand(&entry, &keys, &seeds, defaults, extra);
+    }
+
+    /// Reads the entry's keys: its fields into a draft, and the keys that shape the
+    /// expansion (matrix, repeat, a list of seeds, extend) aside. `None` when the entry
+    /// is not a mapping.
+    fn read_entry<'n>(&mut self, n: &'n Node) -> Option<Entry<'n>> {
+        let Value::Map(entries) = &n.value else {
+            let msg = format!(
+                "a job must be a mapping with id:, prompt: and other fields, got {}",
+                n.value.kind()
+            );
+            self.err(n, None, None, msg);
+            return None;
+        };
+        let id_node = entries
+            .iter()
+            .find(|(k, _)| k.key_str() == "id")
+            .map(|(_, v)| v);
+        let id = id_node.and_then(|v| self.text(v, None, "id"));
+        let mut e = Entry {
+            node: n,
+            base: Draft {
+                at: self.at(n),
+                id_at: id_node.map(|v| self.at(v)),
+                ..Draft::default()
+            },
+            id,
+            id_node,
+            matrix: None,
+            repeat: None,
+            seed_list: None,
+            extend: None,
+        };
+        for (k, v) in entries {
+            self.entry_key(&mut e, k, v);
+        }
+        Some(e)
+    }
+
+    /// One key of an entry and its value.
+    fn entry_key<'n>(&mut self, e: &mut Entry<'n>, k: &'n Node, v: &'n Node) {
+        let job = e.id.as_deref();
+        let base = &mut e.base;
+        let name = k.key_str();
+        let name = name.as_ref();
+        match name {
+            "id" => {}
+            "matrix" => e.matrix = Some(v),
+            "repeat" => {
+                if let Some(r) = self.int(v, job, "repeat", 1) {
+                    e.repeat = usize::try_from(r).ok().map(|r| (r, v));
+                } else {
                     base.bad = true;
-                    Vec::new()
+                }
+            }
+            "extend" => match self.text(v, job, "extend") {
+                Some(t) => {
+                    base.extend = Some(t.clone());
+                    base.extend_at = Some(self.at(v));
+                    e.extend = Some((t, v));
+                }
+                None => base.bad = true,
+            },
+            "upgrade" => self.set_upgrade(base, v, job),
+            "keep_original" => match self.boolean(v, job, name) {
+                Some(b) => base.keep_original = Some(b),
+                None => base.bad = true,
+            },
+            _ => match Field::from_name(name) {
+                Some(Field::Seeds) if matches!(v.value, Value::Seq(_)) => e.seed_list = Some(v),
+                Some(f) => {
+                    if base.field_at.contains_key(&f) || base.bad_fields.contains(&f) {
+                        let msg =
+                            format!("is set twice (as {} and another spelling)", f.api_name());
+                        self.err(k, job, Some(name), msg);
+                        base.bad = true;
+                    } else {
+                        self.set_field(base, f, v, job);
+                    }
+                }
+                None => {
+                    let allowed: Vec<&str> = field_names()
+                        .chain(JOB_ONLY_KEYS)
+                        .chain(JOB_EXTRA_KEYS)
+                        .collect();
+                    self.unknown_key(k, job, "a job", &allowed);
+                    base.bad = true;
                 }
             },
-            None => Vec::new(),
-        };
+        }
+    }
 
-        // Placeholders: every {name} must be a matrix key, every placeholder-only key
-        // must be used, and a matrix of several combinations needs them in the id.
-        let known: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
-        let mut used: Vec<String> = Vec::new();
-        let known_list = if known.is_empty() {
+    /// The seed of each copy, from a list of seeds; empty without one, or when the
+    /// list is refused (the draft is then marked bad).
+    fn seeds(&mut self, e: &mut Entry<'_>) -> Vec<(i64, Origin)> {
+        let Some(s) = e.seed_list else {
+            return Vec::new();
+        };
+        match self.seed_list(s, e.repeat, e.id.as_deref()) {
+            Some(list) => list,
+            None => {
+                e.base.bad = true;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Every `{name}` in the id, the extend parent, the prompt and the image paths must
+    /// be a matrix key; returns the names used. The prompt and images are not checked
+    /// when the matrix sets them itself.
+    fn check_placeholders(
+        &mut self,
+        e: &mut Entry<'_>,
+        keys: &[MatrixKey<'_>],
+        defaults: &Draft,
+    ) -> Vec<String> {
+        let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        let said = if names.is_empty() {
             "this job has no matrix".to_owned()
         } else {
-            format!("the matrix has: {}", known.join(", "))
+            format!("the matrix has: {}", names.join(", "))
         };
-        if let (Some(id), Some(idn)) = (&id, id_node) {
-            for p in placeholders(id) {
-                if known.contains(&p) {
-                    used.push(p.to_owned());
-                } else {
-                    let msg = format!(
-                        "unknown placeholder {{{p}}} ({known_list}; write {{{{ for a literal brace)"
-                    );
-                    self.err(idn, job, Some("id"), msg);
-                    base.bad = true;
-                }
-            }
+        let mut known = Known {
+            names,
+            said,
+            used: Vec::new(),
+        };
+        let job = e.id.as_deref();
+        if let (Some(id), Some(idn)) = (job, e.id_node) {
+            let at = self.at(idn);
+            e.base.bad |= !self.placeholders_known(id, &mut known, at, job, "id");
         }
-        if let Some((parent, at)) = &extend {
-            for p in placeholders(parent) {
-                if known.contains(&p) {
-                    used.push(p.to_owned());
-                } else {
-                    let msg = format!(
-                        "unknown placeholder {{{p}}} ({known_list}; write {{{{ for a literal brace)"
-                    );
-                    self.err(at, job, Some("extend"), msg);
-                    base.bad = true;
-                }
-            }
+        if let Some((parent, node)) = &e.extend {
+            let at = self.at(node);
+            e.base.bad |= !self.placeholders_known(parent, &mut known, at, job, "extend");
         }
-        let prompt_from_matrix = keys
-            .iter()
-            .any(|k| k.kind == MatrixKind::Field(Field::Prompt));
-        let (prompt, prompt_at) = match (&base.raw.prompt, &defaults.raw.prompt) {
-            (Some(p), _) => (Some(p.clone()), base.field_at.get(&Field::Prompt).cloned()),
-            (None, Some(p)) => (
-                Some(p.clone()),
-                defaults.field_at.get(&Field::Prompt).cloned(),
-            ),
+        let from_matrix = |f: Field| keys.iter().any(|k| k.kind == MatrixKind::Field(f));
+        let (prompt, prompt_at) = match (&e.base.raw.prompt, &defaults.raw.prompt) {
+            (Some(p), _) => (Some(p), e.base.field_at.get(&Field::Prompt)),
+            (None, Some(p)) => (Some(p), defaults.field_at.get(&Field::Prompt)),
             (None, None) => (None, None),
         };
-        if let Some(p) = prompt.filter(|_| !prompt_from_matrix) {
-            for name in placeholders(&p) {
-                if known.contains(&name) {
-                    used.push(name.to_owned());
-                } else {
-                    let msg = format!(
-                        "unknown placeholder {{{name}}} ({known_list}; write {{{{ for a literal brace)"
-                    );
-                    let at = prompt_at.clone().unwrap_or_else(|| base.at.clone());
-                    self.out.error(diag(at, job, Some("prompt"), msg));
-                    base.bad = true;
-                }
-            }
+        if let Some(p) = prompt.filter(|_| !from_matrix(Field::Prompt)) {
+            let at = prompt_at.cloned().unwrap_or_else(|| e.base.at.clone());
+            e.base.bad |= !self.placeholders_known(p, &mut known, at, job, "prompt");
         }
         // Image paths take placeholders too, so that each combination can name its own
         // file (`shots/{colour}.png`); not when the matrix sets the images itself.
-        let images_from_matrix = keys
-            .iter()
-            .any(|k| k.kind == MatrixKind::Field(Field::ImageUrls));
-        let (images, images_at) = match (&base.raw.image_urls, &defaults.raw.image_urls) {
-            (Some(urls), _) => (urls.clone(), base.image_at.clone()),
-            (None, Some(urls)) => (urls.clone(), defaults.image_at.clone()),
-            (None, None) => (Vec::new(), Vec::new()),
+        let (images, images_at) = match (&e.base.raw.image_urls, &defaults.raw.image_urls) {
+            (Some(urls), _) => (urls.as_slice(), e.base.image_at.as_slice()),
+            (None, Some(urls)) => (urls.as_slice(), defaults.image_at.as_slice()),
+            (None, None) => (&[][..], &[][..]),
         };
-        for (i, url) in images.iter().enumerate().filter(|_| !images_from_matrix) {
-            for name in placeholders(url) {
-                if known.contains(&name) {
-                    used.push(name.to_owned());
-                } else {
-                    let msg = format!(
-                        "unknown placeholder {{{name}}} ({known_list}; write {{{{ for a literal brace)"
-                    );
-                    let at = images_at.get(i).cloned().unwrap_or_else(|| base.at.clone());
-                    self.out
-                        .error(diag(at, job, Some(Field::ImageUrls.api_name()), msg));
-                    base.bad = true;
-                }
+        let field = Field::ImageUrls.api_name();
+        for (i, url) in images.iter().enumerate() {
+            if from_matrix(Field::ImageUrls) {
+                break;
+            }
+            let at = images_at
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| e.base.at.clone());
+            e.base.bad |= !self.placeholders_known(url, &mut known, at, job, field);
+        }
+        known.used
+    }
+
+    /// Notes each `{name}` of `text` the matrix knows as used and reports each other one
+    /// at `at` under `field`; whether all were known.
+    fn placeholders_known(
+        &mut self,
+        text: &str,
+        known: &mut Known<'_>,
+        at: Origin,
+        job: Option<&str>,
+        field: &str,
+    ) -> bool {
+        let mut all = true;
+        for p in placeholders(text) {
+            if known.names.contains(&p) {
+                known.used.push(p.to_owned());
+            } else {
+                let msg = format!(
+                    "unknown placeholder {{{p}}} ({}; write {{{{ for a literal brace)",
+                    known.said
+                );
+                self.out.error(diag(at.clone(), job, Some(field), msg));
+                all = false;
             }
         }
-        for k in &keys {
+        all
+    }
+
+    /// A matrix key that is not a field must be used by some placeholder.
+    fn check_keys_used(&mut self, e: &mut Entry<'_>, keys: &[MatrixKey<'_>], used: &[String]) {
+        for k in keys {
             if k.kind == MatrixKind::Placeholder && !used.contains(&k.name) {
                 let hint = did_you_mean(&k.name, field_names())
                     .map(|s| format!(" (did you mean {s}?)"))
@@ -221,92 +281,82 @@ impl Cx<'_> {
                      in id, prompt or imageUrls uses it{hint}",
                     k.name
                 );
-                self.err(k.key, job, Some(&k.name), msg);
-                base.bad = true;
+                self.err(k.key, e.id.as_deref(), Some(&k.name), msg);
+                e.base.bad = true;
             }
         }
-        let id_uses: Vec<&str> = id.as_deref().map(placeholders).unwrap_or_default();
+    }
+
+    /// A matrix of several combinations needs each varying key in the id, or every
+    /// combination would have the same id.
+    fn id_tells_combinations_apart(&mut self, e: &Entry<'_>, keys: &[MatrixKey<'_>]) -> bool {
+        let id_uses: Vec<&str> = e.id.as_deref().map(placeholders).unwrap_or_default();
         let missing: Vec<String> = keys
             .iter()
             .filter(|k| k.values.len() > 1 && !id_uses.contains(&k.name.as_str()))
             .map(|k| format!("{{{}}}", k.name))
             .collect();
-        if let (false, Some(id), Some(idn)) = (missing.is_empty(), &id, id_node) {
-            let msg = format!(
-                "{id:?} would be the same for several matrix combinations; add {} to it",
-                missing.join(" and ")
-            );
-            self.err(idn, job, Some("id"), msg);
-            // Expanding would only add a duplicate-id report per combination.
-            return;
-        }
+        let (false, Some(id), Some(idn)) = (missing.is_empty(), &e.id, e.id_node) else {
+            return true;
+        };
+        let msg = format!(
+            "{id:?} would be the same for several matrix combinations; add {} to it",
+            missing.join(" and ")
+        );
+        self.err(idn, e.id.as_deref(), Some("id"), msg);
+        // Expanding would only add a duplicate-id report per combination.
+        false
+    }
 
+    /// The combinations times the copies stay within [`MAX_EXPANSION`].
+    fn expansion_is_bounded(&mut self, e: &Entry<'_>, keys: &[MatrixKey<'_>]) -> bool {
+        let copies = e.repeat.map_or(1, |(r, _)| r);
         let combos = keys
             .iter()
             .try_fold(1usize, |acc, k| acc.checked_mul(k.values.len()))
             .and_then(|c| c.checked_mul(copies));
-        if combos.is_none_or(|c| c > MAX_EXPANSION) {
-            let at = matrix.or(repeat.map(|(_, n)| n)).unwrap_or(n);
-            let msg = format!("this job would expand to more than {MAX_EXPANSION} jobs; split it");
-            self.err(at, job, None, msg);
-            return;
+        if combos.is_some_and(|c| c <= MAX_EXPANSION) {
+            return true;
         }
+        let at = e.matrix.or(e.repeat.map(|(_, n)| n)).unwrap_or(e.node);
+        let msg = format!("this job would expand to more than {MAX_EXPANSION} jobs; split it");
+        self.err(at, e.id.as_deref(), None, msg);
+        false
+    }
 
-        if id.is_none() {
-            // Reported once, here, not once per combination (and not again when the
-            // id was there but not text: that was reported already).
-            if id_node.is_none() {
-                let msg = "is required (a short unique name: it names the video file and is \
-                           the resume key)";
-                self.err(n, None, Some("id"), msg);
-            }
-            return;
+    /// The entry has an id to expand.
+    fn id_is_given(&mut self, e: &Entry<'_>) -> bool {
+        if e.id.is_some() {
+            return true;
         }
+        // Reported once, here, not once per combination (and not again when the
+        // id was there but not text: that was reported already).
+        if e.id_node.is_none() {
+            let msg = "is required (a short unique name: it names the video file and is \
+                       the resume key)";
+            self.err(e.node, None, Some("id"), msg);
+        }
+        false
+    }
 
+    /// Finishes one job per combination of the matrix and per copy, the last key
+    /// turning fastest.
+    fn expand(
+        &mut self,
+        e: &Entry<'_>,
+        keys: &[MatrixKey<'_>],
+        seeds: &[(i64, Origin)],
+        defaults: &Draft,
+        extra: &BTreeMap<String, Json>,
+    ) {
+        let copies = e.repeat.map_or(1, |(r, _)| r);
         let mut index = vec![0usize; keys.len()];
         loop {
-            let mut d = base.clone();
-            let mut values: BTreeMap<&str, String> = BTreeMap::new();
-            for (k, &i) in keys.iter().zip(&index) {
-                let Some(v) = k.values.get(i) else { continue };
-                match k.kind {
-                    MatrixKind::Field(f) => self.set_field(&mut d, f, v, job),
-                    MatrixKind::Upgrade => self.set_upgrade(&mut d, v, job),
-                    MatrixKind::KeepOriginal => match self.boolean(v, job, &k.name) {
-                        Some(b) => d.keep_original = Some(b),
-                        None => d.bad = true,
-                    },
-                    MatrixKind::Placeholder => {}
-                }
-                let text = match &v.value {
-                    Value::Seq(items) => items
-                        .iter()
-                        .filter_map(|i| scalar_text(i, self.src))
-                        .collect::<Vec<_>>()
-                        .join("|"),
-                    _ => scalar_text(v, self.src).unwrap_or_default(),
-                };
-                values.insert(k.name.as_str(), text);
-            }
-            if let Some((parent, _)) = &extend {
-                d.extend = Some(substitute(parent, &values));
-            }
-            d.apply_defaults(defaults);
-            for (k, v) in extra {
-                d.raw.extra.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-            if !prompt_from_matrix && let Some(p) = &d.raw.prompt {
-                d.raw.prompt = Some(substitute(p, &values));
-            }
-            if !images_from_matrix && let Some(urls) = &mut d.raw.image_urls {
-                for url in urls.iter_mut().filter(|u| u.contains('{')) {
-                    *url = substitute(url, &values);
-                }
-            }
-            let id = id.as_deref().map(|t| substitute(t, &values));
+            let (d, values) = self.combination(e, keys, &index, defaults, extra);
+            let id = e.id.as_deref().map(|t| substitute(t, &values));
             for copy in 1..=copies {
                 let mut c = d.clone();
-                c.id = match (&id, repeat) {
+                c.id = match (&id, e.repeat) {
                     (Some(id), Some(_)) => Some(format!("{id}-{copy}")),
                     (id, _) => id.clone(),
                 };
@@ -316,20 +366,67 @@ impl Cx<'_> {
                 }
                 self.out.finish(c);
             }
-            // Next combination: the last key turns fastest.
-            let mut k = keys.len();
-            loop {
-                if k == 0 {
-                    return;
-                }
-                k -= 1;
-                index[k] += 1;
-                if index[k] < keys[k].values.len() {
-                    break;
-                }
-                index[k] = 0;
+            if !next_combination(&mut index, keys) {
+                return;
             }
         }
+    }
+
+    /// The draft of one combination (the values of the matrix at `index` set, the
+    /// defaults and extras applied, placeholders filled), and the text of each value.
+    fn combination<'k>(
+        &mut self,
+        e: &Entry<'_>,
+        keys: &'k [MatrixKey<'_>],
+        index: &[usize],
+        defaults: &Draft,
+        extra: &BTreeMap<String, Json>,
+    ) -> (Draft, BTreeMap<&'k str, String>) {
+        let job = e.id.as_deref();
+        let mut d = e.base.clone();
+        let mut values: BTreeMap<&str, String> = BTreeMap::new();
+        for (k, &i) in keys.iter().zip(index) {
+            let Some(v) = k.values.get(i) else { continue };
+            match k.kind {
+                MatrixKind::Field(f) => self.set_field(&mut d, f, v, job),
+                MatrixKind::Upgrade => self.set_upgrade(&mut d, v, job),
+                MatrixKind::KeepOriginal => match self.boolean(v, job, &k.name) {
+                    Some(b) => d.keep_original = Some(b),
+                    None => d.bad = true,
+                },
+                MatrixKind::Placeholder => {}
+            }
+            let text = match &v.value {
+                Value::Seq(items) => items
+                    .iter()
+                    .filter_map(|i| scalar_text(i, self.src))
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                _ => scalar_text(v, self.src).unwrap_or_default(),
+            };
+            values.insert(k.name.as_str(), text);
+        }
+        if let Some((parent, _)) = &e.extend {
+            d.extend = Some(substitute(parent, &values));
+        }
+        d.apply_defaults(defaults);
+        for (k, v) in extra {
+            d.raw.extra.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let from_matrix = |f: Field| keys.iter().any(|k| k.kind == MatrixKind::Field(f));
+        if !from_matrix(Field::Prompt)
+            && let Some(p) = &d.raw.prompt
+        {
+            d.raw.prompt = Some(substitute(p, &values));
+        }
+        if !from_matrix(Field::ImageUrls)
+            && let Some(urls) = &mut d.raw.image_urls
+        {
+            for url in urls.iter_mut().filter(|u| u.contains('{')) {
+                *url = substitute(url, &values);
+            }
+        }
+        (d, values)
     }
 
     fn matrix<'n>(
@@ -467,4 +564,17 @@ impl Cx<'_> {
         }
         ok.then_some(seeds)
     }
+}
+
+/// Moves `index` to the next combination, the last key turning fastest; `false` after
+/// the last one.
+fn next_combination(index: &mut [usize], keys: &[MatrixKey<'_>]) -> bool {
+    for k in (0..keys.len()).rev() {
+        index[k] += 1;
+        if index[k] < keys[k].values.len() {
+            return true;
+        }
+        index[k] = 0;
+    }
+    false
 }

@@ -41,7 +41,7 @@ async fn injected_500_455_and_429() {
     h.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn maintenance_window_is_time_scaled() {
     // 40 s of maintenance at scale 0.01: 400 ms.
     let h = start(SimConfig {

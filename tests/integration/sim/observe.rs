@@ -121,7 +121,7 @@ async fn callbacks_reach_a_receiver() {
     server.abort();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn time_scale_shrinks_generation_and_the_rate_window() {
     // 1000 s of generation at 0.002: 2 s. 2 calls per 100 s: per 200 ms.
     let h = start(SimConfig {

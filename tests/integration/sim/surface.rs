@@ -99,7 +99,7 @@ async fn the_rules_of_the_new_fields_are_422s() {
     assert_eq!(api.generate(&refs).await["code"], 200);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_higher_resolution_comes_with_the_720p_render_in_origin_urls() {
     let h = start(quick()).await;
     let api = Api::new(&h);
@@ -134,7 +134,7 @@ async fn an_image_it_cannot_fetch_is_a_451() {
     assert_eq!(api.credit().await["data"], before, "no task, no charge");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn upgrades_answer_record_blank_for_a_while_after_success() {
     let h = start(SimConfig {
         record_lag: Duration::from_millis(600),
@@ -161,7 +161,7 @@ async fn upgrades_answer_record_blank_for_a_while_after_success() {
     assert_eq!(api.uhd(&id).await["code"], 200, "the 4K upgrade starts");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn result_urls_expire_and_download_url_gives_a_fresh_link() {
     let h = start(SimConfig {
         url_ttl: Some(Duration::from_millis(300)),
