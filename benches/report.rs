@@ -2,8 +2,10 @@
 //! 1,000,000 jobs: the report page (what `run` spends writing it at the end, what
 //! a run that changed nothing spends finding that out, its size), and, each in its
 //! own `veo-batch` process measured by `/usr/bin/time` (wall time, peak RSS):
-//! `status`, `status --json`, `report` (written, then unchanged) and a resume with
-//! nothing left to do. With `REPORT_BENCH_CHROMIUM=PATH`, also how long headless
+//! `status`, `status --json`, `report` (written, then unchanged), a fresh run of the
+//! whole batch against `veo-batch simulate` (its peak memory with the review page;
+//! `REPORT_BENCH_FRESH=0` leaves it out) and a resume with nothing left to do.
+//! With `REPORT_BENCH_CHROMIUM=PATH`, also how long headless
 //! Chromium takes to show the page's first cards, and to filter, search and sort.
 //!
 //! Run: `cargo bench --bench report` (`REPORT_BENCH_JOBS=10000,100000` by default;
@@ -40,6 +42,10 @@ fn batch(dir: &Path, n: usize) {
         .unwrap_or_else(|e| fail("load manifest", e))
         .jobs;
     let results = dir.join("results/batch.csv");
+    // The videos are there (empty files), as after a finished run: a resume finds
+    // nothing to download, and checks every one of them.
+    let videos = dir.join("videos/batch");
+    std::fs::create_dir_all(&videos).unwrap_or_else(|e| fail("mkdir", e));
     std::fs::create_dir_all(dir.join("results")).unwrap_or_else(|e| fail("mkdir", e));
     let mut w = csv::Writer::from_path(&results).unwrap_or_else(|e| fail("results", e));
     w.write_record(HEADER).unwrap_or_else(|e| fail("write", e));
@@ -63,7 +69,10 @@ fn batch(dir: &Path, n: usize) {
             video_paths: if failed {
                 Vec::new()
             } else {
-                vec![format!("videos/batch/{}.mp4", job.id)]
+                std::fs::write(videos.join(format!("{}.mp4", job.id)), b"")
+                    .unwrap_or_else(|e| fail("video", e));
+                // Relative to the results file's folder, as a run records it.
+                vec![format!("../videos/batch/{}.mp4", job.id)]
             },
             error_code: failed.then_some(400),
             error_message: failed.then(|| "content policy violation".into()),
@@ -139,12 +148,18 @@ fn open_in_chromium(chromium: &Path, page: &Path, dir: &Path) -> Result<String, 
 /// Runs `veo-batch ARGS` in `dir` under `/usr/bin/time`: its wall time and peak
 /// RSS, or why not.
 fn measured(dir: &Path, args: &[&str]) -> String {
+    measured_with(dir, args, &[])
+}
+
+/// [`measured`], with the environment variables `env` set.
+fn measured_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new("/usr/bin/time")
         .args(["-f", "%e %M"])
         .arg(env!("CARGO_BIN_EXE_veo-batch"))
         .args(args)
         .current_dir(dir)
         .env_clear()
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -169,6 +184,62 @@ fn measured(dir: &Path, args: &[&str]) -> String {
         ),
         _ => format!("no figures: {err}"),
     }
+}
+
+/// A fresh run of the manifest at `manifest` (copied into its own folder under
+/// `dir`) against `veo-batch simulate` in its own process, time-scaled, with no
+/// rate limits: the run's wall time and peak RSS, review page included.
+fn fresh_run(dir: &Path, manifest: &Path) -> String {
+    use std::io::BufRead as _;
+    let fresh = dir.join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap_or_else(|e| fail("mkdir", e));
+    std::fs::copy(manifest, fresh.join("batch.csv")).unwrap_or_else(|e| fail("copy", e));
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_veo-batch"))
+        .args(["simulate", "--port", "0", "--time-scale", "0.001"])
+        .args([
+            "--rate",
+            "none",
+            "--poll-rate",
+            "none",
+            "--credits",
+            "1000000000",
+        ])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| fail("simulate", e));
+    let mut line = String::new();
+    if let Some(out) = sim.stdout.take() {
+        let mut out = std::io::BufReader::new(out);
+        let _ = out.read_line(&mut line);
+        // Whatever else it prints is read, so that it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    }
+    let url = line.trim().trim_start_matches("listening on ").to_owned();
+    let figure = measured_with(
+        &fresh,
+        &[
+            "run",
+            "batch.csv",
+            "--api-base",
+            &url,
+            "--rate",
+            "100000/1s",
+            "--poll-rate",
+            "100000/1s",
+            "--poll-interval",
+            "50ms",
+            "--yes",
+            "-q",
+        ],
+        &[("KIE_API_KEY", "sim-key")],
+    );
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let _ = std::fs::remove_dir_all(&fresh);
+    figure
 }
 
 fn mtime(path: &Path) -> Option<std::time::SystemTime> {
@@ -250,6 +321,12 @@ fn main() {
             "  report batch.csv (unchanged): {}",
             measured(d, &["report", "batch.csv"])
         );
+        if std::env::var_os("REPORT_BENCH_FRESH").is_none_or(|v| v != "0") {
+            println!(
+                "  run batch.csv, fresh, against `veo-batch simulate` (time scale 0.001, no rate limits): {}",
+                fresh_run(d, &manifest)
+            );
+        }
         let before = (mtime(&results), mtime(&page));
         let resume = measured(d, &["run", "batch.csv", "--simulate", "--yes"]);
         let wrote = before != (mtime(&results), mtime(&page));

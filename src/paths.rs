@@ -264,11 +264,37 @@ impl Confiner {
     /// The same answer as [`confined`] gives for `path` under this root.
     pub fn check(&mut self, path: &Path) -> Result<PathBuf, Outside> {
         let path = absolute(path);
+        let look = std::fs::symlink_metadata(&path);
+        self.check_looked(path, &look)
+    }
+
+    /// [`Confiner::check`], and whether the file is there (an error other than "not
+    /// found" counts as there): the one look at the file serves both, so a resumed
+    /// run of 100,000 videos looks at each once.
+    pub fn check_there(&mut self, path: &Path) -> (Result<PathBuf, Outside>, bool) {
+        let path = absolute(path);
+        let look = std::fs::symlink_metadata(&path);
+        let there = match &look {
+            // A link is there when what it leads to is.
+            Ok(m) if m.file_type().is_symlink() => path.try_exists().unwrap_or(true),
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        };
+        (self.check_looked(path, &look), there)
+    }
+
+    /// [`Confiner::check`] of the absolute `path`, whose metadata (not following a
+    /// link) is `look`.
+    fn check_looked(
+        &mut self,
+        path: PathBuf,
+        look: &std::io::Result<std::fs::Metadata>,
+    ) -> Result<PathBuf, Outside> {
         let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
             return confined(&self.root, &path);
         };
         // A link at the file itself leads wherever it says: the whole walk.
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        if look.as_ref().is_ok_and(|m| m.file_type().is_symlink()) {
             return confined(&self.root, &path);
         }
         let real_folder = match self.folders.get(folder) {

@@ -230,6 +230,12 @@ pub fn outcomes<'a>(
 }
 
 impl Outcomes {
+    /// Counts one job that stands succeeded (known without its record: such a job
+    /// lists no problem).
+    pub fn count_succeeded(&mut self) {
+        self.tally.succeeded += 1;
+    }
+
     /// Counts one job against its last record, for callers that read records one
     /// at a time instead of holding them all.
     pub fn count(&mut self, job: JobRef<'_>, record: Option<&Record>) {

@@ -26,37 +26,99 @@ struct Dropped {
     why: Outside,
 }
 
-/// Takes every recorded path of `records` that leads outside `videos_dir` off its
-/// record, and says where each was: `results` is the file they were read from
-/// (recorded paths are relative to its folder), read again only when a path was
-/// dropped, to name its line and column.
-pub fn confine_paths(records: &mut [Record], results: &Path, videos_dir: &Path) -> Vec<String> {
-    let dir = crate::paths::absolute(crate::paths::folder_of(results));
-    let mut dropped = Vec::new();
-    let mut confiner = Confiner::new(videos_dir);
-    for r in records.iter_mut() {
+/// The recorded paths of a results file checked one record at a time, as a run
+/// reads its records: paths that lead outside the videos folder taken off (see
+/// [`confine_paths`]) and, for a run that downloads, the videos gone from disk
+/// forgotten (see [`forget_missing_videos`]); each video file is looked at once.
+pub struct Confinement {
+    /// The results file's folder, which recorded paths are relative to.
+    dir: std::path::PathBuf,
+    confiner: Confiner,
+    /// Whether videos gone from disk are forgotten (a run that downloads).
+    download: bool,
+    dropped: Vec<Dropped>,
+    /// Jobs whose video is gone, as `"id"`.
+    missing: Vec<String>,
+}
+
+impl Confinement {
+    /// Checks the records of the results file `results` against `videos_dir`;
+    /// `download`: also forget videos gone from disk.
+    pub fn new(results: &Path, videos_dir: &Path, download: bool) -> Confinement {
+        Confinement {
+            dir: crate::paths::absolute(crate::paths::folder_of(results)),
+            confiner: Confiner::new(videos_dir),
+            download,
+            dropped: Vec::new(),
+            missing: Vec::new(),
+        }
+    }
+
+    /// Takes `r`'s paths that lead outside the videos folder off it and, when
+    /// downloading, a done job's videos that are gone; true when `r` changed.
+    pub fn check(&mut self, r: &mut Record) -> bool {
+        let before = self.dropped.len();
+        let done = self.download && r.state() == super::State::Succeeded;
+        let mut gone = false;
+        let dir = &self.dir;
+        let confiner = &mut self.confiner;
+        let dropped = &mut self.dropped;
         for (column, cell) in [
             ("video_paths", &mut r.video_paths),
             ("superseded_paths", &mut r.superseded_paths),
         ] {
-            cell.retain(|p| match confiner.check(&crate::paths::resolve(&dir, p)) {
-                Ok(_) => true,
-                Err(why) => {
+            let videos = column == "video_paths";
+            cell.retain(|p| {
+                let (inside, there) = confiner.check_there(&crate::paths::resolve(dir, p));
+                if let Err(why) = inside {
                     dropped.push(Dropped {
                         job_id: r.job_id.clone(),
                         column,
                         value: p.clone(),
                         why,
                     });
-                    false
+                    return false;
                 }
+                // A path an earlier version recorded from the current folder counts too.
+                if videos && done && !there && !Path::new(p).try_exists().unwrap_or(true) {
+                    gone = true;
+                    return false;
+                }
+                true
             });
         }
+        if gone {
+            self.missing.push(format!("{:?}", r.job_id));
+        }
+        gone || self.dropped.len() > before
     }
+
+    /// The warnings of every record checked: each path dropped, located in
+    /// `results` (the file the records were read from), then the videos gone.
+    pub fn warnings(self, results: &Path) -> Vec<String> {
+        let mut warnings = dropped_warnings(results, &self.dropped);
+        warnings.extend(missing_warning(&self.missing));
+        warnings
+    }
+}
+
+/// Takes every recorded path of `records` that leads outside `videos_dir` off its
+/// record, and says where each was: `results` is the file they were read from
+/// (recorded paths are relative to its folder), read again only when a path was
+/// dropped, to name its line and column.
+pub fn confine_paths(records: &mut [Record], results: &Path, videos_dir: &Path) -> Vec<String> {
+    let mut confinement = Confinement::new(results, videos_dir, false);
+    for r in records.iter_mut() {
+        confinement.check(r);
+    }
+    confinement.warnings(results)
+}
+
+fn dropped_warnings(results: &Path, dropped: &[Dropped]) -> Vec<String> {
     if dropped.is_empty() {
         return Vec::new();
     }
-    let places = locate(results, &dropped);
+    let places = locate(results, dropped);
     dropped
         .iter()
         .zip(places)
@@ -104,6 +166,11 @@ pub fn forget_missing_videos(records: &mut [Record], results: &Path) -> Option<S
             missing.push(format!("{:?}", r.job_id));
         }
     }
+    missing_warning(&missing)
+}
+
+/// The one warning that names the jobs (`"id"`) whose videos are gone.
+fn missing_warning(missing: &[String]) -> Option<String> {
     let n = missing.len();
     if n == 0 {
         return None;
@@ -214,6 +281,58 @@ mod tests {
             )),
             "{}",
             warnings[1]
+        );
+    }
+
+    /// One look per video gives what the two passes (paths confined, then videos
+    /// gone forgotten) give: the same records, the same warnings.
+    #[test]
+    fn one_look_per_video_gives_what_the_two_passes_give() {
+        let tmp = tempfile::tempdir().unwrap();
+        let results = tmp.path().join("results.csv");
+        let videos = tmp.path().join("videos");
+        std::fs::create_dir_all(&videos).unwrap();
+        std::fs::write(videos.join("here.mp4"), b"mp4").unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(videos.join("here.mp4"), videos.join("link.mp4")).unwrap();
+            std::os::unix::fs::symlink(videos.join("nowhere.mp4"), videos.join("dead.mp4"))
+                .unwrap();
+        }
+        let succeeded = |id: &str, paths: &[&str]| Record {
+            job_id: id.into(),
+            state: Some(super::super::State::Succeeded),
+            video_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            superseded_paths: vec!["../elsewhere.mp4".into()],
+            ..Record::default()
+        };
+        let mut records = vec![
+            succeeded("here", &["videos/here.mp4"]),
+            succeeded("gone", &["videos/gone.mp4", "videos/here.mp4"]),
+            succeeded("out", &["../../victim.txt", "videos/gone.mp4"]),
+            succeeded("links", &["videos/link.mp4", "videos/dead.mp4"]),
+            Record {
+                state: Some(super::super::State::Failed),
+                ..succeeded("failed", &["videos/gone.mp4"])
+            },
+        ];
+        crate::checkpoint::writer::rewrite(&results, &records).unwrap();
+        let mut two = records.clone();
+        let mut warnings = confine_paths(&mut two, &results, &videos);
+        warnings.extend(forget_missing_videos(&mut two, &results));
+
+        let mut one = Confinement::new(&results, &videos, true);
+        let changed: Vec<bool> = records.iter_mut().map(|r| one.check(r)).collect();
+        assert_eq!(records, two);
+        assert_eq!(one.warnings(&results), warnings);
+        assert_eq!(changed, [true; 5], "every record had a path outside");
+        assert_eq!(records[0].video_paths, ["videos/here.mp4"]);
+        assert_eq!(records[1].video_paths, ["videos/here.mp4"]);
+        assert!(records[2].video_paths.is_empty());
+        assert_eq!(
+            records[4].video_paths,
+            ["videos/gone.mp4"],
+            "not a done job's"
         );
     }
 }

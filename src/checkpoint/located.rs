@@ -1,7 +1,8 @@
-//! A results file read for `status`: where each job's last row is, not the row
-//! itself. A job's record is read back from its place when it is looked at, one at
-//! a time, so what is held for the whole batch is an id, a place and the credits
-//! per job, however long the prompts, URLs and paths in the rows.
+//! A results file read for `status`, `report` and the start of a run: where each
+//! job's last row is, not the row itself. A job's record is read back from its place
+//! when it is looked at, one at a time, so what is held for the whole batch is an
+//! id, a place and the credits per job, however long the prompts, URLs and paths in
+//! the rows.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use super::rows::RowReader;
 #[derive(Debug, Clone)]
 pub struct Place {
     pub id: Box<str>,
-    /// The byte its last row starts at, and the row's length.
+    /// The byte its last row starts at, and the row's length (see [`Place::row`]).
     at: u64,
     len: u32,
     /// What its last row records as spent.
@@ -94,7 +95,56 @@ impl Keep for Located {
     }
 }
 
+impl Place {
+    /// Where the job's last row is in the file: its first byte and its length.
+    pub fn row(&self) -> (u64, u32) {
+        (self.at, self.len)
+    }
+}
+
 impl Located {
+    /// See [`super::Loaded::needs_compaction`].
+    pub fn needs_compaction(&self) -> bool {
+        self.torn || self.old_header || self.rows != self.jobs.len()
+    }
+
+    /// Rewrites the file one row per job (its last), in the order the jobs first
+    /// appear, with today's header (see [`super::writer::rewrite_with`]), reading
+    /// each record back in turn; gives the file as it reads now.
+    pub fn compacted(self) -> Result<Located, CheckpointError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CheckpointError::Io { path, source }
+        };
+        let records = self.reader()?;
+        super::writer::rewrite_with(&self.path, |out| {
+            let mut buf = Vec::with_capacity(1024);
+            super::writer::encode_header(&mut buf)?;
+            out.write_all(&buf)?;
+            records
+                .each_owned(
+                    self.jobs.iter().map(Some),
+                    |r| -> Result<(), CheckpointError> {
+                        if let Some(r) = r {
+                            buf.clear();
+                            super::writer::encode_row(&r, &mut buf)
+                                .and_then(|()| out.write_all(&buf))
+                                .map_err(io(&self.path))?;
+                        }
+                        Ok(())
+                    },
+                )
+                .map_err(std::io::Error::other)
+        })
+        .map_err(io(&self.path))?;
+        load_located(&self.path)?.ok_or_else(|| {
+            io(&self.path)(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the file is gone after its rewrite",
+            ))
+        })
+    }
+
     /// The place of job `id`.
     pub fn get(&self, id: &str) -> Option<&Place> {
         self.index
@@ -130,6 +180,15 @@ impl Records {
         places: impl IntoIterator<Item = Option<&'a Place>>,
         mut each: impl FnMut(Option<&Record>) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.each_owned(places, |r| each(r.as_ref()))
+    }
+
+    /// [`Records::each`], handing each record over.
+    pub fn each_owned<'a, E: From<CheckpointError>>(
+        &self,
+        places: impl IntoIterator<Item = Option<&'a Place>>,
+        mut each: impl FnMut(Option<Record>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut rows = RowReader::new(&self.file);
         for place in places {
             let Some(place) = place else {
@@ -143,7 +202,7 @@ impl Records {
                     path: self.path.clone(),
                     source,
                 })?;
-            each(Some(&record))?;
+            each(Some(record))?;
         }
         Ok(())
     }

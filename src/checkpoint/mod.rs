@@ -19,7 +19,7 @@ pub mod rows;
 pub mod schema;
 pub mod writer;
 
-pub use confine::{confine_paths, forget_missing_videos};
+pub use confine::{Confinement, confine_paths, forget_missing_videos};
 pub use error_kind::ErrorKind;
 pub use located::{Located, Place, Records, load_located};
 pub use read::{

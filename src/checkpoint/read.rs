@@ -249,7 +249,7 @@ pub(super) fn open(path: &Path) -> Result<Option<(File, u64, bool)>, CheckpointE
 pub struct Preloaded {
     path: PathBuf,
     stamp: Option<Stamp>,
-    result: Result<Option<Listed>, CheckpointError>,
+    result: Result<Option<super::Located>, CheckpointError>,
 }
 
 /// What tells a file apart from its next version.
@@ -281,15 +281,15 @@ pub fn preload(path: &Path) -> Preloaded {
     Preloaded {
         path: path.to_owned(),
         stamp,
-        // The manifest, read meanwhile, is what would tell the job count.
-        result: load_listed(path, 0),
+        result: super::load_located(path),
     }
 }
 
 impl Preloaded {
-    /// What [`load_listed`] of `path` would give now, if this read is still it; `None`
-    /// when `path` is another file, or the file changed since. Call with the lock held.
-    pub fn take_for(self, path: &Path) -> Option<Result<Option<Listed>, CheckpointError>> {
+    /// What [`super::load_located`] of `path` would give now, if this read is still
+    /// it; `None` when `path` is another file, or the file changed since. Call with
+    /// the lock held.
+    pub fn take_for(self, path: &Path) -> Option<Result<Option<super::Located>, CheckpointError>> {
         (self.path == path && stamp(path) == self.stamp).then_some(self.result)
     }
 }

@@ -31,7 +31,7 @@ use askama::Template;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{Listed, Loaded, Record};
+use crate::checkpoint::{Listed, Loaded, Located, Record};
 use crate::cost::PriceTable;
 use crate::manifest::{Job, Manifest};
 
@@ -65,8 +65,11 @@ struct Page<'a> {
     version: &'a str,
 }
 
-/// A results file as read: keyed by id (as `status` reads it), or a list in the
-/// order the jobs first appear (as a run reads it, without a copy of every id).
+/// A results file as read: keyed by id (as the page's unit tests build it), a list
+/// in the order the jobs first appear, or where each job's last row is
+/// ([`Located`], as `report` and the end of a run read it: each record is read back
+/// when its card is drawn, so the batch's prompts, URLs and paths are never all
+/// held at once).
 #[derive(Clone, Copy)]
 pub(crate) enum Records<'a> {
     #[cfg_attr(
@@ -77,22 +80,37 @@ pub(crate) enum Records<'a> {
         )
     )]
     Table(&'a Loaded),
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the page's unit tests compare a list with a located file"
+        )
+    )]
     List(&'a Listed),
+    Located(&'a Located),
 }
 
+/// Why a page could not be drawn: its results file no longer reads back.
+type Failed = anyhow::Error;
+
 impl<'a> Records<'a> {
+    /// The last record of job `id` (a located file's are read back instead, by
+    /// [`Batch::each`]).
     fn get(self, id: &str) -> Option<&'a Record> {
         match self {
             Records::Table(t) => t.records.get(id),
             Records::List(l) => l.get(id),
+            Records::Located(_) => None,
         }
     }
 
-    /// Every job's record, in the order the jobs first appear.
+    /// Every job's record, in the order the jobs first appear (of a table or list).
     fn in_order(self) -> Box<dyn Iterator<Item = &'a Record> + 'a> {
         match self {
             Records::Table(t) => Box::new(t.order.iter().filter_map(|id| t.records.get(id))),
             Records::List(l) => Box::new(l.records.iter()),
+            Records::Located(_) => Box::new(std::iter::empty()),
         }
     }
 }
@@ -125,19 +143,56 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn entries(&self) -> Box<dyn Iterator<Item = CardSource<'a>> + '_> {
-        let records = self.records;
-        match self.jobs {
-            Some(jobs) => Box::new(jobs.iter().map(move |j| CardSource {
-                id: &j.id,
-                job: Some(j),
-                record: records.get(&j.id),
-            })),
-            None => Box::new(records.in_order().map(|r| CardSource {
-                id: &r.job_id,
-                job: None,
-                record: Some(r),
-            })),
+    /// Calls `each` with every job the page shows, in its order: the manifest's jobs
+    /// with their records, or without the manifest every record in the results
+    /// file's order. A located file's records are read back one at a time.
+    fn each(
+        &self,
+        mut each: impl FnMut(CardSource<'_>) -> Result<(), Failed>,
+    ) -> Result<(), Failed> {
+        match (self.jobs, self.records) {
+            (Some(jobs), Records::Located(located)) => {
+                let mut job = jobs.iter();
+                located
+                    .reader()?
+                    .each(
+                        jobs.iter().map(|j| located.get(&j.id)),
+                        |record| match job.next() {
+                            Some(j) => each(CardSource {
+                                id: &j.id,
+                                job: Some(j),
+                                record,
+                            }),
+                            None => Ok(()),
+                        },
+                    )
+            }
+            (None, Records::Located(located)) => {
+                located
+                    .reader()?
+                    .each(located.jobs.iter().map(Some), |record| match record {
+                        Some(r) => each(CardSource {
+                            id: &r.job_id,
+                            job: None,
+                            record: Some(r),
+                        }),
+                        None => Ok(()),
+                    })
+            }
+            (Some(jobs), records) => jobs.iter().try_for_each(|j| {
+                each(CardSource {
+                    id: &j.id,
+                    job: Some(j),
+                    record: records.get(&j.id),
+                })
+            }),
+            (None, records) => records.in_order().try_for_each(|r| {
+                each(CardSource {
+                    id: &r.job_id,
+                    job: None,
+                    record: Some(r),
+                })
+            }),
         }
     }
 }
@@ -146,15 +201,24 @@ impl<'a> Batch<'a> {
 struct Cards<'a> {
     batch: &'a Batch<'a>,
     place: &'a PageDirs,
+    /// Why the cards stopped, when a record did not read back: a `fmt::Error`
+    /// carries no message, so it waits here for [`render`].
+    failed: std::cell::RefCell<Option<Failed>>,
 }
 
 impl fmt::Display for Cards<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut encoder = data::Encoder::new();
         encoder.head(f)?;
-        for entry in self.batch.entries() {
+        let drawn = self.batch.each(|entry| {
             let card = view::card(entry, self.place, &self.batch.prices);
-            encoder.card(&card, f)?;
+            encoder
+                .card(&card, f)
+                .map_err(|_| anyhow::anyhow!("failed to write a card"))
+        });
+        if let Err(e) = drawn {
+            *self.failed.borrow_mut() = Some(e);
+            return Err(fmt::Error);
         }
         encoder.tail(f)
     }
@@ -324,22 +388,38 @@ fn render(
     made: &str,
     inputs: &str,
 ) -> std::io::Result<()> {
-    let mut header = view::header(batch.entries(), &batch.prices);
+    let mut tally = view::Tally::default();
+    batch
+        .each(|e| {
+            tally.add(&e, &batch.prices);
+            Ok(())
+        })
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let mut header = tally.header(&batch.prices);
     header.name = batch.name.to_owned();
     header.results = batch.results.display().to_string();
     header.manifest = batch.manifest.map(|m| m.display().to_string());
     header.made = view::show_time(made);
     header.default_prices = batch.jobs.is_none();
+    let cards = Cards {
+        batch,
+        place,
+        failed: std::cell::RefCell::new(None),
+    };
     let page = Page {
         header: &header,
-        cards: Cards { batch, place },
+        cards,
         inputs,
         csp: &CSP,
         css: CSS,
         js: JS,
         version: env!("CARGO_PKG_VERSION"),
     };
-    page.write_into(w)
+    let written = page.write_into(w);
+    if let Some(e) = page.cards.failed.take() {
+        return Err(std::io::Error::other(format!("{e:#}")));
+    }
+    written
 }
 
 /// Writes the page of a batch read from `results` (and its manifest, when known)
@@ -353,14 +433,13 @@ pub fn write_for(
     if unchanged(&out, results, manifest.map(|m| m.path.as_path()))? {
         return Ok(out);
     }
-    let jobs = manifest.map_or(0, |m| m.jobs.len());
-    let listed = crate::checkpoint::load_listed(results, jobs)?
+    let located = crate::checkpoint::load_located(results)?
         .with_context(|| format!("no results file at `{}`", results.display()))?;
-    for w in &listed.warnings {
+    for w in &located.warnings {
         eprintln!("warning: {w}");
     }
     let name = batch_name(manifest, results);
-    let batch = Batch::new(&name, manifest, Records::List(&listed), results);
+    let batch = Batch::new(&name, manifest, Records::Located(&located), results);
     write(&out, &batch)?;
     Ok(out)
 }
@@ -388,12 +467,16 @@ pub fn after_run(manifest_path: &Path, results: &Path) -> anyhow::Result<PathBuf
         crate::manifest::LoadOptions::sending_nothing(),
     )
     .ok();
-    let jobs = manifest.as_ref().map_or(0, |m| m.jobs.len());
-    let listed = crate::checkpoint::load_listed(results, jobs)?
+    let located = crate::checkpoint::load_located(results)?
         .with_context(|| format!("no results file at `{}`", results.display()))?;
     let name = batch_name(manifest.as_ref(), results);
     let out = page_path(results);
-    let batch = Batch::new(&name, manifest.as_ref(), Records::List(&listed), results);
+    let batch = Batch::new(
+        &name,
+        manifest.as_ref(),
+        Records::Located(&located),
+        results,
+    );
     write(&out, &batch)?;
     Ok(out)
 }

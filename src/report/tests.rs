@@ -450,6 +450,37 @@ fn a_results_file_read_as_a_list_gives_the_same_page() {
     }
 }
 
+/// `report` and the end of a run read each record back from its place as its card
+/// is drawn: the page is the one drawn from the records held in memory.
+#[test]
+fn records_read_back_one_at_a_time_give_the_same_page() {
+    let f = fixture();
+    let path = f.dir.path().join("r.csv");
+    let mut w = csv::Writer::from_path(&path).unwrap();
+    w.write_record(crate::checkpoint::HEADER).unwrap();
+    for id in &f.loaded.order {
+        w.write_record(f.loaded.records[id].cells()).unwrap();
+    }
+    w.flush().unwrap();
+    let located = crate::checkpoint::load_located(&path).unwrap().unwrap();
+    for with_manifest in [true, false] {
+        let render_with = |records| {
+            let batch = Batch {
+                records,
+                ..batch_of(&f, with_manifest)
+            };
+            let mut out = Vec::new();
+            render(&mut out, &batch, &place_of(&f), MADE, "h").unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            render_with(Records::Located(&located)),
+            render_with(Records::Table(&f.loaded)),
+            "with the manifest: {with_manifest}"
+        );
+    }
+}
+
 #[test]
 fn a_local_image_is_shown_by_its_path_and_not_linked() {
     let urls = [

@@ -557,76 +557,98 @@ pub(crate) struct Header {
     pub accounts: Vec<(String, String)>,
 }
 
-/// Adds up the header's figures over `entries`.
-pub(crate) fn header<'a>(
-    entries: impl Iterator<Item = CardSource<'a>>,
-    prices: &PriceTable,
-) -> Header {
-    let mut counts = [0usize; STANDINGS.len()];
-    let mut by_account: std::collections::BTreeMap<&str, [usize; STANDINGS.len()]> =
-        std::collections::BTreeMap::new();
-    let (mut spent, mut estimated) = (0.0, 0.0);
-    let mut first: Option<&str> = None;
-    let mut last: Option<&str> = None;
-    for e in entries {
+/// The header's figures, added up one job at a time (the records of a big batch
+/// are read back one by one and not kept, so the times and accounts are copied).
+#[derive(Default)]
+pub(crate) struct Tally {
+    counts: [usize; STANDINGS.len()],
+    by_account: std::collections::BTreeMap<String, [usize; STANDINGS.len()]>,
+    spent: f64,
+    estimated: f64,
+    first: Option<String>,
+    last: Option<String>,
+}
+
+impl Tally {
+    pub fn add(&mut self, e: &CardSource<'_>, prices: &PriceTable) {
         let s = e.standing();
         if let Some(i) = STANDINGS.iter().position(|x| *x == s) {
-            counts[i] += 1;
+            self.counts[i] += 1;
             if let Some(account) = e.record.and_then(summary::account_of) {
-                by_account.entry(account).or_insert([0; STANDINGS.len()])[i] += 1;
+                if let Some(n) = self.by_account.get_mut(account) {
+                    n[i] += 1;
+                } else {
+                    let mut n = [0; STANDINGS.len()];
+                    n[i] = 1;
+                    self.by_account.insert(account.to_owned(), n);
+                }
             }
         }
-        spent += e.spent(prices);
-        estimated += e.estimate(prices);
+        self.spent += e.spent(prices);
+        self.estimated += e.estimate(prices);
         if let Some(r) = e.record {
-            if let Some(at) = r.submitted_at.as_deref() {
-                first = Some(first.map_or(at, |f| f.min(at)));
+            if let Some(at) = r.submitted_at.as_deref()
+                && self.first.as_deref().is_none_or(|f| at < f)
+            {
+                self.first = Some(at.to_owned());
             }
-            if let Some(at) = r.finished_at.as_deref() {
-                last = Some(last.map_or(at, |l| l.max(at)));
+            if let Some(at) = r.finished_at.as_deref()
+                && self.last.as_deref().is_none_or(|l| at > l)
+            {
+                self.last = Some(at.to_owned());
             }
         }
     }
-    let span = first.map(|a| {
-        let b = last.unwrap_or(a);
-        let took = between(a, b).map(|t| format!(" ({t})")).unwrap_or_default();
-        format!("{} to {}{took}", show_time(a), show_time(b))
-    });
-    Header {
-        total: Count(counts.iter().sum()),
-        counts: STANDINGS
-            .iter()
-            .zip(counts)
-            .filter(|(_, n)| *n > 0)
-            .map(|(s, n)| (look(*s), Count(n)))
-            .collect(),
-        spent: format!(
-            "{} credits ({})",
-            Credits(spent),
-            Dollars(prices.usd(spent))
-        ),
-        estimated: format!(
-            "{} credits ({})",
-            Credits(estimated),
-            Dollars(prices.usd(estimated))
-        ),
-        span,
-        accounts: if by_account.len() > 1 {
-            by_account
-                .into_iter()
-                .map(|(account, n)| {
-                    let line: Vec<String> = STANDINGS
-                        .iter()
-                        .zip(n)
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(s, n)| format!("{} {}", Count(n), look(*s).label))
-                        .collect();
-                    (account.to_owned(), line.join(", "))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        },
-        ..Header::default()
+
+    pub fn header(&self, prices: &PriceTable) -> Header {
+        let Tally {
+            counts,
+            spent,
+            estimated,
+            ..
+        } = *self;
+        let (first, last) = (self.first.as_deref(), self.last.as_deref());
+        let span = first.map(|a| {
+            let b = last.unwrap_or(a);
+            let took = between(a, b).map(|t| format!(" ({t})")).unwrap_or_default();
+            format!("{} to {}{took}", show_time(a), show_time(b))
+        });
+        Header {
+            total: Count(counts.iter().sum()),
+            counts: STANDINGS
+                .iter()
+                .zip(counts)
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| (look(*s), Count(n)))
+                .collect(),
+            spent: format!(
+                "{} credits ({})",
+                Credits(spent),
+                Dollars(prices.usd(spent))
+            ),
+            estimated: format!(
+                "{} credits ({})",
+                Credits(estimated),
+                Dollars(prices.usd(estimated))
+            ),
+            span,
+            accounts: if self.by_account.len() > 1 {
+                self.by_account
+                    .iter()
+                    .map(|(account, n)| {
+                        let line: Vec<String> = STANDINGS
+                            .iter()
+                            .zip(n)
+                            .filter(|(_, n)| **n > 0)
+                            .map(|(s, n)| format!("{} {}", Count(*n), look(*s).label))
+                            .collect();
+                        (account.clone(), line.join(", "))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            ..Header::default()
+        }
     }
 }

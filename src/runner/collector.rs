@@ -82,6 +82,18 @@ pub enum LastRow {
     /// Loaded from the results file before the run and not changed since: its place
     /// in the run's list of loaded records (shared with the runner, not copied).
     Loaded(usize),
+    /// In the results file before the run, left as it was and not held in memory (a
+    /// settled job's): `len` bytes at `offset`, read back at the end.
+    Kept {
+        offset: u64,
+        len: u32,
+        bucket: Bucket,
+        /// The credits it records, and whether the job stands succeeded: such a
+        /// row is counted without being read back (the most common row of a big
+        /// finished batch, which has no problem to list).
+        credits: f64,
+        succeeded: bool,
+    },
     /// Written by this run: `len` bytes at `offset` in the results file.
     Logged {
         offset: u64,
@@ -238,10 +250,17 @@ struct Ledger {
 
 impl Ledger {
     fn new(loaded: Arc<Vec<Record>>, entries: Vec<Option<LastRow>>, progress: &Progress) -> Ledger {
-        let counts = progress::counts(
+        let mut counts = progress::counts(
             entries.iter().map(|e| record_of(e.as_ref(), &loaded)),
             progress.download,
         );
+        // A kept row was counted as queued above (it has no record here).
+        for e in entries.iter().flatten() {
+            if let LastRow::Kept { bucket, .. } = e {
+                counts.shift(Bucket::Queued, -1);
+                counts.shift(*bucket, 1);
+            }
+        }
         Ledger {
             entries,
             loaded,
@@ -307,7 +326,7 @@ impl Ledger {
         let old_bucket = match &old {
             None => Bucket::Queued,
             Some(LastRow::Loaded(i)) => progress::bucket(self.loaded.get(*i), self.download),
-            Some(LastRow::Logged { bucket, .. }) => *bucket,
+            Some(LastRow::Logged { bucket, .. } | LastRow::Kept { bucket, .. }) => *bucket,
         };
         self.counts.shift(old_bucket, -1);
         len
@@ -352,9 +371,9 @@ pub struct Finished {
 }
 
 /// Counts the outcome of every job of `jobs` from its last record (`entries`, by
-/// the job's place) and, when `rewrite` and this run appended rows, replaces the results file with one row per
-/// job: `jobs` in order, then the rows of `foreign` jobs (no longer in the
-/// manifest: their places in `loaded`). Rows are read back from the file one at a
+/// the job's place) and, when `rewrite` and this run appended rows, replaces the
+/// results file with one row per job: `jobs` in order, then the rows of `foreign`
+/// jobs (no longer in the manifest). Rows are read back from the file one at a
 /// time; the rewrite is atomic (see [`rewrite_with`]). `billed_failures` are the
 /// jobs (by place) whose failed task this run's balance showed billed, with its
 /// cost: their last rows count it again, as measured (see
@@ -362,7 +381,7 @@ pub struct Finished {
 pub fn finish(
     path: &Path,
     jobs: &[Job],
-    foreign: &[usize],
+    foreign: &[LastRow],
     entries: &[Option<LastRow>],
     loaded: &[Record],
     rewrite: bool,
@@ -372,11 +391,17 @@ pub fn finish(
     let mut reader = RowReader::new(&source);
     let mut outcomes = Outcomes::default();
     // Rows of jobs no longer in the manifest are the loaded ones, unchanged.
-    let mut credits: f64 = foreign
-        .iter()
-        .filter_map(|&at| loaded.get(at))
-        .map(|r| r.credits)
-        .sum();
+    let mut credits = 0.0;
+    for row in foreign {
+        credits += match *row {
+            LastRow::Loaded(i) => loaded.get(i).map_or(0.0, |r| r.credits),
+            LastRow::Kept { credits, .. } => credits,
+            LastRow::Logged { offset, len, .. } => {
+                reader.read(offset, len)?;
+                reader.parse(offset)?.credits
+            }
+        };
+    }
     // One pass over the last rows: each job's is counted and, into `out` when
     // rewriting, copied; rows of jobs no longer in the manifest are only copied.
     let mut pass = |mut out: Option<&mut dyn Write>| -> io::Result<()> {
@@ -397,10 +422,28 @@ pub fn finish(
                 billed,
             )
         });
-        let foreign = foreign
-            .iter()
-            .map(|&at| (None, Some(LastRow::Loaded(at)), None));
+        let foreign = foreign.iter().map(|&row| (None, Some(row), None));
         for (job, entry, billed) in jobs.chain(foreign.filter(|_| rewriting)) {
+            if let (
+                Some(_),
+                Some(LastRow::Kept {
+                    offset,
+                    len,
+                    credits: c,
+                    succeeded: true,
+                    ..
+                }),
+                None,
+            ) = (job, entry, billed)
+            {
+                if let Some(out) = out.as_mut() {
+                    reader.read(offset, len)?;
+                    out.write_all(&reader.bytes)?;
+                }
+                credits += c;
+                outcomes.count_succeeded();
+                continue;
+            }
             let read_back;
             let record = match entry {
                 None => None,
@@ -413,7 +456,9 @@ pub fn finish(
                     }
                     r
                 }
-                Some(LastRow::Logged { offset, len, .. }) if billed.is_some() && rewriting => {
+                Some(LastRow::Logged { offset, len, .. } | LastRow::Kept { offset, len, .. })
+                    if billed.is_some() && rewriting =>
+                {
                     reader.read(offset, len)?;
                     let mut r = reader.parse(offset)?;
                     r.credits += billed.unwrap_or(0.0);
@@ -426,7 +471,7 @@ pub fn finish(
                     }
                     Some(&read_back)
                 }
-                Some(LastRow::Logged { offset, len, .. }) => {
+                Some(LastRow::Logged { offset, len, .. } | LastRow::Kept { offset, len, .. }) => {
                     reader.read(offset, len)?;
                     if let Some(out) = out.as_mut() {
                         out.write_all(&reader.bytes)?;

@@ -53,7 +53,7 @@ mod supersede;
 pub mod uploads;
 
 use budget::Budget;
-use collector::{CallCounts, Collected, LastRow, Progress};
+use collector::{CallCounts, Collected, Progress};
 use dispatch::{Dispatched, Dispatcher};
 pub use job::Start;
 pub use planned::Planned;
@@ -197,7 +197,7 @@ pub async fn execute_pooled(
         rows_in,
         appender,
         loaded_records.clone(),
-        last.into_iter().map(|at| at.map(LastRow::Loaded)).collect(),
+        last,
         Progress {
             mode: config.progress,
             total: config.jobs.len(),
@@ -383,6 +383,7 @@ fn probe_writable(dir: &std::path::Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::checkpoint::{self, Record, State};
+    use collector::LastRow;
     use planned::{fresh_record, resumed_record};
 
     /// Each planned job starts from its own last record, whether the results file
@@ -445,5 +446,92 @@ mod tests {
             );
             assert_eq!(b_start, b);
         }
+    }
+
+    /// A resume holds in full only the records of the jobs it acts on: a settled
+    /// job's row stays in the file at its place, and a run that appends rows copies
+    /// it into the rewritten file byte for byte.
+    #[test]
+    fn a_resume_holds_only_the_records_it_acts_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id,prompt\na,one\nb,two\nc,three\nd,four\n").unwrap();
+        let jobs = crate::manifest::load(&manifest).unwrap().jobs;
+        let results = dir.path().join("r.csv");
+        let videos = dir.path().join("videos");
+        std::fs::create_dir_all(&videos).unwrap();
+        // Sent long ago, so that the generate pace keeps none of them either.
+        let row = |job: &Job, state: State| Record {
+            state: Some(state),
+            task_id: Some(format!("t{}", job.id)),
+            attempts: 1,
+            submitted_at: Some("2026-01-01T00:00:00Z".into()),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            ..fresh_record(job)
+        };
+        let done = |job: &Job| {
+            let path = videos.join(format!("{}.mp4", job.id));
+            std::fs::write(&path, b"mp4").unwrap();
+            Record {
+                video_urls: vec![format!("https://x.example/{}.mp4", job.id)],
+                video_paths: vec![format!("videos/{}.mp4", job.id)],
+                ..row(job, State::Succeeded)
+            }
+        };
+        let rows = vec![
+            done(&jobs[0]),
+            row(&jobs[1], State::Submitted),
+            row(&jobs[2], State::Failed),
+            done(&jobs[3]),
+        ];
+        checkpoint::writer::rewrite(&results, &rows).unwrap();
+        let before = std::fs::read_to_string(&results).unwrap();
+        let config = RunConfig::with_defaults(jobs.clone(), results.clone(), videos.clone());
+        let prepared = prepare(config).unwrap();
+        let held: Vec<&str> = prepared.records.iter().map(|r| r.job_id.as_str()).collect();
+        assert_eq!(held, ["b"], "only the job still running is held");
+        assert!(matches!(prepared.last[1], Some(LastRow::Loaded(0))));
+        for i in [0, 2, 3] {
+            assert!(
+                matches!(prepared.last[i], Some(LastRow::Kept { .. })),
+                "{i}: {:?}",
+                prepared.last[i]
+            );
+        }
+
+        // A row appended for `b`; the rewrite copies the kept rows as they were.
+        let mut b = prepared.records[0].clone();
+        b.state = Some(State::Failed);
+        let mut appender = checkpoint::writer::Appender::open(&results, false).unwrap();
+        appender.append([&b]).unwrap();
+        drop(appender);
+        let offset = before.len() as u64;
+        let len = std::fs::metadata(&results).unwrap().len() - offset;
+        let mut entries = prepared.last.clone();
+        entries[1] = Some(LastRow::Logged {
+            offset,
+            len: u32::try_from(len).unwrap(),
+            bucket: crate::progress::Bucket::Failed,
+        });
+        let finished = collector::finish(
+            &results,
+            &prepared.config.jobs,
+            &prepared.foreign,
+            &entries,
+            &prepared.records,
+            true,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(finished.outcomes.tally.succeeded, 2);
+        assert_eq!(finished.outcomes.tally.failed, 2);
+        let after = std::fs::read_to_string(&results).unwrap();
+        let lines = |s: &str| s.lines().map(str::to_owned).collect::<Vec<_>>();
+        let (before, after) = (lines(&before), lines(&after));
+        assert_eq!(after.len(), 5, "{after:?}");
+        for i in [0, 1, 3, 4] {
+            assert_eq!(after[i], before[i], "line {i} copied as it was");
+        }
+        assert_ne!(after[2], before[2], "b's new row");
     }
 }

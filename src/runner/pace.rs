@@ -123,24 +123,11 @@ impl Pace {
     pub fn remember<'a>(&mut self, records: impl IntoIterator<Item = &'a Record>) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let horizon = self.window + Duration::from_secs(1);
-        // Results times are RFC 3339 in UTC, which sort as text: a resumed run of
-        // 100,000 jobs compares its times with this one instead of parsing each.
-        let cutoff = wall
-            .checked_sub(horizon + Duration::from_secs(1))
-            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-            .unwrap_or_default();
+        let cutoff = cutoff_of(wall, horizon);
         let mut recent: Vec<Instant> = records
             .into_iter()
             .filter_map(|r| {
-                let at = match r.state? {
-                    State::Submitting | State::InDoubt => Some(r.updated_at.as_str()),
-                    State::Submitted | State::Succeeded | State::Failed => {
-                        r.submitted_at.as_deref()
-                    }
-                    // Refused before any task existed, or never sent.
-                    State::Pending | State::Blocked => None,
-                }
-                .filter(|at| *at >= cutoff.as_str())?;
+                let at = sent_at(r).filter(|at| *at >= cutoff.as_str())?;
                 let at = humantime::parse_rfc3339(at).ok()? + Duration::from_secs(1);
                 let age = wall.duration_since(at).unwrap_or(Duration::ZERO);
                 (age < horizon).then(|| now.checked_sub(age).unwrap_or(now))
@@ -152,6 +139,32 @@ impl Pace {
                 self.sent(place.number, at);
             }
         }
+    }
+}
+
+/// The oldest time, as results files write it, that a pace of `rate` still counts
+/// a request sent at ([`Pace::remember`]): a record sent before it is not kept for
+/// the pace.
+pub fn cutoff(rate: Rate) -> String {
+    let window = Pace::new(rate).window;
+    cutoff_of(SystemTime::now(), window + Duration::from_secs(1))
+}
+
+/// Results times are RFC 3339 in UTC, which sort as text: a resumed run of 100,000
+/// jobs compares its times with this one instead of parsing each.
+fn cutoff_of(wall: SystemTime, horizon: Duration) -> String {
+    wall.checked_sub(horizon + Duration::from_secs(1))
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_default()
+}
+
+/// When the request `r` records was sent, as its row writes it; `None` when it was
+/// refused before any task existed, or never sent.
+pub fn sent_at(r: &Record) -> Option<&str> {
+    match r.state? {
+        State::Submitting | State::InDoubt => Some(r.updated_at.as_str()),
+        State::Submitted | State::Succeeded | State::Failed => r.submitted_at.as_deref(),
+        State::Pending | State::Blocked => None,
     }
 }
 

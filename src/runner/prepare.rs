@@ -6,13 +6,15 @@ use anyhow::Context as _;
 
 use super::RunConfig;
 use super::chain;
+use super::collector::LastRow;
 use super::job::Start;
 use super::planned::{Planned, superseded_task};
-use crate::checkpoint::plan::{Action, Settled, SubmitReason, Wants, next_action};
-use crate::checkpoint::writer::{Lock, lock, rewrite};
+use crate::checkpoint::plan::{Action, Settled, Standing, SubmitReason, Wants, next_action};
+use crate::checkpoint::writer::{Lock, lock};
 use crate::checkpoint::{self, Record, State};
 use crate::cost::Estimate;
 use crate::manifest::Job;
+use crate::summary::JobRef;
 
 /// A task, running, finished or in doubt, that a submission of this run replaces:
 /// it was paid for, and stays on record in the job's `superseded_tasks`.
@@ -44,12 +46,14 @@ pub struct Prepared {
     /// Rows of extend jobs decided by the plan (blocked, or pending again behind a
     /// parent made again), written before anything is sent.
     pub(super) blocked: Vec<chain::Decided>,
-    /// The results file's last record of each job, in the order they first appear.
+    /// The last records held in full: those of the jobs this run acts on (and of
+    /// every job when the manifest has extend chains, whose planning reads them).
+    /// A settled job's stays in the file, at its place (see [`LastRow::Kept`]).
     pub(super) records: Vec<Record>,
-    /// Where each job's last record is in `records`, by the job's place in the manifest.
-    pub(super) last: Vec<Option<usize>>,
-    /// The places in `records` of jobs no longer in the manifest.
-    pub(super) foreign: Vec<usize>,
+    /// Where each job's last record is, by the job's place in the manifest.
+    pub(super) last: Vec<Option<LastRow>>,
+    /// The rows of jobs no longer in the manifest, kept as they are.
+    pub(super) foreign: Vec<LastRow>,
     pub(super) lock: Lock,
 }
 
@@ -98,32 +102,30 @@ pub fn prepare_from(
     let lock = lock(&config.results)?;
     let loaded = match preloaded.and_then(|p| p.take_for(&config.results)) {
         Some(read) => read,
-        None => checkpoint::load_listed(&config.results, config.jobs.len()),
+        None => checkpoint::load_located(&config.results),
     };
-    let mut loaded = loaded?.unwrap_or_default();
-    let mut warnings = std::mem::take(&mut loaded.warnings);
+    let mut located = loaded?.unwrap_or_default();
+    let mut warnings = std::mem::take(&mut located.warnings);
 
     // A results file the run wrote holds the manifest's jobs in manifest order: then
     // every recorded job is in the manifest, seen without a set of 100,000 ids, and
     // each job's record is found by its place.
-    let in_order = loaded.records.len() <= config.jobs.len()
-        && loaded
-            .records
+    let in_order = located.jobs.len() <= config.jobs.len()
+        && located
+            .jobs
             .iter()
             .zip(&config.jobs)
-            .all(|(r, job)| r.job_id == job.id);
+            .all(|(p, job)| *p.id == *job.id);
     let foreign: Vec<usize> = if in_order {
         Vec::new()
     } else {
         let manifest_ids: rustc_hash::FxHashSet<&str> =
             config.jobs.iter().map(|j| j.id.as_str()).collect();
-        checkpoint::check_belongs(
-            &config.results,
-            loaded.records.iter().map(|r| r.job_id.as_str()),
-            |id| manifest_ids.contains(id),
-        )?;
-        (0..loaded.records.len())
-            .filter(|&at| !manifest_ids.contains(loaded.records[at].job_id.as_str()))
+        checkpoint::check_belongs(&config.results, located.jobs.iter().map(|p| &*p.id), |id| {
+            manifest_ids.contains(id)
+        })?;
+        (0..located.jobs.len())
+            .filter(|&at| !manifest_ids.contains(&*located.jobs[at].id))
             .collect()
     };
     if !foreign.is_empty() {
@@ -132,85 +134,172 @@ pub fn prepare_from(
             foreign.len()
         ));
     }
-    if loaded.needs_compaction() {
+    if located.needs_compaction() {
         // A kill left several rows per job or a torn row: start from a clean file.
-        rewrite(&config.results, &loaded.records).with_context(|| {
+        located = located.compacted().with_context(|| {
             format!(
                 "failed to rewrite results file `{}`",
                 config.results.display()
             )
         })?;
     }
+    let recorded_spend = located.jobs.iter().map(|p| p.credits).sum();
 
-    // Paths a results file records are only ever acted on inside the videos folder
-    // (see `checkpoint::confine_paths`); taken off after any rewrite above, so that
-    // the file keeps what it said until a job's next row replaces it.
-    // Objects in a bucket are checked against the bucket, files against the disk.
-    let (objects, gone) = take_bucket_videos(&mut loaded.records, config.bucket.videos.as_ref());
-    warnings.extend(gone);
-    warnings.extend(checkpoint::confine_paths(
-        &mut loaded.records,
-        &config.results,
-        &config.videos_dir,
-    ));
-    if config.resume.download {
-        warnings.extend(checkpoint::forget_missing_videos(
-            &mut loaded.records,
-            &config.results,
-        ));
-    }
-    for (at, video_paths, superseded_paths) in objects {
-        if let Some(r) = loaded.records.get_mut(at) {
-            r.video_paths.extend(video_paths);
-            r.superseded_paths.extend(superseded_paths);
-        }
-    }
-
-    // What is left to do, job by job.
+    // Each job's last record is read back in turn and checked: paths a results file
+    // records are only ever acted on inside the videos folder, and a done job whose
+    // video is gone is downloaded again (see `checkpoint::Confinement`); checked
+    // after any rewrite above, so that the file keeps what it said until a job's
+    // next row replaces it. Only the records a run needs stay in memory. Objects in
+    // a bucket are checked against the bucket, files against the disk.
+    let mut confinement =
+        checkpoint::Confinement::new(&config.results, &config.videos_dir, config.resume.download);
+    // Extend chains are planned from every job's record; a recent submission counts
+    // against the generate pace (`Pace::remember`).
+    let keep_all = config.jobs.iter().any(|j| j.extend.is_some());
+    let recent = super::pace::cutoff(config.rate);
+    let mut records: Vec<Record> = Vec::new();
+    let mut last: Vec<Option<LastRow>> = Vec::with_capacity(config.jobs.len());
+    let mut bucket_gone: Vec<String> = Vec::new();
     let mut plan: Vec<Planned> = Vec::with_capacity(config.jobs.len());
-    let mut last_at = Vec::with_capacity(config.jobs.len());
     let mut changed = 0;
-    for (index, job) in config.jobs.iter().enumerate() {
-        let at = if in_order {
-            (index < loaded.records.len()).then_some(index)
+    let places = config.jobs.iter().enumerate().map(|(index, job)| {
+        if in_order {
+            located.jobs.get(index)
         } else {
-            loaded.position(&job.id)
+            located.get(&job.id)
+        }
+    });
+    let mut jobs = config.jobs.iter().enumerate();
+    let mut rows = places.clone().map(|p| p.map(checkpoint::Place::row));
+    let reader = if located.jobs.is_empty() {
+        None
+    } else {
+        Some(located.reader()?)
+    };
+    let mut decide = |record: Option<Record>| -> anyhow::Result<()> {
+        let (Some((index, job)), Some(row)) = (jobs.next(), rows.next()) else {
+            return Ok(());
         };
-        last_at.push(at);
-        let last = at.and_then(|i| loaded.records.get(i));
+        let Some(mut record) = record else {
+            last.push(None);
+            plan.push(Planned {
+                index,
+                start: Start::Submit(SubmitReason::New),
+                from: None,
+                after: None,
+                parent_task: None,
+                parent_account: None,
+            });
+            return Ok(());
+        };
+        let objects = take_bucket_videos(&mut record, config.bucket.videos.as_ref());
+        let mut checked = confinement.check(&mut record);
+        if let Some((video_paths, superseded_paths, gone)) = objects {
+            if gone {
+                bucket_gone.push(record.job_id.clone());
+                checked = true;
+            }
+            record.video_paths.extend(video_paths);
+            record.superseded_paths.extend(superseded_paths);
+        }
         let wants = Wants {
             upgrade: job.upgrade.is_some(),
             keep_original: job.keep_original,
         };
-        let action = next_action(&job.fingerprint, wants, last, config.resume);
+        let action = next_action(&job.fingerprint, wants, Some(&record), config.resume);
         let start = match action {
-            Action::Nothing(Settled::Succeeded | Settled::Failed | Settled::InDoubt) => continue,
+            Action::Nothing(Settled::Succeeded | Settled::Failed | Settled::InDoubt) => None,
             Action::Submit(reason) => {
                 if reason == SubmitReason::Changed {
                     changed += 1;
                 }
-                Start::Submit(reason)
+                Some(Start::Submit(reason))
             }
-            Action::Poll { task_id } => Start::Poll(task_id),
-            Action::Upgrade { task_id } => Start::Upgrade(task_id),
-            Action::Download => Start::Download,
+            Action::Poll { task_id } => Some(Start::Poll(task_id)),
+            Action::Upgrade { task_id } => Some(Start::Upgrade(task_id)),
+            Action::Download => Some(Start::Download),
         };
+        let held = start.is_some()
+            || keep_all
+            || checked
+            || super::pace::sent_at(&record).is_some_and(|at| at >= recent.as_str());
+        if !held {
+            // Settled, and left in the file as it is: read back at the end.
+            let (offset, len) = row.unwrap_or_default();
+            let standing = crate::summary::standing_of(JobRef::from(job), Some(&record));
+            last.push(Some(LastRow::Kept {
+                offset,
+                len,
+                bucket: crate::progress::bucket(Some(&record), config.resume.download),
+                credits: record.credits,
+                succeeded: standing == Standing::Succeeded,
+            }));
+            return Ok(());
+        }
+        let at = records.len();
+        records.push(record);
+        last.push(Some(LastRow::Loaded(at)));
         // Every job with a record starts from it: a job submitted again keeps its
         // attempts, its credits and its superseded tasks (see `resumed_record`).
-        plan.push(Planned {
-            index,
-            start,
-            from: last.and(at),
-            after: None,
-            parent_task: None,
-            parent_account: None,
-        });
+        if let Some(start) = start {
+            plan.push(Planned {
+                index,
+                start,
+                from: Some(at),
+                after: None,
+                parent_task: None,
+                parent_account: None,
+            });
+        }
+        Ok(())
+    };
+    match &reader {
+        Some(reader) => reader.each_owned(places, &mut decide)?,
+        None => places.map(|_| None).try_for_each(&mut decide)?,
     }
+    // Jobs no longer in the manifest are checked as the others are (their warnings
+    // said), and their rows copied as they are.
+    let mut foreign_rows = Vec::with_capacity(foreign.len());
+    if let Some(reader) = &reader {
+        let places = foreign.iter().map(|&at| located.jobs.get(at));
+        let mut rows = foreign
+            .iter()
+            .map(|&at| located.jobs.get(at).map(|p| p.row()));
+        reader.each_owned(places, |record| -> anyhow::Result<()> {
+            if let (Some(mut record), Some(Some((offset, len)))) = (record, rows.next()) {
+                if let Some((_, _, true)) =
+                    take_bucket_videos(&mut record, config.bucket.videos.as_ref())
+                {
+                    bucket_gone.push(record.job_id.clone());
+                }
+                confinement.check(&mut record);
+                // Not a job of this run: neither counted nor shown in progress.
+                foreign_rows.push(LastRow::Kept {
+                    offset,
+                    len,
+                    bucket: crate::progress::Bucket::Done,
+                    credits: record.credits,
+                    succeeded: false,
+                });
+            }
+            Ok(())
+        })?;
+    }
+    warnings.extend(bucket_warning(&bucket_gone));
+    warnings.extend(confinement.warnings(&config.results));
+
     // Extend jobs follow their parents: sent with the parent's task once it is made,
     // blocked when it failed.
     let mut blocked = Vec::new();
     if config.jobs.iter().any(|j| j.extend.is_some()) {
-        let (rows, again) = chain::plan_chains(&config, &loaded.records, &last_at, &mut plan);
+        let last_at: Vec<Option<usize>> = last
+            .iter()
+            .map(|l| match l {
+                Some(LastRow::Loaded(at)) => Some(*at),
+                _ => None,
+            })
+            .collect();
+        let (rows, again) = chain::plan_chains(&config, &records, &last_at, &mut plan);
         blocked = rows;
         changed += again;
     }
@@ -245,7 +334,7 @@ pub fn prepare_from(
             let Start::Submit(reason) = p.start else {
                 return None;
             };
-            let last = p.from.and_then(|at| loaded.records.get(at))?;
+            let last = p.from.and_then(|at| records.get(at))?;
             Some(Superseding {
                 index: p.index,
                 task: superseded_task(last)?,
@@ -254,7 +343,6 @@ pub fn prepare_from(
             })
         })
         .collect();
-    let recorded_spend = loaded.records.iter().map(|r| r.credits).sum();
     Ok(Prepared {
         held_back,
         superseding,
@@ -264,57 +352,56 @@ pub fn prepare_from(
         plan,
         changed,
         warnings,
-        records: loaded.records,
-        last: last_at,
-        foreign,
+        records,
+        last,
+        foreign: foreign_rows,
         lock,
     })
 }
 
-/// A record's place, and the bucket objects of its `video_paths` and
-/// `superseded_paths`.
-type BucketVideos = (usize, Vec<String>, Vec<String>);
+/// The bucket objects of a record's `video_paths` and `superseded_paths` that stay
+/// on it, and whether a video was dropped.
+type BucketVideos = (Vec<String>, Vec<String>, bool);
 
-/// The bucket objects recorded in `video_paths` and `superseded_paths`, taken off
-/// the records (by place) so that the local checks leave them alone. An object
-/// outside the run's videos prefix, or a done job's video no longer in the bucket,
-/// is dropped instead: the job's video is downloaded again, never generated again.
+/// The bucket objects recorded in `r`'s `video_paths` and `superseded_paths`, taken
+/// off the record so that the local checks leave them alone (`None`: it has none).
+/// An object outside the run's videos prefix, or a done job's video no longer in
+/// the bucket, is dropped instead: the job's video is downloaded again, never
+/// generated again.
 fn take_bucket_videos(
-    records: &mut [Record],
+    r: &mut Record,
     target: Option<&crate::store::run::VideosTarget>,
-) -> (Vec<BucketVideos>, Option<String>) {
-    let mut kept = Vec::new();
-    let mut dropped: Vec<String> = Vec::new();
-    for (at, r) in records.iter_mut().enumerate() {
-        if !r
-            .video_paths
-            .iter()
-            .chain(&r.superseded_paths)
-            .any(|p| crate::paths::is_bucket_url(p))
-        {
-            continue;
-        }
-        let done = r.state() == State::Succeeded;
-        let (objects, paths): (Vec<String>, Vec<String>) = std::mem::take(&mut r.video_paths)
-            .into_iter()
-            .partition(|p| crate::paths::is_bucket_url(p));
-        r.video_paths = paths;
-        let (old, paths): (Vec<String>, Vec<String>) = std::mem::take(&mut r.superseded_paths)
-            .into_iter()
-            .partition(|p| crate::paths::is_bucket_url(p));
-        r.superseded_paths = paths;
-        let (objects, gone): (Vec<String>, Vec<String>) = objects
-            .into_iter()
-            .partition(|url| target.is_some_and(|t| t.holds(url) && (!done || t.is_there(url))));
-        if !gone.is_empty() {
-            dropped.push(r.job_id.clone());
-        }
-        let old = old
-            .into_iter()
-            .filter(|url| target.is_some_and(|t| t.holds(url)));
-        kept.push((at, objects, old.collect()));
+) -> Option<BucketVideos> {
+    if !r
+        .video_paths
+        .iter()
+        .chain(&r.superseded_paths)
+        .any(|p| crate::paths::is_bucket_url(p))
+    {
+        return None;
     }
-    let warning = (!dropped.is_empty()).then(|| {
+    let done = r.state() == State::Succeeded;
+    let (objects, paths): (Vec<String>, Vec<String>) = std::mem::take(&mut r.video_paths)
+        .into_iter()
+        .partition(|p| crate::paths::is_bucket_url(p));
+    r.video_paths = paths;
+    let (old, paths): (Vec<String>, Vec<String>) = std::mem::take(&mut r.superseded_paths)
+        .into_iter()
+        .partition(|p| crate::paths::is_bucket_url(p));
+    r.superseded_paths = paths;
+    let (objects, gone): (Vec<String>, Vec<String>) = objects
+        .into_iter()
+        .partition(|url| target.is_some_and(|t| t.holds(url) && (!done || t.is_there(url))));
+    let old = old
+        .into_iter()
+        .filter(|url| target.is_some_and(|t| t.holds(url)))
+        .collect();
+    Some((objects, old, !gone.is_empty()))
+}
+
+/// The one warning that names the jobs whose bucket video was dropped.
+fn bucket_warning(dropped: &[String]) -> Option<String> {
+    (!dropped.is_empty()).then(|| {
         let shown: Vec<String> = dropped.iter().take(3).map(|id| format!("{id:?}")).collect();
         format!(
             "{} job{} recorded as downloaded to a bucket {} a video that is not under the \
@@ -329,6 +416,5 @@ fn take_bucket_videos(
                 String::new()
             }
         )
-    });
-    (kept, warning)
+    })
 }
