@@ -246,9 +246,28 @@ pub fn confined(root: &Path, path: &Path) -> Result<PathBuf, Outside> {
 pub struct Confiner {
     root: PathBuf,
     real_root: PathBuf,
-    /// Where each folder seen really is.
-    folders: std::collections::HashMap<PathBuf, PathBuf>,
+    /// Where each folder seen really is, and whether that is inside the root.
+    folders: std::collections::HashMap<PathBuf, (PathBuf, bool)>,
+    /// Each folder's entries, listed once many of its files have been looked at.
+    listings: std::collections::HashMap<PathBuf, Listing>,
 }
+
+/// What is known of a folder's entries: looks counted until it is worth listing
+/// the whole folder, then its entries and which of them are symbolic links.
+#[derive(Debug)]
+enum Listing {
+    Looks(usize),
+    Listed(std::collections::HashMap<std::ffi::OsString, bool>),
+    /// The folder could not be listed: each file is looked at on its own.
+    Unlisted,
+}
+
+/// How many files of one folder are looked at one by one before the folder is
+/// listed instead: a results file of 100,000 videos in one folder then costs one
+/// listing rather than 100,000 lookups of a name among 100,000 (each of which
+/// walks the whole path again), while a folder holding a few of the batch's
+/// videos among many other files is never listed.
+const LIST_AFTER: usize = 64;
 
 impl Confiner {
     pub fn new(root: &Path) -> Confiner {
@@ -258,14 +277,15 @@ impl Confiner {
             root,
             real_root,
             folders: std::collections::HashMap::new(),
+            listings: std::collections::HashMap::new(),
         }
     }
 
     /// The same answer as [`confined`] gives for `path` under this root.
     pub fn check(&mut self, path: &Path) -> Result<PathBuf, Outside> {
         let path = absolute(path);
-        let look = std::fs::symlink_metadata(&path);
-        self.check_looked(path, &look)
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        self.check_looked(path, is_link)
     }
 
     /// [`Confiner::check`], and whether the file is there (an error other than "not
@@ -273,47 +293,94 @@ impl Confiner {
     /// run of 100,000 videos looks at each once.
     pub fn check_there(&mut self, path: &Path) -> (Result<PathBuf, Outside>, bool) {
         let path = absolute(path);
+        // A plain file (not a link) found in its folder's listing, or a name absent
+        // from it, needs no look of its own; a link is looked at as ever.
+        if let Some(is_link) = self.listed(&path) {
+            match is_link {
+                Some(false) => return (self.check_looked(path, false), true),
+                None => return (self.check_looked(path, false), false),
+                Some(true) => {}
+            }
+        }
         let look = std::fs::symlink_metadata(&path);
+        let is_link = look.as_ref().is_ok_and(|m| m.file_type().is_symlink());
         let there = match &look {
             // A link is there when what it leads to is.
-            Ok(m) if m.file_type().is_symlink() => path.try_exists().unwrap_or(true),
+            Ok(_) if is_link => path.try_exists().unwrap_or(true),
             Ok(_) => true,
             Err(e) => e.kind() != std::io::ErrorKind::NotFound,
         };
-        (self.check_looked(path, &look), there)
+        (self.check_looked(path, is_link), there)
     }
 
-    /// [`Confiner::check`] of the absolute `path`, whose metadata (not following a
-    /// link) is `look`.
-    fn check_looked(
-        &mut self,
-        path: PathBuf,
-        look: &std::io::Result<std::fs::Metadata>,
-    ) -> Result<PathBuf, Outside> {
+    /// What the listing of `path`'s folder says of it, once the folder is listed:
+    /// `Some(Some(is_link))` for an entry, `Some(None)` for a name not in it; `None`
+    /// while the folder is not (or cannot be) listed.
+    fn listed(&mut self, path: &Path) -> Option<Option<bool>> {
+        let (folder, name) = (path.parent()?, path.file_name()?);
+        let listing = match self.listings.get_mut(folder) {
+            Some(listing) => listing,
+            None => self
+                .listings
+                .entry(folder.to_path_buf())
+                .or_insert(Listing::Looks(0)),
+        };
+        if let Listing::Looks(n) = listing {
+            *n += 1;
+            if *n <= LIST_AFTER {
+                return None;
+            }
+            *listing = list(folder).map_or(Listing::Unlisted, Listing::Listed);
+        }
+        match listing {
+            Listing::Listed(entries) => Some(entries.get(name).copied()),
+            Listing::Looks(_) | Listing::Unlisted => None,
+        }
+    }
+
+    /// [`Confiner::check`] of the absolute `path`; `is_link`: whether the file
+    /// itself is a symbolic link.
+    fn check_looked(&mut self, path: PathBuf, is_link: bool) -> Result<PathBuf, Outside> {
         let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
             return confined(&self.root, &path);
         };
         // A link at the file itself leads wherever it says: the whole walk.
-        if look.as_ref().is_ok_and(|m| m.file_type().is_symlink()) {
+        if is_link {
             return confined(&self.root, &path);
         }
-        let real_folder = match self.folders.get(folder) {
-            Some(real) => real.clone(),
+        let (real_folder, folder_inside) = match self.folders.get(folder) {
+            Some(known) => known,
             None => {
                 let real = real_location(folder);
-                self.folders.insert(folder.to_path_buf(), real.clone());
-                real
+                let inside = real.starts_with(&self.real_root);
+                self.folders
+                    .entry(folder.to_path_buf())
+                    .or_insert((real, inside))
             }
         };
-        if real_folder.join(name).starts_with(&self.real_root) {
+        // A name (never `..`: the path is normalized) in a folder inside the root is
+        // inside it too; the folder's own check then serves all its files.
+        if *folder_inside || real_folder.join(name).starts_with(&self.real_root) {
             return Ok(path);
         }
+        let real_folder = real_folder.clone();
         Err(Outside {
             through_link: path.starts_with(&self.root).then(|| real_folder.join(name)),
             path,
             root: self.root.clone(),
         })
     }
+}
+
+/// The entries of `folder`, each with whether it is a symbolic link.
+fn list(folder: &Path) -> std::io::Result<std::collections::HashMap<std::ffi::OsString, bool>> {
+    let mut entries = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let is_link = entry.file_type()?.is_symlink();
+        entries.insert(entry.file_name(), is_link);
+    }
+    Ok(entries)
 }
 
 /// Where the absolute `path` really leads: its deepest existing part resolved (every
@@ -437,6 +504,63 @@ mod tests {
             let alias = tmp.path().join("alias");
             assert!(confined(&alias, &alias.join("a.mp4")).is_ok());
         }
+    }
+
+    /// The answer for `path` looked at on its own: confined or not, and there
+    /// (a link when what it leads to is).
+    fn looked_alone(root: &Path, path: &Path) -> (Result<PathBuf, Outside>, bool) {
+        (confined(root, path), path.try_exists().unwrap_or(true))
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_listed_folder_answers_as_one_look_per_file_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("videos");
+        let outside = tmp.path().join("victim");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("important.txt"), "x").unwrap();
+        std::fs::write(root.join("real.mp4"), "").unwrap();
+        for i in 0..2 * LIST_AFTER {
+            std::fs::write(root.join(format!("{i}.mp4")), "").unwrap();
+        }
+        let link = |to: &Path, name: &str| std::os::unix::fs::symlink(to, root.join(name)).unwrap();
+        link(&outside.join("important.txt"), "out.mp4");
+        link(&root.join("real.mp4"), "in.mp4");
+        link(&root.join("gone.mp4"), "dangling.mp4");
+        link(&outside, "dir-link");
+        let mut paths: Vec<PathBuf> = (0..2 * LIST_AFTER + 10)
+            .map(|i| root.join(format!("{i}.mp4")))
+            .collect();
+        // After the folder is listed: files there, names missing, links in and
+        // out, a dangling link, a folder link out, and a path that climbs out.
+        for name in [
+            "real.mp4",
+            "missing.mp4",
+            "out.mp4",
+            "in.mp4",
+            "dangling.mp4",
+            "dir-link/important.txt",
+            "../victim/important.txt",
+        ] {
+            paths.push(root.join(name));
+        }
+        let mut many = Confiner::new(&root);
+        for p in &paths {
+            assert_eq!(
+                many.check_there(p),
+                looked_alone(&root, p),
+                "{}",
+                p.display()
+            );
+        }
+        assert!(
+            many.listings
+                .values()
+                .any(|l| matches!(l, Listing::Listed(_))),
+            "the folder was never listed"
+        );
     }
 
     proptest! {
