@@ -292,7 +292,13 @@ impl Confiner {
     /// found" counts as there): the one look at the file serves both, so a resumed
     /// run of 100,000 videos looks at each once.
     pub fn check_there(&mut self, path: &Path) -> (Result<PathBuf, Outside>, bool) {
-        let path = absolute(path);
+        self.check_there_absolute(absolute(path))
+    }
+
+    /// [`Confiner::check_there`] of a `path` already made absolute and normalized
+    /// (as [`resolve`] gives it from an absolute folder): a resumed run of 100,000
+    /// videos then normalizes each path once.
+    pub fn check_there_absolute(&mut self, path: PathBuf) -> (Result<PathBuf, Outside>, bool) {
         // A plain file (not a link) found in its folder's listing, or a name absent
         // from it, needs no look of its own; a link is looked at as ever.
         if let Some(is_link) = self.listed(&path) {

@@ -69,7 +69,14 @@ impl Confinement {
         ] {
             let videos = column == "video_paths";
             cell.retain(|p| {
-                let (inside, there) = confiner.check_there(&crate::paths::resolve(dir, p));
+                // `dir` is absolute: a recorded path comes back absolute and
+                // normalized, but for a bucket object's URL.
+                let path = crate::paths::resolve(dir, p);
+                let (inside, there) = if path.is_absolute() {
+                    confiner.check_there_absolute(path)
+                } else {
+                    confiner.check_there(&path)
+                };
                 if let Err(why) = inside {
                     dropped.push(Dropped {
                         job_id: r.job_id.clone(),
