@@ -589,7 +589,7 @@ mod tests {
         assert_eq!(old.error_kind, None);
         assert_eq!(old.error_kind(), Some(ErrorKind::Download));
         assert!(old.download_failed());
-        // Today's row says its kind; the message no longer decides it.
+        // A row with the column says its kind; the message does not decide it.
         r.error_kind = Some(ErrorKind::GenerationFailed);
         let loaded = parse(&to_csv(std::slice::from_ref(&r))).unwrap();
         assert_eq!(loaded.records["a"], r);

@@ -65,7 +65,7 @@ fn print_json(
     page: &Result<PathBuf, String>,
 ) {
     let t = &r.outcomes.tally;
-    // Only a run over several accounts has the field: one account's event is as it was.
+    // Only a run over several accounts has the field, so one account's event keeps its shape.
     let by_account = (r.outcomes.by_account.len() > 1)
         .then(|| serde_json::to_string(&r.outcomes.by_account).unwrap_or_default());
     let by_account = by_account.as_deref();
