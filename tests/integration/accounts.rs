@@ -17,6 +17,19 @@ const KEY_A: &str = "acme-a-secret-0001";
 const KEY_A2: &str = "acme-a-secret-0002";
 const KEY_B: &str = "acme-b-secret-0001";
 
+/// `run` of `manifest` with the keys of the file `keys` alone (no `KIE_API_KEY`).
+fn pooled_run(
+    h: &Harness,
+    manifest: &std::path::Path,
+    keys: &std::path::Path,
+) -> std::process::Command {
+    let mut cmd = h.run_cmd(manifest);
+    cmd.env_remove("KIE_API_KEY")
+        .arg("--api-key-file")
+        .arg(keys);
+    cmd
+}
+
 fn pool_sim() -> SimConfig {
     SimConfig {
         keys: vec![
@@ -75,11 +88,8 @@ fn a_labelled_key_file_records_its_account_and_key_id_in_every_row() {
     let h = Harness::new(pool_sim());
     let keys = h.write("keys", &format!("# the team's key\nacme-b  {KEY_B}\n"));
     let manifest = h.write("b.yaml", &text_jobs(3));
-    let mut cmd = h.run_cmd(&manifest);
-    cmd.env_remove("KIE_API_KEY")
-        .arg("--api-key-file")
-        .arg(&keys)
-        .args(["--rate", "1000/1s"]);
+    let mut cmd = pooled_run(&h, &manifest, &keys);
+    cmd.args(["--rate", "1000/1s"]);
     let out = cmd.output().expect("runs");
     assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let results = h.results();
@@ -173,11 +183,8 @@ fn sixty_jobs_over_two_accounts_use_both_windows_and_every_call_goes_with_the_ta
         "b.yaml",
         &format!("{}defaults:\n  upgrade: 1080p\n", text_jobs(60)),
     );
-    let mut cmd = h.run_cmd(&manifest);
-    cmd.env_remove("KIE_API_KEY")
-        .arg("--api-key-file")
-        .arg(&keys)
-        .args(["--rate", "20/3s", "-v"]);
+    let mut cmd = pooled_run(&h, &manifest, &keys);
+    cmd.args(["--rate", "20/3s", "-v"]);
     let out = cmd.output().expect("runs");
     assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let stats = h.stats();
@@ -287,11 +294,8 @@ fn a_capped_key_rests_after_its_433_while_the_other_keys_go_on() {
         &format!("acme-a {KEY_A2}\nacme-a {KEY_A}\nacme-b {KEY_B}\n"),
     );
     let manifest = h.write("b.yaml", &text_jobs(12));
-    let mut cmd = h.run_cmd(&manifest);
-    cmd.env_remove("KIE_API_KEY")
-        .arg("--api-key-file")
-        .arg(&keys)
-        .args(["--rate", "1000/1s", "--concurrency", "1"]);
+    let mut cmd = pooled_run(&h, &manifest, &keys);
+    cmd.args(["--rate", "1000/1s", "--concurrency", "1"]);
     let out = cmd.output().expect("runs");
     assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let err = stderr(&out);
@@ -332,11 +336,8 @@ fn the_run_stops_only_when_no_key_of_any_account_can_send_and_says_why_per_key()
     // acme-a's key is not one the service knows (401); acme-b's is capped at one.
     let keys = h.write("keys", &format!("acme-a {KEY_A}\nacme-b {KEY_B}\n"));
     let manifest = h.write("b.yaml", &text_jobs(4));
-    let mut cmd = h.run_cmd(&manifest);
-    cmd.env_remove("KIE_API_KEY")
-        .arg("--api-key-file")
-        .arg(&keys)
-        .args(["--rate", "1000/1s", "--concurrency", "1"]);
+    let mut cmd = pooled_run(&h, &manifest, &keys);
+    cmd.args(["--rate", "1000/1s", "--concurrency", "1"]);
     let out = cmd.output().expect("runs");
     let err = stderr(&out);
     assert_eq!(
@@ -370,12 +371,8 @@ fn a_task_whose_account_has_no_key_today_is_left_as_it_is_and_said() {
     let only_a = h.write("keys-a", &format!("acme-a {KEY_A}\n"));
     let manifest = h.write("b.yaml", &text_jobs(6));
     let run = |keys: &std::path::Path, extra: &[&str]| {
-        let mut cmd = h.run_cmd(&manifest);
-        cmd.env_remove("KIE_API_KEY")
-            .arg("--api-key-file")
-            .arg(keys)
-            .args(["--rate", "1000/1s"])
-            .args(extra);
+        let mut cmd = pooled_run(&h, &manifest, keys);
+        cmd.args(["--rate", "1000/1s"]).args(extra);
         cmd.output().expect("runs")
     };
     let first = run(&both, &["--no-wait"]);
@@ -430,11 +427,7 @@ fn a_bad_key_file_is_refused_with_every_bad_line_and_no_key() {
         &format!("acme-a {KEY_A}\nacme-a {KEY_A2} {KEY_B}\n\nbad/name {KEY_B}\nacme-b {KEY_A}\n"),
     );
     let manifest = h.write("b.yaml", &text_jobs(1));
-    let mut cmd = h.run_cmd(&manifest);
-    cmd.env_remove("KIE_API_KEY")
-        .arg("--api-key-file")
-        .arg(&keys);
-    let out = cmd.output().expect("runs");
+    let out = pooled_run(&h, &manifest, &keys).output().expect("runs");
     assert_eq!(out.status.code(), Some(Exit::Usage as i32));
     let err = stderr(&out);
     let file = format!("api key file `{}`", keys.display());
@@ -524,11 +517,8 @@ fn a_refused_send_leaves_no_account_on_the_row() {
     let h = Harness::new(pool_sim());
     let keys = h.write("keys", &format!("acme-a {KEY_A2}\n"));
     let manifest = h.write("b.yaml", &text_jobs(2));
-    let mut cmd = h.run_cmd(&manifest);
-    cmd.env_remove("KIE_API_KEY")
-        .arg("--api-key-file")
-        .arg(&keys)
-        .args(["--rate", "1000/1s", "--concurrency", "1"]);
+    let mut cmd = pooled_run(&h, &manifest, &keys);
+    cmd.args(["--rate", "1000/1s", "--concurrency", "1"]);
     let out = cmd.output().expect("runs");
     assert_eq!(
         out.status.code(),
@@ -568,11 +558,8 @@ fn an_extend_goes_with_a_key_of_its_parents_account() {
         ));
     }
     let m = h.write("m.yaml", &manifest);
-    let mut cmd = h.run_cmd(&m);
-    cmd.env_remove("KIE_API_KEY")
-        .arg("--api-key-file")
-        .arg(&keys)
-        .args(["--rate", "1000/1s"]);
+    let mut cmd = pooled_run(&h, &m, &keys);
+    cmd.args(["--rate", "1000/1s"]);
     let out = cmd.output().expect("runs");
     assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{}", stderr(&out));
     let r = h.results();
@@ -608,11 +595,8 @@ fn counts_by_account_show_in_status_the_summary_the_page_and_credits() {
     });
     let keys = h.write("keys", &format!("acme-a {KEY_A}\nacme-b {KEY_B}\n"));
     let manifest = h.write("b.yaml", &text_jobs(6));
-    let mut cmd = h.run_cmd(&manifest);
-    cmd.env_remove("KIE_API_KEY")
-        .arg("--api-key-file")
-        .arg(&keys)
-        .args(["--rate", "1000/1s"]);
+    let mut cmd = pooled_run(&h, &manifest, &keys);
+    cmd.args(["--rate", "1000/1s"]);
     let out = cmd.output().expect("runs");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(Exit::Ok as i32), "{err}");
