@@ -107,7 +107,7 @@ fn a_failed_task_the_balance_shows_billed_counts_on_every_surface_and_against_th
     let out = h.run(&manifest, &RUN);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(Exit::JobsFailed as i32), "{err}");
-    // Every surface first: the page left failed tasks out while the file kept them.
+    // Every surface first, the page included: each counts the billed failed tasks.
     assert_eq!(
         every_figure(&h, &err),
         [&"180".to_owned(); 5].map(String::clone),
